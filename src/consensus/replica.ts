@@ -1,0 +1,1081 @@
+/**
+ * One Multi-Paxos replica: proposer, acceptor and learner in a single pure state machine.
+ *
+ * Inputs: `step(envelope)`, `tick()`, `propose(command)`, `read(id)`, `persisted(seq)`,
+ * `compact(point)`, `installSnapshot(point)`. Output: `ready()`, a batch of obligations
+ * (see `Ready`). Nothing here performs I/O, reads a clock or draws randomness: time is
+ * ticks, and randomness is the `random` function the driver passes in.
+ *
+ * The protocol (Lamport's Paxos Made Simple, section 3, with a stable leader):
+ * - A would-be leader first asks for pre-votes, which change no state and are refused while
+ *   a live leader is heard from, so a partitioned or removed replica cannot depose it.
+ * - Phase 1 runs once for every slot after the candidate's commit slot. Promises carry each
+ *   acceptor's commit and compaction points; a candidate behind any promiser catches up to
+ *   it before it leads, so it never mistakes a compacted slot for an empty one. For each
+ *   open slot the leader re-proposes the value accepted under the highest ballot among the
+ *   promisers that vote in that slot's configuration, and fills holes with no-ops.
+ * - Phase 2 is pipelined (at most `alpha` slots past the commit slot) and batched (many
+ *   commands a slot). A slot is chosen when a quorum of its configuration's voters has
+ *   durably accepted it; the leader counts itself only once its own write is durable.
+ * - Followers learn the commit slot from accepts, commits and heartbeats, and treat a slot
+ *   as chosen only if they accepted it under the very ballot that declares it chosen;
+ *   otherwise they fetch the chosen value (catch-up).
+ * - Reads: a read index is handed out only after the leader has committed an entry under
+ *   its own ballot, and after a heartbeat round that started after the read arrived has been
+ *   answered by a quorum, so the leader knows it was still the leader when the read came.
+ */
+import { BALLOT_NONE, ballotEquals, compareBallots, nextBallot } from './ballot.js';
+import {
+  applyChange,
+  configAt,
+  epochsAfter,
+  hasQuorum,
+  isMember,
+  isVoter,
+  knownNodes,
+  latestConfig,
+  trimEpochs,
+} from './config.js';
+import { validateEnvelope } from './validate.js';
+import type {
+  Ballot,
+  Batch,
+  Command,
+  Config,
+  ConfigChange,
+  ConfigEpoch,
+  Entry,
+  Envelope,
+  LogPoint,
+  Message,
+  NodeId,
+  Persisted,
+  PersistOp,
+  Ready,
+  ReadState,
+  SlotValue,
+  StoredSlot,
+} from './types.js';
+
+/** Deliberate defects, switched on only by the simulator's self-test to prove it notices. */
+export interface Defects {
+  skipPromisePersist?: boolean;
+  acceptLowerBallot?: boolean;
+  ignoreHighestBallot?: boolean;
+  countLearnersInQuorum?: boolean;
+  commitWithoutBallotCheck?: boolean;
+  readWithoutOwnCommit?: boolean;
+  hideCompactionInPromise?: boolean;
+  countSelfBeforeDurable?: boolean;
+}
+
+export interface ReplicaOptions {
+  readonly id: NodeId;
+  readonly cluster: string;
+  /** Uniform in [0, 1); the only source of randomness (election timeouts). */
+  readonly random: () => number;
+  /** Pipeline window and configuration delay, in slots. */
+  readonly alpha?: number;
+  /** A follower campaigns after this many to twice this many ticks without a leader. */
+  readonly electionTicks?: number;
+  readonly heartbeatTicks?: number;
+  readonly batchCommandsMax?: number;
+  readonly batchBytesMax?: number;
+  readonly proposalQueueMax?: number;
+  readonly catchupSlotsMax?: number;
+  readonly defects?: Defects;
+}
+
+export const DEFAULTS = {
+  alpha: 32,
+  electionTicks: 10,
+  heartbeatTicks: 2,
+  /** Commands in one slot: more amortises a round trip, fewer bounds one message. */
+  batchCommandsMax: 512,
+  batchBytesMax: 1 << 20,
+  proposalQueueMax: 16_384,
+  catchupSlotsMax: 64,
+} as const;
+
+export type ProposeResult =
+  | { readonly ok: true }
+  | { readonly ok: false; readonly reason: 'not_leader'; readonly leader: NodeId | null }
+  | { readonly ok: false; readonly reason: 'busy' | 'config_pending' };
+
+export type Role = 'follower' | 'precandidate' | 'candidate' | 'leader';
+
+/** Counters a driver exports as metrics. */
+export interface ReplicaStats {
+  dropped: Record<string, number>;
+  elections: number;
+  leaderTerms: number;
+  catchupRequests: number;
+}
+
+interface Inflight {
+  readonly batch: Batch;
+  readonly acks: Set<NodeId>;
+  selfDurable: boolean;
+  sentTick: number;
+}
+
+interface PromiseInfo {
+  readonly commit: number;
+  readonly accepted: Map<number, StoredSlot>;
+}
+
+interface PendingRead {
+  readonly id: number;
+  /** Where the read must be answered: this replica, or a follower that asked. */
+  readonly origin: NodeId;
+  index: number;
+  seq: number;
+  readonly tick: number;
+}
+
+const emptyPoint = (config: Config): LogPoint => ({ slot: 0, index: 0, epochs: [{ fromSlot: 1, config }] });
+
+/** The durable state of a brand-new member of a new cluster. */
+export function bootstrapState(config: Config): Persisted {
+  const point = emptyPoint(config);
+  return { promised: BALLOT_NONE, slots: [], base: point, compacted: point };
+}
+
+export class Replica {
+  readonly id: NodeId;
+  readonly cluster: string;
+  private readonly random: () => number;
+  private readonly alpha: number;
+  private readonly electionTicks: number;
+  private readonly heartbeatTicks: number;
+  private readonly batchCommandsMax: number;
+  private readonly batchBytesMax: number;
+  private readonly proposalQueueMax: number;
+  private readonly catchupSlotsMax: number;
+  private readonly defects: Defects;
+
+  readonly stats: ReplicaStats = { dropped: {}, elections: 0, leaderTerms: 0, catchupRequests: 0 };
+
+  // Acceptor state (durable).
+  private promised: Ballot;
+  private readonly log = new Map<number, StoredSlot>();
+  private compacted: LogPoint;
+
+  // Learner state.
+  private commitSlot: number;
+  private commitIndex: number;
+  private epochs: readonly ConfigEpoch[];
+  private known: Set<NodeId>;
+
+  // Role state.
+  private role: Role = 'follower';
+  private leader: NodeId | null = null;
+  private ticks = 0;
+  private electionElapsed = 0;
+  private electionTimeout = 0;
+  private maxRoundSeen = 0;
+
+  // Candidate and leader state.
+  private ballot: Ballot = BALLOT_NONE;
+  private readonly prevotes = new Set<NodeId>();
+  private readonly promises = new Map<NodeId, PromiseInfo>();
+  private prepareSentTick = -Infinity;
+  private nextSlot = 0;
+  private firstOwnSlot = 0;
+  private recoverThrough = 0;
+  private readonly inflight = new Map<number, Inflight>();
+  private queue: Command[] = [];
+  private configInFlight = false;
+  private heartbeatElapsed = 0;
+  private checkQuorumElapsed = 0;
+  private readonly recentlyActive = new Set<NodeId>();
+  private heartbeatSeq = 0;
+  private heartbeatRequested = false;
+  private readonly ackedSeq = new Map<NodeId, number>();
+  private readsWaitingForOwnCommit: PendingRead[] = [];
+  private pendingReads: PendingRead[] = [];
+  private readonly remoteReads = new Map<number, number>(); // read id -> tick asked
+  private commitDirty = false;
+
+  // Catch-up.
+  private catchupFrom: NodeId | null = null;
+  private catchupTick = -Infinity;
+  private snapshotNeeded: { from: NodeId; point: LogPoint } | null = null;
+
+  // Outputs accumulated for the next Ready.
+  private persistSeq = 0;
+  private readonly persistOps: PersistOp[] = [];
+  private readonly afterPersist: Envelope[] = [];
+  private outbox: Envelope[] = [];
+  private readonly acceptOut = new Map<NodeId, SlotValue[]>();
+  private commits: Entry[] = [];
+  private readStates: ReadState[] = [];
+  private selfAcceptSlots: number[] = [];
+  private selfPromise = false;
+  private readonly unackedBatches: { seq: number; slots: number[]; promise: Ballot | null }[] = [];
+
+  constructor(opts: ReplicaOptions, state: Persisted) {
+    this.id = opts.id;
+    this.cluster = opts.cluster;
+    this.random = opts.random;
+    this.alpha = opts.alpha ?? DEFAULTS.alpha;
+    this.electionTicks = opts.electionTicks ?? DEFAULTS.electionTicks;
+    this.heartbeatTicks = opts.heartbeatTicks ?? DEFAULTS.heartbeatTicks;
+    this.batchCommandsMax = opts.batchCommandsMax ?? DEFAULTS.batchCommandsMax;
+    this.batchBytesMax = opts.batchBytesMax ?? DEFAULTS.batchBytesMax;
+    this.proposalQueueMax = opts.proposalQueueMax ?? DEFAULTS.proposalQueueMax;
+    this.catchupSlotsMax = opts.catchupSlotsMax ?? DEFAULTS.catchupSlotsMax;
+    this.defects = opts.defects ?? {};
+    assert(this.alpha >= 1 && this.heartbeatTicks >= 1 && this.electionTicks > this.heartbeatTicks, 'bad timing options');
+
+    this.promised = state.promised;
+    this.maxRoundSeen = state.promised.round;
+    this.compacted = state.compacted;
+    const base = state.base.slot >= state.compacted.slot ? state.base : state.compacted;
+    this.commitSlot = base.slot;
+    this.commitIndex = base.index;
+    this.epochs = base.epochs;
+    this.known = knownNodes(this.epochs);
+    for (const s of state.slots) if (s.slot > this.compacted.slot) this.log.set(s.slot, s);
+    this.resetElectionTimeout();
+    this.advanceCommit();
+  }
+
+  // ------------------------------------------------------------------------------------
+  // Read-only views.
+
+  get currentRole(): Role {
+    return this.role;
+  }
+  get currentLeader(): NodeId | null {
+    return this.role === 'leader' ? this.id : this.leader;
+  }
+  get currentBallot(): Ballot {
+    return this.role === 'leader' ? this.ballot : this.promised;
+  }
+  get commit(): { slot: number; index: number } {
+    return { slot: this.commitSlot, index: this.commitIndex };
+  }
+  get compactedPoint(): LogPoint {
+    return this.compacted;
+  }
+  /** The configuration that governs the next slot. */
+  get config(): Config {
+    return configAt(this.epochs, this.commitSlot + 1);
+  }
+  /** The newest configuration, including a change not yet in effect. */
+  get latestConfig(): Config {
+    return latestConfig(this.epochs);
+  }
+  get configEpochs(): readonly ConfigEpoch[] {
+    return this.epochs;
+  }
+  get queuedCommands(): number {
+    return this.queue.length;
+  }
+  /** The chosen value at `slot`, if this replica knows it. */
+  chosenAt(slot: number): Batch | undefined {
+    const s = this.log.get(slot);
+    return s?.chosen ? s.batch : undefined;
+  }
+
+  // ------------------------------------------------------------------------------------
+  // Inputs.
+
+  /** One unit of logical time. */
+  tick(): void {
+    this.ticks++;
+    this.expireRemoteReads();
+    if (this.role === 'leader') {
+      this.tickLeader();
+      return;
+    }
+    this.electionElapsed++;
+    if (this.catchupFrom !== null && this.ticks - this.catchupTick >= this.electionTicks) {
+      this.catchupFrom = null; // the request or its answer was lost: ask again when told of a commit
+    }
+    if (this.role === 'candidate' && this.ticks - this.prepareSentTick >= this.heartbeatTicks * 2) {
+      this.sendPrepares();
+    }
+    if (this.electionElapsed >= this.electionTimeout && isVoter(this.config, this.id)) {
+      this.startPreVote();
+    }
+  }
+
+  /** Hands a command to consensus. A command accepted here is proposed unless this replica
+   *  stops leading first; its fate is then known only through the committed log. */
+  propose(command: Command): ProposeResult {
+    if (this.role !== 'leader') return { ok: false, reason: 'not_leader', leader: this.leader };
+    if (this.queue.length >= this.proposalQueueMax) return { ok: false, reason: 'busy' };
+    if (command.kind === 'config') {
+      // One change at a time, and only once this leader has committed under its own ballot.
+      const pending = this.configInFlight || this.epochs[this.epochs.length - 1]!.fromSlot > this.commitSlot + 1;
+      if (pending || this.commitSlot < this.firstOwnSlot) return { ok: false, reason: 'config_pending' };
+      this.configInFlight = true;
+    }
+    this.queue.push(command);
+    return { ok: true };
+  }
+
+  /** Asks for a linearizable read point; the answer comes in `Ready.reads` with this id. */
+  read(id: number): void {
+    if (this.role === 'leader') {
+      this.startLeaderRead(id, this.id);
+      return;
+    }
+    if (this.leader === null || this.role !== 'follower') {
+      this.readStates.push({ id, index: null });
+      return;
+    }
+    this.remoteReads.set(id, this.ticks);
+    this.send(this.leader, { type: 'read_req', id });
+  }
+
+  /** Receives a message. Malformed, foreign or unknown-sender messages are dropped and counted. */
+  step(raw: unknown): void {
+    const env = validateEnvelope(raw);
+    if (env === null) return this.drop('malformed');
+    if (env.cluster !== this.cluster) return this.drop('other_cluster');
+    if (env.to !== this.id || env.from === this.id) return this.drop('misaddressed');
+    const { from, msg } = env;
+    if (!this.known.has(from)) {
+      this.stepFromStranger(from, msg);
+      return;
+    }
+    switch (msg.type) {
+      case 'prevote':
+        return this.onPreVote(from, msg.round);
+      case 'prevote_reply':
+        return this.onPreVoteReply(from, msg.round, msg.granted);
+      case 'prepare':
+        return this.onPrepare(from, msg.ballot, msg.commit);
+      case 'promise':
+        return this.onPromise(from, msg);
+      case 'accept':
+        return this.onAccept(from, msg.ballot, msg.commit, msg.values);
+      case 'accepted':
+        return this.onAccepted(from, msg.ballot, msg.slots);
+      case 'reject':
+        return this.onReject(msg.ballot, msg.promised);
+      case 'commit':
+        return this.onLeaderContact(from, msg.ballot, msg.commit, null);
+      case 'heartbeat':
+        return this.onLeaderContact(from, msg.ballot, msg.commit, msg.seq);
+      case 'heartbeat_ack':
+        return this.onHeartbeatAck(from, msg.ballot, msg.seq);
+      case 'catchup_req':
+        return this.onCatchupRequest(from, msg.from, msg.to);
+      case 'catchup':
+        return this.onCatchup(from, msg.values, msg.commit, msg.snapshot);
+      case 'read_req':
+        return this.onReadRequest(from, msg.id);
+      case 'read_reply':
+        return this.onReadReply(msg.id, msg.index);
+    }
+  }
+
+  /** The persist batch `seq` (and every one before it) is durable. */
+  persisted(seq: number): void {
+    while (this.unackedBatches.length > 0 && this.unackedBatches[0]!.seq <= seq) {
+      const batch = this.unackedBatches.shift()!;
+      if (batch.promise !== null && this.role === 'candidate' && ballotEquals(batch.promise, this.ballot)) {
+        this.recordPromise(this.id, { commit: this.commitSlot, accepted: new Map() });
+      }
+      if (this.role === 'leader') {
+        for (const slot of batch.slots) {
+          const inf = this.inflight.get(slot);
+          if (inf !== undefined) inf.selfDurable = true;
+        }
+        for (const slot of batch.slots) this.checkChosen(slot);
+        this.advanceCommit();
+      }
+    }
+  }
+
+  /** The state machine has a snapshot through `point` (at or below the commit slot):
+   *  drop the log up to it. */
+  compact(point: LogPoint): void {
+    assert(point.slot <= this.commitSlot, 'compact beyond the commit slot');
+    if (point.slot <= this.compacted.slot) return;
+    for (const slot of this.log.keys()) if (slot <= point.slot) this.log.delete(slot);
+    this.compacted = point;
+    this.persistOps.push({ kind: 'compact', through: point });
+  }
+
+  /** The driver fetched and installed the snapshot that `Ready.snapshotNeeded` asked for. */
+  installSnapshot(point: LogPoint): void {
+    this.snapshotNeeded = null;
+    if (point.slot <= this.commitSlot) return;
+    assert(this.role !== 'leader', 'a leader never installs a snapshot');
+    for (const slot of this.log.keys()) if (slot <= point.slot) this.log.delete(slot);
+    this.compacted = point;
+    this.commitSlot = point.slot;
+    this.commitIndex = point.index;
+    this.setEpochs(point.epochs);
+    this.persistOps.push({ kind: 'compact', through: point });
+    this.advanceCommit();
+    if (this.role === 'candidate') this.maybeLead();
+  }
+
+  /** Collects everything the replica needs done. Returns null when there is nothing. */
+  ready(): Ready | null {
+    if (this.role === 'leader') {
+      this.fillWindow();
+      this.flushLeaderMessages();
+    }
+    for (const [to, values] of this.acceptOut) {
+      this.outbox.push(this.envelope(to, { type: 'accept', ballot: this.ballot, commit: this.commitSlot, values }));
+    }
+    this.acceptOut.clear();
+
+    const needsBarrier =
+      this.persistOps.length > 0 || this.afterPersist.length > 0 || this.selfAcceptSlots.length > 0 || this.selfPromise;
+    if (!needsBarrier && this.outbox.length === 0 && this.commits.length === 0 && this.readStates.length === 0 && this.snapshotNeeded === null) {
+      return null;
+    }
+    let seq = this.persistSeq;
+    if (needsBarrier) {
+      seq = ++this.persistSeq;
+      this.unackedBatches.push({ seq, slots: this.selfAcceptSlots, promise: this.selfPromise ? this.ballot : null });
+      this.selfAcceptSlots = [];
+      this.selfPromise = false;
+    }
+    const ready: Ready = {
+      persistSeq: seq,
+      persist: this.persistOps.splice(0),
+      sendAfterPersist: this.afterPersist.splice(0),
+      send: this.outbox,
+      commit: this.commits,
+      reads: this.readStates,
+      snapshotNeeded: this.snapshotNeeded,
+    };
+    this.outbox = [];
+    this.commits = [];
+    this.readStates = [];
+    this.snapshotNeeded = null; // asked once; a failed fetch is asked again by the next catch-up
+    if (this.defects.countSelfBeforeDurable && this.role === 'leader') this.persisted(seq);
+    return ready;
+  }
+
+  // ------------------------------------------------------------------------------------
+  // Elections.
+
+  private resetElectionTimeout(): void {
+    this.electionElapsed = 0;
+    this.electionTimeout = this.electionTicks + Math.floor(this.random() * this.electionTicks);
+  }
+
+  private startPreVote(): void {
+    this.resetElectionTimeout();
+    this.becomeFollowerState('precandidate');
+    this.prevotes.clear();
+    this.prevotes.add(this.id);
+    const round = Math.max(this.maxRoundSeen, this.promised.round) + 1;
+    for (const voter of this.config.voters) {
+      if (voter !== this.id) this.send(voter, { type: 'prevote', round, commit: this.commitSlot });
+    }
+    this.maybeWinPreVote();
+  }
+
+  /** A pre-vote is granted only by a replica that has not heard from a leader lately. */
+  private onPreVote(from: NodeId, round: number): void {
+    const leaderAlive =
+      this.role === 'leader' || (this.leader !== null && this.role === 'follower' && this.electionElapsed < this.electionTicks);
+    const granted = !leaderAlive && round > this.promised.round;
+    this.send(from, { type: 'prevote_reply', round, granted });
+  }
+
+  private onPreVoteReply(from: NodeId, _round: number, granted: boolean): void {
+    if (this.role !== 'precandidate' || !granted) return;
+    this.prevotes.add(from);
+    this.maybeWinPreVote();
+  }
+
+  private maybeWinPreVote(): void {
+    if (this.role === 'precandidate' && this.quorum(this.config, this.prevotes)) this.startCandidacy();
+  }
+
+  private startCandidacy(): void {
+    this.role = 'candidate';
+    this.stats.elections++;
+    this.leader = null;
+    this.ballot = nextBallot({ round: Math.max(this.maxRoundSeen, this.promised.round), leader: '' }, this.id);
+    this.maxRoundSeen = this.ballot.round;
+    this.promised = this.ballot;
+    if (!this.defects.skipPromisePersist) this.persistOps.push({ kind: 'promise', ballot: this.ballot });
+    this.selfPromise = true;
+    this.promises.clear();
+    this.sendPrepares();
+  }
+
+  /** Phase 1a to every voter that governs a slot after the commit slot and has not promised. */
+  private sendPrepares(): void {
+    this.prepareSentTick = this.ticks;
+    for (const voter of this.votersAfterCommit()) {
+      if (voter === this.id || this.promises.has(voter)) continue;
+      this.send(voter, { type: 'prepare', ballot: this.ballot, commit: this.commitSlot });
+    }
+  }
+
+  private votersAfterCommit(): Set<NodeId> {
+    const out = new Set<NodeId>();
+    const from = this.commitSlot + 1;
+    for (let i = 0; i < this.epochs.length; i++) {
+      const next = this.epochs[i + 1];
+      if (next !== undefined && next.fromSlot <= from) continue;
+      for (const v of this.epochs[i]!.config.voters) out.add(v);
+    }
+    return out;
+  }
+
+  private onPrepare(from: NodeId, ballot: Ballot, candidateCommit: number): void {
+    if (ballot.leader !== from) return this.drop('forged_ballot');
+    const order = compareBallots(ballot, this.promised);
+    if (order < 0) {
+      this.send(from, { type: 'reject', ballot, promised: this.promised });
+      return;
+    }
+    if (order > 0) {
+      // Check-quorum's other half: while a live leader is heard from, ignore usurpers.
+      const leaderAlive = this.role === 'follower' && this.leader !== null && this.electionElapsed < this.electionTicks;
+      if (leaderAlive || this.role === 'leader') return this.drop('prepare_during_lease');
+      this.promised = ballot;
+      this.maxRoundSeen = Math.max(this.maxRoundSeen, ballot.round);
+      if (!this.defects.skipPromisePersist) this.persistOps.push({ kind: 'promise', ballot });
+      this.becomeFollowerState('follower');
+      this.leader = null;
+      this.resetElectionTimeout();
+    }
+    const hide = this.defects.hideCompactionInPromise;
+    const after = hide ? candidateCommit : Math.max(candidateCommit, this.commitSlot);
+    const accepted: StoredSlot[] = [];
+    for (const s of this.log.values()) if (s.slot > after) accepted.push(s);
+    this.afterPersist.push(
+      this.envelope(from, {
+        type: 'promise',
+        ballot,
+        commit: hide ? Math.min(candidateCommit, this.commitSlot) : this.commitSlot,
+        compacted: hide ? 0 : this.compacted.slot,
+        accepted,
+      }),
+    );
+  }
+
+  private onPromise(from: NodeId, msg: Extract<Message, { type: 'promise' }>): void {
+    if (this.role !== 'candidate' && this.role !== 'leader') return;
+    if (!ballotEquals(msg.ballot, this.ballot) || this.promises.has(from)) return;
+    const accepted = new Map<number, StoredSlot>();
+    for (const s of msg.accepted) accepted.set(s.slot, s);
+    this.recordPromise(from, { commit: Math.max(msg.commit, msg.compacted), accepted });
+  }
+
+  private recordPromise(from: NodeId, info: PromiseInfo): void {
+    this.promises.set(from, info);
+    for (const s of info.accepted.keys()) this.recoverThrough = Math.max(this.recoverThrough, s);
+    if (this.role === 'candidate') this.maybeLead();
+  }
+
+  /** A candidate leads once a quorum of the next slot's configuration has promised and it
+   *  has caught up with every promiser's commit slot. */
+  private maybeLead(): void {
+    if (!this.quorum(this.config, this.promises.keys())) return;
+    let behind: { node: NodeId; commit: number } | null = null;
+    for (const [node, info] of this.promises) {
+      if (info.commit > this.commitSlot && (behind === null || info.commit > behind.commit)) behind = { node, commit: info.commit };
+    }
+    if (behind !== null) {
+      this.requestCatchup(behind.node, behind.commit);
+      return;
+    }
+    this.becomeLeader();
+  }
+
+  private becomeLeader(): void {
+    this.role = 'leader';
+    this.leader = this.id;
+    this.stats.leaderTerms++;
+    this.nextSlot = this.commitSlot + 1;
+    this.firstOwnSlot = this.nextSlot;
+    this.recoverThrough = Math.max(this.recoverThrough, this.commitSlot);
+    for (const s of this.log.values()) if (s.slot > this.commitSlot) this.recoverThrough = Math.max(this.recoverThrough, s.slot);
+    this.inflight.clear();
+    this.queue = [];
+    this.configInFlight = false;
+    this.heartbeatElapsed = 0;
+    this.checkQuorumElapsed = 0;
+    this.recentlyActive.clear();
+    this.ackedSeq.clear();
+    this.heartbeatRequested = true;
+  }
+
+  private becomeFollowerState(role: 'follower' | 'precandidate'): void {
+    if (this.role === 'leader') this.stepDown();
+    this.role = role;
+    this.promises.clear();
+    this.recoverThrough = 0;
+  }
+
+  /** Leaves leadership: queued commands are dropped, pending reads fail. */
+  private stepDown(): void {
+    this.inflight.clear();
+    this.queue = [];
+    this.configInFlight = false;
+    for (const r of [...this.pendingReads, ...this.readsWaitingForOwnCommit]) this.answerRead(r, null);
+    this.pendingReads = [];
+    this.readsWaitingForOwnCommit = [];
+    this.role = 'follower';
+    this.leader = null;
+    this.resetElectionTimeout();
+  }
+
+  private onReject(ballot: Ballot, promised: Ballot): void {
+    this.maxRoundSeen = Math.max(this.maxRoundSeen, promised.round);
+    if ((this.role === 'candidate' || this.role === 'leader') && ballotEquals(ballot, this.ballot)) {
+      if (compareBallots(promised, this.ballot) > 0) this.becomeFollowerState('follower');
+    }
+  }
+
+  // ------------------------------------------------------------------------------------
+  // Phase 2: the leader side.
+
+  private tickLeader(): void {
+    this.heartbeatElapsed++;
+    this.checkQuorumElapsed++;
+    if (this.heartbeatElapsed >= this.heartbeatTicks) {
+      this.heartbeatElapsed = 0;
+      this.heartbeatRequested = true;
+      this.retransmit();
+    }
+    if (this.checkQuorumElapsed >= this.electionTicks) {
+      this.checkQuorumElapsed = 0;
+      const active = new Set(this.recentlyActive);
+      active.add(this.id);
+      this.recentlyActive.clear();
+      if (!this.quorum(this.config, active)) {
+        this.stepDown();
+        return;
+      }
+    }
+    // A leader removed from the configuration of its next slot hands over once idle.
+    if (!isVoter(configAt(this.epochs, this.nextSlot), this.id) && this.inflight.size === 0) this.stepDown();
+  }
+
+  /** Proposes into every open slot of the window that can be filled now. */
+  private fillWindow(): void {
+    while (this.role === 'leader' && this.nextSlot <= this.commitSlot + this.alpha) {
+      const slot = this.nextSlot;
+      const config = configAt(this.epochs, slot);
+      if (!isVoter(config, this.id)) return;
+      if (!this.quorum(config, this.promises.keys())) {
+        if (this.ticks - this.prepareSentTick >= this.heartbeatTicks) this.sendPrepares();
+        return;
+      }
+      let batch: Batch | null = null;
+      if (slot <= this.recoverThrough) {
+        batch = this.recoveredValue(slot, config) ?? [];
+      } else if (this.queue.length > 0) {
+        batch = this.takeBatch();
+      } else if (slot === this.firstOwnSlot || slot < this.epochs[this.epochs.length - 1]!.fromSlot) {
+        batch = []; // a no-op: commit under our own ballot, or bring a new configuration into effect
+      }
+      if (batch === null) return;
+      this.proposeAt(slot, batch);
+    }
+  }
+
+  /** Phase 1's rule: the value accepted under the highest ballot among this slot's voters. */
+  private recoveredValue(slot: number, config: Config): Batch | undefined {
+    let best: StoredSlot | undefined;
+    for (const [node, info] of this.promises) {
+      if (!isVoter(config, node) && !this.defects.countLearnersInQuorum) continue;
+      const s = node === this.id ? this.log.get(slot) : info.accepted.get(slot);
+      if (s === undefined) continue;
+      if (s.chosen) return s.batch;
+      const better = this.defects.ignoreHighestBallot ? best === undefined : best === undefined || compareBallots(s.ballot, best.ballot) > 0;
+      if (better) best = s;
+    }
+    return best?.batch;
+  }
+
+  private takeBatch(): Batch {
+    let bytes = 0;
+    let n = 0;
+    while (n < this.queue.length && n < this.batchCommandsMax) {
+      const c = this.queue[n]!;
+      const size = c.kind === 'app' ? c.data.byteLength : 64;
+      if (n > 0 && bytes + size > this.batchBytesMax) break;
+      bytes += size;
+      n++;
+    }
+    return this.queue.splice(0, n);
+  }
+
+  private proposeAt(slot: number, batch: Batch): void {
+    const stored: StoredSlot = { slot, ballot: this.ballot, batch, chosen: false };
+    this.log.set(slot, stored);
+    this.persistOps.push({ kind: 'slot', slot: stored });
+    this.selfAcceptSlots.push(slot);
+    this.inflight.set(slot, { batch, acks: new Set(), selfDurable: false, sentTick: this.ticks });
+    const config = configAt(this.epochs, slot);
+    for (const node of [...config.voters, ...config.learners]) {
+      if (node !== this.id) this.queueAccept(node, { slot, batch });
+    }
+    this.nextSlot = slot + 1;
+  }
+
+  private queueAccept(to: NodeId, value: SlotValue): void {
+    let list = this.acceptOut.get(to);
+    if (list === undefined) this.acceptOut.set(to, (list = []));
+    list.push(value);
+  }
+
+  /** Accepts not yet acknowledged are sent again to the voters that have not answered. */
+  private retransmit(): void {
+    for (const [slot, inf] of this.inflight) {
+      if (this.ticks - inf.sentTick < this.heartbeatTicks) continue;
+      inf.sentTick = this.ticks;
+      for (const voter of configAt(this.epochs, slot).voters) {
+        if (voter !== this.id && !inf.acks.has(voter)) this.queueAccept(voter, { slot, batch: inf.batch });
+      }
+    }
+  }
+
+  private onAccepted(from: NodeId, ballot: Ballot, slots: readonly number[]): void {
+    if (this.role !== 'leader' || !ballotEquals(ballot, this.ballot)) return;
+    this.recentlyActive.add(from);
+    for (const slot of slots) {
+      const inf = this.inflight.get(slot);
+      if (inf === undefined) continue;
+      inf.acks.add(from);
+      this.checkChosen(slot);
+    }
+    this.advanceCommit();
+  }
+
+  private checkChosen(slot: number): void {
+    const inf = this.inflight.get(slot);
+    const stored = this.log.get(slot);
+    if (inf === undefined || stored === undefined || stored.chosen) return;
+    const voters = new Set(inf.acks);
+    if (inf.selfDurable) voters.add(this.id);
+    if (this.quorum(configAt(this.epochs, slot), voters)) {
+      this.log.set(slot, { ...stored, chosen: true });
+    }
+  }
+
+  private flushLeaderMessages(): void {
+    if (this.readsWaitingForOwnCommit.length > 0 && this.commitSlot >= this.firstOwnSlot) {
+      for (const r of this.readsWaitingForOwnCommit) this.beginReadRound(r);
+      this.readsWaitingForOwnCommit = [];
+    }
+    const members = this.peersToInform();
+    if (this.heartbeatRequested) {
+      this.heartbeatRequested = false;
+      this.commitDirty = false;
+      const seq = ++this.heartbeatSeq;
+      for (const node of members) this.send(node, { type: 'heartbeat', ballot: this.ballot, commit: this.commitSlot, seq });
+    } else if (this.commitDirty) {
+      this.commitDirty = false;
+      for (const node of members) {
+        if (!this.acceptOut.has(node)) this.send(node, { type: 'commit', ballot: this.ballot, commit: this.commitSlot });
+      }
+    }
+  }
+
+  /** Every member of every configuration from the commit slot on. */
+  private peersToInform(): Set<NodeId> {
+    const out = new Set<NodeId>();
+    for (let i = 0; i < this.epochs.length; i++) {
+      const next = this.epochs[i + 1];
+      if (next !== undefined && next.fromSlot <= this.commitSlot + 1) continue;
+      const c = this.epochs[i]!.config;
+      for (const n of c.voters) out.add(n);
+      for (const n of c.learners) out.add(n);
+    }
+    out.delete(this.id);
+    return out;
+  }
+
+  // ------------------------------------------------------------------------------------
+  // Phase 2: the acceptor side, and learning the commit slot.
+
+  private onAccept(from: NodeId, ballot: Ballot, commit: number, values: readonly SlotValue[]): void {
+    if (ballot.leader !== from) return this.drop('forged_ballot');
+    if (compareBallots(ballot, this.promised) < 0 && !this.defects.acceptLowerBallot) {
+      this.send(from, { type: 'reject', ballot, promised: this.promised });
+      return;
+    }
+    this.followLeader(ballot);
+    const acked: number[] = [];
+    for (const { slot, batch } of values) {
+      const existing = this.log.get(slot);
+      if (slot > this.compacted.slot && !existing?.chosen) {
+        const stored: StoredSlot = { slot, ballot, batch, chosen: false };
+        this.log.set(slot, stored);
+        this.persistOps.push({ kind: 'slot', slot: stored });
+      }
+      acked.push(slot);
+    }
+    this.afterPersist.push(this.envelope(from, { type: 'accepted', ballot, slots: acked }));
+    this.learnCommit(from, ballot, commit);
+  }
+
+  /** Accepts a leader of `ballot` (at least the promised one) as the current leader. */
+  private followLeader(ballot: Ballot): void {
+    this.maxRoundSeen = Math.max(this.maxRoundSeen, ballot.round);
+    if (compareBallots(ballot, this.promised) > 0) {
+      this.promised = ballot;
+      this.persistOps.push({ kind: 'promise', ballot });
+    }
+    if (this.role !== 'follower') this.becomeFollowerState('follower');
+    this.leader = ballot.leader;
+    this.resetElectionTimeout();
+  }
+
+  private onLeaderContact(from: NodeId, ballot: Ballot, commit: number, seq: number | null): void {
+    if (ballot.leader !== from) return this.drop('forged_ballot');
+    if (compareBallots(ballot, this.promised) < 0) {
+      this.send(from, { type: 'reject', ballot, promised: this.promised });
+      return;
+    }
+    this.followLeader(ballot);
+    if (seq !== null) this.send(from, { type: 'heartbeat_ack', ballot, seq });
+    this.learnCommit(from, ballot, commit);
+  }
+
+  /**
+   * The leader of `ballot` says slots up to `commit` are chosen. A slot accepted here under
+   * that same ballot holds the chosen value; any other slot is fetched from the leader.
+   */
+  private learnCommit(leader: NodeId, ballot: Ballot, commit: number): void {
+    let missing = 0;
+    const upTo = Math.min(commit, this.commitSlot + this.alpha * 4);
+    for (let slot = this.commitSlot + 1; slot <= upTo; slot++) {
+      const s = this.log.get(slot);
+      if (s !== undefined && !s.chosen && (ballotEquals(s.ballot, ballot) || this.defects.commitWithoutBallotCheck)) {
+        this.log.set(slot, { ...s, chosen: true });
+      } else if (s === undefined || !s.chosen) {
+        if (missing === 0) missing = slot;
+      }
+    }
+    this.advanceCommit();
+    if (commit > this.commitSlot && (missing !== 0 || upTo < commit)) this.requestCatchup(leader, commit);
+  }
+
+  /** Hands every newly chosen slot, in order, to the state machine. */
+  private advanceCommit(): void {
+    for (;;) {
+      const next = this.log.get(this.commitSlot + 1);
+      if (next === undefined || !next.chosen) break;
+      const slot = next.slot;
+      const changes: ConfigChange[] = [];
+      for (const c of next.batch) if (c.kind === 'config') changes.push(c.change);
+      this.setEpochs(trimEpochs(epochsAfter(this.epochs, slot, changes, this.alpha), slot));
+      this.commits.push({ slot, index: this.commitIndex + 1, batch: next.batch, epochs: this.epochs });
+      this.commitSlot = slot;
+      this.commitIndex += next.batch.length;
+      if (this.role === 'leader') {
+        this.inflight.delete(slot);
+        if (changes.length > 0) this.configInFlight = false;
+        this.commitDirty = true;
+      }
+    }
+  }
+
+  private setEpochs(epochs: readonly ConfigEpoch[]): void {
+    if (epochs === this.epochs) return;
+    this.epochs = epochs;
+    this.known = knownNodes(epochs);
+  }
+
+  /** The configurations after this replica's commit point, for the state machine's snapshot. */
+  logPoint(): LogPoint {
+    return { slot: this.commitSlot, index: this.commitIndex, epochs: this.epochs };
+  }
+
+  // ------------------------------------------------------------------------------------
+  // Catch-up.
+
+  private requestCatchup(from: NodeId, commit: number): void {
+    if (this.catchupFrom !== null && this.ticks - this.catchupTick < this.electionTicks) return;
+    this.catchupFrom = from;
+    this.catchupTick = this.ticks;
+    this.stats.catchupRequests++;
+    const to = Math.min(commit, this.commitSlot + this.catchupSlotsMax);
+    this.send(from, { type: 'catchup_req', from: this.commitSlot + 1, to });
+  }
+
+  /** Answers with chosen values only, or points at the snapshot when the range is compacted. */
+  private onCatchupRequest(from: NodeId, first: number, last: number): void {
+    if (first <= this.compacted.slot) {
+      this.send(from, { type: 'catchup', values: [], commit: this.commitSlot, snapshot: this.compacted });
+      return;
+    }
+    const values: SlotValue[] = [];
+    const end = Math.min(last, first + this.catchupSlotsMax - 1, this.commitSlot);
+    for (let slot = first; slot <= end; slot++) {
+      const s = this.log.get(slot);
+      if (s === undefined || !s.chosen) break;
+      values.push({ slot, batch: s.batch });
+    }
+    this.send(from, { type: 'catchup', values, commit: this.commitSlot, snapshot: null });
+  }
+
+  private onCatchup(from: NodeId, values: readonly SlotValue[], commit: number, snapshot: LogPoint | null): void {
+    if (this.catchupFrom === from) this.catchupFrom = null;
+    if (snapshot !== null) {
+      if (snapshot.slot > this.commitSlot && this.role !== 'leader') this.snapshotNeeded = { from, point: snapshot };
+      return;
+    }
+    for (const { slot, batch } of values) {
+      if (slot <= this.commitSlot || slot <= this.compacted.slot) continue;
+      const existing = this.log.get(slot);
+      if (existing?.chosen) continue;
+      const stored: StoredSlot = { slot, ballot: existing?.ballot ?? BALLOT_NONE, batch, chosen: true };
+      this.log.set(slot, stored);
+      this.persistOps.push({ kind: 'slot', slot: stored });
+    }
+    this.advanceCommit();
+    if (commit > this.commitSlot && values.length > 0) this.requestCatchup(from, commit);
+    if (this.role === 'candidate') this.maybeLead();
+  }
+
+  /** A node this replica does not know (a configuration it has not reached yet) may still
+   *  be the leader: learn from it what is chosen, but take no orders from it. */
+  private stepFromStranger(from: NodeId, msg: Message): void {
+    switch (msg.type) {
+      case 'accept':
+      case 'commit':
+      case 'heartbeat':
+        if (msg.commit > this.commitSlot) this.requestCatchup(from, msg.commit);
+        return;
+      case 'catchup':
+        if (this.catchupFrom === from) return this.onCatchup(from, msg.values, msg.commit, msg.snapshot);
+        return this.drop('unknown_sender');
+      case 'catchup_req':
+        return this.onCatchupRequest(from, msg.from, msg.to);
+      default:
+        return this.drop('unknown_sender');
+    }
+  }
+
+  // ------------------------------------------------------------------------------------
+  // Linearizable reads.
+
+  private startLeaderRead(id: number, origin: NodeId): void {
+    const read: PendingRead = { id, origin, index: 0, seq: 0, tick: this.ticks };
+    if (this.commitSlot < this.firstOwnSlot && !this.defects.readWithoutOwnCommit) {
+      this.readsWaitingForOwnCommit.push(read);
+    } else {
+      this.beginReadRound(read);
+    }
+  }
+
+  /** The read point is the commit index now; it is confirmed by the next heartbeat round. */
+  private beginReadRound(read: PendingRead): void {
+    read.index = this.commitIndex;
+    read.seq = this.heartbeatSeq + 1;
+    this.heartbeatRequested = true;
+    this.pendingReads.push(read);
+    this.confirmReads();
+  }
+
+  private onHeartbeatAck(from: NodeId, ballot: Ballot, seq: number): void {
+    if (this.role !== 'leader' || !ballotEquals(ballot, this.ballot)) return;
+    this.recentlyActive.add(from);
+    if ((this.ackedSeq.get(from) ?? 0) < seq) this.ackedSeq.set(from, seq);
+    this.confirmReads();
+  }
+
+  /** Releases reads whose heartbeat round was answered by a quorum of every configuration
+   *  a rival leader could use for a slot after the read point. */
+  private confirmReads(): void {
+    if (this.pendingReads.length === 0) return;
+    const configs = this.readQuorumConfigs();
+    const still: PendingRead[] = [];
+    for (const r of this.pendingReads) {
+      const ackers = [this.id];
+      for (const [node, seq] of this.ackedSeq) if (seq >= r.seq) ackers.push(node);
+      if (configs.every((c) => this.quorum(c, ackers))) this.answerRead(r, r.index);
+      else still.push(r);
+    }
+    this.pendingReads = still;
+  }
+
+  private readQuorumConfigs(): Config[] {
+    const configs: Config[] = [];
+    for (let i = 0; i < this.epochs.length; i++) {
+      const next = this.epochs[i + 1];
+      if (next !== undefined && next.fromSlot <= this.commitSlot + 1) continue;
+      configs.push(this.epochs[i]!.config);
+    }
+    // A change still in flight may govern slots just past the window.
+    if (this.configInFlight) {
+      let c = latestConfig(this.epochs);
+      for (const inf of this.inflight.values()) {
+        for (const cmd of inf.batch) if (cmd.kind === 'config') c = applyChange(c, cmd.change);
+      }
+      for (const cmd of this.queue) if (cmd.kind === 'config') c = applyChange(c, cmd.change);
+      configs.push(c);
+    }
+    return configs;
+  }
+
+  private answerRead(r: PendingRead, index: number | null): void {
+    if (r.origin === this.id) this.readStates.push({ id: r.id, index });
+    else this.send(r.origin, { type: 'read_reply', id: r.id, index });
+  }
+
+  private onReadRequest(from: NodeId, id: number): void {
+    if (this.role !== 'leader') {
+      this.send(from, { type: 'read_reply', id, index: null });
+      return;
+    }
+    this.startLeaderRead(id, from);
+  }
+
+  private onReadReply(id: number, index: number | null): void {
+    if (!this.remoteReads.delete(id)) return;
+    this.readStates.push({ id, index });
+  }
+
+  private expireRemoteReads(): void {
+    for (const [id, tick] of this.remoteReads) {
+      if (this.ticks - tick >= this.electionTicks) {
+        this.remoteReads.delete(id);
+        this.readStates.push({ id, index: null });
+      }
+    }
+  }
+
+  // ------------------------------------------------------------------------------------
+  // Helpers.
+
+  private quorum(config: Config, ids: Iterable<NodeId>): boolean {
+    if (!this.defects.countLearnersInQuorum) return hasQuorum(config, ids);
+    const widened: Config = { voters: [...config.voters, ...config.learners], learners: [] };
+    let count = 0;
+    const seen = new Set<NodeId>();
+    for (const id of ids) {
+      if (!seen.has(id) && isMember(widened, id)) count++;
+      seen.add(id);
+    }
+    return count >= Math.floor(config.voters.length / 2) + 1;
+  }
+
+  private envelope(to: NodeId, msg: Message): Envelope {
+    return { cluster: this.cluster, from: this.id, to, msg };
+  }
+
+  private send(to: NodeId, msg: Message): void {
+    this.outbox.push(this.envelope(to, msg));
+  }
+
+  private drop(reason: string): void {
+    this.stats.dropped[reason] = (this.stats.dropped[reason] ?? 0) + 1;
+  }
+}
+
+function assert(condition: boolean, message: string): asserts condition {
+  if (!condition) throw new Error(`consensus invariant violated: ${message}`);
+}
