@@ -38,7 +38,10 @@ export interface ShardReport {
   name: string;
   /** From the shard's header; undefined if it was unreadable. */
   shardIndex: number | undefined;
-  /** good: all pieces and the trailer check out. bad: some do not. rejected: not usable at all. */
+  /**
+   * good: no problem found (every piece and the trailer were checked if the object is
+   * rebuildable). bad: some piece, its framing or the trailer is bad. rejected: not usable.
+   */
   status: 'good' | 'bad' | 'missing' | 'rejected';
   /** The first few problems found, in order. */
   problems: string[];
@@ -418,7 +421,7 @@ class ObjectDecoder {
         else {
           const problems = [...s.problems];
           if (s.problemCount > s.problems.length) problems.push(`and ${s.problemCount - s.problems.length} more problems`);
-          const ok = s.live && s.problemCount === 0 && this.done;
+          const ok = s.live && s.problemCount === 0;
           shards.push({ name: s.name, shardIndex: i, status: ok ? 'good' : 'bad', problems });
         }
       }
