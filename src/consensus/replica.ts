@@ -138,7 +138,7 @@ const emptyPoint = (config: Config): LogPoint => ({ slot: 0, index: 0, epochs: [
 /** The durable state of a brand-new member of a new cluster. */
 export function bootstrapState(config: Config): Persisted {
   const point = emptyPoint(config);
-  return { promised: BALLOT_NONE, slots: [], base: point, compacted: point };
+  return { promised: BALLOT_NONE, slots: [], base: point, compacted: point, commit: 0 };
 }
 
 export class Replica {
@@ -196,6 +196,7 @@ export class Replica {
   private pendingReads: PendingRead[] = [];
   private readonly remoteReads = new Map<number, number>(); // read id -> tick asked
   private commitDirty = false;
+  private commitMarker = 0;
 
   // Catch-up.
   private catchupFrom: NodeId | null = null;
@@ -236,7 +237,11 @@ export class Replica {
     this.commitIndex = base.index;
     this.epochs = base.epochs;
     this.known = knownNodes(this.epochs);
-    for (const s of state.slots) if (s.slot > this.compacted.slot) this.log.set(s.slot, s);
+    this.commitMarker = state.commit;
+    for (const s of state.slots) {
+      if (s.slot <= this.compacted.slot) continue;
+      this.log.set(s.slot, s.slot <= state.commit && !s.chosen ? { ...s, chosen: true } : s);
+    }
     this.resetElectionTimeout();
     this.advanceCommit();
   }
@@ -422,6 +427,10 @@ export class Replica {
     if (this.role === 'leader') {
       this.fillWindow();
       this.flushLeaderMessages();
+    }
+    if (this.commitSlot > this.commitMarker) {
+      this.commitMarker = this.commitSlot;
+      this.persistOps.push({ kind: 'commit', slot: this.commitSlot });
     }
     for (const [to, values] of this.acceptOut) {
       this.outbox.push(this.envelope(to, { type: 'accept', ballot: this.ballot, commit: this.commitSlot, values }));
@@ -905,10 +914,12 @@ export class Replica {
     this.send(from, { type: 'catchup_req', from: this.commitSlot + 1, to });
   }
 
-  /** Answers with chosen values only, or points at the snapshot when the range is compacted. */
+  /** Answers with chosen values only, or points at a snapshot when the log cannot serve the
+   *  range (compacted away, or applied before a restart without a durable commit marker). */
   private onCatchupRequest(from: NodeId, first: number, last: number): void {
-    if (first <= this.compacted.slot) {
-      this.send(from, { type: 'catchup', values: [], commit: this.commitSlot, snapshot: this.compacted });
+    const unservable = first <= this.compacted.slot || (first <= this.commitSlot && !this.log.get(first)?.chosen);
+    if (unservable) {
+      this.send(from, { type: 'catchup', values: [], commit: this.commitSlot, snapshot: this.logPoint() });
       return;
     }
     const values: SlotValue[] = [];

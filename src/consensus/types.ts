@@ -89,13 +89,18 @@ export interface Persisted {
   readonly base: LogPoint;
   /** Slots up to here were removed from the log behind a snapshot. */
   readonly compacted: LogPoint;
+  /** The last durable commit marker: stored slots up to it hold chosen values. */
+  readonly commit: number;
 }
 
 /** A durable write the driver must make, in order, before acknowledging its batch. */
 export type PersistOp =
   | { readonly kind: 'promise'; readonly ballot: Ballot }
   | { readonly kind: 'slot'; readonly slot: StoredSlot }
-  | { readonly kind: 'compact'; readonly through: LogPoint };
+  | { readonly kind: 'compact'; readonly through: LogPoint }
+  /** Slots up to `slot` are chosen. Written after (or with) the slots it covers, so once it
+   *  is durable so are their chosen values: a restarted replica can serve them to peers. */
+  | { readonly kind: 'commit'; readonly slot: number };
 
 // ---------------------------------------------------------------------------------------
 // Messages. Every message travels in an Envelope that names the cluster and both ends.
@@ -133,7 +138,8 @@ export type Message =
   | { readonly type: 'heartbeat_ack'; readonly ballot: Ballot; readonly seq: number }
   /** "Send me the chosen slots from `from` to `to`." */
   | { readonly type: 'catchup_req'; readonly from: number; readonly to: number }
-  /** Chosen values only. `snapshot` is set when the asked range was compacted away. */
+  /** Chosen values only. `snapshot` is set when this replica cannot serve the asked range
+   *  from its log (compacted away, or not known durably): fetch its state instead. */
   | {
       readonly type: 'catchup';
       readonly values: readonly SlotValue[];
@@ -166,7 +172,8 @@ export interface ReadState {
  *  2. send `send` at any time (they depend on nothing unpersisted);
  *  3. apply `commit` in order (they are chosen, whatever happens to this replica);
  *  4. answer `reads` once the applied index reaches each one's index;
- *  5. if `snapshotNeeded` is set, fetch that peer's snapshot and call `installSnapshot`.
+ *  5. if `snapshotNeeded` is set, fetch that peer's state machine snapshot (at or beyond
+ *     `point`) and call `installSnapshot` with the point it covers.
  */
 export interface Ready {
   readonly persistSeq: number;

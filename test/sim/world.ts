@@ -99,12 +99,15 @@ interface Op {
   ret: number;
   /** Handed to consensus: its effect may appear even if the client never hears back. */
   handed: boolean;
+  /** The replica and ballot that took it: a leader that steps down drops what it queued. */
+  handedTo?: { node: NodeId; ballot: string };
   done: boolean;
   readonly finalPhase: boolean;
 }
 
 interface DurableLog {
   promised: Ballot;
+  commit: number;
   slots: Map<number, StoredSlot>;
   compacted: LogPoint;
 }
@@ -139,7 +142,6 @@ class SimNode {
     readonly id: NodeId,
     public log: DurableLog,
     public sm: StateMachine,
-    public snapshot: StateMachine | null,
   ) {}
 }
 
@@ -243,7 +245,10 @@ export class World {
   // Scheduling.
 
   private schedule(delay: number, body: EventBody): void {
-    this.events.push({ ...body, time: this.now + delay, order: this.order++ } as SimEvent);
+    const ev = body as SimEvent;
+    ev.time = this.now + delay;
+    ev.order = this.order++;
+    this.events.push(ev);
   }
 
   private step(): boolean {
@@ -268,7 +273,7 @@ export class World {
         const node = this.nodes.get(ev.env.to);
         if (node === undefined || !node.alive) return;
         if (!this.connected(ev.env.from, ev.env.to)) return;
-        this.trace(`deliver ${ev.env.from}->${ev.env.to} ${describe(ev.env)}`);
+        if (this.traceOn) this.trace(`deliver ${ev.env.from}->${ev.env.to} ${describe(ev.env)}`);
         node.replica!.step(ev.env);
         this.drain(node);
         return;
@@ -284,7 +289,7 @@ export class World {
       case 'restart':
         return this.restart(ev.node);
       case 'heal':
-        this.trace('heal');
+        if (this.traceOn) this.trace('heal');
         this.partition = null;
         return;
       case 'snapshot':
@@ -307,7 +312,7 @@ export class World {
 
   private addNode(id: NodeId): SimNode {
     const state = { kv: new Map<string, string>(), point: this.genesis };
-    const node = new SimNode(id, { promised: BALLOT_NONE, slots: new Map(), compacted: this.genesis }, state, null);
+    const node = new SimNode(id, { promised: BALLOT_NONE, commit: 0, slots: new Map(), compacted: this.genesis }, state);
     this.nodes.set(id, node);
     this.start(node);
     return node;
@@ -319,6 +324,7 @@ export class World {
       slots: [...node.log.slots.values()],
       base: node.sm.point,
       compacted: node.log.compacted,
+      commit: node.log.commit,
     };
     node.alive = true;
     node.incarnation++;
@@ -340,7 +346,7 @@ export class World {
       },
       persisted,
     );
-    this.trace(`start ${node.id} base=${node.sm.point.slot} compacted=${node.log.compacted.slot} promised=${formatBallot(node.log.promised)}`);
+    if (this.traceOn) this.trace(`start ${node.id} base=${node.sm.point.slot} compacted=${node.log.compacted.slot} promised=${formatBallot(node.log.promised)}`);
     this.schedule(this.rng.int(1, TICK), { kind: 'tick', node: node.id, inc: node.incarnation });
     this.drain(node);
   }
@@ -399,6 +405,9 @@ export class World {
         case 'slot':
           if (op.slot.slot > node.log.compacted.slot) node.log.slots.set(op.slot.slot, op.slot);
           break;
+        case 'commit':
+          node.log.commit = Math.max(node.log.commit, op.slot);
+          break;
         case 'compact':
           if (op.through.slot > node.log.compacted.slot) {
             node.log.compacted = op.through;
@@ -413,7 +422,7 @@ export class World {
     // A crash keeps what was durable, plus some prefix of what was being written.
     const survive = this.faultRng.int(0, node.unacked.length);
     for (let i = 0; i < survive; i++) this.writeDurably(node, node.unacked[i]!.ops);
-    this.trace(`crash ${node.id} (${why}); ${survive}/${node.unacked.length} unacked batches survive`);
+    if (this.traceOn) this.trace(`crash ${node.id} (${why}); ${survive}/${node.unacked.length} unacked batches survive`);
     this.stats.leaderChanges += node.replica!.stats.leaderTerms - node.leaderTermsBefore;
     node.leaderTermsBefore = 0;
     node.alive = false;
@@ -470,7 +479,7 @@ export class World {
         `agreement violated at slot ${entry.slot}: ${node.id} commits index ${entry.index} [${fp}], another replica committed index ${known.index} [${known.fp}]`,
       );
     }
-    this.trace(`apply ${node.id} slot=${entry.slot} index=${entry.index} [${fp}]`);
+    if (this.traceOn) this.trace(`apply ${node.id} slot=${entry.slot} index=${entry.index} [${fp}]`);
     let index = entry.index;
     for (const cmd of entry.batch) {
       if (cmd.kind === 'app') {
@@ -526,10 +535,9 @@ export class World {
     const point = node.sm.point;
     if (point.slot - node.log.compacted.slot < 4) return;
     if (point.slot !== r.commit.slot) return;
-    node.snapshot = { kv: new Map(node.sm.kv), point };
-    r.compact(point);
+    r.compact(point); // the state machine is the snapshot: it can be served at any time
     this.stats.compactions++;
-    this.trace(`compact ${node.id} through ${point.slot}`);
+    if (this.traceOn) this.trace(`compact ${node.id} through ${point.slot}`);
     this.drain(node);
   }
 
@@ -538,17 +546,16 @@ export class World {
     if (!node.alive || node.incarnation !== inc) return;
     node.snapshotFetching = false;
     const from = this.nodes.get(fromId);
-    const snap = from?.snapshot;
-    if (from === undefined || !from.alive || snap == null || !this.connected(id, fromId)) return;
+    if (from === undefined || !from.alive || !this.connected(id, fromId)) return;
+    const snap = from.sm; // a snapshot of the peer's state as it is now
     if (snap.point.slot <= node.sm.point.slot) return;
     const known = this.chosen.get(snap.point.slot);
     if (known !== undefined && known.index + countOf(known.fp) - 1 !== snap.point.index) {
       throw new SimFailure(`snapshot of ${fromId} at slot ${snap.point.slot} has index ${snap.point.index}, the log says otherwise`);
     }
     node.sm = { kv: new Map(snap.kv), point: snap.point };
-    node.snapshot = { kv: new Map(snap.kv), point: snap.point };
     this.stats.snapshotsInstalled++;
-    this.trace(`install ${node.id} snapshot of ${fromId} at slot ${snap.point.slot}`);
+    if (this.traceOn) this.trace(`install ${node.id} snapshot of ${fromId} at slot ${snap.point.slot}`);
     // Writes waiting here were covered by the snapshot: their outcome is unknown to this node.
     for (const op of node.writes.values()) this.finishUnknown(op);
     node.writes.clear();
@@ -579,7 +586,7 @@ export class World {
       }
       this.partition = side;
       this.stats.partitions++;
-      this.trace(`partition {${[...side].join(',')}} | rest`);
+      if (this.traceOn) this.trace(`partition {${[...side].join(',')}} | rest`);
       this.schedule(r.int(5, 50) * TICK, { kind: 'heal' });
     } else if (roll < 0.5) {
       this.changeMembership();
@@ -624,7 +631,7 @@ export class World {
     }
     if (command === null || command.kind !== 'config') return;
     const result = leader.replica!.propose(command);
-    this.trace(`membership ${command.change.op} ${command.change.node} via ${leader.id}: ${result.ok ? 'proposed' : result.reason}`);
+    if (this.traceOn) this.trace(`membership ${command.change.op} ${command.change.node} via ${leader.id}: ${result.ok ? 'proposed' : result.reason}`);
     if (!result.ok) return;
     this.stats.membershipChanges++;
     if (command.change.op === 'remove') {
@@ -683,6 +690,7 @@ export class World {
     if (!result.ok) return this.retryLater(op, result.reason === 'not_leader' ? result.leader : null);
     this.proposed.set(`${op.client}:${op.seq}`, text);
     op.handed = true;
+    op.handedTo = { node: node.id, ballot: formatBallot(replica.currentBallot) };
     this.history.push(op);
     node.writes.set(`${op.client}:${op.seq}`, op);
     this.leaderHint[op.client] = node.id;
@@ -741,7 +749,7 @@ export class World {
     op.output = output;
     op.ret = this.now;
     if (op.input.kind !== 'get') this.stats.acked++;
-    this.trace(`ack client ${op.client} seq ${op.seq} ${JSON.stringify(op.input)} -> ${JSON.stringify(output)}`);
+    if (this.traceOn) this.trace(`ack client ${op.client} seq ${op.seq} ${JSON.stringify(op.input)} -> ${JSON.stringify(output)}`);
     this.nextOp(op.client);
   }
 
@@ -750,7 +758,7 @@ export class World {
     op.done = true;
     op.ret = Infinity;
     this.stats.unknown++;
-    this.trace(`unknown outcome client ${op.client} seq ${op.seq}`);
+    if (this.traceOn) this.trace(`unknown outcome client ${op.client} seq ${op.seq}`);
     this.nextOp(op.client);
   }
 
@@ -771,7 +779,7 @@ export class World {
   private settle(): void {
     this.faultsOn = false;
     this.partition = null;
-    this.trace('final phase: network healed, crashed nodes restarted');
+    if (this.traceOn) this.trace('final phase: network healed, crashed nodes restarted');
     for (const n of this.nodes.values()) {
       if (n.removed && this.stillMember(n.id)) n.removed = false;
       if (!n.alive && !n.removed) this.start(n);
@@ -781,12 +789,19 @@ export class World {
     while (this.now < end && this.step()) {
       if (this.now > end - 80 * TICK) this.clientsOn = false;
     }
-    const late = this.history.filter((op) => op.finalPhase && op.input.kind !== 'get' && (!op.done || op.ret === Infinity));
     const leader = this.leaderNode();
     if (leader === null) throw new SimFailure(`no leader ${FINAL_TICKS} ticks after the network healed`);
+    // Every write the final leader took under its current ballot must have committed.
+    const ballot = formatBallot(leader.replica!.currentBallot);
+    const late = this.history.filter(
+      (op) => op.handedTo?.node === leader.id && op.handedTo.ballot === ballot && (!op.done || op.ret === Infinity),
+    );
     const finalOps = this.history.filter((op) => op.finalPhase && op.done && op.ret !== Infinity);
     if (finalOps.length === 0) throw new SimFailure(`no client operation completed in the ${FINAL_TICKS} ticks after healing`);
-    if (late.length > 0) throw new SimFailure(`${late.length} proposals still pending ${FINAL_TICKS} ticks after healing`);
+    if (late.length > 0) {
+      const which = late.map((op) => `${op.client}:${op.seq}`).join(', ');
+      throw new SimFailure(`proposals taken by leader ${leader.id} did not commit within ${WRITE_TIMEOUT / TICK} ticks: ${which}`);
+    }
 
     // Convergence: every live member reaches the leader's commit point and the same state.
     const config = leader.replica!.latestConfig;
@@ -860,7 +875,19 @@ export function simulate(opts: SimOptions): SimResult {
   }
 }
 
+const fingerprints = new WeakMap<Batch, string>();
+
+/** A batch's content as text; cached, since batches travel by reference in the simulator. */
 function fingerprint(batch: Batch): string {
+  let out = fingerprints.get(batch);
+  if (out === undefined) {
+    out = computeFingerprint(batch);
+    fingerprints.set(batch, out);
+  }
+  return out;
+}
+
+function computeFingerprint(batch: Batch): string {
   let out = '';
   for (const c of batch) {
     if (out.length > 0) out += '|';
