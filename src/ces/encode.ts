@@ -36,7 +36,7 @@ export interface EncodeResult {
  * On failure the sinks hold partial shards, which the caller discards.
  */
 export async function encodeStream(
-  input: AsyncIterable<Uint8Array>,
+  input: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
   sinks: readonly ShardSink[],
   key: CesKey,
   label: string,
