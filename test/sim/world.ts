@@ -55,6 +55,7 @@ export interface SimStats {
   compactions: number;
   snapshotsInstalled: number;
   garbage: number;
+  pauses: number;
   acked: number;
   unknown: number;
   reads: number;
@@ -103,6 +104,8 @@ interface Op {
   handedTo?: { node: NodeId; ballot: string };
   done: boolean;
   readonly finalPhase: boolean;
+  /** Not a client's: completes without starting a next operation. */
+  readonly probe?: boolean;
 }
 
 interface DurableLog {
@@ -137,6 +140,8 @@ class SimNode {
   waitingReads: { index: number; op: Op }[] = [];
   snapshotFetching = false;
   leaderTermsBefore = 0;
+  pausedUntil = 0;
+  wasLeader = false;
 
   constructor(
     readonly id: NodeId,
@@ -173,8 +178,12 @@ export class World {
   private readonly nodes = new Map<NodeId, SimNode>();
   private nextNodeId = 0;
   private partition: Set<NodeId> | null = null;
-  private loss = 0.05;
-  private dup = 0.03;
+  private loss: number;
+  private dup: number;
+  /** Chance that one fsync stalls far longer than a network round trip. */
+  private readonly slowSync: number;
+  /** Chance, per acknowledged write and per election, of a fault placed right there. */
+  private readonly buggify: number;
   private faultsOn = true;
   private clientsOn = true;
   private readonly cluster = 'sim';
@@ -191,6 +200,9 @@ export class World {
   private readonly clientPending: (Op | null)[] = [];
   private readonly leaderHint: (NodeId | null)[] = [];
   private readonly decoded = new WeakMap<Uint8Array, ClientCmd>();
+  private lastAckedKey = KEYS[0]!;
+  private pendingCrash: SimNode | null = null;
+  private probeSeq = 0;
   readonly stats: SimStats = {
     leaderChanges: 0,
     crashes: 0,
@@ -199,6 +211,7 @@ export class World {
     compactions: 0,
     snapshotsInstalled: 0,
     garbage: 0,
+    pauses: 0,
     acked: 0,
     unknown: 0,
     reads: 0,
@@ -211,6 +224,11 @@ export class World {
     this.netRng = this.rng.fork();
     this.clientRng = this.rng.fork();
     this.traceOn = opts.trace ?? false;
+    // Each seed draws its own weather, so that campaigns cover calm and stormy runs.
+    this.loss = this.rng.pick([0.01, 0.05, 0.1, 0.25]);
+    this.dup = this.rng.pick([0, 0.03, 0.1]);
+    this.slowSync = this.rng.pick([0, 0.05, 0.2]);
+    this.buggify = this.rng.pick([0, 0.02, 0.1]);
     const voters = opts.replicas ?? this.rng.int(3, 5);
     const ids: NodeId[] = [];
     for (let i = 0; i < voters; i++) ids.push(this.newNodeId());
@@ -260,6 +278,15 @@ export class World {
   }
 
   private handle(ev: SimEvent): void {
+    const target = ev.kind === 'tick' || ev.kind === 'persisted' ? ev.node : ev.kind === 'deliver' ? ev.env.to : null;
+    if (target !== null) {
+      const node = this.nodes.get(target);
+      if (node !== undefined && node.pausedUntil > this.now) {
+        // A paused process (a long GC, a stopped VM) sees its timers fire before its mail.
+        this.schedule(node.pausedUntil - this.now + (ev.kind === 'deliver' ? 1 : 0), ev as EventBody);
+        return;
+      }
+    }
     switch (ev.kind) {
       case 'tick': {
         const node = this.nodes.get(ev.node)!;
@@ -356,9 +383,44 @@ export class World {
     for (;;) {
       if (!node.alive) return;
       const ready = node.replica!.ready();
-      if (ready === null) return;
+      if (ready === null) break;
       this.perform(node, ready);
     }
+    if (!node.alive) return;
+    const leading = node.replica!.currentRole === 'leader';
+    if (leading && !node.wasLeader && this.faultsOn && this.faultRng.chance(this.buggify * 5)) this.probeRead(node);
+    node.wasLeader = leading;
+    if (this.pendingCrash !== null) {
+      const victim = this.pendingCrash;
+      this.pendingCrash = null;
+      if (victim.alive) {
+        this.stats.crashes++;
+        this.crash(victim, 'right after acknowledging a write');
+        this.schedule(this.faultRng.int(3, 40) * TICK, { kind: 'restart', node: victim.id });
+      }
+    }
+  }
+
+  /** A read of the most recently acknowledged key, sent to a leader the moment it is elected. */
+  private probeRead(node: SimNode): void {
+    const client = this.clientSeq.length; // probes are their own client
+    const op: Op = {
+      client,
+      seq: ++this.probeSeq,
+      input: { kind: 'get', key: this.lastAckedKey },
+      call: this.now,
+      output: {},
+      ret: Infinity,
+      handed: false,
+      done: false,
+      finalPhase: false,
+      probe: true,
+    };
+    const id = ++node.readIds;
+    node.reads.set(id, op);
+    node.replica!.read(id);
+    this.schedule(READ_TIMEOUT, { kind: 'timeout', op });
+    this.drain(node);
   }
 
   private perform(node: SimNode, r: Ready): void {
@@ -368,7 +430,8 @@ export class World {
       if (r.persistSeq > issued) {
         node.unacked.push({ seq: r.persistSeq, ops: r.persist, after: r.sendAfterPersist });
         // LMDB commits in order: a later batch is never durable before an earlier one.
-        const at = Math.max(this.now + this.netRng.int(1, 4), node.lastPersistTime);
+        const latency = this.netRng.chance(this.slowSync) ? this.netRng.int(10, 60) : this.netRng.int(1, 4);
+        const at = Math.max(this.now + latency, node.lastPersistTime);
         node.lastPersistTime = at;
         this.schedule(at - this.now, { kind: 'persisted', node: node.id, inc: node.incarnation, seq: r.persistSeq });
       } else {
@@ -497,6 +560,8 @@ export class World {
         if (op !== undefined) {
           node.writes.delete(key);
           this.finish(op, result);
+          this.lastAckedKey = c.k;
+          if (this.faultsOn && this.faultRng.chance(this.buggify)) this.pendingCrash = node;
         }
       }
       index++;
@@ -594,7 +659,12 @@ export class World {
       for (const n of live) if (r.chance(0.5)) this.maybeCompact(n);
     } else if (roll < 0.75 && dead.length > 0) {
       this.restart(r.pick(dead).id);
-    } else if (roll < 0.8 && live.length > 0) {
+    } else if (roll < 0.86 && live.length > 0) {
+      const node = r.chance(0.7) ? (this.leaderNode() ?? r.pick(live)) : r.pick(live);
+      node.pausedUntil = this.now + r.int(5, 40) * TICK;
+      this.stats.pauses++;
+      if (this.traceOn) this.trace(`pause ${node.id} until ${node.pausedUntil}`);
+    } else if (roll < 0.9 && live.length > 0) {
       this.stats.garbage++;
       const to = r.pick(live);
       to.replica!.step(garbage(r, this.cluster, to.id, [...this.nodes.keys()]));
@@ -769,6 +839,7 @@ export class World {
   }
 
   private nextOp(client: number): void {
+    if (client >= this.clientSeq.length) return; // a probe
     this.clientPending[client] = null;
     this.schedule(this.clientRng.int(0, 2 * TICK), { kind: 'client', client });
   }
