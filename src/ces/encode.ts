@@ -64,9 +64,11 @@ export async function encodeStream(
   let compressedTotal = 0;
   let shardBytes = 0;
 
-  const emit = async (plaintextBytes: number, last: boolean): Promise<void> => {
+  const emit = async (plaintext: Uint8Array, last: boolean): Promise<void> => {
     if (stripeIndex > stripesMax) throw new CesError('bad_params', `input exceeds ${stripesMax} stripes; use larger stripes`);
-    const frameBytes = compressor.compress(compressed, stripe.subarray(0, plaintextBytes));
+    const plaintextBytes = plaintext.length;
+    assert(plaintextBytes === stripeBytes || last, 'only the last stripe is short');
+    const frameBytes = compressor.compress(compressed, plaintext);
     const frame = compressed.subarray(0, frameBytes);
     const ad = associatedData({ labelHash: lh, stripeBytes, stripeIndex, plaintextBytes, last, prevNonce });
     const nonce = syntheticNonce(key.nonceKey, ad, frame);
@@ -108,8 +110,15 @@ export async function encodeStream(
     let off = 0;
     while (off < chunk.length) {
       if (fill === stripeBytes) {
-        await emit(fill, false);
+        await emit(stripe, false);
         fill = 0;
+      }
+      if (fill === 0 && chunk.length - off > stripeBytes) {
+        // A whole stripe with more input after it: encode it in place, saving a copy. The
+        // source is suspended meanwhile, so the chunk cannot change under us.
+        await emit(chunk.subarray(off, off + stripeBytes), false);
+        off += stripeBytes;
+        continue;
       }
       const take = Math.min(stripeBytes - fill, chunk.length - off);
       stripe.set(chunk.subarray(off, off + take), fill);
@@ -117,7 +126,7 @@ export async function encodeStream(
       off += take;
     }
   }
-  await emit(fill, true);
+  await emit(stripe.subarray(0, fill), true);
   const hs = headers!;
   await Promise.all(
     sinks.map((sink, i) => sink.write(writeTrailer(hs[i]!.bytes, { stripeCount: stripeIndex, totalBytes, lastNonce: prevNonce }))),
