@@ -10,7 +10,7 @@
  * Ends with one JSON line; for log-like data, `encode_MBps` should be >= 150 and >= 70% of
  * `slowest_stage_MBps`, and `decode_missing_MBps` >= 60% of it.
  */
-import { createHash, createHmac, randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import * as zlib from 'node:zlib';
 import { xchacha20poly1305 } from '@noble/ciphers/chacha.js';
 import { decodeShards, encodeStream, KeyRing, MemorySink, cesKey, paramsDefault, type ShardSink } from '../src/ces/index.js';
@@ -70,6 +70,24 @@ async function measure(name: string, input: Buffer): Promise<Record<string, numb
   });
   const frames = stripes.map((s) => Buffer.from(dst.subarray(0, comp.compress(dst, s))));
   const compressedBytes = frames.reduce((a, f) => a + f.length, 0);
+  // Alternatives to the default level, and node:zlib's own zstd where Node has it (>= 22.15).
+  const alt: string[] = [];
+  for (const level of [1, -1]) {
+    const c = new StripeCompressor(level);
+    let z = 0;
+    const ms = await best(() => {
+      z = 0;
+      for (const s of stripes) z += c.compress(dst, s);
+    });
+    alt.push(`level ${level}: ${mbps(bytes, ms)} (ratio ${(bytes / z).toFixed(2)})`);
+  }
+  const zlibZstd = (zlib as unknown as { zstdCompressSync?: (b: Uint8Array) => Buffer }).zstdCompressSync;
+  if (zlibZstd !== undefined) {
+    const ms = await best(() => {
+      for (const s of stripes) zlibZstd(s);
+    });
+    alt.push(`node:zlib zstd (level 3): ${mbps(bytes, ms)}`);
+  } else alt.push('node:zlib zstd: n/a before Node 22.15');
   const dec = new StripeDecompressor();
   const out = Buffer.allocUnsafe(stripeBytes);
   const unzstdMs = await best(() => {
@@ -113,7 +131,6 @@ async function measure(name: string, input: Buffer): Promise<Record<string, numb
   const crcMs = crc32 === undefined ? NaN : await best(() => {
     for (const sb of shardBytesPerStripe) for (let i = 0; i < k + m; i++) crc32(all.subarray(i * (sb / (k + m)), (i + 1) * (sb / (k + m))));
   });
-  void createHmac;
 
   // Whole pipeline.
   const nullSinks: ShardSink[] = Array.from({ length: k + m }, () => ({ write: async () => undefined }));
@@ -152,7 +169,7 @@ async function measure(name: string, input: Buffer): Promise<Record<string, numb
   console.log(`\n${name}: ${(bytes / 2 ** 20).toFixed(0)} MiB, k = ${k}, m = ${m}, stripes of ${stripeBytes >> 20} MiB, zstd level ${p.level}; ` +
     `compression ratio ${f.compression_ratio}`);
   console.log('  stage alone (MB/s of input):');
-  console.log(`    zstd compress ${f.zstd_MBps}   (decompress ${f.unzstd_MBps})`);
+  console.log(`    zstd compress ${f.zstd_MBps}   (decompress ${f.unzstd_MBps}; ${alt.join(', ')})`);
   console.log(`    XChaCha20-Poly1305, HChaCha20 + node:crypto ${f.cipher_MBps}   (@noble/ciphers alone: ${f.cipher_noble_MBps})`);
   console.log(`    synthetic nonce HMAC-SHA256 ${f.nonce_MBps}`);
   console.log(`    Reed-Solomon parity ${f.rs_encode_MBps}   (rebuild of ${m} data pieces: ${f.rs_rebuild_MBps})`);

@@ -185,9 +185,11 @@ class ObjectDecoder {
       const ids = this.keyRing.ids();
       throw new CesError('wrong_key', `the shards were encoded with key id ${keyId}; the key ring holds ${ids.length ? ids.join(', ') : 'no keys'}`);
     }
+    // Unzeroed: every byte used is either read from a shard or rebuilt, and pages that are
+    // never written cost no memory, so a header claiming huge stripes costs nothing by itself.
     const pieceMax = pieceBytesMax(this.header.stripeBytes, this.k);
-    this.data = Buffer.alloc(this.k * pieceMax);
-    this.parity = Buffer.alloc(Math.max(1, this.header.parityShards) * pieceMax);
+    this.data = Buffer.allocUnsafeSlow(this.k * pieceMax);
+    this.parity = Buffer.allocUnsafeSlow(Math.max(1, this.header.parityShards) * pieceMax);
     this.erasure = new Erasure(this.k, this.header.parityShards);
   }
 

@@ -1,7 +1,8 @@
 /**
  * Encoding parameters and their bounds. The bounds are those of the libraries
  * (@ronomon/reed-solomon: k <= 24, m <= 6) and of the memory budget: encoding and decoding
- * hold a handful of stripe-sized buffers, so `stripeBytesMax` bounds memory.
+ * each hold about `(3 + m / k) * stripeBytes` of buffers whatever the object size (plus the
+ * sinks' and sources' own buffering), so `stripeBytesMax` bounds memory.
  */
 import { CesError } from './errors.js';
 
@@ -20,7 +21,7 @@ export const dataShardsMin = 1;
 export const dataShardsMax = 24;
 export const parityShardsMax = 6;
 export const stripeBytesMin = 64;
-/** Bounds memory: encode and decode hold about four stripe-sized buffers. */
+/** Bounds memory: see above; at most 64 MiB * (3 + 6) with k = 1 and m = 6. */
 export const stripeBytesMax = 64 * 1024 * 1024;
 /** Below this zstd gets close to no compression; levels above 19 ("ultra") want windows of up to 128 MiB. */
 export const levelMin = -7;
