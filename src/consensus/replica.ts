@@ -315,7 +315,7 @@ export class Replica {
     if (command.kind === 'config') {
       // One change at a time, and only once this leader has committed under its own ballot.
       const pending = this.configInFlight || this.epochs[this.epochs.length - 1]!.fromSlot > this.commitSlot + 1;
-      if (pending || this.commitSlot < this.firstOwnSlot) return { ok: false, reason: 'config_pending' };
+      if (pending || !this.ownCommitDone()) return { ok: false, reason: 'config_pending' };
       this.configInFlight = true;
     }
     this.queue.push(command);
@@ -604,9 +604,11 @@ export class Replica {
     this.leader = this.id;
     this.stats.leaderTerms++;
     this.nextSlot = this.commitSlot + 1;
-    this.firstOwnSlot = this.nextSlot;
     this.recoverThrough = Math.max(this.recoverThrough, this.commitSlot);
     for (const s of this.log.values()) if (s.slot > this.commitSlot) this.recoverThrough = Math.max(this.recoverThrough, s.slot);
+    // The first slot after everything that may have been chosen before: committing it
+    // commits all of those, which is what reads and configuration changes wait for.
+    this.firstOwnSlot = this.recoverThrough + 1;
     this.inflight.clear();
     this.queue = [];
     this.configInFlight = false;
@@ -671,6 +673,8 @@ export class Replica {
 
   /** Proposes into every open slot of the window that can be filled now. */
   private fillWindow(): void {
+    // Slots may have become known as chosen past nextSlot (a catch-up answer arriving late).
+    if (this.nextSlot <= this.commitSlot) this.nextSlot = this.commitSlot + 1;
     while (this.role === 'leader' && this.nextSlot <= this.commitSlot + this.alpha) {
       const slot = this.nextSlot;
       const config = configAt(this.epochs, slot);
@@ -773,7 +777,7 @@ export class Replica {
   }
 
   private flushLeaderMessages(): void {
-    if (this.readsWaitingForOwnCommit.length > 0 && this.commitSlot >= this.firstOwnSlot) {
+    if (this.readsWaitingForOwnCommit.length > 0 && this.ownCommitDone()) {
       for (const r of this.readsWaitingForOwnCommit) this.beginReadRound(r);
       this.readsWaitingForOwnCommit = [];
     }
@@ -975,11 +979,17 @@ export class Replica {
 
   private startLeaderRead(id: number, origin: NodeId): void {
     const read: PendingRead = { id, origin, index: 0, seq: 0, tick: this.ticks };
-    if (this.commitSlot < this.firstOwnSlot && !this.defects.readWithoutOwnCommit) {
+    if (!this.ownCommitDone() && !this.defects.readWithoutOwnCommit) {
       this.readsWaitingForOwnCommit.push(read);
     } else {
       this.beginReadRound(read);
     }
+  }
+
+  /** Has this leader committed a slot of its own after every slot that could have been
+   *  chosen before it was elected (so its commit index covers every acknowledged write)? */
+  private ownCommitDone(): boolean {
+    return this.commitSlot >= this.firstOwnSlot && this.commitSlot >= this.recoverThrough;
   }
 
   /** The read point is the commit index now; it is confirmed by the next heartbeat round. */

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { CesError, type CesErrorCode, bufferSource, cesKey, decodeBuffers, encodeBuffer, encodeStream, formatKeyFile, KeyRing,
+import { CesError, type CesErrorCode, bufferSource, cesKey, decodeBuffers, decodeShards, encodeBuffer, encodeStream, formatKeyFile, KeyRing,
   MemorySink, parseKeyFile, resolveParams, verifyShards } from '../../src/ces/index.js';
 import { headerBytes, pieceChecksum, recordBytes, sha256 } from '../../src/ces/format.js';
 import { key1, layout, ring1, testKey } from './helpers.js';
@@ -185,4 +185,21 @@ test('hostile shards never crash the decoder and never decode', async () => {
     }),
     { numRuns: 200 },
   );
+});
+
+test('a source that fails while being read is an erasure, not a crash', async () => {
+  const shards = await encodeBuffer(input, key1, 'a', params);
+  const failing = (bytes: Buffer, after: number): AsyncIterable<Uint8Array> => ({
+    async *[Symbol.asyncIterator]() {
+      yield bytes.subarray(0, after);
+      throw new Error('connection reset');
+    },
+  });
+  const sources = shards.map((s, i) => (i === 1 ? failing(s, 500) : i === 4 ? failing(s, 10) : bufferSource(s)));
+  const chunks: Buffer[] = [];
+  for await (const c of decodeShards(sources, ring1, 'a')) chunks.push(c);
+  assert.ok(Buffer.concat(chunks).equals(input));
+  const report = await verifyShards(shards.map((s, i) => (i === 1 ? failing(s, 500) : bufferSource(s))), ring1);
+  assert.ok(report.rebuildable);
+  assert.match(report.shards[1]!.problems.join(), /unreadable in stripe \d+: connection reset/);
 });

@@ -388,15 +388,19 @@ export class World {
     }
     if (!node.alive) return;
     const leading = node.replica!.currentRole === 'leader';
-    if (leading && !node.wasLeader && this.faultsOn && this.faultRng.chance(this.buggify * 5)) this.probeRead(node);
+    const elected = leading && !node.wasLeader;
     node.wasLeader = leading;
+    if (elected && this.faultsOn && this.faultRng.chance(this.buggify * 5)) this.probeRead(node);
     if (this.pendingCrash !== null) {
       const victim = this.pendingCrash;
       this.pendingCrash = null;
-      if (victim.alive) {
+      // Sometimes the whole cluster loses power at that moment: only what is durable survives.
+      const victims = this.faultRng.chance(0.3) ? [...this.nodes.values()] : [victim];
+      for (const v of victims) {
+        if (!v.alive || v.removed) continue;
         this.stats.crashes++;
-        this.crash(victim, 'right after acknowledging a write');
-        this.schedule(this.faultRng.int(3, 40) * TICK, { kind: 'restart', node: victim.id });
+        this.crash(v, victims.length > 1 ? 'power loss right after an acknowledgement' : 'right after acknowledging a write');
+        this.schedule(this.faultRng.int(3, 40) * TICK, { kind: 'restart', node: v.id });
       }
     }
   }
@@ -852,6 +856,7 @@ export class World {
     this.partition = null;
     if (this.traceOn) this.trace('final phase: network healed, crashed nodes restarted');
     for (const n of this.nodes.values()) {
+      n.pausedUntil = 0;
       if (n.removed && this.stillMember(n.id)) n.removed = false;
       if (!n.alive && !n.removed) this.start(n);
     }
@@ -865,7 +870,7 @@ export class World {
     // Every write the final leader took under its current ballot must have committed.
     const ballot = formatBallot(leader.replica!.currentBallot);
     const late = this.history.filter(
-      (op) => op.handedTo?.node === leader.id && op.handedTo.ballot === ballot && (!op.done || op.ret === Infinity),
+      (op) => op.finalPhase && op.handedTo?.node === leader.id && op.handedTo.ballot === ballot && (!op.done || op.ret === Infinity),
     );
     const finalOps = this.history.filter((op) => op.finalPhase && op.done && op.ret !== Infinity);
     if (finalOps.length === 0) throw new SimFailure(`no client operation completed in the ${FINAL_TICKS} ticks after healing`);
