@@ -411,7 +411,8 @@ export class Replica {
   installSnapshot(point: LogPoint): void {
     this.snapshotNeeded = null;
     if (point.slot <= this.commitSlot) return;
-    assert(this.role !== 'leader', 'a leader never installs a snapshot');
+    // A peer is ahead of this replica: if it became leader meanwhile, it is not fit to lead.
+    if (this.role === 'leader') this.becomeFollowerState('follower');
     for (const slot of this.log.keys()) if (slot <= point.slot) this.log.delete(slot);
     this.compacted = point;
     this.commitSlot = point.slot;
