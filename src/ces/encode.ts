@@ -33,7 +33,8 @@ export interface EncodeResult {
  * Encodes `input` into `sinks` (exactly `k + m` of them; sink `i` receives shard `i`).
  * `label` names the object's context (cluster id, index range...) and must be given again to
  * decode. Deterministic: the same input, key, label and params give byte-identical shards.
- * On failure the sinks hold partial shards, which the caller discards.
+ * On failure the sinks hold partial shards, which the caller discards. The encoder is done
+ * with an input chunk before it asks for the next one, so the input may reuse its buffers.
  */
 export async function encodeStream(
   input: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,

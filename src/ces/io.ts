@@ -13,7 +13,10 @@ export interface ShardSink {
   write(buf: Uint8Array): Promise<void>;
 }
 
-/** One shard, read front to back as chunks of any size (a file stream, an HTTP body...). */
+/**
+ * One shard, read front to back as chunks of any size (a file stream, an HTTP body...). A
+ * source must not reuse or modify a chunk after yielding it: the decoder may keep views of it.
+ */
 export type ShardSource = AsyncIterable<Uint8Array>;
 
 /** A shard held in memory; for small objects and tests. */
