@@ -124,6 +124,8 @@ interface Batchlet {
   seq: number;
   ops: readonly PersistOp[];
   after: readonly Envelope[];
+  /** The state machine as of this batch: it lives in the same store and is flushed with it. */
+  sm: StateMachine;
 }
 
 class SimNode {
@@ -147,6 +149,8 @@ class SimNode {
     readonly id: NodeId,
     public log: DurableLog,
     public sm: StateMachine,
+    /** What of the state machine is on disk: applies are durable only with a later flush. */
+    public smDurable: StateMachine,
   ) {}
 }
 
@@ -339,7 +343,7 @@ export class World {
 
   private addNode(id: NodeId): SimNode {
     const state = { kv: new Map<string, string>(), point: this.genesis };
-    const node = new SimNode(id, { promised: BALLOT_NONE, commit: 0, slots: new Map(), compacted: this.genesis }, state);
+    const node = new SimNode(id, { promised: BALLOT_NONE, commit: 0, slots: new Map(), compacted: this.genesis }, state, copyState(state));
     this.nodes.set(id, node);
     this.start(node);
     return node;
@@ -432,7 +436,7 @@ export class World {
     const issued = last?.seq ?? 0;
     if (r.persist.length > 0 || r.sendAfterPersist.length > 0 || r.persistSeq > issued) {
       if (r.persistSeq > issued) {
-        node.unacked.push({ seq: r.persistSeq, ops: r.persist, after: r.sendAfterPersist });
+        node.unacked.push({ seq: r.persistSeq, ops: r.persist, after: r.sendAfterPersist, sm: copyState(node.sm) });
         // LMDB commits in order: a later batch is never durable before an earlier one.
         const latency = this.netRng.chance(this.slowSync) ? this.netRng.int(10, 60) : this.netRng.int(1, 4);
         const at = Math.max(this.now + latency, node.lastPersistTime);
@@ -457,6 +461,7 @@ export class World {
     while (node.unacked.length > 0 && node.unacked[0]!.seq <= seq) {
       const b = node.unacked.shift()!;
       this.writeDurably(node, b.ops);
+      node.smDurable = b.sm;
       for (const env of b.after) this.send(env);
     }
     node.replica!.persisted(seq);
@@ -488,7 +493,11 @@ export class World {
   private crash(node: SimNode, why: string): void {
     // A crash keeps what was durable, plus some prefix of what was being written.
     const survive = this.faultRng.int(0, node.unacked.length);
-    for (let i = 0; i < survive; i++) this.writeDurably(node, node.unacked[i]!.ops);
+    for (let i = 0; i < survive; i++) {
+      this.writeDurably(node, node.unacked[i]!.ops);
+      node.smDurable = node.unacked[i]!.sm;
+    }
+    node.sm = copyState(node.smDurable);
     if (this.traceOn) this.trace(`crash ${node.id} (${why}); ${survive}/${node.unacked.length} unacked batches survive`);
     this.stats.leaderChanges += node.replica!.stats.leaderTerms - node.leaderTermsBefore;
     node.leaderTermsBefore = 0;
@@ -601,9 +610,9 @@ export class World {
 
   private maybeCompact(node: SimNode): void {
     const r = node.replica!;
-    const point = node.sm.point;
-    if (point.slot - node.log.compacted.slot < 4) return;
-    if (point.slot !== r.commit.slot) return;
+    // Only what the state machine holds durably may be dropped from the log.
+    const point = node.smDurable.point;
+    if (point.slot - node.log.compacted.slot < 4 || point.slot > r.commit.slot) return;
     r.compact(point); // the state machine is the snapshot: it can be served at any time
     this.stats.compactions++;
     if (this.traceOn) this.trace(`compact ${node.id} through ${point.slot}`);
@@ -623,6 +632,7 @@ export class World {
       throw new SimFailure(`snapshot of ${fromId} at slot ${snap.point.slot} has index ${snap.point.index}, the log says otherwise`);
     }
     node.sm = { kv: new Map(snap.kv), point: snap.point };
+    node.smDurable = copyState(node.sm); // a driver writes a received snapshot durably before using it
     this.stats.snapshotsInstalled++;
     if (this.traceOn) this.trace(`install ${node.id} snapshot of ${fromId} at slot ${snap.point.slot}`);
     // Writes waiting here were covered by the snapshot: their outcome is unknown to this node.
@@ -954,6 +964,10 @@ export function simulate(opts: SimOptions): SimResult {
 const fingerprints = new WeakMap<Batch, string>();
 
 /** A batch's content as text; cached, since batches travel by reference in the simulator. */
+function copyState(sm: StateMachine): StateMachine {
+  return { kv: new Map(sm.kv), point: sm.point };
+}
+
 function fingerprint(batch: Batch): string {
   let out = fingerprints.get(batch);
   if (out === undefined) {

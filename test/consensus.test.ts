@@ -1,0 +1,90 @@
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import {
+  Replica,
+  applyChange,
+  bootstrapState,
+  configAt,
+  hasQuorum,
+  validateEnvelope,
+  type Config,
+  type Envelope,
+} from '../src/consensus/index.js';
+
+const srcDir = join(fileURLToPath(new URL('.', import.meta.url)), '..', '..', 'src', 'consensus');
+
+test('the consensus core does no I/O, reads no clock and draws no randomness', () => {
+  const files = readdirSync(srcDir).filter((f) => f.endsWith('.ts'));
+  assert.ok(files.length >= 5, `expected the core's sources in ${srcDir}`);
+  for (const f of files) {
+    const code = readFileSync(join(srcDir, f), 'utf8').replace(/\/\*[\s\S]*?\*\/|\/\/.*$/gm, '');
+    for (const m of code.matchAll(/from\s+'([^']+)'/g)) {
+      assert.ok(m[1]!.startsWith('./'), `${f} imports ${m[1]}: the core may import only itself`);
+    }
+    for (const banned of [/\bDate\b/, /Math\.random/, /\bsetTimeout\b/, /\bsetInterval\b/, /\bprocess\b/, /\brequire\(/, /\bperformance\b/]) {
+      assert.doesNotMatch(code, banned, `${f} uses ${banned}`);
+    }
+  }
+});
+
+test('membership changes are deterministic and never leave zero voters', () => {
+  const c: Config = { voters: ['a', 'b', 'c'], learners: [] };
+  const withLearner = applyChange(c, { op: 'add_learner', node: 'd' });
+  assert.deepEqual(withLearner, { voters: ['a', 'b', 'c'], learners: ['d'] });
+  assert.deepEqual(applyChange(withLearner, { op: 'promote', node: 'd' }), { voters: ['a', 'b', 'c', 'd'], learners: [] });
+  assert.equal(applyChange(c, { op: 'promote', node: 'x' }), c, 'promoting a non-learner is a no-op');
+  assert.equal(applyChange({ voters: ['a'], learners: [] }, { op: 'remove', node: 'a' }).voters.length, 1);
+  assert.ok(hasQuorum(c, ['a', 'b']));
+  assert.ok(!hasQuorum(withLearner, ['a', 'd']), 'learners never count');
+  assert.throws(() => configAt([{ fromSlot: 5, config: c }], 4));
+});
+
+test('malformed, foreign and forged messages are dropped and counted', () => {
+  const r = new Replica({ id: 'a', cluster: 'c1', random: () => 0.5 }, bootstrapState({ voters: ['a', 'b', 'c'], learners: [] }));
+  const bad: unknown[] = [
+    null,
+    42,
+    { cluster: 'c1', from: 'b', to: 'a' },
+    { cluster: 'c1', from: 'b', to: 'a', msg: { type: 'accept', ballot: { round: -1, leader: 'b' }, commit: 0, values: [] } },
+    { cluster: 'c1', from: 'b', to: 'a', msg: { type: 'accept', ballot: { round: 1, leader: 'b' }, commit: 0, values: [{ slot: 1, batch: [{ kind: 'app', data: 'x' }] }] } },
+    { cluster: 'c1', from: 'b', to: 'a', msg: { type: 'what' } },
+  ];
+  for (const m of bad) r.step(m);
+  assert.equal(r.stats.dropped.malformed, bad.length);
+  r.step({ cluster: 'c2', from: 'b', to: 'a', msg: { type: 'read_req', id: 1 } } satisfies Envelope);
+  assert.equal(r.stats.dropped.other_cluster, 1);
+  r.step({ cluster: 'c1', from: 'b', to: 'a', msg: { type: 'prepare', ballot: { round: 9, leader: 'c' }, commit: 0 } } satisfies Envelope);
+  assert.equal(r.stats.dropped.forged_ballot, 1);
+  r.step({ cluster: 'c1', from: 'zed', to: 'a', msg: { type: 'prepare', ballot: { round: 9, leader: 'zed' }, commit: 0 } } satisfies Envelope);
+  assert.equal(r.stats.dropped.unknown_sender, 1);
+  assert.equal(r.ready(), null, 'nothing dropped leads to any output');
+  assert.equal(validateEnvelope({ cluster: 'c1', from: 'b', to: 'a', msg: { type: 'read_req', id: 3 } })?.msg.type, 'read_req');
+});
+
+test('a one-node cluster elects itself, commits in order and only after its write is durable', () => {
+  const r = new Replica({ id: 'a', cluster: 'c1', random: () => 0 }, bootstrapState({ voters: ['a'], learners: [] }));
+  const drainOnce = () => {
+    const ready = r.ready();
+    if (ready !== null) r.persisted(ready.persistSeq);
+    return ready;
+  };
+  for (let i = 0; i < 30 && r.currentRole !== 'leader'; i++) {
+    r.tick();
+    drainOnce();
+  }
+  assert.equal(r.currentRole, 'leader');
+  drainOnce(); // the no-op of its own ballot
+  const data = new TextEncoder().encode('x');
+  assert.deepEqual(r.propose({ kind: 'app', data }), { ok: true });
+  const ready = r.ready()!;
+  assert.equal(ready.commit.flatMap((e) => e.batch).length, 0, 'not chosen before the leader’s own accept is durable');
+  assert.ok(ready.persist.some((op) => op.kind === 'slot'));
+  r.persisted(ready.persistSeq);
+  const after = r.ready()!;
+  const commands = after.commit.flatMap((e) => e.batch);
+  assert.equal(commands.length, 1);
+  assert.equal(after.commit.at(-1)!.index, 1, 'the first command takes index 1');
+});

@@ -1,0 +1,37 @@
+/** Shared by the simulator's test files: runs a range of seeds and reports the first failure
+ *  with the command that replays it. */
+import assert from 'node:assert/strict';
+import { simulate, type SimStats } from './world.js';
+
+export function runSeeds(from: number, count: number): SimStats {
+  const totals: SimStats = {
+    leaderChanges: 0,
+    crashes: 0,
+    partitions: 0,
+    membershipChanges: 0,
+    compactions: 0,
+    snapshotsInstalled: 0,
+    garbage: 0,
+    pauses: 0,
+    acked: 0,
+    unknown: 0,
+    reads: 0,
+    slots: 0,
+  };
+  for (let seed = from; seed < from + count; seed++) {
+    const r = simulate({ seed });
+    if (!r.ok) assert.fail(`simulation seed ${seed} failed: ${r.error}\nreplay with: npm run sim -- --seed ${seed}`);
+    for (const k of Object.keys(totals) as (keyof SimStats)[]) totals[k] += r.stats[k];
+  }
+  return totals;
+}
+
+/** Every kind of fault must show up several times per seed on average, or the seeds prove little. */
+export function assertFaultCoverage(totals: SimStats, seeds: number): void {
+  const perSeed = (k: keyof SimStats): number => totals[k] / seeds;
+  for (const k of ['leaderChanges', 'crashes', 'partitions', 'membershipChanges', 'compactions', 'pauses'] as const) {
+    assert.ok(perSeed(k) >= 2, `only ${perSeed(k).toFixed(2)} ${k} per seed`);
+  }
+  assert.ok(perSeed('snapshotsInstalled') >= 1, `only ${perSeed('snapshotsInstalled').toFixed(2)} snapshot installs per seed`);
+  assert.ok(perSeed('acked') >= 100 && perSeed('reads') >= 50, 'clients did too little');
+}
