@@ -26,11 +26,12 @@ export interface Ballot {
 }
 
 /** A membership change, decided by the log like every other command. */
-export type ConfigChange =
-  | { readonly op: 'add_voter'; readonly node: NodeId }
-  | { readonly op: 'add_learner'; readonly node: NodeId }
-  | { readonly op: 'promote'; readonly node: NodeId }
-  | { readonly op: 'remove'; readonly node: NodeId };
+export type ConfigChange = {
+  readonly op: 'add_voter' | 'add_learner' | 'promote' | 'remove';
+  readonly node: NodeId;
+  /** Opaque to the core: what the state machine records with the change (addresses). */
+  readonly meta?: Uint8Array;
+};
 
 /** What the core replicates. `app` payloads are opaque to it; `config` ones it interprets. */
 export type Command =

@@ -31,7 +31,8 @@ function isChange(v: unknown): v is ConfigChange {
   return (
     isObj(v) &&
     (v.op === 'add_voter' || v.op === 'add_learner' || v.op === 'promote' || v.op === 'remove') &&
-    isNodeId(v.node)
+    isNodeId(v.node) &&
+    (v.meta === undefined || v.meta instanceof Uint8Array)
   );
 }
 

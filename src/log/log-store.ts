@@ -1,0 +1,26 @@
+/**
+ * The obligations of the durable log (acceptor state). Production: `LmdbLogStore`
+ * (lmdb.ts). Tests of other modules may use `MemoryLogStore`.
+ */
+import type { Ballot, LogPoint, PersistOp, StoredSlot } from '../consensus/index.js';
+
+export interface LoadedLog {
+  readonly promised: Ballot;
+  readonly slots: readonly StoredSlot[];
+  readonly compacted: LogPoint | null;
+  readonly commit: number;
+}
+
+export interface LogStore {
+  /** Everything durable, to restart the replica from. */
+  load(): LoadedLog;
+  /**
+   * Writes one batch atomically. The promise resolves only once the batch is on disk
+   * (flushed, not merely committed). Batches become durable in the order they were given;
+   * all batches handed over in one event-loop turn share one commit and one flush.
+   */
+  write(ops: readonly PersistOp[]): Promise<void>;
+  /** Chosen slots, for a peer's catch-up or the archive, in slot order. */
+  readSlots(from: number, to: number): StoredSlot[];
+  close(): Promise<void>;
+}

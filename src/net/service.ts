@@ -1,0 +1,50 @@
+/**
+ * What the HTTP API needs from a node. The HTTP layer (http.ts) parses, validates and maps
+ * errors to the contract; the node (src/node.ts) does consensus and state.
+ */
+import type { ApplyResult, KvOp, RequestId } from '../state/command.js';
+import type { KeyValue, MemberRecord } from '../state/state-store.js';
+
+export type Consistency = 'linearizable' | 'stale';
+
+export interface ClusterView {
+  readonly clusterId: string;
+  readonly self: { readonly peerId: string; readonly http: string; readonly p2p: readonly string[] };
+  readonly leader: string | null;
+  readonly commitIndex: number;
+  readonly appliedIndex: number;
+  readonly members: readonly MemberRecord[];
+}
+
+/** Why a request could not be served here. */
+export class ServiceError extends Error {
+  constructor(
+    /** unavailable: never handed to consensus (503, safe to retry); outcome_unknown: handed
+     *  over, fate unknown (504); not_leader: forward to `leaderHttp` (null: no leader known). */
+    readonly code: 'unavailable' | 'outcome_unknown' | 'not_leader',
+    message: string,
+    readonly leaderHttp: string | null = null,
+    readonly retryAfterS = 1,
+  ) {
+    super(message);
+  }
+}
+
+export interface KvService {
+  /** Proposes one write on the leader and resolves with its answer once applied here. */
+  write(op: KvOp, requestId?: RequestId): Promise<ApplyResult>;
+  /**
+   * Resolves with the applied index a read may be served at: for `linearizable`, once this
+   * node has applied up to a read index confirmed by the leader; for `stale`, at once.
+   */
+  readBarrier(consistency: Consistency): Promise<number>;
+  get(key: Uint8Array): KeyValue | undefined;
+  range(prefix: Uint8Array, after: Uint8Array | null, limit: number, bytesMax: number): { items: KeyValue[]; more: boolean };
+  cluster(): ClusterView;
+  addMember(member: { peerId: string; http: string; p2p: readonly string[]; role: 'voter' | 'learner' }): Promise<{ index: number }>;
+  removeMember(peerId: string): Promise<{ index: number }>;
+  /** GET /readyz: a leader heard from recently, and applied up to its commit index less a small lag. */
+  isReady(): boolean;
+  /** Prometheus text exposition. */
+  metrics(): Promise<string>;
+}

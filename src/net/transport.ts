@@ -1,0 +1,24 @@
+/**
+ * How replicas reach each other. Production: libp2p (p2p.ts). The simulator and unit tests
+ * use in-memory twins.
+ */
+import type { Envelope } from '../consensus/index.js';
+
+export interface Transport {
+  /** This node's libp2p peer id (the consensus NodeId). */
+  readonly peerId: string;
+  /** Multiaddrs this node listens on, with its peer id. */
+  addresses(): string[];
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  /**
+   * Sends envelopes. Never throws and never blocks: frames for one peer within one
+   * event-loop turn are coalesced into one write; what cannot be delivered is dropped and
+   * counted (consensus retransmits what matters).
+   */
+  send(envelopes: readonly Envelope[]): void;
+  /** Decoded but not validated envelopes (the consensus core validates everything). */
+  onMessage(handler: (envelope: unknown) => void): void;
+  /** Where a peer can be reached, learned from membership or a join answer. */
+  setPeerAddresses(peerId: string, multiaddrs: readonly string[]): void;
+}

@@ -1,0 +1,143 @@
+/**
+ * What an application command in the log says, and what applying it answers.
+ *
+ * Commands are proposed as `{ kind: 'app', data }` where `data` is `encodeAppCommand(cmd)`.
+ * Conditions, request-id deduplication and session expiry are decided when the command is
+ * applied, on every replica, so every replica computes the same answer.
+ */
+import { Packr } from 'msgpackr';
+import type { Command } from '../consensus/index.js';
+
+/** A compare of a transaction (see the API contract). Values are raw bytes. */
+export interface Compare {
+  readonly key: Uint8Array;
+  readonly target: 'value' | 'revision' | 'exists';
+  readonly op: '==' | '!=' | '<' | '>';
+  /** bytes for `value`, a number for `revision`, a boolean for `exists`. */
+  readonly value: Uint8Array | number | boolean;
+}
+
+export type TxnOp =
+  | { readonly op: 'put'; readonly key: Uint8Array; readonly value: Uint8Array }
+  | { readonly op: 'delete'; readonly key: Uint8Array }
+  | { readonly op: 'get'; readonly key: Uint8Array };
+
+export type KvOp =
+  | { readonly t: 'put'; readonly key: Uint8Array; readonly value: Uint8Array; readonly ifMatch?: number; readonly ifAbsent?: boolean }
+  | { readonly t: 'delete'; readonly key: Uint8Array; readonly ifMatch?: number }
+  | { readonly t: 'txn'; readonly compare: readonly Compare[]; readonly success: readonly TxnOp[]; readonly failure: readonly TxnOp[] };
+
+/** `Pangea-Request-Id: client:seq`, with a digest of the request it names. */
+export interface RequestId {
+  readonly client: string;
+  readonly seq: number;
+  /** SHA-256 of the request's canonical form: a retry must match it. */
+  readonly digest: Uint8Array;
+}
+
+export interface AppCommand {
+  readonly op: KvOp;
+  readonly requestId?: RequestId;
+  /** Wall-clock milliseconds of the proposing node: the only time the state machine knows.
+   *  Session expiry uses the largest time applied so far, so it is the same everywhere. */
+  readonly time: number;
+  /** `node:counter`, so the node that proposed it can answer its client when it applies. */
+  readonly proposal: string;
+}
+
+export type TxnResult =
+  | { readonly revision: number }
+  | { readonly deleted: boolean }
+  | { readonly value: Uint8Array | null; readonly revision: number | null };
+
+/** The answer to one applied command, at its log index. */
+export type ApplyResult =
+  | { readonly kind: 'put'; readonly index: number; readonly revision: number }
+  | { readonly kind: 'delete'; readonly index: number; readonly deleted: boolean }
+  | { readonly kind: 'txn'; readonly index: number; readonly succeeded: boolean; readonly results: readonly TxnResult[] }
+  | { readonly kind: 'precondition_failed'; readonly index: number; readonly revision: number | null }
+  | { readonly kind: 'request_id_conflict'; readonly index: number }
+  | { readonly kind: 'request_id_stale'; readonly index: number }
+  | { readonly kind: 'config'; readonly index: number }
+  | { readonly kind: 'invalid'; readonly index: number; readonly message: string };
+
+const packr = new Packr({ useRecords: false, moreTypes: false, mapsAsObjects: true, int64AsType: 'number' });
+
+export function encodeAppCommand(cmd: AppCommand): Uint8Array {
+  return packr.pack(cmd);
+}
+
+/** Decodes without trusting: a malformed command applies as `invalid`, never as a crash. */
+export function decodeAppCommand(data: Uint8Array): AppCommand | null {
+  try {
+    const v = packr.unpack(data) as unknown;
+    return isAppCommand(v) ? v : null;
+  } catch {
+    return null;
+  }
+}
+
+const isBytes = (v: unknown): v is Uint8Array => v instanceof Uint8Array;
+const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+function isTxnOp(v: unknown): v is TxnOp {
+  if (!isObj(v) || !isBytes(v.key)) return false;
+  if (v.op === 'put') return isBytes(v.value);
+  return v.op === 'delete' || v.op === 'get';
+}
+
+function isCompare(v: unknown): v is Compare {
+  if (!isObj(v) || !isBytes(v.key)) return false;
+  if (!['==', '!=', '<', '>'].includes(v.op as string)) return false;
+  if (v.target === 'value') return isBytes(v.value);
+  if (v.target === 'revision') return typeof v.value === 'number';
+  if (v.target === 'exists') return typeof v.value === 'boolean' && (v.op === '==' || v.op === '!=');
+  return false;
+}
+
+function isKvOp(v: unknown): v is KvOp {
+  if (!isObj(v)) return false;
+  const optNum = (x: unknown) => x === undefined || (typeof x === 'number' && Number.isSafeInteger(x) && x >= 0);
+  switch (v.t) {
+    case 'put':
+      return isBytes(v.key) && isBytes(v.value) && optNum(v.ifMatch) && (v.ifAbsent === undefined || typeof v.ifAbsent === 'boolean');
+    case 'delete':
+      return isBytes(v.key) && optNum(v.ifMatch);
+    case 'txn':
+      return Array.isArray(v.compare) && v.compare.every(isCompare) && Array.isArray(v.success) && v.success.every(isTxnOp) && Array.isArray(v.failure) && v.failure.every(isTxnOp);
+    default:
+      return false;
+  }
+}
+
+function isAppCommand(v: unknown): v is AppCommand {
+  if (!isObj(v) || !isKvOp(v.op) || typeof v.time !== 'number' || typeof v.proposal !== 'string') return false;
+  if (v.requestId === undefined) return true;
+  const r = v.requestId;
+  return isObj(r) && typeof r.client === 'string' && typeof r.seq === 'number' && Number.isSafeInteger(r.seq) && r.seq > 0 && isBytes(r.digest);
+}
+
+/**
+ * The fixed encoding of a chosen command that the hash chain covers:
+ * `0x01 || data` for an application command, `0x02 || op || u16 node length || node || meta`
+ * for a membership change. It never includes the ballot a value was accepted under.
+ */
+export function chainBytes(cmd: Command): Uint8Array {
+  if (cmd.kind === 'app') {
+    const out = new Uint8Array(1 + cmd.data.byteLength);
+    out[0] = 0x01;
+    out.set(cmd.data, 1);
+    return out;
+  }
+  const ops = ['add_voter', 'add_learner', 'promote', 'remove'];
+  const node = new TextEncoder().encode(cmd.change.node);
+  const meta = cmd.change.meta ?? new Uint8Array(0);
+  const out = new Uint8Array(4 + node.byteLength + meta.byteLength);
+  out[0] = 0x02;
+  out[1] = ops.indexOf(cmd.change.op);
+  out[2] = node.byteLength >> 8;
+  out[3] = node.byteLength & 0xff;
+  out.set(node, 4);
+  out.set(meta, 4 + node.byteLength);
+  return out;
+}

@@ -1,0 +1,41 @@
+/**
+ * The obligations of the key/value state machine. Apply must be deterministic: the same
+ * entries give the same answers and the same state on every replica.
+ */
+import type { Entry, LogPoint } from '../consensus/index.js';
+import type { ApplyResult } from './command.js';
+
+export interface KeyValue {
+  readonly key: Uint8Array;
+  readonly value: Uint8Array;
+  /** The index of the command that last wrote the key. */
+  readonly revision: number;
+}
+
+/** A member as the state machine records it (from the membership change's meta). */
+export interface MemberRecord {
+  readonly peerId: string;
+  readonly role: 'voter' | 'learner';
+  readonly http: string;
+  readonly p2p: readonly string[];
+}
+
+export interface StateStore {
+  /** The last applied point (configurations included) and the hash chain value there. */
+  applied(): { point: LogPoint; chain: Uint8Array };
+  /**
+   * Applies entries in order, in one transaction together with the new applied point and
+   * chain value, so a crash applies every command exactly once. Returns one result per
+   * command, in index order (membership changes answer `config`).
+   */
+  apply(entries: readonly Entry[]): ApplyResult[];
+  get(key: Uint8Array): KeyValue | undefined;
+  /** Keys with `prefix`, after `after` (exclusive), at most `limit` items and `bytesMax`
+   *  bytes of values; `more` is true only when further keys match. */
+  range(prefix: Uint8Array, after: Uint8Array | null, limit: number, bytesMax: number): { items: KeyValue[]; more: boolean };
+  /** Members with their addresses, as of the applied point. */
+  members(): MemberRecord[];
+  /** The chain value after the command at `index`, if still known. */
+  chainAt(index: number): Uint8Array | undefined;
+  close(): Promise<void>;
+}
