@@ -197,6 +197,7 @@ export class Replica {
   private readonly remoteReads = new Map<number, number>(); // read id -> tick asked
   private commitDirty = false;
   private commitMarker = 0;
+  private leaderCommitSeen = 0;
 
   // Catch-up.
   private catchupFrom: NodeId | null = null;
@@ -260,6 +261,14 @@ export class Replica {
   }
   get commit(): { slot: number; index: number } {
     return { slot: this.commitSlot, index: this.commitIndex };
+  }
+  /** The commit slot the current leader last announced (this replica's own, if it leads). */
+  get leaderCommit(): number {
+    return this.role === 'leader' ? this.commitSlot : Math.max(this.leaderCommitSeen, this.commitSlot);
+  }
+  /** Ticks since the current leader was last heard from (0 on the leader itself). */
+  get ticksSinceLeader(): number {
+    return this.role === 'leader' ? 0 : this.leader === null ? Infinity : this.electionElapsed;
   }
   get compactedPoint(): LogPoint {
     return this.compacted;
@@ -862,6 +871,7 @@ export class Replica {
    * that same ballot holds the chosen value; any other slot is fetched from the leader.
    */
   private learnCommit(leader: NodeId, ballot: Ballot, commit: number): void {
+    this.leaderCommitSeen = commit;
     let missing = 0;
     const upTo = Math.min(commit, this.commitSlot + this.alpha * 4);
     for (let slot = this.commitSlot + 1; slot <= upTo; slot++) {

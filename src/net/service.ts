@@ -14,6 +14,8 @@ export interface ClusterView {
   readonly commitIndex: number;
   readonly appliedIndex: number;
   readonly members: readonly MemberRecord[];
+  /** The cluster's first configuration: what a joining node starts its log from. */
+  readonly genesis: { readonly voters: readonly string[]; readonly learners: readonly string[] };
 }
 
 /** Why a request could not be served here. */

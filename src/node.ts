@@ -1,0 +1,451 @@
+/**
+ * The composition root: one Pangea node. It owns all I/O, time and randomness around the
+ * pure consensus core, and keeps the Ready contract:
+ *
+ *   ready = replica.ready()
+ *   1. log.write(ready.persist) -> once durable: send ready.sendAfterPersist, persisted(seq)
+ *   2. transport.send(ready.send)
+ *   3. state.apply(ready.commit) -> answer the clients whose commands were applied
+ *   4. release reads whose index is applied
+ *
+ * A write's whole path: HTTP (net/http.ts) -> PangeaNode.write -> Replica.propose ->
+ * Ready.persist/send -> LmdbLogStore.write + Transport -> peers' acceptances ->
+ * Ready.commit -> StateStore.apply -> the pending write resolves -> HTTP answers.
+ */
+import { randomUUID } from 'node:crypto';
+import {
+  Replica,
+  bootstrapState,
+  type Command,
+  type Config,
+  type Entry,
+  type LogPoint,
+  type Persisted,
+  type Ready,
+} from './consensus/index.js';
+import type { Logger } from './logger.js';
+import type { LogStore } from './log/log-store.js';
+import type { Transport } from './net/transport.js';
+import { ServiceError, type ClusterView, type Consistency, type KvService } from './net/service.js';
+import { encodeAppCommand, type ApplyResult, type KvOp, type RequestId } from './state/command.js';
+import type { KeyValue, MemberRecord, StateStore } from './state/state-store.js';
+import { Packr } from 'msgpackr';
+
+export interface NodeTiming {
+  /** One consensus tick. Election timeouts are `electionTicks` to twice that. */
+  readonly tickMs: number;
+  readonly electionTicks: number;
+  readonly heartbeatTicks: number;
+  /** How long a handed-over write waits for its outcome before answering 504. */
+  readonly proposalTimeoutMs: number;
+  /** How far (in indexes) behind the leader's commit /readyz still says ready. */
+  readonly readyLagMax: number;
+}
+
+export const DEFAULT_TIMING: NodeTiming = {
+  tickMs: 50,
+  electionTicks: 10,
+  heartbeatTicks: 2,
+  proposalTimeoutMs: 10_000,
+  readyLagMax: 1000,
+};
+
+export interface NodeParts {
+  readonly clusterId: string;
+  readonly peerId: string;
+  readonly http: string;
+  readonly log: LogStore;
+  readonly state: StateStore;
+  readonly transport: Transport;
+  readonly logger: Logger;
+  readonly timing?: Partial<NodeTiming>;
+  /** The cluster's first configuration, told to joining nodes. */
+  readonly genesis: Config;
+}
+
+interface PendingWrite {
+  resolve(r: ApplyResult): void;
+  reject(e: Error): void;
+  timer: NodeJS.Timeout;
+}
+
+interface PendingRead {
+  resolve(index: number): void;
+  reject(e: Error): void;
+  index: number | null;
+}
+
+const metaPackr = new Packr({ useRecords: false, mapsAsObjects: true });
+
+/** The member record a membership change carries, opaque to the core. */
+export function encodeMemberMeta(m: { http: string; p2p: readonly string[] }): Uint8Array {
+  return metaPackr.pack({ http: m.http, p2p: [...m.p2p] });
+}
+
+/** The durable state of a node that creates a new one-member cluster. */
+export function genesisPoint(self: string): LogPoint {
+  return bootstrapState({ voters: [self], learners: [] }).base;
+}
+
+export class PangeaNode implements KvService {
+  readonly clusterId: string;
+  readonly peerId: string;
+  readonly http: string;
+  private readonly genesis: Config;
+  private readonly log: LogStore;
+  private readonly state: StateStore;
+  private readonly transport: Transport;
+  private readonly logger: Logger;
+  private readonly timing: NodeTiming;
+  private readonly replica: Replica;
+  private readonly writes = new Map<Command, PendingWrite>();
+  private readonly reads = new Map<number, PendingRead>();
+  private readonly waitingReads: PendingRead[] = [];
+  private readId = 0;
+  private proposalSeq = 0;
+  private ticker: NodeJS.Timeout | null = null;
+  private drainScheduled = false;
+  private persistChain: Promise<void> = Promise.resolve();
+  private lastPersistSeq = 0;
+  private stopped = false;
+  private members: MemberRecord[] = [];
+  private readonly counters = { proposals: 0, commits: 0, applied: 0, persistBatches: 0, reads: 0 };
+
+  constructor(parts: NodeParts) {
+    this.clusterId = parts.clusterId;
+    this.peerId = parts.peerId;
+    this.http = parts.http;
+    this.genesis = parts.genesis;
+    this.log = parts.log;
+    this.state = parts.state;
+    this.transport = parts.transport;
+    this.logger = parts.logger;
+    this.timing = { ...DEFAULT_TIMING, ...parts.timing };
+
+    const loaded = this.log.load();
+    const applied = this.state.applied();
+    const persisted: Persisted = {
+      promised: loaded.promised,
+      slots: loaded.slots,
+      base: applied.point,
+      compacted: loaded.compacted ?? applied.point,
+      commit: loaded.commit,
+    };
+    this.replica = new Replica(
+      {
+        id: this.peerId,
+        cluster: this.clusterId,
+        random: Math.random,
+        electionTicks: this.timing.electionTicks,
+        heartbeatTicks: this.timing.heartbeatTicks,
+      },
+      persisted,
+    );
+    this.refreshMembers();
+    this.transport.onMessage((env) => {
+      if (this.stopped) return;
+      this.replica.step(env);
+      this.scheduleDrain();
+    });
+  }
+
+  /** Starts ticking. The transport is started by the caller (it must know its addresses first). */
+  start(): void {
+    this.ticker = setInterval(() => {
+      this.replica.tick();
+      this.scheduleDrain();
+    }, this.timing.tickMs);
+    this.ticker.unref?.();
+    this.scheduleDrain();
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    if (this.ticker) clearInterval(this.ticker);
+    for (const w of this.writes.values()) {
+      clearTimeout(w.timer);
+      w.reject(new ServiceError('outcome_unknown', 'the node is shutting down'));
+    }
+    this.writes.clear();
+    for (const r of [...this.reads.values(), ...this.waitingReads]) r.reject(new ServiceError('unavailable', 'the node is shutting down'));
+    this.reads.clear();
+    await this.persistChain.catch(() => undefined);
+  }
+
+  // ------------------------------------------------------------------------------------
+  // The Ready loop.
+
+  /** Drains the core once per event-loop turn, so writes of one turn share a commit. */
+  private scheduleDrain(): void {
+    if (this.drainScheduled || this.stopped) return;
+    this.drainScheduled = true;
+    setImmediate(() => {
+      this.drainScheduled = false;
+      this.drain();
+    });
+  }
+
+  private drain(): void {
+    for (let ready = this.replica.ready(); ready !== null && !this.stopped; ready = this.replica.ready()) {
+      this.perform(ready);
+    }
+  }
+
+  private perform(ready: Ready): void {
+    if (ready.persistSeq > this.lastPersistSeq) {
+      const { persistSeq: seq, persist, sendAfterPersist } = ready;
+      this.lastPersistSeq = seq;
+      this.counters.persistBatches++;
+      // Batches are written in order and each completes only once durable (an empty one
+      // completes once everything before it is), so acknowledgements keep their order.
+      const written = this.log.write(persist);
+      this.persistChain = written;
+      written.then(
+        () => {
+          if (this.stopped) return;
+          if (sendAfterPersist.length > 0) this.transport.send(sendAfterPersist);
+          this.replica.persisted(seq);
+          this.scheduleDrain();
+        },
+        (err: unknown) => {
+          // A log that cannot write must not acknowledge anything: stop serving.
+          this.logger.error('log write failed; stopping the node', { err });
+          void this.stop();
+        },
+      );
+    }
+    if (ready.send.length > 0) this.transport.send(ready.send);
+    if (ready.commit.length > 0) this.apply(ready.commit);
+    for (const r of ready.reads) this.onReadState(r.id, r.index);
+    if (ready.snapshotNeeded !== null) {
+      this.logger.warn('a peer asks this node to install a snapshot, which this version cannot do yet', {
+        from: ready.snapshotNeeded.from,
+        slot: ready.snapshotNeeded.point.slot,
+      });
+    }
+  }
+
+  private apply(entries: readonly Entry[]): void {
+    const results = this.state.apply(entries);
+    this.counters.commits += entries.length;
+    let i = 0;
+    let membership = false;
+    for (const entry of entries) {
+      for (const cmd of entry.batch) {
+        const result = results[i++];
+        if (cmd.kind === 'config') membership = true;
+        const pending = this.writes.get(cmd);
+        if (pending !== undefined && result !== undefined) {
+          this.writes.delete(cmd);
+          clearTimeout(pending.timer);
+          pending.resolve(result);
+        }
+      }
+    }
+    this.counters.applied += i;
+    if (membership) this.refreshMembers();
+    this.releaseReads();
+  }
+
+  private refreshMembers(): void {
+    this.members = this.state.members();
+    for (const m of this.members) {
+      if (m.peerId !== this.peerId && m.p2p.length > 0) this.transport.setPeerAddresses(m.peerId, m.p2p);
+    }
+  }
+
+  // ------------------------------------------------------------------------------------
+  // KvService.
+
+  private leaderHttp(): string | null {
+    const leader = this.replica.currentLeader;
+    if (leader === null) return null;
+    return this.members.find((m) => m.peerId === leader)?.http ?? null;
+  }
+
+  write(op: KvOp, requestId?: RequestId): Promise<ApplyResult> {
+    const data = encodeAppCommand({
+      op,
+      ...(requestId ? { requestId } : {}),
+      time: Date.now(),
+      proposal: `${this.peerId}:${++this.proposalSeq}`,
+    });
+    return this.propose({ kind: 'app', data });
+  }
+
+  private propose(cmd: Command): Promise<ApplyResult> {
+    if (this.stopped) return Promise.reject(new ServiceError('unavailable', 'the node is shutting down'));
+    const result = this.replica.propose(cmd);
+    if (!result.ok) {
+      if (result.reason === 'not_leader') {
+        const http = this.leaderHttp();
+        return Promise.reject(new ServiceError('not_leader', http ? `the leader is ${result.leader}` : 'no leader is known', http));
+      }
+      const why = result.reason === 'busy' ? 'the proposal queue is full' : 'a membership change is in progress';
+      return Promise.reject(new ServiceError('unavailable', why));
+    }
+    this.counters.proposals++;
+    this.scheduleDrain();
+    return new Promise<ApplyResult>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.writes.delete(cmd);
+        reject(new ServiceError('outcome_unknown', `no outcome within ${this.timing.proposalTimeoutMs} ms; it may still be applied`));
+      }, this.timing.proposalTimeoutMs);
+      this.writes.set(cmd, { resolve, reject, timer });
+    });
+  }
+
+  readBarrier(consistency: Consistency): Promise<number> {
+    const applied = this.state.applied().point.index;
+    if (consistency === 'stale') return Promise.resolve(applied);
+    if (this.stopped) return Promise.reject(new ServiceError('unavailable', 'the node is shutting down'));
+    this.counters.reads++;
+    return new Promise<number>((resolve, reject) => {
+      const id = ++this.readId;
+      this.reads.set(id, { resolve, reject, index: null });
+      this.replica.read(id);
+      this.scheduleDrain();
+    });
+  }
+
+  private onReadState(id: number, index: number | null): void {
+    const r = this.reads.get(id);
+    if (r === undefined) return;
+    this.reads.delete(id);
+    if (index === null) {
+      r.reject(new ServiceError('unavailable', 'no leader could confirm a read index now'));
+      return;
+    }
+    r.index = index;
+    this.waitingReads.push(r);
+    this.releaseReads();
+  }
+
+  private releaseReads(): void {
+    if (this.waitingReads.length === 0) return;
+    const applied = this.state.applied().point.index;
+    for (let i = 0; i < this.waitingReads.length; ) {
+      const r = this.waitingReads[i]!;
+      if (r.index !== null && r.index <= applied) {
+        this.waitingReads.splice(i, 1);
+        r.resolve(applied);
+      } else i++;
+    }
+  }
+
+  get(key: Uint8Array): KeyValue | undefined {
+    return this.state.get(key);
+  }
+
+  range(prefix: Uint8Array, after: Uint8Array | null, limit: number, bytesMax: number): { items: KeyValue[]; more: boolean } {
+    return this.state.range(prefix, after, limit, bytesMax);
+  }
+
+  cluster(): ClusterView {
+    const config = this.replica.latestConfig;
+    const known = new Map(this.members.map((m) => [m.peerId, m]));
+    const members: MemberRecord[] = [];
+    for (const [ids, role] of [
+      [config.voters, 'voter'],
+      [config.learners, 'learner'],
+    ] as const) {
+      for (const id of ids) {
+        const m = known.get(id);
+        members.push({ peerId: id, role, http: m?.http ?? (id === this.peerId ? this.http : ''), p2p: m?.p2p ?? (id === this.peerId ? this.transport.addresses() : []) });
+      }
+    }
+    members.sort((a, b) => (a.peerId < b.peerId ? -1 : a.peerId > b.peerId ? 1 : 0));
+    return {
+      clusterId: this.clusterId,
+      self: { peerId: this.peerId, http: this.http, p2p: this.transport.addresses() },
+      leader: this.replica.currentLeader,
+      commitIndex: this.replica.commit.index,
+      appliedIndex: this.state.applied().point.index,
+      members,
+      genesis: this.genesis,
+    };
+  }
+
+  /** The configuration that governs the next slot, for tests and the banner. */
+  get config(): Config {
+    return this.replica.config;
+  }
+
+  get role(): string {
+    return this.replica.currentRole;
+  }
+
+  addMember(member: { peerId: string; http: string; p2p: readonly string[]; role: 'voter' | 'learner' }): Promise<{ index: number }> {
+    const meta = encodeMemberMeta(member);
+    const op = member.role === 'voter' ? 'add_voter' : 'add_learner';
+    return this.proposeConfig({ kind: 'config', change: { op, node: member.peerId, meta } });
+  }
+
+  removeMember(peerId: string): Promise<{ index: number }> {
+    return this.proposeConfig({ kind: 'config', change: { op: 'remove', node: peerId } });
+  }
+
+  private async proposeConfig(cmd: Command): Promise<{ index: number }> {
+    const result = await this.propose(cmd);
+    return { index: result.index };
+  }
+
+  isReady(): boolean {
+    if (this.stopped) return false;
+    const r = this.replica;
+    if (r.currentLeader === null || r.ticksSinceLeader > this.timing.electionTicks) return false;
+    // Slots and indexes differ; the lag bound is loose on purpose (a follower a few slots
+    // behind is ready), so compare slots.
+    return r.leaderCommit - r.commit.slot <= this.timing.readyLagMax;
+  }
+
+  async metrics(): Promise<string> {
+    const r = this.replica;
+    const lines: string[] = [];
+    const gauge = (name: string, help: string, value: number, labels = ''): void => {
+      lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} gauge`, `${name}${labels} ${value}`);
+    };
+    const counter = (name: string, help: string, value: number): void => {
+      lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} counter`, `${name} ${value}`);
+    };
+    gauge('pangea_commit_index', 'Index of the last command known chosen here.', r.commit.index);
+    gauge('pangea_applied_index', 'Index of the last command applied to the state machine.', this.state.applied().point.index);
+    gauge('pangea_is_leader', '1 when this node leads.', r.currentRole === 'leader' ? 1 : 0);
+    gauge('pangea_ballot_round', 'Round of the ballot this node follows or leads.', r.currentBallot.round);
+    gauge('pangea_voters', 'Voters in the configuration of the next slot.', r.config.voters.length);
+    gauge('pangea_learners', 'Learners in the configuration of the next slot.', r.config.learners.length);
+    gauge('pangea_pending_writes', 'Writes handed to consensus and not yet answered.', this.writes.size);
+    gauge('pangea_ready', '1 when /readyz answers 200.', this.isReady() ? 1 : 0);
+    counter('pangea_proposals_total', 'Commands handed to consensus here.', this.counters.proposals);
+    counter('pangea_slots_applied_total', 'Slots applied.', this.counters.commits);
+    counter('pangea_commands_applied_total', 'Commands applied.', this.counters.applied);
+    counter('pangea_persist_batches_total', 'Batches written to the log.', this.counters.persistBatches);
+    counter('pangea_linearizable_reads_total', 'Read barriers requested.', this.counters.reads);
+    counter('pangea_elections_total', 'Elections this node started.', r.stats.elections);
+    lines.push('# HELP pangea_messages_dropped_total Consensus messages dropped, by reason.', '# TYPE pangea_messages_dropped_total counter');
+    for (const [reason, n] of Object.entries(r.stats.dropped)) lines.push(`pangea_messages_dropped_total{reason="${reason}"} ${n}`);
+    return lines.join('\n') + '\n';
+  }
+
+  /** Makes sure the member table has this node's current addresses (they are not in the
+   *  genesis configuration, and may change across restarts). Idempotent; retried by the caller. */
+  async registerSelf(): Promise<boolean> {
+    const self = this.members.find((m) => m.peerId === this.peerId);
+    const p2p = this.transport.addresses();
+    if (self !== undefined && self.http === this.http && sameList(self.p2p, p2p)) return true;
+    if (this.replica.currentRole !== 'leader') return false;
+    const config = this.replica.latestConfig;
+    const role = config.voters.includes(this.peerId) ? 'voter' : 'learner';
+    await this.addMember({ peerId: this.peerId, http: this.http, p2p, role });
+    return true;
+  }
+}
+
+function sameList(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+export function newClusterId(): string {
+  return randomUUID();
+}

@@ -1,0 +1,213 @@
+/**
+ * `pangea serve`: opens the data dir, joins or bootstraps a cluster, and wires the node's
+ * parts together (the composition root's outer shell; src/node.ts is its inner one).
+ */
+import './polyfill.js';
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Config } from './consensus/index.js';
+import { createLogger, type Logger, type LogLevel } from './logger.js';
+import type { HostPort } from './config.js';
+import { PangeaNode, genesisPoint, newClusterId } from './node.js';
+import { loadOrCreateIdentity } from './net/identity.js';
+import { Libp2pTransport } from './net/p2p.js';
+import { HttpApi } from './net/http.js';
+import { openStores } from './log/lmdb.js';
+
+export interface ServeOptions {
+  readonly dataDir: string;
+  readonly httpListen: HostPort;
+  readonly p2pListen: readonly string[];
+  readonly join?: string | undefined;
+  readonly metricsListen?: HostPort | undefined;
+  readonly advertiseHttp?: string | undefined;
+  readonly advertiseP2p?: readonly string[] | undefined;
+  readonly adminTokenFile?: string | undefined;
+  readonly forceNewCluster: boolean;
+  readonly maxValueBytes: number;
+  readonly maxRequestBytes: number;
+  readonly maxTxnOps: number;
+  readonly logLevel: LogLevel;
+}
+
+/** What the data dir records about its cluster (written once, atomically). */
+interface ClusterFile {
+  readonly clusterId: string;
+  readonly genesis: Config;
+}
+
+const CLUSTER_FILE = 'cluster.json';
+/** Written at every start so scripts and tests can find a node started on port 0. */
+const NODE_FILE = 'node.json';
+
+export interface RunningServer {
+  readonly node: PangeaNode;
+  readonly logger: Logger;
+  banner(): string;
+  stop(): Promise<void>;
+}
+
+export async function startServer(opts: ServeOptions): Promise<RunningServer> {
+  await mkdir(opts.dataDir, { recursive: true });
+  const identity = await loadOrCreateIdentity(opts.dataDir);
+  const logger = createLogger(opts.logLevel, { node: identity.peerId.slice(-8) });
+  const adminToken = opts.adminTokenFile ? (await readFile(opts.adminTokenFile, 'utf8')).trim() : null;
+  if (adminToken === null && !isLoopback(opts.httpListen.host)) {
+    logger.warn('the HTTP API listens beyond loopback without --admin-token-file: anyone who reaches it can change membership');
+  }
+
+  // Which cluster: the data dir's own, or a new one, or the one we are asked to join.
+  const clusterPath = join(opts.dataDir, CLUSTER_FILE);
+  let cluster: ClusterFile;
+  let joining = false;
+  if (existsSync(clusterPath)) {
+    cluster = JSON.parse(await readFile(clusterPath, 'utf8')) as ClusterFile;
+    if (opts.join) logger.info('existing data dir: resuming, --join ignored', { join: opts.join });
+  } else if (opts.join) {
+    cluster = await fetchCluster(opts.join);
+    joining = true;
+  } else {
+    cluster = { clusterId: newClusterId(), genesis: { voters: [identity.peerId], learners: [] } };
+  }
+
+  const genesis = { ...genesisPoint(identity.peerId), epochs: [{ fromSlot: 1, config: cluster.genesis }] };
+  const stores = openStores(opts.dataDir, { genesis });
+  if (opts.forceNewCluster) {
+    logger.warn('--force-new-cluster: this node restarts its cluster alone, keeping every write it has applied');
+    throw new Error('--force-new-cluster is not implemented yet');
+  }
+  const transport = new Libp2pTransport({
+    privateKey: identity.privateKey,
+    listen: [...opts.p2pListen],
+    announce: opts.advertiseP2p ? [...opts.advertiseP2p] : [],
+    clusterId: cluster.clusterId,
+    logger,
+  });
+  await transport.start();
+
+  // The HTTP API needs the node, and the node needs the API's address: bind first.
+  let node: PangeaNode | null = null;
+  const api = new HttpApi(
+    () => {
+      if (node === null) throw new Error('not started');
+      return node;
+    },
+    { maxValueBytes: opts.maxValueBytes, maxRequestBytes: opts.maxRequestBytes, maxTxnOps: opts.maxTxnOps, adminToken, logger },
+  );
+  const bound = await api.listen(opts.httpListen.host, opts.httpListen.port);
+  const http = opts.advertiseHttp ?? `http://${formatHost(bound.host)}:${bound.port}`;
+  node = new PangeaNode({ clusterId: cluster.clusterId, peerId: identity.peerId, http, log: stores.log, state: stores.state, transport, logger, genesis: cluster.genesis });
+  let metrics: { close(): Promise<void> } | null = null;
+  if (opts.metricsListen) metrics = await api.listenMetrics(opts.metricsListen.host, opts.metricsListen.port);
+  node.start();
+
+  if (!existsSync(clusterPath)) await writeAtomic(clusterPath, JSON.stringify(cluster, null, 2));
+  await writeAtomic(join(opts.dataDir, NODE_FILE), JSON.stringify({ pid: process.pid, peerId: identity.peerId, http, p2p: transport.addresses() }, null, 2));
+
+  const background = new AbortController();
+  if (joining) {
+    void joinCluster(opts.join!, node, adminToken, logger, background.signal);
+  } else {
+    void keepRegistered(node, logger, background.signal);
+  }
+
+  return {
+    node,
+    logger,
+    banner: () =>
+      [
+        `pangea node ${identity.peerId}`,
+        `  cluster  ${cluster.clusterId}`,
+        `  http     ${http}`,
+        ...transport.addresses().map((a) => `  p2p      ${a}`),
+        `  role     ${joining ? 'joining as a learner' : node!.config.voters.includes(identity.peerId) ? 'voter' : 'learner'}`,
+        `  data     ${opts.dataDir}`,
+      ].join('\n'),
+    async stop() {
+      background.abort();
+      await api.close();
+      await metrics?.close();
+      await node!.stop();
+      await transport.stop();
+      await stores.close();
+    },
+  };
+}
+
+/** The bootstrap node (and any restarted voter) records its own addresses in the log. */
+async function keepRegistered(node: PangeaNode, logger: Logger, signal: AbortSignal): Promise<void> {
+  while (!signal.aborted) {
+    try {
+      if (await node.registerSelf()) return;
+    } catch (err) {
+      logger.debug('registering this node’s addresses failed; retrying', { err });
+    }
+    await sleep(200, signal);
+  }
+}
+
+/** Adds this node as a learner, waits until it has caught up, then asks to be a voter. */
+async function joinCluster(url: string, node: PangeaNode, token: string | null, logger: Logger, signal: AbortSignal): Promise<void> {
+  const view = node.cluster();
+  const body = { peerId: node.peerId, http: node.http, p2p: view.self.p2p, role: 'learner' };
+  await retry(() => postMember(url, body, token), 'join', logger, signal);
+  logger.info('added to the cluster as a learner; catching up', { via: url });
+  while (!signal.aborted && !(node.isReady() && node.cluster().members.some((m) => m.peerId === node.peerId))) await sleep(200, signal);
+  if (signal.aborted) return;
+  await retry(() => postMember(url, { ...body, role: 'voter' }, token), 'promotion', logger, signal);
+  logger.info('caught up and promoted to voter');
+}
+
+async function postMember(url: string, body: object, token: string | null): Promise<void> {
+  const headers: Record<string, string> = { 'content-type': 'application/json' };
+  if (token) headers.authorization = `Bearer ${token}`;
+  const res = await fetch(new URL('/v1/cluster/members', url), { method: 'POST', headers, body: JSON.stringify(body), signal: AbortSignal.timeout(15_000) });
+  if (!res.ok) throw new Error(`${url} answered ${res.status}: ${await res.text()}`);
+}
+
+async function fetchCluster(url: string): Promise<ClusterFile> {
+  const res = await fetch(new URL('/v1/cluster', url), { signal: AbortSignal.timeout(10_000) });
+  if (!res.ok) throw new Error(`cannot join through ${url}: GET /v1/cluster answered ${res.status}`);
+  const view = (await res.json()) as { clusterId?: unknown; genesis?: unknown };
+  if (typeof view.clusterId !== 'string' || typeof view.genesis !== 'object' || view.genesis === null) {
+    throw new Error(`cannot join through ${url}: its /v1/cluster has no clusterId and genesis`);
+  }
+  return { clusterId: view.clusterId, genesis: view.genesis as Config };
+}
+
+async function retry(fn: () => Promise<void>, what: string, logger: Logger, signal: AbortSignal): Promise<void> {
+  for (let attempt = 1; !signal.aborted; attempt++) {
+    try {
+      await fn();
+      return;
+    } catch (err) {
+      logger.warn(`${what} failed; retrying`, { attempt, err });
+      await sleep(Math.min(2000, 100 * attempt), signal);
+    }
+  }
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(resolve, ms);
+    signal.addEventListener('abort', () => {
+      clearTimeout(t);
+      resolve();
+    }, { once: true });
+  });
+}
+
+async function writeAtomic(path: string, text: string): Promise<void> {
+  const tmp = `${path}.tmp-${process.pid}`;
+  await writeFile(tmp, text, { mode: 0o600 });
+  await rename(tmp, path);
+}
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host.startsWith('127.') || host === '::1';
+}
+
+function formatHost(host: string): string {
+  return host.includes(':') ? `[${host}]` : host;
+}
