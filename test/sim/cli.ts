@@ -1,8 +1,9 @@
 /**
  * `npm run sim -- --seed N` replays one seed with a trace; `npm run sim -- --seeds N [--from S]`
  * runs a campaign with a progress line. Exit status 1 on the first failure, with its seed.
+ * `--defect NAME` runs replicas with one of the core's deliberate defects (see Defects).
  */
-import { simulate, type SimStats } from './world.js';
+import { DEFAULT_FAULT_TICKS, simulate, type SimStats } from './world.js';
 
 function arg(name: string): number | undefined {
   const i = process.argv.indexOf(`--${name}`);
@@ -15,15 +16,42 @@ function arg(name: string): number | undefined {
   return v;
 }
 
+/**
+ * The shortest failing run of a seed: the same seed with a shorter fault phase replays the
+ * same events up to the point where the network heals, so the smallest fault phase that
+ * still fails gives the shortest trace.
+ */
+const defectIndex = process.argv.indexOf('--defect');
+const defects = defectIndex > 0 ? { [process.argv[defectIndex + 1]!]: true } : undefined;
+
+function shrink(seed: number): { faultTicks: number; error: string; trace: readonly string[] } | null {
+  const full = simulate({ seed, trace: true, ...(defects ? { defects } : {}) });
+  if (full.ok) return null;
+  let best = { faultTicks: DEFAULT_FAULT_TICKS, error: full.error ?? '', trace: full.trace };
+  let lo = 0;
+  let hi = DEFAULT_FAULT_TICKS;
+  while (hi - lo > 1) {
+    const mid = Math.floor((lo + hi) / 2);
+    const r = simulate({ seed, trace: true, faultTicks: mid, ...(defects ? { defects } : {}) });
+    if (!r.ok) {
+      best = { faultTicks: mid, error: r.error ?? '', trace: r.trace };
+      hi = mid;
+    } else lo = mid;
+  }
+  return best;
+}
+
 const seed = arg('seed');
 if (seed !== undefined) {
-  const r = simulate({ seed, trace: true });
-  if (!r.ok) {
-    console.log(r.trace.slice(-400).join('\n'));
+  const r = shrink(seed);
+  if (r !== null) {
+    console.log(r.trace.slice(-600).join('\n'));
     console.log(`\nseed ${seed} FAILED: ${r.error}`);
+    console.log(`(shortest failing run: fault phase of ${r.faultTicks} ticks; ${r.trace.length} events in its trace, the last 600 shown)`);
     process.exit(1);
   }
-  console.log(`seed ${seed} ok: ${JSON.stringify(r.stats)}`);
+  const ok = simulate({ seed });
+  console.log(`seed ${seed} ok: ${JSON.stringify(ok.stats)}`);
   process.exit(0);
 }
 

@@ -71,6 +71,7 @@ export interface SimResult {
 }
 
 const TICK = 10; // time units per replica tick
+export const DEFAULT_FAULT_TICKS = 400;
 const ELECTION_TICKS = 10;
 const WRITE_TIMEOUT = 60 * TICK;
 const READ_TIMEOUT = 30 * TICK;
@@ -251,7 +252,7 @@ export class World {
 
   /** Runs the fault phase and the final phase; throws SimFailure on the first violation. */
   run(): void {
-    const faultEnd = (this.opts.faultTicks ?? 400) * TICK;
+    const faultEnd = (this.opts.faultTicks ?? DEFAULT_FAULT_TICKS) * TICK;
     let nextFault = 5 * TICK;
     while (this.now < faultEnd) {
       if (this.now >= nextFault) {

@@ -1,0 +1,112 @@
+/**
+ * Real multi-process clusters for tests: each node is `bin/run.js serve` in its own process,
+ * on free loopback ports. Every process started here is killed when the test file ends,
+ * whether it passed or not.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const RUN = fileURLToPath(new URL('../../../bin/run.js', import.meta.url));
+const live = new Set<ChildProcess>();
+
+process.on('exit', () => {
+  for (const p of live) p.kill('SIGKILL');
+});
+
+export interface NodeInfo {
+  pid: number;
+  peerId: string;
+  http: string;
+  p2p: string[];
+}
+
+export interface TestNode {
+  readonly dataDir: string;
+  readonly proc: ChildProcess;
+  info: NodeInfo;
+  output(): string;
+  kill(signal?: NodeJS.Signals): Promise<void>;
+}
+
+export function tempDir(prefix = 'pangea-test-'): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+export function removeDir(dir: string): void {
+  rmSync(dir, { recursive: true, force: true });
+}
+
+export interface StartOptions {
+  dataDir: string;
+  join?: string;
+  /** Reuse these addresses (a restart); default: free ports. */
+  httpListen?: string;
+  p2pListen?: string[];
+  extra?: string[];
+}
+
+export async function startNode(opts: StartOptions): Promise<TestNode> {
+  const args = [RUN, 'serve', '--data-dir', opts.dataDir, '--http-listen', opts.httpListen ?? '127.0.0.1:0', '--log-level', 'warn'];
+  for (const a of opts.p2pListen ?? ['/ip4/127.0.0.1/udp/0/quic-v1', '/ip4/127.0.0.1/tcp/0']) args.push('--p2p-listen', a);
+  if (opts.join) args.push('--join', opts.join);
+  args.push(...(opts.extra ?? []));
+  const nodeFile = join(opts.dataDir, 'node.json');
+  rmSync(nodeFile, { force: true });
+  const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  live.add(proc);
+  let out = '';
+  proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<void>((resolve) => proc.once('exit', () => {
+    live.delete(proc);
+    resolve();
+  }));
+  const info = await waitFor(`node in ${opts.dataDir} to start:\n${out}`, () => {
+    if (proc.exitCode !== null) throw new Error(`node exited with ${proc.exitCode}:\n${out}`);
+    if (!existsSync(nodeFile)) return null;
+    const i = JSON.parse(readFileSync(nodeFile, 'utf8')) as NodeInfo;
+    return i.pid === proc.pid ? i : null;
+  }, 30_000);
+  return {
+    dataDir: opts.dataDir,
+    proc,
+    info,
+    output: () => out,
+    async kill(signal: NodeJS.Signals = 'SIGKILL') {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
+      await exited;
+    },
+  };
+}
+
+/** Polls `fn` until it returns a value other than null/undefined/false, or throws on timeout. */
+export async function waitFor<T>(what: string, fn: () => T | null | undefined | false | Promise<T | null | undefined | false>, timeoutMs = 20_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown = null;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v !== null && v !== undefined && v !== false) return v;
+    } catch (err) {
+      if (err instanceof Error && err.message.startsWith('node exited')) throw err;
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? ` (last error: ${String(last)})` : ''}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+export async function killAll(): Promise<void> {
+  const all = [...live];
+  for (const p of all) p.kill('SIGKILL');
+  await Promise.all(all.map((p) => new Promise((r) => (p.exitCode !== null || p.signalCode !== null ? r(null) : p.once('exit', r)))));
+}
+
+export async function clusterView(http: string): Promise<{ leader: string | null; members: { peerId: string; role: string; http: string }[]; commitIndex: number; appliedIndex: number }> {
+  const res = await fetch(`${http}/v1/cluster`, { signal: AbortSignal.timeout(2000) });
+  if (!res.ok) throw new Error(`GET /v1/cluster: ${res.status}`);
+  return (await res.json()) as never;
+}
