@@ -1,0 +1,370 @@
+/**
+ * Parsing and validation of client requests (API.md), kept free of I/O: keys from paths,
+ * query parameters, conditional headers, request ids, transaction JSON, and the canonical
+ * digest a request id is checked against. Everything malformed throws `HttpError`.
+ */
+import { createHash } from 'node:crypto';
+import type { Compare, KvOp, TxnOp } from '../state/command.js';
+
+/** The longest key, in bytes of UTF-8 (API.md). */
+export const keyBytesMax = 1024;
+/** The largest `limit` of a range request, and its default. */
+export const rangeLimitMax = 10_000;
+export const rangeLimitDefault = 100;
+
+/** An answer that is an error of the contract: `{"error": {"code", "message"}}` with `status`. */
+export class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    /** Extra top-level fields of the body (412 carries `revision`). */
+    readonly extra: Record<string, unknown> = {},
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message);
+  }
+}
+
+export const badRequest = (message: string): HttpError => new HttpError(400, 'bad_request', message);
+export const tooLarge = (message: string): HttpError => new HttpError(413, 'payload_too_large', message);
+
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+const encoder = new TextEncoder();
+
+function hexValue(c: number): number {
+  if (c >= 0x30 && c <= 0x39) return c - 0x30;
+  if (c >= 0x41 && c <= 0x46) return c - 0x37;
+  if (c >= 0x61 && c <= 0x66) return c - 0x57;
+  return -1;
+}
+
+/**
+ * Percent-decodes a raw path segment or query value into bytes. `+` stays a plus; a `%` not
+ * followed by two hex digits is an error. Node hands raw non-ASCII bytes of the request line
+ * over as latin1 characters, so each character below 256 is one byte.
+ */
+export function percentDecode(raw: string, what: string): Uint8Array {
+  if (!raw.includes('%')) {
+    let ascii = true;
+    for (let i = 0; i < raw.length; i++) if (raw.charCodeAt(i) > 0x7f) { ascii = false; break; }
+    if (ascii) return Buffer.from(raw, 'latin1');
+  }
+  const out = Buffer.allocUnsafe(raw.length);
+  let n = 0;
+  for (let i = 0; i < raw.length; i++) {
+    const c = raw.charCodeAt(i);
+    if (c === 0x25) {
+      const ok = i + 2 < raw.length;
+      const hi = ok ? hexValue(raw.charCodeAt(i + 1)) : -1;
+      const lo = ok ? hexValue(raw.charCodeAt(i + 2)) : -1;
+      if (hi < 0 || lo < 0) throw badRequest(`${what}: bad percent-escape at offset ${i}`);
+      out[n++] = hi * 16 + lo;
+      i += 2;
+    } else if (c > 0xff) {
+      throw badRequest(`${what}: not a byte string`);
+    } else {
+      out[n++] = c;
+    }
+  }
+  return out.subarray(0, n);
+}
+
+/** Checks that `bytes` are UTF-8 and returns them as a string. */
+export function utf8Text(bytes: Uint8Array, what: string): string {
+  try {
+    return utf8.decode(bytes);
+  } catch {
+    throw badRequest(`${what}: not valid UTF-8`);
+  }
+}
+
+function checkKeyBytes(bytes: Uint8Array, what: string): Uint8Array {
+  if (bytes.byteLength === 0) throw badRequest(`${what}: empty key`);
+  if (bytes.byteLength > keyBytesMax) throw badRequest(`${what}: key of ${bytes.byteLength} bytes, over ${keyBytesMax}`);
+  utf8Text(bytes, what);
+  return bytes;
+}
+
+/** The key of `/v1/kv/{key}`: percent-decoded, 1 to 1024 bytes of UTF-8. */
+export function parsePathKey(raw: string): Uint8Array {
+  return checkKeyBytes(percentDecode(raw, 'key'), 'key');
+}
+
+/** A key given as a JSON string (transactions). */
+export function jsonKey(v: unknown, what: string): Uint8Array {
+  if (typeof v !== 'string') throw badRequest(`${what}: key must be a string`);
+  return checkKeyBytes(encoder.encode(v), what);
+}
+
+/**
+ * The query string as a map of raw (still percent-encoded) values. A repeated parameter is
+ * an error: which one wins would otherwise be a guess.
+ */
+export function parseQuery(query: string): Map<string, string> {
+  const out = new Map<string, string>();
+  if (query === '') return out;
+  for (const part of query.split('&')) {
+    if (part === '') continue;
+    const eq = part.indexOf('=');
+    const name = eq < 0 ? part : part.slice(0, eq);
+    const value = eq < 0 ? '' : part.slice(eq + 1);
+    if (out.has(name)) throw badRequest(`query: parameter ${name} given twice`);
+    out.set(name, value);
+  }
+  return out;
+}
+
+export type Encoding = 'utf8' | 'base64';
+
+export function parseConsistency(raw: string | undefined): 'linearizable' | 'stale' {
+  if (raw === undefined || raw === 'linearizable') return 'linearizable';
+  if (raw === 'stale') return 'stale';
+  throw badRequest('consistency must be linearizable or stale');
+}
+
+export function parseEncoding(raw: unknown): Encoding {
+  if (raw === undefined || raw === 'utf8') return 'utf8';
+  if (raw === 'base64') return 'base64';
+  throw badRequest('encoding must be utf8 or base64');
+}
+
+export interface RangeQuery {
+  readonly prefix: Uint8Array;
+  readonly after: Uint8Array | null;
+  readonly limit: number;
+  readonly encoding: Encoding;
+  readonly consistency: 'linearizable' | 'stale';
+}
+
+/** `GET /v1/kv?prefix=P&after=K&limit=L&encoding=E&consistency=C`; unknown parameters are ignored. */
+export function parseRangeQuery(query: string): RangeQuery {
+  const q = parseQuery(query);
+  const prefix = percentDecode(q.get('prefix') ?? '', 'prefix');
+  if (prefix.byteLength > keyBytesMax) throw badRequest(`prefix over ${keyBytesMax} bytes`);
+  utf8Text(prefix, 'prefix');
+  const afterRaw = q.get('after');
+  const after = afterRaw === undefined || afterRaw === '' ? null : checkKeyBytes(percentDecode(afterRaw, 'after'), 'after');
+  let limit = rangeLimitDefault;
+  const limitRaw = q.get('limit');
+  if (limitRaw !== undefined) {
+    if (!/^[1-9][0-9]{0,5}$/.test(limitRaw) || Number(limitRaw) > rangeLimitMax) throw badRequest(`limit must be an integer from 1 to ${rangeLimitMax}`);
+    limit = Number(limitRaw);
+  }
+  return { prefix, after, limit, encoding: parseEncoding(q.get('encoding')), consistency: parseConsistency(q.get('consistency')) };
+}
+
+/** `If-Match: "<revision>"`: exactly one quoted decimal. */
+export function parseIfMatch(header: string | undefined): number | undefined {
+  if (header === undefined) return undefined;
+  const m = /^\s*"(0|[1-9][0-9]{0,15})"\s*$/.exec(header);
+  if (!m || !Number.isSafeInteger(Number(m[1]))) throw badRequest('If-Match must be one quoted decimal revision, like "42"');
+  return Number(m[1]);
+}
+
+/** `If-None-Match: *` (only if absent); anything else is malformed. */
+export function parseIfNoneMatch(header: string | undefined): boolean {
+  if (header === undefined) return false;
+  if (header.trim() === '*') return true;
+  throw badRequest('If-None-Match supports only *');
+}
+
+/** `Pangea-Request-Id: client:seq`, before its digest is known. */
+export function parseRequestIdHeader(header: string | undefined): { client: string; seq: number } | undefined {
+  if (header === undefined) return undefined;
+  const m = /^([A-Za-z0-9_-]{1,64}):([1-9][0-9]{0,15})$/.exec(header.trim());
+  if (!m || !Number.isSafeInteger(Number(m[2]))) throw badRequest('Pangea-Request-Id must be <client>:<sequence>: client 1 to 64 of [A-Za-z0-9_-], sequence a positive integer');
+  return { client: m[1]!, seq: Number(m[2]) };
+}
+
+/**
+ * SHA-256 over a canonical form of a write: its kind, keys, values and conditions, each
+ * length-prefixed, so two requests digest alike exactly when they would do the same thing.
+ * Computed from the parsed op, so a retry's header order or JSON spacing does not matter.
+ */
+export function opDigest(op: KvOp): Uint8Array {
+  const h = createHash('sha256');
+  const u32 = Buffer.alloc(4);
+  const bytes = (b: Uint8Array): void => {
+    u32.writeUInt32BE(b.byteLength);
+    h.update(u32);
+    h.update(b);
+  };
+  const str = (s: string): void => bytes(Buffer.from(s, 'utf8'));
+  const num = (n: number | undefined): void => str(n === undefined ? '-' : String(n));
+  const txnOp = (o: TxnOp): void => {
+    str(o.op);
+    bytes(o.key);
+    if (o.op === 'put') bytes(o.value);
+  };
+  const compare = (c: Compare): void => {
+    bytes(c.key);
+    str(c.target);
+    str(c.op);
+    if (c.value instanceof Uint8Array) bytes(c.value);
+    else str(String(c.value));
+  };
+  str('pangea-request-v1');
+  str(op.t);
+  switch (op.t) {
+    case 'put':
+      bytes(op.key);
+      bytes(op.value);
+      num(op.ifMatch);
+      str(op.ifAbsent ? 'absent' : '-');
+      break;
+    case 'delete':
+      bytes(op.key);
+      num(op.ifMatch);
+      break;
+    case 'txn':
+      num(op.compare.length);
+      op.compare.forEach(compare);
+      num(op.success.length);
+      op.success.forEach(txnOp);
+      num(op.failure.length);
+      op.failure.forEach(txnOp);
+      break;
+  }
+  return new Uint8Array(h.digest());
+}
+
+/** `application/json`, with parameters such as `charset` allowed. */
+export function isJsonContentType(header: string | undefined): boolean {
+  if (header === undefined) return false;
+  const semi = header.indexOf(';');
+  return (semi < 0 ? header : header.slice(0, semi)).trim().toLowerCase() === 'application/json';
+}
+
+/** Parses a JSON body that must be an object. */
+export function parseJsonObject(body: Uint8Array): Record<string, unknown> {
+  let v: unknown;
+  try {
+    v = JSON.parse(utf8Text(body, 'body'));
+  } catch (e) {
+    if (e instanceof HttpError) throw e;
+    throw badRequest(`body is not valid JSON: ${(e as Error).message}`);
+  }
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw badRequest('body must be a JSON object');
+  return v as Record<string, unknown>;
+}
+
+const base64Re = /^[A-Za-z0-9+/]*={0,2}$/;
+
+/** Decodes a value string per `encoding`; base64 must be standard (padding optional). */
+export function decodeValue(v: unknown, encoding: Encoding, what: string): Uint8Array {
+  if (typeof v !== 'string') throw badRequest(`${what}: value must be a string`);
+  if (encoding === 'utf8') return encoder.encode(v);
+  const padded = v.endsWith('=');
+  if (!base64Re.test(v) || (padded && v.length % 4 !== 0) || v.length % 4 === 1) throw badRequest(`${what}: invalid base64`);
+  return new Uint8Array(Buffer.from(v, 'base64'));
+}
+
+/** Encodes a value for a JSON answer. Under `utf8` a value that is not UTF-8 is shown with
+ *  replacement characters; callers that can still refuse do so before (see `isUtf8`). */
+export function encodeValue(v: Uint8Array, encoding: Encoding): string {
+  return encoding === 'base64' ? Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString('base64') : Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString('utf8');
+}
+
+function fields(o: Record<string, unknown>, allowed: readonly string[], what: string): void {
+  for (const k of Object.keys(o)) if (!allowed.includes(k)) throw badRequest(`${what}: unknown field ${JSON.stringify(k)}`);
+}
+
+function asObject(v: unknown, what: string): Record<string, unknown> {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw badRequest(`${what} must be an object`);
+  return v as Record<string, unknown>;
+}
+
+function asArray(v: unknown, what: string): unknown[] {
+  if (v === undefined) return [];
+  if (!Array.isArray(v)) throw badRequest(`${what} must be an array`);
+  return v;
+}
+
+export interface TxnLimits {
+  readonly maxTxnOps: number;
+  readonly maxValueBytes: number;
+}
+
+/** A parsed `POST /v1/txn` body: the op to propose and the encoding of the answer. */
+export interface ParsedTxn {
+  readonly op: Extract<KvOp, { t: 'txn' }>;
+  readonly encoding: Encoding;
+}
+
+const compareOps = ['==', '!=', '<', '>'] as const;
+
+/** Validates a transaction body (API.md, Transactions). Too many ops or a value over the limit is 413. */
+export function parseTxn(body: Record<string, unknown>, limits: TxnLimits): ParsedTxn {
+  fields(body, ['encoding', 'compare', 'success', 'failure'], 'txn');
+  const encoding = parseEncoding(body.encoding);
+  const compareIn = asArray(body.compare, 'compare');
+  const successIn = asArray(body.success, 'success');
+  const failureIn = asArray(body.failure, 'failure');
+  const count = compareIn.length + successIn.length + failureIn.length;
+  if (count > limits.maxTxnOps) throw tooLarge(`txn has ${count} compares and operations, over ${limits.maxTxnOps}`);
+  const value = (v: unknown, what: string): Uint8Array => {
+    const bytes = decodeValue(v, encoding, what);
+    if (bytes.byteLength > limits.maxValueBytes) throw tooLarge(`${what}: value of ${bytes.byteLength} bytes, over ${limits.maxValueBytes}`);
+    return bytes;
+  };
+  const compare = compareIn.map((raw, i): Compare => {
+    const what = `compare[${i}]`;
+    const c = asObject(raw, what);
+    fields(c, ['key', 'target', 'op', 'value'], what);
+    const key = jsonKey(c.key, what);
+    const op = c.op;
+    if (!compareOps.includes(op as never)) throw badRequest(`${what}: op must be one of == != < >`);
+    const o = op as Compare['op'];
+    switch (c.target) {
+      case 'value':
+        return { key, target: 'value', op: o, value: value(c.value, what) };
+      case 'revision':
+        if (typeof c.value !== 'number' || !Number.isSafeInteger(c.value) || c.value < 0) throw badRequest(`${what}: a revision compare takes a non-negative integer`);
+        return { key, target: 'revision', op: o, value: c.value };
+      case 'exists':
+        if (typeof c.value !== 'boolean') throw badRequest(`${what}: an exists compare takes a boolean`);
+        if (o !== '==' && o !== '!=') throw badRequest(`${what}: an exists compare takes only == or !=`);
+        return { key, target: 'exists', op: o, value: c.value };
+      default:
+        throw badRequest(`${what}: target must be value, revision or exists`);
+    }
+  });
+  const ops = (list: unknown[], branch: string): TxnOp[] =>
+    list.map((raw, i): TxnOp => {
+      const what = `${branch}[${i}]`;
+      const o = asObject(raw, what);
+      switch (o.op) {
+        case 'put':
+          fields(o, ['op', 'key', 'value'], what);
+          return { op: 'put', key: jsonKey(o.key, what), value: value(o.value, what) };
+        case 'delete':
+          fields(o, ['op', 'key'], what);
+          return { op: 'delete', key: jsonKey(o.key, what) };
+        case 'get':
+          fields(o, ['op', 'key'], what);
+          return { op: 'get', key: jsonKey(o.key, what) };
+        default:
+          throw badRequest(`${what}: op must be put, delete or get`);
+      }
+    });
+  return { op: { t: 'txn', compare, success: ops(successIn, 'success'), failure: ops(failureIn, 'failure') }, encoding };
+}
+
+export interface MemberRequest {
+  readonly peerId: string;
+  readonly http: string;
+  readonly p2p: readonly string[];
+  readonly role: 'voter' | 'learner';
+}
+
+/** `POST /v1/cluster/members`: `{"peerId", "p2p": [multiaddr], "http", "role"}` (role defaults to voter). */
+export function parseMember(body: Record<string, unknown>): MemberRequest {
+  fields(body, ['peerId', 'p2p', 'http', 'role'], 'member');
+  const { peerId, http, p2p, role } = body;
+  if (typeof peerId !== 'string' || peerId === '' || peerId.length > 256) throw badRequest('member: peerId must be a non-empty string');
+  if (typeof http !== 'string' || !/^https?:\/\/[^\s]+$/.test(http)) throw badRequest('member: http must be an http(s) URL');
+  if (!Array.isArray(p2p) || !p2p.every((a) => typeof a === 'string' && a.startsWith('/'))) throw badRequest('member: p2p must be an array of multiaddrs');
+  if (role !== undefined && role !== 'voter' && role !== 'learner') throw badRequest('member: role must be voter or learner');
+  return { peerId, http, p2p: p2p as string[], role: role ?? 'voter' };
+}

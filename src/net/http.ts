@@ -1,0 +1,569 @@
+/**
+ * The client HTTP API of a node (docs: API.md), on plain `node:http`.
+ *
+ * A request's path: parse and validate (http-parse.ts: every malformed input is a 4xx before
+ * the service sees it), call the `KvService` with a deadline, map its answer or error to the
+ * contract. A write the local node cannot lead is forwarded to the leader (http-forward.ts).
+ *
+ * Example:
+ * ```ts
+ * const api = createHttpApi(service, { adminToken: null });
+ * const { url } = await api.listen('127.0.0.1:7070');
+ * ```
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { isUtf8 } from 'node:buffer';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import type { ApplyResult, KvOp, RequestId } from '../state/command.js';
+import { ServiceError, type Consistency, type KvService } from './service.js';
+import { Forwarder, forwardedHeader } from './http-forward.js';
+import {
+  badRequest, encodeValue, HttpError, isJsonContentType, opDigest, parseIfMatch, parseIfNoneMatch, parseJsonObject, parseMember,
+  parseConsistency, parsePathKey, parseQuery, parseRangeQuery, parseRequestIdHeader, parseTxn, percentDecode, tooLarge, utf8Text,
+} from './http-parse.js';
+
+/** What the HTTP layer logs: a subset of `Logger` (src/logger.ts). */
+export interface HttpLogger {
+  warn(msg: string, fields?: Record<string, unknown>): void;
+  error(msg: string, fields?: Record<string, unknown>): void;
+}
+
+export interface HttpApiOptions {
+  /** Largest value of a PUT or a txn put (API.md: `--max-value-bytes`). */
+  readonly maxValueBytes?: number;
+  /** Largest request body of any kind (`--max-request-bytes`). */
+  readonly maxRequestBytes?: number;
+  /** Most compares plus operations in one txn (`--max-txn-ops`). */
+  readonly maxTxnOps?: number;
+  /** Most bytes of values in one range page. */
+  readonly rangeBytesMax?: number;
+  /** Deadline for receiving a whole request, and for the service to answer one: a write
+   *  that misses it is `504 outcome_unknown`, a read `503`. */
+  readonly requestTimeoutMs?: number;
+  /** Forward writes to the leader when this node does not lead (default true). */
+  readonly forward?: boolean;
+  /** When set, membership changes need `Authorization: Bearer <token>`. */
+  readonly adminToken?: string | null;
+  readonly logger?: HttpLogger;
+}
+
+export const maxValueBytesDefault = 1024 * 1024;
+export const maxRequestBytesDefault = 2 * 1024 * 1024;
+export const maxTxnOpsDefault = 128;
+export const rangeBytesMaxDefault = 4 * 1024 * 1024;
+export const requestTimeoutMsDefault = 10_000;
+/** After a 413 or an early error, how much of the unread body is read and dropped (so the
+ *  client sees the answer rather than a reset) before the connection is cut. */
+const drainBytesMax = 8 * 1024 * 1024;
+const drainMsMax = 2_000;
+/** The largest request header block (node's `maxHeaderSize`); over it is `431`. */
+const headerBytesMax = 16 * 1024;
+
+const jsonType = 'application/json';
+const metricsType = 'text/plain; version=0.0.4; charset=utf-8';
+
+type Mode = 'client' | 'metrics';
+
+/** The parts of one request the error path needs. */
+interface Ctx {
+  readonly req: IncomingMessage;
+  readonly res: ServerResponse;
+  /** The body once read: a forward re-sends it. */
+  body: Buffer | null;
+  readonly isWrite: boolean;
+}
+
+/** Where a server bound. */
+export interface Bound {
+  readonly host: string;
+  readonly port: number;
+  readonly url: string;
+}
+
+/**
+ * The HTTP API of a node. `handler` serves the client API on a server of one's own;
+ * `listen` binds one, `listenMetrics` a second one with only `/healthz`, `/readyz` and
+ * `/metrics` (`--metrics-listen`); `close` closes both.
+ */
+export class HttpApi {
+  readonly handler: (req: IncomingMessage, res: ServerResponse) => void;
+  readonly metricsHandler: (req: IncomingMessage, res: ServerResponse) => void;
+  private readonly servers = new Set<Server>();
+  private readonly maxValueBytes: number;
+  private readonly maxRequestBytes: number;
+  private readonly maxTxnOps: number;
+  private readonly rangeBytesMax: number;
+  private readonly timeoutMs: number;
+  private readonly adminTokenDigest: Buffer | null;
+  private readonly forwarder: Forwarder | null;
+  private readonly logger: HttpLogger | undefined;
+  private readonly serviceOf: () => KvService;
+
+  /** `service` may be a getter, for a node built after its API is bound (its address is the node's). */
+  constructor(service: KvService | (() => KvService), opts: HttpApiOptions = {}) {
+    this.serviceOf = typeof service === 'function' ? service : () => service;
+    this.maxValueBytes = opts.maxValueBytes ?? maxValueBytesDefault;
+    this.maxRequestBytes = opts.maxRequestBytes ?? maxRequestBytesDefault;
+    this.maxTxnOps = opts.maxTxnOps ?? maxTxnOpsDefault;
+    this.rangeBytesMax = opts.rangeBytesMax ?? rangeBytesMaxDefault;
+    this.timeoutMs = opts.requestTimeoutMs ?? requestTimeoutMsDefault;
+    this.adminTokenDigest = opts.adminToken ? sha256(opts.adminToken) : null;
+    // The leader answers within its own deadline; give it a second more before giving up.
+    this.forwarder = opts.forward === false ? null : new Forwarder(this.timeoutMs + 1_000);
+    this.logger = opts.logger;
+    this.handler = (req, res) => this.handle(req, res, 'client');
+    this.metricsHandler = (req, res) => this.handle(req, res, 'metrics');
+  }
+
+  private get service(): KvService {
+    return this.serviceOf();
+  }
+
+  /** Serves the client API on `host:port`, or `(host, port)`; port 0 picks one. */
+  listen(hostOrHostPort: string, port?: number): Promise<Bound> {
+    return this.bind(this.handler, hostOrHostPort, port);
+  }
+
+  /** Serves only `/healthz`, `/readyz` and `/metrics`. `close()` of the answer closes just this listener. */
+  async listenMetrics(hostOrHostPort: string, port?: number): Promise<Bound & { close(): Promise<void> }> {
+    const server = createServer({ requestTimeout: this.timeoutMs, headersTimeout: this.timeoutMs, maxHeaderSize: headerBytesMax }, this.metricsHandler);
+    const bound = await this.bindServer(server, hostOrHostPort, port);
+    return { ...bound, close: () => this.closeServer(server) };
+  }
+
+  /** Stops listening and cuts open connections. */
+  async close(): Promise<void> {
+    this.forwarder?.close();
+    await Promise.all([...this.servers].map((s) => this.closeServer(s)));
+  }
+
+  private bind(handler: (req: IncomingMessage, res: ServerResponse) => void, hostOrHostPort: string, port?: number): Promise<Bound> {
+    const server = createServer({
+      requestTimeout: this.timeoutMs,
+      headersTimeout: this.timeoutMs,
+      maxHeaderSize: headerBytesMax,
+      // How often node checks for the two timeouts above (its default is 30 s).
+      connectionsCheckingInterval: Math.max(50, Math.min(1_000, Math.floor(this.timeoutMs / 4))),
+    } as Parameters<typeof createServer>[0], handler);
+    return this.bindServer(server, hostOrHostPort, port);
+  }
+
+  private bindServer(server: Server, hostOrHostPort: string, port?: number): Promise<Bound> {
+    let host = hostOrHostPort;
+    if (port === undefined) {
+      const i = hostOrHostPort.lastIndexOf(':');
+      port = Number(hostOrHostPort.slice(i + 1));
+      host = hostOrHostPort.slice(0, Math.max(0, i));
+      if (i < 0 || hostOrHostPort.slice(i + 1) === '') port = NaN;
+    }
+    host = host.replace(/^\[(.*)\]$/, '$1');
+    if (!Number.isInteger(port) || port < 0 || port > 65535) return Promise.reject(new Error(`bad listen address ${hostOrHostPort}: want HOST:PORT`));
+    server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => this.onClientError(err, socket));
+    return new Promise((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => {
+        server.off('error', reject);
+        this.servers.add(server);
+        const a = server.address() as AddressInfo;
+        const h = a.family === 'IPv6' ? `[${a.address}]` : a.address;
+        resolve({ host: a.address, port: a.port, url: `http://${h}:${a.port}` });
+      });
+    });
+  }
+
+  private closeServer(server: Server): Promise<void> {
+    if (!this.servers.delete(server)) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      server.close(() => resolve());
+      server.closeAllConnections();
+    });
+  }
+
+  /** Errors node finds before a request reaches the handler: the contract's JSON where the
+   *  socket still allows an answer, then the connection is closed. */
+  private onClientError(err: NodeJS.ErrnoException, socket: Socket): void {
+    let status = 400;
+    let code = 'bad_request';
+    let message = `malformed request: ${err.code ?? err.message}`;
+    if (err.code === 'HPE_HEADER_OVERFLOW') {
+      status = 431;
+      code = 'headers_too_large';
+      message = `request headers over ${headerBytesMax} bytes`;
+    } else if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') {
+      status = 408;
+      code = 'request_timeout';
+      message = `request not received within ${this.timeoutMs} ms`;
+    } else if (err.code === 'HPE_INVALID_EOF_STATE') {
+      message = 'request body ended before its declared length';
+    }
+    // A response already under way on this socket cannot be interrupted by another one.
+    const inFlight = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
+    if (socket.writable && err.code !== 'ECONNRESET' && (!inFlight || !inFlight.headersSent)) {
+      const body = JSON.stringify({ error: { code, message } });
+      socket.end(`HTTP/1.1 ${status} ${reason(status)}\r\ncontent-type: ${jsonType}\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+      setTimeout(() => socket.destroy(), drainMsMax).unref();
+    } else {
+      socket.destroy();
+    }
+  }
+
+  private handle(req: IncomingMessage, res: ServerResponse, mode: Mode): void {
+    const method = req.method === 'HEAD' ? 'GET' : (req.method ?? '');
+    const ctx: Ctx = { req, res, body: null, isWrite: method !== 'GET' };
+    let p: Promise<void>;
+    try {
+      p = this.route(ctx, method, mode);
+    } catch (e) {
+      p = Promise.reject(e);
+    }
+    p.catch((e: unknown) => this.fail(ctx, e)).catch((e: unknown) => {
+      this.logger?.error('http: answering failed', { err: e });
+      res.destroy();
+    });
+  }
+
+  private route(ctx: Ctx, method: string, mode: Mode): Promise<void> {
+    const url = ctx.req.url ?? '/';
+    const q = url.indexOf('?');
+    const path = q < 0 ? url : url.slice(0, q);
+    const query = q < 0 ? '' : url.slice(q + 1);
+    if (mode === 'client') {
+      if (path.startsWith('/v1/kv/')) {
+        allow(method, ['GET', 'PUT', 'DELETE']);
+        const key = parsePathKey(path.slice('/v1/kv/'.length));
+        if (method === 'GET') return this.getKey(ctx, key, query);
+        if (method === 'PUT') return this.putKey(ctx, key);
+        return this.deleteKey(ctx, key);
+      }
+      switch (path) {
+        case '/v1/kv':
+          allow(method, ['GET']);
+          return this.range(ctx, query);
+        case '/v1/txn':
+          allow(method, ['POST']);
+          return this.txn(ctx);
+        case '/v1/cluster':
+          allow(method, ['GET']);
+          return this.clusterView(ctx);
+        case '/v1/cluster/members':
+          allow(method, ['GET', 'POST']);
+          return method === 'GET' ? this.listMembers(ctx) : this.addMember(ctx);
+      }
+      if (path.startsWith('/v1/cluster/members/')) {
+        allow(method, ['DELETE']);
+        return this.removeMember(ctx, path.slice('/v1/cluster/members/'.length));
+      }
+    }
+    switch (path) {
+      case '/healthz':
+        allow(method, ['GET']);
+        sendJson(ctx.res, 200, { status: 'ok' });
+        return Promise.resolve();
+      case '/readyz':
+        allow(method, ['GET']);
+        if (!this.service.isReady()) throw unavailable('not ready: no recent leader, or applying behind its commit index');
+        sendJson(ctx.res, 200, { status: 'ready' });
+        return Promise.resolve();
+      case '/metrics':
+        allow(method, ['GET']);
+        return this.metrics(ctx);
+    }
+    throw new HttpError(404, 'not_found', `no such path: ${path}`);
+  }
+
+  private async getKey(ctx: Ctx, key: Uint8Array, query: string): Promise<void> {
+    const consistency = parseConsistencyQuery(query);
+    const index = await this.read(consistency);
+    const kv = this.service.get(key);
+    if (kv === undefined) throw new HttpError(404, 'not_found', 'no such key', {}, { 'pangea-index': String(index) });
+    const res = ctx.res;
+    res.writeHead(200, {
+      'content-type': 'application/octet-stream',
+      'content-length': kv.value.byteLength,
+      etag: `"${kv.revision}"`,
+      'pangea-index': String(index),
+    });
+    res.end(kv.value);
+  }
+
+  private async putKey(ctx: Ctx, key: Uint8Array): Promise<void> {
+    const ifMatch = parseIfMatch(header(ctx.req, 'if-match'));
+    const ifAbsent = parseIfNoneMatch(header(ctx.req, 'if-none-match'));
+    if (ifMatch !== undefined && ifAbsent) throw badRequest('give If-Match or If-None-Match, not both');
+    const rid = parseRequestIdHeader(header(ctx.req, 'pangea-request-id'));
+    const limit = Math.min(this.maxValueBytes, this.maxRequestBytes);
+    const value = await this.readBody(ctx, limit, `value over ${limit} bytes`);
+    const op: KvOp = { t: 'put', key, value, ...(ifMatch !== undefined ? { ifMatch } : {}), ...(ifAbsent ? { ifAbsent } : {}) };
+    const r = await this.write(op, rid);
+    if (r.kind !== 'put') return this.sendApplyError(ctx, r);
+    sendJson(ctx.res, 200, { index: r.index, revision: r.revision }, { etag: `"${r.revision}"`, 'pangea-index': String(r.index) });
+  }
+
+  private async deleteKey(ctx: Ctx, key: Uint8Array): Promise<void> {
+    const ifMatch = parseIfMatch(header(ctx.req, 'if-match'));
+    if (header(ctx.req, 'if-none-match') !== undefined) throw badRequest('If-None-Match does not apply to DELETE');
+    const rid = parseRequestIdHeader(header(ctx.req, 'pangea-request-id'));
+    // A DELETE has no body; any sent is read (bounded) so a forward can carry it unchanged.
+    await this.readBody(ctx, this.maxRequestBytes, `request over ${this.maxRequestBytes} bytes`);
+    const op: KvOp = { t: 'delete', key, ...(ifMatch !== undefined ? { ifMatch } : {}) };
+    const r = await this.write(op, rid);
+    if (r.kind !== 'delete') return this.sendApplyError(ctx, r);
+    sendJson(ctx.res, 200, { index: r.index, deleted: r.deleted }, { 'pangea-index': String(r.index) });
+  }
+
+  private async range(ctx: Ctx, query: string): Promise<void> {
+    const q = parseRangeQuery(query);
+    const index = await this.read(q.consistency);
+    const { items, more } = this.service.range(q.prefix, q.after, q.limit, this.rangeBytesMax);
+    const out = items.map((kv) => {
+      if (q.encoding === 'utf8' && !isUtf8(kv.value)) throw badRequest(`the value of ${JSON.stringify(Buffer.from(kv.key).toString('utf8'))} is not UTF-8: ask with encoding=base64`);
+      return { key: Buffer.from(kv.key.buffer, kv.key.byteOffset, kv.key.byteLength).toString('utf8'), value: encodeValue(kv.value, q.encoding), revision: kv.revision };
+    });
+    sendJson(ctx.res, 200, { items: out, more, index }, { 'pangea-index': String(index) });
+  }
+
+  private async txn(ctx: Ctx): Promise<void> {
+    requireJson(ctx.req);
+    const rid = parseRequestIdHeader(header(ctx.req, 'pangea-request-id'));
+    const body = await this.readBody(ctx, this.maxRequestBytes, `request over ${this.maxRequestBytes} bytes`);
+    const { op, encoding } = parseTxn(parseJsonObject(body), { maxTxnOps: this.maxTxnOps, maxValueBytes: this.maxValueBytes });
+    const r = await this.write(op, rid);
+    if (r.kind !== 'txn') return this.sendApplyError(ctx, r);
+    const results = r.results.map((x) => {
+      if ('value' in x) return { value: x.value === null ? null : encodeValue(x.value, encoding), revision: x.revision };
+      if ('deleted' in x) return { deleted: x.deleted };
+      return { revision: x.revision };
+    });
+    sendJson(ctx.res, 200, { succeeded: r.succeeded, index: r.index, results }, { 'pangea-index': String(r.index) });
+  }
+
+  private clusterView(ctx: Ctx): Promise<void> {
+    const c = this.service.cluster();
+    sendJson(ctx.res, 200, {
+      clusterId: c.clusterId,
+      self: { peerId: c.self.peerId, http: c.self.http, p2p: c.self.p2p },
+      leader: c.leader,
+      commitIndex: c.commitIndex,
+      appliedIndex: c.appliedIndex,
+      members: c.members.map(member),
+      genesis: c.genesis,
+    });
+    return Promise.resolve();
+  }
+
+  private listMembers(ctx: Ctx): Promise<void> {
+    sendJson(ctx.res, 200, { members: this.service.cluster().members.map(member) });
+    return Promise.resolve();
+  }
+
+  private async addMember(ctx: Ctx): Promise<void> {
+    this.authorize(ctx.req);
+    requireJson(ctx.req);
+    const body = await this.readBody(ctx, this.maxRequestBytes, `request over ${this.maxRequestBytes} bytes`);
+    const m = parseMember(parseJsonObject(body));
+    const { index } = await this.deadline(this.service.addMember(m), true);
+    sendJson(ctx.res, 200, { index });
+  }
+
+  private async removeMember(ctx: Ctx, raw: string): Promise<void> {
+    this.authorize(ctx.req);
+    const peerId = utf8Text(percentDecode(raw, 'peerId'), 'peerId');
+    if (peerId === '' || peerId.includes('/')) throw badRequest('peerId must be one non-empty path segment');
+    await this.readBody(ctx, this.maxRequestBytes, `request over ${this.maxRequestBytes} bytes`);
+    const { index } = await this.deadline(this.service.removeMember(peerId), true);
+    sendJson(ctx.res, 200, { index });
+  }
+
+  private async metrics(ctx: Ctx): Promise<void> {
+    const text = await this.service.metrics();
+    ctx.res.writeHead(200, { 'content-type': metricsType, 'content-length': Buffer.byteLength(text) });
+    ctx.res.end(text);
+  }
+
+  /** 401 without `Authorization: Bearer <token>`, 403 with a wrong one (compared in constant time). */
+  private authorize(req: IncomingMessage): void {
+    if (this.adminTokenDigest === null) return;
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(header(req, 'authorization') ?? '');
+    if (!m) throw new HttpError(401, 'unauthorized', 'membership changes need Authorization: Bearer <admin token>', {}, { 'www-authenticate': 'Bearer' });
+    if (!timingSafeEqual(sha256(m[1]!), this.adminTokenDigest)) throw new HttpError(403, 'forbidden', 'wrong admin token');
+  }
+
+  private read(consistency: Consistency): Promise<number> {
+    return this.deadline(this.service.readBarrier(consistency), false);
+  }
+
+  private write(op: KvOp, rid: { client: string; seq: number } | undefined): Promise<ApplyResult> {
+    const requestId: RequestId | undefined = rid === undefined ? undefined : { client: rid.client, seq: rid.seq, digest: opDigest(op) };
+    return this.deadline(this.service.write(op, requestId), true);
+  }
+
+  /** Races a service call against the request deadline. A late write is `504`: it was handed over. */
+  private deadline<T>(p: Promise<T>, isWrite: boolean): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(isWrite
+        ? new HttpError(504, 'outcome_unknown', `no outcome within ${this.timeoutMs} ms; the write may still be applied`)
+        : unavailable(`read not served within ${this.timeoutMs} ms`)), this.timeoutMs);
+    });
+    p.catch(() => {}); // a rejection after the deadline is nobody's to handle
+    return Promise.race([p, late]).finally(() => clearTimeout(timer));
+  }
+
+  /**
+   * Reads the whole body, at most `limit` bytes. Over the limit (declared or streamed) is
+   * `413` at once, without reading the rest; the error path drops what still arrives.
+   */
+  private readBody(ctx: Ctx, limit: number, tooLargeMessage: string): Promise<Buffer> {
+    const req = ctx.req;
+    const declared = header(req, 'content-length');
+    if (declared !== undefined && Number(declared) > limit) return Promise.reject(tooLarge(tooLargeMessage));
+    return new Promise((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      let n = 0;
+      const cleanup = (): void => {
+        req.off('data', onData);
+        req.off('end', onEnd);
+        req.off('close', onClose);
+        req.off('error', onClose);
+      };
+      const onData = (c: Buffer): void => {
+        n += c.byteLength;
+        if (n > limit) {
+          cleanup();
+          req.pause();
+          reject(tooLarge(tooLargeMessage));
+          return;
+        }
+        chunks.push(c);
+      };
+      const onEnd = (): void => {
+        cleanup();
+        ctx.body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, n);
+        resolve(ctx.body);
+      };
+      const onClose = (): void => {
+        cleanup();
+        reject(badRequest('request body ended before its declared length'));
+      };
+      req.on('data', onData);
+      req.on('end', onEnd);
+      req.on('close', onClose);
+      req.on('error', onClose);
+    });
+  }
+
+  private sendApplyError(ctx: Ctx, r: ApplyResult): void {
+    switch (r.kind) {
+      case 'precondition_failed':
+        throw new HttpError(412, 'precondition_failed', 'the condition was not met', { revision: r.revision, index: r.index });
+      case 'request_id_conflict':
+        throw new HttpError(409, 'request_id_conflict', 'this Pangea-Request-Id was used for a different request');
+      case 'request_id_stale':
+        throw badRequest('this Pangea-Request-Id sequence is below one already applied for the client');
+      case 'invalid':
+        throw badRequest(r.message);
+      default:
+        throw new Error(`the service answered ${r.kind} to ${ctx.req.method} ${ctx.req.url}`);
+    }
+  }
+
+  private async fail(ctx: Ctx, e: unknown): Promise<void> {
+    const { req, res } = ctx;
+    if (e instanceof ServiceError && e.code === 'not_leader') {
+      if (this.forwarder === null || header(req, forwardedHeader) !== undefined || e.leaderHttp === null) {
+        const why = e.leaderHttp === null ? 'no leader known' : header(req, forwardedHeader) !== undefined ? 'forwarded to a node that does not lead' : 'this node does not lead';
+        return this.fail(ctx, unavailable(`${why}: ${e.message}`, e.retryAfterS));
+      }
+      if (!req.complete) await this.readBody(ctx, this.maxRequestBytes, `request over ${this.maxRequestBytes} bytes`);
+      try {
+        await this.forwarder.forward(req, res, ctx.body, e.leaderHttp, ctx.isWrite);
+      } catch (fe) {
+        return this.fail(ctx, fe);
+      }
+      return;
+    }
+    let err: HttpError;
+    if (e instanceof HttpError) err = e;
+    else if (e instanceof ServiceError) {
+      err = e.code === 'outcome_unknown' ? new HttpError(504, 'outcome_unknown', e.message) : unavailable(e.message, e.retryAfterS);
+    } else {
+      this.logger?.error('http: internal error', { method: req.method, url: req.url, err: e });
+      err = new HttpError(500, 'internal', 'internal error');
+    }
+    if (res.headersSent || res.destroyed) {
+      res.destroy();
+      return;
+    }
+    sendJson(res, err.status, { error: { code: err.code, message: err.message }, ...err.extra }, err.headers);
+    if (!req.complete) discardRest(req);
+  }
+}
+
+/** The client API (every endpoint of API.md). */
+export function createHttpApi(service: KvService | (() => KvService), opts: HttpApiOptions = {}): HttpApi {
+  return new HttpApi(service, opts);
+}
+
+function sha256(s: string): Buffer {
+  return createHash('sha256').update(s, 'utf8').digest();
+}
+
+function header(req: IncomingMessage, name: string): string | undefined {
+  const v = req.headers[name];
+  return Array.isArray(v) ? v.join(', ') : v;
+}
+
+function allow(method: string, methods: readonly string[]): void {
+  if (!methods.includes(method)) {
+    throw new HttpError(405, 'method_not_allowed', `${method} is not allowed here; use ${methods.join(' or ')}`, {}, { allow: methods.join(', ') });
+  }
+}
+
+function requireJson(req: IncomingMessage): void {
+  if (!isJsonContentType(header(req, 'content-type'))) throw new HttpError(415, 'unsupported_media_type', 'the body must be Content-Type: application/json');
+}
+
+/** `?consistency=` of a single-key GET; other parameters are ignored. */
+function parseConsistencyQuery(query: string): Consistency {
+  return query === '' ? 'linearizable' : parseConsistency(parseQuery(query).get('consistency'));
+}
+
+function unavailable(message: string, retryAfterS = 1): HttpError {
+  return new HttpError(503, 'unavailable', message, {}, { 'retry-after': String(Math.max(1, Math.ceil(retryAfterS))) });
+}
+
+function member(m: { peerId: string; http: string; p2p: readonly string[]; role: 'voter' | 'learner' }): Record<string, unknown> {
+  return { peerId: m.peerId, p2p: m.p2p, http: m.http, role: m.role };
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { ...headers, 'content-type': jsonType, 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+/** Reads and drops what is left of a body we answered early, up to a bound, then cuts the
+ *  connection if the body is still coming: the client reads our answer instead of a reset. */
+function discardRest(req: IncomingMessage): void {
+  let n = 0;
+  const cut = (): void => {
+    clearTimeout(timer);
+    req.socket.destroy();
+  };
+  const timer = setTimeout(cut, drainMsMax);
+  timer.unref();
+  req.removeAllListeners('data');
+  req.on('data', (c: Buffer) => {
+    n += c.byteLength;
+    if (n > drainBytesMax) cut();
+  });
+  req.on('end', () => clearTimeout(timer));
+  req.on('close', () => clearTimeout(timer));
+  req.on('error', () => {});
+  req.resume();
+}
+
+function reason(status: number): string {
+  return ({ 400: 'Bad Request', 408: 'Request Timeout', 431: 'Request Header Fields Too Large' } as Record<number, string>)[status] ?? 'Error';
+}
