@@ -1,0 +1,379 @@
+/**
+ * A client of the Pangea HTTP API (API.md), on the global `fetch`.
+ *
+ * Any node can serve any request, so the client keeps a list of endpoints and moves to the
+ * next one when a node cannot be reached or answers `503`. Writes carry a
+ * `Pangea-Request-Id`, the same one on every retry of one call, so a retry after a timeout
+ * or a `504` never applies a write twice.
+ *
+ * Example:
+ * ```ts
+ * const c = new PangeaClient({ endpoints: ['http://127.0.0.1:7070'] });
+ * const { revision } = await c.put('greeting', 'hello');
+ * await c.compareAndSet('greeting', revision, 'hello again');
+ * ```
+ */
+import { randomBytes } from 'node:crypto';
+
+export interface PangeaClientOptions {
+  /** HTTP base URLs of nodes, e.g. `http://127.0.0.1:7070`; at least one. */
+  readonly endpoints: readonly string[];
+  /** Deadline of one attempt (default 10 s). */
+  readonly timeoutMs?: number;
+  /** Further attempts after the first, over all endpoints (default 3). */
+  readonly retries?: number;
+  /** The request-id client name (1 to 58 of `[A-Za-z0-9_-]`); random by default. Concurrent
+   *  writes use `<clientId>-<n>` for n = 1, 2, … so each name's sequence stays ordered. */
+  readonly clientId?: string;
+  /** Sent as `Authorization: Bearer` on membership changes. */
+  readonly adminToken?: string;
+}
+
+/** An error of the contract (`status`, `code`), or of the transport (`status` 0). */
+export class PangeaError extends Error {
+  constructor(
+    readonly status: number,
+    /** The contract's code (`not_found`, `precondition_failed`, `unavailable`, `outcome_unknown`, …). */
+    readonly code: string,
+    message: string,
+    /** For `412`: the key's current revision, or null when it is absent. */
+    readonly revision?: number | null,
+  ) {
+    super(message);
+    this.name = 'PangeaError';
+  }
+}
+
+export type Key = string | Uint8Array;
+export type Value = string | Uint8Array;
+export type Consistency = 'linearizable' | 'stale';
+
+export interface GetResult {
+  readonly value: Uint8Array;
+  readonly revision: number;
+  /** The applied index the read reflects. */
+  readonly index: number;
+}
+
+export interface Item {
+  readonly key: string;
+  readonly value: Uint8Array;
+  readonly revision: number;
+}
+
+export interface ListOptions {
+  readonly prefix?: string;
+  readonly after?: string;
+  readonly limit?: number;
+  readonly consistency?: Consistency;
+}
+
+export interface TxnCompare {
+  readonly key: string;
+  readonly target: 'value' | 'revision' | 'exists';
+  readonly op: '==' | '!=' | '<' | '>';
+  readonly value: Value | number | boolean;
+}
+
+export type TxnOp = { readonly op: 'put'; readonly key: string; readonly value: Value } | { readonly op: 'delete' | 'get'; readonly key: string };
+
+export interface TxnRequest {
+  readonly compare?: readonly TxnCompare[];
+  readonly success?: readonly TxnOp[];
+  readonly failure?: readonly TxnOp[];
+}
+
+export type TxnResult = { readonly revision: number } | { readonly deleted: boolean } | { readonly value: Uint8Array | null; readonly revision: number | null };
+
+export interface Member {
+  readonly peerId: string;
+  readonly http: string;
+  readonly p2p: readonly string[];
+  readonly role: 'voter' | 'learner';
+}
+
+export interface ClusterInfo {
+  readonly clusterId: string;
+  readonly self: { readonly peerId: string; readonly http: string; readonly p2p: readonly string[] };
+  readonly leader: string | null;
+  readonly commitIndex: number;
+  readonly appliedIndex: number;
+  readonly members: readonly Member[];
+}
+
+/** How a request may be retried. `idempotent`: any failure may be retried (reads, and writes
+ *  with a request id). `onlyUnsent`: only failures that show the request was not applied. */
+type RetryKind = 'idempotent' | 'onlyUnsent';
+
+interface Attempt {
+  readonly method: string;
+  readonly path: string;
+  readonly body?: Uint8Array | string;
+  readonly headers?: Record<string, string>;
+  readonly retry: RetryKind;
+  /** Statuses that are answers, not errors (404 for a GET). */
+  readonly accept?: readonly number[];
+}
+
+const encoder = new TextEncoder();
+const retryDelayMsMax = 1_000;
+
+export class PangeaClient {
+  private readonly endpoints: string[];
+  private readonly timeoutMs: number;
+  private readonly retries: number;
+  private readonly clientId: string;
+  private readonly adminToken: string | undefined;
+  /** The endpoint tried first: the last one that answered. */
+  private current = 0;
+  /** Request-id names free for a write, and the last sequence of each. */
+  private readonly freeSlots: number[] = [];
+  private slotCount = 0;
+  private lastSeq = 0;
+
+  constructor(opts: PangeaClientOptions) {
+    if (opts.endpoints.length === 0) throw new Error('PangeaClient: no endpoints');
+    this.endpoints = opts.endpoints.map((e) => e.replace(/\/+$/, ''));
+    this.timeoutMs = opts.timeoutMs ?? 10_000;
+    this.retries = opts.retries ?? 3;
+    this.clientId = opts.clientId ?? randomBytes(12).toString('base64url');
+    if (!/^[A-Za-z0-9_-]{1,58}$/.test(this.clientId)) throw new Error('PangeaClient: clientId must be 1 to 58 of [A-Za-z0-9_-]');
+    this.adminToken = opts.adminToken;
+  }
+
+  /** The value, revision and read index of `key`, or null when it is absent. */
+  async get(key: Key, opts: { consistency?: Consistency } = {}): Promise<GetResult | null> {
+    const q = opts.consistency ? `?consistency=${opts.consistency}` : '';
+    const r = await this.request({ method: 'GET', path: `/v1/kv/${encodeKey(key)}${q}`, retry: 'idempotent', accept: [404] });
+    if (r.status === 404) return null;
+    return { value: r.body, revision: Number(etagRevision(r.headers.get('etag'))), index: Number(r.headers.get('pangea-index')) };
+  }
+
+  /** Writes `value`; `ifMatch` (a revision) or `ifAbsent` make it conditional (412 otherwise). */
+  async put(key: Key, value: Value, opts: { ifMatch?: number; ifAbsent?: boolean } = {}): Promise<{ index: number; revision: number }> {
+    const headers: Record<string, string> = { 'content-type': 'application/octet-stream' };
+    if (opts.ifMatch !== undefined) headers['if-match'] = `"${opts.ifMatch}"`;
+    if (opts.ifAbsent) headers['if-none-match'] = '*';
+    return this.json(await this.write({ method: 'PUT', path: `/v1/kv/${encodeKey(key)}`, body: toBytes(value), headers, retry: 'idempotent' }));
+  }
+
+  async delete(key: Key, opts: { ifMatch?: number } = {}): Promise<{ index: number; deleted: boolean }> {
+    const headers: Record<string, string> = {};
+    if (opts.ifMatch !== undefined) headers['if-match'] = `"${opts.ifMatch}"`;
+    return this.json(await this.write({ method: 'DELETE', path: `/v1/kv/${encodeKey(key)}`, headers, retry: 'idempotent' }));
+  }
+
+  /** One page of a range scan; continue with `after` = the last key while `more`. */
+  async list(opts: ListOptions = {}): Promise<{ items: Item[]; more: boolean; index: number }> {
+    const q = [`encoding=base64`];
+    if (opts.prefix) q.push(`prefix=${encodeKey(opts.prefix)}`);
+    if (opts.after) q.push(`after=${encodeKey(opts.after)}`);
+    if (opts.limit !== undefined) q.push(`limit=${opts.limit}`);
+    if (opts.consistency) q.push(`consistency=${opts.consistency}`);
+    const r = await this.json<{ items: { key: string; value: string; revision: number }[]; more: boolean; index: number }>(
+      await this.request({ method: 'GET', path: `/v1/kv?${q.join('&')}`, retry: 'idempotent' }),
+    );
+    return { items: r.items.map((i) => ({ key: i.key, value: fromBase64(i.value), revision: i.revision })), more: r.more, index: r.index };
+  }
+
+  /** Every item under `prefix`, page by page (each page its own read). */
+  async *scan(opts: Omit<ListOptions, 'after'> = {}): AsyncGenerator<Item> {
+    let after: string | undefined;
+    for (;;) {
+      const page = await this.list({ ...opts, ...(after !== undefined ? { after } : {}) });
+      yield* page.items;
+      if (!page.more || page.items.length === 0) return;
+      after = page.items[page.items.length - 1]!.key;
+    }
+  }
+
+  /** An atomic compare-and-then (API.md, Transactions). Values are sent and answered as bytes. */
+  async txn(t: TxnRequest): Promise<{ succeeded: boolean; index: number; results: TxnResult[] }> {
+    const op = (o: TxnOp): Record<string, unknown> => (o.op === 'put' ? { op: 'put', key: o.key, value: toBase64(o.value) } : { op: o.op, key: o.key });
+    const body = JSON.stringify({
+      encoding: 'base64',
+      compare: (t.compare ?? []).map((c) => ({ key: c.key, target: c.target, op: c.op, value: c.target === 'value' ? toBase64(c.value as Value) : c.value })),
+      success: (t.success ?? []).map(op),
+      failure: (t.failure ?? []).map(op),
+    });
+    const r = await this.json<{ succeeded: boolean; index: number; results: Record<string, unknown>[] }>(
+      await this.write({ method: 'POST', path: '/v1/txn', body, headers: { 'content-type': 'application/json' }, retry: 'idempotent' }),
+    );
+    const results = r.results.map((x): TxnResult => {
+      if ('value' in x) return { value: x.value === null ? null : fromBase64(x.value as string), revision: x.revision as number | null };
+      if ('deleted' in x) return { deleted: x.deleted as boolean };
+      return { revision: x.revision as number };
+    });
+    return { succeeded: r.succeeded, index: r.index, results };
+  }
+
+  /**
+   * Writes `value` only if `key` is at `expectedRevision` (null: only if absent). Answers
+   * `{ ok: false, revision }` with the current revision when it is not.
+   */
+  async compareAndSet(key: Key, expectedRevision: number | null, value: Value): Promise<{ ok: true; index: number; revision: number } | { ok: false; revision: number | null }> {
+    try {
+      const r = await this.put(key, value, expectedRevision === null ? { ifAbsent: true } : { ifMatch: expectedRevision });
+      return { ok: true, index: r.index, revision: r.revision };
+    } catch (e) {
+      if (e instanceof PangeaError && e.code === 'precondition_failed') return { ok: false, revision: e.revision ?? null };
+      throw e;
+    }
+  }
+
+  async cluster(): Promise<ClusterInfo> {
+    return this.json(await this.request({ method: 'GET', path: '/v1/cluster', retry: 'idempotent' }));
+  }
+
+  async members(): Promise<Member[]> {
+    return [...(await this.cluster()).members];
+  }
+
+  /** Adds a member through the log. Retried only when it surely was not applied. */
+  async addMember(m: { peerId: string; http: string; p2p: readonly string[]; role?: 'voter' | 'learner' }): Promise<{ index: number }> {
+    const body = JSON.stringify({ peerId: m.peerId, http: m.http, p2p: m.p2p, role: m.role ?? 'voter' });
+    return this.json(await this.request({ method: 'POST', path: '/v1/cluster/members', body, headers: { 'content-type': 'application/json', ...this.adminHeaders() }, retry: 'onlyUnsent' }));
+  }
+
+  async removeMember(peerId: string): Promise<{ index: number }> {
+    return this.json(await this.request({ method: 'DELETE', path: `/v1/cluster/members/${encodeKey(peerId)}`, headers: this.adminHeaders(), retry: 'onlyUnsent' }));
+  }
+
+  private adminHeaders(): Record<string, string> {
+    return this.adminToken ? { authorization: `Bearer ${this.adminToken}` } : {};
+  }
+
+  /** A write with a request id: one name and sequence for all attempts of this call. */
+  private async write(a: Attempt): Promise<Answer> {
+    const slot = this.freeSlots.pop() ?? this.slotCount++;
+    // Sequences grow with time as well, so a restarted client with a fixed id keeps increasing.
+    this.lastSeq = Math.max(this.lastSeq + 1, Date.now() * 1000);
+    const name = slot === 0 ? this.clientId : `${this.clientId}-${slot}`;
+    try {
+      return await this.request({ ...a, headers: { ...a.headers, 'pangea-request-id': `${name}:${this.lastSeq}` } });
+    } finally {
+      this.freeSlots.push(slot);
+    }
+  }
+
+  /**
+   * Sends `a`, moving to the next endpoint on a connection failure or a 503, and retrying
+   * up to `retries` times. A failure whose outcome is unknown ends as `outcome_unknown`.
+   */
+  private async request(a: Attempt): Promise<Answer> {
+    let uncertain = false;
+    let last: PangeaError | null = null;
+    for (let attempt = 0; attempt <= this.retries; attempt++) {
+      if (attempt > 0 && attempt % this.endpoints.length === 0) await sleep(Math.min(retryDelayMsMax, 50 * 2 ** (attempt / this.endpoints.length)));
+      const i = (this.current + attempt) % this.endpoints.length;
+      let res: Response;
+      try {
+        res = await fetch(this.endpoints[i] + a.path, {
+          method: a.method,
+          headers: a.headers ?? {},
+          ...(a.body !== undefined ? { body: a.body } : {}),
+          signal: AbortSignal.timeout(this.timeoutMs),
+        });
+      } catch (e) {
+        const unsent = isUnsent(e);
+        if (!unsent) uncertain = true;
+        last = new PangeaError(0, unsent ? 'unavailable' : 'outcome_unknown', `${this.endpoints[i]}: ${errorText(e)}`);
+        if (!unsent && a.retry === 'onlyUnsent') break;
+        continue;
+      }
+      let body: Uint8Array;
+      try {
+        body = new Uint8Array(await res.arrayBuffer());
+      } catch (e) {
+        uncertain = true;
+        last = new PangeaError(0, 'outcome_unknown', `${this.endpoints[i]}: answer cut: ${errorText(e)}`);
+        if (a.retry === 'onlyUnsent') break;
+        continue;
+      }
+      if (res.ok || a.accept?.includes(res.status)) {
+        this.current = i;
+        return { status: res.status, headers: res.headers, body };
+      }
+      const err = toError(res.status, body);
+      if (res.status === 503) {
+        last = err;
+        continue;
+      }
+      if (res.status === 504 && a.retry === 'idempotent') {
+        uncertain = true;
+        last = err;
+        continue;
+      }
+      this.current = i;
+      throw err;
+    }
+    if (uncertain && last !== null && last.code !== 'outcome_unknown') {
+      throw new PangeaError(last.status, 'outcome_unknown', `an attempt's outcome is unknown; last: ${last.message}`);
+    }
+    throw last ?? new PangeaError(0, 'unavailable', 'no attempt made');
+  }
+
+  private json<T>(r: Answer): T {
+    return JSON.parse(new TextDecoder().decode(r.body)) as T;
+  }
+}
+
+interface Answer {
+  readonly status: number;
+  readonly headers: Headers;
+  readonly body: Uint8Array;
+}
+
+function toError(status: number, body: Uint8Array): PangeaError {
+  try {
+    const j = JSON.parse(new TextDecoder().decode(body)) as { error?: { code?: string; message?: string }; revision?: number | null };
+    if (j.error && typeof j.error.code === 'string') return new PangeaError(status, j.error.code, j.error.message ?? j.error.code, status === 412 ? (j.revision ?? null) : undefined);
+  } catch {
+    // not the contract's JSON: a proxy's page, say
+  }
+  return new PangeaError(status, status === 503 ? 'unavailable' : `http_${status}`, `HTTP ${status}`);
+}
+
+/** Whether a fetch failure shows the request never reached a server: refused, unresolved. */
+function isUnsent(e: unknown): boolean {
+  const cause = (e as { cause?: { code?: string } }).cause;
+  const code = cause?.code;
+  return code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'EAI_AGAIN' || code === 'EHOSTUNREACH' || code === 'ENETUNREACH' || code === 'UND_ERR_CONNECT_TIMEOUT';
+}
+
+function errorText(e: unknown): string {
+  const err = e as { message?: string; cause?: { message?: string } };
+  return err.cause?.message ? `${err.message}: ${err.cause.message}` : String(err.message ?? e);
+}
+
+/** Percent-encodes every byte outside the unreserved set, so the server decodes the same bytes. */
+function encodeKey(key: Key): string {
+  const bytes = toBytes(key);
+  let out = '';
+  for (const b of bytes) {
+    const c = String.fromCharCode(b);
+    out += /[A-Za-z0-9\-._~]/.test(c) ? c : `%${b.toString(16).toUpperCase().padStart(2, '0')}`;
+  }
+  return out;
+}
+
+function toBytes(v: Value): Uint8Array {
+  return typeof v === 'string' ? encoder.encode(v) : v;
+}
+
+function toBase64(v: Value): string {
+  const b = toBytes(v);
+  return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('base64');
+}
+
+function fromBase64(s: string): Uint8Array {
+  return new Uint8Array(Buffer.from(s, 'base64'));
+}
+
+function etagRevision(etag: string | null): string {
+  return etag?.replace(/"/g, '') ?? 'NaN';
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
