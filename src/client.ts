@@ -349,6 +349,10 @@ function errorText(e: unknown): string {
 /** Percent-encodes every byte outside the unreserved set, so the server decodes the same bytes. */
 function encodeKey(key: Key): string {
   const bytes = toBytes(key);
+  // URL parsers (fetch's included) resolve `.` and `..` segments, escaped or not.
+  if ((bytes.byteLength === 1 || bytes.byteLength === 2) && bytes.every((b) => b === 0x2e)) {
+    throw new PangeaError(0, 'bad_request', 'the keys "." and ".." cannot be sent in a URL path; use txn() for them');
+  }
   let out = '';
   for (const b of bytes) {
     const c = String.fromCharCode(b);

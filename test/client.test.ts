@@ -265,6 +265,9 @@ describe('PangeaClient', () => {
     const idsBefore = a.ids.length;
     await rejects(c.put('k'.repeat(1025), 'v'), 400, 'bad_request');
     assert.equal(a.ids.length, idsBefore);
+    await rejects(c.get('..'), 0, 'bad_request');
+    const dots = await c.txn({ success: [{ op: 'put', key: '..', value: 'dots' }, { op: 'get', key: '..' }] });
+    assert.equal(text((dots.results[1] as { value: Uint8Array }).value), 'dots');
     assert.throws(() => new PangeaClient({ endpoints: [] }));
     assert.throws(() => new PangeaClient({ endpoints: [urlA], clientId: 'has space' }));
   });

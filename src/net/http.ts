@@ -78,6 +78,8 @@ interface Ctx {
 export interface Bound {
   readonly host: string;
   readonly port: number;
+  /** `host:port`, IPv6 hosts in brackets. */
+  readonly address: string;
   readonly url: string;
 }
 
@@ -167,7 +169,7 @@ export class HttpApi {
         this.servers.add(server);
         const a = server.address() as AddressInfo;
         const h = a.family === 'IPv6' ? `[${a.address}]` : a.address;
-        resolve({ host: a.address, port: a.port, url: `http://${h}:${a.port}` });
+        resolve({ host: a.address, port: a.port, address: `${h}:${a.port}`, url: `http://${h}:${a.port}` });
       });
     });
   }

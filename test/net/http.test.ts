@@ -354,6 +354,8 @@ describe('HTTP API', () => {
     assert.equal(service.get(Buffer.from('été'))?.value.toString(), 'summer');
     assert.equal((await send(url, 'PUT', `/v1/kv/${'k'.repeat(1024)}`, { body: 'x' })).status, 200);
     assert.equal((await send(url, 'PUT', '/v1/kv/max', { body: Buffer.alloc(1024) })).status, 200);
+    assert.equal((await send(url, 'PUT', '/v1/kv/..', { body: 'dots' })).status, 200, 'no path normalisation');
+    assert.equal(service.get(Buffer.from('..'))?.value.toString(), 'dots');
   });
 
   test('conditionals: If-Match and If-None-Match, 412 with revision', async () => {
