@@ -1,0 +1,99 @@
+/**
+ * The one LMDB environment of a node: a single file in its data dir holding the durable
+ * log (acceptor state) and the state machine, so both share one writer and one commit
+ * order. Named databases (all values raw bytes, encoded by their owner):
+ *
+ * | name            | key                          | value                                   | owner |
+ * | --------------- | ---------------------------- | --------------------------------------- | ----- |
+ * | `log.meta`      | `promised`/`commit`/`compacted` | msgpack                              | log   |
+ * | `log.slots`     | u64 slot (big-endian)        | msgpack StoredSlot (slot.ts)            | log   |
+ * | `sm.meta`       | `applied`                    | msgpack applied point, chain, log time  | state |
+ * | `sm.kv`         | key bytes                    | u64 revision + value bytes              | state |
+ * | `sm.sessions`   | client id (UTF-8)            | msgpack session record                  | state |
+ * | `sm.session_use`| u64 last use + client id     | empty: the expiry index                 | state |
+ * | `sm.members`    | peer id (UTF-8)              | msgpack member record                   | state |
+ * | `sm.chain`      | u64 index                    | 32-byte chain value after that command  | state |
+ *
+ * Durability: lmdb-js commits asynchronous writes on its writer thread and, with
+ * `overlappingSync` (on by default outside Windows), flushes to disk after the commit.
+ * LMDB commits are totally ordered and a flush covers every earlier commit, so what is
+ * durable after a crash is always a prefix of the commits.
+ */
+import { join } from 'node:path';
+import { mkdirSync } from 'node:fs';
+import { open, type Database, type RootDatabase } from 'lmdb';
+import { Packr } from 'msgpackr';
+
+/** The environment's file inside a data dir (LMDB adds `-lock` beside it). */
+export const ENV_FILE = 'pangea.mdb';
+/** Named databases above, plus room for the archive and later owners. */
+const DBS_MAX = 16;
+
+export type BytesDb = Database<Uint8Array, Uint8Array>;
+export type NamedDb = Database<Uint8Array, string>;
+
+export interface StoreEnv {
+  readonly root: RootDatabase;
+  readonly logMeta: NamedDb;
+  readonly logSlots: BytesDb;
+  readonly smMeta: NamedDb;
+  readonly kv: BytesDb;
+  readonly sessions: BytesDb;
+  readonly sessionUse: BytesDb;
+  readonly members: BytesDb;
+  readonly chain: BytesDb;
+}
+
+export function openEnv(dir: string): StoreEnv {
+  mkdirSync(dir, { recursive: true });
+  const root = open({ path: join(dir, ENV_FILE), maxDbs: DBS_MAX, noSubdir: true });
+  const named = (name: string): NamedDb => root.openDB<Uint8Array, string>({ name, encoding: 'binary' });
+  const bytes = (name: string): BytesDb => root.openDB<Uint8Array, Uint8Array>({ name, keyEncoding: 'binary', encoding: 'binary' });
+  return {
+    root,
+    logMeta: named('log.meta'),
+    logSlots: bytes('log.slots'),
+    smMeta: named('sm.meta'),
+    kv: bytes('sm.kv'),
+    sessions: bytes('sm.sessions'),
+    sessionUse: bytes('sm.session_use'),
+    members: bytes('sm.members'),
+    chain: bytes('sm.chain'),
+  };
+}
+
+/** The msgpack options every stored record uses: plain objects, integers as numbers, and
+ *  byte strings decoded as copies (never views into LMDB's buffers). */
+export const packr = new Packr({ useRecords: false, moreTypes: false, mapsAsObjects: true, int64AsType: 'number', copyBuffers: true });
+
+export function pack(value: unknown): Uint8Array {
+  return packr.pack(value);
+}
+
+/** Decodes a stored record; byte strings inside come back as plain `Uint8Array`s. */
+export function unpack(stored: Uint8Array): unknown {
+  return packr.unpack(plain(stored));
+}
+
+/** A plain `Uint8Array` view of `b` (lmdb-js hands out Buffers). */
+export function plain(b: Uint8Array): Uint8Array {
+  return b.constructor === Uint8Array ? b : new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+}
+
+const TWO_32 = 2 ** 32;
+
+/** An unsigned integer (up to 2^53) as 8 big-endian bytes: byte order is numeric order. */
+export function u64Key(n: number, suffix?: Uint8Array): Uint8Array {
+  if (!Number.isSafeInteger(n) || n < 0) throw new Error(`u64Key: ${n} is not a non-negative safe integer`);
+  const out = new Uint8Array(8 + (suffix?.byteLength ?? 0));
+  const view = new DataView(out.buffer);
+  view.setUint32(0, Math.floor(n / TWO_32));
+  view.setUint32(4, n >>> 0);
+  if (suffix !== undefined) out.set(suffix, 8);
+  return out;
+}
+
+export function readU64(b: Uint8Array, offset = 0): number {
+  const view = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  return view.getUint32(offset) * TWO_32 + view.getUint32(offset + 4);
+}

@@ -1,0 +1,171 @@
+/**
+ * The durable log on LMDB (see env.ts for the layout and the durability argument), and
+ * `openStores`, which opens a node's log and state machine in one LMDB environment:
+ *
+ * ```ts
+ * const stores = openStores('./pangea-data', { genesis });   // genesis: set once, on a new dir
+ * const loaded = stores.log.load();
+ * const { point } = stores.state.applied();
+ * // ... run the node ...
+ * await stores.close();
+ * ```
+ *
+ * `write` queues each batch's puts and removes as lmdb-js asynchronous operations: those
+ * queued in one event-loop turn go into one LMDB transaction, in call order, committed on
+ * lmdb-js's writer thread. A batch resolves only after its commit has been flushed to disk
+ * (`root.flushed`), and never before the batches handed over before it.
+ *
+ * Compaction writes the `compacted` point in the batch and removes the slots at or below it
+ * that are already committed; `load` and `readSlots` ignore anything at or below the point,
+ * so a slot whose removal was missed (queued in the same turn) is garbage, never state.
+ */
+import { BALLOT_NONE, type Ballot, type LogPoint, type PersistOp, type StoredSlot } from '../consensus/index.js';
+import { LmdbStateStore, type LmdbStateOptions } from '../state/kv.js';
+import { openEnv, pack, readU64, u64Key, unpack, type StoreEnv } from './env.js';
+import type { LoadedLog, LogStore } from './log-store.js';
+import { decodeSlot, encodeSlot } from './slot-codec.js';
+
+export interface LmdbLogOptions {
+  /** Test hook: awaited after a batch is flushed and before its `write` resolves, so a test
+   *  can hold acknowledgements back and observe that nothing leaves early. */
+  readonly flushGate?: () => Promise<void>;
+}
+
+const noop = (): void => {};
+
+export class LmdbLogStore implements LogStore {
+  private readonly flushGate: (() => Promise<void>) | undefined;
+  /** As queued (ahead of what is committed): decides which ops are no-ops. */
+  private compactedSlot: number;
+  private commitSlot: number;
+  /** Resolves when every batch handed over so far is durable; rejects for good after a
+   *  failed write, so no later batch is ever reported durable out of order. */
+  private tail: Promise<void> = Promise.resolve();
+  private closed = false;
+
+  constructor(
+    private readonly env: StoreEnv,
+    opts: LmdbLogOptions = {},
+    private readonly onClose: () => Promise<void> = async () => {},
+  ) {
+    this.flushGate = opts.flushGate;
+    this.compactedSlot = this.readCompacted()?.slot ?? 0;
+    this.commitSlot = this.readCommit();
+  }
+
+  load(): LoadedLog {
+    const compacted = this.readCompacted();
+    const slots: StoredSlot[] = [];
+    for (const { key, value } of this.env.logSlots.getRange({ start: u64Key((compacted?.slot ?? 0) + 1) })) {
+      slots.push(decodeSlot(readU64(key), value));
+    }
+    return { promised: this.readPromised(), slots, compacted, commit: this.readCommit() };
+  }
+
+  write(ops: readonly PersistOp[]): Promise<void> {
+    if (this.closed) return Promise.reject(new Error('log store is closed'));
+    const { logMeta, logSlots } = this.env;
+    // Every op of one turn returns the same commit promise: the set stays tiny.
+    const commits = new Set<PromiseLike<boolean>>();
+    for (const op of ops) {
+      switch (op.kind) {
+        case 'promise':
+          commits.add(logMeta.put('promised', pack(op.ballot)));
+          break;
+        case 'slot':
+          if (op.slot.slot > this.compactedSlot) commits.add(logSlots.put(u64Key(op.slot.slot), encodeSlot(op.slot)));
+          break;
+        case 'commit':
+          if (op.slot > this.commitSlot) {
+            this.commitSlot = op.slot;
+            commits.add(logMeta.put('commit', pack(op.slot)));
+          }
+          break;
+        case 'compact':
+          if (op.through.slot > this.compactedSlot) {
+            this.compactedSlot = op.through.slot;
+            commits.add(logMeta.put('compacted', pack(op.through)));
+            for (const key of logSlots.getKeys({ end: u64Key(op.through.slot + 1) })) commits.add(logSlots.remove(key));
+          }
+          break;
+      }
+    }
+    const durable = Promise.all(commits)
+      .then(() => this.env.root.flushed)
+      .then(() => this.flushGate?.());
+    const done = Promise.all([this.tail, durable]).then(noop);
+    this.tail = done;
+    done.catch(noop); // the caller gets the rejection; the chain only keeps it
+    return done;
+  }
+
+  readSlots(from: number, to: number): StoredSlot[] {
+    // One read snapshot: the commit marker and the slots it covers agree.
+    const commit = this.readCommit();
+    const start = Math.max(from, (this.readCompacted()?.slot ?? 0) + 1);
+    const out: StoredSlot[] = [];
+    if (start > to) return out;
+    for (const { key, value } of this.env.logSlots.getRange({ start: u64Key(start), end: u64Key(to + 1) })) {
+      const slot = decodeSlot(readU64(key), value);
+      if (slot.chosen) out.push(slot);
+      else if (slot.slot <= commit) out.push({ ...slot, chosen: true });
+    }
+    return out;
+  }
+
+  /** Waits for every queued batch, then releases the environment (once). */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.tail.catch(noop);
+    await this.onClose();
+  }
+
+  private readPromised(): Ballot {
+    const v = this.env.logMeta.get('promised');
+    return v === undefined ? BALLOT_NONE : (unpack(v) as Ballot);
+  }
+
+  private readCommit(): number {
+    const v = this.env.logMeta.get('commit');
+    return v === undefined ? 0 : (unpack(v) as number);
+  }
+
+  private readCompacted(): LogPoint | null {
+    const v = this.env.logMeta.get('compacted');
+    return v === undefined ? null : (unpack(v) as LogPoint);
+  }
+}
+
+export interface OpenStoresOptions extends LmdbLogOptions, LmdbStateOptions {
+  /** The point a brand-new node starts from (its epochs name the first configuration).
+   *  Written once, when the data dir has no state yet; ignored afterwards. */
+  readonly genesis?: LogPoint;
+}
+
+export interface Stores {
+  readonly log: LmdbLogStore;
+  readonly state: LmdbStateStore;
+  /** Closes both stores (waiting for queued log writes), then the environment. */
+  close(): Promise<void>;
+}
+
+export function openStores(dir: string, opts: OpenStoresOptions = {}): Stores {
+  const env = openEnv(dir);
+  // The environment closes when both stores have closed, whichever closes first.
+  let open = 2;
+  const release = async (): Promise<void> => {
+    if (--open === 0) await env.root.close();
+  };
+  const log = new LmdbLogStore(env, opts, release);
+  const state = new LmdbStateStore(env, opts, release);
+  if (opts.genesis !== undefined && !state.bootstrapped()) state.bootstrap(opts.genesis);
+  return {
+    log,
+    state,
+    close: async () => {
+      await state.close();
+      await log.close();
+    },
+  };
+}
