@@ -1,0 +1,431 @@
+/**
+ * The key/value state machine on LMDB (layout in src/log/env.ts).
+ *
+ * `apply` runs a whole array of entries in ONE synchronous LMDB transaction, together with
+ * the new applied point, the hash chain and the log time, so after a crash every command
+ * has been applied exactly once or not at all (the log replays the rest). Inside the
+ * transaction every read sees the writes of the commands before it.
+ *
+ * Determinism: an answer depends only on the state and the command. The only clock is the
+ * log's: `maxTime`, the largest `time` of the application commands applied so far; a client
+ * session idle for more than `sessionTtlMs` of log time is dropped during apply.
+ * `sessionTtlMs` must therefore be the same on every replica of a cluster.
+ */
+import { createHash } from 'node:crypto';
+import { applyChange, latestConfig, type Command, type Config, type ConfigChange, type Entry, type LogPoint } from '../consensus/index.js';
+import { pack, plain, readU64, u64Key, unpack, type StoreEnv } from '../log/env.js';
+import { chainBytes, decodeAppCommand, type AppCommand, type ApplyResult, type Compare, type KvOp, type TxnOp, type TxnResult } from './command.js';
+import type { KeyValue, MemberRecord, StateStore } from './state-store.js';
+
+/** Keys are 1 to 1024 bytes (API contract); LMDB's own limit here is larger. */
+export const KEY_BYTES_MAX = 1024;
+/** Request-id client ids are 1 to 64 characters (API contract). */
+export const CLIENT_ID_BYTES_MAX = 64;
+export const SESSION_TTL_MS_DEFAULT = 60 * 60 * 1000;
+export const CHAIN_BYTES = 32;
+const CHAIN_ZERO = new Uint8Array(CHAIN_BYTES);
+const REVISION_BYTES = 8;
+
+export interface LmdbStateOptions {
+  /** Idle log time after which a client's request-id record is dropped. Cluster-wide. */
+  readonly sessionTtlMs?: number;
+}
+
+/** What `sm.meta/applied` holds. */
+interface AppliedRecord {
+  readonly point: LogPoint;
+  readonly chain: Uint8Array;
+  /** The log's clock: the largest command time applied. */
+  readonly maxTime: number;
+}
+
+interface SessionRecord {
+  readonly seq: number;
+  readonly digest: Uint8Array;
+  readonly answer: ApplyResult;
+  /** Log time of the last use. */
+  readonly used: number;
+}
+
+type MemberValue = Omit<MemberRecord, 'peerId'>;
+
+const utf8 = new TextEncoder();
+const fromUtf8 = new TextDecoder();
+const NOT_BOOTSTRAPPED: AppliedRecord = { point: { slot: 0, index: 0, epochs: [] }, chain: CHAIN_ZERO, maxTime: 0 };
+
+export class LmdbStateStore implements StateStore {
+  private readonly sessionTtlMs: number;
+  /** Cached copy of `sm.meta/applied`, replaced only after a transaction commits. */
+  private current: AppliedRecord;
+  private closed = false;
+
+  constructor(
+    private readonly env: StoreEnv,
+    opts: LmdbStateOptions = {},
+    private readonly onClose: () => Promise<void> = async () => {},
+  ) {
+    this.sessionTtlMs = opts.sessionTtlMs ?? SESSION_TTL_MS_DEFAULT;
+    this.current = this.readApplied() ?? NOT_BOOTSTRAPPED;
+  }
+
+  /** True once `bootstrap` ran (or anything was applied): the data dir holds a node. */
+  bootstrapped(): boolean {
+    return this.readApplied() !== undefined;
+  }
+
+  /**
+   * Sets the genesis point (its epochs name the first configuration) and the first members,
+   * once, in one transaction. `members` defaults to the configuration's nodes without
+   * addresses. Throws if this store was bootstrapped before.
+   */
+  bootstrap(point: LogPoint, members?: readonly MemberRecord[]): void {
+    const config = latestConfig(point.epochs);
+    const records = members ?? [
+      ...config.voters.map((peerId): MemberRecord => ({ peerId, role: 'voter', http: '', p2p: [] })),
+      ...config.learners.map((peerId): MemberRecord => ({ peerId, role: 'learner', http: '', p2p: [] })),
+    ];
+    const record: AppliedRecord = { point, chain: CHAIN_ZERO, maxTime: 0 };
+    this.env.root.transactionSync(() => {
+      if (this.env.smMeta.get('applied') !== undefined) throw new Error('state store is already bootstrapped');
+      for (const m of records) this.putMember(m.peerId, { role: m.role, http: m.http, p2p: m.p2p });
+      this.env.smMeta.putSync('applied', pack(record));
+    });
+    this.current = record;
+  }
+
+  applied(): { point: LogPoint; chain: Uint8Array } {
+    return { point: this.current.point, chain: this.current.chain };
+  }
+
+  apply(entries: readonly Entry[]): ApplyResult[] {
+    if (this.closed) throw new Error('state store is closed');
+    if (entries.length === 0) return [];
+    const batch = new ApplyBatch(this.env, this.current, this.sessionTtlMs);
+    const results = this.env.root.transactionSync(() => {
+      const out: ApplyResult[] = [];
+      for (const entry of entries) batch.applyEntry(entry, out);
+      this.env.smMeta.putSync('applied', pack(batch.record()));
+      return out;
+    });
+    this.current = batch.record(); // only once committed: a throw above leaves it as it was
+    return results;
+  }
+
+  get(key: Uint8Array): KeyValue | undefined {
+    return readKv(this.env, key);
+  }
+
+  range(prefix: Uint8Array, after: Uint8Array | null, limit: number, bytesMax: number): { items: KeyValue[]; more: boolean } {
+    const items: KeyValue[] = [];
+    if (limit <= 0) return { items, more: false };
+    const start = after !== null && compareBytes(after, prefix) >= 0 ? after : prefix;
+    const end = prefixEnd(prefix);
+    let bytes = 0;
+    const bounds = { ...(start.byteLength > 0 ? { start } : {}), ...(end === null ? {} : { end }) };
+    for (const { key, value } of this.env.kv.getRange(bounds)) {
+      if (after !== null && compareBytes(key, after) === 0) continue;
+      if (!startsWith(key, prefix)) break;
+      const valueBytes = value.byteLength - REVISION_BYTES;
+      // A page always carries at least one item, so paging always progresses.
+      if (items.length === limit || (items.length > 0 && bytes + valueBytes > bytesMax)) return { items, more: true };
+      bytes += valueBytes;
+      items.push(decodeKv(copy(key), value));
+    }
+    return { items, more: false };
+  }
+
+  members(): MemberRecord[] {
+    return readMembers(this.env);
+  }
+
+  chainAt(index: number): Uint8Array | undefined {
+    if (!Number.isSafeInteger(index) || index < 1) return undefined;
+    const v = this.env.chain.get(u64Key(index));
+    return v === undefined ? undefined : copy(v);
+  }
+
+  /** Marks the store closed and releases the environment (once). Applies are synchronous,
+   *  so none is in flight. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.onClose();
+  }
+
+  private readApplied(): AppliedRecord | undefined {
+    const v = this.env.smMeta.get('applied');
+    return v === undefined ? undefined : (unpack(v) as AppliedRecord);
+  }
+
+  private putMember(peerId: string, m: MemberValue): void {
+    this.env.members.putSync(utf8.encode(peerId), pack(m));
+  }
+}
+
+/**
+ * One `apply` call's work, run inside the write transaction: every read goes to the
+ * transaction, so it sees this batch's earlier writes.
+ */
+class ApplyBatch {
+  private point: LogPoint;
+  private chain: Uint8Array;
+  private maxTime: number;
+
+  constructor(
+    private readonly env: StoreEnv,
+    from: AppliedRecord,
+    private readonly sessionTtlMs: number,
+  ) {
+    this.point = from.point;
+    this.chain = from.chain;
+    this.maxTime = from.maxTime;
+  }
+
+  record(): AppliedRecord {
+    return { point: this.point, chain: this.chain, maxTime: this.maxTime };
+  }
+
+  applyEntry(entry: Entry, out: ApplyResult[]): void {
+    if (entry.slot !== this.point.slot + 1 || entry.index !== this.point.index + 1) {
+      throw new Error(`apply: entry slot ${entry.slot} index ${entry.index} does not follow applied slot ${this.point.slot} index ${this.point.index}`);
+    }
+    entry.batch.forEach((cmd, i) => {
+      const index = entry.index + i;
+      out.push(cmd.kind === 'app' ? this.applyApp(cmd.data, index) : this.applyConfig(cmd.change, index));
+      this.extendChain(cmd, index);
+    });
+    this.point = { slot: entry.slot, index: entry.index + entry.batch.length - 1, epochs: entry.epochs };
+  }
+
+  private extendChain(cmd: Command, index: number): void {
+    this.chain = new Uint8Array(createHash('sha256').update(this.chain).update(chainBytes(cmd)).digest());
+    this.env.chain.putSync(u64Key(index), this.chain);
+  }
+
+  // --- application commands ------------------------------------------------------------
+
+  private applyApp(data: Uint8Array, index: number): ApplyResult {
+    const cmd = decodeAppCommand(data);
+    if (cmd === null) return { kind: 'invalid', index, message: 'undecodable command' };
+    const problem = checkCommand(cmd);
+    if (problem !== null) return { kind: 'invalid', index, message: problem };
+    if (cmd.time > this.maxTime) {
+      this.maxTime = cmd.time;
+      this.expireSessions();
+    }
+    const rid = cmd.requestId;
+    if (rid === undefined) return this.execute(cmd.op, index);
+    const clientKey = utf8.encode(rid.client);
+    const stored = this.env.sessions.get(clientKey);
+    const session = stored === undefined ? undefined : (unpack(stored) as SessionRecord);
+    if (session !== undefined && rid.seq < session.seq) return { kind: 'request_id_stale', index };
+    if (session !== undefined && rid.seq === session.seq) {
+      if (compareBytes(rid.digest, session.digest) !== 0) return { kind: 'request_id_conflict', index };
+      this.putSession(clientKey, session, { ...session, used: this.maxTime });
+      return session.answer; // the first answer, at its own index: not applied again
+    }
+    const answer = this.execute(cmd.op, index);
+    this.putSession(clientKey, session, { seq: rid.seq, digest: rid.digest, answer, used: this.maxTime });
+    return answer;
+  }
+
+  private putSession(clientKey: Uint8Array, old: SessionRecord | undefined, next: SessionRecord): void {
+    if (old !== undefined) this.env.sessionUse.removeSync(u64Key(old.used, clientKey));
+    this.env.sessionUse.putSync(u64Key(next.used, clientKey), new Uint8Array(0));
+    this.env.sessions.putSync(clientKey, pack(next));
+  }
+
+  /** Drops sessions last used more than `sessionTtlMs` of log time ago (oldest first). */
+  private expireSessions(): void {
+    const cutoff = this.maxTime - this.sessionTtlMs;
+    if (cutoff <= 0) return;
+    const expired = [...this.env.sessionUse.getKeys({ end: u64Key(cutoff) })];
+    for (const key of expired) {
+      this.env.sessionUse.removeSync(key);
+      this.env.sessions.removeSync(key.subarray(8));
+    }
+  }
+
+  private execute(op: KvOp, index: number): ApplyResult {
+    switch (op.t) {
+      case 'put': {
+        const cur = readKv(this.env, op.key);
+        if ((op.ifMatch !== undefined && cur?.revision !== op.ifMatch) || (op.ifAbsent === true && cur !== undefined)) {
+          return { kind: 'precondition_failed', index, revision: cur?.revision ?? null };
+        }
+        this.put(op.key, op.value, index);
+        return { kind: 'put', index, revision: index };
+      }
+      case 'delete': {
+        const cur = readKv(this.env, op.key);
+        if (op.ifMatch !== undefined && cur?.revision !== op.ifMatch) {
+          return { kind: 'precondition_failed', index, revision: cur?.revision ?? null };
+        }
+        if (cur !== undefined) this.env.kv.removeSync(op.key);
+        return { kind: 'delete', index, deleted: cur !== undefined };
+      }
+      case 'txn': {
+        const succeeded = op.compare.every((c) => this.holds(c));
+        const results = (succeeded ? op.success : op.failure).map((o) => this.txnOp(o, index));
+        return { kind: 'txn', index, succeeded, results };
+      }
+    }
+  }
+
+  private holds(c: Compare): boolean {
+    const cur = readKv(this.env, c.key);
+    switch (c.target) {
+      case 'value':
+        if (cur === undefined || !(c.value instanceof Uint8Array)) return false;
+        return compareWith(compareBytes(cur.value, c.value), c.op);
+      case 'revision':
+        if (typeof c.value !== 'number') return false;
+        return compareWith(Math.sign((cur?.revision ?? 0) - c.value), c.op);
+      case 'exists':
+        if (typeof c.value !== 'boolean') return false;
+        return c.op === '==' ? (cur !== undefined) === c.value : c.op === '!=' ? (cur !== undefined) !== c.value : false;
+    }
+  }
+
+  private txnOp(o: TxnOp, index: number): TxnResult {
+    switch (o.op) {
+      case 'put':
+        this.put(o.key, o.value, index);
+        return { revision: index };
+      case 'delete': {
+        const existed = readKv(this.env, o.key) !== undefined;
+        if (existed) this.env.kv.removeSync(o.key);
+        return { deleted: existed };
+      }
+      case 'get': {
+        const cur = readKv(this.env, o.key);
+        return cur === undefined ? { value: null, revision: null } : { value: cur.value, revision: cur.revision };
+      }
+    }
+  }
+
+  private put(key: Uint8Array, value: Uint8Array, revision: number): void {
+    const stored = new Uint8Array(REVISION_BYTES + value.byteLength);
+    stored.set(u64Key(revision));
+    stored.set(value, REVISION_BYTES);
+    this.env.kv.putSync(key, stored);
+  }
+
+  // --- membership ----------------------------------------------------------------------
+
+  /** Keeps the member table in step with `applyChange` (same roles, same no-ops); the
+   *  change's meta, when it decodes, gives the node's addresses. */
+  private applyConfig(change: ConfigChange, index: number): ApplyResult {
+    const before = readMembers(this.env);
+    const config: Config = {
+      voters: before.filter((m) => m.role === 'voter').map((m) => m.peerId),
+      learners: before.filter((m) => m.role === 'learner').map((m) => m.peerId),
+    };
+    const after = applyChange(config, change);
+    const addresses = decodeMeta(change.meta);
+    for (const m of before) {
+      if (!after.voters.includes(m.peerId) && !after.learners.includes(m.peerId)) this.env.members.removeSync(utf8.encode(m.peerId));
+    }
+    const write = (peerId: string, role: MemberRecord['role']): void => {
+      const old = before.find((m) => m.peerId === peerId);
+      const addr = peerId === change.node && addresses !== null ? addresses : { http: old?.http ?? '', p2p: old?.p2p ?? [] };
+      if (old !== undefined && old.role === role && old.http === addr.http && sameStrings(old.p2p, addr.p2p)) return;
+      this.env.members.putSync(utf8.encode(peerId), pack({ role, http: addr.http, p2p: addr.p2p }));
+    };
+    for (const v of after.voters) write(v, 'voter');
+    for (const l of after.learners) write(l, 'learner');
+    return { kind: 'config', index };
+  }
+}
+
+/** Why a decoded command cannot apply (limits the encoder does not check), or null. */
+function checkCommand(cmd: AppCommand): string | null {
+  if (!Number.isFinite(cmd.time) || cmd.time < 0 || !Number.isSafeInteger(Math.floor(cmd.time))) return 'bad time';
+  const keys: Uint8Array[] = [];
+  const op = cmd.op;
+  if (op.t === 'txn') {
+    for (const c of op.compare) keys.push(c.key);
+    for (const o of [...op.success, ...op.failure]) keys.push(o.key);
+  } else keys.push(op.key);
+  if (keys.some((k) => k.byteLength < 1 || k.byteLength > KEY_BYTES_MAX)) return `key must be 1 to ${KEY_BYTES_MAX} bytes`;
+  const rid = cmd.requestId;
+  if (rid !== undefined) {
+    const clientBytes = utf8.encode(rid.client).byteLength;
+    if (clientBytes < 1 || clientBytes > CLIENT_ID_BYTES_MAX) return `client id must be 1 to ${CLIENT_ID_BYTES_MAX} bytes`;
+  }
+  return null;
+}
+
+function decodeMeta(meta: Uint8Array | undefined): { http: string; p2p: readonly string[] } | null {
+  if (meta === undefined) return null;
+  try {
+    const v = unpack(meta) as { http?: unknown; p2p?: unknown } | null;
+    if (typeof v !== 'object' || v === null) return null;
+    const http = typeof v.http === 'string' ? v.http : '';
+    const p2p = Array.isArray(v.p2p) ? v.p2p.filter((a): a is string => typeof a === 'string') : [];
+    return { http, p2p };
+  } catch {
+    return null;
+  }
+}
+
+function readKv(env: StoreEnv, key: Uint8Array): KeyValue | undefined {
+  const v = env.kv.getBinary(key);
+  return v === undefined ? undefined : decodeKv(copy(key), v);
+}
+
+function decodeKv(key: Uint8Array, stored: Uint8Array): KeyValue {
+  return { key, revision: readU64(stored), value: copy(stored.subarray(REVISION_BYTES)) };
+}
+
+function readMembers(env: StoreEnv): MemberRecord[] {
+  const out: MemberRecord[] = [];
+  for (const { key, value } of env.members.getRange({})) {
+    out.push({ peerId: fromUtf8.decode(key), ...(unpack(value) as MemberValue) });
+  }
+  return out.sort((a, b) => (a.peerId < b.peerId ? -1 : a.peerId > b.peerId ? 1 : 0));
+}
+
+/** A plain `Uint8Array` copy (never a view into a buffer lmdb-js may reuse). */
+function copy(b: Uint8Array): Uint8Array {
+  return Uint8Array.prototype.slice.call(plain(b));
+}
+
+export function compareBytes(a: Uint8Array, b: Uint8Array): number {
+  return Buffer.compare(a, b);
+}
+
+function compareWith(sign: number, op: Compare['op']): boolean {
+  switch (op) {
+    case '==':
+      return sign === 0;
+    case '!=':
+      return sign !== 0;
+    case '<':
+      return sign < 0;
+    case '>':
+      return sign > 0;
+  }
+}
+
+function startsWith(key: Uint8Array, prefix: Uint8Array): boolean {
+  if (key.byteLength < prefix.byteLength) return false;
+  for (let i = 0; i < prefix.byteLength; i++) if (key[i] !== prefix[i]) return false;
+  return true;
+}
+
+/** The first key after every key with `prefix`, or null when there is none. */
+function prefixEnd(prefix: Uint8Array): Uint8Array | null {
+  for (let i = prefix.byteLength - 1; i >= 0; i--) {
+    if (prefix[i]! < 0xff) {
+      const end = prefix.slice(0, i + 1);
+      end[i]!++;
+      return end;
+    }
+  }
+  return null;
+}
+
+function sameStrings(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((s, i) => s === b[i]);
+}
