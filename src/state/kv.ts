@@ -57,6 +57,8 @@ export class LmdbStateStore implements StateStore {
   private readonly sessionTtlMs: number;
   /** Cached copy of `sm.meta/applied`, replaced only after a transaction commits. */
   private current: AppliedRecord;
+  /** See ApplyBatch.nextExpiry; 0 forces the first scan after opening. */
+  private nextExpiry = 0;
   private closed = false;
 
   constructor(
@@ -100,14 +102,16 @@ export class LmdbStateStore implements StateStore {
   apply(entries: readonly Entry[]): ApplyResult[] {
     if (this.closed) throw new Error('state store is closed');
     if (entries.length === 0) return [];
-    const batch = new ApplyBatch(this.env, this.current, this.sessionTtlMs);
+    const batch = new ApplyBatch(this.env, this.current, this.sessionTtlMs, this.nextExpiry);
     const results = this.env.root.transactionSync(() => {
       const out: ApplyResult[] = [];
       for (const entry of entries) batch.applyEntry(entry, out);
       this.env.smMeta.putSync('applied', pack(batch.record()));
       return out;
     });
-    this.current = batch.record(); // only once committed: a throw above leaves it as it was
+    // Only once committed: a throw above leaves both as they were.
+    this.current = batch.record();
+    this.nextExpiry = batch.nextExpiry;
     return results;
   }
 
@@ -170,12 +174,17 @@ class ApplyBatch {
   private point: LogPoint;
   private chain: Uint8Array;
   private maxTime: number;
+  /** A lower bound on the oldest session's last use (a cache: no scan is needed while the
+   *  cutoff is at or below it). New and refreshed sessions are never older than it. */
+  nextExpiry: number;
 
   constructor(
     private readonly env: StoreEnv,
     from: AppliedRecord,
     private readonly sessionTtlMs: number,
+    nextExpiry: number,
   ) {
+    this.nextExpiry = nextExpiry;
     this.point = from.point;
     this.chain = from.chain;
     this.maxTime = from.maxTime;
@@ -238,8 +247,17 @@ class ApplyBatch {
   /** Drops sessions last used more than `sessionTtlMs` of log time ago (oldest first). */
   private expireSessions(): void {
     const cutoff = this.maxTime - this.sessionTtlMs;
-    if (cutoff <= 0) return;
-    const expired = [...this.env.sessionUse.getKeys({ end: u64Key(cutoff) })];
+    if (cutoff <= this.nextExpiry) return;
+    const expired: Uint8Array[] = [];
+    this.nextExpiry = this.maxTime; // when none is left: sessions to come are used at or after now
+    for (const key of this.env.sessionUse.getKeys({})) {
+      const used = readU64(key);
+      if (used >= cutoff) {
+        this.nextExpiry = used;
+        break;
+      }
+      expired.push(key);
+    }
     for (const key of expired) {
       this.env.sessionUse.removeSync(key);
       this.env.sessions.removeSync(key.subarray(8));
