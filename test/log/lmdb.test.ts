@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { BALLOT_NONE, type LogPoint, type StoredSlot } from '../../src/consensus/index.js';
 import { openStores, type OpenStoresOptions } from '../../src/log/lmdb.js';
+import { MemoryLogStore } from '../../src/log/memory.js';
 
 const dirs: string[] = [];
 after(() => {
@@ -150,4 +151,19 @@ test('closing waits for queued writes; writes after close are refused', async ()
   stores = open(dir);
   assert.equal(stores.log.load().slots.length, 1);
   await stores.close();
+});
+
+test('the in-memory twin loads what the LMDB store loads for the same writes', async () => {
+  const stores = open(tempDir());
+  const memory = new MemoryLogStore();
+  const batches: Parameters<typeof memory.write>[0][] = [
+    [{ kind: 'promise', ballot: ballot(2, 'b') }, { kind: 'slot', slot: slot(1) }, { kind: 'slot', slot: slot(2) }],
+    [{ kind: 'slot', slot: slot(2, true, 2) }, { kind: 'slot', slot: slot(3) }, { kind: 'commit', slot: 2 }],
+    [{ kind: 'compact', through: point(1) }, { kind: 'slot', slot: slot(1, true) }, { kind: 'slot', slot: slot(4) }, { kind: 'commit', slot: 1 }],
+  ];
+  for (const ops of batches) await Promise.all([stores.log.write(ops), memory.write(ops)]);
+  assert.deepEqual(memory.load(), stores.log.load());
+  assert.deepEqual(memory.readSlots(0, 10), stores.log.readSlots(0, 10));
+  await stores.close();
+  await memory.close();
 });

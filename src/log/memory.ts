@@ -1,0 +1,59 @@
+/**
+ * The in-memory twin of `LmdbLogStore`, for tests of other modules: the same semantics
+ * (monotonic commit marker, compaction by point, slots at or below it ignored, chosen
+ * slots for catch-up), durable "at once" (a write resolves on the next microtask, in order).
+ */
+import { BALLOT_NONE, type Ballot, type LogPoint, type PersistOp, type StoredSlot } from '../consensus/index.js';
+import type { LoadedLog, LogStore } from './log-store.js';
+
+export class MemoryLogStore implements LogStore {
+  private promised: Ballot = BALLOT_NONE;
+  private readonly slots = new Map<number, StoredSlot>();
+  private compacted: LogPoint | null = null;
+  private commit = 0;
+  private closed = false;
+
+  load(): LoadedLog {
+    const slots = [...this.slots.values()].sort((a, b) => a.slot - b.slot);
+    return { promised: this.promised, slots, compacted: this.compacted, commit: this.commit };
+  }
+
+  write(ops: readonly PersistOp[]): Promise<void> {
+    if (this.closed) return Promise.reject(new Error('log store is closed'));
+    const compactedSlot = (): number => this.compacted?.slot ?? 0;
+    for (const op of ops) {
+      switch (op.kind) {
+        case 'promise':
+          this.promised = op.ballot;
+          break;
+        case 'slot':
+          if (op.slot.slot > compactedSlot()) this.slots.set(op.slot.slot, op.slot);
+          break;
+        case 'commit':
+          this.commit = Math.max(this.commit, op.slot);
+          break;
+        case 'compact':
+          if (op.through.slot > compactedSlot()) {
+            this.compacted = op.through;
+            for (const s of this.slots.keys()) if (s <= op.through.slot) this.slots.delete(s);
+          }
+          break;
+      }
+    }
+    return Promise.resolve();
+  }
+
+  readSlots(from: number, to: number): StoredSlot[] {
+    const out: StoredSlot[] = [];
+    for (const s of this.load().slots) {
+      if (s.slot < from || s.slot > to) continue;
+      if (s.chosen) out.push(s);
+      else if (s.slot <= this.commit) out.push({ ...s, chosen: true });
+    }
+    return out;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+  }
+}
