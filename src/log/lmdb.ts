@@ -15,6 +15,13 @@
  * lmdb-js's writer thread. A batch resolves only after its commit has been flushed to disk
  * (`root.flushed`), and never before the batches handed over before it.
  *
+ * Why single operations and not `root.transaction(callback)`: lmdb-js runs asynchronous
+ * transaction callbacks through a N-API thread-safe call, and on this project's Node 20
+ * build those callbacks never ran (the promise hung). Single puts and removes run wholly on
+ * the writer thread and keep their call order, which is all a batch needs. A
+ * `transactionSync` (the state machine's apply) in the same turn splits lmdb-js's batch in
+ * two commits; the order, and so the durable prefix, is unchanged.
+ *
  * Compaction writes the `compacted` point in the batch and removes the slots at or below it
  * that are already committed; `load` and `readSlots` ignore anything at or below the point,
  * so a slot whose removal was missed (queued in the same turn) is garbage, never state.
