@@ -128,7 +128,8 @@ export class PangeaNode implements KvService {
       promised: loaded.promised,
       slots: loaded.slots,
       base: applied.point,
-      compacted: loaded.compacted ?? applied.point,
+      // Nothing compacted yet: the whole log from slot 1 can be served to peers.
+      compacted: loaded.compacted ?? { slot: 0, index: 0, epochs: applied.point.epochs },
       commit: loaded.commit,
     };
     this.replica = new Replica(

@@ -61,6 +61,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   const clusterPath = join(opts.dataDir, CLUSTER_FILE);
   let cluster: ClusterFile;
   let joining = false;
+  let formerMembers: string[] = [];
   if (existsSync(clusterPath)) {
     cluster = JSON.parse(await readFile(clusterPath, 'utf8')) as ClusterFile;
     if (opts.join) logger.info('existing data dir: resuming, --join ignored', { join: opts.join });
@@ -74,8 +75,15 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   const genesis = { ...genesisPoint(identity.peerId), epochs: [{ fromSlot: 1, config: cluster.genesis }] };
   const stores = openStores(opts.dataDir, { genesis });
   if (opts.forceNewCluster) {
-    logger.warn('--force-new-cluster: this node restarts its cluster alone, keeping every write it has applied');
-    throw new Error('--force-new-cluster is not implemented yet');
+    if (joining || !existsSync(clusterPath)) throw new Error('--force-new-cluster needs the data dir of a node of an existing cluster');
+    const before = stores.state.applied().point;
+    stores.state.forceConfig({ voters: [identity.peerId], learners: [] });
+    const last = before.epochs[before.epochs.length - 1]?.config;
+    formerMembers = [...(last?.voters ?? []), ...(last?.learners ?? [])].filter((id) => id !== identity.peerId);
+    logger.warn('--force-new-cluster: this node now forms its cluster alone, keeping every write it has', {
+      appliedIndex: before.index,
+      formerVoters: before.epochs[before.epochs.length - 1]?.config.voters,
+    });
   }
   const transport = new Libp2pTransport({
     privateKey: identity.privateKey,
@@ -109,7 +117,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   if (joining) {
     void joinCluster(opts.join!, node, adminToken, logger, background.signal);
   } else {
-    void keepRegistered(node, logger, background.signal);
+    void keepRegistered(node, logger, background.signal).then(() => removeFormer(node!, formerMembers, logger, background.signal));
   }
 
   return {
@@ -144,6 +152,17 @@ async function keepRegistered(node: PangeaNode, logger: Logger, signal: AbortSig
       logger.debug('registering this node’s addresses failed; retrying', { err });
     }
     await sleep(200, signal);
+  }
+}
+
+/**
+ * After --force-new-cluster the former members are removed through the log as well: the
+ * forced configuration is not in the log, so a node that joins later and replays it must
+ * see them go to reach the same configuration.
+ */
+async function removeFormer(node: PangeaNode, former: readonly string[], logger: Logger, signal: AbortSignal): Promise<void> {
+  for (const peerId of former) {
+    await retry(async () => void (await node.removeMember(peerId)), `removing former member ${peerId}`, logger, signal);
   }
 }
 

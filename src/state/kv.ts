@@ -95,6 +95,27 @@ export class LmdbStateStore implements StateStore {
     this.current = record;
   }
 
+  /**
+   * Disaster recovery (`serve --force-new-cluster`): from the next slot on, `config` alone
+   * governs, whatever the log said before; members outside it are forgotten. Everything
+   * applied stays.
+   */
+  forceConfig(config: Config): void {
+    const point: LogPoint = { ...this.current.point, epochs: [{ fromSlot: this.current.point.slot + 1, config }] };
+    const record: AppliedRecord = { ...this.current, point };
+    this.env.root.transactionSync(() => {
+      for (const m of this.members()) {
+        if (!config.voters.includes(m.peerId) && !config.learners.includes(m.peerId)) this.env.members.removeSync(utf8.encode(m.peerId));
+      }
+      for (const id of config.voters) {
+        const m = this.members().find((x) => x.peerId === id);
+        this.putMember(id, { role: 'voter', http: m?.http ?? '', p2p: m?.p2p ?? [] });
+      }
+      this.env.smMeta.putSync('applied', pack(record));
+    });
+    this.current = record;
+  }
+
   applied(): { point: LogPoint; chain: Uint8Array } {
     return { point: this.current.point, chain: this.current.chain };
   }
