@@ -365,6 +365,7 @@ export class PangeaNode implements KvService {
       appliedIndex: this.state.applied().point.index,
       members,
       genesis: this.genesis,
+      chain: Buffer.from(this.state.applied().chain).toString('hex'),
     };
   }
 

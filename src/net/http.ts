@@ -350,6 +350,7 @@ export class HttpApi {
       appliedIndex: c.appliedIndex,
       members: c.members.map(member),
       genesis: c.genesis,
+      chain: c.chain,
     });
     return Promise.resolve();
   }

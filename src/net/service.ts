@@ -16,6 +16,8 @@ export interface ClusterView {
   readonly members: readonly MemberRecord[];
   /** The cluster's first configuration: what a joining node starts its log from. */
   readonly genesis: { readonly voters: readonly string[]; readonly learners: readonly string[] };
+  /** The hash chain value at `appliedIndex`, hex: equal on every replica at equal indexes. */
+  readonly chain: string;
 }
 
 /** Why a request could not be served here. */
