@@ -425,6 +425,10 @@ export class PangeaNode implements KvService {
     counter('pangea_persist_batches_total', 'Batches written to the log.', this.counters.persistBatches);
     counter('pangea_linearizable_reads_total', 'Read barriers requested.', this.counters.reads);
     counter('pangea_elections_total', 'Elections this node started.', r.stats.elections);
+    for (const [name, n] of Object.entries((this.transport.stats ?? {}) as Record<string, number>)) {
+      const metric = `pangea_p2p_${name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)}_total`;
+      lines.push(`# HELP ${metric} Peer transport counter ${name}.`, `# TYPE ${metric} counter`, `${metric} ${n}`);
+    }
     lines.push('# HELP pangea_messages_dropped_total Consensus messages dropped, by reason.', '# TYPE pangea_messages_dropped_total counter');
     for (const [reason, n] of Object.entries(r.stats.dropped)) lines.push(`pangea_messages_dropped_total{reason="${reason}"} ${n}`);
     return lines.join('\n') + '\n';

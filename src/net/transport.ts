@@ -21,4 +21,6 @@ export interface Transport {
   onMessage(handler: (envelope: unknown) => void): void;
   /** Where a peer can be reached, learned from membership or a join answer. */
   setPeerAddresses(peerId: string, multiaddrs: readonly string[]): void;
+  /** Counters (frames sent, rejected, dropped...) exported as metrics. */
+  readonly stats?: object;
 }
