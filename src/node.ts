@@ -61,6 +61,8 @@ export interface NodeParts {
   readonly timing?: Partial<NodeTiming>;
   /** The cluster's first configuration, told to joining nodes. */
   readonly genesis: Config;
+  /** More Prometheus text to append to /metrics (HTTP metrics). */
+  readonly extraMetrics?: () => Promise<string>;
 }
 
 interface PendingWrite {
@@ -92,6 +94,7 @@ export class PangeaNode implements KvService {
   readonly peerId: string;
   readonly http: string;
   private readonly genesis: Config;
+  private readonly extraMetrics: (() => Promise<string>) | undefined;
   private readonly log: LogStore;
   private readonly state: StateStore;
   private readonly transport: Transport;
@@ -116,6 +119,7 @@ export class PangeaNode implements KvService {
     this.peerId = parts.peerId;
     this.http = parts.http;
     this.genesis = parts.genesis;
+    this.extraMetrics = parts.extraMetrics;
     this.log = parts.log;
     this.state = parts.state;
     this.transport = parts.transport;
@@ -431,7 +435,7 @@ export class PangeaNode implements KvService {
     }
     lines.push('# HELP pangea_messages_dropped_total Consensus messages dropped, by reason.', '# TYPE pangea_messages_dropped_total counter');
     for (const [reason, n] of Object.entries(r.stats.dropped)) lines.push(`pangea_messages_dropped_total{reason="${reason}"} ${n}`);
-    return lines.join('\n') + '\n';
+    return lines.join('\n') + '\n' + (this.extraMetrics ? await this.extraMetrics() : '');
   }
 
   /** Makes sure the member table has this node's current addresses (they are not in the

@@ -14,6 +14,7 @@ import { loadOrCreateIdentity } from './net/identity.js';
 import { Libp2pTransport } from './net/p2p.js';
 import { HttpApi } from './net/http.js';
 import { openStores } from './log/lmdb.js';
+import { HttpMetrics } from './metrics.js';
 
 export interface ServeOptions {
   readonly dataDir: string;
@@ -94,6 +95,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   });
   await transport.start();
 
+  const httpMetrics = new HttpMetrics();
   // The HTTP API needs the node, and the node needs the API's address: bind first.
   let node: PangeaNode | null = null;
   const api = new HttpApi(
@@ -101,11 +103,11 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
       if (node === null) throw new Error('not started');
       return node;
     },
-    { maxValueBytes: opts.maxValueBytes, maxRequestBytes: opts.maxRequestBytes, maxTxnOps: opts.maxTxnOps, adminToken, logger },
+    { maxValueBytes: opts.maxValueBytes, maxRequestBytes: opts.maxRequestBytes, maxTxnOps: opts.maxTxnOps, adminToken, logger, observe: httpMetrics.observe },
   );
   const bound = await api.listen(opts.httpListen.host, opts.httpListen.port);
   const http = opts.advertiseHttp ?? `http://${formatHost(bound.host)}:${bound.port}`;
-  node = new PangeaNode({ clusterId: cluster.clusterId, peerId: identity.peerId, http, log: stores.log, state: stores.state, transport, logger, genesis: cluster.genesis });
+  node = new PangeaNode({ clusterId: cluster.clusterId, peerId: identity.peerId, http, log: stores.log, state: stores.state, transport, logger, genesis: cluster.genesis, extraMetrics: () => httpMetrics.text() });
   let metrics: { close(): Promise<void> } | null = null;
   if (opts.metricsListen) metrics = await api.listenMetrics(opts.metricsListen.host, opts.metricsListen.port);
   node.start();

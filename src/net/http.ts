@@ -46,6 +46,8 @@ export interface HttpApiOptions {
   /** When set, membership changes need `Authorization: Bearer <token>`. */
   readonly adminToken?: string | null;
   readonly logger?: HttpLogger;
+  /** Called once per answered request, for metrics. */
+  readonly observe?: (route: string, method: string, status: number, seconds: number) => void;
 }
 
 export const maxValueBytesDefault = 1024 * 1024;
@@ -101,6 +103,7 @@ export class HttpApi {
   private readonly forwarder: Forwarder | null;
   private readonly logger: HttpLogger | undefined;
   private readonly serviceOf: () => KvService;
+  private readonly observe: HttpApiOptions['observe'];
 
   /** `service` may be a getter, for a node built after its API is bound (its address is the node's). */
   constructor(service: KvService | (() => KvService), opts: HttpApiOptions = {}) {
@@ -114,6 +117,7 @@ export class HttpApi {
     // The leader answers within its own deadline; give it a second more before giving up.
     this.forwarder = opts.forward === false ? null : new Forwarder(this.timeoutMs + 1_000);
     this.logger = opts.logger;
+    this.observe = opts.observe;
     this.handler = (req, res) => this.handle(req, res, 'client');
     this.metricsHandler = (req, res) => this.handle(req, res, 'metrics');
   }
@@ -212,6 +216,11 @@ export class HttpApi {
 
   private handle(req: IncomingMessage, res: ServerResponse, mode: Mode): void {
     const method = req.method === 'HEAD' ? 'GET' : (req.method ?? '');
+    const observe = this.observe;
+    if (observe !== undefined) {
+      const started = process.hrtime.bigint();
+      res.once('finish', () => observe(routeOf(req.url ?? '/'), method, res.statusCode, Number(process.hrtime.bigint() - started) / 1e9));
+    }
     const ctx: Ctx = { req, res, body: null, isWrite: method !== 'GET' };
     let p: Promise<void>;
     try {
@@ -569,4 +578,12 @@ function discardRest(req: IncomingMessage): void {
 
 function reason(status: number): string {
   return ({ 400: 'Bad Request', 408: 'Request Timeout', 431: 'Request Header Fields Too Large' } as Record<number, string>)[status] ?? 'Error';
+}
+
+/** A low-cardinality label for a request path. */
+function routeOf(url: string): string {
+  if (url.startsWith('/v1/kv/')) return '/v1/kv/{key}';
+  const path = url.split('?', 1)[0]!;
+  if (path.startsWith('/v1/cluster/members/')) return '/v1/cluster/members/{peerId}';
+  return ['/v1/kv', '/v1/txn', '/v1/cluster', '/v1/cluster/members', '/healthz', '/readyz', '/metrics'].includes(path) ? path : 'other';
 }
