@@ -110,6 +110,7 @@ export class PangeaNode implements KvService {
   private drainScheduled = false;
   private persistChain: Promise<void> = Promise.resolve();
   private lastPersistSeq = 0;
+  private applyChain: Promise<void> = Promise.resolve();
   private stopped = false;
   private members: MemberRecord[] = [];
   private readonly counters = { proposals: 0, commits: 0, applied: 0, persistBatches: 0, reads: 0 };
@@ -221,8 +222,22 @@ export class PangeaNode implements KvService {
       );
     }
     if (ready.send.length > 0) this.transport.send(ready.send);
-    if (ready.commit.length > 0) this.apply(ready.commit);
-    for (const r of ready.reads) this.onReadState(r.id, r.index);
+    if (ready.commit.length > 0 || ready.reads.length > 0) {
+      // Apply only once the log writes handed over so far are committed, so the state
+      // machine is never ahead of the log peers catch up from (a crash keeps both in order).
+      const { commit, reads } = ready;
+      this.applyChain = this.applyChain
+        .then(() => this.log.committed())
+        .then(() => {
+          if (this.stopped) return;
+          if (commit.length > 0) this.apply(commit);
+          for (const r of reads) this.onReadState(r.id, r.index);
+        })
+        .catch((err: unknown) => {
+          this.logger.error('applying committed entries failed; stopping the node', { err });
+          void this.stop();
+        });
+    }
     if (ready.snapshotNeeded !== null) {
       this.logger.warn('a peer asks this node to install a snapshot, which this version cannot do yet', {
         from: ready.snapshotNeeded.from,

@@ -42,6 +42,7 @@ const noop = (): void => {};
 
 export class LmdbLogStore implements LogStore {
   private readonly flushGate: (() => Promise<void>) | undefined;
+  private lastCommitted: Promise<void> = Promise.resolve();
   /** As queued (ahead of what is committed): decides which ops are no-ops. */
   private compactedSlot: number;
   private commitSlot: number;
@@ -97,13 +98,21 @@ export class LmdbLogStore implements LogStore {
           break;
       }
     }
-    const durable = Promise.all(commits)
+    const committed = Promise.all(commits).then(noop);
+    this.lastCommitted = Promise.all([this.lastCommitted, committed]).then(noop, noop);
+    const durable = committed
       .then(() => this.env.root.flushed)
       .then(() => this.flushGate?.());
     const done = Promise.all([this.tail, durable]).then(noop);
     this.tail = done;
     done.catch(noop); // the caller gets the rejection; the chain only keeps it
     return done;
+  }
+
+  /** Resolves once every batch handed over so far is committed (visible to a crash that
+   *  keeps the page cache, as SIGKILL does), which is sooner than durable. */
+  committed(): Promise<void> {
+    return this.lastCommitted;
   }
 
   readSlots(from: number, to: number): StoredSlot[] {

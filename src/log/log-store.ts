@@ -20,6 +20,12 @@ export interface LogStore {
    * all batches handed over in one event-loop turn share one commit and one flush.
    */
   write(ops: readonly PersistOp[]): Promise<void>;
+  /**
+   * Resolves once every batch handed over so far is committed, if not yet flushed. The node
+   * applies chosen entries only after this, so the state machine is never ahead of the log
+   * it was applied from (the log is what peers catch up from).
+   */
+  committed(): Promise<void>;
   /** Chosen slots, for a peer's catch-up or the archive, in slot order. */
   readSlots(from: number, to: number): StoredSlot[];
   close(): Promise<void>;

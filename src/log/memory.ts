@@ -18,6 +18,10 @@ export class MemoryLogStore implements LogStore {
     return { promised: this.promised, slots, compacted: this.compacted, commit: this.commit };
   }
 
+  committed(): Promise<void> {
+    return Promise.resolve();
+  }
+
   write(ops: readonly PersistOp[]): Promise<void> {
     if (this.closed) return Promise.reject(new Error('log store is closed'));
     const compactedSlot = (): number => this.compacted?.slot ?? 0;
