@@ -110,3 +110,12 @@ export async function clusterView(http: string): Promise<{ leader: string | null
   if (!res.ok) throw new Error(`GET /v1/cluster: ${res.status}`);
   return (await res.json()) as never;
 }
+
+/** GET /readyz answered 200 (any failure counts as not ready). */
+export async function isReady(node: TestNode): Promise<boolean> {
+  try {
+    return (await fetch(`${node.info.http}/readyz`, { signal: AbortSignal.timeout(1000) })).status === 200;
+  } catch {
+    return false;
+  }
+}

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { after, test } from 'node:test';
-import { clusterView, killAll, removeDir, startNode, tempDir, waitFor, type TestNode } from './harness.js';
+import { clusterView, isReady, killAll, removeDir, startNode, tempDir, waitFor, type TestNode } from './harness.js';
 
 const dirs: string[] = [];
 after(async () => {
@@ -9,13 +9,7 @@ after(async () => {
   for (const d of dirs) removeDir(d);
 });
 
-const ready = async (n: TestNode): Promise<boolean> => {
-  try {
-    return (await fetch(`${n.info.http}/readyz`, { signal: AbortSignal.timeout(1000) })).status === 200;
-  } catch {
-    return false;
-  }
-};
+const ready = isReady;
 
 async function voters(n: TestNode): Promise<string[]> {
   return (await clusterView(n.info.http)).members.filter((m) => m.role === 'voter').map((m) => m.peerId);

@@ -1,23 +1,10 @@
 /** Shared by the simulator's test files: runs a range of seeds and reports the first failure
  *  with the command that replays it. */
 import assert from 'node:assert/strict';
-import { simulate, type SimStats } from './world.js';
+import { emptyStats, simulate, type SimStats } from './world.js';
 
 export function runSeeds(from: number, count: number): SimStats {
-  const totals: SimStats = {
-    leaderChanges: 0,
-    crashes: 0,
-    partitions: 0,
-    membershipChanges: 0,
-    compactions: 0,
-    snapshotsInstalled: 0,
-    garbage: 0,
-    pauses: 0,
-    acked: 0,
-    unknown: 0,
-    reads: 0,
-    slots: 0,
-  };
+  const totals = emptyStats();
   for (let seed = from; seed < from + count; seed++) {
     const r = simulate({ seed });
     if (!r.ok) assert.fail(`simulation seed ${seed} failed: ${r.error}\nreplay with: npm run sim -- --seed ${seed}`);

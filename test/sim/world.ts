@@ -208,20 +208,7 @@ export class World {
   private lastAckedKey = KEYS[0]!;
   private pendingCrash: SimNode | null = null;
   private probeSeq = 0;
-  readonly stats: SimStats = {
-    leaderChanges: 0,
-    crashes: 0,
-    partitions: 0,
-    membershipChanges: 0,
-    compactions: 0,
-    snapshotsInstalled: 0,
-    garbage: 0,
-    pauses: 0,
-    acked: 0,
-    unknown: 0,
-    reads: 0,
-    slots: 0,
-  };
+  readonly stats: SimStats = emptyStats();
 
   constructor(private readonly opts: SimOptions) {
     this.rng = new Rng(opts.seed);
@@ -947,6 +934,10 @@ export class World {
   result(error?: string): SimResult {
     return { seed: this.opts.seed, ok: error === undefined, ...(error ? { error } : {}), trace: this.traceLines, stats: this.stats };
   }
+}
+
+export function emptyStats(): SimStats {
+  return { leaderChanges: 0, crashes: 0, partitions: 0, membershipChanges: 0, compactions: 0, snapshotsInstalled: 0, garbage: 0, pauses: 0, acked: 0, unknown: 0, reads: 0, slots: 0 };
 }
 
 /** Runs one seed. A failure carries the seed; with `trace`, the events that led to it. */
