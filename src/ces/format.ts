@@ -98,13 +98,7 @@ export interface ShardHeader {
 }
 
 /** The fields of a record head; `bytes` is the 80-byte head as stored. */
-export interface RecordHead {
-  stripeIndex: number;
-  plaintextBytes: number;
-  ciphertextBytes: number;
-  pieceBytes: number;
-  last: boolean;
-  nonce: Uint8Array;
+export interface RecordHead extends RecordFields {
   checksum: Uint8Array;
   bytes: Uint8Array;
 }
