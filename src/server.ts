@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import type { Config } from './consensus/index.js';
 import { createLogger, type Logger, type LogLevel } from './logger.js';
 import type { HostPort } from './config.js';
+import type { NodeArchiveOptions } from './archive/options.js';
 import { PangeaNode, genesisPoint, newClusterId } from './node.js';
 import { loadOrCreateIdentity } from './net/identity.js';
 import { Libp2pTransport } from './net/p2p.js';
@@ -30,6 +31,7 @@ export interface ServeOptions {
   readonly maxRequestBytes: number;
   readonly maxTxnOps: number;
   readonly logLevel: LogLevel;
+  readonly archive: NodeArchiveOptions;
 }
 
 /** What the data dir records about its cluster (written once, atomically). */
