@@ -7,12 +7,13 @@
  * | --------------- | ---------------------------- | --------------------------------------- | ----- |
  * | `log.meta`      | `promised`/`commit`/`compacted` | msgpack                              | log   |
  * | `log.slots`     | u64 slot (big-endian)        | msgpack StoredSlot (slot.ts)            | log   |
- * | `sm.meta`       | `applied`                    | msgpack applied point, chain, log time  | state |
+ * | `sm.meta`       | `applied`, `archive`         | msgpack applied point, chain, log time, open segment; archive settings | state |
  * | `sm.kv`         | key bytes                    | u64 revision + value bytes              | state |
  * | `sm.sessions`   | client id (UTF-8)            | msgpack session record                  | state |
  * | `sm.session_use`| u64 last use + client id     | empty: the expiry index                 | state |
  * | `sm.members`    | peer id (UTF-8)              | msgpack member record                   | state |
  * | `sm.chain`      | u64 index                    | 32-byte chain value after that command  | state |
+ * | `sm.segments`   | u64 last slot of a segment   | msgpack SegmentBound (state/segments.ts)| state |
  *
  * Durability: lmdb-js commits asynchronous writes on its writer thread and, with
  * `overlappingSync` (on by default outside Windows), flushes to disk after the commit.
@@ -42,6 +43,7 @@ export interface StoreEnv {
   readonly sessionUse: BytesDb;
   readonly members: BytesDb;
   readonly chain: BytesDb;
+  readonly segments: BytesDb;
 }
 
 export function openEnv(dir: string): StoreEnv {
@@ -59,6 +61,7 @@ export function openEnv(dir: string): StoreEnv {
     sessionUse: bytes('sm.session_use'),
     members: bytes('sm.members'),
     chain: bytes('sm.chain'),
+    segments: bytes('sm.segments'),
   };
 }
 

@@ -5,6 +5,7 @@
  * Conditions, request-id deduplication and session expiry are decided when the command is
  * applied, on every replica, so every replica computes the same answer.
  */
+import { createHash } from 'node:crypto';
 import { Packr } from 'msgpackr';
 import type { Command } from '../consensus/index.js';
 
@@ -35,8 +36,21 @@ export interface RequestId {
   readonly digest: Uint8Array;
 }
 
+/**
+ * The cluster's archive settings (src/archive/options.ts), decided by the log: proposed once
+ * by the node that bootstraps the cluster, and again only to change them.
+ */
+export interface ArchiveSettings {
+  readonly url: string;
+  readonly segmentEntries: number;
+  readonly snapshotSegments: number;
+  readonly ces: { readonly dataShards: number; readonly parityShards: number; readonly stripeBytes: number; readonly level: number };
+}
+
+export type SettingsOp = { readonly t: 'archive_settings'; readonly settings: ArchiveSettings };
+
 export interface AppCommand {
-  readonly op: KvOp;
+  readonly op: KvOp | SettingsOp;
   readonly requestId?: RequestId;
   /** Wall-clock milliseconds of the proposing node: the only time the state machine knows.
    *  Session expiry uses the largest time applied so far, so it is the same everywhere. */
@@ -59,6 +73,7 @@ export type ApplyResult =
   | { readonly kind: 'request_id_conflict'; readonly index: number }
   | { readonly kind: 'request_id_stale'; readonly index: number }
   | { readonly kind: 'config'; readonly index: number }
+  | { readonly kind: 'settings'; readonly index: number }
   | { readonly kind: 'invalid'; readonly index: number; readonly message: string };
 
 const packr = new Packr({ useRecords: false, moreTypes: false, mapsAsObjects: true, int64AsType: 'number' });
@@ -110,8 +125,16 @@ function isKvOp(v: unknown): v is KvOp {
   }
 }
 
+function isSettingsOp(v: unknown): v is SettingsOp {
+  if (!isObj(v) || v.t !== 'archive_settings' || !isObj(v.settings)) return false;
+  const s = v.settings;
+  const int = (x: unknown): boolean => typeof x === 'number' && Number.isSafeInteger(x);
+  return typeof s.url === 'string' && int(s.segmentEntries) && (s.segmentEntries as number) > 0 && int(s.snapshotSegments) &&
+    (s.snapshotSegments as number) > 0 && isObj(s.ces) && int(s.ces.dataShards) && int(s.ces.parityShards) && int(s.ces.stripeBytes) && int(s.ces.level);
+}
+
 function isAppCommand(v: unknown): v is AppCommand {
-  if (!isObj(v) || !isKvOp(v.op) || typeof v.time !== 'number' || typeof v.proposal !== 'string') return false;
+  if (!isObj(v) || !(isKvOp(v.op) || isSettingsOp(v.op)) || typeof v.time !== 'number' || typeof v.proposal !== 'string') return false;
   if (v.requestId === undefined) return true;
   const r = v.requestId;
   return isObj(r) && typeof r.client === 'string' && typeof r.seq === 'number' && Number.isSafeInteger(r.seq) && r.seq > 0 && isBytes(r.digest);
@@ -140,4 +163,9 @@ export function chainBytes(cmd: Command): Uint8Array {
   out.set(node, 4);
   out.set(meta, 4 + node.byteLength);
   return out;
+}
+
+/** The hash chain after a command: `sha256(chain || chainBytes(cmd))`. */
+export function extendChain(chain: Uint8Array, bytes: Uint8Array): Uint8Array {
+  return new Uint8Array(createHash('sha256').update(chain).update(bytes).digest());
 }

@@ -11,11 +11,13 @@
  * session idle for more than `sessionTtlMs` of log time is dropped during apply.
  * `sessionTtlMs` must therefore be the same on every replica of a cluster.
  */
-import { createHash } from 'node:crypto';
 import { applyChange, latestConfig, type Command, type Config, type ConfigChange, type Entry, type LogPoint } from '../consensus/index.js';
 import { pack, plain, readU64, u64Key, unpack, type StoreEnv } from '../log/env.js';
-import { chainBytes, decodeAppCommand, type AppCommand, type ApplyResult, type Compare, type KvOp, type TxnOp, type TxnResult } from './command.js';
+import { chainBytes, decodeAppCommand, extendChain, type AppCommand, type ApplyResult, type ArchiveSettings, type Compare, type KvOp, type TxnOp,
+  type TxnResult } from './command.js';
+import { SEGMENT_ENTRIES_DEFAULT, SLOT_OVERHEAD_BYTES, endsSegment, type OpenSegment, type SegmentBound } from './segments.js';
 import type { KeyValue, MemberRecord, StateStore } from './state-store.js';
+import { StateSnapshot, restoreSnapshot, type SnapshotHeader } from './snapshot.js';
 
 /** Keys are 1 to 1024 bytes (API contract); LMDB's own limit here is larger. */
 export const KEY_BYTES_MAX = 1024;
@@ -32,11 +34,13 @@ export interface LmdbStateOptions {
 }
 
 /** What `sm.meta/applied` holds. */
-interface AppliedRecord {
+export interface AppliedRecord {
   readonly point: LogPoint;
   readonly chain: Uint8Array;
   /** The log's clock: the largest command time applied. */
   readonly maxTime: number;
+  /** The archive segment being filled (segments.ts). */
+  readonly open: OpenSegment;
 }
 
 interface SessionRecord {
@@ -51,7 +55,12 @@ type MemberValue = Omit<MemberRecord, 'peerId'>;
 
 const utf8 = new TextEncoder();
 const fromUtf8 = new TextDecoder();
-const NOT_BOOTSTRAPPED: AppliedRecord = { point: { slot: 0, index: 0, epochs: [] }, chain: CHAIN_ZERO, maxTime: 0 };
+const NOT_BOOTSTRAPPED: AppliedRecord = { point: { slot: 0, index: 0, epochs: [] }, chain: CHAIN_ZERO, maxTime: 0, open: openAfter({ slot: 0, index: 0 }, CHAIN_ZERO) };
+
+/** An empty segment starting right after `point`. */
+export function openAfter(point: { slot: number; index: number }, chain: Uint8Array): OpenSegment {
+  return { first: { slot: point.slot + 1, index: point.index + 1 }, chainBefore: chain, bytes: 0 };
+}
 
 export class LmdbStateStore implements StateStore {
   private readonly sessionTtlMs: number;
@@ -59,6 +68,7 @@ export class LmdbStateStore implements StateStore {
   private current: AppliedRecord;
   /** See ApplyBatch.nextExpiry; 0 forces the first scan after opening. */
   private nextExpiry = 0;
+  private settings: ArchiveSettings | null;
   private closed = false;
 
   constructor(
@@ -68,6 +78,8 @@ export class LmdbStateStore implements StateStore {
   ) {
     this.sessionTtlMs = opts.sessionTtlMs ?? SESSION_TTL_MS_DEFAULT;
     this.current = this.readApplied() ?? NOT_BOOTSTRAPPED;
+    const settings = this.env.smMeta.get('archive');
+    this.settings = settings === undefined ? null : (unpack(settings) as ArchiveSettings);
   }
 
   /** True once `bootstrap` ran (or anything was applied): the data dir holds a node. */
@@ -86,7 +98,7 @@ export class LmdbStateStore implements StateStore {
       ...config.voters.map((peerId): MemberRecord => ({ peerId, role: 'voter', http: '', p2p: [] })),
       ...config.learners.map((peerId): MemberRecord => ({ peerId, role: 'learner', http: '', p2p: [] })),
     ];
-    const record: AppliedRecord = { point, chain: CHAIN_ZERO, maxTime: 0 };
+    const record: AppliedRecord = { point, chain: CHAIN_ZERO, maxTime: 0, open: openAfter(point, CHAIN_ZERO) };
     this.env.root.transactionSync(() => {
       if (this.env.smMeta.get('applied') !== undefined) throw new Error('state store is already bootstrapped');
       for (const m of records) this.putMember(m.peerId, { role: m.role, http: m.http, p2p: m.p2p });
@@ -120,20 +132,56 @@ export class LmdbStateStore implements StateStore {
     return { point: this.current.point, chain: this.current.chain };
   }
 
-  apply(entries: readonly Entry[]): ApplyResult[] {
+  apply(entries: readonly Entry[], onSegment?: (bound: SegmentBound) => void): ApplyResult[] {
     if (this.closed) throw new Error('state store is closed');
-    if (entries.length === 0) return [];
-    const batch = new ApplyBatch(this.env, this.current, this.sessionTtlMs, this.nextExpiry);
-    const results = this.env.root.transactionSync(() => {
-      const out: ApplyResult[] = [];
-      for (const entry of entries) batch.applyEntry(entry, out);
-      this.env.smMeta.putSync('applied', pack(batch.record()));
-      return out;
-    });
-    // Only once committed: a throw above leaves both as they were.
-    this.current = batch.record();
-    this.nextExpiry = batch.nextExpiry;
-    return results;
+    const out: ApplyResult[] = [];
+    let next = 0;
+    // One transaction per run of entries up to a segment boundary: the state at a boundary
+    // is committed (and visible to a snapshot) before the next entry is applied.
+    while (next < entries.length) {
+      const batch = new ApplyBatch(this.env, this.current, this.sessionTtlMs, this.nextExpiry, this.settings);
+      let bound: SegmentBound | null = null;
+      let end = next;
+      this.env.root.transactionSync(() => {
+        while (end < entries.length && bound === null) bound = batch.applyEntry(entries[end++]!, out);
+        this.env.smMeta.putSync('applied', pack(batch.record()));
+        if (batch.settings !== this.settings) this.env.smMeta.putSync('archive', pack(batch.settings));
+        if (bound !== null) this.env.segments.putSync(u64Key(bound.last.slot), pack(bound));
+      });
+      // Only once committed: a throw above leaves these as they were.
+      next = end;
+      this.current = batch.record();
+      this.nextExpiry = batch.nextExpiry;
+      this.settings = batch.settings;
+      if (bound !== null) onSegment?.(bound);
+    }
+    return out;
+  }
+
+  /** The cluster's archive settings, once the log has set them. */
+  archiveSettings(): ArchiveSettings | null {
+    return this.settings;
+  }
+
+  /** The state as of now, for the archive (snapshot.ts). Close it if not read through. */
+  snapshot(): StateSnapshot {
+    return new StateSnapshot(this.env);
+  }
+
+  /** Fills this empty (never bootstrapped) store from a snapshot stream (snapshot.ts). */
+  async restore(source: AsyncIterable<Uint8Array>): Promise<SnapshotHeader> {
+    const header = await restoreSnapshot(this.env, source);
+    this.current = header.applied;
+    this.settings = header.settings;
+    this.nextExpiry = 0;
+    return header;
+  }
+
+  /** Finished segments whose last slot is after `afterSlot`, in order, at most `limit`. */
+  segments(afterSlot: number, limit = Number.MAX_SAFE_INTEGER): SegmentBound[] {
+    const out: SegmentBound[] = [];
+    for (const { value } of this.env.segments.getRange({ start: u64Key(afterSlot + 1), limit })) out.push(unpack(value) as SegmentBound);
+    return out;
   }
 
   get(key: Uint8Array): KeyValue | undefined {
@@ -195,6 +243,7 @@ class ApplyBatch {
   private point: LogPoint;
   private chain: Uint8Array;
   private maxTime: number;
+  private open: OpenSegment;
   /** A lower bound on the oldest session's last use (a cache: no scan is needed while the
    *  cutoff is at or below it). New and refreshed sessions are never older than it. */
   nextExpiry: number;
@@ -204,32 +253,48 @@ class ApplyBatch {
     from: AppliedRecord,
     private readonly sessionTtlMs: number,
     nextExpiry: number,
+    /** Replaced (never mutated) when a settings command applies. */
+    public settings: ArchiveSettings | null,
   ) {
     this.nextExpiry = nextExpiry;
     this.point = from.point;
     this.chain = from.chain;
     this.maxTime = from.maxTime;
+    this.open = from.open;
   }
 
   record(): AppliedRecord {
-    return { point: this.point, chain: this.chain, maxTime: this.maxTime };
+    return { point: this.point, chain: this.chain, maxTime: this.maxTime, open: this.open };
   }
 
-  applyEntry(entry: Entry, out: ApplyResult[]): void {
+  /** Applies one slot; returns the segment it finished, if it ended one. */
+  applyEntry(entry: Entry, out: ApplyResult[]): SegmentBound | null {
     if (entry.slot !== this.point.slot + 1 || entry.index !== this.point.index + 1) {
       throw new Error(`apply: entry slot ${entry.slot} index ${entry.index} does not follow applied slot ${this.point.slot} index ${this.point.index}`);
     }
+    let bytes = this.open.bytes + SLOT_OVERHEAD_BYTES;
     entry.batch.forEach((cmd, i) => {
       const index = entry.index + i;
       out.push(cmd.kind === 'app' ? this.applyApp(cmd.data, index) : this.applyConfig(cmd.change, index));
-      this.extendChain(cmd, index);
+      bytes += this.extendChain(cmd, index);
     });
     this.point = { slot: entry.slot, index: entry.index + entry.batch.length - 1, epochs: entry.epochs };
+    const segmentEntries = this.settings?.segmentEntries ?? SEGMENT_ENTRIES_DEFAULT;
+    if (!endsSegment(this.open, bytes, this.point.index, segmentEntries)) {
+      this.open = { ...this.open, bytes };
+      return null;
+    }
+    const bound: SegmentBound = { first: this.open.first, last: { slot: this.point.slot, index: this.point.index }, chainBefore: this.open.chainBefore, chainAfter: this.chain, bytes };
+    this.open = openAfter(this.point, this.chain);
+    return bound;
   }
 
-  private extendChain(cmd: Command, index: number): void {
-    this.chain = new Uint8Array(createHash('sha256').update(this.chain).update(chainBytes(cmd)).digest());
+  /** Extends the hash chain with `cmd`; returns the bytes it covered. */
+  private extendChain(cmd: Command, index: number): number {
+    const bytes = chainBytes(cmd);
+    this.chain = extendChain(this.chain, bytes);
     this.env.chain.putSync(u64Key(index), this.chain);
+    return bytes.byteLength;
   }
 
   // --- application commands ------------------------------------------------------------
@@ -243,6 +308,10 @@ class ApplyBatch {
       this.maxTime = cmd.time;
       this.expireSessions();
     }
+    if (cmd.op.t === 'archive_settings') {
+      this.settings = cmd.op.settings;
+      return { kind: 'settings', index };
+    }
     const rid = cmd.requestId;
     if (rid === undefined) return this.execute(cmd.op, index);
     const clientKey = utf8.encode(rid.client);
@@ -254,7 +323,7 @@ class ApplyBatch {
       this.putSession(clientKey, session, { ...session, used: this.maxTime });
       return session.answer; // the first answer, at its own index: not applied again
     }
-    const answer = this.execute(cmd.op, index);
+    const answer = this.execute(cmd.op as KvOp, index);
     this.putSession(clientKey, session, { seq: rid.seq, digest: rid.digest, answer, used: this.maxTime });
     return answer;
   }
@@ -382,6 +451,7 @@ function checkCommand(cmd: AppCommand): string | null {
   if (!Number.isFinite(cmd.time) || cmd.time < 0 || !Number.isSafeInteger(Math.floor(cmd.time))) return 'bad time';
   const keys: Uint8Array[] = [];
   const op = cmd.op;
+  if (op.t === 'archive_settings') return null;
   if (op.t === 'txn') {
     for (const c of op.compare) keys.push(c.key);
     for (const o of [...op.success, ...op.failure]) keys.push(o.key);

@@ -3,7 +3,9 @@
  * entries give the same answers and the same state on every replica.
  */
 import type { Entry, LogPoint } from '../consensus/index.js';
-import type { ApplyResult } from './command.js';
+import type { ApplyResult, ArchiveSettings } from './command.js';
+import type { SegmentBound } from './segments.js';
+import type { StateSnapshot } from './snapshot.js';
 
 export interface KeyValue {
   readonly key: Uint8Array;
@@ -27,8 +29,18 @@ export interface StateStore {
    * Applies entries in order, in one transaction together with the new applied point and
    * chain value, so a crash applies every command exactly once. Returns one result per
    * command, in index order (membership changes answer `config`).
+   *
+   * Entries that end an archive segment (segments.ts) end a transaction too: `onSegment` is
+   * called right after the state at the boundary is committed and before the next entry is
+   * applied, so a snapshot opened in it holds exactly the state at the boundary.
    */
-  apply(entries: readonly Entry[]): ApplyResult[];
+  apply(entries: readonly Entry[], onSegment?: (bound: SegmentBound) => void): ApplyResult[];
+  /** The cluster's archive settings, once the log has set them. */
+  archiveSettings(): ArchiveSettings | null;
+  /** The state as of now, read from one read transaction (snapshot.ts); close it if unread. */
+  snapshot(): StateSnapshot;
+  /** Finished segments whose last slot is after `afterSlot`, in order, at most `limit`. */
+  segments(afterSlot: number, limit?: number): SegmentBound[];
   get(key: Uint8Array): KeyValue | undefined;
   /** Keys with `prefix`, after `after` (exclusive), at most `limit` items and `bytesMax`
    *  bytes of values; `more` is true only when further keys match. */

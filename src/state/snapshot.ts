@@ -1,0 +1,171 @@
+/**
+ * A state machine snapshot as a byte stream: the state at one applied point, read from one
+ * LMDB read transaction (writes go on meanwhile), and its restore into an empty store.
+ *
+ * The stream is a sequence of frames (u32 big-endian length + one msgpack value, as on the
+ * wire, net/codec.ts):
+ *
+ *   { t: 'header', v: 1, applied, settings }      the applied record (point with its
+ *                                                 configurations, chain value, log time,
+ *                                                 open segment) and the archive settings
+ *   { t: DB, r: [key, value, key, value, ...] }   records of one table, in key order, DB in
+ *                                                 `kv`, `sessions`, `session_use`, `members`
+ *   { t: 'end', records: N }                      the number of records: a cut stream fails
+ *
+ * What is not in a snapshot: the log, per-index chain values other than the applied one,
+ * and the segments table (the archive's manifest lists finished segments).
+ */
+import type { Transaction } from 'lmdb';
+import { FrameDecoder, joinFrames } from '../net/codec.js';
+import { pack, u64Key, unpack, type BytesDb, type StoreEnv } from '../log/env.js';
+import type { ArchiveSettings } from './command.js';
+import type { AppliedRecord } from './kv.js';
+
+export const SNAPSHOT_VERSION = 1;
+/** Record bytes gathered into one frame before it is handed out. */
+const FRAME_BYTES_TARGET = 1024 * 1024;
+/** Bound on one frame when reading (a record is at most a key and a value, well below). */
+const FRAME_BYTES_MAX = 64 * 1024 * 1024;
+
+const TABLES = ['kv', 'sessions', 'session_use', 'members'] as const;
+type Table = (typeof TABLES)[number];
+
+function table(env: StoreEnv, t: Table): BytesDb {
+  switch (t) {
+    case 'kv':
+      return env.kv;
+    case 'sessions':
+      return env.sessions;
+    case 'session_use':
+      return env.sessionUse;
+    case 'members':
+      return env.members;
+  }
+}
+
+export interface SnapshotHeader {
+  readonly applied: AppliedRecord;
+  readonly settings: ArchiveSettings | null;
+}
+
+/**
+ * The state as of now, held by a read transaction until `frames` has been read through or
+ * `close` is called (call it when the frames are not read: a held read transaction keeps
+ * LMDB from reusing pages).
+ */
+export class StateSnapshot implements AsyncIterable<Uint8Array> {
+  private readonly txn: Transaction;
+  private released = false;
+  readonly header: SnapshotHeader;
+
+  constructor(private readonly env: StoreEnv) {
+    this.txn = env.root.useReadTransaction();
+    const applied = env.smMeta.get('applied', { transaction: this.txn });
+    const settings = env.smMeta.get('archive', { transaction: this.txn });
+    if (applied === undefined) {
+      this.close();
+      throw new Error('cannot snapshot a state store that was never bootstrapped');
+    }
+    this.header = {
+      applied: unpack(applied) as AppliedRecord,
+      settings: settings === undefined ? null : (unpack(settings) as ArchiveSettings),
+    };
+  }
+
+  /** Frames of about 1 MiB, each already length-prefixed. Readable once. */
+  async *[Symbol.asyncIterator](): AsyncGenerator<Uint8Array, void, undefined> {
+    if (this.released) throw new Error('snapshot already read or closed');
+    try {
+      yield joinFrames([pack({ t: 'header', v: SNAPSHOT_VERSION, ...this.header })]);
+      let records = 0;
+      for (const t of TABLES) {
+        let batch: Uint8Array[] = [];
+        let bytes = 0;
+        for (const { key, value } of table(this.env, t).getRange({ transaction: this.txn })) {
+          batch.push(Uint8Array.prototype.slice.call(key), Uint8Array.prototype.slice.call(value));
+          bytes += key.byteLength + value.byteLength;
+          records++;
+          if (bytes >= FRAME_BYTES_TARGET) {
+            yield joinFrames([pack({ t, r: batch })]);
+            batch = [];
+            bytes = 0;
+          }
+        }
+        if (batch.length > 0) yield joinFrames([pack({ t, r: batch })]);
+      }
+      yield joinFrames([pack({ t: 'end', records })]);
+    } finally {
+      this.close();
+    }
+  }
+
+  close(): void {
+    if (this.released) return;
+    this.released = true;
+    this.txn.done();
+  }
+}
+
+/**
+ * Reads a snapshot stream through, handing each table's records to `onRecords` in order, and
+ * returns its header once the end frame has been checked. Throws on a malformed or cut stream.
+ */
+export async function readSnapshot(
+  source: AsyncIterable<Uint8Array>,
+  onRecords: (table: Table, records: readonly Uint8Array[]) => void = () => {},
+): Promise<SnapshotHeader & { records: number }> {
+  const decoder = new FrameDecoder(FRAME_BYTES_MAX);
+  let header: SnapshotHeader | null = null;
+  let records = 0;
+  let ended = false;
+  for await (const chunk of source) {
+    for (const frame of decoder.push(chunk)) {
+      if (ended) throw new Error('snapshot: data after the end frame');
+      const f = frame as { t?: unknown; v?: unknown; r?: unknown; records?: unknown } & Partial<SnapshotHeader>;
+      if (header === null) {
+        if (f.t !== 'header' || f.v !== SNAPSHOT_VERSION || typeof f.applied !== 'object') throw new Error('snapshot: missing or unknown header');
+        header = { applied: f.applied, settings: f.settings ?? null };
+        continue;
+      }
+      if (f.t === 'end') {
+        if (f.records !== records) throw new Error(`snapshot: end frame says ${String(f.records)} records, read ${records}`);
+        ended = true;
+        continue;
+      }
+      if (!TABLES.includes(f.t as Table) || !Array.isArray(f.r) || f.r.length % 2 !== 0 || !f.r.every((b) => b instanceof Uint8Array)) {
+        throw new Error('snapshot: malformed records frame');
+      }
+      onRecords(f.t as Table, f.r as Uint8Array[]);
+      records += f.r.length / 2;
+    }
+  }
+  if (header === null || !ended || decoder.bufferedBytes > 0) throw new Error('snapshot: stream ends early');
+  return { ...header, records };
+}
+
+/**
+ * Loads a snapshot stream into `env`, whose state must be empty (never bootstrapped).
+ * Writes every table first and the applied record last, then waits for the flush, so a
+ * crash midway leaves a store that is still "not bootstrapped" and the restore is redone.
+ */
+export async function restoreSnapshot(env: StoreEnv, source: AsyncIterable<Uint8Array>): Promise<SnapshotHeader> {
+  if (env.smMeta.get('applied') !== undefined) throw new Error('restore needs an empty state store');
+  // Leftovers of an earlier, interrupted restore.
+  env.root.transactionSync(() => {
+    for (const t of TABLES) for (const key of table(env, t).getKeys({})) table(env, t).removeSync(key);
+  });
+  const header = await readSnapshot(source, (t, r) => {
+    const db = table(env, t);
+    env.root.transactionSync(() => {
+      for (let i = 0; i < r.length; i += 2) db.putSync(r[i]!, r[i + 1]!);
+    });
+  });
+  const { applied, settings } = header;
+  env.root.transactionSync(() => {
+    if (settings !== null) env.smMeta.putSync('archive', pack(settings));
+    if (applied.point.index > 0) env.chain.putSync(u64Key(applied.point.index), applied.chain);
+    env.smMeta.putSync('applied', pack(applied));
+  });
+  await env.root.flushed;
+  return { applied, settings };
+}
