@@ -16,6 +16,7 @@ import { randomUUID } from 'node:crypto';
 import {
   Replica,
   bootstrapState,
+  type Ballot,
   type Command,
   type Config,
   type Entry,
@@ -27,7 +28,8 @@ import type { Logger } from './logger.js';
 import type { LogStore } from './log/log-store.js';
 import type { Transport } from './net/transport.js';
 import { ServiceError, type ClusterView, type Consistency, type KvService } from './net/service.js';
-import { encodeAppCommand, type ApplyResult, type KvOp, type RequestId } from './state/command.js';
+import { encodeAppCommand, type ApplyResult, type ArchiveSettings, type KvOp, type RequestId, type SettingsOp } from './state/command.js';
+import type { SegmentBound } from './state/segments.js';
 import type { KeyValue, MemberRecord, StateStore } from './state/state-store.js';
 import { Packr } from 'msgpackr';
 
@@ -113,6 +115,7 @@ export class PangeaNode implements KvService {
   private applyChain: Promise<void> = Promise.resolve();
   private stopped = false;
   private members: MemberRecord[] = [];
+  private segmentListener: ((bound: SegmentBound) => void) | null = null;
   private readonly counters = { proposals: 0, commits: 0, applied: 0, persistBatches: 0, reads: 0 };
 
   constructor(parts: NodeParts) {
@@ -247,7 +250,7 @@ export class PangeaNode implements KvService {
   }
 
   private apply(entries: readonly Entry[]): void {
-    const results = this.state.apply(entries);
+    const results = this.state.apply(entries, (bound) => this.segmentListener?.(bound));
     this.counters.commits += entries.length;
     let i = 0;
     let membership = false;
@@ -284,7 +287,41 @@ export class PangeaNode implements KvService {
     return this.members.find((m) => m.peerId === leader)?.http ?? null;
   }
 
-  write(op: KvOp, requestId?: RequestId): Promise<ApplyResult> {
+  /** Called right after the state at each segment boundary is committed (the archiver). */
+  onSegment(listener: (bound: SegmentBound) => void): void {
+    this.segmentListener = listener;
+  }
+
+  /** Proposes the cluster's archive settings (once at bootstrap, or to change them). */
+  async proposeSettings(settings: ArchiveSettings): Promise<{ index: number }> {
+    const result = await this.write({ t: 'archive_settings', settings });
+    return { index: result.index };
+  }
+
+  /** The ballot this node leads under, or null. */
+  get leaderBallot(): Ballot | null {
+    return this.replica.currentRole === 'leader' ? this.replica.currentBallot : null;
+  }
+
+  get commitIndex(): number {
+    return this.replica.commit.index;
+  }
+
+  /** The hot log is pruned through this point. */
+  get compactedPoint(): LogPoint {
+    return this.replica.compactedPoint;
+  }
+
+  /** Prunes the hot log through `point` (a snapshot point at or below the applied one). */
+  compact(point: LogPoint): void {
+    if (this.stopped) return;
+    const applied = this.state.applied().point;
+    if (point.slot > applied.slot) throw new Error(`cannot prune through slot ${point.slot}: applied only through ${applied.slot}`);
+    this.replica.compact(point);
+    this.scheduleDrain();
+  }
+
+  write(op: KvOp | SettingsOp, requestId?: RequestId): Promise<ApplyResult> {
     const data = encodeAppCommand({
       op,
       ...(requestId ? { requestId } : {}),

@@ -129,6 +129,18 @@ export class LmdbLogStore implements LogStore {
     return out;
   }
 
+  /**
+   * Restore: the log begins after `point` (the snapshot the state machine was restored
+   * from), everything up to it chosen. Only on a log that holds nothing after it.
+   */
+  async startAfter(point: LogPoint): Promise<void> {
+    await this.env.logMeta.put('compacted', pack(point));
+    await this.env.logMeta.put('commit', pack(point.slot));
+    await this.env.root.flushed;
+    this.compactedSlot = point.slot;
+    this.commitSlot = point.slot;
+  }
+
   /** Waits for every queued batch, then releases the environment (once). */
   async close(): Promise<void> {
     if (this.closed) return;

@@ -3,18 +3,22 @@
  * application command is its bytes and a membership change is `[op, node]` or
  * `[op, node, meta]`. The slot number is the key, so it is not repeated in the value.
  */
-import type { Ballot, Command, ConfigChange, StoredSlot } from '../consensus/index.js';
+import type { Batch, Command, ConfigChange, StoredSlot } from '../consensus/index.js';
 import { pack, unpack } from './env.js';
 
 type StoredCommand = Uint8Array | [ConfigChange['op'], string] | [ConfigChange['op'], string, Uint8Array];
 
 export function encodeSlot(slot: StoredSlot): Uint8Array {
-  const commands: StoredCommand[] = slot.batch.map((cmd) => {
+  return pack([slot.ballot.round, slot.ballot.leader, slot.chosen, commandsValue(slot.batch)]);
+}
+
+/** A batch as a msgpack-ready value (also the archive's segment records). */
+export function commandsValue(batch: Batch): StoredCommand[] {
+  return batch.map((cmd) => {
     if (cmd.kind === 'app') return cmd.data;
     const { op, node, meta } = cmd.change;
     return meta === undefined ? [op, node] : [op, node, meta];
   });
-  return pack([slot.ballot.round, slot.ballot.leader, slot.chosen, commands]);
 }
 
 const CHANGE_OPS: readonly string[] = ['add_voter', 'add_learner', 'promote', 'remove'];
@@ -27,8 +31,12 @@ export function decodeSlot(slotNumber: number, stored: Uint8Array): StoredSlot {
   if (typeof round !== 'number' || typeof leader !== 'string' || typeof chosen !== 'boolean' || !Array.isArray(commands)) {
     throw new Error(`slot ${slotNumber}: corrupt record`);
   }
-  const ballot: Ballot = { round, leader };
-  const batch = commands.map((c: unknown): Command => {
+  return { slot: slotNumber, ballot: { round, leader }, batch: batchOf(slotNumber, commands), chosen };
+}
+
+/** The batch `commandsValue` described; throws on anything else. */
+export function batchOf(slotNumber: number, commands: readonly unknown[]): Batch {
+  return commands.map((c: unknown): Command => {
     if (c instanceof Uint8Array) return { kind: 'app', data: c };
     if (Array.isArray(c) && CHANGE_OPS.includes(c[0] as string) && typeof c[1] === 'string') {
       const op = c[0] as ConfigChange['op'];
@@ -38,5 +46,4 @@ export function decodeSlot(slotNumber: number, stored: Uint8Array): StoredSlot {
     }
     throw new Error(`slot ${slotNumber}: corrupt command`);
   });
-  return { slot: slotNumber, ballot, batch, chosen };
 }

@@ -1,0 +1,423 @@
+/**
+ * The archiver: moves finished log segments and state snapshots into the object store, and
+ * prunes the hot log behind verified archive coverage. One per node; only the leader
+ * archives and publishes manifests, every node prunes.
+ *
+ * Archiving, each `intervalMs` on the leader:
+ *  1. read the best manifest once per ballot (manifest.ts) and continue after its last segment;
+ *  2. take the next finished segment the state machine recorded (state/segments.ts) once it
+ *     is `delayEntries` behind the commit index and `delayMs` old;
+ *  3. encode it from the hot log (segment.ts, CES), upload create-if-absent, read back,
+ *     fully verify (verify.ts), and likewise the snapshot staged at its boundary, if any;
+ *  4. sign and write the next manifest version, which lists them.
+ *
+ * Snapshots: when the leader applies a segment boundary at which one is due, the state is
+ * read from one LMDB read transaction into CES-encoded staging files at once (apply goes
+ * on meanwhile), and uploaded with its segment.
+ *
+ * Pruning, each `pruneIntervalMs` on every node: the target is the latest listed snapshot at
+ * least `hotRetention` indexes behind the commit index and above what is already pruned;
+ * the segments between the current pruned point and it, and the snapshot, are verified in
+ * full (each object once per process), with this node's own chain values, and only then is
+ * the hot log compacted through the consensus core (`compact`), never around it.
+ */
+import { mkdir, rm } from 'node:fs/promises';
+import type { PrivateKey } from '@libp2p/interface';
+import type { Ballot, LogPoint, SlotValue } from '../consensus/index.js';
+import { KeyRing, resolveParams, type CesKey, type CesParams } from '../ces/index.js';
+import type { Logger } from '../logger.js';
+import type { ArchiveSettings } from '../state/command.js';
+import type { SegmentBound } from '../state/segments.js';
+import type { StateSnapshot } from '../state/snapshot.js';
+import { encodeSegment } from './segment.js';
+import { discardStaged, stageEncoded, uploadStaged, type StagedObject } from './objects.js';
+import { MANIFEST_VERSION, manifestKey, readBestManifest, signManifest, type ManifestBody, type SegmentRecord, type SnapshotRecord } from './manifest.js';
+import { verifySegment, verifySnapshot, type ObjectReport, type VerifyContext } from './verify.js';
+import type { ObjectStore } from './store.js';
+
+/** What the archiver needs of its node. */
+export interface ArchiveHost {
+  readonly cluster: string;
+  readonly peerId: string;
+  readonly privateKey: PrivateKey;
+  /** The ballot this node leads under, or null when it does not lead. */
+  leaderBallot(): Ballot | null;
+  commitIndex(): number;
+  /** The state machine's applied index: nothing above it is ever pruned. */
+  appliedIndex(): number;
+  /** Voters and learners now: the signers whose manifests this node trusts. */
+  members(): readonly string[];
+  voters(): readonly string[];
+  settings(): ArchiveSettings | null;
+  /** Finished segments after `afterSlot`. */
+  segments(afterSlot: number, limit: number): SegmentBound[];
+  /** Chosen slots `from..to` from the hot log (fewer if some were pruned). */
+  readSlots(from: number, to: number): SlotValue[];
+  /** The hot log is pruned through this point. */
+  compactedPoint(): LogPoint;
+  /** Prunes the hot log through `point` (through the consensus core). */
+  compact(point: LogPoint): void;
+  chainAt(index: number): Uint8Array | undefined;
+  snapshot(): StateSnapshot;
+}
+
+export interface ArchiverOptions {
+  readonly delayEntries: number;
+  readonly delayMs: number;
+  readonly intervalMs: number;
+  readonly pruneIntervalMs: number;
+  readonly hotRetention: number;
+  readonly stagingDir: string;
+  /** Segments archived per run at most, so one run never holds the loop for long. */
+  readonly segmentsPerRun?: number;
+}
+
+/** Counters and times for /metrics and `pangea soak`. */
+export interface ArchiveStats {
+  archivedFirstIndex: number;
+  archivedLastIndex: number;
+  archiveRuns: number;
+  archiveErrors: number;
+  archiveLastError: string;
+  archiveLastAttempt: number;
+  archiveLastSuccess: number;
+  segmentsArchived: number;
+  snapshotsArchived: number;
+  archivedBytes: number;
+  pruneRuns: number;
+  pruneErrors: number;
+  pruneLastError: string;
+  pruneLastAttempt: number;
+  pruneLastSuccess: number;
+  prunedThroughIndex: number;
+}
+
+const SEGMENTS_PER_RUN_DEFAULT = 16;
+
+export class Archiver {
+  readonly stats: ArchiveStats = {
+    archivedFirstIndex: 0,
+    archivedLastIndex: 0,
+    archiveRuns: 0,
+    archiveErrors: 0,
+    archiveLastError: '',
+    archiveLastAttempt: 0,
+    archiveLastSuccess: 0,
+    segmentsArchived: 0,
+    snapshotsArchived: 0,
+    archivedBytes: 0,
+    pruneRuns: 0,
+    pruneErrors: 0,
+    pruneLastError: '',
+    pruneLastAttempt: 0,
+    pruneLastSuccess: 0,
+    prunedThroughIndex: 0,
+  };
+  private readonly keys: KeyRing;
+  private manifest: ManifestBody | null = null;
+  /** The ballot `manifest` was read (or written) under. */
+  private manifestBallot: Ballot | null = null;
+  /** When this node saw each finished segment (by last slot): the time half of the delay. */
+  private readonly seen = new Map<number, number>();
+  /** A snapshot taken at a boundary, staged until its segment is archived. */
+  private staged: { bound: SegmentBound; object: Promise<StagedObject | null>; header: StateSnapshot['header'] } | null = null;
+  /** Objects this process verified in full (prefixes). */
+  private readonly verified = new Set<string>();
+  private timers: NodeJS.Timeout[] = [];
+  private running: Promise<void> = Promise.resolve();
+  private stopped = false;
+
+  constructor(
+    private readonly host: ArchiveHost,
+    private readonly store: ObjectStore,
+    private readonly key: CesKey,
+    private readonly opts: ArchiverOptions,
+    private readonly logger: Logger,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.keys = new KeyRing([key]);
+  }
+
+  start(): void {
+    const every = (ms: number, fn: () => Promise<void>): void => {
+      if (ms <= 0) return;
+      const t = setInterval(() => {
+        // Runs never overlap: a slow upload delays the next run instead of racing it.
+        this.running = this.running.then(fn).catch(() => undefined);
+      }, ms);
+      t.unref?.();
+      this.timers.push(t);
+    };
+    every(this.opts.intervalMs, () => this.archiveOnce());
+    every(this.opts.pruneIntervalMs, () => this.pruneOnce());
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    for (const t of this.timers) clearInterval(t);
+    await this.running;
+    const staged = this.staged;
+    this.staged = null;
+    if (staged) await staged.object.then((o) => (o ? discardStaged(o) : undefined), () => undefined);
+  }
+
+  /** The latest manifest this node read or wrote (null before the first read). */
+  get currentManifest(): ManifestBody | null {
+    return this.manifest;
+  }
+
+  private ces(): CesParams {
+    return resolveParams(this.host.settings()?.ces ?? {});
+  }
+
+  /**
+   * Called by the node right after the state at a segment boundary is committed. On the
+   * leader, when a snapshot is due, reads the state now and stages it.
+   */
+  onSegment(bound: SegmentBound): void {
+    this.seen.set(bound.last.slot, this.now());
+    const settings = this.host.settings();
+    if (this.stopped || settings === null || this.opts.intervalMs <= 0 || this.host.leaderBallot() === null) return;
+    if (!this.snapshotDue(bound, settings)) return;
+    const snapshot = this.host.snapshot();
+    const previous = this.staged;
+    const label = snapshotLabel(this.host.cluster, bound);
+    const object = stageEncoded(snapshotPrefix(bound), label, snapshot, this.key, this.ces(), this.opts.stagingDir).catch((err: unknown) => {
+      this.logger.warn('staging a snapshot failed', { slot: bound.last.slot, err });
+      return null;
+    });
+    this.staged = { bound, object, header: snapshot.header };
+    if (previous) void previous.object.then((o) => (o ? discardStaged(o) : undefined));
+  }
+
+  /** Due when the last archived (or staged) snapshot is `snapshotSegments` segments back. */
+  private snapshotDue(bound: SegmentBound, settings: ArchiveSettings): boolean {
+    const lastSnap = this.staged?.bound.last.slot ?? this.manifest?.snapshots.at(-1)?.point.slot ?? 0;
+    const since = this.host.segments(lastSnap, settings.snapshotSegments).filter((b) => b.last.slot <= bound.last.slot).length;
+    return lastSnap === 0 || since >= settings.snapshotSegments;
+  }
+
+  // ------------------------------------------------------------------------------------
+  // Archiving.
+
+  /** One archiving run; never throws (errors are counted and logged). */
+  async archiveOnce(): Promise<void> {
+    const ballot = this.host.leaderBallot();
+    const settings = this.host.settings();
+    if (this.stopped || ballot === null || settings === null) return;
+    this.stats.archiveRuns++;
+    this.stats.archiveLastAttempt = this.now();
+    try {
+      await this.archive(ballot, settings);
+      this.stats.archiveLastSuccess = this.now();
+    } catch (err) {
+      this.stats.archiveErrors++;
+      this.stats.archiveLastError = (err as Error).message;
+      this.logger.warn('archiving failed; will retry', { err });
+    }
+  }
+
+  private async archive(ballot: Ballot, settings: ArchiveSettings): Promise<void> {
+    await mkdir(this.opts.stagingDir, { recursive: true });
+    if (!sameBallot(this.manifestBallot, ballot)) {
+      await this.loadManifest();
+      this.manifestBallot = ballot;
+    }
+    const perRun = this.opts.segmentsPerRun ?? SEGMENTS_PER_RUN_DEFAULT;
+    for (let done = 0; done < perRun && !this.stopped; done++) {
+      if (!sameBallot(this.host.leaderBallot(), ballot)) return; // deposed: the next leader goes on
+      const lastSlot = this.manifest?.segments.at(-1)?.last.slot ?? 0;
+      const bound = this.host.segments(lastSlot, 1)[0];
+      if (bound === undefined) return;
+      if (bound.first.slot !== lastSlot + 1) {
+        throw new Error(`the archive ends at slot ${lastSlot} but this node's next segment starts at slot ${bound.first.slot}`);
+      }
+      const seenAt = this.seen.get(bound.last.slot) ?? this.now();
+      this.seen.set(bound.last.slot, seenAt);
+      if (this.host.commitIndex() - bound.last.index < this.opts.delayEntries || this.now() - seenAt < this.opts.delayMs) return;
+      await this.archiveSegment(ballot, settings, bound);
+      this.seen.delete(bound.last.slot);
+    }
+  }
+
+  private async loadManifest(): Promise<void> {
+    const members = new Set(this.host.members());
+    const scan = await readBestManifest(this.store, this.host.cluster, (s) => members.has(s) || s === this.host.peerId);
+    for (const r of scan.rejected) this.logger.warn('ignoring a manifest', r);
+    const best = scan.best?.body ?? null;
+    if (best !== null && best.keyId !== this.key.idHex) {
+      throw new Error(`the archive at ${this.store.url} is encrypted under key ${best.keyId}, this node has ${this.key.idHex}`);
+    }
+    this.manifest = best;
+    this.updateRange();
+  }
+
+  private async archiveSegment(ballot: Ballot, settings: ArchiveSettings, bound: SegmentBound): Promise<void> {
+    const ces = this.ces();
+    const slots = this.host.readSlots(bound.first.slot, bound.last.slot);
+    const prefix = segmentPrefix(bound);
+    const label = segmentLabel(this.host.cluster, bound);
+    const staged = await stageEncoded(prefix, label, encodeSegment(this.host.cluster, bound, slots), this.key, ces, this.opts.stagingDir);
+    let segment: SegmentRecord;
+    try {
+      const object = await uploadStaged(this.store, staged);
+      segment = {
+        ...object,
+        first: bound.first,
+        last: bound.last,
+        chainBefore: Buffer.from(bound.chainBefore).toString('hex'),
+        chainAfter: Buffer.from(bound.chainAfter).toString('hex'),
+      };
+    } finally {
+      await discardStaged(staged);
+    }
+    await this.mustVerify(verifySegment(this.verifyContext(ces), segment));
+
+    let snapshot: SnapshotRecord | null = null;
+    const pending = this.staged;
+    if (pending !== null && pending.bound.last.slot === bound.last.slot) {
+      this.staged = null;
+      const stagedSnap = await pending.object;
+      if (stagedSnap !== null) {
+        try {
+          const object = await uploadStaged(this.store, stagedSnap);
+          const { point, chain } = pending.header.applied;
+          snapshot = { ...object, point, chain: Buffer.from(chain).toString('hex') };
+        } finally {
+          await discardStaged(stagedSnap);
+        }
+        await this.mustVerify(verifySnapshot(this.verifyContext(ces), snapshot));
+      }
+    }
+    await this.publish(ballot, settings, segment, snapshot);
+    this.stats.segmentsArchived++;
+    this.stats.archivedBytes += segment.shards.reduce((n, s) => n + s.size, 0);
+    if (snapshot) this.stats.snapshotsArchived++;
+    this.logger.info('archived a segment', { first: bound.first.index, last: bound.last.index, snapshot: snapshot !== null });
+  }
+
+  private async mustVerify(report: Promise<ObjectReport>): Promise<void> {
+    const r = await report;
+    if (!r.ok) throw new Error(`${r.prefix} failed verification after upload: ${r.problems.join('; ')}`);
+    this.verified.add(r.prefix);
+  }
+
+  private async publish(ballot: Ballot, settings: ArchiveSettings, segment: SegmentRecord, snapshot: SnapshotRecord | null): Promise<void> {
+    const prev = this.manifest;
+    const body: ManifestBody = {
+      v: MANIFEST_VERSION,
+      cluster: this.host.cluster,
+      version: (prev?.version ?? 0) + 1,
+      ballot,
+      created: this.now(),
+      keyId: this.key.idHex,
+      ces: resolveParams(settings.ces),
+      segments: [...(prev?.segments ?? []), segment],
+      snapshots: [...(prev?.snapshots ?? []), ...(snapshot ? [snapshot] : [])],
+      voters: [...this.host.voters()],
+    };
+    const key = manifestKey(ballot, body.version);
+    if ((await this.store.putIfAbsent(key, signManifest(body, this.host.privateKey))) === 'exists') {
+      // Only this leader writes under its ballot; an existing name means our own earlier
+      // attempt, whose content we cannot trust to be this one: read again next run.
+      this.manifestBallot = null;
+      throw new Error(`manifest ${key} already exists; rereading the archive`);
+    }
+    this.manifest = body;
+    this.updateRange();
+  }
+
+  private updateRange(): void {
+    const segs = this.manifest?.segments ?? [];
+    this.stats.archivedFirstIndex = segs[0]?.first.index ?? 0;
+    this.stats.archivedLastIndex = segs.at(-1)?.last.index ?? 0;
+  }
+
+  private verifyContext(ces: CesParams): VerifyContext {
+    return {
+      store: this.store,
+      keys: this.keys,
+      key: this.key,
+      cluster: this.host.cluster,
+      ces,
+      ownChain: (i) => this.host.chainAt(i),
+      repair: true,
+    };
+  }
+
+  // ------------------------------------------------------------------------------------
+  // Pruning.
+
+  /** One prune run; never throws (errors are counted and logged). */
+  async pruneOnce(): Promise<void> {
+    if (this.stopped || this.host.settings() === null) return;
+    this.stats.pruneRuns++;
+    this.stats.pruneLastAttempt = this.now();
+    try {
+      await this.prune();
+      this.stats.pruneLastSuccess = this.now();
+    } catch (err) {
+      this.stats.pruneErrors++;
+      this.stats.pruneLastError = (err as Error).message;
+      this.logger.warn('pruning failed; will retry', { err });
+    }
+  }
+
+  private async prune(): Promise<void> {
+    // Followers (and a leader between runs) read the latest manifest each time.
+    if (this.host.leaderBallot() === null || this.manifest === null) await this.loadManifest();
+    const manifest = this.manifest;
+    if (manifest === null) return;
+    const compacted = this.host.compactedPoint();
+    const target = pruneTarget(manifest, compacted.slot, this.host.appliedIndex(), this.opts.hotRetention);
+    if (target === null) return;
+    const ctx = this.verifyContext(manifest.ces);
+    const segments = manifest.segments.filter((s) => s.last.slot > compacted.slot && s.first.slot <= target.point.slot);
+    for (const s of segments) if (!this.verified.has(s.prefix)) await this.mustVerify(verifySegment(ctx, s));
+    if (!this.verified.has(target.prefix)) await this.mustVerify(verifySnapshot(ctx, target));
+    if (this.stopped) return;
+    this.host.compact(target.point);
+    this.stats.prunedThroughIndex = target.point.index;
+    this.logger.info('pruned the hot log behind the verified archive', { throughIndex: target.point.index, slot: target.point.slot });
+  }
+}
+
+/**
+ * The snapshot to prune the hot log through: the latest one listed that is above what is
+ * pruned and at least `retention` indexes behind the applied index; null when none is.
+ */
+export function pruneTarget(manifest: ManifestBody, compactedSlot: number, appliedIndex: number, retention: number): SnapshotRecord | null {
+  let best: SnapshotRecord | null = null;
+  for (const s of manifest.snapshots) {
+    if (s.point.slot > compactedSlot && s.point.index <= appliedIndex - retention) best = s;
+  }
+  return best;
+}
+
+function sameBallot(a: Ballot | null, b: Ballot | null): boolean {
+  return a !== null && b !== null && a.round === b.round && a.leader === b.leader;
+}
+
+const pad = (n: number): string => String(n).padStart(12, '0');
+
+export function segmentPrefix(b: SegmentBound): string {
+  return `segments/${pad(b.first.index)}-${pad(b.last.index)}`;
+}
+
+export function snapshotPrefix(b: SegmentBound): string {
+  return `snapshots/${pad(b.last.index)}-s${pad(b.last.slot)}`;
+}
+
+/** CES labels bind each object to its cluster and place. */
+export function segmentLabel(cluster: string, b: SegmentBound): string {
+  return `${cluster}/segment/${b.first.slot}-${b.last.slot}`;
+}
+
+export function snapshotLabel(cluster: string, b: SegmentBound): string {
+  return `${cluster}/snapshot/${b.last.slot}`;
+}
+
+/** Removes staging leftovers of an earlier process. */
+export async function clearStaging(dir: string): Promise<void> {
+  await rm(dir, { recursive: true, force: true });
+}

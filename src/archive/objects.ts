@@ -1,0 +1,135 @@
+/**
+ * CES-encoded objects in the store: `k + m` shard objects `<prefix>/shard-<i>`.
+ *
+ * Writing: encode into staging files (bounded memory whatever the size), upload each shard
+ * create-if-absent, reuse an existing shard only when its size and SHA-256 match, then read
+ * every shard back and check it before the record is returned (and so before a manifest
+ * can list it). Reading and verifying: a shard whose checksum fails is treated as missing,
+ * so up to `m` lost or damaged shards are rebuilt; more are named in the error.
+ */
+import { createHash } from 'node:crypto';
+import { mkdir, readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { CesError, FileSink, bufferSource, decodeShards, encodeStream, type CesKey, type CesParams, type KeyRing } from '../ces/index.js';
+import type { EncodedObject, ShardRecord } from './manifest.js';
+import { ObjectStoreError, type ObjectStore } from './store.js';
+
+export class ArchiveObjectError extends Error {
+  override readonly name = 'ArchiveObjectError';
+}
+
+export function shardKey(prefix: string, i: number): string {
+  return `${prefix}/shard-${i}`;
+}
+
+export function sha256Hex(bytes: Uint8Array): string {
+  return createHash('sha256').update(bytes).digest('hex');
+}
+
+/** An object encoded into local files, not uploaded yet. */
+export interface StagedObject {
+  readonly prefix: string;
+  readonly label: string;
+  readonly rawBytes: number;
+  readonly dir: string;
+  readonly paths: readonly string[];
+}
+
+/** Encodes `source` into shard files under `stagingDir` (bounded memory whatever its size). */
+export async function stageEncoded(
+  prefix: string,
+  label: string,
+  source: AsyncIterable<Uint8Array>,
+  key: CesKey,
+  params: CesParams,
+  stagingDir: string,
+): Promise<StagedObject> {
+  const dir = join(stagingDir, prefix.replace(/\//g, '_'));
+  await rm(dir, { recursive: true, force: true });
+  await mkdir(dir, { recursive: true });
+  const paths = Array.from({ length: params.dataShards + params.parityShards }, (_, i) => join(dir, `shard-${i}`));
+  try {
+    const sinks = await Promise.all(paths.map((p) => FileSink.create(p)));
+    try {
+      const { totalBytes } = await encodeStream(source, sinks, key, label, params);
+      return { prefix, label, rawBytes: totalBytes, dir, paths };
+    } finally {
+      await Promise.all(sinks.map((s) => s.close()));
+    }
+  } catch (err) {
+    await rm(dir, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+export function discardStaged(staged: StagedObject): Promise<void> {
+  return rm(staged.dir, { recursive: true, force: true });
+}
+
+/**
+ * Uploads a staged object's shards create-if-absent and reads each back; resolves with its
+ * record only once every stored shard is exactly the staged one. Keeps the staged files.
+ */
+export async function uploadStaged(store: ObjectStore, staged: StagedObject): Promise<EncodedObject> {
+  const shards: ShardRecord[] = [];
+  for (const [i, path] of staged.paths.entries()) {
+    // One shard in memory at a time: a shard is at most a segment's bytes over k.
+    const bytes = await readFile(path);
+    const record = { size: bytes.byteLength, sha256: sha256Hex(bytes) };
+    const name = shardKey(staged.prefix, i);
+    const put = await store.putIfAbsent(name, bytes);
+    // Fresh or reused, the stored bytes must be exactly ours: read them back.
+    const back = await store.get(name);
+    if (back.byteLength !== record.size || sha256Hex(back) !== record.sha256) {
+      throw new ArchiveObjectError(
+        put === 'exists'
+          ? `${store.url}/${name} exists with other content (${back.byteLength} bytes); archive objects are immutable, refusing to list it`
+          : `${store.url}/${name} reads back different from what was uploaded`,
+      );
+    }
+    shards.push(record);
+  }
+  return { prefix: staged.prefix, label: staged.label, rawBytes: staged.rawBytes, shards };
+}
+
+/** What `fetchShards` found: the usable shards (`undefined` where missing or bad). */
+export interface FetchedShards {
+  readonly shards: (Uint8Array | undefined)[];
+  readonly problems: string[];
+}
+
+/** Downloads every shard and checks it against its record. */
+export async function fetchShards(store: ObjectStore, obj: EncodedObject): Promise<FetchedShards> {
+  const problems: string[] = [];
+  const shards = await Promise.all(
+    obj.shards.map(async (rec, i): Promise<Uint8Array | undefined> => {
+      const name = shardKey(obj.prefix, i);
+      try {
+        const bytes = await store.get(name);
+        if (bytes.byteLength !== rec.size) problems.push(`${name}: ${bytes.byteLength} bytes, expected ${rec.size}`);
+        else if (sha256Hex(bytes) !== rec.sha256) problems.push(`${name}: checksum mismatch`);
+        else return bytes;
+      } catch (err) {
+        if (!(err instanceof ObjectStoreError && err.code === 'not_found')) throw err;
+        problems.push(`${name}: missing`);
+      }
+      return undefined;
+    }),
+  );
+  return { shards, problems };
+}
+
+/**
+ * The plaintext of `obj`, rebuilt from whichever shards are good. Throws ArchiveObjectError
+ * naming the bad shards when too few are left.
+ */
+export async function* readEncoded(store: ObjectStore, obj: EncodedObject, keys: KeyRing): AsyncGenerator<Buffer, void, undefined> {
+  const { shards, problems } = await fetchShards(store, obj);
+  try {
+    yield* decodeShards(shards.map((s) => (s === undefined ? undefined : bufferSource(s))), keys, obj.label);
+  } catch (err) {
+    if (!(err instanceof CesError)) throw err;
+    const why = problems.length > 0 ? `; bad shards: ${problems.join('; ')}` : '';
+    throw new ArchiveObjectError(`${obj.prefix}: cannot decode (${err.message})${why}`, { cause: err });
+  }
+}

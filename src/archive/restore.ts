@@ -1,0 +1,93 @@
+/**
+ * Restoring a node's state from the archive: the latest listed snapshot (at or below an
+ * index, for point-in-time restores) into an empty data dir, and the segments after it.
+ */
+import { KeyRing, type CesKey } from '../ces/index.js';
+import { epochsAfter, type Entry, type LogPoint } from '../consensus/index.js';
+import type { LmdbLogStore } from '../log/lmdb.js';
+import type { LmdbStateStore } from '../state/kv.js';
+import { readBestManifest, type ManifestBody, type SnapshotRecord } from './manifest.js';
+import { readEncoded } from './objects.js';
+import { decodeSegment } from './segment.js';
+import type { ObjectStore } from './store.js';
+
+export interface RestoreTarget {
+  readonly store: ObjectStore;
+  readonly key: CesKey;
+  /** The cluster whose manifests count; null: the archive's own (restore into a new cluster). */
+  readonly cluster: string | null;
+  /** Signers to trust; default any valid signature (the archive key authenticates content). */
+  readonly trusted?: (signer: string) => boolean;
+}
+
+/** The best manifest, or an error saying why there is none. */
+export async function bestManifest(t: RestoreTarget): Promise<ManifestBody | null> {
+  const scan = await readBestManifest(t.store, t.cluster, t.trusted);
+  return scan.best?.body ?? null;
+}
+
+/** The latest snapshot at or below `maxIndex`. */
+export function snapshotAtOrBelow(manifest: ManifestBody, maxIndex = Number.MAX_SAFE_INTEGER): SnapshotRecord | null {
+  let best: SnapshotRecord | null = null;
+  for (const s of manifest.snapshots) if (s.point.index <= maxIndex && (best === null || s.point.index > best.point.index)) best = s;
+  return best;
+}
+
+/**
+ * Loads `snap` into empty stores: the state from the snapshot, and a log that begins after
+ * it. Throws (leaving the state store empty) if the snapshot does not decode or check.
+ */
+export async function restoreSnapshotInto(
+  t: RestoreTarget,
+  snap: SnapshotRecord,
+  stores: { state: LmdbStateStore; log: LmdbLogStore },
+): Promise<LogPoint> {
+  const header = await stores.state.restore(readEncoded(t.store, snap, new KeyRing([t.key])));
+  const point = header.applied.point;
+  if (point.slot !== snap.point.slot || Buffer.from(header.applied.chain).toString('hex') !== snap.chain) {
+    throw new Error(`snapshot ${snap.prefix} holds another point or chain value than the manifest lists`);
+  }
+  await stores.log.startAfter(point);
+  return point;
+}
+
+/**
+ * Applies the archived segments after the state's applied point, up to `maxIndex`, straight
+ * to the state machine: for a node that is not running yet (a new cluster restored from an
+ * archive). Each segment's hash chain is checked before anything of it is applied; a
+ * segment is cut at `maxIndex`, so the state is exactly that index's. Returns the point.
+ */
+export async function replaySegments(
+  t: RestoreTarget,
+  manifest: ManifestBody,
+  state: LmdbStateStore,
+  alpha: number,
+  maxIndex = Number.MAX_SAFE_INTEGER,
+  onProgress?: (index: number) => void,
+): Promise<LogPoint> {
+  const keys = new KeyRing([t.key]);
+  for (const seg of manifest.segments) {
+    const applied = state.applied().point;
+    if (seg.last.slot <= applied.slot) continue;
+    if (applied.index >= maxIndex) break;
+    if (seg.first.slot !== applied.slot + 1) throw new Error(`the archive has no segment starting at slot ${applied.slot + 1}`);
+    const bound = { first: seg.first, last: seg.last, chainBefore: Buffer.from(seg.chainBefore, 'hex'), chainAfter: Buffer.from(seg.chainAfter, 'hex'), bytes: 0 };
+    // Decode the whole segment first: its chain is checked only at its end.
+    const slots = [];
+    const it = decodeSegment(readEncoded(t.store, seg, keys), { cluster: manifest.cluster, bound });
+    for (let r = await it.next(); !r.done; r = await it.next()) slots.push(...r.value);
+    let epochs = state.applied().point.epochs;
+    let index = applied.index + 1;
+    const entries: Entry[] = [];
+    for (const s of slots) {
+      if (index > maxIndex) break;
+      const batch = index + s.batch.length - 1 > maxIndex ? s.batch.slice(0, maxIndex - index + 1) : s.batch;
+      epochs = epochsAfter(epochs, s.slot, batch.flatMap((c) => (c.kind === 'config' ? [c.change] : [])), alpha);
+      entries.push({ slot: s.slot, index, batch, epochs });
+      index += batch.length;
+    }
+    state.apply(entries);
+    onProgress?.(state.applied().point.index);
+  }
+  return state.applied().point;
+}
