@@ -422,6 +422,7 @@ export class PangeaNode implements KvService {
       members,
       genesis: this.genesis,
       chain: Buffer.from(this.state.applied().chain).toString('hex'),
+      archive: this.state.archiveSettings(),
     };
   }
 

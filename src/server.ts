@@ -14,8 +14,13 @@ import { PangeaNode, genesisPoint, newClusterId } from './node.js';
 import { loadOrCreateIdentity } from './net/identity.js';
 import { Libp2pTransport } from './net/p2p.js';
 import { HttpApi } from './net/http.js';
-import { openStores } from './log/lmdb.js';
+import { openStores, type Stores } from './log/lmdb.js';
 import { HttpMetrics } from './metrics.js';
+import type { ArchiveSettings } from './state/command.js';
+import type { CesKey } from './ces/index.js';
+import { ARCHIVE_KEY_FILE, NodeArchive, STAGING_DIR, archiveHost, bootstrapSettings, loadArchiveKey } from './archive/node-archive.js';
+import { openObjectStore } from './archive/open-store.js';
+import { bestManifest, restoreSnapshotInto, snapshotAtOrBelow } from './archive/restore.js';
 
 export interface ServeOptions {
   readonly dataDir: string;
@@ -63,22 +68,30 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   // Which cluster: the data dir's own, or a new one, or the one we are asked to join.
   const clusterPath = join(opts.dataDir, CLUSTER_FILE);
   let cluster: ClusterFile;
-  let joining = false;
+  let joining: JoinView | null = null;
   let formerMembers: string[] = [];
-  if (existsSync(clusterPath)) {
+  const resuming = existsSync(clusterPath);
+  if (resuming) {
     cluster = JSON.parse(await readFile(clusterPath, 'utf8')) as ClusterFile;
     if (opts.join) logger.info('existing data dir: resuming, --join ignored', { join: opts.join });
   } else if (opts.join) {
-    cluster = await fetchCluster(opts.join);
-    joining = true;
+    joining = await fetchCluster(opts.join);
+    cluster = { clusterId: joining.clusterId, genesis: joining.genesis };
   } else {
     cluster = { clusterId: newClusterId(), genesis: { voters: [identity.peerId], learners: [] } };
   }
+  const bootstrapping = !resuming && joining === null;
+  const keyPath = opts.archive.keyFile ?? join(opts.dataDir, ARCHIVE_KEY_FILE);
+  const archiveKey = await loadArchiveKey(keyPath, bootstrapping && opts.archive.keyFile === undefined, logger);
 
   const genesis = { ...genesisPoint(identity.peerId), epochs: [{ fromSlot: 1, config: cluster.genesis }] };
-  const stores = openStores(opts.dataDir, { genesis });
+  const stores = openStores(opts.dataDir);
+  if (joining !== null && !stores.state.bootstrapped() && archiveKey !== null && joining.archive !== null) {
+    await restoreForJoin(joining, archiveKey, stores, logger);
+  }
+  if (!stores.state.bootstrapped()) stores.state.bootstrap(genesis);
   if (opts.forceNewCluster) {
-    if (joining || !existsSync(clusterPath)) throw new Error('--force-new-cluster needs the data dir of a node of an existing cluster');
+    if (!resuming) throw new Error('--force-new-cluster needs the data dir of a node of an existing cluster');
     const before = stores.state.applied().point;
     stores.state.forceConfig({ voters: [identity.peerId], learners: [] });
     const last = before.epochs[before.epochs.length - 1]?.config;
@@ -109,19 +122,26 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   );
   const bound = await api.listen(opts.httpListen.host, opts.httpListen.port);
   const http = opts.advertiseHttp ?? `http://${formatHost(bound.host)}:${bound.port}`;
-  node = new PangeaNode({ clusterId: cluster.clusterId, peerId: identity.peerId, http, log: stores.log, state: stores.state, transport, logger, genesis: cluster.genesis, extraMetrics: () => httpMetrics.text() });
+  let archive: NodeArchive | null = null;
+  const extraMetrics = async (): Promise<string> => (archive?.metricsText() ?? '') + (await httpMetrics.text());
+  node = new PangeaNode({ clusterId: cluster.clusterId, peerId: identity.peerId, http, log: stores.log, state: stores.state, transport, logger, genesis: cluster.genesis, extraMetrics });
+  archive = new NodeArchive(node, stores, archiveHost(node, stores, identity.privateKey), archiveKey, opts.archive, join(opts.dataDir, STAGING_DIR), logger);
   let metrics: { close(): Promise<void> } | null = null;
   if (opts.metricsListen) metrics = await api.listenMetrics(opts.metricsListen.host, opts.metricsListen.port);
   node.start();
+  archive.start();
 
   if (!existsSync(clusterPath)) await writeAtomic(clusterPath, JSON.stringify(cluster, null, 2));
   await writeAtomic(join(opts.dataDir, NODE_FILE), JSON.stringify({ pid: process.pid, peerId: identity.peerId, http, p2p: transport.addresses() }, null, 2));
 
   const background = new AbortController();
-  if (joining) {
+  if (joining !== null) {
     void joinCluster(opts.join!, node, adminToken, logger, background.signal);
   } else {
-    void keepRegistered(node, logger, background.signal).then(() => removeFormer(node!, formerMembers, logger, background.signal));
+    const settings = bootstrapping ? bootstrapSettings(opts.archive, opts.dataDir) : null;
+    void keepRegistered(node, logger, background.signal)
+      .then(() => (settings ? proposeSettings(node!, settings, logger, background.signal) : undefined))
+      .then(() => removeFormer(node!, formerMembers, logger, background.signal));
   }
 
   return {
@@ -133,13 +153,14 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
         `  cluster  ${cluster.clusterId}`,
         `  http     ${http}`,
         ...transport.addresses().map((a) => `  p2p      ${a}`),
-        `  role     ${joining ? 'joining as a learner' : node!.config.voters.includes(identity.peerId) ? 'voter' : 'learner'}`,
+        `  role     ${joining !== null ? 'joining as a learner' : node!.config.voters.includes(identity.peerId) ? 'voter' : 'learner'}`,
         `  data     ${opts.dataDir}`,
       ].join('\n'),
     async stop() {
       background.abort();
       await api.close();
       await metrics?.close();
+      await archive!.stop();
       await node!.stop();
       await transport.stop();
       await stores.close();
@@ -189,14 +210,52 @@ async function postMember(url: string, body: object, token: string | null): Prom
   if (!res.ok) throw new Error(`${url} answered ${res.status}: ${await res.text()}`);
 }
 
-async function fetchCluster(url: string): Promise<ClusterFile> {
+/** What a joining node learns from the member it joins through. */
+interface JoinView extends ClusterFile {
+  readonly archive: ArchiveSettings | null;
+  readonly members: readonly string[];
+}
+
+async function fetchCluster(url: string): Promise<JoinView> {
   const res = await fetch(new URL('/v1/cluster', url), { signal: AbortSignal.timeout(10_000) });
   if (!res.ok) throw new Error(`cannot join through ${url}: GET /v1/cluster answered ${res.status}`);
-  const view = (await res.json()) as { clusterId?: unknown; genesis?: unknown };
+  const view = (await res.json()) as { clusterId?: unknown; genesis?: unknown; archive?: unknown; members?: unknown };
   if (typeof view.clusterId !== 'string' || typeof view.genesis !== 'object' || view.genesis === null) {
     throw new Error(`cannot join through ${url}: its /v1/cluster has no clusterId and genesis`);
   }
-  return { clusterId: view.clusterId, genesis: view.genesis as Config };
+  const members = Array.isArray(view.members) ? view.members.map((m: { peerId?: unknown }) => String(m.peerId)) : [];
+  return { clusterId: view.clusterId, genesis: view.genesis as Config, archive: (view.archive ?? null) as ArchiveSettings | null, members };
+}
+
+/**
+ * A new member restores the cluster's latest archived snapshot before it starts, so it
+ * catches up from peers only what came after (their hot logs never end before it).
+ */
+async function restoreForJoin(view: JoinView, key: CesKey, stores: Stores, logger: Logger): Promise<void> {
+  const store = await openObjectStore(view.archive!.url);
+  try {
+    const members = new Set(view.members);
+    const manifest = await bestManifest({ store, key, cluster: view.clusterId, trusted: (s) => members.has(s) });
+    const snap = manifest === null ? null : snapshotAtOrBelow(manifest);
+    if (snap === null) {
+      logger.info('the archive has no snapshot yet: catching up from peers alone', { url: store.url });
+      return;
+    }
+    logger.info('restoring the latest archived snapshot', { url: store.url, index: snap.point.index });
+    const started = Date.now();
+    const point = await restoreSnapshotInto({ store, key, cluster: view.clusterId }, snap, stores);
+    logger.info('restored from the archive; catching up the rest from peers', { index: point.index, ms: Date.now() - started });
+  } finally {
+    await store.close();
+  }
+}
+
+/** The node that bootstraps a cluster records its archive settings in the log. */
+async function proposeSettings(node: PangeaNode, settings: ArchiveSettings, logger: Logger, signal: AbortSignal): Promise<void> {
+  await retry(async () => {
+    if (node.cluster().archive !== null) return;
+    await node.proposeSettings(settings);
+  }, 'recording the archive settings', logger, signal);
 }
 
 async function retry(fn: () => Promise<void>, what: string, logger: Logger, signal: AbortSignal): Promise<void> {

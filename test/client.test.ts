@@ -85,7 +85,7 @@ class Fake implements KvService {
   }
 
   cluster(): ClusterView {
-    return { clusterId: 'c', self: { peerId: 'p1', http: '', p2p: [] }, leader: 'p1', commitIndex: this.index, appliedIndex: this.index, members: this.members, genesis: { voters: ['p1'], learners: [] }, chain: '' };
+    return { clusterId: 'c', self: { peerId: 'p1', http: '', p2p: [] }, leader: 'p1', commitIndex: this.index, appliedIndex: this.index, members: this.members, genesis: { voters: ['p1'], learners: [] }, chain: '', archive: null };
   }
 
   addMember(m: MemberRecord): Promise<{ index: number }> {

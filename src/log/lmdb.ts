@@ -141,6 +141,12 @@ export class LmdbLogStore implements LogStore {
     this.commitSlot = point.slot;
   }
 
+  /** Bytes of LMDB pages the hot log's slots occupy. */
+  hotBytes(): number {
+    const st = this.env.logSlots.getStats() as { pageSize?: number; treeBranchPageCount?: number; treeLeafPageCount?: number; overflowPages?: number };
+    return (st.pageSize ?? 0) * ((st.treeBranchPageCount ?? 0) + (st.treeLeafPageCount ?? 0) + (st.overflowPages ?? 0));
+  }
+
   /** Waits for every queued batch, then releases the environment (once). */
   async close(): Promise<void> {
     if (this.closed) return;

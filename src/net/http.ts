@@ -360,6 +360,7 @@ export class HttpApi {
       members: c.members.map(member),
       genesis: c.genesis,
       chain: c.chain,
+      archive: c.archive,
     });
     return Promise.resolve();
   }

@@ -2,7 +2,7 @@
  * What the HTTP API needs from a node. The HTTP layer (http.ts) parses, validates and maps
  * errors to the contract; the node (src/node.ts) does consensus and state.
  */
-import type { ApplyResult, KvOp, RequestId } from '../state/command.js';
+import type { ApplyResult, ArchiveSettings, KvOp, RequestId } from '../state/command.js';
 import type { KeyValue, MemberRecord } from '../state/state-store.js';
 
 export type Consistency = 'linearizable' | 'stale';
@@ -18,6 +18,8 @@ export interface ClusterView {
   readonly genesis: { readonly voters: readonly string[]; readonly learners: readonly string[] };
   /** The hash chain value at `appliedIndex`, hex: equal on every replica at equal indexes. */
   readonly chain: string;
+  /** The cluster's archive settings (store URL, segment size, CES parameters), once set. */
+  readonly archive: ArchiveSettings | null;
 }
 
 /** Why a request could not be served here. */

@@ -115,7 +115,7 @@ export class FakeService implements KvService {
   }
 
   cluster(): ClusterView {
-    return { clusterId: 'c1', self: { peerId: 'p1', http: this.http, p2p: [] }, leader: 'p1', commitIndex: this.index, appliedIndex: this.index, members: this.members, genesis: { voters: ['p1'], learners: [] }, chain: '' };
+    return { clusterId: 'c1', self: { peerId: 'p1', http: this.http, p2p: [] }, leader: 'p1', commitIndex: this.index, appliedIndex: this.index, members: this.members, genesis: { voters: ['p1'], learners: [] }, chain: '', archive: null };
   }
 
   addMember(m: MemberRecord): Promise<{ index: number }> {
