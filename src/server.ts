@@ -7,6 +7,7 @@ import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Config } from './consensus/index.js';
+import type { PrivateKey } from '@libp2p/interface';
 import { createLogger, type Logger, type LogLevel } from './logger.js';
 import type { HostPort } from './config.js';
 import type { NodeArchiveOptions } from './archive/options.js';
@@ -20,7 +21,10 @@ import type { ArchiveSettings } from './state/command.js';
 import type { CesKey } from './ces/index.js';
 import { ARCHIVE_KEY_FILE, NodeArchive, STAGING_DIR, archiveHost, bootstrapSettings, loadArchiveKey } from './archive/node-archive.js';
 import { openObjectStore } from './archive/open-store.js';
-import { bestManifest, restoreSnapshotInto, snapshotAtOrBelow } from './archive/restore.js';
+import { bestManifest, restoreFromArchive, restoreSnapshotInto, snapshotAtOrBelow } from './archive/restore.js';
+import { publishBaseSnapshot } from './archive/archiver.js';
+import { DEFAULTS } from './consensus/index.js';
+import { resolveParams } from './ces/index.js';
 
 export interface ServeOptions {
   readonly dataDir: string;
@@ -82,12 +86,16 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   }
   const bootstrapping = !resuming && joining === null;
   const keyPath = opts.archive.keyFile ?? join(opts.dataDir, ARCHIVE_KEY_FILE);
-  const archiveKey = await loadArchiveKey(keyPath, bootstrapping && opts.archive.keyFile === undefined, logger);
+  const archiveKey = await loadArchiveKey(keyPath, bootstrapping && opts.archive.keyFile === undefined && opts.archive.restoreFrom === undefined, logger);
 
   const genesis = { ...genesisPoint(identity.peerId), epochs: [{ fromSlot: 1, config: cluster.genesis }] };
   const stores = openStores(opts.dataDir);
   if (joining !== null && !stores.state.bootstrapped() && archiveKey !== null && joining.archive !== null) {
     await restoreForJoin(joining, archiveKey, stores, logger);
+  }
+  if (bootstrapping && opts.archive.restoreFrom !== undefined) {
+    if (archiveKey === null) throw new Error('--restore-from needs the archive key of that archive (--archive-key-file)');
+    await restoreNewCluster(opts, cluster.clusterId, identity, archiveKey, stores, logger);
   }
   if (!stores.state.bootstrapped()) stores.state.bootstrap(genesis);
   if (opts.forceNewCluster) {
@@ -248,6 +256,39 @@ async function restoreForJoin(view: JoinView, key: CesKey, stores: Stores, logge
   } finally {
     await store.close();
   }
+}
+
+/**
+ * A new cluster from another's archive: its state at the archive's last index (or the one
+ * asked for), governed by this node alone, archiving to its own store from a base snapshot
+ * of that state.
+ */
+async function restoreNewCluster(
+  opts: ServeOptions,
+  clusterId: string,
+  identity: { peerId: string; privateKey: PrivateKey },
+  key: CesKey,
+  stores: Stores,
+  logger: Logger,
+): Promise<void> {
+  const from = await openObjectStore(opts.archive.restoreFrom!);
+  try {
+    await restoreFromArchive({ store: from, key, cluster: null }, stores, DEFAULTS.alpha, opts.archive.restoreIndex, logger);
+  } finally {
+    await from.close();
+  }
+  stores.state.rebase({ voters: [identity.peerId], learners: [] });
+  const point = stores.state.applied().point;
+  await stores.log.startAfter(point);
+  const settings = bootstrapSettings(opts.archive, opts.dataDir);
+  if (settings.url === opts.archive.restoreFrom) throw new Error('a restored cluster archives to a store of its own: give --archive-url another URL');
+  const to = await openObjectStore(settings.url);
+  try {
+    await publishBaseSnapshot(to, key, clusterId, identity.privateKey, identity.peerId, resolveParams(settings.ces), stores.state.snapshot(), join(opts.dataDir, STAGING_DIR));
+  } finally {
+    await to.close();
+  }
+  logger.info('this node now forms a new cluster from the restored state', { clusterId, index: point.index });
 }
 
 /** The node that bootstraps a cluster records its archive settings in the log. */

@@ -181,8 +181,8 @@ export class Archiver {
     if (!this.snapshotDue(bound, settings)) return;
     const snapshot = this.host.snapshot();
     const previous = this.staged;
-    const label = snapshotLabel(this.host.cluster, bound);
-    const object = stageEncoded(snapshotPrefix(bound), label, snapshot, this.key, this.ces(), this.opts.stagingDir).catch((err: unknown) => {
+    const label = snapshotLabel(this.host.cluster, bound.last);
+    const object = stageEncoded(snapshotPrefix(bound.last), label, snapshot, this.key, this.ces(), this.opts.stagingDir).catch((err: unknown) => {
       this.logger.warn('staging a snapshot failed', { slot: bound.last.slot, err });
       return null;
     });
@@ -226,7 +226,7 @@ export class Archiver {
     const perRun = this.opts.segmentsPerRun ?? SEGMENTS_PER_RUN_DEFAULT;
     for (let done = 0; done < perRun && !this.stopped; done++) {
       if (!sameBallot(this.host.leaderBallot(), ballot)) return; // deposed: the next leader goes on
-      const lastSlot = this.manifest?.segments.at(-1)?.last.slot ?? 0;
+      const lastSlot = archivedThrough(this.manifest);
       const bound = this.host.segments(lastSlot, 1)[0];
       if (bound === undefined) return;
       if (bound.first.slot !== lastSlot + 1) {
@@ -373,6 +373,8 @@ export class Archiver {
     if (target === null) return;
     const ctx = this.verifyContext(manifest.ces);
     const segments = manifest.segments.filter((s) => s.last.slot > compacted.slot && s.first.slot <= target.point.slot);
+    const base = manifest.snapshots[0]?.point.slot ?? 0;
+    if (segments.length === 0 && target.point.slot > base) throw new Error(`the manifest lists no segments up to slot ${target.point.slot}`);
     for (const s of segments) if (!this.verified.has(s.prefix)) await this.mustVerify(verifySegment(ctx, s));
     if (!this.verified.has(target.prefix)) await this.mustVerify(verifySnapshot(ctx, target));
     if (this.stopped) return;
@@ -394,6 +396,12 @@ export function pruneTarget(manifest: ManifestBody, compactedSlot: number, appli
   return best;
 }
 
+/** The slot the archive covers through: its last segment, or a restored cluster's base
+ *  snapshot (a cluster restored from another's archive starts its own there). */
+export function archivedThrough(m: ManifestBody | null): number {
+  return m?.segments.at(-1)?.last.slot ?? m?.snapshots[0]?.point.slot ?? 0;
+}
+
 function sameBallot(a: Ballot | null, b: Ballot | null): boolean {
   return a !== null && b !== null && a.round === b.round && a.leader === b.leader;
 }
@@ -404,8 +412,8 @@ export function segmentPrefix(b: SegmentBound): string {
   return `segments/${pad(b.first.index)}-${pad(b.last.index)}`;
 }
 
-export function snapshotPrefix(b: SegmentBound): string {
-  return `snapshots/${pad(b.last.index)}-s${pad(b.last.slot)}`;
+export function snapshotPrefix(at: { slot: number; index: number }): string {
+  return `snapshots/${pad(at.index)}-s${pad(at.slot)}`;
 }
 
 /** CES labels bind each object to its cluster and place. */
@@ -413,11 +421,45 @@ export function segmentLabel(cluster: string, b: SegmentBound): string {
   return `${cluster}/segment/${b.first.slot}-${b.last.slot}`;
 }
 
-export function snapshotLabel(cluster: string, b: SegmentBound): string {
-  return `${cluster}/snapshot/${b.last.slot}`;
+export function snapshotLabel(cluster: string, at: { slot: number }): string {
+  return `${cluster}/snapshot/${at.slot}`;
 }
 
 /** Removes staging leftovers of an earlier process. */
 export async function clearStaging(dir: string): Promise<void> {
   await rm(dir, { recursive: true, force: true });
+}
+
+/**
+ * Starts a new archive with a snapshot of the state as it is now: for a cluster restored
+ * from another's archive (`serve --restore-from`), whose log begins at the restored point.
+ * Signed under ballot (0, this node), below any ballot a leader will hold.
+ */
+export async function publishBaseSnapshot(
+  store: ObjectStore,
+  key: CesKey,
+  cluster: string,
+  privateKey: PrivateKey,
+  signer: string,
+  ces: CesParams,
+  snapshot: StateSnapshot,
+  stagingDir: string,
+): Promise<ManifestBody> {
+  const { point, chain } = snapshot.header.applied;
+  await mkdir(stagingDir, { recursive: true });
+  const staged = await stageEncoded(snapshotPrefix(point), snapshotLabel(cluster, point), snapshot, key, ces, stagingDir);
+  let record: SnapshotRecord;
+  try {
+    record = { ...(await uploadStaged(store, staged)), point, chain: Buffer.from(chain).toString('hex') };
+  } finally {
+    await discardStaged(staged);
+  }
+  const report = await verifySnapshot({ store, keys: new KeyRing([key]), cluster, ces }, record);
+  if (!report.ok) throw new Error(`the base snapshot failed verification: ${report.problems.join('; ')}`);
+  const ballot = { round: 0, leader: signer };
+  const body: ManifestBody = {
+    v: MANIFEST_VERSION, cluster, version: 1, ballot, created: Date.now(), keyId: key.idHex, ces, segments: [], snapshots: [record], voters: [signer],
+  };
+  await store.putIfAbsent(manifestKey(ballot, 1), signManifest(body, privateKey));
+  return body;
 }

@@ -91,3 +91,33 @@ export async function replaySegments(
   }
   return state.applied().point;
 }
+
+/**
+ * `serve --restore-from`: fills empty stores with the state of another cluster's archive at
+ * `maxIndex` (default: the last archived index): its latest snapshot at or below, then its
+ * segments up to exactly that index. Returns the restored point.
+ */
+export async function restoreFromArchive(
+  t: RestoreTarget,
+  stores: { state: LmdbStateStore; log: LmdbLogStore },
+  alpha: number,
+  maxIndex: number | undefined,
+  logger: { info(msg: string, fields?: object): void },
+): Promise<LogPoint> {
+  const manifest = await bestManifest(t);
+  if (manifest === null) throw new Error(`${t.store.url} holds no valid manifest`);
+  const last = manifest.segments.at(-1)?.last.index ?? manifest.snapshots.at(-1)?.point.index ?? 0;
+  const target = maxIndex ?? last;
+  if (target > last) throw new Error(`--restore-index ${target} is past the end of the archive (index ${last})`);
+  const snap = snapshotAtOrBelow(manifest, target);
+  if (snap === null) throw new Error(`${t.store.url} has no snapshot at or below index ${target}`);
+  logger.info('restoring a snapshot from the archive', { url: t.store.url, cluster: manifest.cluster, index: snap.point.index, target });
+  await restoreSnapshotInto({ ...t, cluster: manifest.cluster }, snap, stores);
+  const started = Date.now();
+  const point = await replaySegments({ ...t, cluster: manifest.cluster }, manifest, stores.state, alpha, target, (index) =>
+    logger.info('replaying archived segments', { index, target }),
+  );
+  if (point.index !== target) throw new Error(`restored through index ${point.index}, not ${target}: the archive has a gap`);
+  logger.info('restored from the archive', { index: point.index, ms: Date.now() - started });
+  return point;
+}

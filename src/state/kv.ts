@@ -128,6 +128,24 @@ export class LmdbStateStore implements StateStore {
     this.current = record;
   }
 
+  /**
+   * `serve --restore-from`: this state becomes the start of a new cluster that `config`
+   * alone governs. Members outside it are forgotten, the old cluster's archive settings and
+   * finished segments are dropped (the new cluster records its own), and a new segment opens
+   * right after the applied point.
+   */
+  rebase(config: Config): void {
+    this.forceConfig(config);
+    const record: AppliedRecord = { ...this.current, open: openAfter(this.current.point, this.current.chain) };
+    this.env.root.transactionSync(() => {
+      this.env.smMeta.removeSync('archive');
+      for (const key of this.env.segments.getKeys({})) this.env.segments.removeSync(key);
+      this.env.smMeta.putSync('applied', pack(record));
+    });
+    this.current = record;
+    this.settings = null;
+  }
+
   applied(): { point: LogPoint; chain: Uint8Array } {
     return { point: this.current.point, chain: this.current.chain };
   }
