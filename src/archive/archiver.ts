@@ -178,23 +178,34 @@ export class Archiver {
     this.seen.set(bound.last.slot, this.now());
     const settings = this.host.settings();
     if (this.stopped || settings === null || this.opts.intervalMs <= 0 || this.host.leaderBallot() === null) return;
-    if (!this.snapshotDue(bound, settings)) return;
+    // One staged snapshot at a time: under load, snapshots come as fast as they can be
+    // archived, never more (each is a copy of the whole state on local disk).
+    if (this.staged !== null || !this.snapshotDue(bound, settings)) return;
     const snapshot = this.host.snapshot();
-    const previous = this.staged;
-    const label = snapshotLabel(this.host.cluster, bound.last);
-    const object = stageEncoded(snapshotPrefix(bound.last), label, snapshot, this.key, this.ces(), this.opts.stagingDir).catch((err: unknown) => {
-      this.logger.warn('staging a snapshot failed', { slot: bound.last.slot, err });
-      return null;
-    });
+    const object = stageEncoded(snapshotPrefix(bound.last), snapshotLabel(this.host.cluster, bound.last), snapshot, this.key, this.ces(), this.opts.stagingDir).catch(
+      (err: unknown) => {
+        this.logger.warn('staging a snapshot failed', { slot: bound.last.slot, err });
+        return null;
+      },
+    );
     this.staged = { bound, object, header: snapshot.header };
-    if (previous) void previous.object.then((o) => (o ? discardStaged(o) : undefined));
   }
 
-  /** Due when the last archived (or staged) snapshot is `snapshotSegments` segments back. */
+  /** Due when the last archived snapshot is `snapshotSegments` segments back (or none is). */
   private snapshotDue(bound: SegmentBound, settings: ArchiveSettings): boolean {
-    const lastSnap = this.staged?.bound.last.slot ?? this.manifest?.snapshots.at(-1)?.point.slot ?? 0;
+    const lastSnap = this.manifest?.snapshots.at(-1)?.point.slot ?? 0;
+    if (lastSnap === 0) return true;
     const since = this.host.segments(lastSnap, settings.snapshotSegments).filter((b) => b.last.slot <= bound.last.slot).length;
-    return lastSnap === 0 || since >= settings.snapshotSegments;
+    return since >= settings.snapshotSegments;
+  }
+
+  /** Drops a staged snapshot whose segment is archived already (by another leader). */
+  private async dropStaleSnapshot(): Promise<void> {
+    const staged = this.staged;
+    if (staged === null || staged.bound.last.slot > archivedThrough(this.manifest)) return;
+    this.staged = null;
+    const object = await staged.object;
+    if (object !== null) await discardStaged(object);
   }
 
   // ------------------------------------------------------------------------------------
@@ -226,6 +237,7 @@ export class Archiver {
     const perRun = this.opts.segmentsPerRun ?? SEGMENTS_PER_RUN_DEFAULT;
     for (let done = 0; done < perRun && !this.stopped; done++) {
       if (!sameBallot(this.host.leaderBallot(), ballot)) return; // deposed: the next leader goes on
+      await this.dropStaleSnapshot();
       const lastSlot = archivedThrough(this.manifest);
       const bound = this.host.segments(lastSlot, 1)[0];
       if (bound === undefined) return;

@@ -1,0 +1,174 @@
+/**
+ * The archive end to end, with real processes: a 3-node cluster archives to s3rver while
+ * puts, deletes and transactions flow, every node prunes its hot log past an archived
+ * snapshot, and a 4th node with an empty data dir restores from the archive, catches up and
+ * ends with the same state and chain; then a single node archives to file:// and a new
+ * cluster restored from it at a past index holds exactly that index's state.
+ */
+import assert from 'node:assert/strict';
+import { after, test } from 'node:test';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { writeNewKeyFile } from '../../src/ces/index.js';
+import { clusterView, killAll, removeDir, startNode, tempDir, waitFor, type TestNode } from '../cluster/harness.js';
+import { startS3, type TestS3 } from './s3rver.js';
+
+const dirs: string[] = [];
+let s3: TestS3 | null = null;
+after(async () => {
+  await killAll();
+  await s3?.close();
+  for (const d of dirs) removeDir(d);
+});
+
+/** Fast archiving: tiny segments, no delay, short intervals. */
+const FAST = ['--archive-delay-entries', '5', '--archive-delay', '0s', '--archive-interval', '100ms', '--prune-interval', '300ms', '--hot-retention', '20'];
+
+async function metric(node: TestNode, name: string): Promise<number> {
+  const text = await (await fetch(`${node.info.http}/metrics`, { signal: AbortSignal.timeout(2000) })).text();
+  const m = new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text);
+  return m ? Number(m[1]) : NaN;
+}
+
+async function ready(node: TestNode): Promise<boolean> {
+  try {
+    return (await fetch(`${node.info.http}/readyz`, { signal: AbortSignal.timeout(1000) })).status === 200;
+  } catch {
+    return false;
+  }
+}
+
+type Op = { t: 'put'; key: string; value: string } | { t: 'delete'; key: string } | { t: 'txn'; key: string; value: string; other: string };
+
+/** One operation through `http`; resolves with its log index, or null when not acknowledged. */
+async function send(http: string, op: Op): Promise<number | null> {
+  try {
+    let res: Response;
+    if (op.t === 'put') res = await fetch(`${http}/v1/kv/${op.key}`, { method: 'PUT', body: op.value, signal: AbortSignal.timeout(5000) });
+    else if (op.t === 'delete') res = await fetch(`${http}/v1/kv/${op.key}`, { method: 'DELETE', signal: AbortSignal.timeout(5000) });
+    else {
+      const body = { compare: [{ key: op.key, target: 'exists', op: '==', value: true }], success: [{ op: 'put', key: op.other, value: op.value }], failure: [{ op: 'put', key: op.key, value: op.value }] };
+      res = await fetch(`${http}/v1/txn`, { method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json' }, signal: AbortSignal.timeout(5000) });
+    }
+    const json = (await res.json()) as { index?: number };
+    return res.ok && typeof json.index === 'number' ? json.index : null;
+  } catch {
+    return null;
+  }
+}
+
+function randomOp(i: number): Op {
+  const key = `k${i % 23}`;
+  if (i % 7 === 3) return { t: 'delete', key };
+  if (i % 5 === 1) return { t: 'txn', key, value: `t${i}`, other: `o${i % 11}` };
+  return { t: 'put', key, value: `v${i}` };
+}
+
+/** Every key and value, read locally (stale), paging through. */
+async function dump(node: TestNode): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  let after = '';
+  for (;;) {
+    const res = await fetch(`${node.info.http}/v1/kv?prefix=&limit=1000&consistency=stale${after ? `&after=${after}` : ''}`, { signal: AbortSignal.timeout(5000) });
+    const page = (await res.json()) as { items: { key: string; value: string }[]; more: boolean };
+    for (const it of page.items) out[it.key] = it.value;
+    if (!page.more) return out;
+    after = encodeURIComponent(page.items.at(-1)!.key);
+  }
+}
+
+test('a 3-node cluster archives to S3 and prunes; a 4th node restores from the archive and catches up to the same state', { timeout: 240_000 }, async () => {
+  const root = tempDir();
+  dirs.push(root);
+  s3 = await startS3(join(root, 's3'));
+  const keyFile = join(root, 'archive.key');
+  await writeNewKeyFile(keyFile);
+  const common = ['--archive-key-file', keyFile, ...FAST];
+  const n1 = await startNode({ dataDir: join(root, 'n1'), extra: [...common, '--archive-url', s3.url('cluster-a'), '--segment-entries', '40'] });
+  await waitFor('node 1 ready', () => ready(n1));
+  const n2 = await startNode({ dataDir: join(root, 'n2'), join: n1.info.http, extra: common });
+  const n3 = await startNode({ dataDir: join(root, 'n3'), join: n1.info.http, extra: common });
+  const nodes = [n1, n2, n3];
+  await waitFor('three ready voters', async () => {
+    for (const n of nodes) if (!(await ready(n))) return false;
+    const view = await clusterView(n1.info.http);
+    return view.members.filter((m) => m.role === 'voter').length === 3;
+  }, 60_000);
+
+  // Writers through every node while archiving and pruning go on.
+  let i = 0;
+  const writer = async (): Promise<void> => {
+    while (i < 400) {
+      const n = i++;
+      await send(nodes[n % 3]!.info.http, randomOp(n));
+    }
+  };
+  await Promise.all([writer(), writer(), writer(), writer()]);
+
+  // Every node prunes its hot log past an archived snapshot.
+  await waitFor('every node to prune past an archived snapshot', async () => {
+    for (const n of nodes) if (!((await metric(n, 'pangea_hot_first_index')) > 200)) return false;
+    return true;
+  }, 60_000).catch(async (err: unknown) => {
+    const texts = await Promise.all(nodes.map(async (n) => (await (await fetch(`${n.info.http}/metrics`)).text()).split('\n').filter((l) => /^pangea_(archive|prune|hot|commit)/.test(l)).join('\n')));
+    throw new Error(`${String(err)}\n${texts.join('\n---\n')}\n${nodes.map((n) => n.output()).join('\n---\n')}`);
+  });
+
+  // The 4th node cannot catch up from slot 1 (pruned everywhere): it must restore.
+  const n4 = await startNode({ dataDir: join(root, 'n4'), join: n1.info.http, extra: common });
+  await waitFor('node 4 ready', () => ready(n4), 60_000);
+  for (let k = 0; k < 30; k++) await send(nodes[k % 3]!.info.http, randomOp(1000 + k));
+  const all = [...nodes, n4];
+  const views = await waitFor('all four to apply the same index', async () => {
+    const vs = await Promise.all(all.map((n) => clusterView(n.info.http)));
+    return vs.every((v) => v.appliedIndex === vs[0]!.appliedIndex && v.appliedIndex === v.commitIndex) ? vs : null;
+  }, 60_000);
+  for (const v of views) assert.equal(v.chain, views[0]!.chain, 'hash chains differ at the same index');
+  const states = await Promise.all(all.map(dump));
+  for (const s of states.slice(1)) assert.deepEqual(s, states[0]);
+  assert.ok(Object.keys(states[0]!).length > 10);
+  assert.ok((await metric(n4, 'pangea_hot_first_index')) > 200, 'node 4 holds no log before its restored snapshot');
+  for (const n of all) assert.equal(await metric(n, 'pangea_archive_errors_total'), 0, `archive errors on ${n.dataDir}:\n${n.output()}`);
+});
+
+test('a new cluster restored from a file:// archive at a past index holds exactly that index\'s state', { timeout: 120_000 }, async () => {
+  const root = tempDir();
+  dirs.push(root);
+  const archiveUrl = pathToFileURL(join(root, 'archive')).href;
+  const n1 = await startNode({ dataDir: join(root, 'n1'), extra: [...FAST, '--archive-url', archiveUrl, '--segment-entries', '30'] });
+  await waitFor('node ready', () => ready(n1));
+
+  // One writer, so the log's order is the order of the answers.
+  const byIndex = new Map<number, Op>();
+  for (let k = 0; k < 200; k++) {
+    const op = randomOp(k);
+    const index = await send(n1.info.http, op);
+    assert.ok(index !== null, `write ${k} not acknowledged`);
+    byIndex.set(index, op);
+  }
+  const target = [...byIndex.keys()].sort((a, b) => a - b)[130]!;
+  await waitFor('the archive to pass the target index', async () => (await metric(n1, 'pangea_archive_last_index')) >= target + 40, 60_000);
+
+  // The state at `target`, by the model.
+  const expected: Record<string, string> = {};
+  for (const [index, op] of [...byIndex].sort((a, b) => a[0] - b[0])) {
+    if (index > target) break;
+    if (op.t === 'put') expected[op.key] = op.value;
+    else if (op.t === 'delete') delete expected[op.key];
+    else if (op.key in expected) expected[op.other] = op.value;
+    else expected[op.key] = op.value;
+  }
+
+  const restored = await startNode({
+    dataDir: join(root, 'r1'),
+    extra: ['--restore-from', archiveUrl, '--restore-index', String(target), '--archive-key-file', join(root, 'n1', 'archive.key')],
+  });
+  await waitFor('restored node ready', () => ready(restored), 60_000);
+  const view = await clusterView(restored.info.http);
+  const original = await clusterView(n1.info.http);
+  assert.notEqual(view.clusterId, original.clusterId, 'a restored cluster is a new cluster');
+  assert.equal(view.members.length, 1);
+  assert.deepEqual(await dump(restored), expected);
+  // It takes writes, and archives them to a store of its own.
+  assert.ok((await send(restored.info.http, { t: 'put', key: 'after', value: 'restore' })) !== null);
+});
