@@ -22,6 +22,7 @@ import {
   type Entry,
   type LogPoint,
   type Persisted,
+  type SlotValue,
   type Ready,
 } from './consensus/index.js';
 import type { Logger } from './logger.js';
@@ -32,6 +33,7 @@ import { encodeAppCommand, type ApplyResult, type ArchiveSettings, type KvOp, ty
 import type { SegmentBound } from './state/segments.js';
 import type { KeyValue, MemberRecord, StateStore } from './state/state-store.js';
 import { Packr } from 'msgpackr';
+import { PromText } from './metrics.js';
 
 export interface NodeTiming {
   /** One consensus tick. Election timeouts are `electionTicks` to twice that. */
@@ -116,6 +118,9 @@ export class PangeaNode implements KvService {
   private stopped = false;
   private members: MemberRecord[] = [];
   private segmentListener: ((bound: SegmentBound) => void) | null = null;
+  private snapshotListener: (() => void) | null = null;
+  /** Why client writes are refused now (the hot-log quota), or null. */
+  private admission: () => string | null = () => null;
   private readonly counters = { proposals: 0, commits: 0, applied: 0, persistBatches: 0, reads: 0 };
 
   constructor(parts: NodeParts) {
@@ -242,10 +247,10 @@ export class PangeaNode implements KvService {
         });
     }
     if (ready.snapshotNeeded !== null) {
-      this.logger.warn('a peer asks this node to install a snapshot, which this version cannot do yet', {
-        from: ready.snapshotNeeded.from,
-        slot: ready.snapshotNeeded.point.slot,
-      });
+      // Peers' hot logs no longer reach back to this node's commit point: it catches up
+      // through block sync (from a peer's hot log or the archive) instead of a snapshot.
+      this.logger.debug('peers have pruned past this node; catching up through block sync', { from: ready.snapshotNeeded.from });
+      this.snapshotListener?.();
     }
   }
 
@@ -292,6 +297,23 @@ export class PangeaNode implements KvService {
     this.segmentListener = listener;
   }
 
+  /** Called when the core asks for a snapshot (block sync catches up instead). */
+  onSnapshotNeeded(listener: () => void): void {
+    this.snapshotListener = listener;
+  }
+
+  /** Client writes are refused (503) while `check` returns a reason. */
+  setAdmission(check: () => string | null): void {
+    this.admission = check;
+  }
+
+  /** Chosen values block sync fetched and checked: through the core's catch-up path. */
+  learnChosen(values: readonly SlotValue[]): void {
+    if (this.stopped) return;
+    this.replica.learnChosen(values);
+    this.scheduleDrain();
+  }
+
   /** Proposes the cluster's archive settings (once at bootstrap, or to change them). */
   async proposeSettings(settings: ArchiveSettings): Promise<{ index: number }> {
     const result = await this.write({ t: 'archive_settings', settings });
@@ -305,6 +327,11 @@ export class PangeaNode implements KvService {
 
   get commitIndex(): number {
     return this.replica.commit.index;
+  }
+
+  /** The commit slot and the index of its last command. */
+  get commitPoint(): { slot: number; index: number } {
+    return this.replica.commit;
   }
 
   /** The hot log is pruned through this point. */
@@ -322,6 +349,8 @@ export class PangeaNode implements KvService {
   }
 
   write(op: KvOp | SettingsOp, requestId?: RequestId): Promise<ApplyResult> {
+    const refused = op.t === 'archive_settings' ? null : this.admission();
+    if (refused !== null) return Promise.reject(new ServiceError('unavailable', refused));
     const data = encodeAppCommand({
       op,
       ...(requestId ? { requestId } : {}),
@@ -461,34 +490,26 @@ export class PangeaNode implements KvService {
 
   async metrics(): Promise<string> {
     const r = this.replica;
-    const lines: string[] = [];
-    const gauge = (name: string, help: string, value: number, labels = ''): void => {
-      lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} gauge`, `${name}${labels} ${value}`);
-    };
-    const counter = (name: string, help: string, value: number): void => {
-      lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} counter`, `${name} ${value}`);
-    };
-    gauge('pangea_commit_index', 'Index of the last command known chosen here.', r.commit.index);
-    gauge('pangea_applied_index', 'Index of the last command applied to the state machine.', this.state.applied().point.index);
-    gauge('pangea_is_leader', '1 when this node leads.', r.currentRole === 'leader' ? 1 : 0);
-    gauge('pangea_ballot_round', 'Round of the ballot this node follows or leads.', r.currentBallot.round);
-    gauge('pangea_voters', 'Voters in the configuration of the next slot.', r.config.voters.length);
-    gauge('pangea_learners', 'Learners in the configuration of the next slot.', r.config.learners.length);
-    gauge('pangea_pending_writes', 'Writes handed to consensus and not yet answered.', this.writes.size);
-    gauge('pangea_ready', '1 when /readyz answers 200.', this.isReady() ? 1 : 0);
-    counter('pangea_proposals_total', 'Commands handed to consensus here.', this.counters.proposals);
-    counter('pangea_slots_applied_total', 'Slots applied.', this.counters.commits);
-    counter('pangea_commands_applied_total', 'Commands applied.', this.counters.applied);
-    counter('pangea_persist_batches_total', 'Batches written to the log.', this.counters.persistBatches);
-    counter('pangea_linearizable_reads_total', 'Read barriers requested.', this.counters.reads);
-    counter('pangea_elections_total', 'Elections this node started.', r.stats.elections);
+    const t = new PromText()
+      .gauge('pangea_commit_index', 'Index of the last command known chosen here.', r.commit.index)
+      .gauge('pangea_applied_index', 'Index of the last command applied to the state machine.', this.state.applied().point.index)
+      .gauge('pangea_is_leader', '1 when this node leads.', r.currentRole === 'leader' ? 1 : 0)
+      .gauge('pangea_ballot_round', 'Round of the ballot this node follows or leads.', r.currentBallot.round)
+      .gauge('pangea_voters', 'Voters in the configuration of the next slot.', r.config.voters.length)
+      .gauge('pangea_learners', 'Learners in the configuration of the next slot.', r.config.learners.length)
+      .gauge('pangea_pending_writes', 'Writes handed to consensus and not yet answered.', this.writes.size)
+      .gauge('pangea_ready', '1 when /readyz answers 200.', this.isReady() ? 1 : 0)
+      .counter('pangea_proposals_total', 'Commands handed to consensus here.', this.counters.proposals)
+      .counter('pangea_slots_applied_total', 'Slots applied.', this.counters.commits)
+      .counter('pangea_commands_applied_total', 'Commands applied.', this.counters.applied)
+      .counter('pangea_persist_batches_total', 'Batches written to the log.', this.counters.persistBatches)
+      .counter('pangea_linearizable_reads_total', 'Read barriers requested.', this.counters.reads)
+      .counter('pangea_elections_total', 'Elections this node started.', r.stats.elections);
     for (const [name, n] of Object.entries((this.transport.stats ?? {}) as Record<string, number>)) {
-      const metric = `pangea_p2p_${name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)}_total`;
-      lines.push(`# HELP ${metric} Peer transport counter ${name}.`, `# TYPE ${metric} counter`, `${metric} ${n}`);
+      t.counter(`pangea_p2p_${name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)}_total`, `Peer transport counter ${name}.`, n);
     }
-    lines.push('# HELP pangea_messages_dropped_total Consensus messages dropped, by reason.', '# TYPE pangea_messages_dropped_total counter');
-    for (const [reason, n] of Object.entries(r.stats.dropped)) lines.push(`pangea_messages_dropped_total{reason="${reason}"} ${n}`);
-    return lines.join('\n') + '\n' + (this.extraMetrics ? await this.extraMetrics() : '');
+    t.family('counter', 'pangea_messages_dropped_total', 'Consensus messages dropped, by reason.', Object.entries(r.stats.dropped).map(([reason, n]) => [{ reason }, n] as const));
+    return t.toString() + (this.extraMetrics ? await this.extraMetrics() : '');
   }
 
   /** Makes sure the member table has this node's current addresses (they are not in the

@@ -23,6 +23,7 @@ import { ARCHIVE_KEY_FILE, NodeArchive, STAGING_DIR, archiveHost, bootstrapSetti
 import { openObjectStore } from './archive/open-store.js';
 import { bestManifest, restoreFromArchive, restoreSnapshotInto, snapshotAtOrBelow } from './archive/restore.js';
 import { publishBaseSnapshot } from './archive/archiver.js';
+import { Blocksync, blocksyncMetricsText } from './net/blocksync.js';
 import { DEFAULTS } from './consensus/index.js';
 import { resolveParams } from './ces/index.js';
 
@@ -131,9 +132,33 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   const bound = await api.listen(opts.httpListen.host, opts.httpListen.port);
   const http = opts.advertiseHttp ?? `http://${formatHost(bound.host)}:${bound.port}`;
   let archive: NodeArchive | null = null;
-  const extraMetrics = async (): Promise<string> => (archive?.metricsText() ?? '') + (await httpMetrics.text());
+  let blocksync: Blocksync | null = null;
+  const extraMetrics = async (): Promise<string> => {
+    const served = { first: archive?.cold() ? 1 : node!.compactedPoint.index + 1, last: stores.state.applied().point.index };
+    return (archive?.metricsText() ?? '') + (blocksync ? blocksyncMetricsText(blocksync, transport.peersConnected(), served) : '') + (await httpMetrics.text());
+  };
   node = new PangeaNode({ clusterId: cluster.clusterId, peerId: identity.peerId, http, log: stores.log, state: stores.state, transport, logger, genesis: cluster.genesis, extraMetrics });
-  archive = new NodeArchive(node, stores, archiveHost(node, stores, identity.privateKey), archiveKey, opts.archive, join(opts.dataDir, STAGING_DIR), logger);
+  const host = archiveHost(node, stores, identity.privateKey, () => archive!.quotaAlarm());
+  archive = new NodeArchive(node, stores, host, archiveKey, opts.archive, join(opts.dataDir, STAGING_DIR), logger);
+  node.setAdmission(() => archive!.admission());
+  blocksync = new Blocksync(
+    {
+      cluster: cluster.clusterId,
+      peerId: identity.peerId,
+      commit: () => node!.commitPoint,
+      applied: () => ({ ...stores.state.applied().point, chain: stores.state.applied().chain }),
+      hotFirstSlot: () => node!.compactedPoint.slot + 1,
+      readHot: (from, to) => stores.log.readSlots(from, to),
+      chainAt: (index) => stores.state.chainAt(index),
+      cold: () => archive!.cold(),
+      learnChosen: (values) => node!.learnChosen(values),
+      checkpoints: opts.archive.checkpoints,
+    },
+    transport,
+    { coldReadsMax: opts.archive.coldReadsMax, coldQueueMax: opts.archive.coldQueueMax, timeoutMs: opts.archive.blocksyncTimeoutMs },
+  );
+  node.onSnapshotNeeded(() => blocksync!.want());
+  await blocksync.start();
   let metrics: { close(): Promise<void> } | null = null;
   if (opts.metricsListen) metrics = await api.listenMetrics(opts.metricsListen.host, opts.metricsListen.port);
   node.start();
@@ -168,6 +193,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
       background.abort();
       await api.close();
       await metrics?.close();
+      blocksync!.stop();
       await archive!.stop();
       await node!.stop();
       await transport.stop();

@@ -59,6 +59,8 @@ export interface ArchiveHost {
   compact(point: LogPoint): void;
   chainAt(index: number): Uint8Array | undefined;
   snapshot(): StateSnapshot;
+  /** The hot log is at its quota: prune as far as the archive allows, whatever the retention. */
+  underPressure?(): boolean;
 }
 
 export interface ArchiverOptions {
@@ -381,7 +383,8 @@ export class Archiver {
     const manifest = this.manifest;
     if (manifest === null) return;
     const compacted = this.host.compactedPoint();
-    const target = pruneTarget(manifest, compacted.slot, this.host.appliedIndex(), this.opts.hotRetention);
+    const retention = this.host.underPressure?.() === true ? 0 : this.opts.hotRetention;
+    const target = pruneTarget(manifest, compacted.slot, this.host.appliedIndex(), retention);
     if (target === null) return;
     const ctx = this.verifyContext(manifest.ces);
     const segments = manifest.segments.filter((s) => s.last.slot > compacted.slot && s.first.slot <= target.point.slot);

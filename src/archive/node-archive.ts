@@ -16,6 +16,8 @@ import type { ArchiveSettings } from '../state/command.js';
 import { SEGMENT_ENTRIES_DEFAULT, SNAPSHOT_SEGMENTS_DEFAULT, type NodeArchiveOptions } from './options.js';
 import { Archiver, clearStaging, type ArchiveHost, type ArchiveStats } from './archiver.js';
 import { openObjectStore } from './open-store.js';
+import { ArchiveColdSource } from './cold.js';
+import { PromText } from '../metrics.js';
 import type { ObjectStore } from './store.js';
 
 export const ARCHIVE_KEY_FILE = 'archive.key';
@@ -47,7 +49,7 @@ export async function loadArchiveKey(path: string, create: boolean, logger: Logg
 }
 
 /** The node as the archiver sees it. */
-export function archiveHost(node: PangeaNode, stores: Stores, privateKey: PrivateKey): ArchiveHost {
+export function archiveHost(node: PangeaNode, stores: Stores, privateKey: PrivateKey, underPressure: () => boolean): ArchiveHost {
   const { state, log } = stores;
   return {
     cluster: node.clusterId,
@@ -65,13 +67,20 @@ export function archiveHost(node: PangeaNode, stores: Stores, privateKey: Privat
     compact: (point) => node.compact(point),
     chainAt: (index) => state.chainAt(index),
     snapshot: () => state.snapshot(),
+    underPressure,
   };
 }
 
 /** Starts archiving once the log has the cluster's settings; owns the store it opens. */
+/** How often the hot log's size is measured for the quota. */
+const QUOTA_CHECK_MS = 250;
+
 export class NodeArchive {
   private archiver: Archiver | null = null;
   private store: ObjectStore | null = null;
+  private coldSource: ArchiveColdSource | null = null;
+  private hotBytesSeen = 0;
+  private hotBytesAt = 0;
   private readonly abort = new AbortController();
   private waiting: Promise<void> = Promise.resolve();
 
@@ -98,6 +107,7 @@ export class NodeArchive {
       if (settings === null) return;
       this.store = await openObjectStore(settings.url);
       if (this.abort.signal.aborted) return;
+      this.coldSource = new ArchiveColdSource(this.store, key, this.host.cluster, (s) => this.host.members().includes(s));
       this.archiver = new Archiver(this.host, this.store, key, { ...this.opts, stagingDir: this.stagingDir }, this.logger);
       this.node.onSegment((bound) => this.archiver?.onSegment(bound));
       this.archiver.start();
@@ -112,38 +122,59 @@ export class NodeArchive {
     await this.store?.close();
   }
 
+  /** Where block sync reads cold ranges (null until the store is open, or without a key). */
+  cold(): ArchiveColdSource | null {
+    return this.coldSource;
+  }
+
+  /** Bytes of the hot log, measured at most every QUOTA_CHECK_MS. */
+  hotBytes(): number {
+    const now = Date.now();
+    if (now - this.hotBytesAt >= QUOTA_CHECK_MS) {
+      this.hotBytesAt = now;
+      this.hotBytesSeen = this.stores.log.hotBytes();
+    }
+    return this.hotBytesSeen;
+  }
+
+  /** True while the hot log is at or over `--hot-quota-bytes`. */
+  quotaAlarm(): boolean {
+    return this.opts.hotQuotaBytes > 0 && this.hotBytes() >= this.opts.hotQuotaBytes;
+  }
+
+  /** Why client writes are refused now, or null: the node's admission check. */
+  admission(): string | null {
+    if (!this.quotaAlarm()) return null;
+    const why = this.archiver?.stats.archiveLastError || this.archiver?.stats.pruneLastError || 'archiving has not caught up';
+    return `the hot log is at its quota of ${this.opts.hotQuotaBytes} bytes until the archive catches up and it is pruned (last archive error: ${why}); reads are still served`;
+  }
+
   /** Prometheus text: archive, prune and hot-log figures. */
   metricsText(): string {
     const s: ArchiveStats | null = this.archiver?.stats ?? null;
-    const compacted = this.node.compactedPoint;
-    const lines: string[] = [];
-    const metric = (type: 'gauge' | 'counter', name: string, help: string, value: number, labels = ''): void => {
-      lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`, `${name}${labels} ${value}`);
-    };
-    metric('gauge', 'pangea_archive_first_index', 'First index the archive holds (0: none).', s?.archivedFirstIndex ?? 0);
-    metric('gauge', 'pangea_archive_last_index', 'Last index the archive holds (0: none).', s?.archivedLastIndex ?? 0);
-    metric('counter', 'pangea_archive_runs_total', 'Archiving runs.', s?.archiveRuns ?? 0);
-    metric('counter', 'pangea_archive_errors_total', 'Archiving runs that failed.', s?.archiveErrors ?? 0);
-    metric('counter', 'pangea_archive_segments_total', 'Segments this node archived.', s?.segmentsArchived ?? 0);
-    metric('counter', 'pangea_archive_snapshots_total', 'Snapshots this node archived.', s?.snapshotsArchived ?? 0);
-    metric('counter', 'pangea_archive_bytes_total', 'Shard bytes this node uploaded.', s?.archivedBytes ?? 0);
-    metric('gauge', 'pangea_archive_last_attempt_seconds', 'Unix time of the last archiving run.', (s?.archiveLastAttempt ?? 0) / 1000);
-    metric('gauge', 'pangea_archive_last_success_seconds', 'Unix time of the last successful archiving run.', (s?.archiveLastSuccess ?? 0) / 1000);
-    if (s?.archiveLastError) metric('gauge', 'pangea_archive_last_error_info', 'The last archiving error.', 1, `{error="${escapeLabel(s.archiveLastError)}"}`);
-    metric('counter', 'pangea_prune_runs_total', 'Prune runs.', s?.pruneRuns ?? 0);
-    metric('counter', 'pangea_prune_errors_total', 'Prune runs that failed.', s?.pruneErrors ?? 0);
-    metric('gauge', 'pangea_prune_last_attempt_seconds', 'Unix time of the last prune run.', (s?.pruneLastAttempt ?? 0) / 1000);
-    metric('gauge', 'pangea_prune_last_success_seconds', 'Unix time of the last successful prune run.', (s?.pruneLastSuccess ?? 0) / 1000);
-    if (s?.pruneLastError) metric('gauge', 'pangea_prune_last_error_info', 'The last prune error.', 1, `{error="${escapeLabel(s.pruneLastError)}"}`);
-    metric('gauge', 'pangea_hot_first_index', 'First index the hot log holds.', compacted.index + 1);
-    metric('gauge', 'pangea_hot_last_index', 'Last chosen index known here.', this.node.commitIndex);
-    metric('gauge', 'pangea_hot_log_bytes', 'Bytes of the hot log in LMDB (pages).', this.stores.log.hotBytes());
-    return lines.join('\n') + '\n';
+    const t = new PromText()
+      .gauge('pangea_archive_first_index', 'First index the archive holds (0: none).', s?.archivedFirstIndex ?? 0)
+      .gauge('pangea_archive_last_index', 'Last index the archive holds (0: none).', s?.archivedLastIndex ?? 0)
+      .counter('pangea_archive_runs_total', 'Archiving runs.', s?.archiveRuns ?? 0)
+      .counter('pangea_archive_errors_total', 'Archiving runs that failed.', s?.archiveErrors ?? 0)
+      .counter('pangea_archive_segments_total', 'Segments this node archived.', s?.segmentsArchived ?? 0)
+      .counter('pangea_archive_snapshots_total', 'Snapshots this node archived.', s?.snapshotsArchived ?? 0)
+      .counter('pangea_archive_bytes_total', 'Shard bytes this node uploaded.', s?.archivedBytes ?? 0)
+      .gauge('pangea_archive_last_attempt_seconds', 'Unix time of the last archiving run.', (s?.archiveLastAttempt ?? 0) / 1000)
+      .gauge('pangea_archive_last_success_seconds', 'Unix time of the last successful archiving run.', (s?.archiveLastSuccess ?? 0) / 1000)
+      .counter('pangea_prune_runs_total', 'Prune runs.', s?.pruneRuns ?? 0)
+      .counter('pangea_prune_errors_total', 'Prune runs that failed.', s?.pruneErrors ?? 0)
+      .gauge('pangea_prune_last_attempt_seconds', 'Unix time of the last prune run.', (s?.pruneLastAttempt ?? 0) / 1000)
+      .gauge('pangea_prune_last_success_seconds', 'Unix time of the last successful prune run.', (s?.pruneLastSuccess ?? 0) / 1000)
+      .gauge('pangea_hot_first_index', 'First index the hot log holds.', this.node.compactedPoint.index + 1)
+      .gauge('pangea_hot_last_index', 'Last chosen index known here.', this.node.commitIndex)
+      .gauge('pangea_hot_log_bytes', 'Bytes of the hot log in LMDB (pages).', this.hotBytes())
+      .gauge('pangea_hot_quota_bytes', 'The hot-log quota (0: none).', this.opts.hotQuotaBytes)
+      .gauge('pangea_hot_quota_alarm', '1 while the hot log is at its quota and client writes are refused.', this.quotaAlarm() ? 1 : 0);
+    if (s?.archiveLastError) t.gauge('pangea_archive_last_error_info', 'The last archiving error.', 1, { error: s.archiveLastError });
+    if (s?.pruneLastError) t.gauge('pangea_prune_last_error_info', 'The last prune error.', 1, { error: s.pruneLastError });
+    return t.toString();
   }
-}
-
-function escapeLabel(text: string): string {
-  return text.slice(0, 200).replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, ' ');
 }
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {

@@ -2,7 +2,7 @@
  * One Multi-Paxos replica: proposer, acceptor and learner in a single pure state machine.
  *
  * Inputs: `step(envelope)`, `tick()`, `propose(command)`, `read(id)`, `persisted(seq)`,
- * `compact(point)`, `installSnapshot(point)`. Output: `ready()`, a batch of obligations
+ * `compact(point)`, `installSnapshot(point)`, `learnChosen(values)`. Output: `ready()`, a batch of obligations
  * (see `Ready`). Nothing here performs I/O, reads a clock or draws randomness: time is
  * ticks, and randomness is the `random` function the driver passes in.
  *
@@ -953,6 +953,22 @@ export class Replica {
       if (snapshot.slot > this.commitSlot && this.role !== 'leader') this.snapshotNeeded = { from, point: snapshot };
       return;
     }
+    this.storeChosen(values);
+    if (commit > this.commitSlot && values.length > 0) this.requestCatchup(from, commit);
+    if (this.role === 'candidate') this.maybeLead();
+  }
+
+  /**
+   * The driver learned these slots' chosen values from a source it checked itself (block
+   * sync: a peer's log or the archive, verified against the hash chain). The same path as
+   * a catch-up answer: stored as chosen, then committed in order.
+   */
+  learnChosen(values: readonly SlotValue[]): void {
+    this.storeChosen(values);
+    if (this.role === 'candidate') this.maybeLead();
+  }
+
+  private storeChosen(values: readonly SlotValue[]): void {
     for (const { slot, batch } of values) {
       if (slot <= this.commitSlot || slot <= this.compacted.slot) continue;
       const existing = this.log.get(slot);
@@ -962,8 +978,6 @@ export class Replica {
       this.persistOps.push({ kind: 'slot', slot: stored });
     }
     this.advanceCommit();
-    if (commit > this.commitSlot && values.length > 0) this.requestCatchup(from, commit);
-    if (this.role === 'candidate') this.maybeLead();
   }
 
   /** A node this replica does not know (a configuration it has not reached yet) may still

@@ -58,6 +58,11 @@ export function encodeBody(envelope: Envelope): Uint8Array {
   return packr.pack(envelope);
 }
 
+/** The msgpack body of any other message (requests and responses between peers). */
+export function encodeMessage(value: unknown): Uint8Array {
+  return packr.pack(value);
+}
+
 /** Concatenates bodies into one buffer of frames (one allocation, one copy of each body). */
 export function joinFrames(bodies: readonly Uint8Array[]): Uint8Array {
   let total = 0;

@@ -34,12 +34,13 @@ import { yamux } from '@chainsafe/libp2p-yamux';
 import { identify } from '@libp2p/identify';
 import { ping } from '@libp2p/ping';
 import { kadDHT } from '@libp2p/kad-dht';
+import { gossipsub, type GossipSub } from '@libp2p/gossipsub';
 import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id';
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr';
 import type { Connection, PeerId, PrivateKey, Stream, StreamMessageEvent } from '@libp2p/interface';
 import type { Envelope } from '../consensus/index.js';
-import type { Transport } from './transport.js';
-import { FRAME_BYTES_MAX_DEFAULT, FrameDecoder, FrameError, encodeBody, joinFrames } from './codec.js';
+import type { PeerServices, Transport } from './transport.js';
+import { FRAME_BYTES_MAX_DEFAULT, FrameDecoder, FrameError, encodeBody, encodeMessage, joinFrames } from './codec.js';
 
 export const CONSENSUS_PROTOCOL = '/pangea/consensus/1.0.0';
 /** Our DHT is private: its own protocol id keeps it apart from the public IPFS DHT. */
@@ -58,6 +59,10 @@ export const BACKOFF_MS_MIN = 100;
 export const BACKOFF_MS_MAX = 5_000;
 /** Warnings about misbehaving peers, at most this many a second (the rest are counted). */
 export const WARNINGS_PER_S_MAX = 10;
+/** Inbound request streams one connection may hold open at once, per protocol. */
+export const REQUEST_STREAMS_MAX = 16;
+/** A peer lookup in the DHT, after a failed dial, at most this often per peer. */
+export const LOOKUP_INTERVAL_MS = 10_000;
 
 export interface P2pLogger {
   info(msg: string, fields?: Record<string, unknown>): void;
@@ -158,7 +163,7 @@ interface Link {
   addressesSet: Promise<void>;
 }
 
-export class Libp2pTransport implements Transport {
+export class Libp2pTransport implements Transport, PeerServices {
   readonly peerId: string;
   readonly stats: P2pStats = newStats();
   private readonly opts: Libp2pTransportOptions;
@@ -180,6 +185,8 @@ export class Libp2pTransport implements Transport {
   private abort = new AbortController();
   private warnWindowS = 0;
   private warnCount = 0;
+  private announcementHandler: (from: string, data: Uint8Array) => void = () => undefined;
+  private readonly lookups = new Map<string, number>();
 
   constructor(opts: Libp2pTransportOptions) {
     this.opts = opts;
@@ -218,6 +225,7 @@ export class Libp2pTransport implements Transport {
         identify: identify(),
         ping: ping(),
         dht: kadDHT({ protocol: DHT_PROTOCOL, clientMode: false, peerInfoMapper: (p) => p }),
+        pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, emitSelf: false }),
       },
       start: false,
     });
@@ -225,6 +233,19 @@ export class Libp2pTransport implements Transport {
       maxInboundStreams: INBOUND_STREAMS_MAX,
     });
     await node.start();
+    const pubsub = node.services.pubsub as GossipSub;
+    pubsub.addEventListener('message', (evt) => {
+      const msg = evt.detail;
+      // Signed messages only (gossipsub's default policy): `from` is authenticated.
+      if (msg.topic !== this.topic() || msg.type !== 'signed') return;
+      try {
+        this.announcementHandler(msg.from.toString(), msg.data);
+      } catch (err) {
+        this.stats.handlerErrors += 1;
+        this.warn('announcement handler threw', { error: (err as Error).stack ?? String(err) });
+      }
+    });
+    pubsub.subscribe(this.topic());
     this.node = node;
     this.running = true;
     this.log.info('p2p started', { peerId: this.peerId, addresses: this.addresses() });
@@ -327,6 +348,81 @@ export class Libp2pTransport implements Transport {
       this.dirty.add(link);
       this.scheduleFlush();
     }
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Announcements and requests (PeerServices)
+
+  private topic(): string {
+    return `/pangea/${this.opts.clusterId}/announce/1`;
+  }
+
+  announce(data: Uint8Array): void {
+    const node = this.node;
+    if (node === null || !this.running) return;
+    (node.services.pubsub as GossipSub).publish(this.topic(), data).catch((err: unknown) => {
+      this.warn('cannot publish an announcement', { error: (err as Error).message });
+    });
+  }
+
+  onAnnouncement(handler: (from: string, data: Uint8Array) => void): void {
+    this.announcementHandler = handler;
+  }
+
+  peersConnected(): number {
+    return this.node?.getPeers().length ?? 0;
+  }
+
+  async request(peerId: string, protocol: string, body: unknown, timeoutMs: number): Promise<unknown> {
+    const node = this.node;
+    const link = this.link(peerId);
+    if (node === null || !this.running || link === null) throw new Error('transport stopped or bad peer id');
+    await link.addressesSet;
+    const signal = AbortSignal.any([this.abort.signal, AbortSignal.timeout(timeoutMs)]);
+    const stream = await node.dialProtocol(link.peer, protocol, { signal });
+    try {
+      // Listen before sending: the answer may arrive before anything after `send` runs.
+      const answer = readOneFrame(stream, this.frameBytesMax, signal);
+      stream.send(joinFrames([encodeMessage(body)]));
+      stream.close({ signal }).catch(() => undefined);
+      return await answer;
+    } finally {
+      if (stream.status === 'open') stream.abort(new Error('request done'));
+    }
+  }
+
+  async handle(protocol: string, handler: (from: string, body: unknown) => Promise<unknown>): Promise<void> {
+    const node = this.node;
+    if (node === null) throw new Error('start the transport before handling requests');
+    await node.handle(protocol, (stream, connection) => {
+      const remote = connection.remotePeer.toString();
+      const signal = AbortSignal.any([this.abort.signal, AbortSignal.timeout(this.dialTimeoutMs * 6)]);
+      readOneFrame(stream, this.frameBytesMax, signal)
+        .then(async (request) => {
+          const answer = await handler(remote, request);
+          stream.send(joinFrames([encodeMessage(answer)]));
+          await stream.close({ signal });
+        })
+        .catch((err: unknown) => {
+          this.warn('request failed', { protocol, peerId: remote, error: (err as Error).message });
+          stream.abort(err instanceof Error ? err : new Error(String(err)));
+        });
+    }, { maxInboundStreams: REQUEST_STREAMS_MAX });
+  }
+
+  /** After a failed dial: ask the DHT where the peer is now (members move). */
+  private lookUp(link: Link): void {
+    const node = this.node;
+    const last = this.lookups.get(link.id) ?? 0;
+    if (node === null || Date.now() - last < LOOKUP_INTERVAL_MS) return;
+    this.lookups.set(link.id, Date.now());
+    const signal = AbortSignal.any([this.abort.signal, AbortSignal.timeout(this.dialTimeoutMs)]);
+    node.peerRouting.findPeer(link.peer, { signal }).then(
+      (info) => {
+        if (info.multiaddrs.length > 0) this.setPeerAddresses(link.id, info.multiaddrs.map((a) => a.toString()));
+      },
+      () => undefined, // not found: keep the addresses we have
+    );
   }
 
   // -------------------------------------------------------------------------------------
@@ -446,6 +542,7 @@ export class Libp2pTransport implements Transport {
       link.queue = [];
       link.queueBytes = 0;
       this.backoff(link);
+      this.lookUp(link);
       this.warn('cannot open a consensus stream', { peerId: link.id, error: (err as Error).message, retryInMs: link.backoffMs });
     } finally {
       link.opening = false;
@@ -547,4 +644,29 @@ export class Libp2pTransport implements Transport {
     this.warnCount += 1;
     this.log.warn(msg, fields);
   }
+}
+
+/** Reads exactly one frame from `stream` (a request or its answer). */
+function readOneFrame(stream: Stream, frameBytesMax: number, signal: AbortSignal): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const decoder = new FrameDecoder(frameBytesMax);
+    let done = false;
+    const finish = (err: Error | null, value?: unknown): void => {
+      if (done) return;
+      done = true;
+      signal.removeEventListener('abort', onAbort);
+      if (err) reject(err);
+      else resolve(value);
+    };
+    const onAbort = (): void => finish(new Error('timed out'));
+    signal.addEventListener('abort', onAbort, { once: true });
+    stream.addEventListener('message', (evt: StreamMessageEvent) => {
+      try {
+        for (const value of decoder.push(evt.data)) return finish(null, value);
+      } catch (err) {
+        finish(err as Error);
+      }
+    });
+    stream.addEventListener('close', () => finish(new Error('stream closed before a whole frame arrived')));
+  });
 }

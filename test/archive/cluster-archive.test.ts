@@ -129,6 +129,22 @@ test('a 3-node cluster archives to S3 and prunes; a 4th node restores from the a
   assert.ok(Object.keys(states[0]!).length > 10);
   assert.ok((await metric(n4, 'pangea_hot_first_index')) > 200, 'node 4 holds no log before its restored snapshot');
   for (const n of all) assert.equal(await metric(n, 'pangea_archive_errors_total'), 0, `archive errors on ${n.dataDir}:\n${n.output()}`);
+
+  // A 5th node without the archive key cannot restore by itself: peers have pruned, so it
+  // catches up from slot 1 through block sync, which its peers serve from the archive.
+  const n5 = await startNode({ dataDir: join(root, 'n5'), join: n4.info.http, extra: FAST });
+  await waitFor('node 5 to catch up through block sync', async () => {
+    const [v5, v1] = await Promise.all([clusterView(n5.info.http), clusterView(n1.info.http)]);
+    return v5.appliedIndex === v1.appliedIndex && v5.chain === v1.chain;
+  }, 90_000);
+  assert.deepEqual(await dump(n5), states[0]);
+  assert.ok((await metric(n5, 'pangea_blocksync_ranges_received_total')) > 0);
+  const coldServed = await Promise.all(all.map(async (n) => {
+    const text = await (await fetch(`${n.info.http}/metrics`)).text();
+    return Number(/^pangea_blocksync_served_total\{source="cold"\} (\d+)$/m.exec(text)?.[1] ?? 0);
+  }));
+  assert.ok(coldServed.reduce((a, b) => a + b, 0) > 0, `no cold ranges served: ${coldServed.join(', ')}`);
+  assert.ok(coldServed[3]! > 0, `the restored node served no cold range: ${coldServed.join(', ')}`);
 });
 
 test('a new cluster restored from a file:// archive at a past index holds exactly that index\'s state', { timeout: 120_000 }, async () => {

@@ -1,0 +1,176 @@
+/**
+ * A node's data dir as offline operator tools (`pangea prune-hot`, `pangea archive verify
+ * --data-dir`) see it: which cluster it belongs to, whether a node runs on it, and an
+ * exclusive lock for tools that write to it.
+ *
+ * Files (written by `pangea serve`, src/server.ts): `cluster.json` ({ clusterId, genesis }),
+ * `node.json` ({ pid, peerId, http, p2p } of the last `serve` started on it), and the LMDB
+ * environment `pangea.mdb` (src/log/env.ts). Tools that write take `prune.lock`.
+ *
+ * ```ts
+ * const lock = await lockDataDir(dir);            // throws DataDirError if held or a node runs
+ * try { ... } finally { await lock.release(); }
+ * ```
+ */
+import { constants as fsConstants, existsSync, unlinkSync } from 'node:fs';
+import { link, open, readFile, rename, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ENV_FILE } from './log/env.js';
+
+export const CLUSTER_FILE = 'cluster.json';
+export const NODE_FILE = 'node.json';
+export const LOCK_FILE = 'prune.lock';
+
+/** Why a data dir cannot be used: `not_a_node` (usage) or `busy` (a node or tool holds it). */
+export class DataDirError extends Error {
+  override readonly name = 'DataDirError';
+  constructor(
+    readonly code: 'not_a_node' | 'busy',
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Throws DataDirError('not_a_node') unless `dir` holds a node's cluster file and LMDB environment. */
+export function checkNodeDir(dir: string): void {
+  for (const f of [CLUSTER_FILE, ENV_FILE]) {
+    if (!existsSync(join(dir, f))) throw new DataDirError('not_a_node', `${dir} is not a node's data dir: it has no ${f}`);
+  }
+}
+
+/** The cluster id recorded in `dir/cluster.json`. */
+export async function readClusterId(dir: string): Promise<string> {
+  const path = join(dir, CLUSTER_FILE);
+  let id: unknown;
+  try {
+    id = (JSON.parse(await readFile(path, 'utf8')) as { clusterId?: unknown }).clusterId;
+  } catch (err) {
+    throw new DataDirError('not_a_node', `cannot read ${path}: ${(err as Error).message}`);
+  }
+  if (typeof id !== 'string' || id === '') throw new DataDirError('not_a_node', `${path} names no clusterId`);
+  return id;
+}
+
+/** True when a process with this pid exists (EPERM: it does, owned by another user). */
+export function pidAlive(pid: number): boolean {
+  if (!Number.isSafeInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** The pid `node.json` names when that process is alive (a node runs on `dir`), else null. */
+export async function runningNodePid(dir: string): Promise<number | null> {
+  const pid = await readPid(join(dir, NODE_FILE), (text) => (JSON.parse(text) as { pid?: unknown }).pid);
+  return pid !== null && pid !== process.pid && pidAlive(pid) ? pid : null;
+}
+
+export interface DataDirLock {
+  /** Removes the lock file (once). */
+  release(): Promise<void>;
+}
+
+/**
+ * Takes `dir/prune.lock` (created exclusively, holding this process's pid), then checks that
+ * no node runs on `dir`. A lock whose pid is dead is stale and taken over. Throws
+ * DataDirError('busy') while another live process holds the lock or a node runs; then
+ * nothing is left behind. The lock file is also removed if the process exits without
+ * `release` (not on SIGKILL: that leaves a stale lock, which the next taker takes over).
+ */
+export async function lockDataDir(dir: string): Promise<DataDirLock> {
+  const path = join(dir, LOCK_FILE);
+  if (!(await createLock(path))) {
+    const holder = await readPid(path, Number);
+    if (holder !== null && pidAlive(holder)) throw new DataDirError('busy', `${path} is held by process ${holder}: another tool works on this data dir`);
+    await takeOverStale(path, holder);
+    if (!(await createLock(path))) throw new DataDirError('busy', `${path} was taken by another process meanwhile`);
+  }
+  let held = true;
+  const onExit = (): void => {
+    if (held) unlinkSync(path);
+  };
+  process.once('exit', onExit);
+  const lock: DataDirLock = {
+    async release() {
+      if (!held) return;
+      held = false;
+      process.off('exit', onExit);
+      await unlink(path).catch(() => undefined);
+    },
+  };
+  const pid = await runningNodePid(dir);
+  if (pid !== null) {
+    await lock.release();
+    throw new DataDirError('busy', `a node is running on ${dir} (pid ${pid}, from ${NODE_FILE}): stop it first`);
+  }
+  return lock;
+}
+
+/**
+ * Creates the lock file holding our pid; false when it exists. The pid is written to a file
+ * of our own first and hard-linked into place (link() refuses an existing name, like
+ * O_EXCL), so a lock file is never seen empty.
+ */
+async function createLock(path: string): Promise<boolean> {
+  const temp = `${path}.${process.pid}`;
+  const fh = await open(temp, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_TRUNC, 0o644);
+  try {
+    await fh.writeFile(`${process.pid}\n`);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  try {
+    await link(temp, path);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw err;
+  } finally {
+    await unlink(temp).catch(() => undefined);
+  }
+}
+
+/**
+ * Removes a stale lock that named `holder` (dead). It is first renamed aside, which only one
+ * of several racing takers can do to a given file; should the file renamed be a fresh lock
+ * another taker created meanwhile, it is put back and this taker gives up.
+ */
+async function takeOverStale(path: string, holder: number | null): Promise<void> {
+  const aside = `${path}.stale-${process.pid}`;
+  try {
+    await rename(path, aside);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return; // released meanwhile
+    throw err;
+  }
+  const moved = await readPid(aside, Number);
+  if (moved !== holder && moved !== null && pidAlive(moved)) {
+    // Put it back unless yet another lock is there by now (link refuses to replace it).
+    await link(aside, path).catch(() => undefined);
+    await unlink(aside);
+    throw new DataDirError('busy', `${path} was taken by process ${moved} meanwhile`);
+  }
+  await unlink(aside);
+}
+
+/** A pid read from `path` by `parse`; null when the file is absent or holds none. */
+async function readPid(path: string, parse: (text: string) => unknown): Promise<number | null> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
+  try {
+    const pid = parse(text.trim());
+    return typeof pid === 'number' && Number.isSafeInteger(pid) && pid > 0 ? pid : null;
+  } catch {
+    return null;
+  }
+}

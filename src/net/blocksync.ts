@@ -1,0 +1,377 @@
+/**
+ * Block sync: how a node that is far behind catches up from any peer, from its hot log or,
+ * through that peer, from the cold archive.
+ *
+ * - Every `ANNOUNCE_MS` each node announces its commit point and hot range on the cluster's
+ *   gossipsub topic; a node tracks the best commit point its peers announce.
+ * - A node more than `BEHIND_SLOTS` behind the best (or asked by the core for a snapshot,
+ *   which means its peers' hot logs no longer reach back to it) requests the next range on
+ *   `BLOCKSYNC_PROTOCOL` from a peer ahead of it, peers taken in turn, one request at a time.
+ * - A peer answers from its hot log when it holds the range, else from the archive (cold),
+ *   with at most `coldReadsMax` cold reads at once and `coldQueueMax` waiting; beyond that it
+ *   answers `busy` at once, never silence.
+ * - The requester recomputes the hash chain over the range from its own applied value; it
+ *   must end at the value the peer states, and pass every `--checkpoint` in the range. Only
+ *   then are the values handed to the consensus core (`learnChosen`: the core's catch-up
+ *   path), which persists and commits them; the state machine applies them like any other.
+ */
+import type { Command, SlotValue } from '../consensus/index.js';
+import { validateEnvelope } from '../consensus/index.js';
+import { chainBytes, extendChain } from '../state/command.js';
+import type { PeerServices } from './transport.js';
+import { Packr } from 'msgpackr';
+import { PromText } from '../metrics.js';
+
+export const BLOCKSYNC_PROTOCOL = '/pangea/blocksync/1.0.0';
+export const ANNOUNCE_MS = 1_000;
+/** Announcements older than this are forgotten (the peer is gone or partitioned). */
+export const ANNOUNCE_STALE_MS = 10_000;
+/** How far behind (slots) before block sync starts; closer, the core's own catch-up does. */
+export const BEHIND_SLOTS = 128;
+/** Slots and bytes in one answer at most. */
+export const RANGE_SLOTS_MAX = 512;
+export const RANGE_BYTES_MAX = 8 * 1024 * 1024;
+const PLAN_MS = 100;
+
+/** What a peer states about itself every `ANNOUNCE_MS`. */
+export interface Announcement {
+  readonly commitSlot: number;
+  readonly commitIndex: number;
+  /** The first slot its hot log holds. */
+  readonly hotFirstSlot: number;
+  /** Whether it can serve cold ranges (it reaches the archive with the key). */
+  readonly cold: boolean;
+}
+
+export type RangeAnswer =
+  | { readonly status: 'ok'; readonly source: 'hot' | 'cold'; readonly values: readonly SlotValue[]; readonly lastIndex: number; readonly chainAfter: Uint8Array }
+  | { readonly status: 'busy' }
+  | { readonly status: 'none'; readonly reason: string };
+
+/** A range read from the archive (src/archive/cold.ts). */
+export interface ColdSource {
+  /** Slots from `fromSlot` (whose first command takes `fromIndex`) up to `toSlot`, within one
+   *  archived segment and `RANGE_BYTES_MAX`; null when the archive does not hold `fromSlot`. */
+  read(fromSlot: number, fromIndex: number, toSlot: number): Promise<{ values: SlotValue[]; lastIndex: number; chainAfter: Uint8Array } | null>;
+}
+
+export interface BlocksyncHost {
+  readonly cluster: string;
+  readonly peerId: string;
+  commit(): { slot: number; index: number };
+  applied(): { slot: number; index: number; chain: Uint8Array };
+  /** The first slot the hot log holds. */
+  hotFirstSlot(): number;
+  /** Chosen slots `from..to` of the hot log (fewer when it ends). */
+  readHot(from: number, to: number): SlotValue[];
+  chainAt(index: number): Uint8Array | undefined;
+  cold(): ColdSource | null;
+  /** Hands verified chosen values to the consensus core. */
+  learnChosen(values: readonly SlotValue[]): void;
+  /** Trusted chain values by index (`--checkpoint`). */
+  readonly checkpoints: ReadonlyMap<number, Uint8Array>;
+}
+
+export interface BlocksyncOptions {
+  readonly coldReadsMax: number;
+  readonly coldQueueMax: number;
+  readonly timeoutMs: number;
+}
+
+export interface BlocksyncStats {
+  requests: number;
+  requestsInFlight: number;
+  timeouts: number;
+  failures: number;
+  busyAnswers: number;
+  rangesReceived: number;
+  slotsReceived: number;
+  chainMismatches: number;
+  checkpointMismatches: number;
+  servedHot: number;
+  servedCold: number;
+  servedNone: number;
+  servedBusy: number;
+  coldReadErrors: number;
+  coldReadLastError: string;
+  coldReadsInFlight: number;
+  coldQueueFull: number;
+}
+
+interface PeerState extends Announcement {
+  readonly at: number;
+}
+
+const packr = new Packr({ useRecords: false, mapsAsObjects: true });
+
+export class Blocksync {
+  readonly stats: BlocksyncStats = {
+    requests: 0,
+    requestsInFlight: 0,
+    timeouts: 0,
+    failures: 0,
+    busyAnswers: 0,
+    rangesReceived: 0,
+    slotsReceived: 0,
+    chainMismatches: 0,
+    checkpointMismatches: 0,
+    servedHot: 0,
+    servedCold: 0,
+    servedNone: 0,
+    servedBusy: 0,
+    coldReadErrors: 0,
+    coldReadLastError: '',
+    coldReadsInFlight: 0,
+    coldQueueFull: 0,
+  };
+  private readonly peers = new Map<string, PeerState>();
+  private readonly coldWaiting: (() => void)[] = [];
+  private timers: NodeJS.Timeout[] = [];
+  private turn = 0;
+  /** Set by the core asking for a snapshot: peers' hot logs do not reach back here. */
+  private wanted = false;
+  private stopped = false;
+
+  constructor(
+    private readonly host: BlocksyncHost,
+    private readonly net: PeerServices,
+    private readonly opts: BlocksyncOptions,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  async start(): Promise<void> {
+    this.net.onAnnouncement((from, data) => this.onAnnouncement(from, data));
+    await this.net.handle(BLOCKSYNC_PROTOCOL, (from, body) => this.serve(body));
+    const every = (ms: number, fn: () => void): void => {
+      const t = setInterval(fn, ms);
+      t.unref?.();
+      this.timers.push(t);
+    };
+    every(ANNOUNCE_MS, () => this.announce());
+    every(PLAN_MS, () => void this.plan());
+  }
+
+  stop(): void {
+    this.stopped = true;
+    for (const t of this.timers) clearInterval(t);
+    for (const wake of this.coldWaiting.splice(0)) wake();
+  }
+
+  /** The core asked for a snapshot: catch up through block sync instead. */
+  want(): void {
+    this.wanted = true;
+  }
+
+  /** The best commit index peers announce (0 when none is known). */
+  peerBestIndex(): number {
+    let best = 0;
+    for (const p of this.freshPeers()) best = Math.max(best, p.commitIndex);
+    return best;
+  }
+
+  get coldQueueDepth(): number {
+    return this.coldWaiting.length;
+  }
+
+  // ------------------------------------------------------------------------------------
+  // Announcements.
+
+  private announce(): void {
+    const c = this.host.commit();
+    const a: Announcement = { commitSlot: c.slot, commitIndex: c.index, hotFirstSlot: this.host.hotFirstSlot(), cold: this.host.cold() !== null };
+    this.net.announce(packr.pack(a));
+  }
+
+  private onAnnouncement(from: string, data: Uint8Array): void {
+    if (from === this.host.peerId) return;
+    let a: Partial<Announcement>;
+    try {
+      a = packr.unpack(data) as Partial<Announcement>;
+    } catch {
+      return;
+    }
+    const count = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+    if (typeof a !== 'object' || a === null || !count(a.commitSlot) || !count(a.commitIndex) || !count(a.hotFirstSlot)) return;
+    this.peers.set(from, { commitSlot: a.commitSlot, commitIndex: a.commitIndex, hotFirstSlot: a.hotFirstSlot, cold: a.cold === true, at: this.now() });
+  }
+
+  private freshPeers(): PeerState[] {
+    const cutoff = this.now() - ANNOUNCE_STALE_MS;
+    return [...this.peers.values()].filter((p) => p.at >= cutoff);
+  }
+
+  // ------------------------------------------------------------------------------------
+  // Requesting.
+
+  private async plan(): Promise<void> {
+    if (this.stopped || this.stats.requestsInFlight > 0) return;
+    const commit = this.host.commit();
+    const applied = this.host.applied();
+    if (applied.slot !== commit.slot) return; // the chain is checked from the applied value
+    const ahead = [...this.peers.entries()].filter(([, p]) => p.at >= this.now() - ANNOUNCE_STALE_MS && p.commitSlot > commit.slot);
+    if (ahead.length === 0) return;
+    const best = Math.max(...ahead.map(([, p]) => p.commitSlot));
+    if (!this.wanted && best - commit.slot <= BEHIND_SLOTS) return;
+    const from = commit.slot + 1;
+    // Peers whose hot log holds the range first; else those that can read the archive.
+    const hot = ahead.filter(([, p]) => p.hotFirstSlot <= from);
+    const pool = hot.length > 0 ? hot : ahead.filter(([, p]) => p.cold);
+    if (pool.length === 0) return;
+    const [peer] = pool[this.turn++ % pool.length]!;
+    const to = Math.min(best, commit.slot + RANGE_SLOTS_MAX);
+    this.stats.requests++;
+    this.stats.requestsInFlight++;
+    try {
+      const raw = await this.net.request(peer, BLOCKSYNC_PROTOCOL, { v: 1, cluster: this.host.cluster, from, fromIndex: applied.index + 1, to }, this.opts.timeoutMs);
+      this.receive(peer, from, applied, raw);
+    } catch (err) {
+      if (/timed out|timeout|aborted/i.test((err as Error).message)) this.stats.timeouts++;
+      else this.stats.failures++;
+    } finally {
+      this.stats.requestsInFlight--;
+    }
+  }
+
+  private receive(peer: string, from: number, applied: { index: number; chain: Uint8Array }, raw: unknown): void {
+    const answer = raw as Partial<RangeAnswer> | null;
+    if (answer?.status === 'busy') {
+      this.stats.busyAnswers++;
+      return;
+    }
+    if (answer?.status !== 'ok') {
+      this.stats.failures++;
+      return;
+    }
+    const ok = answer as Extract<RangeAnswer, { status: 'ok' }>;
+    // The core's own validation of a catch-up message checks every value's shape.
+    const env = validateEnvelope({ cluster: this.host.cluster, from: peer, to: this.host.peerId, msg: { type: 'catchup', values: ok.values, commit: 0, snapshot: null } });
+    if (env === null || env.msg.type !== 'catchup' || env.msg.values.length === 0 || env.msg.values[0]!.slot !== from) {
+      this.stats.failures++;
+      return;
+    }
+    const values = env.msg.values;
+    let chain = applied.chain;
+    let index = applied.index;
+    for (const [i, v] of values.entries()) {
+      if (v.slot !== from + i) {
+        this.stats.failures++;
+        return;
+      }
+      for (const cmd of v.batch as readonly Command[]) {
+        chain = extendChain(chain, chainBytes(cmd));
+        index++;
+        const pinned = this.host.checkpoints.get(index);
+        if (pinned !== undefined && Buffer.compare(pinned, chain) !== 0) {
+          this.stats.checkpointMismatches++;
+          return;
+        }
+      }
+    }
+    if (index !== ok.lastIndex || !(ok.chainAfter instanceof Uint8Array) || Buffer.compare(chain, ok.chainAfter) !== 0) {
+      this.stats.chainMismatches++;
+      return;
+    }
+    this.stats.rangesReceived++;
+    this.stats.slotsReceived += values.length;
+    this.wanted = false;
+    this.host.learnChosen(values);
+  }
+
+  // ------------------------------------------------------------------------------------
+  // Serving.
+
+  private async serve(body: unknown): Promise<RangeAnswer> {
+    const req = body as { v?: unknown; cluster?: unknown; from?: unknown; fromIndex?: unknown; to?: unknown } | null;
+    const count = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 1;
+    if (req?.cluster !== this.host.cluster || !count(req.from) || !count(req.fromIndex) || !count(req.to) || req.to < req.from) {
+      return this.none('malformed request');
+    }
+    const to = Math.min(req.to, req.from + RANGE_SLOTS_MAX - 1, this.host.applied().slot);
+    if (req.from > to) return this.none('this node has not applied that range');
+    if (req.from >= this.host.hotFirstSlot()) {
+      const hot = this.serveHot(req.from, req.fromIndex, to);
+      if (hot !== null) {
+        this.stats.servedHot++;
+        return hot;
+      }
+    }
+    const cold = this.host.cold();
+    if (cold === null) return this.none('the range is not in this node\'s hot log and it cannot read the archive');
+    if (this.stats.coldReadsInFlight >= this.opts.coldReadsMax) {
+      if (this.coldWaiting.length >= this.opts.coldQueueMax) {
+        this.stats.coldQueueFull++;
+        this.stats.servedBusy++;
+        return { status: 'busy' };
+      }
+      await new Promise<void>((resolve) => this.coldWaiting.push(resolve));
+      if (this.stopped) return this.none('shutting down');
+    }
+    this.stats.coldReadsInFlight++;
+    try {
+      const got = await cold.read(req.from, req.fromIndex, to);
+      if (got === null) return this.none('the archive does not hold that range');
+      this.stats.servedCold++;
+      return { status: 'ok', source: 'cold', values: got.values, lastIndex: got.lastIndex, chainAfter: got.chainAfter };
+    } catch (err) {
+      this.stats.coldReadErrors++;
+      this.stats.coldReadLastError = (err as Error).message;
+      return this.none(`cold read failed: ${(err as Error).message}`);
+    } finally {
+      this.stats.coldReadsInFlight--;
+      this.coldWaiting.shift()?.();
+    }
+  }
+
+  private serveHot(from: number, fromIndex: number, to: number): RangeAnswer | null {
+    const values: SlotValue[] = [];
+    let bytes = 0;
+    let index = fromIndex - 1;
+    for (const v of this.host.readHot(from, to)) {
+      if (v.slot !== from + values.length) break;
+      const size = v.batch.reduce((n, c) => n + (c.kind === 'app' ? c.data.byteLength : 64), 0);
+      if (values.length > 0 && bytes + size > RANGE_BYTES_MAX) break;
+      values.push({ slot: v.slot, batch: v.batch });
+      bytes += size;
+      index += v.batch.length;
+    }
+    if (values.length === 0) return null;
+    const chainAfter = this.host.chainAt(index);
+    if (chainAfter === undefined) return null;
+    return { status: 'ok', source: 'hot', values, lastIndex: index, chainAfter };
+  }
+
+  private none(reason: string): RangeAnswer {
+    this.stats.servedNone++;
+    return { status: 'none', reason };
+  }
+}
+
+/** Prometheus text for block sync and the peers it hears from. */
+export function blocksyncMetricsText(b: Blocksync, peersConnected: number, served: { first: number; last: number }): string {
+  const s = b.stats;
+  const t = new PromText()
+    .gauge('pangea_peers_connected', 'Peers with an open libp2p connection.', peersConnected)
+    .gauge('pangea_peer_best_index', 'The best commit index peers announce.', b.peerBestIndex())
+    .gauge('pangea_served_first_index', 'First index this node can serve to peers (hot or cold).', served.first)
+    .gauge('pangea_served_last_index', 'Last index this node can serve to peers.', served.last)
+    .counter('pangea_blocksync_requests_total', 'Ranges requested from peers.', s.requests)
+    .gauge('pangea_blocksync_requests_inflight', 'Range requests awaiting an answer.', s.requestsInFlight)
+    .counter('pangea_blocksync_timeouts_total', 'Range requests that timed out.', s.timeouts)
+    .counter('pangea_blocksync_failures_total', 'Range requests that failed or were refused.', s.failures)
+    .counter('pangea_blocksync_busy_total', 'Busy answers received.', s.busyAnswers)
+    .counter('pangea_blocksync_ranges_received_total', 'Ranges received, checked and handed to consensus.', s.rangesReceived)
+    .counter('pangea_blocksync_chain_mismatches_total', 'Ranges rejected: the hash chain did not match.', s.chainMismatches)
+    .counter('pangea_blocksync_checkpoint_mismatches_total', 'Ranges rejected: a --checkpoint did not match.', s.checkpointMismatches)
+    .family('counter', 'pangea_blocksync_served_total', 'Ranges served to peers, by source.', [
+      [{ source: 'hot' }, s.servedHot],
+      [{ source: 'cold' }, s.servedCold],
+      [{ source: 'none' }, s.servedNone],
+      [{ source: 'busy' }, s.servedBusy],
+    ])
+    .counter('pangea_blocksync_cold_read_errors_total', 'Cold reads from the archive that failed.', s.coldReadErrors)
+    .gauge('pangea_blocksync_cold_reads_inflight', 'Cold reads running.', s.coldReadsInFlight)
+    .gauge('pangea_blocksync_cold_queue_depth', 'Cold reads waiting for a slot.', b.coldQueueDepth)
+    .counter('pangea_blocksync_cold_queue_full_total', 'Cold requests answered busy: the queue was full.', s.coldQueueFull);
+  if (s.coldReadLastError) t.gauge('pangea_blocksync_cold_read_last_error_info', 'The last cold read error.', 1, { error: s.coldReadLastError });
+  return t.toString();
+}
