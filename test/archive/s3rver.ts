@@ -27,17 +27,22 @@ export interface TestS3 {
   close(): Promise<void>;
 }
 
-export async function startS3(directory: string, bucket = 'pangea-test'): Promise<TestS3> {
-  const server = new S3rver({ address: '127.0.0.1', port: 0, silent: true, directory });
-  const { port } = await server.run();
-  const endpoint = `http://127.0.0.1:${port}`;
+/** Starts s3rver on `port` (0: any free one); on a directory it used before, the bucket and
+ *  its objects are still there (a restart). */
+export async function startS3(directory: string, bucket = 'pangea-test', port = 0): Promise<TestS3 & { port: number }> {
+  const server = new S3rver({ address: '127.0.0.1', port, silent: true, directory });
+  const bound = (await server.run()).port;
+  const endpoint = `http://127.0.0.1:${bound}`;
   const client = new S3Client({ region: S3_REGION, endpoint, forcePathStyle: true });
   try {
     await client.send(new CreateBucketCommand({ Bucket: bucket }));
+  } catch (err) {
+    if (!/BucketAlready/.test((err as Error).name)) throw err;
   } finally {
     client.destroy();
   }
   return {
+    port: bound,
     endpoint,
     bucket,
     url: (prefix) => `s3://${bucket}/${prefix}?region=${S3_REGION}&endpoint=${encodeURIComponent(endpoint)}&path_style=true`,
