@@ -91,7 +91,12 @@ export async function lockDataDir(dir: string): Promise<DataDirLock> {
   }
   let held = true;
   const onExit = (): void => {
-    if (held) unlinkSync(path);
+    if (!held) return;
+    try {
+      unlinkSync(path);
+    } catch {
+      // removed already: nothing to release
+    }
   };
   process.once('exit', onExit);
   const lock: DataDirLock = {

@@ -111,6 +111,7 @@ export async function pruneHot(o: PruneHotOptions): Promise<PruneHotResult> {
         throw new PruneRefused('refused', `the snapshot at slot ${target.point.slot} is past this log's commit marker (slot ${commit}) or applied slot (${applied.slot})`);
       }
       const segments = coveringSegments(manifest, compacted.slot, target.point.slot);
+      o.onProgress?.(0, segments.length + 1);
 
       const report = await verifyArchive(
         { store, keys: new KeyRing([key]), cluster, ces: manifest.ces, ownChain: (i) => stores.state.chainAt(i) },
