@@ -345,6 +345,7 @@ export class PangeaNode implements KvService {
     const applied = this.state.applied().point;
     if (point.slot > applied.slot) throw new Error(`cannot prune through slot ${point.slot}: applied only through ${applied.slot}`);
     this.replica.compact(point);
+    this.state.pruneChain(point.index);
     this.scheduleDrain();
   }
 

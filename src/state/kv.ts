@@ -181,6 +181,15 @@ export class LmdbStateStore implements StateStore {
     return this.settings;
   }
 
+  /**
+   * Drops the chain values of indexes below `index` (the hot log was pruned through it: no
+   * peer can ask for a range there any more, and the archive holds each segment's ends).
+   * Asynchronous removes, committed with the next writes.
+   */
+  pruneChain(index: number): void {
+    for (const key of this.env.chain.getKeys({ end: u64Key(Math.max(0, index)) })) void this.env.chain.remove(key);
+  }
+
   /** The state as of now, for the archive (snapshot.ts). Close it if not read through. */
   snapshot(): StateSnapshot {
     return new StateSnapshot(this.env);

@@ -49,5 +49,7 @@ export interface StateStore {
   members(): MemberRecord[];
   /** The chain value after the command at `index`, if still known. */
   chainAt(index: number): Uint8Array | undefined;
+  /** Forgets chain values below `index` (the hot log was pruned through it). */
+  pruneChain(index: number): void;
   close(): Promise<void>;
 }
