@@ -5,7 +5,8 @@
  *
  * Files (written by `pangea serve`, src/server.ts): `cluster.json` ({ clusterId, genesis }),
  * `node.json` ({ pid, peerId, http, p2p } of the last `serve` started on it), and the LMDB
- * environment `pangea.mdb` (src/log/env.ts). Tools that write take `prune.lock`.
+ * environment `pangea.mdb` (src/log/env.ts). `serve` holds `prune.lock` while it runs, and
+ * tools that write take it, so neither starts while the other works.
  *
  * ```ts
  * const lock = await lockDataDir(dir);            // throws DataDirError if held or a node runs
@@ -85,7 +86,11 @@ export async function lockDataDir(dir: string): Promise<DataDirLock> {
   const path = join(dir, LOCK_FILE);
   if (!(await createLock(path))) {
     const holder = await readPid(path, Number);
-    if (holder !== null && pidAlive(holder)) throw new DataDirError('busy', `${path} is held by process ${holder}: another tool works on this data dir`);
+    if (holder !== null && pidAlive(holder)) {
+      // `serve` holds the lock while it runs, and names itself in node.json.
+      if (holder === (await runningNodePid(dir))) throw new DataDirError('busy', `a node is running on ${dir} (pid ${holder}): stop it first`);
+      throw new DataDirError('busy', `${path} is held by process ${holder}: another tool works on this data dir`);
+    }
     await takeOverStale(path, holder);
     if (!(await createLock(path))) throw new DataDirError('busy', `${path} was taken by another process meanwhile`);
   }

@@ -17,6 +17,7 @@ import { Libp2pTransport } from './net/p2p.js';
 import { HttpApi } from './net/http.js';
 import { openStores, type Stores } from './log/lmdb.js';
 import { HttpMetrics } from './metrics.js';
+import { CLUSTER_FILE, NODE_FILE, lockDataDir } from './data-dir.js';
 import type { ArchiveSettings } from './state/command.js';
 import type { CesKey } from './ces/index.js';
 import { ARCHIVE_KEY_FILE, NodeArchive, STAGING_DIR, archiveHost, bootstrapSettings, loadArchiveKey } from './archive/node-archive.js';
@@ -50,9 +51,6 @@ interface ClusterFile {
   readonly genesis: Config;
 }
 
-const CLUSTER_FILE = 'cluster.json';
-/** Written at every start so scripts and tests can find a node started on port 0. */
-const NODE_FILE = 'node.json';
 
 export interface RunningServer {
   readonly node: PangeaNode;
@@ -63,6 +61,8 @@ export interface RunningServer {
 
 export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   await mkdir(opts.dataDir, { recursive: true });
+  // Held while the node runs: a second `serve` or a `prune-hot` on this data dir refuses.
+  const lock = await lockDataDir(opts.dataDir);
   const identity = await loadOrCreateIdentity(opts.dataDir);
   const logger = createLogger(opts.logLevel, { node: identity.peerId.slice(-8) });
   const adminToken = opts.adminTokenFile ? (await readFile(opts.adminTokenFile, 'utf8')).trim() : null;
@@ -198,6 +198,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
       await node!.stop();
       await transport.stop();
       await stores.close();
+      await lock.release();
     },
   };
 }

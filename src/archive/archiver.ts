@@ -388,8 +388,10 @@ export class Archiver {
     if (target === null) return;
     const ctx = this.verifyContext(manifest.ces);
     const segments = manifest.segments.filter((s) => s.last.slot > compacted.slot && s.first.slot <= target.point.slot);
-    const base = manifest.snapshots[0]?.point.slot ?? 0;
-    if (segments.length === 0 && target.point.slot > base) throw new Error(`the manifest lists no segments up to slot ${target.point.slot}`);
+    // The segments must cover every slot from the pruned point through the target.
+    let covered = compacted.slot;
+    for (const s of segments) if (s.first.slot <= covered + 1) covered = Math.max(covered, s.last.slot);
+    if (covered < target.point.slot) throw new Error(`the archive does not cover slots ${covered + 1} to ${target.point.slot}; not pruning`);
     for (const s of segments) if (!this.verified.has(s.prefix)) await this.mustVerify(verifySegment(ctx, s));
     if (!this.verified.has(target.prefix)) await this.mustVerify(verifySnapshot(ctx, target));
     if (this.stopped) return;

@@ -96,11 +96,14 @@ export async function uploadStaged(store: ObjectStore, staged: StagedObject): Pr
 export interface FetchedShards {
   readonly shards: (Uint8Array | undefined)[];
   readonly problems: string[];
+  /** Shards absent from the store (as opposed to present and wrong). */
+  readonly missing: number[];
 }
 
 /** Downloads every shard and checks it against its record. */
 export async function fetchShards(store: ObjectStore, obj: EncodedObject): Promise<FetchedShards> {
   const problems: string[] = [];
+  const missing: number[] = [];
   const shards = await Promise.all(
     obj.shards.map(async (rec, i): Promise<Uint8Array | undefined> => {
       const name = shardKey(obj.prefix, i);
@@ -112,11 +115,12 @@ export async function fetchShards(store: ObjectStore, obj: EncodedObject): Promi
       } catch (err) {
         if (!(err instanceof ObjectStoreError && err.code === 'not_found')) throw err;
         problems.push(`${name}: missing`);
+        missing.push(i);
       }
       return undefined;
     }),
   );
-  return { shards, problems };
+  return { shards, problems, missing: missing.sort((a, b) => a - b) };
 }
 
 /**

@@ -64,6 +64,7 @@ export async function verifySnapshot(ctx: VerifyContext, rec: SnapshotRecord): P
     const header = await readSnapshot(plain);
     const p = header.applied.point;
     if (p.slot !== rec.point.slot || p.index !== rec.point.index) throw new Error(`holds slot ${p.slot} index ${p.index}, the manifest says ${rec.point.slot}/${rec.point.index}`);
+    if (JSON.stringify(p.epochs) !== JSON.stringify(rec.point.epochs)) throw new Error('its configurations differ from the manifest\'s record of it');
     if (Buffer.from(header.applied.chain).toString('hex') !== rec.chain) throw new Error('its chain value differs from the manifest');
     const own = ctx.ownChain?.(p.index);
     if (own !== undefined && Buffer.compare(own, header.applied.chain) !== 0) throw new Error(`chain value at index ${p.index} differs from this node's log`);
@@ -80,19 +81,22 @@ async function verifyObject(
   const fetched = await fetchShards(ctx.store, obj);
   problems.push(...fetched.problems);
   let rebuiltShards = 0;
-  let failed = problems.some((p) => !p.endsWith(': missing'));
+  // A shard present but wrong fails the object (it cannot be replaced: objects are
+  // immutable); missing ones fail it too unless they are rebuilt.
+  let failed = problems.length > fetched.missing.length;
   try {
     const plain = decodeShards(fetched.shards.map((s) => (s === undefined ? undefined : bufferSource(s))), ctx.keys, obj.label);
-    if (ctx.repair === true && ctx.key !== undefined && fetched.shards.includes(undefined)) {
+    if (ctx.repair === true && ctx.key !== undefined && fetched.missing.length > 0) {
       const chunks: Buffer[] = [];
       for await (const c of plain) chunks.push(c);
       await check(bufferSource(Buffer.concat(chunks)));
-      rebuiltShards = await rebuild(ctx, obj, fetched.shards, chunks);
+      rebuiltShards = await rebuild(ctx, obj, fetched.missing, chunks);
       problems.push(`rebuilt ${rebuiltShards} missing shard(s)`);
+      if (rebuiltShards < fetched.missing.length) failed = true;
     } else {
       await check(plain);
+      if (fetched.missing.length > 0) failed = true;
     }
-    if (fetched.shards.includes(undefined) && rebuiltShards === 0) failed = true;
   } catch (err) {
     if (err instanceof ObjectStoreError || !(err instanceof Error)) throw err;
     problems.push(`does not decode: ${err.message}`);
@@ -101,19 +105,19 @@ async function verifyObject(
   return { kind, prefix: obj.prefix, ok: !failed, problems, rebuiltShards };
 }
 
-/** Encodes the plaintext again and uploads the shards that were missing. */
-async function rebuild(ctx: VerifyContext, obj: EncodedObject, have: readonly (Uint8Array | undefined)[], plain: readonly Buffer[]): Promise<number> {
+/** Encodes the plaintext again and uploads the shards that were missing; returns how many
+ *  were created. */
+async function rebuild(ctx: VerifyContext, obj: EncodedObject, missing: readonly number[], plain: readonly Buffer[]): Promise<number> {
   const sinks = obj.shards.map(() => new MemorySink());
   await encodeStream(plain, sinks, ctx.key!, obj.label, ctx.ces);
   let rebuilt = 0;
-  for (const [i, rec] of obj.shards.entries()) {
-    if (have[i] !== undefined) continue;
+  for (const i of missing) {
+    const rec = obj.shards[i]!;
     const bytes = sinks[i]!.bytes();
     if (bytes.byteLength !== rec.size || sha256Hex(bytes) !== rec.sha256) {
       throw new Error(`${shardKey(obj.prefix, i)}: re-encoding does not give the recorded shard (other parameters or key?)`);
     }
-    await ctx.store.putIfAbsent(shardKey(obj.prefix, i), bytes);
-    rebuilt++;
+    if ((await ctx.store.putIfAbsent(shardKey(obj.prefix, i), bytes)) === 'created') rebuilt++;
   }
   return rebuilt;
 }
