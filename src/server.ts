@@ -248,18 +248,16 @@ async function postMember(url: string, body: object, token: string | null): Prom
 /** What a joining node learns from the member it joins through. */
 interface JoinView extends ClusterFile {
   readonly archive: ArchiveSettings | null;
-  readonly members: readonly string[];
 }
 
 async function fetchCluster(url: string): Promise<JoinView> {
   const res = await fetch(new URL('/v1/cluster', url), { signal: AbortSignal.timeout(10_000) });
   if (!res.ok) throw new Error(`cannot join through ${url}: GET /v1/cluster answered ${res.status}`);
-  const view = (await res.json()) as { clusterId?: unknown; genesis?: unknown; archive?: unknown; members?: unknown };
+  const view = (await res.json()) as { clusterId?: unknown; genesis?: unknown; archive?: unknown };
   if (typeof view.clusterId !== 'string' || typeof view.genesis !== 'object' || view.genesis === null) {
     throw new Error(`cannot join through ${url}: its /v1/cluster has no clusterId and genesis`);
   }
-  const members = Array.isArray(view.members) ? view.members.map((m: { peerId?: unknown }) => String(m.peerId)) : [];
-  return { clusterId: view.clusterId, genesis: view.genesis as Config, archive: (view.archive ?? null) as ArchiveSettings | null, members };
+  return { clusterId: view.clusterId, genesis: view.genesis as Config, archive: (view.archive ?? null) as ArchiveSettings | null };
 }
 
 /**
@@ -269,8 +267,9 @@ async function fetchCluster(url: string): Promise<JoinView> {
 async function restoreForJoin(view: JoinView, key: CesKey, stores: Stores, logger: Logger): Promise<void> {
   const store = await openObjectStore(view.archive!.url);
   try {
-    const members = new Set(view.members);
-    const manifest = await bestManifest({ store, key, cluster: view.clusterId, trusted: (s) => members.has(s) });
+    // Any valid signature counts here: this node does not know the cluster's past voters
+    // yet, and the archive key authenticates every object it restores.
+    const manifest = await bestManifest({ store, key, cluster: view.clusterId });
     const snap = manifest === null ? null : snapshotAtOrBelow(manifest);
     if (snap === null) {
       logger.info('the archive has no snapshot yet: catching up from peers alone', { url: store.url });

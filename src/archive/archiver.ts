@@ -45,7 +45,8 @@ export interface ArchiveHost {
   commitIndex(): number;
   /** The state machine's applied index: nothing above it is ever pruned. */
   appliedIndex(): number;
-  /** Voters and learners now: the signers whose manifests this node trusts. */
+  /** The signers whose manifests this node trusts: every peer that was ever a voter of the
+   *  cluster (a departed leader's manifests stay valid) and the members now. */
   members(): readonly string[];
   voters(): readonly string[];
   settings(): ArchiveSettings | null;
@@ -123,6 +124,8 @@ export class Archiver {
   private readonly seen = new Map<number, number>();
   /** A snapshot taken at a boundary, staged until its segment is archived. */
   private staged: { bound: SegmentBound; object: Promise<StagedObject | null>; header: StateSnapshot['header'] } | null = null;
+  /** The next manifest version is at least this: raised past a name found taken. */
+  private versionFloor = 0;
   /** Objects this process verified in full (prefixes). */
   private readonly verified = new Set<string>();
   private timers: NodeJS.Timeout[] = [];
@@ -285,34 +288,33 @@ export class Archiver {
     } finally {
       await discardStaged(staged);
     }
-    await this.mustVerify(verifySegment(this.verifyContext(ces), segment));
+    await this.mustVerify(verifySegment(this.verifyContext(ces), segment), 'after upload');
 
+    // The snapshot staged at this boundary goes with its segment. It stays staged until the
+    // manifest lists it, so a failed upload is retried with the segment next run.
     let snapshot: SnapshotRecord | null = null;
-    const pending = this.staged;
-    if (pending !== null && pending.bound.last.slot === bound.last.slot) {
-      this.staged = null;
-      const stagedSnap = await pending.object;
-      if (stagedSnap !== null) {
-        try {
-          const object = await uploadStaged(this.store, stagedSnap);
-          const { point, chain } = pending.header.applied;
-          snapshot = { ...object, point, chain: Buffer.from(chain).toString('hex') };
-        } finally {
-          await discardStaged(stagedSnap);
-        }
-        await this.mustVerify(verifySnapshot(this.verifyContext(ces), snapshot));
-      }
+    const pending = this.staged !== null && this.staged.bound.last.slot === bound.last.slot ? this.staged : null;
+    const stagedSnap = pending === null ? null : await pending.object;
+    if (pending !== null && stagedSnap !== null) {
+      const object = await uploadStaged(this.store, stagedSnap);
+      const { point, chain } = pending.header.applied;
+      snapshot = { ...object, point, chain: Buffer.from(chain).toString('hex') };
+      await this.mustVerify(verifySnapshot(this.verifyContext(ces), snapshot), 'after upload');
     }
     await this.publish(ballot, settings, segment, snapshot);
+    if (pending !== null && this.staged === pending) {
+      this.staged = null;
+      if (stagedSnap !== null) await discardStaged(stagedSnap);
+    }
     this.stats.segmentsArchived++;
     this.stats.archivedBytes += segment.shards.reduce((n, s) => n + s.size, 0);
     if (snapshot) this.stats.snapshotsArchived++;
     this.logger.info('archived a segment', { first: bound.first.index, last: bound.last.index, snapshot: snapshot !== null });
   }
 
-  private async mustVerify(report: Promise<ObjectReport>): Promise<void> {
+  private async mustVerify(report: Promise<ObjectReport>, when: string): Promise<void> {
     const r = await report;
-    if (!r.ok) throw new Error(`${r.prefix} failed verification after upload: ${r.problems.join('; ')}`);
+    if (!r.ok) throw new Error(`${r.prefix} failed verification ${when}: ${r.problems.join('; ')}`);
     this.verified.add(r.prefix);
   }
 
@@ -321,7 +323,7 @@ export class Archiver {
     const body: ManifestBody = {
       v: MANIFEST_VERSION,
       cluster: this.host.cluster,
-      version: (prev?.version ?? 0) + 1,
+      version: Math.max((prev?.version ?? 0) + 1, this.versionFloor),
       ballot,
       created: this.now(),
       keyId: this.key.idHex,
@@ -332,10 +334,11 @@ export class Archiver {
     };
     const key = manifestKey(ballot, body.version);
     if ((await this.store.putIfAbsent(key, signManifest(body, this.host.privateKey))) === 'exists') {
-      // Only this leader writes under its ballot; an existing name means our own earlier
-      // attempt, whose content we cannot trust to be this one: read again next run.
+      // Only this leader writes under its ballot: the name holds an earlier attempt of ours
+      // (a lost answer) or a damaged object. Read the archive again, and never reuse the name.
       this.manifestBallot = null;
-      throw new Error(`manifest ${key} already exists; rereading the archive`);
+      this.versionFloor = body.version + 1;
+      throw new Error(`manifest ${key} already exists; rereading the archive and moving to the next version`);
     }
     this.manifest = body;
     this.updateRange();
@@ -392,8 +395,8 @@ export class Archiver {
     let covered = compacted.slot;
     for (const s of segments) if (s.first.slot <= covered + 1) covered = Math.max(covered, s.last.slot);
     if (covered < target.point.slot) throw new Error(`the archive does not cover slots ${covered + 1} to ${target.point.slot}; not pruning`);
-    for (const s of segments) if (!this.verified.has(s.prefix)) await this.mustVerify(verifySegment(ctx, s));
-    if (!this.verified.has(target.prefix)) await this.mustVerify(verifySnapshot(ctx, target));
+    for (const s of segments) if (!this.verified.has(s.prefix)) await this.mustVerify(verifySegment(ctx, s), 'before pruning');
+    if (!this.verified.has(target.prefix)) await this.mustVerify(verifySnapshot(ctx, target), 'before pruning');
     if (this.stopped) return;
     this.host.compact(target.point);
     this.stats.prunedThroughIndex = target.point.index;

@@ -58,7 +58,7 @@ export function archiveHost(node: PangeaNode, stores: Stores, privateKey: Privat
     leaderBallot: () => node.leaderBallot,
     commitIndex: () => node.commitIndex,
     appliedIndex: () => state.applied().point.index,
-    members: () => node.cluster().members.map((m) => m.peerId),
+    members: () => [...new Set([...state.votersEver(), ...node.cluster().members.map((m) => m.peerId)])],
     voters: () => node.config.voters,
     settings: () => state.archiveSettings(),
     segments: (after, limit) => state.segments(after, limit),

@@ -14,6 +14,7 @@
  * | `sm.members`    | peer id (UTF-8)              | msgpack member record                   | state |
  * | `sm.chain`      | u64 index                    | 32-byte chain value after that command  | state |
  * | `sm.segments`   | u64 last slot of a segment   | msgpack SegmentBound (state/segments.ts)| state |
+ * | `sm.voters_ever`| peer id (UTF-8)              | empty: every peer that was ever a voter | state |
  *
  * Durability: lmdb-js commits asynchronous writes on its writer thread and, with
  * `overlappingSync` (on by default outside Windows), flushes to disk after the commit.
@@ -44,6 +45,7 @@ export interface StoreEnv {
   readonly members: BytesDb;
   readonly chain: BytesDb;
   readonly segments: BytesDb;
+  readonly votersEver: BytesDb;
 }
 
 export function openEnv(dir: string): StoreEnv {
@@ -62,6 +64,7 @@ export function openEnv(dir: string): StoreEnv {
     members: bytes('sm.members'),
     chain: bytes('sm.chain'),
     segments: bytes('sm.segments'),
+    votersEver: bytes('sm.voters_ever'),
   };
 }
 

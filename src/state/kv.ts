@@ -54,6 +54,7 @@ interface SessionRecord {
 type MemberValue = Omit<MemberRecord, 'peerId'>;
 
 const utf8 = new TextEncoder();
+const EMPTY = new Uint8Array(0);
 const fromUtf8 = new TextDecoder();
 const NOT_BOOTSTRAPPED: AppliedRecord = { point: { slot: 0, index: 0, epochs: [] }, chain: CHAIN_ZERO, maxTime: 0, open: openAfter({ slot: 0, index: 0 }, CHAIN_ZERO) };
 
@@ -102,6 +103,7 @@ export class LmdbStateStore implements StateStore {
     this.env.root.transactionSync(() => {
       if (this.env.smMeta.get('applied') !== undefined) throw new Error('state store is already bootstrapped');
       for (const m of records) this.putMember(m.peerId, { role: m.role, http: m.http, p2p: m.p2p });
+      for (const id of config.voters) this.env.votersEver.putSync(utf8.encode(id), EMPTY);
       this.env.smMeta.putSync('applied', pack(record));
     });
     this.current = record;
@@ -122,6 +124,7 @@ export class LmdbStateStore implements StateStore {
       for (const id of config.voters) {
         const m = this.members().find((x) => x.peerId === id);
         this.putMember(id, { role: 'voter', http: m?.http ?? '', p2p: m?.p2p ?? [] });
+        this.env.votersEver.putSync(utf8.encode(id), EMPTY);
       }
       this.env.smMeta.putSync('applied', pack(record));
     });
@@ -236,6 +239,11 @@ export class LmdbStateStore implements StateStore {
 
   members(): MemberRecord[] {
     return readMembers(this.env);
+  }
+
+  /** Every peer that was ever a voter of this cluster: whose signed manifests count. */
+  votersEver(): string[] {
+    return [...this.env.votersEver.getKeys({})].map((k) => fromUtf8.decode(k));
   }
 
   chainAt(index: number): Uint8Array | undefined {
@@ -467,7 +475,10 @@ class ApplyBatch {
       if (old !== undefined && old.role === role && old.http === addr.http && sameStrings(old.p2p, addr.p2p)) return;
       this.env.members.putSync(utf8.encode(peerId), pack({ role, http: addr.http, p2p: addr.p2p }));
     };
-    for (const v of after.voters) write(v, 'voter');
+    for (const v of after.voters) {
+      write(v, 'voter');
+      this.env.votersEver.putSync(utf8.encode(v), EMPTY);
+    }
     for (const l of after.learners) write(l, 'learner');
     return { kind: 'config', index };
   }

@@ -9,7 +9,8 @@
  *                                                 configurations, chain value, log time,
  *                                                 open segment) and the archive settings
  *   { t: DB, r: [key, value, key, value, ...] }   records of one table, in key order, DB in
- *                                                 `kv`, `sessions`, `session_use`, `members`
+ *                                                 `kv`, `sessions`, `session_use`, `members`,
+ *                                                 `voters_ever`
  *   { t: 'end', records: N }                      the number of records: a cut stream fails
  *
  * What is not in a snapshot: the log, per-index chain values other than the applied one,
@@ -27,7 +28,7 @@ const FRAME_BYTES_TARGET = 1024 * 1024;
 /** Bound on one frame when reading (a record is at most a key and a value, well below). */
 const FRAME_BYTES_MAX = 64 * 1024 * 1024;
 
-const TABLES = ['kv', 'sessions', 'session_use', 'members'] as const;
+const TABLES = ['kv', 'sessions', 'session_use', 'members', 'voters_ever'] as const;
 type Table = (typeof TABLES)[number];
 
 function table(env: StoreEnv, t: Table): BytesDb {
@@ -40,6 +41,8 @@ function table(env: StoreEnv, t: Table): BytesDb {
       return env.sessionUse;
     case 'members':
       return env.members;
+    case 'voters_ever':
+      return env.votersEver;
   }
 }
 

@@ -47,6 +47,8 @@ export interface StateStore {
   range(prefix: Uint8Array, after: Uint8Array | null, limit: number, bytesMax: number): { items: KeyValue[]; more: boolean };
   /** Members with their addresses, as of the applied point. */
   members(): MemberRecord[];
+  /** Every peer that was ever a voter (the cluster's member keys, past ones included). */
+  votersEver(): string[];
   /** The chain value after the command at `index`, if still known. */
   chainAt(index: number): Uint8Array | undefined;
   /** Forgets chain values below `index` (the hot log was pruned through it). */

@@ -321,7 +321,7 @@ describe('3. up to m shards deleted', () => {
     assertStoreMatches(w, m);
   });
 
-  test('one shard missing and one damaged: the damaged one fails the object and is not counted as rebuilt', { todo: 'verify.ts rebuild() re-uploads every shard fetchShards left out, bad ones included (putIfAbsent answers exists and leaves it), and counts each as rebuilt' }, async () => {
+  test('one shard missing and one damaged: the damaged one fails the object and is not counted as rebuilt', async () => {
     const { w, m } = await archivedCluster(1);
     const seg = m.segments[0]!;
     unlinkSync(shardFile(w, seg.prefix, 0));
@@ -451,18 +451,18 @@ describe('5. manifests with bad signatures', () => {
     assert.match(scan.rejected[0]?.reason ?? '', /bad signature|unreadable/);
 
     // The leader (a restarted process, same ballot) rereads: version 1 is its base, so its next
-    // version name is taken by the damaged object: each run fails with a clear error, nothing
+    // version name is taken by the damaged object: the run fails with a clear error, nothing
     // is published over it, and what readers see stays consistent.
     const again = a.archiver(w.store, w.key);
     await a.feedSegments(1);
-    for (let i = 0; i < 3; i++) await again.archiveOnce();
-    assert.equal(again.stats.archiveErrors, 3);
+    await again.archiveOnce();
+    assert.equal(again.stats.archiveErrors, 1);
     assert.match(again.stats.archiveLastError, /already exists/);
     assert.deepEqual(readFileSync(path), rotten, 'the damaged object is left as it is');
     assert.equal((await readBestManifest(w.store.inner, CLUSTER)).best?.key, manifestKey({ round: 1, leader: w.a.peerId }, 1));
   });
 
-  test('a damaged manifest at the leader\'s next version name does not stop archiving for good', { todo: 'archiver.ts publish() reuses version = best.version + 1 under its own ballot; a damaged object at that name stalls the leader until the ballot changes' }, async () => {
+  test('a damaged manifest at the leader\'s next version name does not stop archiving for good', async () => {
     const w = await world();
     const a = w.node(w.a, { round: 1 });
     const arch = a.archiver(w.store, w.key);
@@ -565,7 +565,9 @@ describe('6b. the leader that wrote the latest manifests leaves the cluster', ()
       await b.settle();
     }
     for (const n of [a, b]) await n.feedConfig({ op: 'remove', node: w.a.peerId });
-    assert.ok(!b.host.members().includes(w.a.peerId));
+    // a is no member any more, but was a voter: its manifests still count.
+    assert.ok(!b.stores.state.members().some((m) => m.peerId === w.a.peerId));
+    assert.ok(b.host.members().includes(w.a.peerId));
     b.ballot = { round: 2, leader: w.b.peerId };
     await b.feedSegments(1);
     return { w, b, archB, fromA };
@@ -582,14 +584,14 @@ describe('6b. the leader that wrote the latest manifests leaves the cluster', ()
     }
   });
 
-  test('a new leader that pruned behind the departed leader\'s manifests goes on archiving', { todo: 'archiver.ts loadManifest trusts only current members: the departed leader\'s manifests are rejected, the archive looks empty, and archiving from segment 1 fails for good (the hot log is pruned)' }, async () => {
+  test('a new leader that pruned behind the departed leader\'s manifests goes on archiving', async () => {
     const { archB, fromA } = await leaderLeaves(true);
     await archB.archiveOnce();
     assert.equal(archB.stats.archiveErrors, 0, archB.stats.archiveLastError);
     assert.equal(archB.currentManifest?.segments.length, fromA.segments.length + 1);
   });
 
-  test('a new leader with the whole log keeps what the departed leader listed', { todo: 'archiver.ts loadManifest trusts only current members: the new leader starts a new archive at version 1, and the best manifest no longer lists the departed leader\'s snapshots' }, async () => {
+  test('a new leader with the whole log keeps what the departed leader listed', async () => {
     const { w, archB, fromA } = await leaderLeaves(false);
     await archB.archiveOnce();
     assert.equal(archB.stats.archiveErrors, 0, archB.stats.archiveLastError);

@@ -142,7 +142,7 @@ export class TestNode {
       leaderBallot: () => this.ballot,
       commitIndex: () => state.applied().point.index,
       appliedIndex: () => state.applied().point.index,
-      members: () => state.members().map((m) => m.peerId),
+      members: () => [...new Set([...state.votersEver(), ...state.members().map((m) => m.peerId)])],
       voters: () => [...opts.voters],
       settings: () => state.archiveSettings(),
       segments: (after, limit) => state.segments(after, limit),
