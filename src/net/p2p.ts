@@ -161,6 +161,8 @@ interface Link {
   backoffMs: number;
   /** The last peer store update from setPeerAddresses; dials wait for it. */
   addressesSet: Promise<void>;
+  /** The addresses last given (without /p2p), to tell a DHT answer that brings news. */
+  addrs: readonly string[];
 }
 
 export class Libp2pTransport implements Transport, PeerServices {
@@ -292,6 +294,7 @@ export class Libp2pTransport implements Transport, PeerServices {
         this.warn('ignoring a bad peer address', { peerId, address: s, error: (err as Error).message });
       }
     }
+    link.addrs = addrs.map((a) => a.toString()).sort();
     // New addresses are worth a dial at once.
     link.retryAt = 0;
     link.backoffMs = 0;
@@ -419,7 +422,9 @@ export class Libp2pTransport implements Transport, PeerServices {
     const signal = AbortSignal.any([this.abort.signal, AbortSignal.timeout(this.dialTimeoutMs)]);
     node.peerRouting.findPeer(link.peer, { signal }).then(
       (info) => {
-        if (info.multiaddrs.length > 0) this.setPeerAddresses(link.id, info.multiaddrs.map((a) => a.toString()));
+        const found = info.multiaddrs.map((a) => a.toString()).sort();
+        const news = found.length > 0 && (found.length !== link.addrs.length || found.some((a, i) => a !== link.addrs[i]));
+        if (news) this.setPeerAddresses(link.id, found);
       },
       () => undefined, // not found: keep the addresses we have
     );
@@ -449,6 +454,7 @@ export class Libp2pTransport implements Transport, PeerServices {
       retryAt: 0,
       backoffMs: 0,
       addressesSet: Promise.resolve(),
+      addrs: [],
     };
     this.links.set(peerId, link);
     return link;

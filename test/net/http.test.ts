@@ -445,7 +445,7 @@ describe('HTTP API', () => {
 
   test('cluster, members, healthz, readyz, metrics', async () => {
     const c = await send(url, 'GET', '/v1/cluster');
-    assert.deepEqual(Object.keys(c.json).sort(), ['appliedIndex', 'chain', 'clusterId', 'commitIndex', 'genesis', 'leader', 'members', 'self']);
+    assert.deepEqual(Object.keys(c.json).sort(), ['appliedIndex', 'archive', 'chain', 'clusterId', 'commitIndex', 'genesis', 'leader', 'members', 'self']);
     assert.deepEqual(c.json.members[0], { peerId: 'p1', p2p: ['/ip4/127.0.0.1/tcp/1'], http: 'http://127.0.0.1:1', role: 'voter' });
     const add = await send(url, 'POST', '/v1/cluster/members', { headers: json, body: JSON.stringify({ peerId: 'p2', p2p: ['/ip4/127.0.0.1/tcp/2'], http: 'http://127.0.0.1:2', role: 'learner' }) });
     assert.equal(add.status, 200);
