@@ -156,6 +156,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     },
     transport,
     { coldReadsMax: opts.archive.coldReadsMax, coldQueueMax: opts.archive.coldQueueMax, timeoutMs: opts.archive.blocksyncTimeoutMs },
+    logger,
   );
   node.onSnapshotNeeded(() => blocksync!.want());
   await blocksync.start();

@@ -114,9 +114,13 @@ export async function restoreFromArchive(
   logger.info('restoring a snapshot from the archive', { url: t.store.url, cluster: manifest.cluster, index: snap.point.index, target });
   await restoreSnapshotInto({ ...t, cluster: manifest.cluster }, snap, stores);
   const started = Date.now();
-  const point = await replaySegments({ ...t, cluster: manifest.cluster }, manifest, stores.state, alpha, target, (index) =>
-    logger.info('replaying archived segments', { index, target }),
-  );
+  let loggedAt = 0;
+  const point = await replaySegments({ ...t, cluster: manifest.cluster }, manifest, stores.state, alpha, target, (index) => {
+    // A line at most every 5 s: restores of long archives take a while.
+    if (Date.now() - loggedAt < 5_000 && index < target) return;
+    loggedAt = Date.now();
+    logger.info('replaying archived segments', { index, target, percent: Math.floor((100 * index) / Math.max(1, target)) });
+  });
   if (point.index !== target) throw new Error(`restored through index ${point.index}, not ${target}: the archive has a gap`);
   logger.info('restored from the archive', { index: point.index, ms: Date.now() - started });
   return point;

@@ -32,6 +32,8 @@ export const BEHIND_SLOTS = 128;
 export const RANGE_SLOTS_MAX = 512;
 export const RANGE_BYTES_MAX = 8 * 1024 * 1024;
 const PLAN_MS = 100;
+/** While catching up, a progress line at most this often. */
+const PROGRESS_LOG_MS = 5_000;
 
 /** What a peer states about itself every `ANNOUNCE_MS`. */
 export interface Announcement {
@@ -131,11 +133,13 @@ export class Blocksync {
   /** Set by the core asking for a snapshot: peers' hot logs do not reach back here. */
   private wanted = false;
   private stopped = false;
+  private progressAt = 0;
 
   constructor(
     private readonly host: BlocksyncHost,
     private readonly net: PeerServices,
     private readonly opts: BlocksyncOptions,
+    private readonly logger: { info(msg: string, fields?: Record<string, unknown>): void } = { info: () => undefined },
     private readonly now: () => number = Date.now,
   ) {}
 
@@ -275,6 +279,10 @@ export class Blocksync {
     this.stats.slotsReceived += values.length;
     this.wanted = false;
     this.host.learnChosen(values);
+    if (this.now() - this.progressAt >= PROGRESS_LOG_MS) {
+      this.progressAt = this.now();
+      this.logger.info('catching up through block sync', { index, peersBest: this.peerBestIndex(), source: ok.source, from: peer });
+    }
   }
 
   // ------------------------------------------------------------------------------------
