@@ -147,14 +147,18 @@ test('a 3-node cluster archives to S3 and prunes; a 4th node restores from the a
   assert.ok(coldServed[3]! > 0, `the restored node served no cold range: ${coldServed.join(', ')}`);
 });
 
-test('a new cluster restored from a file:// archive at a past index holds exactly that index\'s state', { timeout: 120_000 }, async () => {
+test('a 3-node cluster archives to file://; a new cluster restored from it at a past index holds exactly that index\'s state', { timeout: 120_000 }, async () => {
   const root = tempDir();
   dirs.push(root);
   const archiveUrl = pathToFileURL(join(root, 'archive')).href;
+  const keyFile = join(root, 'n1', 'archive.key');
   const n1 = await startNode({ dataDir: join(root, 'n1'), extra: [...FAST, '--archive-url', archiveUrl, '--segment-entries', '30'] });
   await waitFor('node ready', () => ready(n1));
+  for (const name of ['n2', 'n3']) await startNode({ dataDir: join(root, name), join: n1.info.http, extra: [...FAST, '--archive-key-file', keyFile] });
+  await waitFor('three voters', async () => (await clusterView(n1.info.http)).members.filter((m) => m.role === 'voter').length === 3, 60_000);
 
-  // One writer, so the log's order is the order of the answers.
+  // One writer, so the log's order is the order of the answers (the leader may change: the
+  // answer's index says where each write went).
   const byIndex = new Map<number, Op>();
   for (let k = 0; k < 200; k++) {
     const op = randomOp(k);
@@ -177,7 +181,7 @@ test('a new cluster restored from a file:// archive at a past index holds exactl
 
   const restored = await startNode({
     dataDir: join(root, 'r1'),
-    extra: ['--restore-from', archiveUrl, '--restore-index', String(target), '--archive-key-file', join(root, 'n1', 'archive.key')],
+    extra: ['--restore-from', archiveUrl, '--restore-index', String(target), '--archive-key-file', keyFile],
   });
   await waitFor('restored node ready', () => ready(restored), 60_000);
   const view = await clusterView(restored.info.http);
