@@ -92,7 +92,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   const genesis = { ...genesisPoint(identity.peerId), epochs: [{ fromSlot: 1, config: cluster.genesis }] };
   const stores = openStores(opts.dataDir);
   if (joining !== null && !stores.state.bootstrapped() && archiveKey !== null && joining.archive !== null) {
-    await restoreForJoin(joining, archiveKey, stores, logger);
+    await restoreForJoin(joining, archiveKey, stores, opts.archive.checkpoints, logger);
   }
   if (bootstrapping && opts.archive.restoreFrom !== undefined) {
     if (archiveKey === null) throw new Error('--restore-from needs the archive key of that archive (--archive-key-file)');
@@ -265,7 +265,7 @@ async function fetchCluster(url: string): Promise<JoinView> {
  * A new member restores the cluster's latest archived snapshot before it starts, so it
  * catches up from peers only what came after (their hot logs never end before it).
  */
-async function restoreForJoin(view: JoinView, key: CesKey, stores: Stores, logger: Logger): Promise<void> {
+async function restoreForJoin(view: JoinView, key: CesKey, stores: Stores, checkpoints: ReadonlyMap<number, Uint8Array>, logger: Logger): Promise<void> {
   const store = await openObjectStore(view.archive!.url);
   try {
     // Any valid signature counts here: this node does not know the cluster's past voters
@@ -278,7 +278,7 @@ async function restoreForJoin(view: JoinView, key: CesKey, stores: Stores, logge
     }
     logger.info('restoring the latest archived snapshot', { url: store.url, index: snap.point.index });
     const started = Date.now();
-    const point = await restoreSnapshotInto({ store, key, cluster: view.clusterId }, snap, stores);
+    const point = await restoreSnapshotInto({ store, key, cluster: view.clusterId, checkpoints }, snap, stores);
     logger.info('restored from the archive; catching up the rest from peers', { index: point.index, ms: Date.now() - started });
   } finally {
     await store.close();
@@ -300,7 +300,7 @@ async function restoreNewCluster(
 ): Promise<void> {
   const from = await openObjectStore(opts.archive.restoreFrom!);
   try {
-    await restoreFromArchive({ store: from, key, cluster: null }, stores, DEFAULTS.alpha, opts.archive.restoreIndex, logger);
+    await restoreFromArchive({ store: from, key, cluster: null, checkpoints: opts.archive.checkpoints }, stores, DEFAULTS.alpha, opts.archive.restoreIndex, logger);
   } finally {
     await from.close();
   }

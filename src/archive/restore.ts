@@ -9,6 +9,7 @@ import type { LmdbStateStore } from '../state/kv.js';
 import { readBestManifest, type ManifestBody, type SnapshotRecord } from './manifest.js';
 import { readEncoded } from './objects.js';
 import { decodeSegment } from './segment.js';
+import { chainBytes, extendChain } from '../state/command.js';
 import type { ObjectStore } from './store.js';
 
 export interface RestoreTarget {
@@ -18,6 +19,15 @@ export interface RestoreTarget {
   readonly cluster: string | null;
   /** Signers to trust; default any valid signature (the archive key authenticates content). */
   readonly trusted?: (signer: string) => boolean;
+  /** Trusted chain values by index (`--checkpoint`): a restore that passes one must match it. */
+  readonly checkpoints?: ReadonlyMap<number, Uint8Array>;
+}
+
+function checkCheckpoint(t: RestoreTarget, index: number, chain: Uint8Array): void {
+  const pinned = t.checkpoints?.get(index);
+  if (pinned !== undefined && Buffer.compare(pinned, chain) !== 0) {
+    throw new Error(`the archive's chain value at index ${index} differs from --checkpoint ${index}:${Buffer.from(pinned).toString('hex')}`);
+  }
 }
 
 /** The best manifest, or an error saying why there is none. */
@@ -47,6 +57,7 @@ export async function restoreSnapshotInto(
   if (point.slot !== snap.point.slot || Buffer.from(header.applied.chain).toString('hex') !== snap.chain) {
     throw new Error(`snapshot ${snap.prefix} holds another point or chain value than the manifest lists`);
   }
+  checkCheckpoint(t, point.index, header.applied.chain);
   await stores.log.startAfter(point);
   return point;
 }
@@ -78,10 +89,17 @@ export async function replaySegments(
     for (let r = await it.next(); !r.done; r = await it.next()) slots.push(...r.value);
     let epochs = state.applied().point.epochs;
     let index = applied.index + 1;
+    let chain: Uint8Array = bound.chainBefore;
     const entries: Entry[] = [];
     for (const s of slots) {
       if (index > maxIndex) break;
       const batch = index + s.batch.length - 1 > maxIndex ? s.batch.slice(0, maxIndex - index + 1) : s.batch;
+      if (t.checkpoints !== undefined && t.checkpoints.size > 0) {
+        batch.forEach((cmd, i) => {
+          chain = extendChain(chain, chainBytes(cmd));
+          checkCheckpoint(t, index + i, chain);
+        });
+      }
       epochs = epochsAfter(epochs, s.slot, batch.flatMap((c) => (c.kind === 'config' ? [c.change] : [])), alpha);
       entries.push({ slot: s.slot, index, batch, epochs });
       index += batch.length;

@@ -179,6 +179,15 @@ test('a 3-node cluster archives to file://; a new cluster restored from it at a 
     else expected[op.key] = op.value;
   }
 
+  // A --checkpoint the archive contradicts stops the restore with a clear error.
+  await assert.rejects(
+    startNode({
+      dataDir: join(root, 'bad'),
+      extra: ['--restore-from', archiveUrl, '--restore-index', String(target), '--archive-key-file', keyFile, '--checkpoint', `${target}:${'ab'.repeat(32)}`],
+    }),
+    /differs from --checkpoint/,
+  );
+
   const restored = await startNode({
     dataDir: join(root, 'r1'),
     extra: ['--restore-from', archiveUrl, '--restore-index', String(target), '--archive-key-file', keyFile],
