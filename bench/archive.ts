@@ -1,6 +1,6 @@
 /**
  * `npm run bench -- archive [--entries N] [--seconds N] [--rounds N] [--batch N]
- *  [--only archive|restore|cluster]`: the archive's three figures.
+ *  [--snapshot-segments N] [--only archive|restore|cluster]`: the archive's three figures.
  *
  * 1. archive: archive throughput at module level. A real LMDB log and state of `--entries`
  *    puts (default 200,000; ~100-byte pseudo-random alphanumeric values over KEYS_COUNT keys,
@@ -97,12 +97,14 @@ interface Args {
   rounds: number;
   batch: number;
   only: Part | null;
+  /** Cluster runs: node 1's --snapshot-segments (null: the serve default). */
+  snapshotSegments: number | null;
 }
 
-const USAGE = 'usage: npm run bench -- archive [--entries N] [--seconds N] [--rounds N] [--batch N] [--only archive|restore|cluster]';
+const USAGE = 'usage: npm run bench -- archive [--entries N] [--seconds N] [--rounds N] [--batch N] [--snapshot-segments N] [--only archive|restore|cluster]';
 
 function parseArgs(args: string[]): Args {
-  const out: Args = { entries: ENTRIES_DEFAULT, seconds: SECONDS_DEFAULT, rounds: ROUNDS_DEFAULT, batch: SLOT_BATCH_DEFAULT, only: null };
+  const out: Args = { entries: ENTRIES_DEFAULT, seconds: SECONDS_DEFAULT, rounds: ROUNDS_DEFAULT, batch: SLOT_BATCH_DEFAULT, only: null, snapshotSegments: null };
   const int = (v: string | undefined, min: number): number | null => (v !== undefined && Number.isSafeInteger(Number(v)) && Number(v) >= min ? Number(v) : null);
   for (let i = 0; i < args.length; i += 2) {
     const a = args[i];
@@ -112,6 +114,7 @@ function parseArgs(args: string[]): Args {
     else if (a === '--rounds' && int(v, 1) !== null) out.rounds = Number(v);
     else if (a === '--batch' && int(v, 1) !== null) out.batch = Number(v);
     else if (a === '--only' && (v === 'archive' || v === 'restore' || v === 'cluster')) out.only = v;
+    else if (a === '--snapshot-segments' && int(v, 1) !== null) out.snapshotSegments = Number(v);
     else throw new Error(`${USAGE} (bad: ${a} ${v ?? ''}; --entries is at least ${SEGMENT_ENTRIES * 2})`);
   }
   return out;
@@ -539,9 +542,10 @@ async function metrics(origin: string): Promise<Record<string, number>> {
   return out;
 }
 
-async function startCluster(root: string, keyFile: string, mode: 'off' | 'on'): Promise<TestNode[]> {
+async function startCluster(root: string, keyFile: string, mode: 'off' | 'on', snapshotSegments: number | null): Promise<TestNode[]> {
   const local = ['--archive-key-file', keyFile, ...(mode === 'on' ? ARCHIVE_ON : ARCHIVE_OFF)];
-  const first = [...local, '--archive-url', pathToFileURL(join(root, 'archive')).href, '--segment-entries', String(ON.segmentEntries)];
+  const first = [...local, '--archive-url', pathToFileURL(join(root, 'archive')).href, '--segment-entries', String(ON.segmentEntries),
+    ...(snapshotSegments === null ? [] : ['--snapshot-segments', String(snapshotSegments)])];
   const nodes: TestNode[] = [];
   const start = (i: number, extra: string[], join?: string) =>
     startNode({ dataDir: `${root}/n${i}`, p2pListen: ['/ip4/127.0.0.1/tcp/0'], extra, ...(join ? { join } : {}) });
@@ -568,10 +572,10 @@ async function leaderOf(nodes: TestNode[]): Promise<TestNode> {
 }
 
 /** One cluster, one closed-loop put run; the cluster is stopped before this returns. */
-async function clusterRun(root: string, keyFile: string, mode: 'off' | 'on', seconds: number): Promise<ClusterRun> {
+async function clusterRun(root: string, keyFile: string, mode: 'off' | 'on', seconds: number, snapshotSegments: number | null): Promise<ClusterRun> {
   mkdirSync(root, { recursive: true });
   const ts = performance.now();
-  const nodes = await startCluster(root, keyFile, mode);
+  const nodes = await startCluster(root, keyFile, mode, snapshotSegments);
   const startS = (performance.now() - ts) / 1000;
   const client = httpClient();
   let running = true;
@@ -721,7 +725,7 @@ export async function run(args: string[]): Promise<void> {
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
 
-  const out: Record<string, unknown> = { bench: 'archive', cores: cpus().length, entries: opts.entries, slot_batch: opts.batch, seconds: opts.seconds };
+  const out: Record<string, unknown> = { bench: 'archive', cores: cpus().length, entries: opts.entries, slot_batch: opts.batch, seconds: opts.seconds, snapshot_segments: opts.snapshotSegments ?? 1 };
   const figures = {
     archive_entries_per_s: null as number | null,
     archive_mb_per_s: null as number | null,
@@ -807,7 +811,7 @@ export async function run(args: string[]): Promise<void> {
       const runs: ClusterRun[] = [];
       for (let r = 0; r < opts.rounds; r++) {
         for (const mode of ['off', 'on'] as const) {
-          const res = await clusterRun(join(root, `cluster-${r}-${mode}`), keyFile, mode, opts.seconds);
+          const res = await clusterRun(join(root, `cluster-${r}-${mode}`), keyFile, mode, opts.seconds, opts.snapshotSegments);
           runs.push(res);
           let extra = '';
           if (mode === 'on') {
