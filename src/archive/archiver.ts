@@ -96,6 +96,14 @@ export interface ArchiveStats {
 }
 
 const SEGMENTS_PER_RUN_DEFAULT = 16;
+/** Each staged snapshot is a copy of the whole state on local disk. */
+const STAGED_SNAPSHOTS_MAX = 2;
+
+interface StagedSnapshot {
+  readonly bound: SegmentBound;
+  readonly object: Promise<StagedObject | null>;
+  readonly header: StateSnapshot['header'];
+}
 
 export class Archiver {
   readonly stats: ArchiveStats = {
@@ -122,8 +130,9 @@ export class Archiver {
   private manifestBallot: Ballot | null = null;
   /** When this node saw each finished segment (by last slot): the time half of the delay. */
   private readonly seen = new Map<number, number>();
-  /** A snapshot taken at a boundary, staged until its segment is archived. */
-  private staged: { bound: SegmentBound; object: Promise<StagedObject | null>; header: StateSnapshot['header'] } | null = null;
+  /** Snapshots taken at boundaries, staged until their segments are archived, oldest first:
+   *  at most STAGED_SNAPSHOTS_MAX (see onSegment). */
+  private staged: StagedSnapshot[] = [];
   /** The next manifest version is at least this: raised past a name found taken. */
   private versionFloor = 0;
   /** Objects this process verified in full (prefixes). */
@@ -162,8 +171,8 @@ export class Archiver {
     for (const t of this.timers) clearInterval(t);
     await this.running;
     const staged = this.staged;
-    this.staged = null;
-    if (staged) await staged.object.then((o) => (o ? discardStaged(o) : undefined), () => undefined);
+    this.staged = [];
+    for (const s of staged) await discard(s);
   }
 
   /** The latest manifest this node read or wrote (null before the first read). */
@@ -183,9 +192,7 @@ export class Archiver {
     this.seen.set(bound.last.slot, this.now());
     const settings = this.host.settings();
     if (this.stopped || settings === null || this.opts.intervalMs <= 0 || this.host.leaderBallot() === null) return;
-    // One staged snapshot at a time: under load, snapshots come as fast as they can be
-    // archived, never more (each is a copy of the whole state on local disk).
-    if (this.staged !== null || !this.snapshotDue(bound, settings)) return;
+    if (!this.snapshotDue(bound, settings)) return;
     const snapshot = this.host.snapshot();
     const object = stageEncoded(snapshotPrefix(bound.last), snapshotLabel(this.host.cluster, bound.last), snapshot, this.key, this.ces(), this.opts.stagingDir).catch(
       (err: unknown) => {
@@ -193,24 +200,28 @@ export class Archiver {
         return null;
       },
     );
-    this.staged = { bound, object, header: snapshot.header };
+    // Keep the oldest staged snapshot (it is archived next, so snapshots keep coming under
+    // load) and the newest (so that after an outage, pruning can reach the end of the log
+    // even if no boundary is applied any more: writes may be refused by the quota).
+    if (this.staged.length >= STAGED_SNAPSHOTS_MAX) void discard(this.staged.pop()!);
+    this.staged.push({ bound, object, header: snapshot.header });
   }
 
-  /** Due when the last archived snapshot is `snapshotSegments` segments back (or none is). */
+  /** Due when the latest archived or staged snapshot is `snapshotSegments` segments back. */
   private snapshotDue(bound: SegmentBound, settings: ArchiveSettings): boolean {
-    const lastSnap = this.manifest?.snapshots.at(-1)?.point.slot ?? 0;
+    const lastSnap = Math.max(this.manifest?.snapshots.at(-1)?.point.slot ?? 0, this.staged.at(-1)?.bound.last.slot ?? 0);
     if (lastSnap === 0) return true;
     const since = this.host.segments(lastSnap, settings.snapshotSegments).filter((b) => b.last.slot <= bound.last.slot).length;
     return since >= settings.snapshotSegments;
   }
 
-  /** Drops a staged snapshot whose segment is archived already (by another leader). */
-  private async dropStaleSnapshot(): Promise<void> {
-    const staged = this.staged;
-    if (staged === null || staged.bound.last.slot > archivedThrough(this.manifest)) return;
-    this.staged = null;
-    const object = await staged.object;
-    if (object !== null) await discardStaged(object);
+  /** Drops staged snapshots whose segments are archived already (by another leader). */
+  private async dropStaleSnapshots(): Promise<void> {
+    const through = archivedThrough(this.manifest);
+    const stale = this.staged.filter((s) => s.bound.last.slot <= through);
+    if (stale.length === 0) return;
+    this.staged = this.staged.filter((s) => s.bound.last.slot > through);
+    for (const s of stale) await discard(s);
   }
 
   // ------------------------------------------------------------------------------------
@@ -242,7 +253,7 @@ export class Archiver {
     const perRun = this.opts.segmentsPerRun ?? SEGMENTS_PER_RUN_DEFAULT;
     for (let done = 0; done < perRun && !this.stopped; done++) {
       if (!sameBallot(this.host.leaderBallot(), ballot)) return; // deposed: the next leader goes on
-      await this.dropStaleSnapshot();
+      await this.dropStaleSnapshots();
       const lastSlot = archivedThrough(this.manifest);
       const bound = this.host.segments(lastSlot, 1)[0];
       if (bound === undefined) return;
@@ -251,7 +262,10 @@ export class Archiver {
       }
       const seenAt = this.seen.get(bound.last.slot) ?? this.now();
       this.seen.set(bound.last.slot, seenAt);
-      if (this.host.commitIndex() - bound.last.index < this.opts.delayEntries || this.now() - seenAt < this.opts.delayMs) return;
+      // Under quota pressure the delay is waived: committed entries are final, and the hot
+      // log must shrink.
+      const waived = this.host.underPressure?.() === true;
+      if (!waived && (this.host.commitIndex() - bound.last.index < this.opts.delayEntries || this.now() - seenAt < this.opts.delayMs)) return;
       await this.archiveSegment(ballot, settings, bound);
       this.seen.delete(bound.last.slot);
     }
@@ -293,7 +307,7 @@ export class Archiver {
     // The snapshot staged at this boundary goes with its segment. It stays staged until the
     // manifest lists it, so a failed upload is retried with the segment next run.
     let snapshot: SnapshotRecord | null = null;
-    const pending = this.staged !== null && this.staged.bound.last.slot === bound.last.slot ? this.staged : null;
+    const pending = this.staged.find((s) => s.bound.last.slot === bound.last.slot) ?? null;
     const stagedSnap = pending === null ? null : await pending.object;
     if (pending !== null && stagedSnap !== null) {
       const object = await uploadStaged(this.store, stagedSnap);
@@ -302,8 +316,8 @@ export class Archiver {
       await this.mustVerify(verifySnapshot(this.verifyContext(ces), snapshot), 'after upload');
     }
     await this.publish(ballot, settings, segment, snapshot);
-    if (pending !== null && this.staged === pending) {
-      this.staged = null;
+    if (pending !== null && this.staged.includes(pending)) {
+      this.staged = this.staged.filter((s) => s !== pending);
       if (stagedSnap !== null) await discardStaged(stagedSnap);
     }
     this.stats.segmentsArchived++;
@@ -482,4 +496,9 @@ export async function publishBaseSnapshot(
   };
   await store.putIfAbsent(manifestKey(ballot, 1), signManifest(body, privateKey));
   return body;
+}
+
+async function discard(s: StagedSnapshot): Promise<void> {
+  const object = await s.object.catch(() => null);
+  if (object !== null) await discardStaged(object);
 }

@@ -7,7 +7,7 @@
 import { KeyRing, type CesKey } from '../ces/index.js';
 import type { SlotValue } from '../consensus/index.js';
 import { RANGE_BYTES_MAX, type ColdSource } from '../net/blocksync.js';
-import { chainBytes, extendChain } from '../state/command.js';
+import { nextChain } from '../state/command.js';
 import { readBestManifest, type ManifestBody, type SegmentRecord } from './manifest.js';
 import { readEncoded } from './objects.js';
 import { decodeSegment } from './segment.js';
@@ -55,7 +55,7 @@ export class ArchiveColdSource implements ColdSource {
         values.push(s);
         bytes += size;
       }
-      for (const cmd of s.batch) chain = extendChain(chain, chainBytes(cmd));
+      for (const cmd of s.batch) chain = nextChain(chain, cmd);
       index += s.batch.length;
     }
     return { values, lastIndex: index, chainAfter: chain };

@@ -9,7 +9,7 @@ import type { LmdbStateStore } from '../state/kv.js';
 import { readBestManifest, type ManifestBody, type SnapshotRecord } from './manifest.js';
 import { readEncoded } from './objects.js';
 import { decodeSegment } from './segment.js';
-import { chainBytes, extendChain } from '../state/command.js';
+import { nextChain } from '../state/command.js';
 import type { ObjectStore } from './store.js';
 
 export interface RestoreTarget {
@@ -96,7 +96,7 @@ export async function replaySegments(
       const batch = index + s.batch.length - 1 > maxIndex ? s.batch.slice(0, maxIndex - index + 1) : s.batch;
       if (t.checkpoints !== undefined && t.checkpoints.size > 0) {
         batch.forEach((cmd, i) => {
-          chain = extendChain(chain, chainBytes(cmd));
+          chain = nextChain(chain, cmd);
           checkCheckpoint(t, index + i, chain);
         });
       }

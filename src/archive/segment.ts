@@ -15,7 +15,7 @@ import type { Batch, SlotValue } from '../consensus/index.js';
 import { FrameDecoder, joinFrames } from '../net/codec.js';
 import { pack } from '../log/env.js';
 import { batchOf, commandsValue } from '../log/slot-codec.js';
-import { chainBytes, extendChain } from '../state/command.js';
+import { nextChain } from '../state/command.js';
 import type { SegmentBound } from '../state/segments.js';
 
 export const SEGMENT_VERSION = 1;
@@ -102,7 +102,7 @@ export async function* decodeSegment(
         } catch (err) {
           throw new SegmentError(`${name()}: ${(err as Error).message}`);
         }
-        for (const cmd of batch) chain = extendChain(chain, chainBytes(cmd));
+        for (const cmd of batch) chain = nextChain(chain, cmd);
         index += batch.length;
         out.push({ slot, batch });
         slot++;

@@ -17,7 +17,7 @@
  */
 import type { Command, SlotValue } from '../consensus/index.js';
 import { validateEnvelope } from '../consensus/index.js';
-import { chainBytes, extendChain } from '../state/command.js';
+import { nextChain } from '../state/command.js';
 import type { PeerServices } from './transport.js';
 import { Packr } from 'msgpackr';
 import { PromText } from '../metrics.js';
@@ -262,7 +262,7 @@ export class Blocksync {
         return;
       }
       for (const cmd of v.batch as readonly Command[]) {
-        chain = extendChain(chain, chainBytes(cmd));
+        chain = nextChain(chain, cmd);
         index++;
         const pinned = this.host.checkpoints.get(index);
         if (pinned !== undefined && Buffer.compare(pinned, chain) !== 0) {
