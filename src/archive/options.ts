@@ -20,7 +20,7 @@ export const SEGMENT_ENTRIES_DEFAULT = 10_000;
 export const SEGMENT_ENTRIES_MAX = 1_000_000;
 /** Raw bytes after which a segment is cut before its index boundary. */
 export const SEGMENT_BYTES_MAX = 512 * 1024 * 1024;
-export const SNAPSHOT_SEGMENTS_DEFAULT = 1;
+export const SNAPSHOT_SEGMENTS_DEFAULT = 4;
 
 /** One node's archive, prune, quota and blocksync settings. */
 export interface NodeArchiveOptions {

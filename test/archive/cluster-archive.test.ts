@@ -12,6 +12,9 @@ import { pathToFileURL } from 'node:url';
 import { writeNewKeyFile } from '../../src/ces/index.js';
 import { clusterView, killAll, removeDir, startNode, tempDir, waitFor, type TestNode } from '../cluster/harness.js';
 import { startS3, type TestS3 } from './s3rver.js';
+import { generateKeyPair } from '@libp2p/crypto/keys';
+import { Libp2pTransport } from '../../src/net/p2p.js';
+import { BLOCKSYNC_PROTOCOL } from '../../src/net/blocksync.js';
 
 const dirs: string[] = [];
 let s3: TestS3 | null = null;
@@ -84,7 +87,7 @@ test('a 3-node cluster archives to S3 and prunes; a 4th node restores from the a
   const keyFile = join(root, 'archive.key');
   await writeNewKeyFile(keyFile);
   const common = ['--archive-key-file', keyFile, ...FAST];
-  const n1 = await startNode({ dataDir: join(root, 'n1'), extra: [...common, '--archive-url', s3.url('cluster-a'), '--segment-entries', '40'] });
+  const n1 = await startNode({ dataDir: join(root, 'n1'), extra: [...common, '--archive-url', s3.url('cluster-a'), '--segment-entries', '40', '--snapshot-segments', '1'] });
   await waitFor('node 1 ready', () => ready(n1));
   const n2 = await startNode({ dataDir: join(root, 'n2'), join: n1.info.http, extra: common });
   const n3 = await startNode({ dataDir: join(root, 'n3'), join: n1.info.http, extra: common });
@@ -105,8 +108,10 @@ test('a 3-node cluster archives to S3 and prunes; a 4th node restores from the a
   };
   await Promise.all([writer(), writer(), writer(), writer()]);
 
-  // Every node prunes its hot log past an archived snapshot.
+  // Every node prunes its hot log past an archived snapshot (writes still trickle in: a
+  // snapshot must be old enough for the retention).
   await waitFor('every node to prune past an archived snapshot', async () => {
+    await send(nodes[i % 3]!.info.http, randomOp(i++));
     for (const n of nodes) if (!((await metric(n, 'pangea_hot_first_index')) > 200)) return false;
     return true;
   }, 60_000).catch(async (err: unknown) => {
@@ -144,7 +149,26 @@ test('a 3-node cluster archives to S3 and prunes; a 4th node restores from the a
     return Number(/^pangea_blocksync_served_total\{source="cold"\} (\d+)$/m.exec(text)?.[1] ?? 0);
   }));
   assert.ok(coldServed.reduce((a, b) => a + b, 0) > 0, `no cold ranges served: ${coldServed.join(', ')}`);
-  assert.ok(coldServed[3]! > 0, `the restored node served no cold range: ${coldServed.join(', ')}`);
+
+  // The restored node serves ranges before its restored snapshot from the archive (cold),
+  // counted in its metrics: asked directly over the block sync protocol.
+  const probe = new Libp2pTransport({ privateKey: await generateKeyPair('Ed25519'), listen: ['/ip4/127.0.0.1/tcp/0'], clusterId: views[0]!.clusterId });
+  await probe.start();
+  try {
+    probe.setPeerAddresses(n4.info.peerId, n4.info.p2p);
+    const answer = (await probe.request(n4.info.peerId, BLOCKSYNC_PROTOCOL, { v: 1, cluster: views[0]!.clusterId, from: 1, fromIndex: 1, to: 30 }, 10_000)) as {
+      status: string;
+      source?: string;
+      values?: unknown[];
+    };
+    assert.equal(answer.status, 'ok', JSON.stringify(answer));
+    assert.equal(answer.source, 'cold');
+    assert.ok((answer.values?.length ?? 0) > 0);
+  } finally {
+    await probe.stop();
+  }
+  const n4Metrics = await (await fetch(`${n4.info.http}/metrics`)).text();
+  assert.ok(Number(/^pangea_blocksync_served_total\{source="cold"\} (\d+)$/m.exec(n4Metrics)?.[1] ?? 0) > 0, 'node 4 counts no cold range served');
 });
 
 test('a 3-node cluster archives to file://; a new cluster restored from it at a past index holds exactly that index\'s state', { timeout: 120_000 }, async () => {
@@ -152,7 +176,7 @@ test('a 3-node cluster archives to file://; a new cluster restored from it at a 
   dirs.push(root);
   const archiveUrl = pathToFileURL(join(root, 'archive')).href;
   const keyFile = join(root, 'n1', 'archive.key');
-  const n1 = await startNode({ dataDir: join(root, 'n1'), extra: [...FAST, '--archive-url', archiveUrl, '--segment-entries', '30'] });
+  const n1 = await startNode({ dataDir: join(root, 'n1'), extra: [...FAST, '--archive-url', archiveUrl, '--segment-entries', '30', '--snapshot-segments', '1'] });
   await waitFor('node ready', () => ready(n1));
   for (const name of ['n2', 'n3']) await startNode({ dataDir: join(root, name), join: n1.info.http, extra: [...FAST, '--archive-key-file', keyFile] });
   await waitFor('three voters', async () => (await clusterView(n1.info.http)).members.filter((m) => m.role === 'voter').length === 3, 60_000);

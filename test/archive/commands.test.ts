@@ -31,7 +31,7 @@ const archiveDir = join(root, 'archive');
 const archiveUrl = pathToFileURL(archiveDir).href;
 const keyFile = join(dataDir, 'archive.key');
 /** Fast archiving, no pruning by the node itself. */
-const FLAGS = ['--archive-url', archiveUrl, '--segment-entries', '30', '--archive-delay-entries', '5', '--archive-delay', '0s', '--archive-interval', '100ms',
+const FLAGS = ['--archive-url', archiveUrl, '--segment-entries', '30', '--snapshot-segments', '1', '--archive-delay-entries', '5', '--archive-delay', '0s', '--archive-interval', '100ms',
   '--prune-interval', '0', '--hot-retention', '20'];
 
 let node: TestNode | null = null;

@@ -52,7 +52,7 @@ test('with the store down the hot log fills to its quota and writes get 503; wit
   const node = await startNode({
     dataDir: join(root, 'n1'),
     extra: [
-      '--archive-key-file', keyFile, '--archive-url', s3.url('quota'), '--segment-entries', '20', '--archive-delay-entries', '2', '--archive-delay', '0s',
+      '--archive-key-file', keyFile, '--archive-url', s3.url('quota'), '--segment-entries', '20', '--snapshot-segments', '1', '--archive-delay-entries', '2', '--archive-delay', '0s',
       '--archive-interval', '100ms', '--prune-interval', '200ms', '--hot-retention', '10', '--hot-quota-bytes', '40960',
     ],
   });
