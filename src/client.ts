@@ -13,6 +13,7 @@
  * await c.compareAndSet('greeting', revision, 'hello again');
  * ```
  */
+import { sleep } from './sleep.js';
 import { randomBytes } from 'node:crypto';
 
 export interface PangeaClientOptions {
@@ -376,8 +377,4 @@ function fromBase64(s: string): Uint8Array {
 
 function etagRevision(etag: string | null): string {
   return etag?.replace(/"/g, '') ?? 'NaN';
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }

@@ -3,6 +3,7 @@
  * parts together (the composition root's outer shell; src/node.ts is its inner one).
  */
 import './polyfill.js';
+import { sleep } from './sleep.js';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -338,15 +339,6 @@ async function retry(fn: () => Promise<void>, what: string, logger: Logger, sign
   }
 }
 
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const t = setTimeout(resolve, ms);
-    signal.addEventListener('abort', () => {
-      clearTimeout(t);
-      resolve();
-    }, { once: true });
-  });
-}
 
 async function writeAtomic(path: string, text: string): Promise<void> {
   const tmp = `${path}.tmp-${process.pid}`;

@@ -4,6 +4,7 @@
  * The server (src/server.ts) creates one per node; nothing here runs before the log has set
  * the cluster's archive settings.
  */
+import { sleep } from '../sleep.js';
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -175,14 +176,4 @@ export class NodeArchive {
     if (s?.pruneLastError) t.gauge('pangea_prune_last_error_info', 'The last prune error.', 1, { error: s.pruneLastError });
     return t.toString();
   }
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const t = setTimeout(resolve, ms);
-    signal.addEventListener('abort', () => {
-      clearTimeout(t);
-      resolve();
-    }, { once: true });
-  });
 }

@@ -9,35 +9,19 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFileSync, mkdirSync, readdirSync } from 'node:fs';
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { createRequire } from 'node:module';
 import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { CreateBucketCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { FileObjectStore } from '../../src/archive/file-store.js';
 import { openObjectStore, parseFileUrl, parseS3Url, redactUrl } from '../../src/archive/open-store.js';
 import { S3ObjectStore } from '../../src/archive/s3-store.js';
 import { type ObjectStore, ObjectStoreError, type ObjectStoreErrorCode } from '../../src/archive/store.js';
 import { removeDir, tempDir } from '../cluster/harness.js';
-
-// s3rver accepts these and only these; the stores find them through the SDK's credential chain.
-process.env.AWS_ACCESS_KEY_ID = 'S3RVER';
-process.env.AWS_SECRET_ACCESS_KEY = 'S3RVER';
-delete process.env.AWS_SESSION_TOKEN;
-
-interface S3rver {
-  run(): Promise<AddressInfo>;
-  close(): Promise<void>;
-}
-const S3rver = createRequire(import.meta.url)('s3rver') as new (options: {
-  address: string;
-  port: number;
-  silent: boolean;
-  directory: string;
-}) => S3rver;
+import { S3_REGION, startS3, type TestS3 } from './s3rver.js';
 
 const BUCKET = 'pangea-test';
-const REGION = 'us-east-1';
+const REGION = S3_REGION;
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
 const dec = (b: Uint8Array): string => new TextDecoder().decode(b);
 
@@ -229,16 +213,15 @@ describe('file store', () => {
 
 describe('s3 store (s3rver)', () => {
   let dir = '';
-  let server: S3rver | undefined;
+  let server: TestS3 | undefined;
   let endpoint = '';
   let raw: S3Client | undefined;
   let n = 0;
   before(async () => {
     dir = tempDir('pangea-s3rver-');
-    server = new S3rver({ address: '127.0.0.1', port: 0, silent: true, directory: dir });
-    endpoint = `http://127.0.0.1:${(await server.run()).port}`;
+    server = await startS3(dir, BUCKET);
+    endpoint = server.endpoint;
     raw = new S3Client({ region: REGION, endpoint, forcePathStyle: true });
-    await raw.send(new CreateBucketCommand({ Bucket: BUCKET }));
   });
   after(async () => {
     raw?.destroy();
