@@ -55,7 +55,9 @@ export async function startNode(opts: StartOptions): Promise<TestNode> {
   args.push(...(opts.extra ?? []));
   const nodeFile = join(opts.dataDir, 'node.json');
   rmSync(nodeFile, { force: true });
-  const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  // Node flags for every node, e.g. PANGEA_NODE_FLAGS='--cpu-prof --cpu-prof-dir=/tmp/prof'.
+  const nodeFlags = (process.env.PANGEA_NODE_FLAGS ?? '').split(' ').filter((f) => f !== '');
+  const proc = spawn(process.execPath, [...nodeFlags, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   live.add(proc);
   let out = '';
   proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
