@@ -288,7 +288,7 @@ export class Archiver {
     const slots = this.host.readSlots(bound.first.slot, bound.last.slot);
     const prefix = segmentPrefix(bound);
     const label = segmentLabel(this.host.cluster, bound);
-    const staged = await stageEncoded(prefix, label, encodeSegment(this.host.cluster, bound, slots), this.key, ces, this.opts.stagingDir);
+    const staged = await stageEncoded(prefix, label, encodeSegment(this.host.cluster, bound, slots), this.key, ces, this.opts.stagingDir, bound.bytes);
     let segment: SegmentRecord;
     try {
       const object = await uploadStaged(this.store, staged);

@@ -1,8 +1,8 @@
 /**
  * CES-encoded objects in the store: `k + m` shard objects `<prefix>/shard-<i>`.
  *
- * Writing: encode into staging files (bounded memory whatever the size), upload each shard
- * create-if-absent, reuse an existing shard only when its size and SHA-256 match, then read
+ * Writing: encode in memory (small objects: segments) or into staging files (bounded memory
+ * whatever the size: snapshots), upload each shard create-if-absent, reuse an existing shard only when its size and SHA-256 match, then read
  * every shard back and check it before the record is returned (and so before a manifest
  * can list it). Reading and verifying: a shard whose checksum fails is treated as missing,
  * so up to `m` lost or damaged shards are rebuilt; more are named in the error.
@@ -10,7 +10,7 @@
 import { createHash } from 'node:crypto';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CesError, FileSink, bufferSource, decodeShards, encodeStream, type CesKey, type CesParams, type KeyRing } from '../ces/index.js';
+import { CesError, FileSink, MemorySink, bufferSource, decodeShards, encodeStream, type CesKey, type CesParams, type KeyRing } from '../ces/index.js';
 import type { EncodedObject, ShardRecord } from './manifest.js';
 import { ObjectStoreError, type ObjectStore } from './store.js';
 
@@ -26,16 +26,24 @@ export function sha256Hex(bytes: Uint8Array): string {
   return createHash('sha256').update(bytes).digest('hex');
 }
 
-/** An object encoded into local files, not uploaded yet. */
+/** An object encoded but not uploaded yet: its shards in local files, or in memory. */
 export interface StagedObject {
   readonly prefix: string;
   readonly label: string;
   readonly rawBytes: number;
-  readonly dir: string;
-  readonly paths: readonly string[];
+  /** The staging directory (files), or null (memory). */
+  readonly dir: string | null;
+  readonly shard: (i: number) => Promise<Uint8Array>;
+  readonly shardCount: number;
 }
 
-/** Encodes `source` into shard files under `stagingDir` (bounded memory whatever its size). */
+/** Objects up to this size (plaintext, as estimated by the caller) are staged in memory. */
+export const STAGE_IN_MEMORY_BYTES_MAX = 64 * 1024 * 1024;
+
+/**
+ * Encodes `source` into shards: in memory when `sizeHint` says it is small (no disk writes
+ * beside the log's), else into files under `stagingDir` (bounded memory whatever the size).
+ */
 export async function stageEncoded(
   prefix: string,
   label: string,
@@ -43,16 +51,24 @@ export async function stageEncoded(
   key: CesKey,
   params: CesParams,
   stagingDir: string,
+  sizeHint = Number.POSITIVE_INFINITY,
 ): Promise<StagedObject> {
+  const n = params.dataShards + params.parityShards;
+  if (sizeHint <= STAGE_IN_MEMORY_BYTES_MAX) {
+    const sinks = Array.from({ length: n }, () => new MemorySink());
+    const { totalBytes } = await encodeStream(source, sinks, key, label, params);
+    const shards = sinks.map((s) => s.bytes());
+    return { prefix, label, rawBytes: totalBytes, dir: null, shard: (i) => Promise.resolve(shards[i]!), shardCount: n };
+  }
   const dir = join(stagingDir, prefix.replace(/\//g, '_'));
   await rm(dir, { recursive: true, force: true });
   await mkdir(dir, { recursive: true });
-  const paths = Array.from({ length: params.dataShards + params.parityShards }, (_, i) => join(dir, `shard-${i}`));
+  const paths = Array.from({ length: n }, (_, i) => join(dir, `shard-${i}`));
   try {
     const sinks = await Promise.all(paths.map((p) => FileSink.create(p)));
     try {
       const { totalBytes } = await encodeStream(source, sinks, key, label, params);
-      return { prefix, label, rawBytes: totalBytes, dir, paths };
+      return { prefix, label, rawBytes: totalBytes, dir, shard: (i) => readFile(paths[i]!), shardCount: n };
     } finally {
       await Promise.all(sinks.map((s) => s.close()));
     }
@@ -62,8 +78,8 @@ export async function stageEncoded(
   }
 }
 
-export function discardStaged(staged: StagedObject): Promise<void> {
-  return rm(staged.dir, { recursive: true, force: true });
+export async function discardStaged(staged: StagedObject): Promise<void> {
+  if (staged.dir !== null) await rm(staged.dir, { recursive: true, force: true });
 }
 
 /**
@@ -72,9 +88,9 @@ export function discardStaged(staged: StagedObject): Promise<void> {
  */
 export async function uploadStaged(store: ObjectStore, staged: StagedObject): Promise<EncodedObject> {
   const shards: ShardRecord[] = [];
-  for (const [i, path] of staged.paths.entries()) {
-    // One shard in memory at a time: a shard is at most a segment's bytes over k.
-    const bytes = await readFile(path);
+  for (let i = 0; i < staged.shardCount; i++) {
+    // From files, one shard in memory at a time: a shard is at most a segment's bytes over k.
+    const bytes = await staged.shard(i);
     const record = { size: bytes.byteLength, sha256: sha256Hex(bytes) };
     const name = shardKey(staged.prefix, i);
     const put = await store.putIfAbsent(name, bytes);
