@@ -67,7 +67,7 @@ const WARMUP_MAX_S = 120;
 /** The leader's /metrics is read this often during the window (the same in both modes). */
 const SAMPLE_MS = 500;
 const SECONDS_DEFAULT = 10;
-const ROUNDS_DEFAULT = 2;
+const ROUNDS_DEFAULT = 3;
 const REQUEST_TIMEOUT_MS = 10_000;
 const DRAIN_MS_MAX = REQUEST_TIMEOUT_MS + 2_000;
 const STOP_MS_MAX = 10_000;
