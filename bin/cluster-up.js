@@ -42,6 +42,8 @@ function startNode(i, joinUrl) {
   const serveArgs = [run, 'serve', '--data-dir', dataDir, '--http-listen', '127.0.0.1:0',
     '--p2p-listen', '/ip4/127.0.0.1/udp/0/quic-v1', '--p2p-listen', '/ip4/127.0.0.1/tcp/0', ...extra];
   if (joinUrl) serveArgs.push('--join', joinUrl);
+  // Every member needs the archive key node 1 generated when it bootstrapped the cluster.
+  if (joinUrl && !extra.includes('--archive-key-file')) serveArgs.push('--archive-key-file', join(root, 'node1', 'archive.key'));
   if (tokenFile) serveArgs.push('--admin-token-file', tokenFile);
   const log = openSync(join(dataDir, 'serve.log'), 'a');
   const child = spawn(process.execPath, serveArgs, { detached: true, stdio: ['ignore', log, log] });
