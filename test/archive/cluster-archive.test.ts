@@ -10,7 +10,7 @@ import { after, test } from 'node:test';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { writeNewKeyFile } from '../../src/ces/index.js';
-import { clusterView, killAll, removeDir, startNode, tempDir, waitFor, type TestNode } from '../cluster/harness.js';
+import { clusterView, killAll, metric, removeDir, startNode, tempDir, waitFor, type TestNode } from '../cluster/harness.js';
 import { startS3, type TestS3 } from './s3rver.js';
 import { generateKeyPair } from '@libp2p/crypto/keys';
 import { Libp2pTransport } from '../../src/net/p2p.js';
@@ -26,12 +26,6 @@ after(async () => {
 
 /** Fast archiving: tiny segments, no delay, short intervals. */
 const FAST = ['--archive-delay-entries', '5', '--archive-delay', '0s', '--archive-interval', '100ms', '--prune-interval', '300ms', '--hot-retention', '20'];
-
-async function metric(node: TestNode, name: string): Promise<number> {
-  const text = await (await fetch(`${node.info.http}/metrics`, { signal: AbortSignal.timeout(2000) })).text();
-  const m = new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text);
-  return m ? Number(m[1]) : NaN;
-}
 
 async function ready(node: TestNode): Promise<boolean> {
   try {

@@ -17,7 +17,7 @@ import type { BestManifestInfo, InspectReport } from '../../src/archive/inspect.
 import type { AuditReport } from '../../src/archive/audit.js';
 import { LOCK_FILE } from '../../src/data-dir.js';
 import { openStores } from '../../src/log/lmdb.js';
-import { clusterView, isReady, killAll, removeDir, startNode, tempDir, waitFor, type TestNode } from '../cluster/harness.js';
+import { clusterView, isReady, killAll, metric, removeDir, startNode, tempDir, type TestNode, waitFor } from '../cluster/harness.js';
 
 const RUN = fileURLToPath(new URL('../../../bin/run.js', import.meta.url));
 const KEYS = 200;
@@ -59,12 +59,6 @@ function cli(...args: string[]): Promise<CliResult> {
 
 function show(r: CliResult): string {
   return `exit ${r.code}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`;
-}
-
-async function metric(n: TestNode, name: string): Promise<number> {
-  const text = await (await fetch(`${n.info.http}/metrics`, { signal: AbortSignal.timeout(2000) })).text();
-  const m = new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text);
-  return m ? Number(m[1]) : NaN;
 }
 
 async function put(n: TestNode, key: string, value: string): Promise<void> {

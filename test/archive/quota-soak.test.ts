@@ -11,7 +11,7 @@ import { after, test } from 'node:test';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { writeNewKeyFile } from '../../src/ces/index.js';
-import { killAll, removeDir, startNode, tempDir, waitFor, type TestNode } from '../cluster/harness.js';
+import { killAll, metric, removeDir, startNode, tempDir, waitFor, type TestNode } from '../cluster/harness.js';
 import { startS3, type TestS3 } from './s3rver.js';
 
 const RUN = fileURLToPath(new URL('../../../bin/run.js', import.meta.url));
@@ -22,12 +22,6 @@ after(async () => {
   await s3?.close();
   for (const d of dirs) removeDir(d);
 });
-
-async function metric(node: TestNode, name: string): Promise<number> {
-  const text = await (await fetch(`${node.info.http}/metrics`, { signal: AbortSignal.timeout(2000) })).text();
-  const m = new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text);
-  return m ? Number(m[1]) : NaN;
-}
 
 async function put(node: TestNode, key: string, value: string): Promise<{ status: number; body: string }> {
   const res = await fetch(`${node.info.http}/v1/kv/${key}`, { method: 'PUT', body: value, signal: AbortSignal.timeout(5000) });

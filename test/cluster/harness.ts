@@ -121,3 +121,10 @@ export async function isReady(node: TestNode): Promise<boolean> {
     return false;
   }
 }
+
+/** One sample of a metric from a node's /metrics (the first series; NaN when absent). */
+export async function metric(node: TestNode, name: string): Promise<number> {
+  const text = await (await fetch(`${node.info.http}/metrics`, { signal: AbortSignal.timeout(2000) })).text();
+  const m = new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text);
+  return m ? Number(m[1]) : NaN;
+}
