@@ -5,7 +5,7 @@
  * consecutive ranges of it.
  */
 import { KeyRing, type CesKey } from '../ces/index.js';
-import type { SlotValue } from '../consensus/index.js';
+import { batchBytes, type SlotValue } from '../consensus/index.js';
 import { RANGE_BYTES_MAX, type ColdSource } from '../net/blocksync.js';
 import { nextChain } from '../state/command.js';
 import { readBestManifest, type ManifestBody, type SegmentRecord } from './manifest.js';
@@ -50,7 +50,7 @@ export class ArchiveColdSource implements ColdSource {
       if (s.slot > toSlot) break;
       if (s.slot === fromSlot && index + 1 !== fromIndex) throw new Error(`slot ${fromSlot} starts at index ${index + 1}, not ${fromIndex}`);
       if (s.slot >= fromSlot) {
-        const size = s.batch.reduce((n, c) => n + (c.kind === 'app' ? c.data.byteLength : 64), 0);
+        const size = batchBytes(s.batch);
         if (values.length > 0 && bytes + size > RANGE_BYTES_MAX) break;
         values.push(s);
         bytes += size;

@@ -11,7 +11,7 @@
  * commands take exactly the indexes up to `last.index`, and the hash chain recomputed from
  * `chainBefore` over every command ends at `chainAfter`. A segment that decodes is the log.
  */
-import type { Batch, SlotValue } from '../consensus/index.js';
+import { batchBytes, type Batch, type SlotValue } from '../consensus/index.js';
 import { FrameDecoder, joinFrames } from '../net/codec.js';
 import { pack } from '../log/env.js';
 import { batchOf, commandsValue } from '../log/slot-codec.js';
@@ -42,7 +42,7 @@ export async function* encodeSegment(
     if (s.slot !== expect) throw new SegmentError(`segment ${first.slot}-${last.slot}: the log gave slot ${s.slot}, expected ${expect}`);
     expect++;
     batch.push([s.slot, commandsValue(s.batch)]);
-    for (const cmd of s.batch) bytes += cmd.kind === 'app' ? cmd.data.byteLength : 64;
+    bytes += batchBytes(s.batch);
     if (bytes >= FRAME_BYTES_TARGET) {
       yield joinFrames([pack({ t: 'slots', r: batch })]);
       batch = [];

@@ -141,6 +141,18 @@ export function bootstrapState(config: Config): Persisted {
   return { promised: BALLOT_NONE, slots: [], base: point, compacted: point, commit: 0 };
 }
 
+/** The bytes a command counts for in batch and range bounds (a membership change: 64). */
+export function commandBytes(cmd: Command): number {
+  return cmd.kind === 'app' ? cmd.data.byteLength : 64;
+}
+
+/** `commandBytes` over a batch. */
+export function batchBytes(batch: Batch): number {
+  let n = 0;
+  for (const c of batch) n += commandBytes(c);
+  return n;
+}
+
 export class Replica {
   readonly id: NodeId;
   readonly cluster: string;
@@ -725,7 +737,7 @@ export class Replica {
     let n = 0;
     while (n < this.queue.length && n < this.batchCommandsMax) {
       const c = this.queue[n]!;
-      const size = c.kind === 'app' ? c.data.byteLength : 64;
+      const size = commandBytes(c);
       if (n > 0 && bytes + size > this.batchBytesMax) break;
       bytes += size;
       n++;

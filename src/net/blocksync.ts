@@ -16,7 +16,7 @@
  *   path), which persists and commits them; the state machine applies them like any other.
  */
 import type { Command, SlotValue } from '../consensus/index.js';
-import { validateEnvelope } from '../consensus/index.js';
+import { batchBytes, validateEnvelope } from '../consensus/index.js';
 import { nextChain } from '../state/command.js';
 import type { PeerServices } from './transport.js';
 import { Packr } from 'msgpackr';
@@ -336,7 +336,7 @@ export class Blocksync {
     let index = fromIndex - 1;
     for (const v of this.host.readHot(from, to)) {
       if (v.slot !== from + values.length) break;
-      const size = v.batch.reduce((n, c) => n + (c.kind === 'app' ? c.data.byteLength : 64), 0);
+      const size = batchBytes(v.batch);
       if (values.length > 0 && bytes + size > RANGE_BYTES_MAX) break;
       values.push({ slot: v.slot, batch: v.batch });
       bytes += size;
