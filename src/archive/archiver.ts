@@ -404,11 +404,9 @@ export class Archiver {
     const target = pruneTarget(manifest, compacted.slot, this.host.appliedIndex(), retention);
     if (target === null) return;
     const ctx = this.verifyContext(manifest.ces);
-    const segments = manifest.segments.filter((s) => s.last.slot > compacted.slot && s.first.slot <= target.point.slot);
     // The segments must cover every slot from the pruned point through the target.
-    let covered = compacted.slot;
-    for (const s of segments) if (s.first.slot <= covered + 1) covered = Math.max(covered, s.last.slot);
-    if (covered < target.point.slot) throw new Error(`the archive does not cover slots ${covered + 1} to ${target.point.slot}; not pruning`);
+    const { segments, gapFrom } = coveringSegments(manifest, compacted.slot, target.point.slot);
+    if (gapFrom !== null) throw new Error(`the archive does not cover slots ${gapFrom} to ${target.point.slot}; not pruning`);
     for (const s of segments) if (!this.verified.has(s.prefix)) await this.mustVerify(verifySegment(ctx, s), 'before pruning');
     if (!this.verified.has(target.prefix)) await this.mustVerify(verifySnapshot(ctx, target), 'before pruning');
     if (this.stopped) return;
@@ -434,6 +432,20 @@ export function pruneTarget(manifest: ManifestBody, compactedSlot: number, appli
  *  snapshot (a cluster restored from another's archive starts its own there). */
 export function archivedThrough(m: ManifestBody | null): number {
   return m?.segments.at(-1)?.last.slot ?? m?.snapshots[0]?.point.slot ?? 0;
+}
+
+/**
+ * The manifest's segments holding slots after `afterSlot` through `throughSlot`, and the
+ * first of those slots they leave uncovered (null when they cover every one, no gap).
+ */
+export function coveringSegments(manifest: ManifestBody, afterSlot: number, throughSlot: number): { segments: SegmentRecord[]; gapFrom: number | null } {
+  const segments = manifest.segments.filter((s) => s.last.slot > afterSlot && s.first.slot <= throughSlot);
+  let next = afterSlot + 1;
+  for (const s of segments) {
+    if (s.first.slot > next) break;
+    next = Math.max(next, s.last.slot + 1);
+  }
+  return { segments, gapFrom: next <= throughSlot ? next : null };
 }
 
 function sameBallot(a: Ballot | null, b: Ballot | null): boolean {

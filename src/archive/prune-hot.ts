@@ -18,8 +18,8 @@ import { KeyRing, readKeyFile, type CesKey } from '../ces/index.js';
 import type { LogPoint } from '../consensus/index.js';
 import { readClusterId } from '../data-dir.js';
 import { openStores, type LmdbLogStore } from '../log/lmdb.js';
-import { pruneTarget } from './archiver.js';
-import { readBestManifest, type ManifestBody, type SegmentRecord } from './manifest.js';
+import { coveringSegments, pruneTarget } from './archiver.js';
+import { readBestManifest } from './manifest.js';
 import { ARCHIVE_KEY_FILE } from './node-archive.js';
 import { openObjectStore } from './open-store.js';
 import { verifyArchive, type ObjectReport } from './verify.js';
@@ -110,7 +110,10 @@ export async function pruneHot(o: PruneHotOptions): Promise<PruneHotResult> {
       if (target.point.slot > commit || target.point.slot > applied.slot) {
         throw new PruneRefused('refused', `the snapshot at slot ${target.point.slot} is past this log's commit marker (slot ${commit}) or applied slot (${applied.slot})`);
       }
-      const segments = coveringSegments(manifest, compacted.slot, target.point.slot);
+      const { segments, gapFrom } = coveringSegments(manifest, compacted.slot, target.point.slot);
+      if (gapFrom !== null) {
+        throw new PruneRefused('refused', `the archive's segments do not cover slots ${gapFrom}..${target.point.slot}: pruning them would lose log the archive does not hold`);
+      }
       o.onProgress?.(0, segments.length + 1);
 
       const report = await verifyArchive(
@@ -152,23 +155,6 @@ export async function pruneHot(o: PruneHotOptions): Promise<PruneHotResult> {
  */
 async function compactThrough(log: LmdbLogStore, point: LogPoint): Promise<void> {
   await log.write([{ kind: 'compact', through: point }]);
-}
-
-/**
- * The manifest's segments holding slots after `afterSlot` through `throughSlot`; refuses
- * unless they cover every one of those slots, without a gap.
- */
-function coveringSegments(manifest: ManifestBody, afterSlot: number, throughSlot: number): SegmentRecord[] {
-  const segments = manifest.segments.filter((s) => s.last.slot > afterSlot && s.first.slot <= throughSlot);
-  let next = afterSlot + 1;
-  for (const s of segments) {
-    if (s.first.slot > next) break;
-    next = s.last.slot + 1;
-  }
-  if (next <= throughSlot) {
-    throw new PruneRefused('refused', `the archive's segments do not cover slots ${next}..${throughSlot}: pruning them would lose log the archive does not hold`);
-  }
-  return segments;
 }
 
 async function loadKey(path: string, isDefault: boolean): Promise<CesKey> {
