@@ -15,7 +15,8 @@
  */
 import { constants as fsConstants, existsSync, unlinkSync } from 'node:fs';
 import { link, open, readFile, rename, unlink } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { syncDir } from './durable-file.js';
 import { ENV_FILE } from './log/env.js';
 
 export const CLUSTER_FILE = 'cluster.json';
@@ -126,6 +127,7 @@ export async function lockDataDir(dir: string): Promise<DataDirLock> {
  * O_EXCL), so a lock file is never seen empty.
  */
 async function createLock(path: string): Promise<boolean> {
+  const dir = dirname(path);
   const temp = `${path}.${process.pid}`;
   const fh = await open(temp, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_TRUNC, 0o644);
   try {
@@ -136,6 +138,7 @@ async function createLock(path: string): Promise<boolean> {
   }
   try {
     await link(temp, path);
+    await syncDir(dir);
     return true;
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;

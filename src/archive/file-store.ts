@@ -14,6 +14,7 @@ import { constants as fsConstants } from 'node:fs';
 import { link, mkdir, open, readdir, readFile, stat, unlink } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative, sep } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { syncDir } from '../durable-file.js';
 import { checkKey, type ObjectInfo, type ObjectStore, ObjectStoreError } from './store.js';
 
 /** Directory under the root holding temp files while they are written. */
@@ -170,14 +171,4 @@ export class FileObjectStore implements ObjectStore {
 /** ENOENT, or ENOTDIR when a key runs through a file: no such object either way. */
 function isAbsence(e: unknown): boolean {
   return errno(e) === 'ENOENT' || errno(e) === 'ENOTDIR';
-}
-
-/** Flushes a directory's entries (a new link or subdirectory) to disk. */
-async function syncDir(dir: string): Promise<void> {
-  const fh = await open(dir, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
 }

@@ -9,9 +9,10 @@
  * comment is present it must match the key, which catches a damaged key file.
  */
 import { createHmac, randomBytes } from 'node:crypto';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { CesError } from './errors.js';
 import { keyIdBytes } from './format.js';
+import { writeFileDurable } from '../durable-file.js';
 
 export const keyBytes = 32;
 
@@ -47,6 +48,13 @@ export function formatKeyFile(master: Uint8Array): string {
 
 /** Parses a key file's bytes (raw or hex, see above); throws `bad_key`. */
 export function parseKeyFile(bytes: Uint8Array, source = 'key file'): CesKey {
+  if (bytes.every((b) => b === 0 || b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09)) {
+    // What a crash leaves of a file written without fsync: nothing, or zeros.
+    throw new CesError(
+      'bad_key',
+      `${source} is empty (${bytes.length} bytes, no key): it was lost in a crash or truncated; copy the key file from another node of this cluster (every node holds the same key) or from your backup`,
+    );
+  }
   if (bytes.length === keyBytes) return cesKey(bytes);
   const text = Buffer.from(bytes).toString('utf8');
   let declaredId: string | undefined;
@@ -73,10 +81,10 @@ export async function readKeyFile(path: string): Promise<CesKey> {
   return parseKeyFile(await readFile(path), path);
 }
 
-/** Writes a new key file readable by its owner only; refuses to overwrite. Returns the key. */
+/** Writes a new key file readable by its owner only, durably; refuses to overwrite. Returns the key. */
 export async function writeNewKeyFile(path: string): Promise<CesKey> {
   const master = generateKeyBytes();
-  await writeFile(path, formatKeyFile(master), { mode: 0o600, flag: 'wx' });
+  await writeFileDurable(path, formatKeyFile(master), { mode: 0o600, exclusive: true });
   return cesKey(master);
 }
 

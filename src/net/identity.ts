@@ -7,12 +7,12 @@
  * const { privateKey, peerId } = await loadOrCreateIdentity('/var/lib/pangea');
  * ```
  */
-import { randomBytes } from 'node:crypto';
-import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys';
 import { peerIdFromPrivateKey } from '@libp2p/peer-id';
 import type { PrivateKey } from '@libp2p/interface';
+import { writeFileDurable } from '../durable-file.js';
 
 export const IDENTITY_FILE = 'identity.key';
 
@@ -22,7 +22,7 @@ export interface Identity {
   readonly peerId: string;
 }
 
-/** Loads `<dataDir>/identity.key`, or creates it (atomically: tmp + fsync + rename). */
+/** Loads `<dataDir>/identity.key`, or creates it (durably, see src/durable-file.ts). */
 export async function loadOrCreateIdentity(dataDir: string): Promise<Identity> {
   const path = join(dataDir, IDENTITY_FILE);
   let bytes: Uint8Array | null = null;
@@ -37,33 +37,6 @@ export async function loadOrCreateIdentity(dataDir: string): Promise<Identity> {
   }
   const privateKey = await generateKeyPair('Ed25519');
   await mkdir(dataDir, { recursive: true });
-  await writeAtomic(path, privateKeyToProtobuf(privateKey));
+  await writeFileDurable(path, privateKeyToProtobuf(privateKey), { exclusive: true });
   return { privateKey, peerId: peerIdFromPrivateKey(privateKey).toString() };
-}
-
-async function writeAtomic(path: string, data: Uint8Array): Promise<void> {
-  const tmp = `${path}.${randomBytes(6).toString('hex')}.tmp`;
-  const fh = await open(tmp, 'wx', 0o600);
-  try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } catch (err) {
-    await fh.close();
-    await unlink(tmp).catch(() => undefined);
-    throw err;
-  }
-  await fh.close();
-  try {
-    await rename(tmp, path);
-  } catch (err) {
-    await unlink(tmp).catch(() => undefined);
-    throw err;
-  }
-  // Make the rename itself durable.
-  const dir = await open(join(path, '..'), 'r');
-  try {
-    await dir.sync();
-  } finally {
-    await dir.close();
-  }
 }
