@@ -4,7 +4,8 @@
  */
 import './polyfill.js';
 import { sleep } from './sleep.js';
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
+import { writeFileDurable } from './durable-file.js';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Config } from './consensus/index.js';
@@ -19,6 +20,8 @@ import { HttpApi } from './net/http.js';
 import { openStores, type Stores } from './log/lmdb.js';
 import { HttpMetrics } from './metrics.js';
 import { CLUSTER_FILE, NODE_FILE, lockDataDir } from './data-dir.js';
+import { ENV_FILE } from './log/env.js';
+import { storageFailureCause, watchDataDir } from './fail-stop.js';
 import type { ArchiveSettings } from './state/command.js';
 import type { CesKey } from './ces/index.js';
 import { ARCHIVE_KEY_FILE, NodeArchive, STAGING_DIR, archiveHost, bootstrapSettings, loadArchiveKey } from './archive/node-archive.js';
@@ -46,10 +49,17 @@ export interface ServeOptions {
   readonly archive: NodeArchiveOptions;
 }
 
-/** What the data dir records about its cluster (written once, atomically). */
+/**
+ * What the data dir records about its cluster, durably, before the LMDB environment holds
+ * anything: a data dir with this file is a node of that cluster, and restarts never need
+ * another node to find out which. `joining` is kept until the node is a voter, so a joiner
+ * cut off midway finishes joining after a restart (through the URL it was given, or any
+ * --join given then).
+ */
 interface ClusterFile {
   readonly clusterId: string;
   readonly genesis: Config;
+  readonly joining?: { readonly url: string; readonly archive: ArchiveSettings | null } | undefined;
 }
 
 
@@ -60,7 +70,16 @@ export interface RunningServer {
   stop(): Promise<void>;
 }
 
-export async function startServer(opts: ServeOptions): Promise<RunningServer> {
+export interface ServerHooks {
+  /**
+   * A write to the log or the state failed (`cause` names why: "disk full at <path>", "data
+   * dir vanished: ..."); the node has stopped serving. The process must end: `pangea serve`
+   * exits non-zero. Default: log only.
+   */
+  readonly onFatal?: (cause: string) => void;
+}
+
+export async function startServer(opts: ServeOptions, hooks: ServerHooks = {}): Promise<RunningServer> {
   await mkdir(opts.dataDir, { recursive: true });
   // Held while the node runs: a second `serve` or a `prune-hot` on this data dir refuses.
   const lock = await lockDataDir(opts.dataDir);
@@ -78,11 +97,12 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   let formerMembers: string[] = [];
   const resuming = existsSync(clusterPath);
   if (resuming) {
-    cluster = JSON.parse(await readFile(clusterPath, 'utf8')) as ClusterFile;
-    if (opts.join) logger.info('existing data dir: resuming, --join ignored', { join: opts.join });
+    cluster = await readClusterFile(clusterPath);
+    if (cluster.joining) joining = { clusterId: cluster.clusterId, genesis: cluster.genesis, archive: cluster.joining.archive };
+    else if (opts.join) logger.info('existing data dir: resuming, --join ignored', { join: opts.join });
   } else if (opts.join) {
     joining = await fetchCluster(opts.join);
-    cluster = { clusterId: joining.clusterId, genesis: joining.genesis };
+    cluster = { clusterId: joining.clusterId, genesis: joining.genesis, joining: { url: opts.join, archive: joining.archive } };
   } else {
     cluster = { clusterId: newClusterId(), genesis: { voters: [identity.peerId], learners: [] } };
   }
@@ -92,6 +112,15 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
 
   const genesis = { ...genesisPoint(identity.peerId), epochs: [{ fromSlot: 1, config: cluster.genesis }] };
   const stores = openStores(opts.dataDir);
+  if (!resuming && stores.state.bootstrapped()) {
+    await stores.close();
+    throw new Error(`${opts.dataDir} holds a node's ${ENV_FILE} but no ${CLUSTER_FILE}: it was removed, or written by a version that could lose it in a crash; restore ${CLUSTER_FILE} from a backup, or move ${ENV_FILE} away to start afresh`);
+  }
+  // The key first, then the cluster file, then the log: each is durable before the next
+  // names it, so a power cut anywhere leaves a data dir that restarts. A cluster restored
+  // from an archive is recorded once restored (a cut midway redoes the restore).
+  const writeClusterFile = (): Promise<void> => writeFileDurable(clusterPath, JSON.stringify(cluster, null, 2));
+  if (!resuming && opts.archive.restoreFrom === undefined) await writeClusterFile();
   if (joining !== null && !stores.state.bootstrapped() && archiveKey !== null && joining.archive !== null) {
     await restoreForJoin(joining, archiveKey, stores, opts.archive.checkpoints, logger);
   }
@@ -99,6 +128,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     if (archiveKey === null) throw new Error('--restore-from needs the archive key of that archive (--archive-key-file)');
     await restoreNewCluster(opts, cluster.clusterId, identity, archiveKey, stores, logger);
   }
+  if (!resuming && opts.archive.restoreFrom !== undefined) await writeClusterFile();
   if (!stores.state.bootstrapped()) stores.state.bootstrap(genesis);
   if (opts.forceNewCluster) {
     if (!resuming) throw new Error('--force-new-cluster needs the data dir of a node of an existing cluster');
@@ -138,7 +168,15 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     const served = { first: archive?.cold() ? 1 : node!.compactedPoint.index + 1, last: stores.state.applied().point.index };
     return (archive?.metricsText() ?? '') + (blocksync ? blocksyncMetricsText(blocksync, transport.peersConnected(), served) : '') + (await httpMetrics.text());
   };
-  node = new PangeaNode({ clusterId: cluster.clusterId, peerId: identity.peerId, http, log: stores.log, state: stores.state, transport, logger, genesis: cluster.genesis, extraMetrics });
+  const envPath = join(opts.dataDir, ENV_FILE);
+  const onFatal = (err: unknown): void => {
+    void storageFailureCause(err, opts.dataDir, envPath).then((cause) => {
+      logger.error(`stopping: ${cause}`);
+      hooks.onFatal?.(cause);
+    });
+  };
+  node = new PangeaNode({ clusterId: cluster.clusterId, peerId: identity.peerId, http, log: stores.log, state: stores.state, transport, logger, genesis: cluster.genesis, extraMetrics, onFatal });
+  const unwatch = watchDataDir(envPath, (why) => node!.fail(new Error(why), 'checking the data dir'));
   const host = archiveHost(node, stores, identity.privateKey, () => archive!.quotaAlarm());
   archive = new NodeArchive(node, stores, host, archiveKey, opts.archive, join(opts.dataDir, STAGING_DIR), logger);
   node.setAdmission(() => archive!.admission());
@@ -166,12 +204,14 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   node.start();
   archive.start();
 
-  if (!existsSync(clusterPath)) await writeAtomic(clusterPath, JSON.stringify(cluster, null, 2));
-  await writeAtomic(join(opts.dataDir, NODE_FILE), JSON.stringify({ pid: process.pid, peerId: identity.peerId, http, p2p: transport.addresses() }, null, 2));
+  await writeFileDurable(join(opts.dataDir, NODE_FILE), JSON.stringify({ pid: process.pid, peerId: identity.peerId, http, p2p: transport.addresses() }, null, 2));
 
   const background = new AbortController();
   if (joining !== null) {
-    void joinCluster(opts.join!, node, adminToken, logger, background.signal);
+    const url = opts.join ?? cluster.joining!.url;
+    void joinCluster(url, node, adminToken, logger, background.signal).then(async (joined) => {
+      if (joined) await writeFileDurable(clusterPath, JSON.stringify({ clusterId: cluster.clusterId, genesis: cluster.genesis }, null, 2));
+    });
   } else {
     const settings = bootstrapping ? bootstrapSettings(opts.archive, opts.dataDir) : null;
     void keepRegistered(node, logger, background.signal)
@@ -192,6 +232,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
         `  data     ${opts.dataDir}`,
       ].join('\n'),
     async stop() {
+      unwatch();
       background.abort();
       await api.close();
       await metrics?.close();
@@ -229,15 +270,28 @@ async function removeFormer(node: PangeaNode, former: readonly string[], logger:
 }
 
 /** Adds this node as a learner, waits until it has caught up, then asks to be a voter. */
-async function joinCluster(url: string, node: PangeaNode, token: string | null, logger: Logger, signal: AbortSignal): Promise<void> {
+async function joinCluster(url: string, node: PangeaNode, token: string | null, logger: Logger, signal: AbortSignal): Promise<boolean> {
   const view = node.cluster();
   const body = { peerId: node.peerId, http: node.http, p2p: view.self.p2p, role: 'learner' };
   await retry(() => postMember(url, body, token), 'join', logger, signal);
   logger.info('added to the cluster as a learner; catching up', { via: url });
   while (!signal.aborted && !(node.isReady() && node.cluster().members.some((m) => m.peerId === node.peerId))) await sleep(200, signal);
-  if (signal.aborted) return;
+  if (signal.aborted) return false;
   await retry(() => postMember(url, { ...body, role: 'voter' }, token), 'promotion', logger, signal);
+  if (signal.aborted) return false;
   logger.info('caught up and promoted to voter');
+  return true;
+}
+
+async function readClusterFile(path: string): Promise<ClusterFile> {
+  let file: Partial<ClusterFile>;
+  try {
+    file = JSON.parse(await readFile(path, 'utf8')) as Partial<ClusterFile>;
+  } catch (err) {
+    throw new Error(`cannot read ${path}: ${(err as Error).message}; copy it from another node of this cluster (every node's is the same but for "joining")`);
+  }
+  if (typeof file.clusterId !== 'string' || typeof file.genesis !== 'object' || file.genesis === null) throw new Error(`${path} names no clusterId and genesis`);
+  return file as ClusterFile;
 }
 
 async function postMember(url: string, body: object, token: string | null): Promise<void> {
@@ -339,12 +393,6 @@ async function retry(fn: () => Promise<void>, what: string, logger: Logger, sign
   }
 }
 
-
-async function writeAtomic(path: string, text: string): Promise<void> {
-  const tmp = `${path}.tmp-${process.pid}`;
-  await writeFile(tmp, text, { mode: 0o600 });
-  await rename(tmp, path);
-}
 
 function isLoopback(host: string): boolean {
   return host === 'localhost' || host.startsWith('127.') || host === '::1';
