@@ -13,7 +13,7 @@
 import { stat } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { FileObjectStore } from './file-store.js';
-import { type S3Location, S3ObjectStore } from './s3-store.js';
+import type { S3Location } from './s3-store.js';
 import { checkKey, type ObjectStore, ObjectStoreError } from './store.js';
 
 /** Query parameters an `s3://` URL may carry. */
@@ -31,7 +31,11 @@ const SECRET_PARAM = /secret|password|token|signature|credential|access.?key/i;
 export async function openObjectStore(url: string): Promise<ObjectStore> {
   const scheme = /^([A-Za-z][A-Za-z0-9+.-]*):/.exec(url)?.[1]?.toLowerCase();
   if (scheme === 'file') return openFileStore(url);
-  if (scheme === 's3') return S3ObjectStore.open(redactUrl(url), parseS3Url(url));
+  if (scheme === 's3') {
+    // Loaded only for S3 stores: the AWS SDK is a third of a node's start-up time.
+    const { S3ObjectStore } = await import('./s3-store.js');
+    return S3ObjectStore.open(redactUrl(url), parseS3Url(url));
+  }
   throw badUrl(url, 'use file:///absolute/path or s3://bucket/prefix?region=...');
 }
 

@@ -1,16 +1,20 @@
 import { Command, Flags } from '@oclif/core';
-import { startServer, type ServeOptions } from '../server.js';
+import type { RunningServer, ServeOptions } from '../server.js';
 import { SEGMENT_ENTRIES_DEFAULT, SEGMENT_ENTRIES_MAX, SNAPSHOT_SEGMENTS_DEFAULT } from '../archive/options.js';
 import { SERVE_DEFAULTS, checkServeFiles, formatServeOptions, loadConfigFile, resolveServeOptions } from '../config.js';
 
 const d = SERVE_DEFAULTS;
+
+/** How long a signalled node may take to stop before it exits anyway. */
+const STOP_DEADLINE_MS = 8000;
 
 export default class Serve extends Command {
   static override summary = 'Run a Pangea node.';
   static override description = `An empty data dir without --join bootstraps a one-member cluster; with --join URL the node
 is added to the cluster of that member through the log (as a learner, promoted to voter once
 it has caught up). A node restarted on an existing data dir resumes and ignores --join.
-Stops cleanly on SIGINT and SIGTERM.
+Stops cleanly on SIGINT and SIGTERM (within 8 s; a second signal exits at once), and exits
+non-zero, naming the cause, when a write to its data dir fails (a full or vanished disk).
 
 Every flag but --config and --dry-run is also a config file key of the same name
 (docs/configuration.md, pangea.example.json). Durations are written like 250ms, 30s, 5m, 1h30m
@@ -75,21 +79,48 @@ when the cluster is bootstrapped and ignored afterwards.`;
       return;
     }
 
-    const server = await startServer(options);
-    this.log(server.banner());
-    await new Promise<void>((resolve) => {
-      let stopping = false;
-      const stop = (signal: string): void => {
-        if (stopping) return;
-        stopping = true;
-        server.logger.info('stopping', { signal });
-        server.stop().then(resolve, (err: unknown) => {
-          server.logger.error('unclean stop', { err });
-          resolve();
-        });
-      };
-      process.once('SIGINT', () => stop('SIGINT'));
-      process.once('SIGTERM', () => stop('SIGTERM'));
+    // Signals: the first stops the node cleanly (answering what it can, closing the log),
+    // within STOP_DEADLINE_MS whatever it is doing: starting, joining, catching up,
+    // archiving, pruning, or stuck on a wedged disk. A second one exits at once. Nothing
+    // acknowledged depends on a clean stop: every acknowledged write is on disk already.
+    let server: RunningServer | null = null;
+    let stopping = false;
+    let stoppedWith: (code: number) => void = () => undefined;
+    const stopped = new Promise<number>((resolve) => (stoppedWith = resolve));
+    const onSignal = (signal: NodeJS.Signals): void => {
+      const code = 128 + (signal === 'SIGINT' ? 2 : 15);
+      if (stopping) {
+        process.stderr.write(`pangea: ${signal} again: exiting now\n`);
+        process.exit(code);
+      }
+      stopping = true;
+      process.stderr.write(`pangea: ${signal}: stopping\n`);
+      setTimeout(() => {
+        process.stderr.write(`pangea: the node did not stop within ${STOP_DEADLINE_MS / 1000} s; exiting\n`);
+        process.exit(code);
+      }, STOP_DEADLINE_MS).unref();
+      if (server === null) process.exit(0); // still starting: nothing to hand over yet
+      server.stop().then(
+        () => stoppedWith(0),
+        (err: unknown) => {
+          server!.logger.error('unclean stop', { err });
+          stoppedWith(1);
+        },
+      );
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+
+    // Loaded here, not at the top: `pangea --help` and the other commands stay fast.
+    const { startServer } = await import('../server.js');
+    server = await startServer(options, {
+      onFatal: (cause) => {
+        process.stderr.write(`pangea: ${cause}\n`);
+        process.exit(1);
+      },
     });
+    this.log(server.banner());
+    // Exits explicitly: a library timer left running must not keep a stopped node alive.
+    process.exit(await stopped);
   }
 }
