@@ -44,6 +44,8 @@ export interface NodeTiming {
   readonly proposalTimeoutMs: number;
   /** How far (in indexes) behind the leader's commit /readyz still says ready. */
   readonly readyLagMax: number;
+  /** How long the commit index may stand still while writes wait before /readyz fails. */
+  readonly stallMs: number;
 }
 
 export const DEFAULT_TIMING: NodeTiming = {
@@ -52,6 +54,7 @@ export const DEFAULT_TIMING: NodeTiming = {
   heartbeatTicks: 2,
   proposalTimeoutMs: 10_000,
   readyLagMax: 1000,
+  stallMs: 5000,
 };
 
 export interface NodeParts {
@@ -67,6 +70,13 @@ export interface NodeParts {
   readonly genesis: Config;
   /** More Prometheus text to append to /metrics (HTTP metrics). */
   readonly extraMetrics?: () => Promise<string>;
+  /**
+   * Called once when a write to the log or the state machine failed (a full or vanished
+   * disk, an I/O error). The node has stopped serving by then (/readyz fails) and must not
+   * go on: the caller ends the process. Nothing is retried, an fsync least of all: after a
+   * failed fsync the kernel may have dropped the dirty pages it could not write.
+   */
+  readonly onFatal?: (err: unknown, what: string) => void;
 }
 
 interface PendingWrite {
@@ -116,6 +126,11 @@ export class PangeaNode implements KvService {
   private lastPersistSeq = 0;
   private applyChain: Promise<void> = Promise.resolve();
   private stopped = false;
+  /** Why the node failed (fail-stop), once it has. */
+  private failure: string | null = null;
+  private readonly onFatal: ((err: unknown, what: string) => void) | undefined;
+  /** The commit index last seen moving, and when: /readyz fails when it stalls while writes wait. */
+  private progress = { index: 0, at: Date.now() };
   private members: MemberRecord[] = [];
   private segmentListener: ((bound: SegmentBound) => void) | null = null;
   private snapshotListener: (() => void) | null = null;
@@ -129,6 +144,7 @@ export class PangeaNode implements KvService {
     this.http = parts.http;
     this.genesis = parts.genesis;
     this.extraMetrics = parts.extraMetrics;
+    this.onFatal = parts.onFatal;
     this.log = parts.log;
     this.state = parts.state;
     this.transport = parts.transport;
@@ -166,11 +182,25 @@ export class PangeaNode implements KvService {
   /** Starts ticking. The transport is started by the caller (it must know its addresses first). */
   start(): void {
     this.ticker = setInterval(() => {
+      this.stalledMs(); // keeps the commit-progress clock current
       this.replica.tick();
       this.scheduleDrain();
     }, this.timing.tickMs);
     this.ticker.unref?.();
     this.scheduleDrain();
+  }
+
+  /**
+   * Fail-stop: a write to the log or the state failed. Stops serving at once (every waiting
+   * client is answered, /readyz fails with the reason) and tells the owner, which ends the
+   * process; a restart recovers from what is durable.
+   */
+  fail(err: unknown, what: string): void {
+    if (this.failure !== null) return;
+    this.failure = `${what} failed: ${(err as Error)?.message ?? String(err)}`;
+    this.logger.error(`${what} failed; the node stops`, { err });
+    void this.stop();
+    this.onFatal?.(err, what);
   }
 
   async stop(): Promise<void> {
@@ -222,11 +252,7 @@ export class PangeaNode implements KvService {
           this.replica.persisted(seq);
           this.scheduleDrain();
         },
-        (err: unknown) => {
-          // A log that cannot write must not acknowledge anything: stop serving.
-          this.logger.error('log write failed; stopping the node', { err });
-          void this.stop();
-        },
+        (err: unknown) => this.fail(err, 'writing the log'),
       );
     }
     if (ready.send.length > 0) this.transport.send(ready.send);
@@ -241,10 +267,7 @@ export class PangeaNode implements KvService {
           if (commit.length > 0) this.apply(commit);
           for (const r of reads) this.onReadState(r.id, r.index);
         })
-        .catch((err: unknown) => {
-          this.logger.error('applying committed entries failed; stopping the node', { err });
-          void this.stop();
-        });
+        .catch((err: unknown) => this.fail(err, 'applying committed entries'));
     }
     if (ready.snapshotNeeded !== null) {
       // Peers' hot logs no longer reach back to this node's commit point: it catches up
@@ -345,7 +368,12 @@ export class PangeaNode implements KvService {
     const applied = this.state.applied().point;
     if (point.slot > applied.slot) throw new Error(`cannot prune through slot ${point.slot}: applied only through ${applied.slot}`);
     this.replica.compact(point);
-    this.state.pruneChain(point.index);
+    try {
+      this.state.pruneChain(point.index);
+    } catch (err) {
+      this.fail(err, 'pruning the state’s chain values');
+      throw err;
+    }
     this.scheduleDrain();
   }
 
@@ -481,16 +509,34 @@ export class PangeaNode implements KvService {
   }
 
   isReady(): boolean {
-    if (this.stopped) return false;
+    return this.notReady() === null;
+  }
+
+  notReady(): string | null {
+    if (this.failure !== null) return this.failure;
+    if (this.stopped) return 'the node is stopping';
     const r = this.replica;
-    if (r.currentLeader === null || r.ticksSinceLeader > this.timing.electionTicks) return false;
+    if (r.currentLeader === null || r.ticksSinceLeader > this.timing.electionTicks) return 'no leader heard from recently';
     // Slots and indexes differ; the lag bound is loose on purpose (a follower a few slots
     // behind is ready), so compare slots.
-    return r.leaderCommit - r.commit.slot <= this.timing.readyLagMax;
+    const lag = r.leaderCommit - r.commit.slot;
+    if (lag > this.timing.readyLagMax) return `applying ${lag} slots behind the leader's commit`;
+    const stalled = this.stalledMs();
+    if (stalled > this.timing.stallMs) return `the commit index has stood at ${r.commit.index} for ${Math.round(stalled / 1000)} s while ${this.writes.size} writes wait`;
+    return this.admission();
+  }
+
+  /** How long the commit index has not moved while writes of this node wait (0 if none wait). */
+  private stalledMs(): number {
+    const index = this.replica.commit.index;
+    const now = Date.now();
+    if (this.writes.size === 0 || index !== this.progress.index) this.progress = { index, at: now };
+    return now - this.progress.at;
   }
 
   async metrics(): Promise<string> {
     const r = this.replica;
+    const mem = process.memoryUsage();
     const t = new PromText()
       .gauge('pangea_commit_index', 'Index of the last command known chosen here.', r.commit.index)
       .gauge('pangea_applied_index', 'Index of the last command applied to the state machine.', this.state.applied().point.index)
@@ -500,6 +546,10 @@ export class PangeaNode implements KvService {
       .gauge('pangea_learners', 'Learners in the configuration of the next slot.', r.config.learners.length)
       .gauge('pangea_pending_writes', 'Writes handed to consensus and not yet answered.', this.writes.size)
       .gauge('pangea_ready', '1 when /readyz answers 200.', this.isReady() ? 1 : 0)
+      .gauge('pangea_commit_stalled_seconds', 'How long the commit index has stood still while writes wait here (0: none wait).', this.stalledMs() / 1000)
+      .gauge('pangea_process_resident_bytes', 'Resident set size of this process.', mem.rss)
+      .gauge('pangea_process_heap_used_bytes', 'JavaScript heap in use.', mem.heapUsed)
+      .gauge('pangea_process_external_bytes', 'Memory of buffers and native objects held from JavaScript.', mem.external)
       .counter('pangea_proposals_total', 'Commands handed to consensus here.', this.counters.proposals)
       .counter('pangea_slots_applied_total', 'Slots applied.', this.counters.commits)
       .counter('pangea_commands_applied_total', 'Commands applied.', this.counters.applied)

@@ -98,8 +98,8 @@ class Fake implements KvService {
     return Promise.resolve({ index: ++this.index });
   }
 
-  isReady(): boolean {
-    return true;
+  notReady(): string | null {
+    return null;
   }
 
   metrics(): Promise<string> {

@@ -48,11 +48,18 @@ export interface HttpApiOptions {
   readonly logger?: HttpLogger;
   /** Called once per answered request, for metrics. */
   readonly observe?: (route: string, method: string, status: number, seconds: number) => void;
+  /** Client requests being served at once; past it `503` with Retry-After. */
+  readonly requestsInFlightMax?: number;
+  /** Bytes of write bodies being received or waiting for their outcome at once (each counted
+   *  at its Content-Length, or at `maxRequestBytes` when chunked); past it `503`. */
+  readonly bodyBytesInFlightMax?: number;
 }
 
 export const maxValueBytesDefault = 1024 * 1024;
 export const maxRequestBytesDefault = 2 * 1024 * 1024;
 export const maxTxnOpsDefault = 128;
+export const requestsInFlightMaxDefault = 4096;
+export const bodyBytesInFlightMaxDefault = 256 * 1024 * 1024;
 export const rangeBytesMaxDefault = 4 * 1024 * 1024;
 export const requestTimeoutMsDefault = 10_000;
 /** After a 413 or an early error, how much of the unread body is read and dropped (so the
@@ -104,6 +111,10 @@ export class HttpApi {
   private readonly logger: HttpLogger | undefined;
   private readonly serviceOf: () => KvService;
   private readonly observe: HttpApiOptions['observe'];
+  private readonly requestsInFlightMax: number;
+  private readonly bodyBytesInFlightMax: number;
+  /** Client requests and write-body bytes being served now (bounded above). */
+  private readonly inFlight = { requests: 0, bytes: 0 };
 
   /** `service` may be a getter, for a node built after its API is bound (its address is the node's). */
   constructor(service: KvService | (() => KvService), opts: HttpApiOptions = {}) {
@@ -118,8 +129,30 @@ export class HttpApi {
     this.forwarder = opts.forward === false ? null : new Forwarder(this.timeoutMs + 1_000);
     this.logger = opts.logger;
     this.observe = opts.observe;
+    this.requestsInFlightMax = opts.requestsInFlightMax ?? requestsInFlightMaxDefault;
+    this.bodyBytesInFlightMax = opts.bodyBytesInFlightMax ?? bodyBytesInFlightMaxDefault;
     this.handler = (req, res) => this.handle(req, res, 'client');
     this.metricsHandler = (req, res) => this.handle(req, res, 'metrics');
+  }
+
+  /**
+   * Counts a client request in, or refuses it (503, Retry-After) when the node already
+   * serves as many requests, or holds as many bytes of write bodies, as it may: memory stays
+   * bounded however many clients push. Counted out when the response ends or the
+   * connection closes.
+   */
+  private admit(ctx: Ctx): void {
+    const declared = Number(header(ctx.req, 'content-length') ?? NaN);
+    const bytes = !ctx.isWrite ? 0 : Number.isSafeInteger(declared) && declared >= 0 ? Math.min(declared, this.maxRequestBytes) : this.maxRequestBytes;
+    const f = this.inFlight;
+    if (f.requests >= this.requestsInFlightMax) throw unavailable(`the node serves ${f.requests} requests already; retry shortly`);
+    if (bytes > 0 && f.bytes > 0 && f.bytes + bytes > this.bodyBytesInFlightMax) throw unavailable(`the node holds ${f.bytes} bytes of writes in flight already; retry shortly`);
+    f.requests++;
+    f.bytes += bytes;
+    ctx.res.once('close', () => {
+      f.requests--;
+      f.bytes -= bytes;
+    });
   }
 
   private get service(): KvService {
@@ -224,6 +257,7 @@ export class HttpApi {
     const ctx: Ctx = { req, res, body: null, isWrite: method !== 'GET' };
     let p: Promise<void>;
     try {
+      if (mode === 'client') this.admit(ctx);
       p = this.route(ctx, method, mode);
     } catch (e) {
       p = Promise.reject(e);
@@ -273,7 +307,10 @@ export class HttpApi {
         return Promise.resolve();
       case '/readyz':
         allow(method, ['GET']);
-        if (!this.service.isReady()) throw unavailable('not ready: no recent leader, or applying behind its commit index');
+        {
+          const why = this.service.notReady();
+          if (why !== null) throw unavailable(`not ready: ${why}`);
+        }
         sendJson(ctx.res, 200, { status: 'ready' });
         return Promise.resolve();
       case '/metrics':

@@ -49,8 +49,11 @@ export interface KvService {
   cluster(): ClusterView;
   addMember(member: { peerId: string; http: string; p2p: readonly string[]; role: 'voter' | 'learner' }): Promise<{ index: number }>;
   removeMember(peerId: string): Promise<{ index: number }>;
-  /** GET /readyz: a leader heard from recently, and applied up to its commit index less a small lag. */
-  isReady(): boolean;
+  /**
+   * GET /readyz: null when ready (a leader heard from recently, applied up to its commit
+   * index less a small lag, commits moving while writes wait, writes admitted), else why not.
+   */
+  notReady(): string | null;
   /** Prometheus text exposition. */
   metrics(): Promise<string>;
 }

@@ -130,8 +130,8 @@ export class FakeService implements KvService {
     return Promise.resolve({ index: ++this.index });
   }
 
-  isReady(): boolean {
-    return this.ready;
+  notReady(): string | null {
+    return this.ready ? null : 'not ready (test)';
   }
 
   metrics(): Promise<string> {
