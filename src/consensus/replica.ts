@@ -82,6 +82,19 @@ export interface ReplicaOptions {
   readonly batchCommandsMax?: number;
   readonly batchBytesMax?: number;
   readonly proposalQueueMax?: number;
+  /** Bytes (`commandBytes`) the proposal queue may hold; past it `propose` answers busy. */
+  readonly proposalQueueBytesMax?: number;
+  /** Bytes of accepted-but-unchosen slots a leader keeps in flight (beside the `alpha` slots). */
+  readonly windowBytesMax?: number;
+  /** Bytes of values one accept or catch-up message carries (one value always fits). */
+  readonly messageBytesMax?: number;
+  /**
+   * Bytes of chosen values (at or below the commit slot) kept in memory to answer catch-up
+   * requests. Older ones are dropped from memory, never from the durable log: a peer that
+   * asks for them is told to catch up another way (`Ready.snapshotNeeded`; the node's block
+   * sync reads them from a peer's durable log). Memory stays bounded however long the log.
+   */
+  readonly retainBytesMax?: number;
   readonly catchupSlotsMax?: number;
   readonly defects?: Defects;
 }
@@ -94,6 +107,10 @@ export const DEFAULTS = {
   batchCommandsMax: 512,
   batchBytesMax: 1 << 20,
   proposalQueueMax: 16_384,
+  proposalQueueBytesMax: 64 << 20,
+  windowBytesMax: 8 << 20,
+  messageBytesMax: 4 << 20,
+  retainBytesMax: 16 << 20,
   catchupSlotsMax: 64,
 } as const;
 
@@ -117,6 +134,9 @@ interface Inflight {
   readonly acks: Set<NodeId>;
   selfDurable: boolean;
   sentTick: number;
+  /** Retransmissions so far: each waits twice as long as the one before (up to an election
+   *  timeout), so a slow follower persisting big values is not buried under copies. */
+  resends: number;
 }
 
 interface PromiseInfo {
@@ -163,6 +183,10 @@ export class Replica {
   private readonly batchCommandsMax: number;
   private readonly batchBytesMax: number;
   private readonly proposalQueueMax: number;
+  private readonly proposalQueueBytesMax: number;
+  private readonly windowBytesMax: number;
+  private readonly messageBytesMax: number;
+  private readonly retainBytesMax: number;
   private readonly catchupSlotsMax: number;
   private readonly defects: Defects;
 
@@ -172,6 +196,10 @@ export class Replica {
   private promised: Ballot;
   private readonly log = new Map<number, StoredSlot>();
   private compacted: LogPoint;
+  /** Chosen values in memory run from this slot to the commit slot, `retainedBytes` in all
+   *  (see `retainBytesMax`); below it `log` holds nothing. */
+  private retainedFrom = 1;
+  private retainedBytes = 0;
 
   // Learner state.
   private commitSlot: number;
@@ -197,6 +225,7 @@ export class Replica {
   private recoverThrough = 0;
   private readonly inflight = new Map<number, Inflight>();
   private queue: Command[] = [];
+  private queueBytes = 0;
   private configInFlight = false;
   private heartbeatElapsed = 0;
   private checkQuorumElapsed = 0;
@@ -238,6 +267,10 @@ export class Replica {
     this.batchCommandsMax = opts.batchCommandsMax ?? DEFAULTS.batchCommandsMax;
     this.batchBytesMax = opts.batchBytesMax ?? DEFAULTS.batchBytesMax;
     this.proposalQueueMax = opts.proposalQueueMax ?? DEFAULTS.proposalQueueMax;
+    this.proposalQueueBytesMax = opts.proposalQueueBytesMax ?? DEFAULTS.proposalQueueBytesMax;
+    this.windowBytesMax = opts.windowBytesMax ?? DEFAULTS.windowBytesMax;
+    this.messageBytesMax = opts.messageBytesMax ?? DEFAULTS.messageBytesMax;
+    this.retainBytesMax = opts.retainBytesMax ?? DEFAULTS.retainBytesMax;
     this.catchupSlotsMax = opts.catchupSlotsMax ?? DEFAULTS.catchupSlotsMax;
     this.defects = opts.defects ?? {};
     assert(this.alpha >= 1 && this.heartbeatTicks >= 1 && this.electionTicks > this.heartbeatTicks, 'bad timing options');
@@ -256,6 +289,7 @@ export class Replica {
       this.log.set(s.slot, s.slot <= state.commit && !s.chosen ? { ...s, chosen: true } : s);
     }
     this.resetElectionTimeout();
+    this.recountRetained();
     this.advanceCommit();
   }
 
@@ -325,14 +359,28 @@ export class Replica {
     }
     if (this.electionElapsed >= this.electionTimeout && isVoter(this.config, this.id)) {
       this.startPreVote();
+    } else if (this.role === 'follower' && this.soleVoter()) {
+      // No one else can lead or needs to be heard from: campaign at once (a one-node
+      // cluster is ready a tick after it starts, not an election timeout later).
+      this.startPreVote();
     }
+  }
+
+  /** This replica is the only voter of the current and every pending configuration. */
+  private soleVoter(): boolean {
+    const only = (c: Config): boolean => c.voters.length === 1 && c.voters[0] === this.id;
+    return only(this.config) && only(latestConfig(this.epochs));
   }
 
   /** Hands a command to consensus. A command accepted here is proposed unless this replica
    *  stops leading first; its fate is then known only through the committed log. */
   propose(command: Command): ProposeResult {
     if (this.role !== 'leader') return { ok: false, reason: 'not_leader', leader: this.leader };
+    const size = commandBytes(command);
+    // Bounded in commands and in bytes; an empty queue takes any one command, so a value at
+    // the size limit always makes progress.
     if (this.queue.length >= this.proposalQueueMax) return { ok: false, reason: 'busy' };
+    if (this.queue.length > 0 && this.queueBytes + size > this.proposalQueueBytesMax) return { ok: false, reason: 'busy' };
     if (command.kind === 'config') {
       // One change at a time, and only once this leader has committed under its own ballot.
       const pending = this.configInFlight || this.epochs[this.epochs.length - 1]!.fromSlot > this.commitSlot + 1;
@@ -340,6 +388,7 @@ export class Replica {
       this.configInFlight = true;
     }
     this.queue.push(command);
+    this.queueBytes += size;
     return { ok: true };
   }
 
@@ -426,6 +475,7 @@ export class Replica {
     for (const slot of this.log.keys()) if (slot <= point.slot) this.log.delete(slot);
     this.compacted = point;
     this.persistOps.push({ kind: 'compact', through: point });
+    this.recountRetained();
   }
 
   /** The driver fetched and installed the snapshot that `Ready.snapshotNeeded` asked for. */
@@ -440,6 +490,7 @@ export class Replica {
     this.commitIndex = point.index;
     this.setEpochs(point.epochs);
     this.persistOps.push({ kind: 'compact', through: point });
+    this.recountRetained();
     this.advanceCommit();
     if (this.role === 'candidate') this.maybeLead();
   }
@@ -455,7 +506,9 @@ export class Replica {
       this.persistOps.push({ kind: 'commit', slot: this.commitSlot });
     }
     for (const [to, values] of this.acceptOut) {
-      this.outbox.push(this.envelope(to, { type: 'accept', ballot: this.ballot, commit: this.commitSlot, values }));
+      for (const part of this.splitByBytes(values)) {
+        this.outbox.push(this.envelope(to, { type: 'accept', ballot: this.ballot, commit: this.commitSlot, values: part }));
+      }
     }
     this.acceptOut.clear();
 
@@ -633,6 +686,7 @@ export class Replica {
     this.firstOwnSlot = this.recoverThrough + 1;
     this.inflight.clear();
     this.queue = [];
+    this.queueBytes = 0;
     this.configInFlight = false;
     this.heartbeatElapsed = 0;
     this.checkQuorumElapsed = 0;
@@ -652,6 +706,7 @@ export class Replica {
   private stepDown(): void {
     this.inflight.clear();
     this.queue = [];
+    this.queueBytes = 0;
     this.configInFlight = false;
     for (const r of [...this.pendingReads, ...this.readsWaitingForOwnCommit]) this.answerRead(r, null);
     this.pendingReads = [];
@@ -709,6 +764,8 @@ export class Replica {
       if (slot <= this.recoverThrough) {
         batch = this.recoveredValue(slot, config) ?? [];
       } else if (this.queue.length > 0) {
+        // Bytes in flight are bounded too: big values wait here, not in every peer's memory.
+        if (this.inflight.size > 0 && this.inflightBytes() >= this.windowBytesMax) return;
         batch = this.takeBatch();
       } else if (slot === this.firstOwnSlot || slot < this.epochs[this.epochs.length - 1]!.fromSlot) {
         batch = []; // a no-op: commit under our own ballot, or bring a new configuration into effect
@@ -742,7 +799,14 @@ export class Replica {
       bytes += size;
       n++;
     }
+    this.queueBytes -= bytes;
     return this.queue.splice(0, n);
+  }
+
+  private inflightBytes(): number {
+    let n = 0;
+    for (const inf of this.inflight.values()) n += batchBytes(inf.batch);
+    return n;
   }
 
   private proposeAt(slot: number, batch: Batch): void {
@@ -750,12 +814,31 @@ export class Replica {
     this.log.set(slot, stored);
     this.persistOps.push({ kind: 'slot', slot: stored });
     this.selfAcceptSlots.push(slot);
-    this.inflight.set(slot, { batch, acks: new Set(), selfDurable: false, sentTick: this.ticks });
+    this.inflight.set(slot, { batch, acks: new Set(), selfDurable: false, sentTick: this.ticks, resends: 0 });
     const config = configAt(this.epochs, slot);
     for (const node of [...config.voters, ...config.learners]) {
       if (node !== this.id) this.queueAccept(node, { slot, batch });
     }
     this.nextSlot = slot + 1;
+  }
+
+  /** Consecutive runs of `values` of at most `messageBytesMax` each (one value always goes). */
+  private splitByBytes(values: readonly SlotValue[]): SlotValue[][] {
+    const parts: SlotValue[][] = [];
+    let part: SlotValue[] = [];
+    let bytes = 0;
+    for (const v of values) {
+      const size = batchBytes(v.batch);
+      if (part.length > 0 && bytes + size > this.messageBytesMax) {
+        parts.push(part);
+        part = [];
+        bytes = 0;
+      }
+      part.push(v);
+      bytes += size;
+    }
+    if (part.length > 0) parts.push(part);
+    return parts;
   }
 
   private queueAccept(to: NodeId, value: SlotValue): void {
@@ -767,8 +850,9 @@ export class Replica {
   /** Accepts not yet acknowledged are sent again to the voters that have not answered. */
   private retransmit(): void {
     for (const [slot, inf] of this.inflight) {
-      if (this.ticks - inf.sentTick < this.heartbeatTicks) continue;
+      if (this.ticks - inf.sentTick < Math.min(this.heartbeatTicks * 2 ** inf.resends, this.electionTicks)) continue;
       inf.sentTick = this.ticks;
+      inf.resends++;
       for (const voter of configAt(this.epochs, slot).voters) {
         if (voter !== this.id && !inf.acks.has(voter)) this.queueAccept(voter, { slot, batch: inf.batch });
       }
@@ -844,7 +928,11 @@ export class Replica {
     const acked: number[] = [];
     for (const { slot, batch } of values) {
       const existing = this.log.get(slot);
-      if (slot > this.compacted.slot && !existing?.chosen) {
+      // A retransmission of what is stored already (a leader proposes one value per slot and
+      // ballot) is not written again: the acknowledgement below waits for the next persist
+      // barrier, which comes after the first write of it.
+      const again = existing !== undefined && ballotEquals(existing.ballot, ballot);
+      if (slot > this.compacted.slot && !existing?.chosen && !again) {
         const stored: StoredSlot = { slot, ballot, batch, chosen: false };
         this.log.set(slot, stored);
         this.persistOps.push({ kind: 'slot', slot: stored });
@@ -910,12 +998,34 @@ export class Replica {
       this.commits.push({ slot, index: this.commitIndex + 1, batch: next.batch, epochs: this.epochs });
       this.commitSlot = slot;
       this.commitIndex += next.batch.length;
+      this.retainedBytes += batchBytes(next.batch);
       if (this.role === 'leader') {
         this.inflight.delete(slot);
         if (changes.length > 0) this.configInFlight = false;
         this.commitDirty = true;
       }
     }
+    this.evictChosen();
+  }
+
+  /** Drops the oldest chosen values from memory while they hold more than `retainBytesMax`. */
+  private evictChosen(): void {
+    while (this.retainedBytes > this.retainBytesMax && this.retainedFrom <= this.commitSlot) {
+      const s = this.log.get(this.retainedFrom);
+      if (s !== undefined) {
+        this.retainedBytes -= batchBytes(s.batch);
+        this.log.delete(this.retainedFrom);
+      }
+      this.retainedFrom++;
+    }
+  }
+
+  /** Recomputes what chosen values are in memory (after compaction or a snapshot dropped some). */
+  private recountRetained(): void {
+    this.retainedFrom = Math.max(this.retainedFrom, this.compacted.slot + 1);
+    this.retainedBytes = 0;
+    for (const s of this.log.values()) if (s.slot >= this.retainedFrom && s.slot <= this.commitSlot) this.retainedBytes += batchBytes(s.batch);
+    this.evictChosen();
   }
 
   private setEpochs(epochs: readonly ConfigEpoch[]): void {
@@ -951,9 +1061,13 @@ export class Replica {
     }
     const values: SlotValue[] = [];
     const end = Math.min(last, first + this.catchupSlotsMax - 1, this.commitSlot);
+    let bytes = 0;
     for (let slot = first; slot <= end; slot++) {
       const s = this.log.get(slot);
       if (s === undefined || !s.chosen) break;
+      const size = batchBytes(s.batch);
+      if (values.length > 0 && bytes + size > this.messageBytesMax) break;
+      bytes += size;
       values.push({ slot, batch: s.batch });
     }
     this.send(from, { type: 'catchup', values, commit: this.commitSlot, snapshot: null });

@@ -21,7 +21,7 @@ import type { Envelope } from '../consensus/index.js';
 export const FRAME_HEADER_BYTES = 4;
 /** Default bound on one frame's body: well above the largest catch-up message the core
  *  builds (bounded by LIMITS), small enough that a hostile peer cannot make us buffer much. */
-export const FRAME_BYTES_MAX_DEFAULT = 16 * 1024 * 1024;
+export const FRAME_BYTES_MAX_DEFAULT = 64 * 1024 * 1024;
 /** What the u32 prefix can express. */
 const FRAME_BYTES_LIMIT = 0xffff_ffff;
 

@@ -80,7 +80,9 @@ export type ApplyResult =
 const packr = new Packr({ useRecords: false, moreTypes: false, mapsAsObjects: true, int64AsType: 'number' });
 
 export function encodeAppCommand(cmd: AppCommand): Uint8Array {
-  return packr.pack(cmd);
+  // A copy: pack() returns a view into msgpackr's shared output buffer (megabytes), which a
+  // command held in the log would otherwise pin for as long as it lives.
+  return Uint8Array.prototype.slice.call(packr.pack(cmd));
 }
 
 /** Decodes without trusting: a malformed command applies as `invalid`, never as a crash. */

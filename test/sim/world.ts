@@ -361,6 +361,10 @@ export class World {
         alpha: 8,
         batchCommandsMax: 16,
         catchupSlotsMax: 16,
+        // Odd seeds bound bytes so tightly (commands are ~60 bytes) that batches, the
+        // window, accept and catch-up messages, the proposal queue and the chosen values kept
+        // in memory are cut by bytes.
+        ...(this.opts.seed % 2 === 1 ? { batchBytesMax: 256, windowBytesMax: 1024, messageBytesMax: 512, proposalQueueBytesMax: 2048, retainBytesMax: 4096 } : {}),
         ...(this.opts.defects ? { defects: this.opts.defects } : {}),
       },
       persisted,
