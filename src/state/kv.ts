@@ -565,7 +565,8 @@ function startsWith(key: Uint8Array, prefix: Uint8Array): boolean {
 function prefixEnd(prefix: Uint8Array): Uint8Array | null {
   for (let i = prefix.byteLength - 1; i >= 0; i--) {
     if (prefix[i]! < 0xff) {
-      const end = prefix.slice(0, i + 1);
+      // A copy, never a view: the prefix may be a Buffer, whose slice() shares its bytes.
+      const end = Uint8Array.prototype.slice.call(prefix, 0, i + 1);
       end[i]!++;
       return end;
     }
