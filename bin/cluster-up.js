@@ -46,7 +46,9 @@ function startNode(i, joinUrl) {
   if (joinUrl && !extra.includes('--archive-key-file')) serveArgs.push('--archive-key-file', join(root, 'node1', 'archive.key'));
   if (tokenFile) serveArgs.push('--admin-token-file', tokenFile);
   const log = openSync(join(dataDir, 'serve.log'), 'a');
-  const child = spawn(process.execPath, serveArgs, { detached: true, stdio: ['ignore', log, log] });
+  // Node flags for every node, e.g. PANGEA_NODE_FLAGS="--cpu-prof --cpu-prof-dir=/tmp/prof".
+  const nodeFlags = (process.env.PANGEA_NODE_FLAGS ?? '').split(' ').filter((f) => f !== '');
+  const child = spawn(process.execPath, [...nodeFlags, ...serveArgs], { detached: true, stdio: ['ignore', log, log] });
   child.unref();
   started.push(child.pid);
   writeFileSync(pidsFile, started.join('\n') + '\n');

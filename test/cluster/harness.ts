@@ -128,3 +128,37 @@ export async function metric(node: TestNode, name: string): Promise<number> {
   const m = new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text);
   return m ? Number(m[1]) : NaN;
 }
+
+/** Every node answers /readyz and is a voter in node 1's view. */
+export async function allVoters(nodes: readonly TestNode[]): Promise<boolean> {
+  for (const n of nodes) if (!(await isReady(n))) return false;
+  const view = await clusterView(nodes[0]!.info.http);
+  return nodes.every((n) => view.members.some((m) => m.peerId === n.info.peerId && m.role === 'voter'));
+}
+
+/** A cluster of `count` nodes under `root` (n1 bootstraps, the others join it), once every
+ *  node is a ready voter. `extra` flags go to every node. */
+export async function startCluster(root: string, count = 3, extra: string[] = []): Promise<TestNode[]> {
+  const first = await startNode({ dataDir: join(root, 'n1'), extra });
+  await waitFor('node 1 to be ready', () => isReady(first));
+  const nodes = [first];
+  for (let i = 2; i <= count; i++) nodes.push(await startNode({ dataDir: join(root, `n${i}`), join: first.info.http, extra }));
+  await waitFor(`${count} ready voters`, () => allVoters(nodes), 60_000);
+  return nodes;
+}
+
+/** The node that leads, as its peers see it. */
+export async function leaderOf(nodes: readonly TestNode[]): Promise<TestNode> {
+  return waitFor('a leader', async () => {
+    const view = await clusterView(nodes[0]!.info.http);
+    return nodes.find((n) => n.info.peerId === view.leader) ?? null;
+  });
+}
+
+/** A process's resident set, its peak so far, and the anonymous (heap) and file-backed
+ *  (LMDB's map) parts of it now, in bytes (Linux /proc). */
+export function memoryOf(pid: number): { rss: number; peak: number; anon: number; file: number } {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (name: string): number => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN) * 1024;
+  return { rss: kb('VmRSS'), peak: kb('VmHWM'), anon: kb('RssAnon'), file: kb('RssFile') };
+}
