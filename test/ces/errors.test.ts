@@ -164,7 +164,10 @@ test('key files: raw or hex, with a checked id; anything else is bad_key', () =>
   assert.equal(parseKeyFile(Buffer.from(`  ${raw.toString('hex').toUpperCase()}\r\n`)).idHex, key.idHex);
   const bad = (text: string | Buffer, re: RegExp) =>
     assert.throws(() => parseKeyFile(Buffer.from(text)), (e: unknown) => e instanceof CesError && e.code === 'bad_key' && re.test(e.message));
-  bad(Buffer.alloc(31), /32 raw bytes or 64 hex/);
+  bad(Buffer.alloc(31, 1), /32 raw bytes or 64 hex/);
+  // What a power cut leaves of a key file written without fsync.
+  bad(Buffer.alloc(0), /empty .*lost in a crash.*copy the key file from another node/);
+  bad(Buffer.alloc(102), /empty/);
   bad('zz'.repeat(32), /hex/);
   bad(`# pangea ces key id 0000000000000000\n${raw.toString('hex')}\n`, /damaged/);
 });
