@@ -8,20 +8,20 @@
  * unlinked, until the process exits), so a watchdog checks that the environment file is still
  * the one the node opened.
  */
-import { existsSync, statSync } from 'node:fs';
-import { statfs } from 'node:fs/promises';
+import { existsSync, statSync, statfsSync } from 'node:fs';
 
 /** Free space under which a failed write is put down to a full disk. */
 const FULL_BELOW_BYTES = 64 * 1024 * 1024;
 
-/** One line naming why a storage write under `dataDir` failed: "disk full at ...", etc. */
-export async function storageFailureCause(err: unknown, dataDir: string, envPath: string): Promise<string> {
+/** One line naming why a storage write under `dataDir` failed: "disk full at ...", etc.
+ *  Synchronous: the process ends right after, before anything else fails in its turn. */
+export function storageFailureCause(err: unknown, dataDir: string, envPath: string): string {
   const code = (err as NodeJS.ErrnoException | null)?.code;
   const message = (err as Error | null)?.message ?? String(err);
   if (!existsSync(dataDir) || !existsSync(envPath)) return `data dir vanished: ${envPath} no longer exists (${message})`;
   if (code === 'EDQUOT') return `disk quota exceeded at ${dataDir} (${message})`;
   try {
-    const fs = await statfs(dataDir);
+    const fs = statfsSync(dataDir);
     const free = fs.bavail * fs.bsize;
     if (code === 'ENOSPC' || free < FULL_BELOW_BYTES) return `disk full at ${dataDir}: ${free} bytes free (${message})`;
   } catch {

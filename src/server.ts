@@ -170,10 +170,9 @@ export async function startServer(opts: ServeOptions, hooks: ServerHooks = {}): 
   };
   const envPath = join(opts.dataDir, ENV_FILE);
   const onFatal = (err: unknown): void => {
-    void storageFailureCause(err, opts.dataDir, envPath).then((cause) => {
-      logger.error(`stopping: ${cause}`);
-      hooks.onFatal?.(cause);
-    });
+    const cause = storageFailureCause(err, opts.dataDir, envPath);
+    logger.error(`stopping: ${cause}`);
+    hooks.onFatal?.(cause);
   };
   node = new PangeaNode({ clusterId: cluster.clusterId, peerId: identity.peerId, http, log: stores.log, state: stores.state, transport, logger, genesis: cluster.genesis, extraMetrics, onFatal });
   const unwatch = watchDataDir(envPath, (why) => node!.fail(new Error(why), 'checking the data dir'));

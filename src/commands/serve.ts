@@ -110,6 +110,12 @@ when the cluster is bootstrapped and ignored afterwards.`;
     };
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
+    // lmdb-js rejects promises nobody awaits when a commit fails; the node has stopped by
+    // then (fail-stop above). Anything else unexpected ends the process too, loudly.
+    process.on('unhandledRejection', (err) => {
+      process.stderr.write(`pangea: unexpected error: ${(err as Error)?.stack ?? String(err)}\n`);
+      process.exit(1);
+    });
 
     // Loaded here, not at the top: `pangea --help` and the other commands stay fast.
     const { startServer } = await import('../server.js');
