@@ -166,6 +166,30 @@ export function commandBytes(cmd: Command): number {
   return cmd.kind === 'app' ? cmd.data.byteLength : 64;
 }
 
+/** Two batches hold the same commands, byte for byte. */
+function sameBatch(a: Batch, b: Batch): boolean {
+  if (a === b) return true;
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i]!;
+    const y = b[i]!;
+    if (x.kind === 'app' && y.kind === 'app') {
+      if (!sameBytes(x.data, y.data)) return false;
+    } else if (x.kind === 'config' && y.kind === 'config') {
+      if (x.change.op !== y.change.op || x.change.node !== y.change.node) return false;
+      if ((x.change.meta === undefined) !== (y.change.meta === undefined)) return false;
+      if (x.change.meta !== undefined && !sameBytes(x.change.meta, y.change.meta!)) return false;
+    } else return false;
+  }
+  return true;
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.byteLength !== b.byteLength) return false;
+  for (let i = 0; i < a.byteLength; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
 /** `commandBytes` over a batch. */
 export function batchBytes(batch: Batch): number {
   let n = 0;
@@ -928,11 +952,13 @@ export class Replica {
     const acked: number[] = [];
     for (const { slot, batch } of values) {
       const existing = this.log.get(slot);
-      // A retransmission of what is stored already (a leader proposes one value per slot and
-      // ballot) is not written again: the acknowledgement below waits for the next persist
-      // barrier, which comes after the first write of it.
-      const again = existing !== undefined && ballotEquals(existing.ballot, ballot);
-      if (slot > this.compacted.slot && !existing?.chosen && !again) {
+      // Not written again: a slot known chosen (in memory, or at or below the commit slot,
+      // whose value may have been dropped from memory), and a retransmission of what is
+      // stored already under this ballot. The acknowledgement below waits for the next
+      // persist barrier, which comes after the first write of it.
+      const held = slot <= this.commitSlot || existing?.chosen === true;
+      const again = existing !== undefined && ballotEquals(existing.ballot, ballot) && sameBatch(existing.batch, batch);
+      if (slot > this.compacted.slot && !held && !again) {
         const stored: StoredSlot = { slot, ballot, batch, chosen: false };
         this.log.set(slot, stored);
         this.persistOps.push({ kind: 'slot', slot: stored });
