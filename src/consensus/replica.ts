@@ -357,6 +357,14 @@ export class Replica {
   get queuedCommands(): number {
     return this.queue.length;
   }
+  /** Bytes of chosen values (at or below the commit slot) held in memory: at most
+   *  `retainBytesMax` between inputs. O(slots held); for checks, not hot paths. */
+  chosenBytesInMemory(): number {
+    let n = 0;
+    for (const s of this.log.values()) if (s.slot <= this.commitSlot) n += batchBytes(s.batch);
+    return n;
+  }
+
   /** The chosen value at `slot`, if this replica knows it. */
   chosenAt(slot: number): Batch | undefined {
     const s = this.log.get(slot);

@@ -70,6 +70,8 @@ export interface SimResult {
   readonly stats: SimStats;
 }
 
+/** Odd seeds' bound on chosen values a replica keeps in memory (checked at every Ready). */
+const TIGHT_RETAIN_BYTES = 256;
 const TICK = 10; // time units per replica tick
 export const DEFAULT_FAULT_TICKS = 400;
 const ELECTION_TICKS = 10;
@@ -364,7 +366,7 @@ export class World {
         // Odd seeds bound bytes so tightly (commands are ~60 bytes) that batches, the
         // window, accept and catch-up messages, the proposal queue and the chosen values kept
         // in memory are cut by bytes.
-        ...(this.opts.seed % 2 === 1 ? { batchBytesMax: 256, windowBytesMax: 1024, messageBytesMax: 512, proposalQueueBytesMax: 2048, retainBytesMax: 4096 } : {}),
+        ...(this.opts.seed % 2 === 1 ? { batchBytesMax: 256, windowBytesMax: 1024, messageBytesMax: 512, proposalQueueBytesMax: 2048, retainBytesMax: TIGHT_RETAIN_BYTES } : {}),
         ...(this.opts.defects ? { defects: this.opts.defects } : {}),
       },
       persisted,
@@ -424,6 +426,10 @@ export class World {
   }
 
   private perform(node: SimNode, r: Ready): void {
+    const held = node.replica!.chosenBytesInMemory();
+    if (this.opts.seed % 2 === 1 && held > TIGHT_RETAIN_BYTES) {
+      throw new SimFailure(`${node.id}: holds ${held} bytes of chosen values in memory, over the ${TIGHT_RETAIN_BYTES} it may keep`);
+    }
     const last = node.unacked[node.unacked.length - 1];
     const issued = last?.seq ?? 0;
     if (r.persist.length > 0 || r.sendAfterPersist.length > 0 || r.persistSeq > issued) {
