@@ -187,9 +187,10 @@ function sameBatch(a: Batch, b: Batch): boolean {
 }
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.byteLength !== b.byteLength) return false;
-  for (let i = 0; i < a.byteLength; i++) if (a[i] !== b[i]) return false;
-  return true;
+  // memcmp, not a loop: a JavaScript loop over 1 MB values took 4 of every 5 s of a
+  // follower's CPU under retransmissions (profiled), which slowed its acks, which brought
+  // more retransmissions.
+  return a.byteLength === b.byteLength && Buffer.compare(a, b) === 0;
 }
 
 /** `commandBytes` over a batch. */
