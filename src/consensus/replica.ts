@@ -282,7 +282,9 @@ export class Replica {
   private readStates: ReadState[] = [];
   private selfAcceptSlots: number[] = [];
   private selfPromise = false;
-  private readonly unackedBatches: { seq: number; slots: number[]; promise: Ballot | null }[] = [];
+  /** Persist batches handed out and not yet durable: the slots this replica accepted as
+   *  leader in each, under which ballot, and the promise it made itself. */
+  private readonly unackedBatches: { seq: number; slots: number[]; ballot: Ballot; promise: Ballot | null }[] = [];
 
   constructor(opts: ReplicaOptions, state: Persisted) {
     this.id = opts.id;
@@ -491,7 +493,9 @@ export class Replica {
       if (batch.promise !== null && this.role === 'candidate' && ballotEquals(batch.promise, this.ballot)) {
         this.recordPromise(this.id, { commit: this.commitSlot, accepted: new Map() });
       }
-      if (this.role === 'leader') {
+      // Matched by (slot, ballot): the flush of a slot written under an earlier ballot of
+      // this replica says nothing of the value it holds at that slot now.
+      if (this.role === 'leader' && ballotEquals(batch.ballot, this.ballot)) {
         for (const slot of batch.slots) {
           const inf = this.inflight.get(slot);
           if (inf !== undefined) inf.selfDurable = true;
@@ -555,7 +559,7 @@ export class Replica {
     let seq = this.persistSeq;
     if (needsBarrier) {
       seq = ++this.persistSeq;
-      this.unackedBatches.push({ seq, slots: this.selfAcceptSlots, promise: this.selfPromise ? this.ballot : null });
+      this.unackedBatches.push({ seq, slots: this.selfAcceptSlots, ballot: this.ballot, promise: this.selfPromise ? this.ballot : null });
       this.selfAcceptSlots = [];
       this.selfPromise = false;
     }
