@@ -8,7 +8,6 @@ import { test } from 'node:test';
 import { Replica, bootstrapState, type Batch, type Entry, type Envelope, type Ready } from '../src/consensus/index.js';
 
 const enc = new TextEncoder();
-const app = (s: string): Batch => [{ kind: 'app', data: enc.encode(s) }];
 const text = (b: Batch): string => b.map((c) => (c.kind === 'app' ? new TextDecoder().decode(c.data) : `config:${c.change.op}`)).join(',');
 
 /** A network of replicas in which the test decides every delivery and every fsync. */
@@ -67,8 +66,8 @@ class Net {
     }
   }
 
-  /** Delivers (once each) the in-flight messages `pick` selects among the live ones; drops
-   *  those `drop` selects. Repeats until nothing selected is left. */
+  /** Delivers (once each) the in-flight messages `pick` selects; drops those `drop` selects
+   *  of the rest. Repeats until nothing selected is left. */
   run(pick: (e: Envelope) => boolean, drop: (e: Envelope) => boolean = () => false, rounds = 50): void {
     for (let i = 0; i < rounds; i++) {
       for (const id of this.replicas.keys()) this.pump(id);
@@ -76,11 +75,10 @@ class Net {
       this.inFlight = [];
       let moved = false;
       for (const e of now) {
-        if (drop(e)) continue;
         if (pick(e)) {
           this.r(e.to).step(e);
           moved = true;
-        } else this.inFlight.push(e);
+        } else if (!drop(e)) this.inFlight.push(e);
       }
       if (!moved) break;
     }
@@ -119,8 +117,14 @@ test('bug 1: the flush of an old ballot’s write is not credited to the same sl
   net.inFlight = [];
   // a hears from no one and steps down; b and c stop hearing from it (not long enough to
   // campaign themselves).
-  for (let i = 0; i < 12; i++) net.tick(all, 1), (net.inFlight = []);
-  for (let i = 0; i < 20 && net.r('a').currentRole === 'leader'; i++) net.tick(['a'], 1), (net.inFlight = []);
+  for (let i = 0; i < 12; i++) {
+    net.tick(all, 1);
+    net.inFlight = [];
+  }
+  for (let i = 0; i < 20 && net.r('a').currentRole === 'leader'; i++) {
+    net.tick(['a'], 1);
+    net.inFlight = [];
+  }
   assert.notEqual(net.r('a').currentRole, 'leader');
   // a campaigns again; b and c elect it under a later ballot. Its old batch stays unflushed.
   const election = (e: Envelope) => ['prevote', 'prevote_reply', 'prepare', 'promise'].includes(e.msg.type);
@@ -150,4 +154,61 @@ test('bug 1: the flush of an old ballot’s write is not credited to the same sl
   net.flush('a');
   net.run(ab, toC);
   assert.ok(net.r('a').commit.slot >= slot, 'committed once its own write under the current ballot is durable');
+});
+
+for (const path of ['learnChosen', 'catchup'] as const) {
+  test(`bug 2: a deposed leader that is told a chosen value by ${path} does not commit its own superseded value on a follower`, () => {
+    const all = ['a', 'b', 'c', 'd', 'e'];
+    const net = new Net(all, { b: 0.99, c: 0.5, d: 0.99, e: 0.99 });
+    net.elect('a', all);
+    const slot = net.r('a').commit.slot + 1;
+    // a proposes X; only b accepts it (durably), and a never hears back.
+    assert.deepEqual(net.r('a').propose({ kind: 'app', data: enc.encode('X') }), { ok: true });
+    net.run((e) => e.from === 'a' && e.to === 'b' && e.msg.type === 'accept', (e) => e.from === 'a' || e.from === 'b');
+    net.inFlight = [];
+    // c, d and e lose a and b, elect c, and choose a no-op at that slot.
+    const cde = ['c', 'd', 'e'];
+    for (let i = 0; i < 15 && net.r('c').currentRole === 'follower'; i++) {
+      net.tick(cde, 1);
+      net.inFlight = net.inFlight.filter(between(cde));
+    }
+    net.elect('c', cde);
+    assert.ok(net.r('c').commit.slot >= slot);
+    assert.equal(net.applied.get('c')!.get(slot), '');
+    // a, still leading under its old ballot as far as it knows, learns the chosen value.
+    assert.equal(net.r('a').currentRole, 'leader');
+    const chosen = [{ slot, batch: net.r('c').chosenAt(slot)! }];
+    if (path === 'learnChosen') net.r('a').learnChosen(chosen);
+    else net.r('a').step({ cluster: 'c', from: 'c', to: 'a', msg: { type: 'catchup', values: chosen, commit: slot, snapshot: null } } satisfies Envelope);
+    // Whatever a tells b now must not make b apply X at that slot (Net asserts agreement).
+    net.run(between(['a', 'b']));
+    assert.notEqual(net.applied.get('b')!.get(slot), 'X');
+    if (path === 'learnChosen') assert.notEqual(net.r('a').currentRole, 'leader', 'a chosen value other than its own tells the leader it was deposed');
+    else assert.equal(net.r('a').stats.dropped.unsolicited_catchup, 1, 'a catch-up answer no one asked for is dropped');
+    // Once b hears from c it learns the chosen value and agrees.
+    net.elect('c', all);
+    net.tick(all, 4);
+    net.run(between(all));
+    assert.equal(net.applied.get('b')!.get(slot), '');
+  });
+}
+
+test('bug 7: prepares leave only after the candidate’s own promise is durable', () => {
+  const all = ['a', 'b', 'c'];
+  const net = new Net(all, { b: 0.99, c: 0.99 });
+  net.autoFlush.delete('a');
+  for (let i = 0; i < 40 && net.r('a').currentRole !== 'candidate'; i++) {
+    net.r('a').tick();
+    net.run((e) => e.msg.type === 'prevote' || e.msg.type === 'prevote_reply');
+  }
+  assert.equal(net.r('a').currentRole, 'candidate');
+  const promiseWrite = net.unflushed.get('a')!.findIndex((r) => r.persist.some((op) => op.kind === 'promise'));
+  assert.ok(promiseWrite >= 0, 'the candidate writes its promise');
+  for (let i = 0; i < 10; i++) net.tick(['a'], 1);
+  assert.deepEqual(net.inFlight.filter((e) => e.msg.type === 'prepare'), [], 'no prepare leaves while the promise is not durable');
+  net.flush('a', promiseWrite + 1);
+  assert.ok(net.inFlight.some((e) => e.msg.type === 'prepare'), 'prepares leave once it is');
+  net.autoFlush.add('a');
+  net.run(between(all));
+  assert.equal(net.r('a').currentRole, 'leader');
 });

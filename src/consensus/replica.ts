@@ -631,12 +631,19 @@ export class Replica {
     this.sendPrepares();
   }
 
-  /** Phase 1a to every voter that governs a slot after the commit slot and has not promised. */
+  /**
+   * Phase 1a to every voter that governs a slot after the commit slot and has not promised.
+   * Prepares leave only once this replica's own promise of the ballot is durable (they wait
+   * for the next persist barrier, which comes after the promise's write): otherwise a crash
+   * could forget the ballot after others promised it, and the restarted replica could
+   * promise a lower ballot and accept under it while its prepares and accepts of the higher
+   * one are still out. Nothing else would stop that: pre-votes do not persist.
+   */
   private sendPrepares(): void {
     this.prepareSentTick = this.ticks;
     for (const voter of this.votersAfterCommit()) {
       if (voter === this.id || this.promises.has(voter)) continue;
-      this.send(voter, { type: 'prepare', ballot: this.ballot, commit: this.commitSlot });
+      this.afterPersist.push(this.envelope(voter, { type: 'prepare', ballot: this.ballot, commit: this.commitSlot }));
     }
   }
 
@@ -732,6 +739,7 @@ export class Replica {
     this.recentlyActive.clear();
     this.ackedSeq.clear();
     this.heartbeatRequested = true;
+    this.catchupFrom = null;
   }
 
   private becomeFollowerState(role: 'follower' | 'precandidate'): void {
@@ -1115,9 +1123,13 @@ export class Replica {
   }
 
   private onCatchup(from: NodeId, values: readonly SlotValue[], commit: number, snapshot: LogPoint | null): void {
-    if (this.catchupFrom === from) this.catchupFrom = null;
+    // Only answers to a request outstanding, and never on a leader: after phase 1 a leader is
+    // never behind, and a value it took from elsewhere would replace its in-flight proposal,
+    // which followers that accepted under its ballot would then commit (issue 10, bug 2).
+    if (this.catchupFrom !== from || this.role === 'leader') return this.drop('unsolicited_catchup');
+    this.catchupFrom = null;
     if (snapshot !== null) {
-      if (snapshot.slot > this.commitSlot && this.role !== 'leader') this.snapshotNeeded = { from, point: snapshot };
+      if (snapshot.slot > this.commitSlot) this.snapshotNeeded = { from, point: snapshot };
       return;
     }
     this.storeChosen(values);
@@ -1131,6 +1143,18 @@ export class Replica {
    * a catch-up answer: stored as chosen, then committed in order.
    */
   learnChosen(values: readonly SlotValue[]): void {
+    if (this.role === 'leader') {
+      // A leader takes no chosen values from others: after phase 1 it is never behind. One
+      // that differs from what it proposed in that slot means a later ballot chose it, so
+      // this leader was deposed without hearing of it: it steps down, then learns it.
+      const deposed = values.some(({ slot, batch }) => {
+        if (slot <= this.commitSlot) return false;
+        const own = this.log.get(slot);
+        return own === undefined || !sameBatch(own.batch, batch);
+      });
+      if (!deposed) return;
+      this.becomeFollowerState('follower');
+    }
     this.storeChosen(values);
     if (this.role === 'candidate') this.maybeLead();
   }
@@ -1140,7 +1164,11 @@ export class Replica {
       if (slot <= this.commitSlot || slot <= this.compacted.slot) continue;
       const existing = this.log.get(slot);
       if (existing?.chosen) continue;
-      const stored: StoredSlot = { slot, ballot: existing?.ballot ?? BALLOT_NONE, batch, chosen: true };
+      // The accepted ballot stays only beside the very batch accepted under it: a promise
+      // reports (ballot, batch) pairs, and a later leader must never see a ballot paired
+      // with a value that was not accepted under it.
+      const ballot = existing !== undefined && sameBatch(existing.batch, batch) ? existing.ballot : BALLOT_NONE;
+      const stored: StoredSlot = { slot, ballot, batch, chosen: true };
       this.log.set(slot, stored);
       this.persistOps.push({ kind: 'slot', slot: stored });
     }
@@ -1154,6 +1182,10 @@ export class Replica {
       case 'accept':
       case 'commit':
       case 'heartbeat':
+        if (msg.ballot.leader !== from) return this.drop('forged_ballot');
+        // A leader of a later ballot that this replica does not know yet: if this one
+        // leads or campaigns, it has been deposed (it must not go on committing).
+        if (this.role !== 'follower' && compareBallots(msg.ballot, this.currentBallot) > 0) this.becomeFollowerState('follower');
         if (msg.commit > this.commitSlot) this.requestCatchup(from, msg.commit);
         return;
       case 'catchup':
