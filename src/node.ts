@@ -12,7 +12,7 @@
  * Ready.persist/send -> LmdbLogStore.write + Transport -> peers' acceptances ->
  * Ready.commit -> StateStore.apply -> the pending write resolves -> HTTP answers.
  */
-import { randomUUID } from 'node:crypto';
+import { randomInt, randomUUID } from 'node:crypto';
 import {
   Replica,
   bootstrapState,
@@ -118,7 +118,11 @@ export class PangeaNode implements KvService {
   private readonly writes = new Map<Command, PendingWrite>();
   private readonly reads = new Map<number, PendingRead>();
   private readonly waitingReads: PendingRead[] = [];
-  private readId = 0;
+  /** Read ids start at a random point below 2^52, so a process never takes an id its
+   *  previous incarnation used: a late reply to that one would confirm a new read with an
+   *  older index (issue 10, bug 3). Two processes' ranges overlap with odds of about
+   *  (reads per process) / 2^51. */
+  private readId = randomInt(2 ** 47) * 32;
   private proposalSeq = 0;
   private ticker: NodeJS.Timeout | null = null;
   private drainScheduled = false;
@@ -132,6 +136,8 @@ export class PangeaNode implements KvService {
   /** The commit index last seen moving, and when: /readyz fails when it stalls while writes wait. */
   private progress = { index: 0, at: Date.now() };
   private members: MemberRecord[] = [];
+  /** See logNow. */
+  private logClock: { base: number; at: number };
   private segmentListener: ((bound: SegmentBound) => void) | null = null;
   private snapshotListener: (() => void) | null = null;
   /** Why client writes are refused now (the hot-log quota), or null. */
@@ -171,6 +177,7 @@ export class PangeaNode implements KvService {
       },
       persisted,
     );
+    this.logClock = { base: this.state.logTime(), at: performance.now() };
     this.refreshMembers();
     this.transport.onMessage((env) => {
       if (this.stopped) return;
@@ -383,10 +390,27 @@ export class PangeaNode implements KvService {
     const data = encodeAppCommand({
       op,
       ...(requestId ? { requestId } : {}),
-      time: Date.now(),
+      time: this.logNow(),
       proposal: `${this.peerId}:${++this.proposalSeq}`,
     });
     return this.propose({ kind: 'app', data });
+  }
+
+  /**
+   * Log time as this node reads it, for the commands it proposes: the applied log time when
+   * this process started, plus the monotonic time since, moved up to the applied log time
+   * whenever another node's reading ran ahead. No wall clock: a clock stepped by an hour
+   * changes nothing (issue 10, bug 4), and apply bounds each command's step anyway.
+   */
+  private logNow(): number {
+    const applied = this.state.logTime();
+    const now = performance.now();
+    let mine = this.logClock.base + (now - this.logClock.at);
+    if (applied > mine) {
+      this.logClock = { base: applied, at: now };
+      mine = applied;
+    }
+    return Math.floor(mine);
   }
 
   private propose(cmd: Command): Promise<ApplyResult> {
@@ -487,6 +511,16 @@ export class PangeaNode implements KvService {
   /** The configuration that governs the next slot, for tests and the banner. */
   get config(): Config {
     return this.replica.config;
+  }
+
+  /** The newest configuration, a change not yet in effect included. */
+  get latestConfig(): Config {
+    return this.replica.latestConfig;
+  }
+
+  /** The leader this node follows (itself when it leads), if any. */
+  get leader(): string | null {
+    return this.replica.currentLeader;
   }
 
   get role(): string {

@@ -212,3 +212,18 @@ test('bug 7: prepares leave only after the candidate’s own promise is durable'
   net.run(between(all));
   assert.equal(net.r('a').currentRole, 'leader');
 });
+
+test('bug 3: a read reply counts only from the leader the read was asked of', () => {
+  const all = ['a', 'b', 'c'];
+  const net = new Net(all, { b: 0.99, c: 0.99 });
+  net.elect('a', all);
+  net.r('b').read(7);
+  net.pump('b');
+  assert.ok(net.inFlight.some((e) => e.from === 'b' && e.to === 'a' && e.msg.type === 'read_req'));
+  // c answers id 7 (as a reply meant for another read of that id would): not taken.
+  net.r('b').step({ cluster: 'c', from: 'c', to: 'b', msg: { type: 'read_reply', id: 7, index: 0 } } satisfies Envelope);
+  assert.equal(net.r('b').ready()?.reads.length ?? 0, 0);
+  assert.equal(net.r('b').stats.dropped.unmatched_read_reply, 1);
+  net.r('b').step({ cluster: 'c', from: 'a', to: 'b', msg: { type: 'read_reply', id: 7, index: 1 } } satisfies Envelope);
+  assert.deepEqual(net.r('b').ready()?.reads, [{ id: 7, index: 1 }]);
+});

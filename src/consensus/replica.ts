@@ -262,7 +262,8 @@ export class Replica {
   private readonly ackedSeq = new Map<NodeId, number>();
   private readsWaitingForOwnCommit: PendingRead[] = [];
   private pendingReads: PendingRead[] = [];
-  private readonly remoteReads = new Map<number, number>(); // read id -> tick asked
+  /** Reads asked of a leader: id -> when, and of whom (only that node's reply counts). */
+  private readonly remoteReads = new Map<number, { tick: number; leader: NodeId }>();
   private commitDirty = false;
   private commitMarker = 0;
   private leaderCommitSeen = 0;
@@ -429,7 +430,8 @@ export class Replica {
     return { ok: true };
   }
 
-  /** Asks for a linearizable read point; the answer comes in `Ready.reads` with this id. */
+  /** Asks for a linearizable read point; the answer comes in `Ready.reads` with this id.
+   *  Ids must be unique across this replica's restarts too (start them at a random point). */
   read(id: number): void {
     if (this.role === 'leader') {
       this.startLeaderRead(id, this.id);
@@ -439,7 +441,7 @@ export class Replica {
       this.readStates.push({ id, index: null });
       return;
     }
-    this.remoteReads.set(id, this.ticks);
+    this.remoteReads.set(id, { tick: this.ticks, leader: this.leader });
     this.send(this.leader, { type: 'read_req', id });
   }
 
@@ -482,7 +484,7 @@ export class Replica {
       case 'read_req':
         return this.onReadRequest(from, msg.id);
       case 'read_reply':
-        return this.onReadReply(msg.id, msg.index);
+        return this.onReadReply(from, msg.id, msg.index);
     }
   }
 
@@ -1279,13 +1281,17 @@ export class Replica {
     this.startLeaderRead(id, from);
   }
 
-  private onReadReply(id: number, index: number | null): void {
-    if (!this.remoteReads.delete(id)) return;
+  /** Matched by id and sender. Ids must also differ across the driver's restarts (a reply
+   *  to the previous process would otherwise confirm a new read with an older index). */
+  private onReadReply(from: NodeId, id: number, index: number | null): void {
+    const asked = this.remoteReads.get(id);
+    if (asked === undefined || asked.leader !== from) return this.drop('unmatched_read_reply');
+    this.remoteReads.delete(id);
     this.readStates.push({ id, index });
   }
 
   private expireRemoteReads(): void {
-    for (const [id, tick] of this.remoteReads) {
+    for (const [id, { tick }] of this.remoteReads) {
       if (this.ticks - tick >= this.electionTicks) {
         this.remoteReads.delete(id);
         this.readStates.push({ id, index: null });

@@ -27,7 +27,7 @@
  * so a slot whose removal was missed (queued in the same turn) is garbage, never state.
  */
 import { BALLOT_NONE, type Ballot, type LogPoint, type PersistOp, type StoredSlot } from '../consensus/index.js';
-import { LmdbStateStore, type LmdbStateOptions } from '../state/kv.js';
+import { LmdbStateStore } from '../state/kv.js';
 import { openEnv, pack, readU64, u64Key, unpack, type StoreEnv } from './env.js';
 import type { LoadedLog, LogStore } from './log-store.js';
 import { decodeSlot, encodeSlot } from './slot-codec.js';
@@ -171,7 +171,7 @@ export class LmdbLogStore implements LogStore {
   }
 }
 
-export interface OpenStoresOptions extends LmdbLogOptions, LmdbStateOptions {
+export interface OpenStoresOptions extends LmdbLogOptions {
   /** The point a brand-new node starts from (its epochs name the first configuration).
    *  Written once, when the data dir has no state yet; ignored afterwards. */
   readonly genesis?: LogPoint;
@@ -192,7 +192,7 @@ export function openStores(dir: string, opts: OpenStoresOptions = {}): Stores {
     if (--open === 0) await env.root.close();
   };
   const log = new LmdbLogStore(env, opts, release);
-  const state = new LmdbStateStore(env, opts, release);
+  const state = new LmdbStateStore(env, release);
   if (opts.genesis !== undefined && !state.bootstrapped()) state.bootstrap(opts.genesis);
   return {
     log,

@@ -48,13 +48,26 @@ export interface ArchiveSettings {
   readonly ces: { readonly dataShards: number; readonly parityShards: number; readonly stripeBytes: number; readonly level: number };
 }
 
-export type SettingsOp = { readonly t: 'archive_settings'; readonly settings: ArchiveSettings };
+/**
+ * Parameters the state machine reads while applying, decided by the log like everything
+ * apply depends on (a per-node option would let replicas apply the same log differently).
+ * Absent ones take the defaults in kv.ts.
+ */
+export interface ClusterSettings {
+  /** Idle log time after which a client's request-id session is dropped. */
+  readonly sessionTtlMs: number;
+}
+
+export type SettingsOp =
+  | { readonly t: 'archive_settings'; readonly settings: ArchiveSettings }
+  | { readonly t: 'cluster_settings'; readonly settings: ClusterSettings };
 
 export interface AppCommand {
   readonly op: KvOp | SettingsOp;
   readonly requestId?: RequestId;
-  /** Wall-clock milliseconds of the proposing node: the only time the state machine knows.
-   *  Session expiry uses the largest time applied so far, so it is the same everywhere. */
+  /** The proposer's reading of log time, in milliseconds (node.ts: the applied log time
+   *  plus the monotonic time elapsed since). Apply moves log time toward it by at most
+   *  `LOG_TIME_STEP_MS` a command and never back (kv.ts), so no clock can jump it. */
   readonly time: number;
   /** `node:counter`, so the node that proposed it can answer its client when it applies. */
   readonly proposal: string;
@@ -129,9 +142,11 @@ function isKvOp(v: unknown): v is KvOp {
 }
 
 function isSettingsOp(v: unknown): v is SettingsOp {
-  if (!isObj(v) || v.t !== 'archive_settings' || !isObj(v.settings)) return false;
+  if (!isObj(v) || !isObj(v.settings)) return false;
   const s = v.settings;
   const int = (x: unknown): boolean => typeof x === 'number' && Number.isSafeInteger(x);
+  if (v.t === 'cluster_settings') return int(s.sessionTtlMs) && (s.sessionTtlMs as number) > 0;
+  if (v.t !== 'archive_settings') return false;
   return typeof s.url === 'string' && int(s.segmentEntries) && (s.segmentEntries as number) > 0 && int(s.snapshotSegments) &&
     (s.snapshotSegments as number) > 0 && isObj(s.ces) && int(s.ces.dataShards) && int(s.ces.parityShards) && int(s.ces.stripeBytes) && int(s.ces.level);
 }

@@ -7,9 +7,12 @@
  * transaction every read sees the writes of the commands before it.
  *
  * Determinism: an answer depends only on the state and the command. The only clock is the
- * log's: `maxTime`, the largest `time` of the application commands applied so far; a client
- * session idle for more than `sessionTtlMs` of log time is dropped during apply.
- * `sessionTtlMs` must therefore be the same on every replica of a cluster.
+ * log's: `maxTime`, moved toward each application command's `time` by at most
+ * `LOG_TIME_STEP_MS` a command, never back; a client session idle for more than the
+ * cluster's `sessionTtlMs` of log time is dropped during apply. The step bound is what keeps
+ * a proposer's bad clock from expiring every session at once: a clock an hour fast moves log
+ * time by a second a command, so it can delay expiry, never mass-expire. Every parameter
+ * apply reads comes from the log (`cluster_settings`, `archive_settings`) or this file.
  */
 import { applyChange, latestConfig, type Command, type Config, type ConfigChange, type Entry, type LogPoint } from '../consensus/index.js';
 import { pack, plain, readU64, u64Key, unpack, type StoreEnv } from '../log/env.js';
@@ -24,21 +27,21 @@ export const KEY_BYTES_MAX = 1024;
 /** Request-id client ids are 1 to 64 characters (API contract). */
 export const CLIENT_ID_BYTES_MAX = 64;
 export const SESSION_TTL_MS_DEFAULT = 60 * 60 * 1000;
+/** The most one command moves log time forward. */
+export const LOG_TIME_STEP_MS = 1000;
 export const CHAIN_BYTES = 32;
 const CHAIN_ZERO = new Uint8Array(CHAIN_BYTES);
 const REVISION_BYTES = 8;
 
-export interface LmdbStateOptions {
-  /** Idle log time after which a client's request-id record is dropped. Cluster-wide. */
-  readonly sessionTtlMs?: number;
-}
 
 /** What `sm.meta/applied` holds. */
 export interface AppliedRecord {
   readonly point: LogPoint;
   readonly chain: Uint8Array;
-  /** The log's clock: the largest command time applied. */
+  /** The log's clock (see the top of this file). */
   readonly maxTime: number;
+  /** Set by `cluster_settings`; absent: SESSION_TTL_MS_DEFAULT. */
+  readonly sessionTtlMs?: number;
   /** The archive segment being filled (segments.ts). */
   readonly open: OpenSegment;
 }
@@ -64,7 +67,6 @@ export function openAfter(point: { slot: number; index: number }, chain: Uint8Ar
 }
 
 export class LmdbStateStore implements StateStore {
-  private readonly sessionTtlMs: number;
   /** Cached copy of `sm.meta/applied`, replaced only after a transaction commits. */
   private current: AppliedRecord;
   /** See ApplyBatch.nextExpiry; 0 forces the first scan after opening. */
@@ -74,10 +76,8 @@ export class LmdbStateStore implements StateStore {
 
   constructor(
     private readonly env: StoreEnv,
-    opts: LmdbStateOptions = {},
     private readonly onClose: () => Promise<void> = async () => {},
   ) {
-    this.sessionTtlMs = opts.sessionTtlMs ?? SESSION_TTL_MS_DEFAULT;
     this.current = this.readApplied() ?? NOT_BOOTSTRAPPED;
     const settings = this.env.smMeta.get('archive');
     this.settings = settings === undefined ? null : (unpack(settings) as ArchiveSettings);
@@ -153,6 +153,10 @@ export class LmdbStateStore implements StateStore {
     return { point: this.current.point, chain: this.current.chain };
   }
 
+  logTime(): number {
+    return this.current.maxTime;
+  }
+
   apply(entries: readonly Entry[], onSegment?: (bound: SegmentBound) => void): ApplyResult[] {
     if (this.closed) throw new Error('state store is closed');
     const out: ApplyResult[] = [];
@@ -160,7 +164,7 @@ export class LmdbStateStore implements StateStore {
     // One transaction per run of entries up to a segment boundary: the state at a boundary
     // is committed (and visible to a snapshot) before the next entry is applied.
     while (next < entries.length) {
-      const batch = new ApplyBatch(this.env, this.current, this.sessionTtlMs, this.nextExpiry, this.settings);
+      const batch = new ApplyBatch(this.env, this.current, this.nextExpiry, this.settings);
       let bound: SegmentBound | null = null;
       let end = next;
       this.env.root.transactionSync(() => {
@@ -278,6 +282,7 @@ class ApplyBatch {
   private point: LogPoint;
   private chain: Uint8Array;
   private maxTime: number;
+  private sessionTtlMs: number | undefined;
   private open: OpenSegment;
   /** A lower bound on the oldest session's last use (a cache: no scan is needed while the
    *  cutoff is at or below it). New and refreshed sessions are never older than it. */
@@ -286,7 +291,6 @@ class ApplyBatch {
   constructor(
     private readonly env: StoreEnv,
     from: AppliedRecord,
-    private readonly sessionTtlMs: number,
     nextExpiry: number,
     /** Replaced (never mutated) when a settings command applies. */
     public settings: ArchiveSettings | null,
@@ -295,11 +299,12 @@ class ApplyBatch {
     this.point = from.point;
     this.chain = from.chain;
     this.maxTime = from.maxTime;
+    this.sessionTtlMs = from.sessionTtlMs;
     this.open = from.open;
   }
 
   record(): AppliedRecord {
-    return { point: this.point, chain: this.chain, maxTime: this.maxTime, open: this.open };
+    return { point: this.point, chain: this.chain, maxTime: this.maxTime, open: this.open, ...(this.sessionTtlMs === undefined ? {} : { sessionTtlMs: this.sessionTtlMs }) };
   }
 
   /** Applies one slot; returns the segment it finished, if it ended one. */
@@ -339,11 +344,17 @@ class ApplyBatch {
     const problem = checkCommand(cmd);
     if (problem !== null) return { kind: 'invalid', index, message: problem };
     if (cmd.time > this.maxTime) {
-      this.maxTime = cmd.time;
+      this.maxTime = Math.min(cmd.time, this.maxTime + LOG_TIME_STEP_MS);
       this.expireSessions();
     }
     if (cmd.op.t === 'archive_settings') {
       this.settings = cmd.op.settings;
+      return { kind: 'settings', index };
+    }
+    if (cmd.op.t === 'cluster_settings') {
+      this.sessionTtlMs = cmd.op.settings.sessionTtlMs;
+      this.nextExpiry = 0; // a shorter TTL may expire sessions the cache says are young
+      this.expireSessions();
       return { kind: 'settings', index };
     }
     const rid = cmd.requestId;
@@ -370,7 +381,7 @@ class ApplyBatch {
 
   /** Drops sessions last used more than `sessionTtlMs` of log time ago (oldest first). */
   private expireSessions(): void {
-    const cutoff = this.maxTime - this.sessionTtlMs;
+    const cutoff = this.maxTime - (this.sessionTtlMs ?? SESSION_TTL_MS_DEFAULT);
     if (cutoff <= this.nextExpiry) return;
     const expired: Uint8Array[] = [];
     this.nextExpiry = this.maxTime; // when none is left: sessions to come are used at or after now
@@ -489,7 +500,7 @@ function checkCommand(cmd: AppCommand): string | null {
   if (!Number.isFinite(cmd.time) || cmd.time < 0 || !Number.isSafeInteger(Math.floor(cmd.time))) return 'bad time';
   const keys: Uint8Array[] = [];
   const op = cmd.op;
-  if (op.t === 'archive_settings') return null;
+  if (op.t === 'archive_settings' || op.t === 'cluster_settings') return null;
   if (op.t === 'txn') {
     for (const c of op.compare) keys.push(c.key);
     for (const o of [...op.success, ...op.failure]) keys.push(o.key);

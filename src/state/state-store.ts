@@ -35,6 +35,8 @@ export interface StateStore {
    * applied, so a snapshot opened in it holds exactly the state at the boundary.
    */
   apply(entries: readonly Entry[], onSegment?: (bound: SegmentBound) => void): ApplyResult[];
+  /** Log time as of the applied point (kv.ts): what a proposer's command times build on. */
+  logTime(): number;
   /** The cluster's archive settings, once the log has set them. */
   archiveSettings(): ArchiveSettings | null;
   /** The state as of now, read from one read transaction (snapshot.ts); close it if unread. */

@@ -4,7 +4,7 @@ import type { Defects } from '../../src/consensus/index.js';
 import { simulate } from './world.js';
 
 /** The simulator must catch each of these broken replicas within the seeds CI runs. */
-const SEEDS_MAX = 600;
+const SEEDS_MAX = 2000; // the seeds CI runs (seeds-a and seeds-b)
 const DEFECTS: (keyof Defects)[] = [
   'skipPromisePersist',
   'acceptLowerBallot',

@@ -7,7 +7,8 @@ import { createHash } from 'node:crypto';
 import { Packr } from 'msgpackr';
 import type { Command, ConfigEpoch, Entry, LogPoint } from '../../src/consensus/index.js';
 import { openStores, type OpenStoresOptions, type Stores } from '../../src/log/lmdb.js';
-import { chainBytes, encodeAppCommand, type ApplyResult, type Compare, type KvOp, type RequestId } from '../../src/state/command.js';
+import { chainBytes, encodeAppCommand, type ApplyResult, type Compare, type KvOp, type RequestId, type SettingsOp } from '../../src/state/command.js';
+import { LOG_TIME_STEP_MS } from '../../src/state/kv.js';
 
 const dirs: string[] = [];
 after(() => {
@@ -53,13 +54,13 @@ class Harness {
   }
 
   /** Applies one command in its own slot and returns its answer. */
-  one(op: KvOp, requestId?: RequestId): ApplyResult {
+  one(op: KvOp | SettingsOp, requestId?: RequestId): ApplyResult {
     const results = this.state.apply([this.entry([this.cmd(op, requestId)])]);
     assert.equal(results.length, 1);
     return results[0]!;
   }
 
-  cmd(op: KvOp, requestId?: RequestId, time = this.time): Command {
+  cmd(op: KvOp | SettingsOp, requestId?: RequestId, time = this.time): Command {
     return { kind: 'app', data: encodeAppCommand({ op, time, proposal: 'a:1', ...(requestId ? { requestId } : {}) }) };
   }
 }
@@ -211,41 +212,69 @@ test('request ids: a retry gets the first answer, a different request conflicts,
   await h.stores.close();
 });
 
-test('request ids survive a reopen, and expire after an hour of log time, not wall time', async () => {
+const ttl = (sessionTtlMs: number): SettingsOp => ({ t: 'cluster_settings', settings: { sessionTtlMs } });
+
+test('request ids survive a reopen, and expire after the cluster’s session TTL of log time', async () => {
   const dir = tempDir();
   let h = new Harness(dir);
+  h.time = 0;
+  assert.equal(h.one(ttl(3 * LOG_TIME_STEP_MS)).kind, 'settings');
   const rid: RequestId = { client: 'c1', seq: 1, digest: b('d') };
   const first = h.one(put('k', 'v'), rid);
   await h.stores.close();
 
   h = new Harness(dir);
+  h.time = 0;
   assert.deepEqual(h.one(put('k', 'v'), rid), first, 'remembered across a reopen');
-  h.time += HOUR; // exactly an hour idle: kept (the retry above refreshed it)
-  h.one(put('other', 'x'));
-  assert.deepEqual(h.one(put('k', 'v'), rid), first);
-  h.time += HOUR + 1;
-  const c2 = h.one(put('other', 'y'), { client: 'c2', seq: 1, digest: b('e') }); // moves log time on
+  for (let i = 0; i < 3; i++) {
+    h.time += LOG_TIME_STEP_MS;
+    h.one(put('other', 'x'));
+  }
+  assert.deepEqual(h.one(put('k', 'v'), rid), first, 'idle for exactly the TTL (the TTL itself came back from disk): kept');
+  let c2: ApplyResult | undefined;
+  for (let i = 0; i < 4; i++) {
+    h.time += LOG_TIME_STEP_MS;
+    c2 = h.one(put('other', 'y'), { client: 'c2', seq: 1, digest: b('e') });
+  }
   const again = h.one(put('k', 'v'), rid);
   assert.deepEqual(again.kind, 'put', 'expired: the same sequence applies anew');
   assert.notEqual(again.index, first.index);
   // A command with an older time does not move the log clock back.
-  h.time -= HOUR;
+  h.time -= 3 * LOG_TIME_STEP_MS;
   assert.deepEqual(h.one(put('other', 'y'), { client: 'c2', seq: 1, digest: b('e') }), c2, 'an old time expires nothing');
   await h.stores.close();
 });
 
-test('session expiry is configurable and applies within one batch', async () => {
-  const h = new Harness(tempDir(), { sessionTtlMs: 1000 });
+test('a proposer whose clock jumps an hour ahead moves log time a step a command: no session is mass-expired (issue 10, bug 4)', async () => {
+  const h = new Harness();
+  const rid: RequestId = { client: 'c', seq: 1, digest: b('d') };
+  const first = h.one(put('k', 'v'), rid);
+  const before = h.state.logTime();
+  h.time += 10 * HOUR;
+  for (let i = 0; i < 5; i++) h.one(put('x', String(i)));
+  assert.equal(h.state.logTime(), before + 5 * LOG_TIME_STEP_MS);
+  assert.deepEqual(h.one(put('k', 'v'), rid), first, 'the retry is answered from its session, not applied again');
+  await h.stores.close();
+});
+
+test('the session TTL is decided by the log and applies within one batch (issue 10, bug 6)', async () => {
+  const h = new Harness(tempDir());
   const rid: RequestId = { client: 'c', seq: 3, digest: b('d') };
   const t0 = h.time;
   const results = h.state.apply([
-    h.entry([h.cmd(put('k', '1'), rid, t0), h.cmd(put('k', '2'), rid, t0 + 1000)]),
-    h.entry([h.cmd(put('x', '1'), undefined, t0 + 2001), h.cmd(put('k', '3'), rid, t0 + 2001)]),
+    h.entry([h.cmd(ttl(1000)), h.cmd(put('k', '1'), rid, t0), h.cmd(put('k', '2'), rid, t0 + 1000)]),
+    h.entry([h.cmd(put('x', '1'), undefined, t0 + 2000), h.cmd(put('k', '3'), rid, t0 + 3000)]),
   ]);
   assert.deepEqual(
     results.map((r) => r.index),
-    [1, 1, 3, 4],
+    [1, 2, 2, 4, 5],
   );
+  // A shorter TTL expires at once what is older than it.
+  h.time = t0 + 4000;
+  h.one(put('k', 'again'), { client: 'old', seq: 1, digest: b('o') });
+  h.time += 100;
+  h.one(ttl(50));
+  assert.equal(h.one(put('k', 'again'), { client: 'old', seq: 1, digest: b('o') }).kind, 'put');
   await h.stores.close();
 });
 
