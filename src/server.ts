@@ -191,6 +191,8 @@ export async function startServer(opts: ServeOptions, hooks: ServerHooks = {}): 
       cold: () => archive!.cold(),
       learnChosen: (values) => node!.learnChosen(values),
       checkpoints: opts.archive.checkpoints,
+      members: () => node!.latestConfig,
+      leader: () => node!.leader,
     },
     transport,
     { coldReadsMax: opts.archive.coldReadsMax, coldQueueMax: opts.archive.coldQueueMax, timeoutMs: opts.archive.blocksyncTimeoutMs },

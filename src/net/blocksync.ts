@@ -11,9 +11,15 @@
  *   with at most `coldReadsMax` cold reads at once and `coldQueueMax` waiting; beyond that it
  *   answers `busy` at once, never silence.
  * - The requester recomputes the hash chain over the range from its own applied value; it
- *   must end at the value the peer states, and pass every `--checkpoint` in the range. Only
- *   then are the values handed to the consensus core (`learnChosen`: the core's catch-up
- *   path), which persists and commits them; the state machine applies them like any other.
+ *   must end at the value the peer states, and pass every `--checkpoint` in the range.
+ * - That proves only that the peer's values hash to the peer's chain value: anyone can
+ *   compute both. The values enter the consensus core as chosen (`learnChosen`) only when
+ *   that chain end is one this node trusts: the current leader's chain value at that index,
+ *   or the same value from a majority of the voters (each asked on the same protocol), or a
+ *   `--checkpoint`. Ranges are asked only of current members, and a node that reads the
+ *   archive itself (it has the key) reads cold ranges itself: the archive's manifests are
+ *   signed by voters. (Issue 10, bug 5: a non-member or a member with a diverged log could
+ *   otherwise make a lagging voter commit values never chosen.)
  */
 import type { Command, SlotValue } from '../consensus/index.js';
 import { batchBytes, validateEnvelope } from '../consensus/index.js';
@@ -50,6 +56,14 @@ export type RangeAnswer =
   | { readonly status: 'busy' }
   | { readonly status: 'none'; readonly reason: string };
 
+/** The answer to `{ chainAt: index }`: this node's chain value after `index`, if it has applied
+ *  that far and still holds it. */
+export interface ChainAnswer {
+  readonly status: 'chain';
+  readonly index: number;
+  readonly chain: Uint8Array | null;
+}
+
 /** A range read from the archive (src/archive/cold.ts). */
 export interface ColdSource {
   /** Slots from `fromSlot` (whose first command takes `fromIndex`) up to `toSlot`, within one
@@ -72,6 +86,11 @@ export interface BlocksyncHost {
   learnChosen(values: readonly SlotValue[]): void;
   /** Trusted chain values by index (`--checkpoint`). */
   readonly checkpoints: ReadonlyMap<number, Uint8Array>;
+  /** The newest configuration this node knows: ranges come only from its members, and its
+   *  voters vouch for chain values. */
+  members(): { readonly voters: readonly string[]; readonly learners: readonly string[] };
+  /** The leader this node follows now, if any. */
+  leader(): string | null;
 }
 
 export interface BlocksyncOptions {
@@ -90,6 +109,10 @@ export interface BlocksyncStats {
   slotsReceived: number;
   chainMismatches: number;
   checkpointMismatches: number;
+  /** Ranges whose chain end neither the leader nor a majority of voters vouched for. */
+  chainUnvouched: number;
+  /** Announcements from peers that are not members (ignored). */
+  strangerAnnouncements: number;
   servedHot: number;
   servedCold: number;
   servedNone: number;
@@ -117,6 +140,8 @@ export class Blocksync {
     slotsReceived: 0,
     chainMismatches: 0,
     checkpointMismatches: 0,
+    chainUnvouched: 0,
+    strangerAnnouncements: 0,
     servedHot: 0,
     servedCold: 0,
     servedNone: 0,
@@ -196,12 +221,21 @@ export class Blocksync {
     }
     const count = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
     if (typeof a !== 'object' || a === null || !count(a.commitSlot) || !count(a.commitIndex) || !count(a.hotFirstSlot)) return;
+    if (!this.isMember(from)) {
+      this.stats.strangerAnnouncements++;
+      return;
+    }
     this.peers.set(from, { commitSlot: a.commitSlot, commitIndex: a.commitIndex, hotFirstSlot: a.hotFirstSlot, cold: a.cold === true, at: this.now() });
   }
 
   private freshPeers(): PeerState[] {
     const cutoff = this.now() - ANNOUNCE_STALE_MS;
-    return [...this.peers.values()].filter((p) => p.at >= cutoff);
+    return [...this.peers.entries()].filter(([id, p]) => p.at >= cutoff && this.isMember(id)).map(([, p]) => p);
+  }
+
+  private isMember(peer: string): boolean {
+    const m = this.host.members();
+    return m.voters.includes(peer) || m.learners.includes(peer);
   }
 
   // ------------------------------------------------------------------------------------
@@ -212,22 +246,30 @@ export class Blocksync {
     const commit = this.host.commit();
     const applied = this.host.applied();
     if (applied.slot !== commit.slot) return; // the chain is checked from the applied value
-    const ahead = [...this.peers.entries()].filter(([, p]) => p.at >= this.now() - ANNOUNCE_STALE_MS && p.commitSlot > commit.slot);
+    const ahead = [...this.peers.entries()].filter(([id, p]) => p.at >= this.now() - ANNOUNCE_STALE_MS && p.commitSlot > commit.slot && this.isMember(id));
     if (ahead.length === 0) return;
     const best = Math.max(...ahead.map(([, p]) => p.commitSlot));
     if (!this.wanted && best - commit.slot <= BEHIND_SLOTS) return;
     const from = commit.slot + 1;
-    // Peers whose hot log holds the range first; else those that can read the archive.
-    const hot = ahead.filter(([, p]) => p.hotFirstSlot <= from);
-    const pool = hot.length > 0 ? hot : ahead.filter(([, p]) => p.cold);
-    if (pool.length === 0) return;
-    const [peer] = pool[this.turn++ % pool.length]!;
     const to = Math.min(best, commit.slot + RANGE_SLOTS_MAX);
+    // Peers whose hot log holds the range first; else the archive, read here when this node
+    // can (its manifests are signed by voters), else through a peer that can.
+    const hot = ahead.filter(([, p]) => p.hotFirstSlot <= from);
+    const cold = hot.length === 0 ? this.host.cold() : null;
+    const pool = hot.length > 0 ? hot : ahead.filter(([, p]) => p.cold);
+    if (cold === null && pool.length === 0) return;
     this.stats.requests++;
     this.stats.requestsInFlight++;
     try {
+      if (cold !== null) {
+        const got = await cold.read(from, applied.index + 1, to);
+        if (got === null) this.stats.failures++;
+        else await this.receive(null, from, applied, { status: 'ok', source: 'cold', ...got } satisfies RangeAnswer);
+        return;
+      }
+      const [peer] = pool[this.turn++ % pool.length]!;
       const raw = await this.net.request(peer, BLOCKSYNC_PROTOCOL, { v: 1, cluster: this.host.cluster, from, fromIndex: applied.index + 1, to }, this.opts.timeoutMs);
-      this.receive(peer, from, applied, raw);
+      await this.receive(peer, from, applied, raw);
     } catch (err) {
       if (/timed out|timeout|aborted/i.test((err as Error).message)) this.stats.timeouts++;
       else this.stats.failures++;
@@ -236,7 +278,9 @@ export class Blocksync {
     }
   }
 
-  private receive(peer: string, from: number, applied: { index: number; chain: Uint8Array }, raw: unknown): void {
+  /** Checks a range (from `peer`, or from this node's own archive reads when null) and hands
+   *  it to the core once its chain end is vouched for. */
+  private async receive(peer: string | null, from: number, applied: { index: number; chain: Uint8Array }, raw: unknown): Promise<void> {
     const answer = raw as Partial<RangeAnswer> | null;
     if (answer?.status === 'busy') {
       this.stats.busyAnswers++;
@@ -248,7 +292,7 @@ export class Blocksync {
     }
     const ok = answer as Extract<RangeAnswer, { status: 'ok' }>;
     // The core's own validation of a catch-up message checks every value's shape.
-    const env = validateEnvelope({ cluster: this.host.cluster, from: peer, to: this.host.peerId, msg: { type: 'catchup', values: ok.values, commit: 0, snapshot: null } });
+    const env = validateEnvelope({ cluster: this.host.cluster, from: peer ?? 'archive', to: this.host.peerId, msg: { type: 'catchup', values: ok.values, commit: 0, snapshot: null } });
     if (env === null || env.msg.type !== 'catchup' || env.msg.values.length === 0 || env.msg.values[0]!.slot !== from) {
       this.stats.failures++;
       return;
@@ -275,6 +319,13 @@ export class Blocksync {
       this.stats.chainMismatches++;
       return;
     }
+    const pinned = this.host.checkpoints.get(index);
+    const trusted = peer === null || (pinned !== undefined && Buffer.compare(pinned, chain) === 0) || (await this.vouched(index, chain, peer));
+    if (!trusted) {
+      this.stats.chainUnvouched++;
+      return;
+    }
+    if (this.stopped) return;
     this.stats.rangesReceived++;
     this.stats.slotsReceived += values.length;
     this.wanted = false;
@@ -288,9 +339,42 @@ export class Blocksync {
   // ------------------------------------------------------------------------------------
   // Serving.
 
-  private async serve(body: unknown): Promise<RangeAnswer> {
-    const req = body as { v?: unknown; cluster?: unknown; from?: unknown; fromIndex?: unknown; to?: unknown } | null;
+  /**
+   * Is `chain` this cluster's chain value after `index`? Yes when the leader this node follows
+   * says so, or a majority of the voters do (`source` counts for itself when it is a voter:
+   * it stated that value with its range). Voters that have not applied that far, or pruned
+   * it, or do not answer in time, do not count.
+   */
+  private async vouched(index: number, chain: Uint8Array, source: string): Promise<boolean> {
+    const { voters } = this.host.members();
+    const leader = this.host.leader();
+    const need = Math.floor(voters.length / 2) + 1;
+    const agree = new Set<string>();
+    if (voters.includes(source)) agree.add(source);
+    if (leader !== null && agree.has(leader)) return true;
+    const asked = voters.filter((v) => v !== source && v !== this.host.peerId);
+    const answers = await Promise.all(
+      asked.map(async (v) => {
+        try {
+          const a = (await this.net.request(v, BLOCKSYNC_PROTOCOL, { v: 1, cluster: this.host.cluster, chainAt: index }, this.opts.timeoutMs)) as Partial<ChainAnswer> | null;
+          return a?.status === 'chain' && a.index === index && a.chain instanceof Uint8Array && Buffer.compare(a.chain, chain) === 0 ? v : null;
+        } catch {
+          return null;
+        }
+      }),
+    );
+    for (const v of answers) if (v !== null) agree.add(v);
+    return (leader !== null && agree.has(leader)) || agree.size >= need;
+  }
+
+  private async serve(body: unknown): Promise<RangeAnswer | ChainAnswer> {
+    const req = body as { v?: unknown; cluster?: unknown; from?: unknown; fromIndex?: unknown; to?: unknown; chainAt?: unknown } | null;
     const count = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 1;
+    if (req?.cluster === this.host.cluster && count(req.chainAt)) {
+      const applied = this.host.applied();
+      const chain = req.chainAt === applied.index ? applied.chain : req.chainAt < applied.index ? (this.host.chainAt(req.chainAt) ?? null) : null;
+      return { status: 'chain', index: req.chainAt, chain };
+    }
     if (req?.cluster !== this.host.cluster || !count(req.from) || !count(req.fromIndex) || !count(req.to) || req.to < req.from) {
       return this.none('malformed request');
     }
