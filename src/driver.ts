@@ -1,0 +1,438 @@
+/**
+ * The driver: the one loop around the pure consensus core that production and the simulator
+ * both run. It depends only on interfaces (the log, the state machine, the network, a clock
+ * and a source of randomness), and keeps the order `Ready` demands:
+ *
+ *   ready = replica.ready()
+ *   1. log.write(ready.persist) -> once durable: send ready.sendAfterPersist, persisted(seq)
+ *      (batches are durable in the order handed over; an error stops the node)
+ *   2. net.send(ready.send): at once, they depend on nothing unpersisted
+ *   3. once every log write handed over so far is committed: state.apply(ready.commit),
+ *      then answer the clients whose commands applied (the log is what peers catch up from:
+ *      the state machine is never ahead of it)
+ *   4. release reads whose read index the applied index has reached
+ *   5. ready.snapshotNeeded: tell the owner (production catches up through block sync)
+ *
+ * It owns the writes and reads waiting for their outcome, read ids (unique across restarts:
+ * they start at a random point), the log time commands carry, and what enters the core from
+ * outside it (chosen values from block sync, compaction). Nothing here reads a wall clock or
+ * touches a socket or a file: production gives it LMDB, libp2p and Node's timers (node.ts),
+ * the simulator gives it in-memory twins that fail the way those do (test/sim).
+ */
+import {
+  Replica,
+  type Ballot,
+  type Command,
+  type Config,
+  type Entry,
+  type Envelope,
+  type LogPoint,
+  type Persisted,
+  type PersistOp,
+  type Ready,
+  type ReplicaOptions,
+  type SlotValue,
+} from './consensus/index.js';
+import type { LoadedLog } from './log/log-store.js';
+import type { ApplyResult } from './state/command.js';
+import type { SegmentBound } from './state/segments.js';
+
+/** The durable log, as the driver uses it. */
+export interface DriverLog {
+  load(): LoadedLog;
+  /** Writes one batch atomically; `done` once it is durable, or with the error. Batches
+   *  become durable in the order handed over. */
+  write(ops: readonly PersistOp[], done: (err?: unknown) => void): void;
+  /** `done` once every batch handed over so far is committed (readable), if not yet durable. */
+  committed(done: (err?: unknown) => void): void;
+}
+
+/** The state machine, as the driver uses it (src/state/state-store.ts has the whole contract). */
+export interface DriverState {
+  applied(): { point: LogPoint; chain: Uint8Array };
+  apply(entries: readonly Entry[], onSegment?: (bound: SegmentBound) => void): ApplyResult[];
+  logTime(): number;
+}
+
+export interface DriverNet {
+  send(envelopes: readonly Envelope[]): void;
+  onMessage(handler: (raw: unknown) => void): void;
+}
+
+/** Time, as the driver sees it: monotonic milliseconds and callbacks. */
+export interface DriverClock {
+  now(): number;
+  /** Runs `fn` after the current event, before timers (setImmediate). */
+  soon(fn: () => void): void;
+  /** Runs `fn` after `ms`; the returned function cancels it. */
+  after(ms: number, fn: () => void): () => void;
+}
+
+export interface DriverTiming {
+  /** One consensus tick. Election timeouts are `electionTicks` to twice that. */
+  readonly tickMs: number;
+  readonly electionTicks: number;
+  readonly heartbeatTicks: number;
+  /** How long a handed-over write waits for its outcome before it is answered `unknown`. */
+  readonly proposalTimeoutMs: number;
+}
+
+/** Why a write or read did not get its answer. The owner maps these to its errors. */
+export type DriverRefusal =
+  | { readonly kind: 'not_leader'; readonly leader: string | null }
+  | { readonly kind: 'unavailable'; readonly message: string }
+  | { readonly kind: 'outcome_unknown'; readonly message: string };
+
+export type WriteOutcome = { readonly ok: true; readonly result: ApplyResult } | { readonly ok: false; readonly refusal: DriverRefusal };
+export type ReadOutcome = { readonly ok: true; readonly index: number } | { readonly ok: false; readonly refusal: DriverRefusal };
+
+export interface DriverParts {
+  readonly clusterId: string;
+  readonly peerId: string;
+  readonly log: DriverLog;
+  readonly state: DriverState;
+  readonly net: DriverNet;
+  readonly clock: DriverClock;
+  /** Uniform in [0, 1): election timeouts and the start of read ids. */
+  readonly random: () => number;
+  readonly timing: DriverTiming;
+  /** More options for the replica (the simulator's batch and byte bounds, its defects). */
+  readonly replica?: Partial<ReplicaOptions>;
+  /** A write to the log or the state failed: the node has stopped; the owner ends it. */
+  readonly onFatal?: (err: unknown, what: string) => void;
+  /** After each apply: the entries and their results (membership, metrics, the simulator's checks). */
+  readonly onApplied?: (entries: readonly Entry[], results: readonly ApplyResult[]) => void;
+  /** Each archive segment boundary, right after the state there is committed. */
+  readonly onSegment?: (bound: SegmentBound) => void;
+  /** The core asked for a snapshot (peers pruned past this node's commit point). */
+  readonly onSnapshotNeeded?: (from: string) => void;
+}
+
+interface PendingWrite {
+  readonly done: (o: WriteOutcome) => void;
+  readonly cancel: () => void;
+}
+
+interface PendingRead {
+  readonly done: (o: ReadOutcome) => void;
+  index: number | null;
+}
+
+export class Driver {
+  readonly replica: Replica;
+  readonly counters = { proposals: 0, commits: 0, applied: 0, persistBatches: 0, reads: 0 };
+  private readonly parts: DriverParts;
+  private readonly writes = new Map<Command, PendingWrite>();
+  private readonly reads = new Map<number, PendingRead>();
+  private readonly waitingReads: PendingRead[] = [];
+  /** Read ids start at a random multiple of 32 below 2^52, so a process never takes an id
+   *  its previous incarnation used: a late reply to that one would confirm a new read with
+   *  an older index (issue 10, bug 3). Two processes' ranges overlap with odds of about
+   *  (reads per process) / 2^51. */
+  private readId: number;
+  private drainScheduled = false;
+  private lastPersistSeq = 0;
+  /** Log writes handed over and not yet durable or failed. */
+  private writesInFlight = 0;
+  private idleWaiters: (() => void)[] = [];
+  /** Applies wait for the log; they run in order, one chain. */
+  private applyQueue: Ready[] = [];
+  private applyWaiting = false;
+  private stopTicks: (() => void) | null = null;
+  private stopped = false;
+  private failure: string | null = null;
+  /** See logNow. */
+  private logClock: { base: number; at: number };
+  /** The commit index last seen moving, and when (stall detection). */
+  private progress: { index: number; at: number };
+
+  constructor(parts: DriverParts) {
+    this.parts = parts;
+    const loaded = parts.log.load();
+    const applied = parts.state.applied();
+    const persisted: Persisted = {
+      promised: loaded.promised,
+      slots: loaded.slots,
+      base: applied.point,
+      // Nothing compacted yet: the whole log from slot 1 can be served to peers.
+      compacted: loaded.compacted ?? { slot: 0, index: 0, epochs: applied.point.epochs },
+      commit: loaded.commit,
+    };
+    this.replica = new Replica(
+      {
+        id: parts.peerId,
+        cluster: parts.clusterId,
+        random: parts.random,
+        electionTicks: parts.timing.electionTicks,
+        heartbeatTicks: parts.timing.heartbeatTicks,
+        ...parts.replica,
+      },
+      persisted,
+    );
+    this.readId = Math.floor(parts.random() * 2 ** 47) * 32;
+    this.logClock = { base: parts.state.logTime(), at: parts.clock.now() };
+    this.progress = { index: this.replica.commit.index, at: parts.clock.now() };
+    parts.net.onMessage((env) => {
+      if (this.stopped) return;
+      this.replica.step(env);
+      this.scheduleDrain();
+    });
+  }
+
+  /** Starts ticking. */
+  start(): void {
+    const tick = (): void => {
+      if (this.stopped) return;
+      this.stalledMs(); // keeps the commit-progress clock current
+      this.replica.tick();
+      this.scheduleDrain();
+      this.stopTicks = this.parts.clock.after(this.parts.timing.tickMs, tick);
+    };
+    this.stopTicks = this.parts.clock.after(this.parts.timing.tickMs, tick);
+    this.scheduleDrain();
+  }
+
+  get isStopped(): boolean {
+    return this.stopped;
+  }
+
+  /** Why the node failed (fail-stop), once it has. */
+  get failed(): string | null {
+    return this.failure;
+  }
+
+  /**
+   * Fail-stop: a write to the log or the state failed. Stops serving at once (every waiting
+   * client is answered) and tells the owner, which ends the process; a restart recovers from
+   * what is durable. Nothing is retried, an fsync least of all.
+   */
+  fail(err: unknown, what: string): void {
+    if (this.failure !== null) return;
+    this.failure = `${what} failed: ${(err as Error)?.message ?? String(err)}`;
+    this.stop();
+    this.parts.onFatal?.(err, what);
+  }
+
+  /** Stops: waiting writes are answered `outcome_unknown`, waiting reads `unavailable`. */
+  stop(): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.stopTicks?.();
+    for (const w of this.writes.values()) {
+      w.cancel();
+      w.done({ ok: false, refusal: { kind: 'outcome_unknown', message: 'the node is shutting down' } });
+    }
+    this.writes.clear();
+    for (const r of [...this.reads.values(), ...this.waitingReads]) r.done({ ok: false, refusal: { kind: 'unavailable', message: 'the node is shutting down' } });
+    this.reads.clear();
+    this.waitingReads.length = 0;
+    if (this.writesInFlight === 0) this.wakeIdle();
+  }
+
+  /** Calls `done` once no log write handed over is still in flight. */
+  whenLogIdle(done: () => void): void {
+    if (this.writesInFlight === 0) done();
+    else this.idleWaiters.push(done);
+  }
+
+  private wakeIdle(): void {
+    for (const w of this.idleWaiters.splice(0)) w();
+  }
+
+  // ------------------------------------------------------------------------------------
+  // The Ready loop.
+
+  /** Drains the core once per event-loop turn, so writes of one turn share a commit. */
+  private scheduleDrain(): void {
+    if (this.drainScheduled || this.stopped) return;
+    this.drainScheduled = true;
+    this.parts.clock.soon(() => {
+      this.drainScheduled = false;
+      this.drain();
+    });
+  }
+
+  private drain(): void {
+    for (let ready = this.replica.ready(); ready !== null && !this.stopped; ready = this.replica.ready()) {
+      this.perform(ready);
+    }
+  }
+
+  private perform(ready: Ready): void {
+    if (ready.persistSeq > this.lastPersistSeq) {
+      const { persistSeq: seq, persist, sendAfterPersist } = ready;
+      this.lastPersistSeq = seq;
+      this.counters.persistBatches++;
+      this.writesInFlight++;
+      this.parts.log.write(persist, (err) => {
+        this.writesInFlight--;
+        if (this.writesInFlight === 0) this.wakeIdle();
+        if (err !== undefined) return this.fail(err, 'writing the log');
+        if (this.stopped) return;
+        if (sendAfterPersist.length > 0) this.parts.net.send(sendAfterPersist);
+        this.replica.persisted(seq);
+        this.scheduleDrain();
+      });
+    }
+    if (ready.send.length > 0) this.parts.net.send(ready.send);
+    if (ready.commit.length > 0 || ready.reads.length > 0) {
+      this.applyQueue.push(ready);
+      this.pumpApplies();
+    }
+    if (ready.snapshotNeeded !== null) this.parts.onSnapshotNeeded?.(ready.snapshotNeeded.from);
+  }
+
+  /** Applies queued commits in order, each once the log writes handed over before it are
+   *  committed (one wait covers every Ready queued by then). */
+  private pumpApplies(): void {
+    if (this.applyWaiting || this.applyQueue.length === 0 || this.stopped) return;
+    this.applyWaiting = true;
+    const batch = this.applyQueue.splice(0);
+    this.parts.log.committed((err) => {
+      this.applyWaiting = false;
+      if (err !== undefined) return this.fail(err, 'applying committed entries');
+      if (this.stopped) return;
+      try {
+        for (const ready of batch) {
+          if (ready.commit.length > 0) this.apply(ready.commit);
+          for (const r of ready.reads) this.onReadState(r.id, r.index);
+        }
+      } catch (e) {
+        return this.fail(e, 'applying committed entries');
+      }
+      this.pumpApplies();
+    });
+  }
+
+  private apply(entries: readonly Entry[]): void {
+    const results = this.parts.state.apply(entries, this.parts.onSegment);
+    this.counters.commits += entries.length;
+    let i = 0;
+    for (const entry of entries) {
+      for (const cmd of entry.batch) {
+        const result = results[i++];
+        const pending = this.writes.get(cmd);
+        if (pending !== undefined && result !== undefined) {
+          this.writes.delete(cmd);
+          pending.cancel();
+          pending.done({ ok: true, result });
+        }
+      }
+    }
+    this.counters.applied += i;
+    this.parts.onApplied?.(entries, results);
+    this.releaseReads();
+  }
+
+  // ------------------------------------------------------------------------------------
+  // Inputs from outside the core.
+
+  /** Chosen values block sync fetched and checked: through the core's catch-up path. */
+  learnChosen(values: readonly SlotValue[]): void {
+    if (this.stopped) return;
+    this.replica.learnChosen(values);
+    this.scheduleDrain();
+  }
+
+  /** Prunes the hot log through `point` (a snapshot point at or below the applied one). */
+  compact(point: LogPoint): void {
+    if (this.stopped) return;
+    const applied = this.parts.state.applied().point;
+    if (point.slot > applied.slot) throw new Error(`cannot prune through slot ${point.slot}: applied only through ${applied.slot}`);
+    this.replica.compact(point);
+    this.scheduleDrain();
+  }
+
+  /**
+   * Log time as this node reads it, for the commands it proposes: the applied log time when
+   * this process started, plus the monotonic time since, moved up to the applied log time
+   * whenever another node's reading ran ahead. No wall clock: a clock stepped by an hour
+   * changes nothing (issue 10, bug 4), and apply bounds each command's step anyway.
+   */
+  logNow(): number {
+    const applied = this.parts.state.logTime();
+    const now = this.parts.clock.now();
+    let mine = this.logClock.base + (now - this.logClock.at);
+    if (applied > mine) {
+      this.logClock = { base: applied, at: now };
+      mine = applied;
+    }
+    return Math.floor(mine);
+  }
+
+  /** Hands `cmd` to consensus; `done` gets its result once applied here, or why not. */
+  propose(cmd: Command, done: (o: WriteOutcome) => void): void {
+    if (this.stopped) return done({ ok: false, refusal: { kind: 'unavailable', message: 'the node is shutting down' } });
+    const result = this.replica.propose(cmd);
+    if (!result.ok) {
+      if (result.reason === 'not_leader') return done({ ok: false, refusal: { kind: 'not_leader', leader: result.leader } });
+      const why = result.reason === 'busy' ? 'the proposal queue is full' : 'a membership change is in progress';
+      return done({ ok: false, refusal: { kind: 'unavailable', message: why } });
+    }
+    this.counters.proposals++;
+    this.scheduleDrain();
+    const cancel = this.parts.clock.after(this.parts.timing.proposalTimeoutMs, () => {
+      if (!this.writes.delete(cmd)) return;
+      done({ ok: false, refusal: { kind: 'outcome_unknown', message: `no outcome within ${this.parts.timing.proposalTimeoutMs} ms; it may still be applied` } });
+    });
+    this.writes.set(cmd, { done, cancel });
+  }
+
+  /** A linearizable read point: `done` gets the applied index once it covers the read. */
+  read(done: (o: ReadOutcome) => void): void {
+    if (this.stopped) return done({ ok: false, refusal: { kind: 'unavailable', message: 'the node is shutting down' } });
+    this.counters.reads++;
+    const id = ++this.readId;
+    this.reads.set(id, { done, index: null });
+    this.replica.read(id);
+    this.scheduleDrain();
+  }
+
+  private onReadState(id: number, index: number | null): void {
+    const r = this.reads.get(id);
+    if (r === undefined) return;
+    this.reads.delete(id);
+    if (index === null) {
+      r.done({ ok: false, refusal: { kind: 'unavailable', message: 'no leader could confirm a read index now' } });
+      return;
+    }
+    r.index = index;
+    this.waitingReads.push(r);
+    this.releaseReads();
+  }
+
+  private releaseReads(): void {
+    if (this.waitingReads.length === 0) return;
+    const applied = this.parts.state.applied().point.index;
+    for (let i = 0; i < this.waitingReads.length; ) {
+      const r = this.waitingReads[i]!;
+      if (r.index !== null && r.index <= applied) {
+        this.waitingReads.splice(i, 1);
+        r.done({ ok: true, index: applied });
+      } else i++;
+    }
+  }
+
+  // ------------------------------------------------------------------------------------
+  // Views.
+
+  get pendingWrites(): number {
+    return this.writes.size;
+  }
+
+  /** How long the commit index has not moved while writes wait here (0 if none wait). */
+  stalledMs(): number {
+    const index = this.replica.commit.index;
+    const now = this.parts.clock.now();
+    if (this.writes.size === 0 || index !== this.progress.index) this.progress = { index, at: now };
+    return now - this.progress.at;
+  }
+
+  get ballot(): Ballot {
+    return this.replica.currentBallot;
+  }
+
+  get config(): Config {
+    return this.replica.config;
+  }
+}
