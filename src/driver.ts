@@ -86,6 +86,14 @@ export type DriverRefusal =
 export type WriteOutcome = { readonly ok: true; readonly result: ApplyResult } | { readonly ok: false; readonly refusal: DriverRefusal };
 export type ReadOutcome = { readonly ok: true; readonly index: number } | { readonly ok: false; readonly refusal: DriverRefusal };
 
+/** Deliberate defects, switched on only by the simulator's self-test to prove it notices. */
+export interface DriverDefects {
+  /** Messages that wait for a persist leave, and the core hears it is durable, at once. */
+  persistedBeforeFlush?: boolean;
+  /** A read is answered as soon as its read index arrives, whatever has been applied. */
+  readBeforeApplied?: boolean;
+}
+
 export interface DriverParts {
   readonly clusterId: string;
   readonly peerId: string;
@@ -98,6 +106,7 @@ export interface DriverParts {
   readonly timing: DriverTiming;
   /** More options for the replica (the simulator's batch and byte bounds, its defects). */
   readonly replica?: Partial<ReplicaOptions>;
+  readonly defects?: DriverDefects;
   /** A write to the log or the state failed: the node has stopped; the owner ends it. */
   readonly onFatal?: (err: unknown, what: string) => void;
   /** After each apply: the entries and their results (membership, metrics, the simulator's checks). */
@@ -264,11 +273,17 @@ export class Driver {
       this.lastPersistSeq = seq;
       this.counters.persistBatches++;
       this.writesInFlight++;
+      const early = this.parts.defects?.persistedBeforeFlush === true;
+      if (early) {
+        if (sendAfterPersist.length > 0) this.parts.net.send(sendAfterPersist);
+        this.replica.persisted(seq);
+        this.scheduleDrain();
+      }
       this.parts.log.write(persist, (err) => {
         this.writesInFlight--;
         if (this.writesInFlight === 0) this.wakeIdle();
         if (err !== undefined) return this.fail(err, 'writing the log');
-        if (this.stopped) return;
+        if (this.stopped || early) return;
         if (sendAfterPersist.length > 0) this.parts.net.send(sendAfterPersist);
         this.replica.persisted(seq);
         this.scheduleDrain();
@@ -406,7 +421,7 @@ export class Driver {
     const applied = this.parts.state.applied().point.index;
     for (let i = 0; i < this.waitingReads.length; ) {
       const r = this.waitingReads[i]!;
-      if (r.index !== null && r.index <= applied) {
+      if (r.index !== null && (r.index <= applied || this.parts.defects?.readBeforeApplied)) {
         this.waitingReads.splice(i, 1);
         r.done({ ok: true, index: applied });
       } else i++;

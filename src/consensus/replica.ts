@@ -2,7 +2,7 @@
  * One Multi-Paxos replica: proposer, acceptor and learner in a single pure state machine.
  *
  * Inputs: `step(envelope)`, `tick()`, `propose(command)`, `read(id)`, `persisted(seq)`,
- * `compact(point)`, `installSnapshot(point)`, `learnChosen(values)`. Output: `ready()`, a batch of obligations
+ * `compact(point)`, `learnChosen(values)`. Output: `ready()`, a batch of obligations
  * (see `Ready`). Nothing here performs I/O, reads a clock or draws randomness: time is
  * ticks, and randomness is the `random` function the driver passes in.
  *
@@ -271,6 +271,9 @@ export class Replica {
   // Catch-up.
   private catchupFrom: NodeId | null = null;
   private catchupTick = -Infinity;
+  /** Whom this replica asked for catch-up, and when: their answers count for a while after
+   *  the request is given up on (a slow answer still helps; an unasked one never counts). */
+  private readonly catchupAsked = new Map<NodeId, number>();
   private snapshotNeeded: { from: NodeId; point: LogPoint } | null = null;
 
   // Outputs accumulated for the next Ready.
@@ -391,6 +394,8 @@ export class Replica {
     this.electionElapsed++;
     if (this.catchupFrom !== null && this.ticks - this.catchupTick >= this.electionTicks) {
       this.catchupFrom = null; // the request or its answer was lost: ask again when told of a commit
+      // A candidate hears of no commit: it asks again now (promises are not sent twice).
+      if (this.role === 'candidate') this.maybeLead();
     }
     if (this.role === 'candidate' && this.ticks - this.prepareSentTick >= this.heartbeatTicks * 2) {
       this.sendPrepares();
@@ -517,23 +522,6 @@ export class Replica {
     this.compacted = point;
     this.persistOps.push({ kind: 'compact', through: point });
     this.recountRetained();
-  }
-
-  /** The driver fetched and installed the snapshot that `Ready.snapshotNeeded` asked for. */
-  installSnapshot(point: LogPoint): void {
-    this.snapshotNeeded = null;
-    if (point.slot <= this.commitSlot) return;
-    // A peer is ahead of this replica: if it became leader meanwhile, it is not fit to lead.
-    if (this.role === 'leader') this.becomeFollowerState('follower');
-    for (const slot of this.log.keys()) if (slot <= point.slot) this.log.delete(slot);
-    this.compacted = point;
-    this.commitSlot = point.slot;
-    this.commitIndex = point.index;
-    this.setEpochs(point.epochs);
-    this.persistOps.push({ kind: 'compact', through: point });
-    this.recountRetained();
-    this.advanceCommit();
-    if (this.role === 'candidate') this.maybeLead();
   }
 
   /** Collects everything the replica needs done. Returns null when there is nothing. */
@@ -1097,6 +1085,7 @@ export class Replica {
     if (this.catchupFrom !== null && this.ticks - this.catchupTick < this.electionTicks) return;
     this.catchupFrom = from;
     this.catchupTick = this.ticks;
+    this.catchupAsked.set(from, this.ticks);
     this.stats.catchupRequests++;
     const to = Math.min(commit, this.commitSlot + this.catchupSlotsMax);
     this.send(from, { type: 'catchup_req', from: this.commitSlot + 1, to });
@@ -1128,8 +1117,9 @@ export class Replica {
     // Only answers to a request outstanding, and never on a leader: after phase 1 a leader is
     // never behind, and a value it took from elsewhere would replace its in-flight proposal,
     // which followers that accepted under its ballot would then commit (issue 10, bug 2).
-    if (this.catchupFrom !== from || this.role === 'leader') return this.drop('unsolicited_catchup');
-    this.catchupFrom = null;
+    const asked = this.catchupAsked.get(from);
+    if (asked === undefined || this.ticks - asked > this.electionTicks * 4 || this.role === 'leader') return this.drop('unsolicited_catchup');
+    if (this.catchupFrom === from) this.catchupFrom = null;
     if (snapshot !== null) {
       if (snapshot.slot > this.commitSlot) this.snapshotNeeded = { from, point: snapshot };
       return;
@@ -1191,7 +1181,7 @@ export class Replica {
         if (msg.commit > this.commitSlot) this.requestCatchup(from, msg.commit);
         return;
       case 'catchup':
-        if (this.catchupFrom === from) return this.onCatchup(from, msg.values, msg.commit, msg.snapshot);
+        if (this.catchupAsked.has(from)) return this.onCatchup(from, msg.values, msg.commit, msg.snapshot);
         return this.drop('unknown_sender');
       case 'catchup_req':
         return this.onCatchupRequest(from, msg.from, msg.to);

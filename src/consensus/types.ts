@@ -173,8 +173,10 @@ export interface ReadState {
  *  2. send `send` at any time (they depend on nothing unpersisted);
  *  3. apply `commit` in order (they are chosen, whatever happens to this replica);
  *  4. answer `reads` once the applied index reaches each one's index;
- *  5. if `snapshotNeeded` is set, fetch that peer's state machine snapshot (at or beyond
- *     `point`) and call `installSnapshot` with the point it covers.
+ *  5. if `snapshotNeeded` is set, the peers' logs no longer reach back to this replica's
+ *     commit point: catch up another way, with ranges of chosen values the driver checked
+ *     (`learnChosen`: block sync from a peer's durable log or the archive).
+ * src/driver.ts is the driver production and the simulator run.
  */
 export interface Ready {
   readonly persistSeq: number;

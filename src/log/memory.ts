@@ -61,3 +61,56 @@ export class MemoryLogStore implements LogStore {
     this.closed = true;
   }
 }
+
+/**
+ * A log whose durability the caller (the simulator) controls, with the crash semantics of
+ * `LmdbLogStore`: batches become durable in the order handed over, only when `flush` says
+ * so (or when a synchronous state commit flushes the environment, `syncAll`); a crash keeps
+ * the durable batches and a prefix of the rest, whole batches only (LMDB transactions are
+ * atomic). `durable` is what a restarted process loads.
+ */
+export class ControlledLog {
+  private pending: { ops: readonly PersistOp[]; done: (err?: unknown) => void; synced: boolean }[] = [];
+
+  constructor(
+    readonly durable: MemoryLogStore,
+    /** Told of each batch handed over: the simulator schedules its flush. */
+    private readonly onWrite: () => void,
+  ) {}
+
+  load(): LoadedLog {
+    return this.durable.load();
+  }
+
+  write(ops: readonly PersistOp[], done: (err?: unknown) => void): void {
+    this.pending.push({ ops, done, synced: false });
+    this.onWrite();
+  }
+
+  /** Batches waiting for their flush. */
+  get unflushed(): number {
+    return this.pending.length;
+  }
+
+  /** The oldest `count` batches are durable now; their writers hear of it, in order. */
+  flush(count = this.pending.length): void {
+    const done = this.pending.splice(0, count);
+    for (const b of done) if (!b.synced) void this.durable.write(b.ops);
+    for (const b of done) b.done();
+  }
+
+  /** A synchronous commit of the state flushed the environment: every batch handed over is
+   *  durable (its writer still hears of it at its own flush). */
+  syncAll(): void {
+    for (const b of this.pending) {
+      if (!b.synced) void this.durable.write(b.ops);
+      b.synced = true;
+    }
+  }
+
+  /** Power loss: the first `keep` unflushed batches reached the disk, the rest did not. */
+  crash(keep: number): void {
+    for (const b of this.pending.slice(0, keep)) if (!b.synced) void this.durable.write(b.ops);
+    this.pending = [];
+  }
+}

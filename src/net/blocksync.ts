@@ -152,6 +152,8 @@ export class Blocksync {
     coldQueueFull: 0,
   };
   private readonly peers = new Map<string, PeerState>();
+  /** Peers whose last range no one vouched for, and until when they are passed over. */
+  private readonly unvouchedUntil = new Map<string, number>();
   private readonly coldWaiting: (() => void)[] = [];
   private timers: NodeJS.Timeout[] = [];
   private turn = 0;
@@ -252,11 +254,20 @@ export class Blocksync {
     if (!this.wanted && best - commit.slot <= BEHIND_SLOTS) return;
     const from = commit.slot + 1;
     const to = Math.min(best, commit.slot + RANGE_SLOTS_MAX);
-    // Peers whose hot log holds the range first; else the archive, read here when this node
-    // can (its manifests are signed by voters), else through a peer that can.
-    const hot = ahead.filter(([, p]) => p.hotFirstSlot <= from);
-    const cold = hot.length === 0 ? this.host.cold() : null;
-    const pool = hot.length > 0 ? hot : ahead.filter(([, p]) => p.cold);
+    // Sources in the order their word is trusted: the leader's hot log (it vouches for
+    // itself); the archive, read here when this node can (its manifests are signed by
+    // voters); the leader reading the archive; then other members' hot logs and cold reads,
+    // whose ranges need a majority of voters to vouch (a peer whose range was not vouched for
+    // is passed over for a while, so a pruned-past majority does not stall the catch-up).
+    const leader = this.host.leader();
+    const now = this.now();
+    const usable = ahead.filter(([id]) => (this.unvouchedUntil.get(id) ?? 0) <= now);
+    const hot = usable.filter(([, p]) => p.hotFirstSlot <= from);
+    const leaderHot = hot.filter(([id]) => id === leader);
+    const cold = leaderHot.length === 0 ? this.host.cold() : null;
+    const leaderCold = usable.filter(([id, p]) => id === leader && p.cold);
+    const others = hot.length > 0 ? hot : usable.filter(([, p]) => p.cold);
+    const pool = leaderHot.length > 0 ? leaderHot : leaderCold.length > 0 ? leaderCold : others;
     if (cold === null && pool.length === 0) return;
     this.stats.requests++;
     this.stats.requestsInFlight++;
@@ -323,6 +334,7 @@ export class Blocksync {
     const trusted = peer === null || (pinned !== undefined && Buffer.compare(pinned, chain) === 0) || (await this.vouched(index, chain, peer));
     if (!trusted) {
       this.stats.chainUnvouched++;
+      if (peer !== null) this.unvouchedUntil.set(peer, this.now() + ANNOUNCE_STALE_MS);
       return;
     }
     if (this.stopped) return;

@@ -19,6 +19,10 @@ export function assertFaultCoverage(totals: SimStats, seeds: number): void {
   for (const k of ['leaderChanges', 'crashes', 'partitions', 'membershipChanges', 'compactions', 'pauses'] as const) {
     assert.ok(perSeed(k) >= 2, `only ${perSeed(k).toFixed(2)} ${k} per seed`);
   }
-  assert.ok(perSeed('snapshotsInstalled') >= 1, `only ${perSeed('snapshotsInstalled').toFixed(2)} snapshot installs per seed`);
+  assert.ok(perSeed('rangesLearned') >= 1, `only ${perSeed('rangesLearned').toFixed(2)} catch-up ranges learned per seed`);
+  for (const k of ['oneWayLinks', 'longStalls', 'crashesBeforeCommit'] as const) {
+    assert.ok(perSeed(k) >= 0.5, `only ${perSeed(k).toFixed(2)} ${k} per seed`);
+  }
+  assert.ok(perSeed('blockSyncs') >= 0.1, `only ${perSeed('blockSyncs').toFixed(2)} block syncs per seed`);
   assert.ok(perSeed('acked') >= 100 && perSeed('reads') >= 50, 'clients did too little');
 }

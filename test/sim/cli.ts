@@ -1,7 +1,8 @@
 /**
  * `npm run sim -- --seed N` replays one seed with a trace; `npm run sim -- --seeds N [--from S]`
  * runs a campaign with a progress line. Exit status 1 on the first failure, with its seed.
- * `--defect NAME` runs replicas with one of the core's deliberate defects (see Defects).
+ * `--defect NAME` runs replicas with one of the core's deliberate defects (see Defects),
+ * `--driver-defect NAME` drivers with one of the driver's (see DriverDefects).
  */
 import { DEFAULT_FAULT_TICKS, simulate, type SimStats } from './world.js';
 
@@ -22,17 +23,21 @@ function arg(name: string): number | undefined {
  * still fails gives the shortest trace.
  */
 const defectIndex = process.argv.indexOf('--defect');
-const defects = defectIndex > 0 ? { [process.argv[defectIndex + 1]!]: true } : undefined;
+const driverDefectIndex = process.argv.indexOf('--driver-defect');
+const defects = {
+  ...(defectIndex > 0 ? { defects: { [process.argv[defectIndex + 1]!]: true } } : {}),
+  ...(driverDefectIndex > 0 ? { driverDefects: { [process.argv[driverDefectIndex + 1]!]: true } } : {}),
+};
 
 function shrink(seed: number): { faultTicks: number; error: string; trace: readonly string[] } | null {
-  const full = simulate({ seed, trace: true, ...(defects ? { defects } : {}) });
+  const full = simulate({ seed, trace: true, ...defects });
   if (full.ok) return null;
   let best = { faultTicks: DEFAULT_FAULT_TICKS, error: full.error ?? '', trace: full.trace };
   let lo = 0;
   let hi = DEFAULT_FAULT_TICKS;
   while (hi - lo > 1) {
     const mid = Math.floor((lo + hi) / 2);
-    const r = simulate({ seed, trace: true, faultTicks: mid, ...(defects ? { defects } : {}) });
+    const r = simulate({ seed, trace: true, faultTicks: mid, ...defects });
     if (!r.ok) {
       best = { faultTicks: mid, error: r.error ?? '', trace: r.trace };
       hi = mid;
@@ -50,7 +55,7 @@ if (seed !== undefined) {
     console.log(`(shortest failing run: fault phase of ${r.faultTicks} ticks; ${r.trace.length} events in its trace, the last 600 shown)`);
     process.exit(1);
   }
-  const ok = simulate({ seed });
+  const ok = simulate({ seed, ...defects });
   console.log(`seed ${seed} ok: ${JSON.stringify(ok.stats)}`);
   process.exit(0);
 }

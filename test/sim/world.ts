@@ -1,23 +1,27 @@
 /**
- * The deterministic simulator: replicas of the pure consensus core, a network, durable
- * storage, a key/value state machine and clients, all driven by one seeded scheduler.
+ * The deterministic simulator: N nodes, each the production driver (src/driver.ts) around
+ * the pure consensus core and the real key/value state machine (src/state/kv.ts over the
+ * in-memory twin of LMDB), over a simulated disk, network and clock, all driven by one
+ * seeded scheduler. What differs from production is only what is outside the driver: the
+ * log's durability is decided here, messages travel through a scheduler, time is virtual.
  *
  * Faults: message loss, delay, duplication and reordering; garbage messages; crashes that
- * lose everything not yet durable (including a random part of what was being persisted);
- * restarts; partitions; compaction behind snapshots, snapshot transfer; membership changes.
+ * lose everything not yet durable (a random prefix of the log batches being written
+ * survives); restarts that reuse nothing from memory; partitions; process pauses; fsync
+ * stalls; compaction behind the archive; catch-up of lagging nodes through ranges of chosen
+ * values (`learnChosen`, as block sync does) from peers' logs or the archive; membership
+ * changes.
  *
- * Checks, at every commit: no two replicas commit different values at a slot or index,
- * every committed command was proposed by a client and committed once, every replica
- * applies the chosen sequence in order. At the end, with the network healed: new proposals
- * commit within a bound, replicas converge, every acknowledged write is in the log, and the
- * client history is linearizable (checked by a search over the history, not by replaying
- * the implementation).
+ * Checks, at every apply: no two replicas apply different values at a slot or index, every
+ * applied command was proposed by a client and is applied once, every replica applies the
+ * chosen sequence in order, and the hash chain agrees. At the end, with the network healed:
+ * new proposals commit within a bound, replicas converge to the same state and chain, every
+ * acknowledged write is in the log, and the client history is linearizable (checked by a
+ * search over the history, not by replaying the implementation).
  */
 import {
-  BALLOT_NONE,
-  Replica,
-  bootstrapState,
   formatBallot,
+  bootstrapState,
   type Ballot,
   type Batch,
   type Command,
@@ -26,11 +30,15 @@ import {
   type Envelope,
   type LogPoint,
   type NodeId,
-  type Persisted,
-  type PersistOp,
-  type Ready,
+  type SlotValue,
   type StoredSlot,
 } from '../../src/consensus/index.js';
+import { Driver, type DriverClock, type DriverDefects } from '../../src/driver.js';
+import { openMemoryEnv } from '../../src/log/memory-env.js';
+import { ControlledLog, MemoryLogStore } from '../../src/log/memory.js';
+import type { StoreEnv } from '../../src/log/env.js';
+import { decodeAppCommand, encodeAppCommand, type ApplyResult, type KvOp } from '../../src/state/command.js';
+import { LmdbStateStore } from '../../src/state/kv.js';
 import { EventHeap } from './heap.js';
 import { checkLinearizable, kvModel, type KvOutput, type Operation } from './linearizability.js';
 import { Rng } from './rng.js';
@@ -43,6 +51,7 @@ export interface SimOptions {
   readonly faultTicks?: number;
   readonly clients?: number;
   readonly defects?: Defects;
+  readonly driverDefects?: DriverDefects;
   /** Keep a trace of every event (slower; used to print a failure). */
   readonly trace?: boolean;
 }
@@ -50,10 +59,16 @@ export interface SimOptions {
 export interface SimStats {
   leaderChanges: number;
   crashes: number;
+  /** Crashes between a log write and its commit (after the Ready that sent its messages). */
+  crashesBeforeCommit: number;
   partitions: number;
+  oneWayLinks: number;
+  /** Ranges of chosen values handed to a node outside the core's own catch-up. */
+  blockSyncs: number;
+  longStalls: number;
   membershipChanges: number;
   compactions: number;
-  snapshotsInstalled: number;
+  rangesLearned: number;
   garbage: number;
   pauses: number;
   acked: number;
@@ -85,15 +100,6 @@ class SimFailure extends Error {}
 type In = { kind: 'put'; key: string; value: string } | { kind: 'get'; key: string } | { kind: 'cas'; key: string; expect: string | null; value: string };
 type Out = KvOutput;
 
-interface ClientCmd {
-  readonly c: number;
-  readonly s: number;
-  readonly op: 'put' | 'cas';
-  readonly k: string;
-  readonly v: string;
-  readonly e?: string | null;
-}
-
 interface Op {
   readonly client: number;
   readonly seq: number;
@@ -111,62 +117,44 @@ interface Op {
   readonly probe?: boolean;
 }
 
-interface DurableLog {
-  promised: Ballot;
-  commit: number;
-  slots: Map<number, StoredSlot>;
-  compacted: LogPoint;
-}
-
-interface StateMachine {
-  kv: Map<string, string>;
-  point: LogPoint;
-}
-
-interface Batchlet {
-  seq: number;
-  ops: readonly PersistOp[];
-  after: readonly Envelope[];
-  /** The state machine as of this batch: it lives in the same store and is flushed with it. */
-  sm: StateMachine;
-}
-
+/** One simulated machine: its disk outlives its processes; a process is a driver. */
 class SimNode {
   alive = true;
   removed = false;
   incarnation = 0;
-  replica: Replica | null = null;
-  unacked: Batchlet[] = [];
-  lastPersistTime = 0;
-  /** Writes waiting for their command to be applied here, by client command key. */
-  writes = new Map<string, Op>();
-  readIds = 0;
-  reads = new Map<number, Op>();
-  waitingReads: { index: number; op: Op }[] = [];
-  snapshotFetching = false;
+  /** The disk: the log's durable part, and the state machine's environment (a state
+   *  transaction is durable when it commits, as lmdb-js's transactionSync is). */
+  readonly logDisk = new MemoryLogStore();
+  readonly env: StoreEnv = openMemoryEnv();
+  /** The process: rebuilt from the disk at every start. */
+  driver: Driver | null = null;
+  log: ControlledLog | null = null;
+  state: LmdbStateStore | null = null;
+  handler: ((raw: unknown) => void) | null = null;
+  lastFlushTime = 0;
+  catchingUp = false;
   leaderTermsBefore = 0;
   pausedUntil = 0;
   wasLeader = false;
 
-  constructor(
-    readonly id: NodeId,
-    public log: DurableLog,
-    public sm: StateMachine,
-    /** What of the state machine is on disk: applies are durable only with a later flush. */
-    public smDurable: StateMachine,
-  ) {}
+  constructor(readonly id: NodeId) {}
+
+  get replica() {
+    return this.driver!.replica;
+  }
 }
 
 type SimEvent =
-  | { time: number; order: number; kind: 'tick'; node: NodeId; inc: number }
+  | { time: number; order: number; kind: 'call'; node: NodeId; inc: number; fn: () => void; cancelled?: boolean }
   | { time: number; order: number; kind: 'deliver'; env: Envelope }
-  | { time: number; order: number; kind: 'persisted'; node: NodeId; inc: number; seq: number }
+  | { time: number; order: number; kind: 'flush'; node: NodeId; inc: number }
   | { time: number; order: number; kind: 'client'; client: number }
   | { time: number; order: number; kind: 'timeout'; op: Op }
   | { time: number; order: number; kind: 'retry'; op: Op }
   | { time: number; order: number; kind: 'restart'; node: NodeId }
   | { time: number; order: number; kind: 'heal' }
-  | { time: number; order: number; kind: 'snapshot'; node: NodeId; inc: number; from: NodeId }
+  | { time: number; order: number; kind: 'rejoin'; link: string }
+  | { time: number; order: number; kind: 'catchup'; node: NodeId; inc: number; from: NodeId }
   | { time: number; order: number; kind: 'stop'; node: NodeId };
 
 type EventBody = SimEvent extends infer E ? (E extends SimEvent ? Omit<E, 'time' | 'order'> : never) : never;
@@ -189,9 +177,14 @@ export class World {
   private dup: number;
   /** Chance that one fsync stalls far longer than a network round trip. */
   private readonly slowSync: number;
+  /** Chance, per log batch, that its fsync stalls for several election timeouts. */
+  private readonly longStall: number;
+  /** Links cut in one direction only ("from>to"). */
+  private readonly oneWay = new Set<string>();
   /** Chance, per acknowledged write and per election, of a fault placed right there. */
   private readonly buggify: number;
   private faultsOn = true;
+  private faultEnd = 0;
   private clientsOn = true;
   private readonly cluster = 'sim';
   private readonly genesis: LogPoint;
@@ -199,14 +192,18 @@ export class World {
   private readonly traceLines: string[] = [];
 
   // Global knowledge for the checks.
-  private readonly chosen = new Map<number, { fp: string; index: number }>();
+  private readonly chosen = new Map<number, { fp: string; index: number; batch: Batch }>();
+  /** The hash chain value after each index, as the first replica to apply it computed it. */
+  private readonly chainAt = new Map<number, string>();
   private readonly committedCmd = new Map<string, number>();
-  private readonly proposed = new Map<string, string>();
+  /** Client commands handed to consensus, by their proposal id: the bytes proposed. */
+  private readonly proposed = new Map<string, Uint8Array>();
+  /** The archive: chosen values of slots some node compacted, copied before it compacted. */
+  private readonly archive = new Map<number, Batch>();
   private readonly history: Op[] = [];
   private readonly clientSeq: number[] = [];
   private readonly clientPending: (Op | null)[] = [];
   private readonly leaderHint: (NodeId | null)[] = [];
-  private readonly decoded = new WeakMap<Uint8Array, ClientCmd>();
   private lastAckedKey = KEYS[0]!;
   private pendingCrash: SimNode | null = null;
   private probeSeq = 0;
@@ -223,6 +220,7 @@ export class World {
     this.dup = this.rng.pick([0, 0.03, 0.1]);
     this.slowSync = this.rng.pick([0, 0.05, 0.2]);
     this.buggify = this.rng.pick([0, 0.02, 0.1]);
+    this.longStall = this.rng.pick([0, 0.002, 0.01]);
     const voters = opts.replicas ?? this.rng.int(3, 5);
     const ids: NodeId[] = [];
     for (let i = 0; i < voters; i++) ids.push(this.newNodeId());
@@ -242,6 +240,7 @@ export class World {
   /** Runs the fault phase and the final phase; throws SimFailure on the first violation. */
   run(): void {
     const faultEnd = (this.opts.faultTicks ?? DEFAULT_FAULT_TICKS) * TICK;
+    this.faultEnd = faultEnd;
     let nextFault = 5 * TICK;
     while (this.now < faultEnd) {
       if (this.now >= nextFault) {
@@ -268,11 +267,23 @@ export class World {
     if (ev === undefined) return false;
     this.now = ev.time;
     this.handle(ev);
+    const victim = this.pendingCrash;
+    if (victim !== null) {
+      this.pendingCrash = null;
+      // Sometimes the whole cluster loses power at that moment: only what is durable survives.
+      const victims = this.faultRng.chance(0.3) ? [...this.nodes.values()] : [victim];
+      for (const v of victims) {
+        if (!v.alive || v.removed) continue;
+        this.stats.crashes++;
+        this.crash(v, victims.length > 1 ? 'power loss right after an acknowledgement' : 'right after acknowledging a write');
+        this.schedule(this.faultRng.int(3, 40) * TICK, { kind: 'restart', node: v.id });
+      }
+    }
     return true;
   }
 
   private handle(ev: SimEvent): void {
-    const target = ev.kind === 'tick' || ev.kind === 'persisted' ? ev.node : ev.kind === 'deliver' ? ev.env.to : null;
+    const target = ev.kind === 'call' || ev.kind === 'flush' ? ev.node : ev.kind === 'deliver' ? ev.env.to : null;
     if (target !== null) {
       const node = this.nodes.get(target);
       if (node !== undefined && node.pausedUntil > this.now) {
@@ -282,25 +293,23 @@ export class World {
       }
     }
     switch (ev.kind) {
-      case 'tick': {
+      case 'call': {
         const node = this.nodes.get(ev.node)!;
-        if (!node.alive || node.incarnation !== ev.inc) return;
-        node.replica!.tick();
-        this.drain(node);
-        this.schedule(TICK, { kind: 'tick', node: node.id, inc: node.incarnation });
+        if (ev.cancelled || !node.alive || node.incarnation !== ev.inc) return;
+        ev.fn();
+        this.afterEvent(node);
         return;
       }
       case 'deliver': {
         const node = this.nodes.get(ev.env.to);
-        if (node === undefined || !node.alive) return;
+        if (node === undefined || !node.alive || node.handler === null) return;
         if (!this.connected(ev.env.from, ev.env.to)) return;
         if (this.traceOn) this.trace(`deliver ${ev.env.from}->${ev.env.to} ${describe(ev.env)}`);
-        node.replica!.step(ev.env);
-        this.drain(node);
+        node.handler(ev.env);
         return;
       }
-      case 'persisted':
-        return this.onPersisted(ev.node, ev.inc, ev.seq);
+      case 'flush':
+        return this.onFlush(ev.node, ev.inc);
       case 'client':
         return this.clientStep(ev.client);
       case 'timeout':
@@ -313,8 +322,11 @@ export class World {
         if (this.traceOn) this.trace('heal');
         this.partition = null;
         return;
-      case 'snapshot':
-        return this.onSnapshotFetched(ev.node, ev.inc, ev.from);
+      case 'rejoin':
+        this.oneWay.delete(ev.link);
+        return;
+      case 'catchup':
+        return this.onCatchup(ev.node, ev.inc, ev.from);
       case 'stop': {
         const node = this.nodes.get(ev.node)!;
         if (this.stillMember(node.id)) node.removed = false; // the removal never committed
@@ -332,75 +344,117 @@ export class World {
   }
 
   private addNode(id: NodeId): SimNode {
-    const state = { kv: new Map<string, string>(), point: this.genesis };
-    const node = new SimNode(id, { promised: BALLOT_NONE, commit: 0, slots: new Map(), compacted: this.genesis }, state, copyState(state));
+    const node = new SimNode(id);
     this.nodes.set(id, node);
+    // A new disk gets the genesis point, as `openStores(dir, { genesis })` does.
+    new LmdbStateStore(node.env).bootstrap(this.genesis);
     this.start(node);
     return node;
   }
 
+  /** A process starts on the node's disk: nothing is carried over from memory. */
   private start(node: SimNode): void {
-    const persisted: Persisted = {
-      promised: node.log.promised,
-      slots: [...node.log.slots.values()],
-      base: node.sm.point,
-      compacted: node.log.compacted,
-      commit: node.log.commit,
-    };
     node.alive = true;
     node.incarnation++;
-    node.unacked = [];
-    node.lastPersistTime = this.now;
-    node.snapshotFetching = false;
+    node.lastFlushTime = this.now;
+    node.catchingUp = false;
+    const inc = node.incarnation;
     const random = this.rng.fork();
-    node.replica = new Replica(
-      {
-        id: node.id,
-        cluster: this.cluster,
-        random: () => random.float(),
-        electionTicks: ELECTION_TICKS,
-        heartbeatTicks: 2,
-        alpha: 8,
-        batchCommandsMax: 16,
-        catchupSlotsMax: 16,
-        // Every fourth seed (3, 7, ...) bounds bytes so tightly (commands are ~60 bytes) that batches, the
-        // window, accept and catch-up messages, the proposal queue and the chosen values kept
-        // in memory are cut by bytes.
-        ...(this.opts.seed % 4 === 3 ? { batchBytesMax: 256, windowBytesMax: 1024, messageBytesMax: 512, proposalQueueBytesMax: 2048, retainBytesMax: TIGHT_RETAIN_BYTES } : {}),
+    const clock: DriverClock = {
+      now: () => this.now,
+      soon: (fn) => this.schedule(0, { kind: 'call', node: node.id, inc, fn }),
+      after: (ms, fn) => {
+        const ev = { kind: 'call' as const, node: node.id, inc, fn, cancelled: false };
+        this.schedule(ms, ev);
+        return () => {
+          (ev as { cancelled: boolean }).cancelled = true;
+        };
+      },
+    };
+    const log = new ControlledLog(node.logDisk, () => this.scheduleFlush(node, inc));
+    const state = new LmdbStateStore(node.env);
+    node.log = log;
+    node.state = state;
+    node.handler = null;
+    node.driver = new Driver({
+      clusterId: this.cluster,
+      peerId: node.id,
+      log: {
+        load: () => log.load(),
+        write: (ops, done) => log.write(ops, done),
+        // LMDB commits a batch on its writer thread shortly after it is handed over. The
+        // process may die before that: after the messages of the Ready went out, before
+        // anything of it is applied (or durable).
+        committed: (done) =>
+          clock.after(this.netRng.int(0, 1), () => {
+            if (this.faultsOn && !node.removed && this.faultRng.chance(this.buggify / 4)) {
+              this.stats.crashes++;
+              this.stats.crashesBeforeCommit++;
+              this.crash(node, 'between a log write and its commit');
+              this.schedule(this.faultRng.int(3, 40) * TICK, { kind: 'restart', node: node.id });
+              return;
+            }
+            done();
+          }),
+      },
+      state: {
+        applied: () => state.applied(),
+        logTime: () => state.logTime(),
+        apply: (entries, onSegment) => {
+          // A synchronous state commit flushes the environment, the log's batches with it.
+          log.syncAll();
+          return state.apply(entries, onSegment);
+        },
+      },
+      net: {
+        send: (envs) => {
+          for (const env of envs) this.send(env);
+        },
+        onMessage: (h) => {
+          node.handler = h;
+        },
+      },
+      clock,
+      random: () => random.float(),
+      timing: { tickMs: TICK, electionTicks: ELECTION_TICKS, heartbeatTicks: 2, proposalTimeoutMs: WRITE_TIMEOUT },
+      replica: {
+        // Every eighth seed (5, 13, ...) runs the production defaults (alpha 32, batches up to
+        // 512 commands); the others a small window and batches, so windows fill and wrap.
+        ...(this.opts.seed % 8 === 5 ? {} : { alpha: 8, batchCommandsMax: 16, catchupSlotsMax: 16 }),
+        // Every fourth seed (3, 7, ...) bounds bytes so tightly (commands are ~100 bytes) that
+        // batches, the window, accept and catch-up messages, the proposal queue and the chosen
+        // values kept in memory are cut by bytes.
+        ...(this.opts.seed % 4 === 3 ? { batchBytesMax: 512, windowBytesMax: 2048, messageBytesMax: 1024, proposalQueueBytesMax: 4096, retainBytesMax: TIGHT_RETAIN_BYTES } : {}),
         ...(this.opts.defects ? { defects: this.opts.defects } : {}),
       },
-      persisted,
-    );
-    if (this.traceOn) this.trace(`start ${node.id} base=${node.sm.point.slot} compacted=${node.log.compacted.slot} promised=${formatBallot(node.log.promised)}`);
-    this.schedule(this.rng.int(1, TICK), { kind: 'tick', node: node.id, inc: node.incarnation });
-    this.drain(node);
+      ...(this.opts.driverDefects ? { defects: this.opts.driverDefects } : {}),
+      onApplied: (entries, results) => this.onApplied(node, entries, results),
+      onSnapshotNeeded: (from) => {
+        if (node.catchingUp) return;
+        node.catchingUp = true;
+        this.schedule(this.netRng.int(2, 20), { kind: 'catchup', node: node.id, inc, from });
+      },
+      onFatal: (err, what) => {
+        if (err instanceof SimFailure) throw err; // a check failed inside an apply
+        throw new SimFailure(`${node.id}: ${what} failed: ${(err as Error).message}`);
+      },
+    });
+    const applied = state.applied().point;
+    if (this.traceOn) this.trace(`start ${node.id} applied=${applied.slot} compacted=${node.logDisk.load().compacted?.slot ?? 0}`);
+    node.driver.start();
   }
 
-  /** Everything a Ready asks for, as a real driver would do it. */
-  private drain(node: SimNode): void {
-    for (;;) {
-      if (!node.alive) return;
-      const ready = node.replica!.ready();
-      if (ready === null) break;
-      this.perform(node, ready);
-    }
+  /** After each event a node handled: the checks that look at its memory. */
+  private afterEvent(node: SimNode): void {
     if (!node.alive) return;
-    const leading = node.replica!.currentRole === 'leader';
+    if (this.opts.seed % 4 === 3) {
+      const held = node.replica.chosenBytesInMemory();
+      if (held > TIGHT_RETAIN_BYTES) throw new SimFailure(`${node.id}: holds ${held} bytes of chosen values in memory, over the ${TIGHT_RETAIN_BYTES} it may keep`);
+    }
+    const leading = node.replica.currentRole === 'leader';
     const elected = leading && !node.wasLeader;
     node.wasLeader = leading;
     if (elected && this.faultsOn && this.faultRng.chance(this.buggify * 5)) this.probeRead(node);
-    if (this.pendingCrash !== null) {
-      const victim = this.pendingCrash;
-      this.pendingCrash = null;
-      // Sometimes the whole cluster loses power at that moment: only what is durable survives.
-      const victims = this.faultRng.chance(0.3) ? [...this.nodes.values()] : [victim];
-      for (const v of victims) {
-        if (!v.alive || v.removed) continue;
-        this.stats.crashes++;
-        this.crash(v, victims.length > 1 ? 'power loss right after an acknowledgement' : 'right after acknowledging a write');
-        this.schedule(this.faultRng.int(3, 40) * TICK, { kind: 'restart', node: v.id });
-      }
-    }
   }
 
   /** A read of the most recently acknowledged key, sent to a leader the moment it is elected. */
@@ -418,97 +472,47 @@ export class World {
       finalPhase: false,
       probe: true,
     };
-    const id = ++node.readIds;
-    node.reads.set(id, op);
-    node.replica!.read(id);
     this.schedule(READ_TIMEOUT, { kind: 'timeout', op });
-    this.drain(node);
+    this.read(node, op);
   }
 
-  private perform(node: SimNode, r: Ready): void {
-    const held = node.replica!.chosenBytesInMemory();
-    if (this.opts.seed % 4 === 3 && held > TIGHT_RETAIN_BYTES) {
-      throw new SimFailure(`${node.id}: holds ${held} bytes of chosen values in memory, over the ${TIGHT_RETAIN_BYTES} it may keep`);
+  /** The log's batches reach the disk in order, each after its own fsync latency. */
+  private scheduleFlush(node: SimNode, inc: number): void {
+    let latency = this.netRng.chance(this.slowSync) ? this.netRng.int(10, 60) : this.netRng.int(1, 4);
+    if (this.faultsOn && this.netRng.chance(this.longStall)) {
+      // A disk that hangs for several election timeouts (ending with the fault phase, so the
+      // final phase's liveness bound still means something).
+      latency = Math.max(1, Math.min(this.netRng.int(20, 80) * TICK, this.faultEnd - this.now));
+      this.stats.longStalls++;
+      if (this.traceOn) this.trace(`fsync stall on ${node.id}: ${latency / TICK} ticks`);
     }
-    const last = node.unacked[node.unacked.length - 1];
-    const issued = last?.seq ?? 0;
-    if (r.persist.length > 0 || r.sendAfterPersist.length > 0 || r.persistSeq > issued) {
-      if (r.persistSeq > issued) {
-        node.unacked.push({ seq: r.persistSeq, ops: r.persist, after: r.sendAfterPersist, sm: copyState(node.sm) });
-        // LMDB commits in order: a later batch is never durable before an earlier one.
-        const latency = this.netRng.chance(this.slowSync) ? this.netRng.int(10, 60) : this.netRng.int(1, 4);
-        const at = Math.max(this.now + latency, node.lastPersistTime);
-        node.lastPersistTime = at;
-        this.schedule(at - this.now, { kind: 'persisted', node: node.id, inc: node.incarnation, seq: r.persistSeq });
-      } else {
-        throw new SimFailure(`${node.id}: Ready has persistence work without a new persist seq`);
-      }
-    }
-    for (const env of r.send) this.send(env);
-    for (const entry of r.commit) this.apply(node, entry);
-    for (const read of r.reads) this.onReadIndex(node, read.id, read.index);
-    if (r.snapshotNeeded !== null && !node.snapshotFetching) {
-      node.snapshotFetching = true;
-      this.schedule(this.netRng.int(2, 20), { kind: 'snapshot', node: node.id, inc: node.incarnation, from: r.snapshotNeeded.from });
-    }
+    const at = Math.max(this.now + latency, node.lastFlushTime);
+    node.lastFlushTime = at;
+    this.schedule(at - this.now, { kind: 'flush', node: node.id, inc });
   }
 
-  private onPersisted(id: NodeId, inc: number, seq: number): void {
+  private onFlush(id: NodeId, inc: number): void {
     const node = this.nodes.get(id)!;
     if (!node.alive || node.incarnation !== inc) return;
-    while (node.unacked.length > 0 && node.unacked[0]!.seq <= seq) {
-      const b = node.unacked.shift()!;
-      this.writeDurably(node, b.ops);
-      node.smDurable = b.sm;
-      for (const env of b.after) this.send(env);
-    }
-    node.replica!.persisted(seq);
-    this.drain(node);
-  }
-
-  private writeDurably(node: SimNode, ops: readonly PersistOp[]): void {
-    for (const op of ops) {
-      switch (op.kind) {
-        case 'promise':
-          node.log.promised = op.ballot;
-          break;
-        case 'slot':
-          if (op.slot.slot > node.log.compacted.slot) node.log.slots.set(op.slot.slot, op.slot);
-          break;
-        case 'commit':
-          node.log.commit = Math.max(node.log.commit, op.slot);
-          break;
-        case 'compact':
-          if (op.through.slot > node.log.compacted.slot) {
-            node.log.compacted = op.through;
-            for (const s of node.log.slots.keys()) if (s <= op.through.slot) node.log.slots.delete(s);
-          }
-          break;
-      }
-    }
+    node.log!.flush(1);
+    this.afterEvent(node);
   }
 
   private crash(node: SimNode, why: string): void {
     // A crash keeps what was durable, plus some prefix of what was being written.
-    const survive = this.faultRng.int(0, node.unacked.length);
-    for (let i = 0; i < survive; i++) {
-      this.writeDurably(node, node.unacked[i]!.ops);
-      node.smDurable = node.unacked[i]!.sm;
-    }
-    node.sm = copyState(node.smDurable);
-    if (this.traceOn) this.trace(`crash ${node.id} (${why}); ${survive}/${node.unacked.length} unacked batches survive`);
-    this.stats.leaderChanges += node.replica!.stats.leaderTerms - node.leaderTermsBefore;
+    const unflushed = node.log!.unflushed;
+    const survive = this.faultRng.int(0, unflushed);
+    node.log!.crash(survive);
+    if (this.traceOn) this.trace(`crash ${node.id} (${why}); ${survive}/${unflushed} unflushed batches survive`);
+    this.stats.leaderChanges += node.replica.stats.leaderTerms - node.leaderTermsBefore;
     node.leaderTermsBefore = 0;
     node.alive = false;
-    node.replica = null;
-    node.unacked = [];
     node.incarnation++;
-    for (const op of node.writes.values()) this.finishUnknown(op);
-    node.writes.clear();
-    for (const op of node.reads.values()) this.finishFailedRead(op);
-    node.reads.clear();
-    for (const w of node.waitingReads) this.finishFailedRead(w.op);
-    node.waitingReads = [];
+    // The process is gone: its clients' connections reset (writes: outcome unknown).
+    const driver = node.driver!;
+    node.driver = null;
+    node.handler = null;
+    driver.stop();
   }
 
   private restart(id: NodeId): void {
@@ -521,6 +525,7 @@ export class World {
   // The network.
 
   private connected(a: NodeId, b: NodeId): boolean {
+    if (this.oneWay.size > 0 && this.oneWay.has(`${a}>${b}`)) return false;
     return this.partition === null || this.partition.has(a) === this.partition.has(b);
   }
 
@@ -537,108 +542,98 @@ export class World {
   // ------------------------------------------------------------------------------------
   // The state machine and the agreement checks.
 
-  private apply(node: SimNode, entry: Entry): void {
-    const sm = node.sm;
-    if (entry.slot !== sm.point.slot + 1 || entry.index !== sm.point.index + 1) {
-      throw new SimFailure(`${node.id}: applies slot ${entry.slot} index ${entry.index} after slot ${sm.point.slot} index ${sm.point.index}`);
-    }
-    const fp = fingerprint(entry.batch);
-    const known = this.chosen.get(entry.slot);
-    if (known === undefined) {
-      this.chosen.set(entry.slot, { fp, index: entry.index });
-      this.stats.slots++;
-      this.checkNewlyChosen(entry);
-    } else if (known.fp !== fp || known.index !== entry.index) {
-      throw new SimFailure(
-        `agreement violated at slot ${entry.slot}: ${node.id} commits index ${entry.index} [${fp}], another replica committed index ${known.index} [${known.fp}]`,
-      );
-    }
-    if (this.traceOn) this.trace(`apply ${node.id} slot=${entry.slot} index=${entry.index} [${fp}]`);
-    let index = entry.index;
-    for (const cmd of entry.batch) {
-      if (cmd.kind === 'app') {
-        const c = this.decode(cmd.data);
-        let result: Out = {};
-        if (c.op === 'put') sm.kv.set(c.k, c.v);
-        else {
-          const current = sm.kv.get(c.k) ?? null;
-          const ok = current === c.e;
-          if (ok) sm.kv.set(c.k, c.v);
-          result = { ok };
-        }
-        const key = `${c.c}:${c.s}`;
-        const op = node.writes.get(key);
-        if (op !== undefined) {
-          node.writes.delete(key);
-          this.finish(op, result);
-          this.lastAckedKey = c.k;
-          if (this.faultsOn && this.faultRng.chance(this.buggify)) this.pendingCrash = node;
-        }
+  /** Every apply of every replica, checked against what the others applied. */
+  private onApplied(node: SimNode, entries: readonly Entry[], results: readonly ApplyResult[]): void {
+    let r = 0;
+    for (const entry of entries) {
+      const fp = fingerprint(entry.batch);
+      const known = this.chosen.get(entry.slot);
+      if (known === undefined) {
+        this.chosen.set(entry.slot, { fp, index: entry.index, batch: entry.batch });
+        this.stats.slots++;
+        this.checkNewlyChosen(entry);
+      } else if (known.fp !== fp || known.index !== entry.index) {
+        throw new SimFailure(
+          `agreement violated at slot ${entry.slot}: ${node.id} applies index ${entry.index} [${readable(entry.batch)}], another replica applied index ${known.index} [${readable(known.batch)}]`,
+        );
       }
-      index++;
+      if (this.traceOn) this.trace(`apply ${node.id} slot=${entry.slot} index=${entry.index} [${readable(entry.batch)}]`);
+      for (const cmd of entry.batch) {
+        const result = results[r++];
+        if (cmd.kind !== 'app' || result === undefined) continue;
+        if (result.kind === 'invalid') throw new SimFailure(`${node.id}: a client command applied as invalid: ${result.message}`);
+      }
     }
-    sm.point = { slot: entry.slot, index: index - 1, epochs: entry.epochs };
-    this.serveWaitingReads(node);
+    const applied = node.state!.applied();
+    const chain = Buffer.from(applied.chain).toString('hex');
+    const seen = this.chainAt.get(applied.point.index);
+    if (seen === undefined) this.chainAt.set(applied.point.index, chain);
+    else if (seen !== chain) throw new SimFailure(`${node.id}: hash chain after index ${applied.point.index} differs from another replica's`);
   }
 
   private checkNewlyChosen(entry: Entry): void {
     for (const cmd of entry.batch) {
       if (cmd.kind !== 'app') continue;
-      const text = decoder.decode(cmd.data);
-      const c = this.decode(cmd.data);
-      const key = `${c.c}:${c.s}`;
-      if (this.proposed.get(key) !== text) throw new SimFailure(`slot ${entry.slot} commits a command no client proposed: ${text}`);
+      const key = decodeAppCommand(cmd.data)?.proposal ?? '?';
+      const sent = this.proposed.get(key);
+      if (sent === undefined || Buffer.compare(sent, cmd.data) !== 0) throw new SimFailure(`slot ${entry.slot} commits a command no client proposed: ${key}`);
       const earlier = this.committedCmd.get(key);
       if (earlier !== undefined) throw new SimFailure(`command ${key} committed twice, at slots ${earlier} and ${entry.slot}`);
       this.committedCmd.set(key, entry.slot);
     }
   }
 
-  private decode(data: Uint8Array): ClientCmd {
-    let c = this.decoded.get(data);
-    if (c === undefined) {
-      c = JSON.parse(decoder.decode(data)) as ClientCmd;
-      this.decoded.set(data, c);
-    }
-    return c;
-  }
-
   // ------------------------------------------------------------------------------------
-  // Compaction and snapshots.
+  // Compaction, the archive, catch-up.
 
+  /** As production's pruner: archive the applied slots first, then compact through them. */
   private maybeCompact(node: SimNode): void {
-    const r = node.replica!;
-    // Only what the state machine holds durably may be dropped from the log.
-    const point = node.smDurable.point;
-    if (point.slot - node.log.compacted.slot < 4 || point.slot > r.commit.slot) return;
-    r.compact(point); // the state machine is the snapshot: it can be served at any time
+    const r = node.replica;
+    const point = node.state!.applied().point;
+    const compacted = node.logDisk.load().compacted?.slot ?? 0;
+    if (point.slot - Math.max(compacted, r.compactedPoint.slot) < 4 || point.slot > r.commit.slot) return;
+    for (const s of node.log!.durable.readSlots(compacted + 1, point.slot)) {
+      const archived = this.archive.get(s.slot);
+      if (archived === undefined) this.archive.set(s.slot, s.batch);
+      else if (fingerprint(archived) !== fingerprint(s.batch)) throw new SimFailure(`${node.id}: slot ${s.slot} in its log differs from the archive`);
+    }
+    for (let slot = compacted + 1; slot <= point.slot; slot++) {
+      // The pruner verifies the archive covers every slot before it prunes.
+      if (!this.archive.has(slot)) return;
+    }
+    node.driver!.compact(point);
     this.stats.compactions++;
     if (this.traceOn) this.trace(`compact ${node.id} through ${point.slot}`);
-    this.drain(node);
   }
 
-  private onSnapshotFetched(id: NodeId, inc: number, fromId: NodeId): void {
+  /** Block sync: a range of chosen values from a peer's durable log, or from the archive
+   *  where the peer has pruned it, handed to the core as chosen. */
+  private onCatchup(id: NodeId, inc: number, fromId: NodeId): void {
     const node = this.nodes.get(id)!;
     if (!node.alive || node.incarnation !== inc) return;
-    node.snapshotFetching = false;
+    node.catchingUp = false;
     const from = this.nodes.get(fromId);
-    if (from === undefined || !from.alive || !this.connected(id, fromId)) return;
-    const snap = from.sm; // a snapshot of the peer's state as it is now
-    if (snap.point.slot <= node.sm.point.slot) return;
-    const known = this.chosen.get(snap.point.slot);
-    if (known !== undefined && known.index + countOf(known.fp) - 1 !== snap.point.index) {
-      throw new SimFailure(`snapshot of ${fromId} at slot ${snap.point.slot} has index ${snap.point.index}, the log says otherwise`);
+    if (from === undefined || !this.connected(id, fromId)) return;
+    this.learnRange(node, from);
+  }
+
+  /** Hands `node` the chosen values after its commit slot that `from`'s durable log (or the
+   *  archive, where `from` pruned them) holds: at most 16 slots. */
+  private learnRange(node: SimNode, from: SimNode): void {
+    const fromId = from.id;
+    const first = node.replica.commit.slot + 1;
+    const last = first + 15;
+    const values: SlotValue[] = [];
+    const hot = from.logDisk.readSlots(first, last);
+    for (let slot = first; slot <= last; slot++) {
+      const batch = this.archive.get(slot) ?? hot.find((s) => s.slot === slot)?.batch;
+      if (batch === undefined) break;
+      values.push({ slot, batch });
     }
-    node.sm = { kv: new Map(snap.kv), point: snap.point };
-    node.smDurable = copyState(node.sm); // a driver writes a received snapshot durably before using it
-    this.stats.snapshotsInstalled++;
-    if (this.traceOn) this.trace(`install ${node.id} snapshot of ${fromId} at slot ${snap.point.slot}`);
-    // Writes waiting here were covered by the snapshot: their outcome is unknown to this node.
-    for (const op of node.writes.values()) this.finishUnknown(op);
-    node.writes.clear();
-    node.replica!.installSnapshot(snap.point);
-    this.drain(node);
-    this.serveWaitingReads(node);
+    if (values.length === 0) return;
+    this.stats.rangesLearned++;
+    if (this.traceOn) this.trace(`catch-up ${node.id} learns slots ${first}..${first + values.length - 1} (from ${fromId} or the archive)`);
+    node.driver!.learnChosen(values);
   }
 
   // ------------------------------------------------------------------------------------
@@ -679,16 +674,35 @@ export class World {
     } else if (roll < 0.9 && live.length > 0) {
       this.stats.garbage++;
       const to = r.pick(live);
-      to.replica!.step(garbage(r, this.cluster, to.id, [...this.nodes.keys()]));
-      this.drain(to);
+      to.handler?.(garbage(r, this.cluster, to.id, [...this.nodes.keys()]));
+    } else if (roll < 0.93 && live.length > 1) {
+      // Block sync: a node hears of a peer ahead of it and takes a range of chosen values
+      // from it (as production does when far behind; a deposed leader may be the one).
+      const node = r.chance(0.5) ? (this.leaderNode() ?? r.pick(live)) : r.pick(live);
+      const ahead = live.filter((p) => p !== node && p.replica.commit.slot > node.replica.commit.slot && this.connected(node.id, p.id));
+      if (ahead.length > 0) {
+        this.stats.blockSyncs++;
+        this.learnRange(node, r.pick(ahead));
+      }
+    } else if (roll < 0.97 && live.length > 1) {
+      // One direction of one link fails (a firewall rule, a half-open connection): often
+      // the leader's outgoing or incoming side.
+      const leader = this.leaderNode();
+      const a = leader !== null && r.chance(0.5) ? leader : r.pick(live);
+      const b = r.pick(live.filter((n) => n !== a));
+      const key = r.chance(0.5) ? `${a.id}>${b.id}` : `${b.id}>${a.id}`;
+      this.oneWay.add(key);
+      this.stats.oneWayLinks++;
+      if (this.traceOn) this.trace(`one-way cut ${key}`);
+      this.schedule(r.int(5, 60) * TICK, { kind: 'rejoin', link: key });
     }
   }
 
   private leaderNode(): SimNode | null {
     let best: SimNode | null = null;
     for (const n of this.nodes.values()) {
-      if (n.alive && n.replica!.currentRole === 'leader') {
-        if (best === null || compare(n.replica!.currentBallot, best.replica!.currentBallot) > 0) best = n;
+      if (n.alive && n.replica.currentRole === 'leader') {
+        if (best === null || compare(n.replica.currentBallot, best.replica.currentBallot) > 0) best = n;
       }
     }
     return best;
@@ -698,7 +712,7 @@ export class World {
     const leader = this.leaderNode();
     if (leader === null) return;
     const r = this.faultRng;
-    const config = leader.replica!.latestConfig;
+    const config = leader.replica.latestConfig;
     const members = config.voters.length + config.learners.length;
     let command: Command | null = null;
     const choice = r.float();
@@ -712,9 +726,12 @@ export class World {
       command = { kind: 'config', change: { op: 'remove', node: r.pick(pool) } };
     }
     if (command === null || command.kind !== 'config') return;
-    const result = leader.replica!.propose(command);
-    if (this.traceOn) this.trace(`membership ${command.change.op} ${command.change.node} via ${leader.id}: ${result.ok ? 'proposed' : result.reason}`);
-    if (!result.ok) return;
+    const result = { refused: null as string | null };
+    leader.driver!.propose(command, (o) => {
+      if (!o.ok && o.refusal.kind !== 'outcome_unknown' && result.refused === null) result.refused = o.refusal.kind === 'unavailable' ? o.refusal.message : o.refusal.kind;
+    });
+    if (this.traceOn) this.trace(`membership ${command.change.op} ${command.change.node} via ${leader.id}: ${result.refused ?? 'proposed'}`);
+    if (result.refused !== null) return;
     this.stats.membershipChanges++;
     if (command.change.op === 'remove') {
       const target = this.nodes.get(command.change.node);
@@ -724,7 +741,6 @@ export class World {
         this.schedule(r.int(20, 80) * TICK, { kind: 'stop', node: target.id });
       }
     }
-    this.drain(leader);
   }
 
   // ------------------------------------------------------------------------------------
@@ -754,30 +770,69 @@ export class World {
     const candidates = [...this.nodes.values()].filter((n) => !n.removed);
     const node = hint !== null && r.chance(0.8) ? this.nodes.get(hint)! : r.pick(candidates);
     if (!node.alive) return this.retryLater(op, null);
-    const replica = node.replica!;
     if (op.input.kind === 'get') {
-      const id = ++node.readIds;
-      node.reads.set(id, op);
       this.schedule(READ_TIMEOUT, { kind: 'timeout', op });
-      replica.read(id);
-      this.drain(node);
+      this.read(node, op);
       return;
     }
-    const cmd: ClientCmd =
+    const key = encoder.encode(op.input.key);
+    const value = encoder.encode(op.input.value);
+    const kvOp: KvOp =
       op.input.kind === 'put'
-        ? { c: op.client, s: op.seq, op: 'put', k: op.input.key, v: op.input.value }
-        : { c: op.client, s: op.seq, op: 'cas', k: op.input.key, v: op.input.value, e: op.input.expect };
-    const text = JSON.stringify(cmd);
-    const result = replica.propose({ kind: 'app', data: encoder.encode(text) });
-    if (!result.ok) return this.retryLater(op, result.reason === 'not_leader' ? result.leader : null);
-    this.proposed.set(`${op.client}:${op.seq}`, text);
+        ? { t: 'put', key, value }
+        : {
+            t: 'txn',
+            compare: [
+              op.input.expect === null
+                ? { key, target: 'exists', op: '==', value: false }
+                : { key, target: 'value', op: '==', value: encoder.encode(op.input.expect) },
+            ],
+            success: [{ op: 'put', key, value }],
+            failure: [],
+          };
+    const proposal = `${op.client}:${op.seq}`;
+    const driver = node.driver!;
+    const data = encodeAppCommand({ op: kvOp, time: driver.logNow(), proposal });
+    const ballot = formatBallot(driver.replica.currentBallot);
+    let refused: { leader: NodeId | null } | null = null;
+    driver.propose({ kind: 'app', data }, (o) => {
+      if (o.ok) {
+        const out: Out = o.result.kind === 'txn' ? { ok: o.result.succeeded } : {};
+        if (o.result.kind !== 'put' && o.result.kind !== 'txn') throw new SimFailure(`client ${proposal}: unexpected answer ${o.result.kind}`);
+        this.finish(op, out);
+        this.lastAckedKey = (op.input as { key: string }).key;
+        if (this.faultsOn && this.faultRng.chance(this.buggify)) this.pendingCrash = node;
+      } else if (o.refusal.kind === 'outcome_unknown') {
+        this.finishUnknown(op);
+      } else if (!op.handed) {
+        refused = { leader: o.refusal.kind === 'not_leader' ? o.refusal.leader : null };
+      }
+    });
+    if (refused !== null) return this.retryLater(op, (refused as { leader: NodeId | null }).leader);
+    this.proposed.set(proposal, data);
     op.handed = true;
-    op.handedTo = { node: node.id, ballot: formatBallot(replica.currentBallot) };
+    op.handedTo = { node: node.id, ballot };
     this.history.push(op);
-    node.writes.set(`${op.client}:${op.seq}`, op);
     this.leaderHint[op.client] = node.id;
     this.schedule(WRITE_TIMEOUT, { kind: 'timeout', op });
-    this.drain(node);
+  }
+
+  /** A linearizable read through `node`'s driver, then the value from its state machine. */
+  private read(node: SimNode, op: Op): void {
+    const state = node.state!;
+    node.driver!.read((o) => {
+      if (op.done) return;
+      if (!o.ok) {
+        this.leaderHint[op.client] = null;
+        this.finishFailedRead(op);
+        return;
+      }
+      if (op.input.kind !== 'get') return;
+      const got = state.get(encoder.encode(op.input.key));
+      this.stats.reads++;
+      this.history.push(op);
+      this.finish(op, { value: got === undefined ? null : decoder.decode(got.value) });
+    });
   }
 
   private retryLater(op: Op, hint: NodeId | null): void {
@@ -787,42 +842,8 @@ export class World {
 
   private onTimeout(op: Op): void {
     if (op.done) return;
-    if (op.handed) {
-      // A write handed to consensus whose fate this client never learned.
-      for (const n of this.nodes.values()) n.writes.delete(`${op.client}:${op.seq}`);
-      this.finishUnknown(op);
-    } else {
-      for (const n of this.nodes.values()) for (const [id, o] of n.reads) if (o === op) n.reads.delete(id);
-      this.finishFailedRead(op);
-    }
-  }
-
-  private onReadIndex(node: SimNode, id: number, index: number | null): void {
-    const op = node.reads.get(id);
-    if (op === undefined) return;
-    node.reads.delete(id);
-    if (op.done) return;
-    if (index === null) {
-      this.leaderHint[op.client] = null;
-      this.finishFailedRead(op);
-      return;
-    }
-    node.waitingReads.push({ index, op });
-    this.serveWaitingReads(node);
-  }
-
-  private serveWaitingReads(node: SimNode): void {
-    if (node.waitingReads.length === 0) return;
-    const still: { index: number; op: Op }[] = [];
-    for (const w of node.waitingReads) {
-      if (w.op.done) continue;
-      if (node.sm.point.index >= w.index && w.op.input.kind === 'get') {
-        this.stats.reads++;
-        this.history.push(w.op);
-        this.finish(w.op, { value: node.sm.kv.get(w.op.input.key) ?? null });
-      } else still.push(w);
-    }
-    node.waitingReads = still;
+    if (op.handed) this.finishUnknown(op); // a write handed to consensus whose fate this client never learned
+    else this.finishFailedRead(op);
   }
 
   private finish(op: Op, output: Out): void {
@@ -862,6 +883,7 @@ export class World {
   private settle(): void {
     this.faultsOn = false;
     this.partition = null;
+    this.oneWay.clear();
     if (this.traceOn) this.trace('final phase: network healed, crashed nodes restarted');
     for (const n of this.nodes.values()) {
       n.pausedUntil = 0;
@@ -876,7 +898,7 @@ export class World {
     const leader = this.leaderNode();
     if (leader === null) throw new SimFailure(`no leader ${FINAL_TICKS} ticks after the network healed`);
     // Every write the final leader took under its current ballot must have committed.
-    const ballot = formatBallot(leader.replica!.currentBallot);
+    const ballot = formatBallot(leader.replica.currentBallot);
     const late = this.history.filter(
       (op) => op.finalPhase && op.handedTo?.node === leader.id && op.handedTo.ballot === ballot && (!op.done || op.ret === Infinity),
     );
@@ -888,15 +910,16 @@ export class World {
     }
 
     // Convergence: every live member reaches the leader's commit point and the same state.
-    const config = leader.replica!.latestConfig;
+    const config = leader.replica.latestConfig;
     const members = [...config.voters, ...config.learners];
-    const target = leader.replica!.commit.slot;
+    const target = leader.replica.commit.slot;
     for (let i = 0; i < 100 * TICK && !this.converged(members, target); i++) this.step();
     for (const id of members) {
       const n = this.nodes.get(id);
       if (n === undefined || !n.alive) continue;
-      if (n.sm.point.slot < target) throw new SimFailure(`${id} stuck at slot ${n.sm.point.slot}, leader ${leader.id} committed ${target}`);
-      if (n.sm.point.slot === leader.sm.point.slot && !sameMap(n.sm.kv, leader.sm.kv)) {
+      const at = n.state!.applied().point.slot;
+      if (at < target) throw new SimFailure(`${id} stuck at slot ${at}, leader ${leader.id} committed ${target}`);
+      if (at === leader.state!.applied().point.slot && !sameState(n.state!, leader.state!)) {
         throw new SimFailure(`${id} and ${leader.id} applied slot ${target} but hold different states`);
       }
     }
@@ -906,7 +929,7 @@ export class World {
         throw new SimFailure(`acknowledged write ${op.client}:${op.seq} is not in the chosen log`);
       }
     }
-    for (const n of this.nodes.values()) if (n.alive) this.stats.leaderChanges += n.replica!.stats.leaderTerms - n.leaderTermsBefore;
+    for (const n of this.nodes.values()) if (n.alive) this.stats.leaderChanges += n.replica.stats.leaderTerms - n.leaderTermsBefore;
     this.checkHistory();
   }
 
@@ -914,7 +937,7 @@ export class World {
   private stillMember(id: NodeId): boolean {
     for (const n of this.nodes.values()) {
       if (!n.alive || n.id === id) continue;
-      const c = n.replica!.latestConfig;
+      const c = n.replica.latestConfig;
       if (c.voters.includes(id) || c.learners.includes(id)) return true;
     }
     return false;
@@ -923,7 +946,7 @@ export class World {
   private converged(members: NodeId[], target: number): boolean {
     return members.every((id) => {
       const n = this.nodes.get(id);
-      return n === undefined || !n.alive || n.sm.point.slot >= target;
+      return n === undefined || !n.alive || n.state!.applied().point.slot >= target;
     });
   }
 
@@ -947,7 +970,7 @@ export class World {
 }
 
 export function emptyStats(): SimStats {
-  return { leaderChanges: 0, crashes: 0, partitions: 0, membershipChanges: 0, compactions: 0, snapshotsInstalled: 0, garbage: 0, pauses: 0, acked: 0, unknown: 0, reads: 0, slots: 0 };
+  return { leaderChanges: 0, crashes: 0, crashesBeforeCommit: 0, partitions: 0, oneWayLinks: 0, blockSyncs: 0, longStalls: 0, membershipChanges: 0, compactions: 0, rangesLearned: 0, garbage: 0, pauses: 0, acked: 0, unknown: 0, reads: 0, slots: 0 };
 }
 
 /** Runs one seed. A failure carries the seed; with `trace`, the events that led to it. */
@@ -965,11 +988,22 @@ export function simulate(opts: SimOptions): SimResult {
 
 const fingerprints = new WeakMap<Batch, string>();
 
-/** A batch's content as text; cached, since batches travel by reference in the simulator. */
-function copyState(sm: StateMachine): StateMachine {
-  return { kv: new Map(sm.kv), point: sm.point };
+/** A batch for people: each command's proposal id and operation. */
+function readable(batch: Batch): string {
+  return batch
+    .map((c) => {
+      if (c.kind === 'config') return `${c.change.op}:${c.change.node}`;
+      const cmd = decodeAppCommand(c.data);
+      if (cmd === null) return '?';
+      const op = cmd.op;
+      const key = 'key' in op ? decoder.decode(op.key) : op.t === 'txn' ? decoder.decode(op.compare[0]?.key ?? new Uint8Array(0)) : '';
+      const value = op.t === 'put' ? `=${decoder.decode(op.value)}` : op.t === 'txn' ? `=${decoder.decode((op.success[0] as { value?: Uint8Array } | undefined)?.value ?? new Uint8Array(0))}` : '';
+      return `${cmd.proposal} ${op.t} ${key}${value}`;
+    })
+    .join(', ');
 }
 
+/** A batch's content as text (bytes one to one); cached, since batches travel by reference. */
 function fingerprint(batch: Batch): string {
   let out = fingerprints.get(batch);
   if (out === undefined) {
@@ -983,19 +1017,18 @@ function computeFingerprint(batch: Batch): string {
   let out = '';
   for (const c of batch) {
     if (out.length > 0) out += '|';
-    out += c.kind === 'app' ? decoder.decode(c.data) : `${c.change.op}:${c.change.node}`;
+    out += c.kind === 'app' ? Buffer.from(c.data.buffer, c.data.byteOffset, c.data.byteLength).toString('latin1') : `${c.change.op}:${c.change.node}`;
   }
   return out;
 }
 
-function countOf(fp: string): number {
-  return fp.length === 0 ? 0 : fp.split('|').length;
-}
-
-function sameMap(a: Map<string, string>, b: Map<string, string>): boolean {
-  if (a.size !== b.size) return false;
-  for (const [k, v] of a) if (b.get(k) !== v) return false;
-  return true;
+/** The same keys, values, revisions and hash chain. */
+function sameState(a: LmdbStateStore, b: LmdbStateStore): boolean {
+  if (Buffer.compare(a.applied().chain, b.applied().chain) !== 0) return false;
+  const all = (st: LmdbStateStore) => st.range(new Uint8Array(0), null, Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER).items;
+  const x = all(a);
+  const y = all(b);
+  return x.length === y.length && x.every((kv, i) => Buffer.compare(kv.key, y[i]!.key) === 0 && Buffer.compare(kv.value, y[i]!.value) === 0 && kv.revision === y[i]!.revision);
 }
 
 function compare(a: Ballot, b: Ballot): number {

@@ -1,0 +1,160 @@
+/**
+ * The in-memory twin of the LMDB environment (env.ts), for the simulator: the same tables
+ * and the subset of lmdb-js's API the state machine (src/state/kv.ts) uses, so the
+ * simulator runs the real key/value state machine (revisions, conditions, txns, request ids,
+ * sessions, the hash chain, segment bounds) and not a model of it.
+ *
+ * What it keeps of LMDB: keys in byte order; `transactionSync` is atomic (a throw inside
+ * undoes every write made in it, so the applied point moves only with its transaction);
+ * values are copied in and out of the store (a caller's buffer is never aliased). What
+ * survives a crash is the simulator's business: a `transactionSync` is durable when it
+ * returns (lmdb-js commits it synchronously and flushes), so a crash keeps the whole store;
+ * `clone()` gives a restarted process its own copy.
+ */
+import type { StoreEnv } from './env.js';
+
+type Entry = { readonly key: Uint8Array | string; readonly value: Uint8Array };
+type Undo = () => void;
+
+interface RangeOptions {
+  readonly start?: Uint8Array | string;
+  readonly end?: Uint8Array | string;
+  readonly limit?: number;
+}
+
+/** Bytes as a string whose code units are the bytes: string order is byte order. */
+function keyString(key: Uint8Array | string): string {
+  if (typeof key === 'string') return Buffer.from(key, 'utf8').toString('latin1');
+  return Buffer.from(key.buffer, key.byteOffset, key.byteLength).toString('latin1');
+}
+
+const copyBytes = (b: Uint8Array): Uint8Array => Uint8Array.prototype.slice.call(b);
+
+class MemoryRoot {
+  /** The undo journal of the transaction running now, if any. */
+  journal: Undo[] | null = null;
+  readonly flushed: Promise<boolean> = Promise.resolve(true);
+
+  transactionSync<T>(fn: () => T): T {
+    if (this.journal !== null) return fn(); // nested: part of the outer one
+    const journal: Undo[] = [];
+    this.journal = journal;
+    try {
+      const out = fn();
+      this.journal = null;
+      return out;
+    } catch (err) {
+      this.journal = null;
+      for (let i = journal.length - 1; i >= 0; i--) journal[i]!();
+      throw err;
+    }
+  }
+
+  useReadTransaction(): { done(): void } {
+    return { done: () => undefined };
+  }
+
+  async close(): Promise<void> {}
+}
+
+class MemoryDb {
+  private readonly rows = new Map<string, Entry>();
+  private sorted: string[] | null = [];
+
+  constructor(private readonly root: MemoryRoot) {}
+
+  get(key: Uint8Array | string): Uint8Array | undefined {
+    const row = this.rows.get(keyString(key));
+    return row === undefined ? undefined : copyBytes(row.value);
+  }
+
+  getBinary(key: Uint8Array | string): Uint8Array | undefined {
+    return this.get(key);
+  }
+
+  putSync(key: Uint8Array | string, value: Uint8Array): boolean {
+    const k = keyString(key);
+    const old = this.rows.get(k);
+    this.rows.set(k, { key: typeof key === 'string' ? key : copyBytes(key), value: copyBytes(value) });
+    if (old === undefined) this.sorted = null;
+    this.root.journal?.push(() => this.restore(k, old));
+    return true;
+  }
+
+  removeSync(key: Uint8Array | string): boolean {
+    const k = keyString(key);
+    const old = this.rows.get(k);
+    if (old === undefined) return false;
+    this.rows.delete(k);
+    this.sorted = null;
+    this.root.journal?.push(() => this.restore(k, old));
+    return true;
+  }
+
+  put(key: Uint8Array | string, value: Uint8Array): Promise<boolean> {
+    return Promise.resolve(this.putSync(key, value));
+  }
+
+  remove(key: Uint8Array | string): Promise<boolean> {
+    return Promise.resolve(this.removeSync(key));
+  }
+
+  *getRange(opts: RangeOptions = {}): Generator<{ key: Uint8Array | string; value: Uint8Array }> {
+    const start = opts.start === undefined ? null : keyString(opts.start);
+    const end = opts.end === undefined ? null : keyString(opts.end);
+    let n = 0;
+    for (const k of this.keysSorted()) {
+      if (start !== null && k < start) continue;
+      if (end !== null && k >= end) break;
+      if (opts.limit !== undefined && n >= opts.limit) break;
+      const row = this.rows.get(k);
+      if (row === undefined) continue; // removed while iterating
+      n++;
+      yield { key: typeof row.key === 'string' ? row.key : copyBytes(row.key), value: copyBytes(row.value) };
+    }
+  }
+
+  *getKeys(opts: RangeOptions = {}): Generator<Uint8Array | string> {
+    for (const { key } of this.getRange(opts)) yield key;
+  }
+
+  getStats(): Record<string, number> {
+    return { entryCount: this.rows.size };
+  }
+
+  /** A copy of the rows (a restarted process gets its own store). */
+  copyInto(other: MemoryDb): void {
+    for (const [k, row] of this.rows) other.rows.set(k, row);
+    other.sorted = null;
+  }
+
+  /** Sorted keys; a write replaces (never mutates) the array, so iterations in progress
+   *  keep theirs. */
+  private keysSorted(): string[] {
+    if (this.sorted === null) this.sorted = [...this.rows.keys()].sort();
+    return this.sorted;
+  }
+
+  private restore(k: string, old: Entry | undefined): void {
+    if (old === undefined) this.rows.delete(k);
+    else this.rows.set(k, old);
+    this.sorted = null;
+  }
+}
+
+const TABLES = ['logMeta', 'logSlots', 'smMeta', 'kv', 'sessions', 'sessionUse', 'members', 'chain', 'segments', 'votersEver'] as const;
+
+/** A fresh in-memory environment with every table of `openEnv`. */
+export function openMemoryEnv(): StoreEnv {
+  const root = new MemoryRoot();
+  const env: Record<string, unknown> = { root };
+  for (const t of TABLES) env[t] = new MemoryDb(root);
+  return env as unknown as StoreEnv;
+}
+
+/** A copy of `env`'s contents in a new environment (rows are immutable: shared safely). */
+export function cloneMemoryEnv(env: StoreEnv): StoreEnv {
+  const out = openMemoryEnv();
+  for (const t of TABLES) (env[t] as unknown as MemoryDb).copyInto(out[t] as unknown as MemoryDb);
+  return out;
+}
