@@ -118,24 +118,26 @@ export interface FetchedShards {
 
 /** Downloads every shard and checks it against its record. */
 export async function fetchShards(store: ObjectStore, obj: EncodedObject): Promise<FetchedShards> {
-  const problems: string[] = [];
+  // Problems are kept by shard and reported in shard order, whatever order the fetches end in.
+  const byShard: (string | undefined)[] = [];
   const missing: number[] = [];
   const shards = await Promise.all(
     obj.shards.map(async (rec, i): Promise<Uint8Array | undefined> => {
       const name = shardKey(obj.prefix, i);
       try {
         const bytes = await store.get(name);
-        if (bytes.byteLength !== rec.size) problems.push(`${name}: ${bytes.byteLength} bytes, expected ${rec.size}`);
-        else if (sha256Hex(bytes) !== rec.sha256) problems.push(`${name}: checksum mismatch`);
+        if (bytes.byteLength !== rec.size) byShard[i] = `${name}: ${bytes.byteLength} bytes, expected ${rec.size}`;
+        else if (sha256Hex(bytes) !== rec.sha256) byShard[i] = `${name}: checksum mismatch`;
         else return bytes;
       } catch (err) {
         if (!(err instanceof ObjectStoreError && err.code === 'not_found')) throw err;
-        problems.push(`${name}: missing`);
+        byShard[i] = `${name}: missing`;
         missing.push(i);
       }
       return undefined;
     }),
   );
+  const problems = byShard.filter((p): p is string => p !== undefined);
   return { shards, problems, missing: missing.sort((a, b) => a - b) };
 }
 

@@ -1,0 +1,64 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { bootstrapState, type Envelope } from '../src/consensus/index.js';
+import { Driver, type DriverClock } from '../src/driver.js';
+import { ControlledLog, MemoryLogStore } from '../src/log/memory.js';
+import { openMemoryEnv } from '../src/log/memory-env.js';
+import { LmdbStateStore } from '../src/state/kv.js';
+
+const srcDir = join(fileURLToPath(new URL('.', import.meta.url)), '..', '..', 'src');
+
+test('the driver reads no wall clock and does no I/O of its own', () => {
+  const code = readFileSync(join(srcDir, 'driver.ts'), 'utf8').replace(/\/\*[\s\S]*?\*\/|\/\/.*$/gm, '');
+  for (const m of code.matchAll(/from\s+'([^']+)'/g)) assert.ok(m[1]!.startsWith('./'), `driver.ts imports ${m[1]}`);
+  for (const banned of [/\bDate\b/, /Math\.random/, /\bsetTimeout\b/, /\bsetImmediate\b/, /\bsetInterval\b/, /\bprocess\b/, /\bperformance\b/]) {
+    assert.doesNotMatch(code, banned, `driver.ts uses ${banned}`);
+  }
+});
+
+/** One driver over in-memory twins, with a hand-cranked clock. */
+function oneNode(random: () => number) {
+  const queue: (() => void)[] = [];
+  let now = 0;
+  const clock: DriverClock = { now: () => now, soon: (fn) => queue.push(fn), after: () => () => undefined };
+  const env = openMemoryEnv();
+  const state = new LmdbStateStore(env);
+  state.bootstrap(bootstrapState({ voters: ['a', 'b', 'c'], learners: [] }).base);
+  const sent: Envelope[] = [];
+  const log = new ControlledLog(new MemoryLogStore(), () => undefined);
+  const driver = new Driver({
+    clusterId: 'c',
+    peerId: 'a',
+    log: { load: () => log.load(), write: (ops, done) => log.write(ops, done), committed: (done) => done() },
+    state,
+    net: { send: (e) => sent.push(...e), onMessage: () => undefined },
+    clock,
+    random,
+    timing: { tickMs: 10, electionTicks: 10, heartbeatTicks: 2, proposalTimeoutMs: 1000 },
+  });
+  const run = () => {
+    while (queue.length > 0) queue.shift()!();
+    now++;
+  };
+  return { driver, sent, run };
+}
+
+test('read ids differ across processes (bug 3): a reply meant for the previous process cannot match', () => {
+  const ids = (random: () => number): number[] => {
+    const n = oneNode(random);
+    // A follower that knows a leader asks it: make one known by a heartbeat.
+    n.driver.replica.step({ cluster: 'c', from: 'b', to: 'a', msg: { type: 'heartbeat', ballot: { round: 1, leader: 'b' }, commit: 0, seq: 1 } });
+    for (let i = 0; i < 3; i++) n.driver.read(() => undefined);
+    n.run();
+    return n.sent.flatMap((e) => (e.msg.type === 'read_req' ? [e.msg.id] : []));
+  };
+  const first = ids(() => 0.25);
+  const second = ids(() => 0.75);
+  assert.equal(first.length, 3);
+  assert.equal(second.length, 3);
+  assert.ok(first.every((id) => !second.includes(id)), `ids ${first} and ${second} overlap`);
+  assert.ok(first.every((id) => id > 1000), 'ids do not start at 0');
+});
