@@ -7,7 +7,7 @@
  * Replica.propose -> Ready.persist/send -> LmdbLogStore.write + Transport -> peers'
  * acceptances -> Ready.commit -> StateStore.apply -> the pending write resolves -> HTTP answers.
  */
-import { randomUUID } from 'node:crypto';
+import { randomInt, randomUUID } from 'node:crypto';
 import { bootstrapState, type Ballot, type Command, type Config, type LogPoint, type SlotValue } from './consensus/index.js';
 import { Driver, type DriverClock, type DriverRefusal, type DriverTiming } from './driver.js';
 import type { Logger } from './logger.js';
@@ -123,7 +123,9 @@ export class PangeaNode implements KvService {
       state: parts.state,
       net: parts.transport,
       clock: NODE_CLOCK,
-      random: Math.random,
+      // From the CSPRNG: read ids start at a random point, and a seeded Math.random
+      // (--random_seed) would make every restart reuse them.
+      random: () => randomInt(2 ** 47) / 2 ** 47,
       timing: this.timing,
       onFatal: (err, what) => {
         this.logger.error(`${what} failed; the node stops`, { err });

@@ -99,7 +99,10 @@ export class LmdbLogStore implements LogStore {
       }
     }
     const committed = Promise.all(commits).then(noop);
-    this.lastCommitted = Promise.all([this.lastCommitted, committed]).then(noop, noop);
+    // A failed commit fails every later `committed()` too: the node must never apply
+    // entries whose log write did not commit (the state would be ahead of the log).
+    this.lastCommitted = Promise.all([this.lastCommitted, committed]).then(noop);
+    this.lastCommitted.catch(noop); // the caller of committed() gets the rejection
     const durable = committed
       .then(() => this.env.root.flushed)
       .then(() => this.flushGate?.());

@@ -7,9 +7,10 @@
  * What it keeps of LMDB: keys in byte order; `transactionSync` is atomic (a throw inside
  * undoes every write made in it, so the applied point moves only with its transaction);
  * values are copied in and out of the store (a caller's buffer is never aliased). What
- * survives a crash is the simulator's business: a `transactionSync` is durable when it
- * returns (lmdb-js commits it synchronously and flushes), so a crash keeps the whole store;
- * `clone()` gives a restarted process its own copy.
+ * survives a crash is the simulator's business: every commit (a transaction, or a write
+ * outside one) is reported to `onCommit` with the function that undoes it, so a power loss
+ * can keep any prefix of the commits since the last flush. (A `transactionSync` is not
+ * durable when it returns: lmdb-js may run it inside its writer's unsynced transaction.)
  */
 import type { StoreEnv } from './env.js';
 
@@ -30,10 +31,18 @@ function keyString(key: Uint8Array | string): string {
 
 const copyBytes = (b: Uint8Array): Uint8Array => Uint8Array.prototype.slice.call(b);
 
-class MemoryRoot {
+export class MemoryRoot {
   /** The undo journal of the transaction running now, if any. */
   journal: Undo[] | null = null;
   readonly flushed: Promise<boolean> = Promise.resolve(true);
+  /** Told of every commit, with what undoes it. */
+  onCommit: ((undo: Undo) => void) | null = null;
+
+  /** A write outside a transaction commits alone. */
+  wrote(undo: Undo): void {
+    if (this.journal !== null) this.journal.push(undo);
+    else this.onCommit?.(undo);
+  }
 
   transactionSync<T>(fn: () => T): T {
     if (this.journal !== null) return fn(); // nested: part of the outer one
@@ -42,6 +51,11 @@ class MemoryRoot {
     try {
       const out = fn();
       this.journal = null;
+      if (journal.length > 0) {
+        this.onCommit?.(() => {
+          for (let i = journal.length - 1; i >= 0; i--) journal[i]!();
+        });
+      }
       return out;
     } catch (err) {
       this.journal = null;
@@ -77,7 +91,7 @@ class MemoryDb {
     const old = this.rows.get(k);
     this.rows.set(k, { key: typeof key === 'string' ? key : copyBytes(key), value: copyBytes(value) });
     if (old === undefined) this.sorted = null;
-    this.root.journal?.push(() => this.restore(k, old));
+    this.root.wrote(() => this.restore(k, old));
     return true;
   }
 
@@ -87,7 +101,7 @@ class MemoryDb {
     if (old === undefined) return false;
     this.rows.delete(k);
     this.sorted = null;
-    this.root.journal?.push(() => this.restore(k, old));
+    this.root.wrote(() => this.restore(k, old));
     return true;
   }
 
@@ -122,12 +136,6 @@ class MemoryDb {
     return { entryCount: this.rows.size };
   }
 
-  /** A copy of the rows (a restarted process gets its own store). */
-  copyInto(other: MemoryDb): void {
-    for (const [k, row] of this.rows) other.rows.set(k, row);
-    other.sorted = null;
-  }
-
   /** Sorted keys; a write replaces (never mutates) the array, so iterations in progress
    *  keep theirs. */
   private keysSorted(): string[] {
@@ -150,11 +158,4 @@ export function openMemoryEnv(): StoreEnv {
   const env: Record<string, unknown> = { root };
   for (const t of TABLES) env[t] = new MemoryDb(root);
   return env as unknown as StoreEnv;
-}
-
-/** A copy of `env`'s contents in a new environment (rows are immutable: shared safely). */
-export function cloneMemoryEnv(env: StoreEnv): StoreEnv {
-  const out = openMemoryEnv();
-  for (const t of TABLES) (env[t] as unknown as MemoryDb).copyInto(out[t] as unknown as MemoryDb);
-  return out;
 }

@@ -65,12 +65,13 @@ export class MemoryLogStore implements LogStore {
 /**
  * A log whose durability the caller (the simulator) controls, with the crash semantics of
  * `LmdbLogStore`: batches become durable in the order handed over, only when `flush` says
- * so (or when a synchronous state commit flushes the environment, `syncAll`); a crash keeps
- * the durable batches and a prefix of the rest, whole batches only (LMDB transactions are
- * atomic). `durable` is what a restarted process loads.
+ * so; a crash keeps the durable batches and a prefix of the rest, whole batches only (LMDB
+ * transactions are atomic). `durable` is what a restarted process loads. `break()` is a disk
+ * that fails: every batch not yet durable, and every later one, fails.
  */
 export class ControlledLog {
-  private pending: { ops: readonly PersistOp[]; done: (err?: unknown) => void; synced: boolean }[] = [];
+  private pending: { ops: readonly PersistOp[]; done: (err?: unknown) => void }[] = [];
+  private failure: Error | null = null;
 
   constructor(
     readonly durable: MemoryLogStore,
@@ -83,7 +84,8 @@ export class ControlledLog {
   }
 
   write(ops: readonly PersistOp[], done: (err?: unknown) => void): void {
-    this.pending.push({ ops, done, synced: false });
+    if (this.failure !== null) return done(this.failure);
+    this.pending.push({ ops, done });
     this.onWrite();
   }
 
@@ -92,25 +94,26 @@ export class ControlledLog {
     return this.pending.length;
   }
 
+  get broken(): Error | null {
+    return this.failure;
+  }
+
   /** The oldest `count` batches are durable now; their writers hear of it, in order. */
   flush(count = this.pending.length): void {
     const done = this.pending.splice(0, count);
-    for (const b of done) if (!b.synced) void this.durable.write(b.ops);
+    for (const b of done) void this.durable.write(b.ops);
     for (const b of done) b.done();
   }
 
-  /** A synchronous commit of the state flushed the environment: every batch handed over is
-   *  durable (its writer still hears of it at its own flush). */
-  syncAll(): void {
-    for (const b of this.pending) {
-      if (!b.synced) void this.durable.write(b.ops);
-      b.synced = true;
-    }
+  /** The disk fails: what is not durable never will be (as far as the writer knows). */
+  break(err: Error): void {
+    this.failure = err;
+    for (const b of this.pending.splice(0)) b.done(err);
   }
 
   /** Power loss: the first `keep` unflushed batches reached the disk, the rest did not. */
   crash(keep: number): void {
-    for (const b of this.pending.slice(0, keep)) if (!b.synced) void this.durable.write(b.ops);
+    for (const b of this.pending.slice(0, keep)) void this.durable.write(b.ops);
     this.pending = [];
   }
 }

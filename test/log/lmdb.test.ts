@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { BALLOT_NONE, type LogPoint, type StoredSlot } from '../../src/consensus/index.js';
-import { openStores, type OpenStoresOptions } from '../../src/log/lmdb.js';
+import { LmdbLogStore, openStores, type OpenStoresOptions } from '../../src/log/lmdb.js';
+import type { StoreEnv } from '../../src/log/env.js';
 import { MemoryLogStore } from '../../src/log/memory.js';
 
 const dirs: string[] = [];
@@ -166,4 +167,15 @@ test('the in-memory twin loads what the LMDB store loads for the same writes', a
   assert.deepEqual(memory.readSlots(0, 10), stores.log.readSlots(0, 10));
   await stores.close();
   await memory.close();
+});
+
+test('a write that fails to commit fails committed() too, for good: nothing is applied on top of it', async () => {
+  // lmdb-js rejects a queued put when the environment is full (MDB_MAP_FULL) or the disk fails.
+  const fail = () => Promise.reject(new Error('MDB_MAP_FULL'));
+  const db = { get: () => undefined, put: fail, remove: fail, getRange: function* () {}, getKeys: function* () {} };
+  const env = { root: { flushed: Promise.resolve(true) }, logMeta: db, logSlots: db } as unknown as StoreEnv;
+  const log = new LmdbLogStore(env);
+  await assert.rejects(log.write([{ kind: 'commit', slot: 5 }]), /MDB_MAP_FULL/);
+  await assert.rejects(log.committed(), /MDB_MAP_FULL/, 'the driver waits for committed() before it applies');
+  await assert.rejects(log.committed(), /MDB_MAP_FULL/, 'and every later wait fails too');
 });

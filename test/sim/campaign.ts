@@ -23,6 +23,6 @@ export function assertFaultCoverage(totals: SimStats, seeds: number): void {
   for (const k of ['oneWayLinks', 'longStalls', 'crashesBeforeCommit'] as const) {
     assert.ok(perSeed(k) >= 0.5, `only ${perSeed(k).toFixed(2)} ${k} per seed`);
   }
-  assert.ok(perSeed('blockSyncs') >= 0.1, `only ${perSeed('blockSyncs').toFixed(2)} block syncs per seed`);
+  for (const k of ['blockSyncs', 'diskFailures'] as const) assert.ok(perSeed(k) >= 0.1, `only ${perSeed(k).toFixed(2)} ${k} per seed`);
   assert.ok(perSeed('acked') >= 100 && perSeed('reads') >= 50, 'clients did too little');
 }

@@ -34,7 +34,7 @@ import {
   type StoredSlot,
 } from '../../src/consensus/index.js';
 import { Driver, type DriverClock, type DriverDefects } from '../../src/driver.js';
-import { openMemoryEnv } from '../../src/log/memory-env.js';
+import { openMemoryEnv, type MemoryRoot } from '../../src/log/memory-env.js';
 import { ControlledLog, MemoryLogStore } from '../../src/log/memory.js';
 import type { StoreEnv } from '../../src/log/env.js';
 import { decodeAppCommand, encodeAppCommand, type ApplyResult, type KvOp } from '../../src/state/command.js';
@@ -65,6 +65,7 @@ export interface SimStats {
   oneWayLinks: number;
   /** Ranges of chosen values handed to a node outside the core's own catch-up. */
   blockSyncs: number;
+  diskFailures: number;
   longStalls: number;
   membershipChanges: number;
   compactions: number;
@@ -97,6 +98,9 @@ const KEYS = ['a', 'b', 'c', 'd', 'e', 'f'];
 
 class SimFailure extends Error {}
 
+/** The error a failed simulated disk gives. */
+const DISK_FAILURE = new Error('input/output error (simulated disk failure)');
+
 type In = { kind: 'put'; key: string; value: string } | { kind: 'get'; key: string } | { kind: 'cas'; key: string; expect: string | null; value: string };
 type Out = KvOutput;
 
@@ -126,6 +130,9 @@ class SimNode {
    *  transaction is durable when it commits, as lmdb-js's transactionSync is). */
   readonly logDisk = new MemoryLogStore();
   readonly env: StoreEnv = openMemoryEnv();
+  /** Commits since the last flush, in order: a log batch, or a state commit (with what
+   *  undoes it). LMDB keeps a prefix of its commits across a power loss. */
+  sequence: ('log' | (() => void))[] = [];
   /** The process: rebuilt from the disk at every start. */
   driver: Driver | null = null;
   log: ControlledLog | null = null;
@@ -348,6 +355,7 @@ export class World {
     this.nodes.set(id, node);
     // A new disk gets the genesis point, as `openStores(dir, { genesis })` does.
     new LmdbStateStore(node.env).bootstrap(this.genesis);
+    (node.env.root as unknown as MemoryRoot).onCommit = (undo) => node.sequence.push(undo);
     this.start(node);
     return node;
   }
@@ -371,7 +379,10 @@ export class World {
         };
       },
     };
-    const log = new ControlledLog(node.logDisk, () => this.scheduleFlush(node, inc));
+    const log = new ControlledLog(node.logDisk, () => {
+      node.sequence.push('log');
+      this.scheduleFlush(node, inc);
+    });
     const state = new LmdbStateStore(node.env);
     node.log = log;
     node.state = state;
@@ -387,6 +398,7 @@ export class World {
         // anything of it is applied (or durable).
         committed: (done) =>
           clock.after(this.netRng.int(0, 1), () => {
+            if (log.broken !== null) return done(log.broken);
             if (this.faultsOn && !node.removed && this.faultRng.chance(this.buggify / 4)) {
               this.stats.crashes++;
               this.stats.crashesBeforeCommit++;
@@ -397,15 +409,7 @@ export class World {
             done();
           }),
       },
-      state: {
-        applied: () => state.applied(),
-        logTime: () => state.logTime(),
-        apply: (entries, onSegment) => {
-          // A synchronous state commit flushes the environment, the log's batches with it.
-          log.syncAll();
-          return state.apply(entries, onSegment);
-        },
-      },
+      state,
       net: {
         send: (envs) => {
           for (const env of envs) this.send(env);
@@ -436,7 +440,10 @@ export class World {
       },
       onFatal: (err, what) => {
         if (err instanceof SimFailure) throw err; // a check failed inside an apply
-        throw new SimFailure(`${node.id}: ${what} failed: ${(err as Error).message}`);
+        if (err !== DISK_FAILURE) throw new SimFailure(`${node.id}: ${what} failed: ${(err as Error).message}`);
+        // Fail-stop: the process exits; it is restarted on a working disk.
+        this.crash(node, `${what} failed`);
+        this.schedule(this.faultRng.int(3, 40) * TICK, { kind: 'restart', node: node.id });
       },
     });
     const applied = state.applied().point;
@@ -494,16 +501,26 @@ export class World {
   private onFlush(id: NodeId, inc: number): void {
     const node = this.nodes.get(id)!;
     if (!node.alive || node.incarnation !== inc) return;
+    if (node.log!.unflushed === 0) return;
     node.log!.flush(1);
+    // That batch and every commit before it are durable.
+    node.sequence.splice(0, node.sequence.indexOf('log') + 1);
     this.afterEvent(node);
   }
 
   private crash(node: SimNode, why: string): void {
-    // A crash keeps what was durable, plus some prefix of what was being written.
-    const unflushed = node.log!.unflushed;
-    const survive = this.faultRng.int(0, unflushed);
-    node.log!.crash(survive);
-    if (this.traceOn) this.trace(`crash ${node.id} (${why}); ${survive}/${unflushed} unflushed batches survive`);
+    // A crash keeps what was durable, plus a prefix of the commits since: log batches and
+    // state transactions alike (one LMDB environment); the state's later ones are undone.
+    const seq = node.sequence;
+    const keep = this.faultRng.int(0, seq.length);
+    const logKept = seq.slice(0, keep).filter((c) => c === 'log').length;
+    node.log!.crash(Math.min(logKept, node.log!.unflushed));
+    for (let i = seq.length - 1; i >= keep; i--) {
+      const c = seq[i]!;
+      if (c !== 'log') c();
+    }
+    node.sequence = [];
+    if (this.traceOn) this.trace(`crash ${node.id} (${why}); ${keep}/${seq.length} commits since the last flush survive`);
     this.stats.leaderChanges += node.replica.stats.leaderTerms - node.leaderTermsBefore;
     node.leaderTermsBefore = 0;
     node.alive = false;
@@ -602,6 +619,7 @@ export class World {
       if (!this.archive.has(slot)) return;
     }
     node.driver!.compact(point);
+    node.state!.pruneChain(point.index); // as PangeaNode.compact does
     this.stats.compactions++;
     if (this.traceOn) this.trace(`compact ${node.id} through ${point.slot}`);
   }
@@ -613,7 +631,7 @@ export class World {
     if (!node.alive || node.incarnation !== inc) return;
     node.catchingUp = false;
     const from = this.nodes.get(fromId);
-    if (from === undefined || !this.connected(id, fromId)) return;
+    if (from === undefined || !from.alive || from.removed || !this.connected(fromId, id)) return;
     this.learnRange(node, from);
   }
 
@@ -679,11 +697,18 @@ export class World {
       // Block sync: a node hears of a peer ahead of it and takes a range of chosen values
       // from it (as production does when far behind; a deposed leader may be the one).
       const node = r.chance(0.5) ? (this.leaderNode() ?? r.pick(live)) : r.pick(live);
-      const ahead = live.filter((p) => p !== node && p.replica.commit.slot > node.replica.commit.slot && this.connected(node.id, p.id));
+      const ahead = live.filter((p) => p !== node && p.replica.commit.slot > node.replica.commit.slot && this.connected(p.id, node.id));
       if (ahead.length > 0) {
         this.stats.blockSyncs++;
         this.learnRange(node, r.pick(ahead));
       }
+    } else if (roll < 0.94 && live.length > 0) {
+      // A disk fails (EIO on write or fsync): the node must stop, apply nothing more, and
+      // come back from what was durable.
+      const node = r.pick(live);
+      this.stats.diskFailures++;
+      if (this.traceOn) this.trace(`disk failure on ${node.id}`);
+      node.log!.break(DISK_FAILURE);
     } else if (roll < 0.97 && live.length > 1) {
       // One direction of one link fails (a firewall rule, a half-open connection): often
       // the leader's outgoing or incoming side.
@@ -970,7 +995,7 @@ export class World {
 }
 
 export function emptyStats(): SimStats {
-  return { leaderChanges: 0, crashes: 0, crashesBeforeCommit: 0, partitions: 0, oneWayLinks: 0, blockSyncs: 0, longStalls: 0, membershipChanges: 0, compactions: 0, rangesLearned: 0, garbage: 0, pauses: 0, acked: 0, unknown: 0, reads: 0, slots: 0 };
+  return { leaderChanges: 0, crashes: 0, crashesBeforeCommit: 0, partitions: 0, oneWayLinks: 0, blockSyncs: 0, diskFailures: 0, longStalls: 0, membershipChanges: 0, compactions: 0, rangesLearned: 0, garbage: 0, pauses: 0, acked: 0, unknown: 0, reads: 0, slots: 0 };
 }
 
 /** Runs one seed. A failure carries the seed; with `trace`, the events that led to it. */
