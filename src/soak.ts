@@ -7,6 +7,7 @@
  * clock and sleep can be replaced (tests drive it with fakes).
  */
 import { setTimeout as delay } from 'node:timers/promises';
+import { parseDuration as parseAnyDuration } from './duration.js';
 
 /** Metric names the soak reads. A metric the node does not export counts as absent. */
 export const METRIC = {
@@ -49,16 +50,9 @@ export const MAX_DETAIL_CHARS = 200;
 // ---------------------------------------------------------------------------------------------
 // Durations
 
-const DURATION_UNITS_MS: Readonly<Record<string, number>> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 };
-
-/**
- * Parses `250ms`, `30s`, `1.5m`, `1h` (one non-negative number and one unit) into whole
- * milliseconds. Throws an Error naming the text otherwise.
- */
+/** A duration flag (`30s`, `5m`, `1h30m`: the grammar of every flag, src/duration.ts). */
 export function parseDuration(text: string): number {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(text.trim());
-  if (!m) throw new Error(`not a duration: "${text}" (write it like 250ms, 30s, 5m or 1h)`);
-  return Math.round(Number(m[1]) * DURATION_UNITS_MS[m[2]!]!);
+  return parseAnyDuration(text.trim(), 'the duration');
 }
 
 /** Milliseconds as `250ms`, `1.5s`, `5m`, `1h2m3s`: for messages, not for parseDuration. */

@@ -16,10 +16,10 @@ export interface ClusterArchiveSettings {
   readonly ces: CesParams;
 }
 
-export const SEGMENT_ENTRIES_DEFAULT = 10_000;
+// Where segments end is a rule every replica computes alike: it lives with the state
+// machine (src/state/segments.ts), once.
+export { SEGMENT_ENTRIES_DEFAULT } from '../state/segments.js';
 export const SEGMENT_ENTRIES_MAX = 1_000_000;
-/** Raw bytes after which a segment is cut before its index boundary. */
-export const SEGMENT_BYTES_MAX = 512 * 1024 * 1024;
 export const SNAPSHOT_SEGMENTS_DEFAULT = 4;
 
 /** One node's archive, prune, quota and blocksync settings. */

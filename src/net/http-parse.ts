@@ -4,10 +4,10 @@
  * digest a request id is checked against. Everything malformed throws `HttpError`.
  */
 import { createHash } from 'node:crypto';
-import type { Compare, KvOp, TxnOp } from '../state/command.js';
+import { KEY_BYTES_MAX, type Compare, type KvOp, type TxnOp } from '../state/command.js';
 
-/** The longest key, in bytes of UTF-8 (API.md). */
-export const keyBytesMax = 1024;
+/** The longest key, in bytes of UTF-8 (API.md): the state machine's own limit. */
+export const keyBytesMax = KEY_BYTES_MAX;
 /** The largest `limit` of a range request, and its default. */
 export const rangeLimitMax = 10_000;
 export const rangeLimitDefault = 100;

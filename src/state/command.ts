@@ -10,6 +10,9 @@ import { createHash } from 'node:crypto';
 import { Packr } from 'msgpackr';
 import type { Command } from '../consensus/index.js';
 
+/** Keys are 1 to 1024 bytes (API contract): checked at apply, so every replica agrees. */
+export const KEY_BYTES_MAX = 1024;
+
 /** A compare of a transaction (see the API contract). Values are raw bytes. */
 export interface Compare {
   readonly key: Uint8Array;

@@ -16,14 +16,13 @@
  */
 import { applyChange, latestConfig, type Command, type Config, type ConfigChange, type Entry, type LogPoint } from '../consensus/index.js';
 import { pack, plain, readU64, u64Key, unpack, type StoreEnv } from '../log/env.js';
-import { chainBytesLength, decodeAppCommand, nextChain, type AppCommand, type ApplyResult, type ArchiveSettings, type Compare, type KvOp, type TxnOp,
+import { KEY_BYTES_MAX, chainBytesLength, decodeAppCommand, nextChain, type AppCommand, type ApplyResult, type ArchiveSettings, type Compare, type KvOp, type TxnOp,
   type TxnResult } from './command.js';
 import { SEGMENT_ENTRIES_DEFAULT, SLOT_OVERHEAD_BYTES, endsSegment, type OpenSegment, type SegmentBound } from './segments.js';
 import type { KeyValue, MemberRecord, StateStore } from './state-store.js';
 import { StateSnapshot, restoreSnapshot, type SnapshotHeader } from './snapshot.js';
 
-/** Keys are 1 to 1024 bytes (API contract); LMDB's own limit here is larger. */
-export const KEY_BYTES_MAX = 1024;
+export { KEY_BYTES_MAX } from './command.js';
 /** Request-id client ids are 1 to 64 characters (API contract). */
 export const CLIENT_ID_BYTES_MAX = 64;
 export const SESSION_TTL_MS_DEFAULT = 60 * 60 * 1000;
