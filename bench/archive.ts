@@ -40,7 +40,7 @@ import { generateKeyPair } from '@libp2p/crypto/keys';
 import { peerIdFromPrivateKey } from '@libp2p/peer-id';
 import { cesKey, paramsDefault, writeNewKeyFile, type CesKey } from '../src/ces/index.js';
 import { DEFAULTS, type Entry, type PersistOp, type StoredSlot } from '../src/consensus/index.js';
-import { openStores, type Stores } from '../src/log/lmdb.js';
+import { openStores, type Stores } from '../src/stores.js';
 import { silentLogger, type Logger } from '../src/logger.js';
 import { encodeAppCommand, type ArchiveSettings } from '../src/state/command.js';
 import type { SegmentBound } from '../src/state/segments.js';

@@ -14,10 +14,9 @@
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { multiaddr } from '@multiformats/multiaddr';
-import { NODE_ARCHIVE_DEFAULTS, SEGMENT_ENTRIES_MAX } from './archive/options.js';
+import { NODE_ARCHIVE_DEFAULTS, SEGMENT_ENTRIES_MAX, type NodeArchiveOptions } from './archive/options.js';
 import { readKeyFile } from './ces/keys.js';
-import { isLogLevel } from './logger.js';
-import type { ServeOptions } from './server.js';
+import { isLogLevel, type LogLevel } from './logger.js';
 
 export const CONFIG_KEYS = [
   'data-dir',
@@ -176,6 +175,24 @@ export function checkMultiaddr(text: string, what: string): string {
 export interface HostPort {
   readonly host: string;
   readonly port: number;
+}
+
+/** Everything `serve` runs with, resolved from flags, the config file and defaults. */
+export interface ServeOptions {
+  readonly dataDir: string;
+  readonly httpListen: HostPort;
+  readonly p2pListen: readonly string[];
+  readonly join?: string | undefined;
+  readonly metricsListen?: HostPort | undefined;
+  readonly advertiseHttp?: string | undefined;
+  readonly advertiseP2p?: readonly string[] | undefined;
+  readonly adminTokenFile?: string | undefined;
+  readonly forceNewCluster: boolean;
+  readonly maxValueBytes: number;
+  readonly maxRequestBytes: number;
+  readonly maxTxnOps: number;
+  readonly logLevel: LogLevel;
+  readonly archive: NodeArchiveOptions;
 }
 
 /** `HOST:PORT` (IPv6 as `[::1]:PORT`); port 0 asks for any free port. */

@@ -5,7 +5,7 @@
  *
  * Files (written by `pangea serve`, src/server.ts): `cluster.json` ({ clusterId, genesis }),
  * `node.json` ({ pid, peerId, http, p2p } of the last `serve` started on it), and the LMDB
- * environment `pangea.mdb` (src/log/env.ts). `serve` holds `prune.lock` while it runs, and
+ * environment `pangea.mdb` (src/storage/env.ts). `serve` holds `prune.lock` while it runs, and
  * tools that write take it, so neither starts while the other works.
  *
  * ```ts
@@ -17,7 +17,7 @@ import { constants as fsConstants, existsSync, unlinkSync } from 'node:fs';
 import { link, open, readFile, rename, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { syncDir } from './durable-file.js';
-import { ENV_FILE } from './log/env.js';
+import { ENV_FILE } from './storage/env.js';
 
 export const CLUSTER_FILE = 'cluster.json';
 export const NODE_FILE = 'node.json';

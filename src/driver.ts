@@ -68,6 +68,10 @@ export interface DriverClock {
   after(ms: number, fn: () => void): () => void;
 }
 
+/** Linearizable reads waiting here at most (for a read index, or for the apply to reach it):
+ *  past it a read is refused `unavailable` at once, never queued without bound. */
+export const READS_WAITING_MAX = 16_384;
+
 export interface DriverTiming {
   /** One consensus tick. Election timeouts are `electionTicks` to twice that. */
   readonly tickMs: number;
@@ -129,7 +133,7 @@ interface PendingRead {
 
 export class Driver {
   readonly replica: Replica;
-  readonly counters = { proposals: 0, commits: 0, applied: 0, persistBatches: 0, reads: 0 };
+  readonly counters = { proposals: 0, commits: 0, applied: 0, persistBatches: 0, reads: 0, readsRefused: 0 };
   private readonly parts: DriverParts;
   private readonly writes = new Map<Command, PendingWrite>();
   private readonly reads = new Map<number, PendingRead>();
@@ -396,6 +400,10 @@ export class Driver {
   /** A linearizable read point: `done` gets the applied index once it covers the read. */
   read(done: (o: ReadOutcome) => void): void {
     if (this.stopped) return done({ ok: false, refusal: { kind: 'unavailable', message: 'the node is shutting down' } });
+    if (this.readsWaiting >= READS_WAITING_MAX) {
+      this.counters.readsRefused++;
+      return done({ ok: false, refusal: { kind: 'unavailable', message: `${READS_WAITING_MAX} reads are waiting already` } });
+    }
     this.counters.reads++;
     const id = ++this.readId;
     this.reads.set(id, { done, index: null });
@@ -433,6 +441,11 @@ export class Driver {
 
   get pendingWrites(): number {
     return this.writes.size;
+  }
+
+  /** Reads waiting for a read index or for the apply to reach it. */
+  get readsWaiting(): number {
+    return this.reads.size + this.waitingReads.length;
   }
 
   /** How long the commit index has not moved while writes wait here (0 if none wait). */

@@ -365,6 +365,7 @@ export class PangeaNode implements KvService {
       .gauge('pangea_voters', 'Voters in the configuration of the next slot.', r.config.voters.length)
       .gauge('pangea_learners', 'Learners in the configuration of the next slot.', r.config.learners.length)
       .gauge('pangea_pending_writes', 'Writes handed to consensus and not yet answered.', this.driver.pendingWrites)
+      .gauge('pangea_reads_waiting', 'Linearizable reads waiting for a read index or the apply (at most READS_WAITING_MAX).', this.driver.readsWaiting)
       .gauge('pangea_ready', '1 when /readyz answers 200.', this.isReady() ? 1 : 0)
       .gauge('pangea_commit_stalled_seconds', 'How long the commit index has stood still while writes wait here (0: none wait).', this.driver.stalledMs() / 1000)
       .gauge('pangea_process_resident_bytes', 'Resident set size of this process.', mem.rss)
@@ -375,6 +376,7 @@ export class PangeaNode implements KvService {
       .counter('pangea_commands_applied_total', 'Commands applied.', c.applied)
       .counter('pangea_persist_batches_total', 'Batches written to the log.', c.persistBatches)
       .counter('pangea_linearizable_reads_total', 'Read barriers requested.', c.reads)
+      .counter('pangea_linearizable_reads_refused_total', 'Reads refused because too many were waiting.', c.readsRefused)
       .counter('pangea_elections_total', 'Elections this node started.', r.stats.elections);
     for (const [name, n] of Object.entries((this.transport.stats ?? {}) as Record<string, number>)) {
       t.counter(`pangea_p2p_${name.replace(/[A-Z]/g, (ch) => `_${ch.toLowerCase()}`)}_total`, `Peer transport counter ${name}.`, n);

@@ -10,17 +10,15 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Config } from './consensus/index.js';
 import type { PrivateKey } from '@libp2p/interface';
-import { createLogger, type Logger, type LogLevel } from './logger.js';
-import type { HostPort } from './config.js';
-import type { NodeArchiveOptions } from './archive/options.js';
+import { createLogger, type Logger } from './logger.js';
 import { PangeaNode, genesisPoint, newClusterId } from './node.js';
 import { loadOrCreateIdentity } from './net/identity.js';
 import { Libp2pTransport } from './net/p2p.js';
 import { HttpApi } from './net/http.js';
-import { openStores, type Stores } from './log/lmdb.js';
+import { openStores, type Stores } from './stores.js';
 import { HttpMetrics } from './metrics.js';
 import { CLUSTER_FILE, NODE_FILE, lockDataDir } from './data-dir.js';
-import { ENV_FILE } from './log/env.js';
+import { ENV_FILE } from './storage/env.js';
 import { storageFailureCause, watchDataDir } from './fail-stop.js';
 import type { ArchiveSettings } from './state/command.js';
 import type { CesKey } from './ces/index.js';
@@ -28,26 +26,12 @@ import { ARCHIVE_KEY_FILE, NodeArchive, STAGING_DIR, archiveHost, bootstrapSetti
 import { openObjectStore } from './archive/open-store.js';
 import { bestManifest, restoreFromArchive, restoreSnapshotInto, snapshotAtOrBelow } from './archive/restore.js';
 import { publishBaseSnapshot } from './archive/archiver.js';
-import { Blocksync, blocksyncMetricsText } from './net/blocksync.js';
+import { Blocksync, blocksyncMetricsText } from './sync/blocksync.js';
 import { DEFAULTS } from './consensus/index.js';
 import { resolveParams } from './ces/index.js';
 
-export interface ServeOptions {
-  readonly dataDir: string;
-  readonly httpListen: HostPort;
-  readonly p2pListen: readonly string[];
-  readonly join?: string | undefined;
-  readonly metricsListen?: HostPort | undefined;
-  readonly advertiseHttp?: string | undefined;
-  readonly advertiseP2p?: readonly string[] | undefined;
-  readonly adminTokenFile?: string | undefined;
-  readonly forceNewCluster: boolean;
-  readonly maxValueBytes: number;
-  readonly maxRequestBytes: number;
-  readonly maxTxnOps: number;
-  readonly logLevel: LogLevel;
-  readonly archive: NodeArchiveOptions;
-}
+export type { ServeOptions } from './config.js';
+import type { ServeOptions } from './config.js';
 
 /**
  * What the data dir records about its cluster, durably, before the LMDB environment holds

@@ -51,8 +51,8 @@ export const MAX_DETAIL_CHARS = 200;
 // Durations
 
 /** A duration flag (`30s`, `5m`, `1h30m`: the grammar of every flag, src/duration.ts). */
-export function parseDuration(text: string): number {
-  return parseAnyDuration(text.trim(), 'the duration');
+export function parseDuration(text: string, what = 'the duration'): number {
+  return parseAnyDuration(text.trim(), what);
 }
 
 /** Milliseconds as `250ms`, `1.5s`, `5m`, `1h2m3s`: for messages, not for parseDuration. */

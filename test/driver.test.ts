@@ -4,9 +4,9 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { bootstrapState, type Envelope } from '../src/consensus/index.js';
-import { Driver, type DriverClock } from '../src/driver.js';
+import { Driver, READS_WAITING_MAX, type DriverClock } from '../src/driver.js';
 import { ControlledLog, MemoryLogStore } from '../src/log/memory.js';
-import { openMemoryEnv } from '../src/log/memory-env.js';
+import { openMemoryEnv } from '../src/storage/memory-env.js';
 import { LmdbStateStore } from '../src/state/kv.js';
 
 const srcDir = join(fileURLToPath(new URL('.', import.meta.url)), '..', '..', 'src');
@@ -61,4 +61,14 @@ test('read ids differ across processes (bug 3): a reply meant for the previous p
   assert.equal(second.length, 3);
   assert.ok(first.every((id) => !second.includes(id)), `ids ${first} and ${second} overlap`);
   assert.ok(first.every((id) => id > 1000), 'ids do not start at 0');
+});
+
+test('linearizable reads waiting are bounded: past READS_WAITING_MAX one is refused at once', () => {
+  const n = oneNode(() => 0.5);
+  n.driver.replica.step({ cluster: 'c', from: 'b', to: 'a', msg: { type: 'heartbeat', ballot: { round: 1, leader: 'b' }, commit: 0, seq: 1 } });
+  const refused: string[] = [];
+  for (let i = 0; i <= READS_WAITING_MAX; i++) n.driver.read((o) => (o.ok ? undefined : refused.push(o.refusal.kind)));
+  assert.deepEqual(refused, ['unavailable']);
+  assert.equal(n.driver.readsWaiting, READS_WAITING_MAX);
+  assert.equal(n.driver.counters.readsRefused, 1);
 });

@@ -6,7 +6,7 @@
  */
 import { KeyRing, type CesKey } from '../ces/index.js';
 import { batchBytes, type SlotValue } from '../consensus/index.js';
-import { RANGE_BYTES_MAX, type ColdSource } from '../net/blocksync.js';
+import { RANGE_BYTES_MAX, type ColdSource } from '../sync/blocksync.js';
 import { nextChain } from '../state/command.js';
 import { readBestManifest, type ManifestBody, type SegmentRecord } from './manifest.js';
 import { readEncoded } from './objects.js';

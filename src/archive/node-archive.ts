@@ -11,7 +11,7 @@ import { pathToFileURL } from 'node:url';
 import type { PrivateKey } from '@libp2p/interface';
 import { paramsDefault, readKeyFile, writeNewKeyFile, type CesKey } from '../ces/index.js';
 import type { Logger } from '../logger.js';
-import type { Stores } from '../log/lmdb.js';
+import type { Stores } from '../stores.js';
 import type { PangeaNode } from '../node.js';
 import type { ArchiveSettings } from '../state/command.js';
 import { SEGMENT_ENTRIES_DEFAULT, SNAPSHOT_SEGMENTS_DEFAULT, type NodeArchiveOptions } from './options.js';

@@ -1,7 +1,7 @@
 /**
  * A log segment as a byte stream (the plaintext CES encodes): whole chosen slots between two
  * boundaries the state machine recorded (state/segments.ts), framed like snapshots
- * (u32 length + msgpack, net/codec.ts):
+ * (u32 length + msgpack, codec/frames.ts):
  *
  *   { t: 'header', v: 1, cluster, first, last, chainBefore, chainAfter }
  *   { t: 'slots', r: [[slot, commands], ...] }     slots in order, about 1 MiB a frame
@@ -12,8 +12,8 @@
  * `chainBefore` over every command ends at `chainAfter`. A segment that decodes is the log.
  */
 import { batchBytes, type Batch, type SlotValue } from '../consensus/index.js';
-import { FrameDecoder, joinFrames } from '../net/codec.js';
-import { pack } from '../log/env.js';
+import { FrameDecoder, joinFrames } from '../codec/frames.js';
+import { pack } from '../storage/env.js';
 import { batchOf, commandsValue } from '../log/slot-codec.js';
 import { nextChain } from '../state/command.js';
 import type { SegmentBound } from '../state/segments.js';

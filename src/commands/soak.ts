@@ -74,9 +74,9 @@ export default class Soak extends Command {
   /** The milliseconds of a duration flag; exit code 2 when it does not parse. */
   private duration(text: string, flag: string): number {
     try {
-      return parseDuration(text);
+      return parseDuration(text, flag);
     } catch (err) {
-      this.error(`${flag}: ${(err as Error).message}`, { exit: 2 });
+      this.error((err as Error).message, { exit: 2 });
     }
   }
 }

@@ -1,14 +1,6 @@
 /**
- * The durable log on LMDB (see env.ts for the layout and the durability argument), and
- * `openStores`, which opens a node's log and state machine in one LMDB environment:
- *
- * ```ts
- * const stores = openStores('./pangea-data', { genesis });   // genesis: set once, on a new dir
- * const loaded = stores.log.load();
- * const { point } = stores.state.applied();
- * // ... run the node ...
- * await stores.close();
- * ```
+ * The durable log on LMDB (see storage/env.ts for the layout and the durability argument).
+ * `openStores` (src/stores.ts) opens it with the state machine in one LMDB environment.
  *
  * `write` queues each batch's puts and removes as lmdb-js asynchronous operations: those
  * queued in one event-loop turn go into one LMDB transaction, in call order, committed on
@@ -27,8 +19,7 @@
  * so a slot whose removal was missed (queued in the same turn) is garbage, never state.
  */
 import { BALLOT_NONE, type Ballot, type LogPoint, type PersistOp, type StoredSlot } from '../consensus/index.js';
-import { LmdbStateStore } from '../state/kv.js';
-import { openEnv, pack, readU64, u64Key, unpack, type StoreEnv } from './env.js';
+import { pack, readU64, u64Key, unpack, type StoreEnv } from '../storage/env.js';
 import type { LoadedLog, LogStore } from './log-store.js';
 import { decodeSlot, encodeSlot } from './slot-codec.js';
 
@@ -172,37 +163,4 @@ export class LmdbLogStore implements LogStore {
     const v = this.env.logMeta.get('compacted');
     return v === undefined ? null : (unpack(v) as LogPoint);
   }
-}
-
-export interface OpenStoresOptions extends LmdbLogOptions {
-  /** The point a brand-new node starts from (its epochs name the first configuration).
-   *  Written once, when the data dir has no state yet; ignored afterwards. */
-  readonly genesis?: LogPoint;
-}
-
-export interface Stores {
-  readonly log: LmdbLogStore;
-  readonly state: LmdbStateStore;
-  /** Closes both stores (waiting for queued log writes), then the environment. */
-  close(): Promise<void>;
-}
-
-export function openStores(dir: string, opts: OpenStoresOptions = {}): Stores {
-  const env = openEnv(dir);
-  // The environment closes when both stores have closed, whichever closes first.
-  let open = 2;
-  const release = async (): Promise<void> => {
-    if (--open === 0) await env.root.close();
-  };
-  const log = new LmdbLogStore(env, opts, release);
-  const state = new LmdbStateStore(env, release);
-  if (opts.genesis !== undefined && !state.bootstrapped()) state.bootstrap(opts.genesis);
-  return {
-    log,
-    state,
-    close: async () => {
-      await state.close();
-      await log.close();
-    },
-  };
 }

@@ -4,7 +4,7 @@
  * `[op, node, meta]`. The slot number is the key, so it is not repeated in the value.
  */
 import type { Batch, Command, ConfigChange, StoredSlot } from '../consensus/index.js';
-import { pack, unpack } from './env.js';
+import { pack, unpack } from '../storage/env.js';
 
 type StoredCommand = Uint8Array | [ConfigChange['op'], string] | [ConfigChange['op'], string, Uint8Array];
 

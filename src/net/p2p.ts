@@ -40,7 +40,7 @@ import { multiaddr, type Multiaddr } from '@multiformats/multiaddr';
 import type { Connection, PeerId, PrivateKey, Stream, StreamMessageEvent } from '@libp2p/interface';
 import type { Envelope } from '../consensus/index.js';
 import type { PeerServices, Transport } from './transport.js';
-import { FRAME_BYTES_MAX_DEFAULT, FrameDecoder, FrameError, encodeBody, encodeMessage, joinFrames } from './codec.js';
+import { FRAME_BYTES_MAX_DEFAULT, FrameDecoder, FrameError, encodeBody, encodeMessage, joinFrames } from '../codec/frames.js';
 
 export const CONSENSUS_PROTOCOL = '/pangea/consensus/1.0.0';
 /** Our DHT is private: its own protocol id keeps it apart from the public IPFS DHT. */

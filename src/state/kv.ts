@@ -1,5 +1,5 @@
 /**
- * The key/value state machine on LMDB (layout in src/log/env.ts).
+ * The key/value state machine on LMDB (layout in src/storage/env.ts).
  *
  * `apply` runs a whole array of entries in ONE synchronous LMDB transaction, together with
  * the new applied point, the hash chain and the log time, so after a crash every command
@@ -15,9 +15,10 @@
  * apply reads comes from the log (`cluster_settings`, `archive_settings`) or this file.
  */
 import { applyChange, latestConfig, type Command, type Config, type ConfigChange, type Entry, type LogPoint } from '../consensus/index.js';
-import { pack, plain, readU64, u64Key, unpack, type StoreEnv } from '../log/env.js';
+import { pack, plain, readU64, u64Key, unpack, type StoreEnv } from '../storage/env.js';
 import { KEY_BYTES_MAX, chainBytesLength, decodeAppCommand, nextChain, type AppCommand, type ApplyResult, type ArchiveSettings, type Compare, type KvOp, type TxnOp,
   type TxnResult } from './command.js';
+import type { AppliedRecord } from './applied.js';
 import { SEGMENT_ENTRIES_DEFAULT, SLOT_OVERHEAD_BYTES, endsSegment, type OpenSegment, type SegmentBound } from './segments.js';
 import type { KeyValue, MemberRecord, StateStore } from './state-store.js';
 import { StateSnapshot, restoreSnapshot, type SnapshotHeader } from './snapshot.js';
@@ -33,17 +34,7 @@ const CHAIN_ZERO = new Uint8Array(CHAIN_BYTES);
 const REVISION_BYTES = 8;
 
 
-/** What `sm.meta/applied` holds. */
-export interface AppliedRecord {
-  readonly point: LogPoint;
-  readonly chain: Uint8Array;
-  /** The log's clock (see the top of this file). */
-  readonly maxTime: number;
-  /** Set by `cluster_settings`; absent: SESSION_TTL_MS_DEFAULT. */
-  readonly sessionTtlMs?: number;
-  /** The archive segment being filled (segments.ts). */
-  readonly open: OpenSegment;
-}
+export type { AppliedRecord } from './applied.js';
 
 interface SessionRecord {
   readonly seq: number;

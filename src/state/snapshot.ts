@@ -3,7 +3,7 @@
  * LMDB read transaction (writes go on meanwhile), and its restore into an empty store.
  *
  * The stream is a sequence of frames (u32 big-endian length + one msgpack value, as on the
- * wire, net/codec.ts):
+ * wire, codec/frames.ts):
  *
  *   { t: 'header', v: 1, applied, settings }      the applied record (point with its
  *                                                 configurations, chain value, log time,
@@ -17,10 +17,10 @@
  * and the segments table (the archive's manifest lists finished segments).
  */
 import type { Transaction } from 'lmdb';
-import { FrameDecoder, joinFrames } from '../net/codec.js';
-import { pack, u64Key, unpack, type BytesDb, type StoreEnv } from '../log/env.js';
+import { FrameDecoder, joinFrames } from '../codec/frames.js';
+import { pack, u64Key, unpack, type BytesDb, type StoreEnv } from '../storage/env.js';
 import type { ArchiveSettings } from './command.js';
-import type { AppliedRecord } from './kv.js';
+import type { AppliedRecord } from './applied.js';
 
 export const SNAPSHOT_VERSION = 1;
 /** Record bytes gathered into one frame before it is handed out. */

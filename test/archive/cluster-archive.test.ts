@@ -14,7 +14,7 @@ import { clusterView, killAll, metric, removeDir, startNode, tempDir, waitFor, t
 import { startS3, type TestS3 } from './s3rver.js';
 import { generateKeyPair } from '@libp2p/crypto/keys';
 import { Libp2pTransport } from '../../src/net/p2p.js';
-import { BLOCKSYNC_PROTOCOL } from '../../src/net/blocksync.js';
+import { BLOCKSYNC_PROTOCOL } from '../../src/sync/blocksync.js';
 
 const dirs: string[] = [];
 let s3: TestS3 | null = null;

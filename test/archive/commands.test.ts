@@ -16,7 +16,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { BestManifestInfo, InspectReport } from '../../src/archive/inspect.js';
 import type { AuditReport } from '../../src/archive/audit.js';
 import { LOCK_FILE } from '../../src/data-dir.js';
-import { openStores } from '../../src/log/lmdb.js';
+import { openStores } from '../../src/stores.js';
 import { clusterView, isReady, killAll, metric, removeDir, startNode, tempDir, type TestNode, waitFor } from '../cluster/harness.js';
 
 const RUN = fileURLToPath(new URL('../../../bin/run.js', import.meta.url));

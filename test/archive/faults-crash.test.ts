@@ -12,13 +12,13 @@ import { cpSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import type { LogPoint } from '../../src/consensus/index.js';
-import { openStores } from '../../src/log/lmdb.js';
+import { openStores } from '../../src/stores.js';
 import { FaultyStore, TestNode, newCesKey, newIdentity, removeTempDirs, settingsFor, tempDir } from './fixture.js';
 import { FileObjectStore } from '../../src/archive/file-store.js';
 
 after(() => removeTempDirs());
 
-const LMDB_MODULE = new URL('../../src/log/lmdb.js', import.meta.url).href;
+const LMDB_MODULE = new URL('../../src/stores.js', import.meta.url).href;
 
 const CHILD = `
 import { openStores } from ${JSON.stringify(LMDB_MODULE)};

@@ -19,7 +19,7 @@ import type { ObjectInfo, ObjectStore } from '../../src/archive/store.js';
 import { ObjectStoreError } from '../../src/archive/store.js';
 import { cesKey, generateKeyBytes, paramsDefault, type CesKey } from '../../src/ces/index.js';
 import { epochsAfter, type Ballot, type Command, type ConfigChange, type ConfigEpoch, type Entry, type LogPoint } from '../../src/consensus/index.js';
-import { openStores, type Stores } from '../../src/log/lmdb.js';
+import { openStores, type Stores } from '../../src/stores.js';
 import { silentLogger } from '../../src/logger.js';
 import { encodeAppCommand, type ArchiveSettings } from '../../src/state/command.js';
 import type { SegmentBound } from '../../src/state/segments.js';

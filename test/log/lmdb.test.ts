@@ -4,8 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { BALLOT_NONE, type LogPoint, type StoredSlot } from '../../src/consensus/index.js';
-import { LmdbLogStore, openStores, type OpenStoresOptions } from '../../src/log/lmdb.js';
-import type { StoreEnv } from '../../src/log/env.js';
+import { LmdbLogStore } from '../../src/log/lmdb.js';
+import { openStores, type OpenStoresOptions } from '../../src/stores.js';
+import type { StoreEnv } from '../../src/storage/env.js';
 import { MemoryLogStore } from '../../src/log/memory.js';
 
 const dirs: string[] = [];

@@ -10,7 +10,7 @@ import { after, test } from 'node:test';
 import { generateKeyPair } from '@libp2p/crypto/keys';
 import { Packr } from 'msgpackr';
 import type { SlotValue } from '../../src/consensus/index.js';
-import { BLOCKSYNC_PROTOCOL, Blocksync, type BlocksyncHost, type RangeAnswer } from '../../src/net/blocksync.js';
+import { BLOCKSYNC_PROTOCOL, Blocksync, type BlocksyncHost, type RangeAnswer } from '../../src/sync/blocksync.js';
 import { Libp2pTransport } from '../../src/net/p2p.js';
 import type { PeerServices } from '../../src/net/transport.js';
 import { nextChain } from '../../src/state/command.js';

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Envelope } from '../../src/consensus/index.js';
 import { validateEnvelope } from '../../src/consensus/validate.js';
-import { FRAME_HEADER_BYTES, FrameDecoder, FrameError, encodeBody, encodeFrames, joinFrames } from '../../src/net/codec.js';
+import { FRAME_HEADER_BYTES, FrameDecoder, FrameError, encodeBody, encodeFrames, joinFrames } from '../../src/codec/frames.js';
 
 function envelope(i: number, dataBytes = 8): Envelope {
   const data = new Uint8Array(dataBytes).map((_, j) => (i + j) & 0xff);

@@ -9,7 +9,7 @@ import { yamux } from '@chainsafe/libp2p-yamux';
 import { multiaddr } from '@multiformats/multiaddr';
 import type { Envelope } from '../../src/consensus/index.js';
 import { validateEnvelope } from '../../src/consensus/validate.js';
-import { encodeFrames } from '../../src/net/codec.js';
+import { encodeFrames } from '../../src/codec/frames.js';
 import { CONSENSUS_PROTOCOL, Libp2pTransport, type Libp2pTransportOptions } from '../../src/net/p2p.js';
 
 const CLUSTER = 'test-cluster';

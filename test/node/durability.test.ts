@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { bootstrapState, type Config, type Envelope } from '../../src/consensus/index.js';
-import { openStores } from '../../src/log/lmdb.js';
+import { openStores } from '../../src/stores.js';
 import { silentLogger } from '../../src/logger.js';
 import type { Transport } from '../../src/net/transport.js';
 import { PangeaNode } from '../../src/node.js';

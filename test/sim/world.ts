@@ -34,9 +34,9 @@ import {
   type StoredSlot,
 } from '../../src/consensus/index.js';
 import { Driver, type DriverClock, type DriverDefects } from '../../src/driver.js';
-import { openMemoryEnv, type MemoryRoot } from '../../src/log/memory-env.js';
+import { openMemoryEnv, type MemoryRoot } from '../../src/storage/memory-env.js';
 import { ControlledLog, MemoryLogStore } from '../../src/log/memory.js';
-import type { StoreEnv } from '../../src/log/env.js';
+import type { StoreEnv } from '../../src/storage/env.js';
 import { decodeAppCommand, encodeAppCommand, type ApplyResult, type KvOp } from '../../src/state/command.js';
 import { LmdbStateStore } from '../../src/state/kv.js';
 import { EventHeap } from './heap.js';

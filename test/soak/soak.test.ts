@@ -554,6 +554,6 @@ describe('pangea soak', () => {
   test('rejects a malformed duration with exit 2', { timeout: 60_000 }, async () => {
     const r = await soakCli(['--url', healthy.url, '--interval', '5x']);
     assert.equal(r.code, 2, r.out + r.err);
-    assert.match(r.err, /--interval: not a duration: "5x"/);
+    assert.match(r.err, /--interval must be a duration like 30s or 5m, not "5x"/);
   });
 });

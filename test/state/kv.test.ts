@@ -6,7 +6,7 @@ import { after, test } from 'node:test';
 import { createHash } from 'node:crypto';
 import { Packr } from 'msgpackr';
 import type { Command, ConfigEpoch, Entry, LogPoint } from '../../src/consensus/index.js';
-import { openStores, type OpenStoresOptions, type Stores } from '../../src/log/lmdb.js';
+import { openStores, type OpenStoresOptions, type Stores } from '../../src/stores.js';
 import { chainBytes, encodeAppCommand, type ApplyResult, type Compare, type KvOp, type RequestId, type SettingsOp } from '../../src/state/command.js';
 import { LOG_TIME_STEP_MS } from '../../src/state/kv.js';
 

@@ -6,7 +6,7 @@ import { openObjectStore } from '../../archive/open-store.js';
 import { ObjectStoreError, type ObjectStore } from '../../archive/store.js';
 import { readKeyFile, type CesKey } from '../../ces/index.js';
 import { DataDirError, checkNodeDir, readClusterId } from '../../data-dir.js';
-import { openStores, type Stores } from '../../log/lmdb.js';
+import { openStores, type Stores } from '../../stores.js';
 import { createProgress, type Progress } from '../../progress.js';
 
 export default class ArchiveVerify extends Command {

@@ -24,7 +24,7 @@
 import type { Command, SlotValue } from '../consensus/index.js';
 import { batchBytes, validateEnvelope } from '../consensus/index.js';
 import { nextChain } from '../state/command.js';
-import type { PeerServices } from './transport.js';
+import type { PeerServices } from './peer-services.js';
 import { Packr } from 'msgpackr';
 import { PromText } from '../metrics.js';
 
