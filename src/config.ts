@@ -17,6 +17,7 @@ import { multiaddr } from '@multiformats/multiaddr';
 import { NODE_ARCHIVE_DEFAULTS, SEGMENT_ENTRIES_MAX, type NodeArchiveOptions } from './archive/options.js';
 import { readKeyFile } from './ces/keys.js';
 import { isLogLevel, type LogLevel } from './logger.js';
+import { maxRequestBytesDefault, maxTxnOpsDefault, maxValueBytesDefault } from './net/http.js';
 
 export const CONFIG_KEYS = [
   'data-dir',
@@ -210,9 +211,9 @@ export const SERVE_DEFAULTS = {
   'http-listen': '127.0.0.1:7070',
   'p2p-listen': ['/ip4/127.0.0.1/udp/7071/quic-v1', '/ip4/127.0.0.1/tcp/7071'],
   'force-new-cluster': false,
-  'max-value-bytes': 1 << 20,
-  'max-request-bytes': 2 << 20,
-  'max-txn-ops': 128,
+  'max-value-bytes': maxValueBytesDefault,
+  'max-request-bytes': maxRequestBytesDefault,
+  'max-txn-ops': maxTxnOpsDefault,
   'log-level': 'info',
   'archive-delay-entries': NODE_ARCHIVE_DEFAULTS.delayEntries,
   'archive-delay': formatDuration(NODE_ARCHIVE_DEFAULTS.delayMs),

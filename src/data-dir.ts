@@ -22,6 +22,8 @@ import { ENV_FILE } from './storage/env.js';
 export const CLUSTER_FILE = 'cluster.json';
 export const NODE_FILE = 'node.json';
 export const LOCK_FILE = 'prune.lock';
+/** The archive key generated at bootstrap (unless --archive-key-file names another). */
+export const ARCHIVE_KEY_FILE = 'archive.key';
 
 /** Why a data dir cannot be used: `not_a_node` (usage) or `busy` (a node or tool holds it). */
 export class DataDirError extends Error {

@@ -21,7 +21,6 @@ import { ArchiveColdSource } from './cold.js';
 import { PromText } from '../metrics.js';
 import type { ObjectStore } from './store.js';
 
-export const ARCHIVE_KEY_FILE = 'archive.key';
 export const STAGING_DIR = 'archive-staging';
 
 /** The settings a node that bootstraps a cluster proposes. */

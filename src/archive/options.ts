@@ -1,21 +1,8 @@
 /**
  * The archive's settings, as `pangea serve` hands them to the server. Cluster-wide ones
- * (`ClusterArchiveSettings`) are recorded in the log at bootstrap and changed only by a log
- * entry, so every node agrees on them; the rest are each node's own.
+ * (`ArchiveSettings`, src/state/command.ts) are recorded in the log at bootstrap and changed
+ * only by a log entry, so every node agrees on them; the rest are each node's own.
  */
-import type { CesParams } from '../ces/index.js';
-
-/** Decided once for the cluster, recorded in the log, the same on every node. */
-export interface ClusterArchiveSettings {
-  /** Object store URL (`file:///..` or `s3://..`); every node reaches the same store. */
-  readonly url: string;
-  /** A segment ends at the slot holding index `n * segmentEntries` (or earlier, see segment.ts). */
-  readonly segmentEntries: number;
-  /** A state snapshot is archived at every `snapshotSegments`-th segment boundary. */
-  readonly snapshotSegments: number;
-  readonly ces: CesParams;
-}
-
 // Where segments end is a rule every replica computes alike: it lives with the state
 // machine (src/state/segments.ts), once.
 export { SEGMENT_ENTRIES_DEFAULT } from '../state/segments.js';
@@ -26,7 +13,7 @@ export const SNAPSHOT_SEGMENTS_DEFAULT = 4;
 export interface NodeArchiveOptions {
   /** Bootstrap only: the cluster's archive URL; default `file://<data-dir>/archive`. */
   readonly url?: string | undefined;
-  /** Bootstrap only: see ClusterArchiveSettings. */
+  /** Bootstrap only: see ArchiveSettings (src/state/command.ts). */
   readonly segmentEntries?: number | undefined;
   readonly snapshotSegments?: number | undefined;
   /** File holding the CES master key (`pangea ces keygen`); default `<data-dir>/archive.key`,

@@ -16,12 +16,11 @@
 import { join } from 'node:path';
 import { KeyRing, readKeyFile, type CesKey } from '../ces/index.js';
 import type { LogPoint } from '../consensus/index.js';
-import { readClusterId } from '../data-dir.js';
+import { ARCHIVE_KEY_FILE, readClusterId } from '../data-dir.js';
 import type { LmdbLogStore } from '../log/lmdb.js';
 import { openStores } from '../stores.js';
 import { coveringSegments, pruneTarget } from './archiver.js';
 import { readBestManifest } from './manifest.js';
-import { ARCHIVE_KEY_FILE } from './node-archive.js';
 import { openObjectStore } from './open-store.js';
 import { verifyArchive, type ObjectReport } from './verify.js';
 

@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { Command, Flags } from '@oclif/core';
 import { AuditError, auditArchive, formatAudit, type AuditReport } from '../../archive/audit.js';
-import { ARCHIVE_KEY_FILE } from '../../archive/node-archive.js';
+import { ARCHIVE_KEY_FILE } from '../../data-dir.js';
 import { openObjectStore } from '../../archive/open-store.js';
 import { ObjectStoreError, type ObjectStore } from '../../archive/store.js';
 import { readKeyFile, type CesKey } from '../../ces/index.js';
