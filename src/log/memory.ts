@@ -100,15 +100,17 @@ export class ControlledLog {
 
   /** The oldest `count` batches are durable now; their writers hear of it, in order. */
   flush(count = this.pending.length): void {
+    if (this.failure !== null) return; // the writers heard of the failure already
     const done = this.pending.splice(0, count);
     for (const b of done) void this.durable.write(b.ops);
     for (const b of done) b.done();
   }
 
-  /** The disk fails: what is not durable never will be (as far as the writer knows). */
+  /** The disk fails: every batch not yet durable fails (as far as its writer knows; a
+   *  power loss may still keep a prefix of them, see `crash`). */
   break(err: Error): void {
     this.failure = err;
-    for (const b of this.pending.splice(0)) b.done(err);
+    for (const b of this.pending) b.done(err);
   }
 
   /** Power loss: the first `keep` unflushed batches reached the disk, the rest did not. */

@@ -66,6 +66,7 @@ export interface SimStats {
   /** Ranges of chosen values handed to a node outside the core's own catch-up. */
   blockSyncs: number;
   diskFailures: number;
+  quickRestarts: number;
   longStalls: number;
   membershipChanges: number;
   compactions: number;
@@ -514,7 +515,8 @@ export class World {
     const seq = node.sequence;
     const keep = this.faultRng.int(0, seq.length);
     const logKept = seq.slice(0, keep).filter((c) => c === 'log').length;
-    node.log!.crash(Math.min(logKept, node.log!.unflushed));
+    if (logKept > node.log!.unflushed) throw new SimFailure(`${node.id}: the commit sequence holds more log batches than the log has pending`);
+    node.log!.crash(logKept);
     for (let i = seq.length - 1; i >= keep; i--) {
       const c = seq[i]!;
       if (c !== 'log') c();
@@ -666,7 +668,11 @@ export class World {
       const node = r.chance(0.5) ? (this.leaderNode() ?? r.pick(live)) : r.pick(live);
       this.stats.crashes++;
       this.crash(node, 'fault');
-      this.schedule(r.int(3, 40) * TICK, { kind: 'restart', node: node.id });
+      // A third of the time a service manager restarts it at once: messages sent to the old
+      // process arrive at the new one (a peer id outlives its process).
+      const quick = r.chance(0.33);
+      if (quick) this.stats.quickRestarts++;
+      this.schedule(quick ? r.int(1, 4) : r.int(3, 40) * TICK, { kind: 'restart', node: node.id });
     } else if (roll < 0.34 && this.partition === null) {
       const ids = [...this.nodes.keys()];
       const side = new Set(ids.filter(() => r.chance(0.5)));
@@ -995,7 +1001,7 @@ export class World {
 }
 
 export function emptyStats(): SimStats {
-  return { leaderChanges: 0, crashes: 0, crashesBeforeCommit: 0, partitions: 0, oneWayLinks: 0, blockSyncs: 0, diskFailures: 0, longStalls: 0, membershipChanges: 0, compactions: 0, rangesLearned: 0, garbage: 0, pauses: 0, acked: 0, unknown: 0, reads: 0, slots: 0 };
+  return { leaderChanges: 0, crashes: 0, crashesBeforeCommit: 0, partitions: 0, oneWayLinks: 0, blockSyncs: 0, diskFailures: 0, quickRestarts: 0, longStalls: 0, membershipChanges: 0, compactions: 0, rangesLearned: 0, garbage: 0, pauses: 0, acked: 0, unknown: 0, reads: 0, slots: 0 };
 }
 
 /** Runs one seed. A failure carries the seed; with `trace`, the events that led to it. */
