@@ -21,9 +21,7 @@
  */
 import {
   Replica,
-  type Ballot,
   type Command,
-  type Config,
   type Entry,
   type Envelope,
   type LogPoint,
@@ -456,11 +454,4 @@ export class Driver {
     return now - this.progress.at;
   }
 
-  get ballot(): Ballot {
-    return this.replica.currentBallot;
-  }
-
-  get config(): Config {
-    return this.replica.config;
-  }
 }

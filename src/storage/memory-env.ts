@@ -105,10 +105,6 @@ class MemoryDb {
     return true;
   }
 
-  put(key: Uint8Array | string, value: Uint8Array): Promise<boolean> {
-    return Promise.resolve(this.putSync(key, value));
-  }
-
   remove(key: Uint8Array | string): Promise<boolean> {
     return Promise.resolve(this.removeSync(key));
   }
@@ -130,10 +126,6 @@ class MemoryDb {
 
   *getKeys(opts: RangeOptions = {}): Generator<Uint8Array | string> {
     for (const { key } of this.getRange(opts)) yield key;
-  }
-
-  getStats(): Record<string, number> {
-    return { entryCount: this.rows.size };
   }
 
   /** Sorted keys; a write replaces (never mutates) the array, so iterations in progress
