@@ -32,7 +32,7 @@ import {
   type SlotValue,
 } from './consensus/index.js';
 import type { LoadedLog } from './log/log-store.js';
-import type { ApplyResult } from './state/command.js';
+import { LOG_TIME_STEP_MS, type ApplyResult } from './state/command.js';
 import type { SegmentBound } from './state/segments.js';
 
 /** The durable log, as the driver uses it. */
@@ -362,17 +362,22 @@ export class Driver {
 
   /**
    * Log time as this node reads it, for the commands it proposes: the applied log time when
-   * this process started, plus the monotonic time since, moved up to the applied log time
-   * whenever another node's reading ran ahead. No wall clock: a clock stepped by an hour
-   * changes nothing (issue 10, bug 4), and apply bounds each command's step anyway.
+   * this process started, plus the monotonic time since; moved up to the applied log time
+   * whenever another node's reading ran ahead, and down to one step (LOG_TIME_STEP_MS) past
+   * it when this reading ran further ahead than apply lets log time move (a quiet spell:
+   * that time is forgiven, not owed). No wall clock: a clock stepped by an hour changes
+   * nothing (issue 10, bug 4). And since no reading runs more than a step ahead of the log,
+   * log time never moves faster than real time: a burst of commands after a quiet spell
+   * cannot expire at once sessions that are still retrying (a debt of quiet time, repaid a
+   * step a command, did: found by review).
    */
   logNow(): number {
     const applied = this.parts.state.logTime();
     const now = this.parts.clock.now();
     let mine = this.logClock.base + (now - this.logClock.at);
-    if (applied > mine) {
-      this.logClock = { base: applied, at: now };
-      mine = applied;
+    if (mine < applied || mine > applied + LOG_TIME_STEP_MS) {
+      mine = Math.min(Math.max(mine, applied), applied + LOG_TIME_STEP_MS);
+      this.logClock = { base: mine, at: now };
     }
     return Math.floor(mine);
   }

@@ -8,6 +8,7 @@ import { Driver, READS_WAITING_MAX, type DriverClock } from '../src/driver.js';
 import { ControlledLog, MemoryLogStore } from '../src/log/memory.js';
 import { openMemoryEnv } from '../src/storage/memory-env.js';
 import { LmdbStateStore } from '../src/state/kv.js';
+import { encodeAppCommand, type ApplyResult, type KvOp, type RequestId } from '../src/state/command.js';
 
 const srcDir = join(fileURLToPath(new URL('.', import.meta.url)), '..', '..', 'src');
 
@@ -43,7 +44,10 @@ function oneNode(random: () => number) {
     while (queue.length > 0) queue.shift()!();
     now++;
   };
-  return { driver, sent, run };
+  const advance = (ms: number) => {
+    now += ms;
+  };
+  return { driver, sent, run, advance, state };
 }
 
 test('read ids differ across processes (bug 3): a reply meant for the previous process cannot match', () => {
@@ -71,4 +75,40 @@ test('linearizable reads waiting are bounded: past READS_WAITING_MAX one is refu
   assert.deepEqual(refused, ['unavailable']);
   assert.equal(n.driver.readsWaiting, READS_WAITING_MAX);
   assert.equal(n.driver.counters.readsRefused, 1);
+});
+
+test('a burst after a quiet spell does not expire the session of a client still retrying (log time never runs ahead of real time)', () => {
+  const n = oneNode(() => 0.5);
+  const enc = new TextEncoder();
+  let slot = 0;
+  let index = 0;
+  /** Applies one slot of commands stamped as the node's proposer stamps them. */
+  const apply = (ops: { op: KvOp; requestId?: RequestId }[]): ApplyResult[] => {
+    const batch = ops.map(({ op, requestId }, i) => ({
+      kind: 'app' as const,
+      data: encodeAppCommand({ op, time: n.driver.logNow(), proposal: `a:${index + i}`, ...(requestId ? { requestId } : {}) }),
+    }));
+    const entry = { slot: ++slot, index: index + 1, batch, epochs: n.state.applied().point.epochs };
+    index += batch.length;
+    return n.state.apply([entry]);
+  };
+  const put = (key: string): { op: KvOp } => ({ op: { t: 'put', key: enc.encode(key), value: enc.encode('v') } });
+  // Three quiet hours: a write every 108 s.
+  for (let i = 0; i < 100; i++) {
+    n.advance(108_000);
+    apply([put(`quiet/${i}`)]);
+  }
+  // A client's conditional put applies; its answer is lost.
+  const rid: RequestId = { client: 'c', seq: 7, digest: enc.encode('d') };
+  const first = apply([{ op: { t: 'put', key: enc.encode('k'), value: enc.encode('1'), ifAbsent: true }, requestId: rid }])[0]!;
+  assert.equal(first.kind, 'put');
+  // Within half a second, a burst of 4,000 writes from other clients.
+  for (let s = 0; s < 8; s++) {
+    n.advance(60);
+    apply(Array.from({ length: 500 }, (_, i) => put(`burst/${s}/${i}`)));
+  }
+  // A second after its first try, the client retries: the first answer, not a second apply.
+  n.advance(1000);
+  const again = apply([{ op: { t: 'put', key: enc.encode('k'), value: enc.encode('1'), ifAbsent: true }, requestId: rid }])[0]!;
+  assert.deepEqual(again, first);
 });

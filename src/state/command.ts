@@ -10,6 +10,10 @@ import { createHash } from 'node:crypto';
 import { Packr } from 'msgpackr';
 import type { Command } from '../consensus/index.js';
 
+/** The most one command moves log time forward (kv.ts); proposers never read log time more
+ *  than this ahead of the applied log time (driver.ts). */
+export const LOG_TIME_STEP_MS = 1000;
+
 /** Keys are 1 to 1024 bytes (API contract): checked at apply, so every replica agrees. */
 export const KEY_BYTES_MAX = 1024;
 

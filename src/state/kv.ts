@@ -16,7 +16,7 @@
  */
 import { applyChange, latestConfig, type Command, type Config, type ConfigChange, type Entry, type LogPoint } from '../consensus/index.js';
 import { pack, plain, readU64, u64Key, unpack, type StoreEnv } from '../storage/env.js';
-import { KEY_BYTES_MAX, chainBytesLength, decodeAppCommand, nextChain, type AppCommand, type ApplyResult, type ArchiveSettings, type Compare, type KvOp, type TxnOp,
+import { KEY_BYTES_MAX, LOG_TIME_STEP_MS, chainBytesLength, decodeAppCommand, nextChain, type AppCommand, type ApplyResult, type ArchiveSettings, type Compare, type KvOp, type TxnOp,
   type TxnResult } from './command.js';
 import type { AppliedRecord } from './applied.js';
 import { SEGMENT_ENTRIES_DEFAULT, SLOT_OVERHEAD_BYTES, endsSegment, type OpenSegment, type SegmentBound } from './segments.js';
@@ -27,8 +27,7 @@ export { KEY_BYTES_MAX } from './command.js';
 /** Request-id client ids are 1 to 64 characters (API contract). */
 export const CLIENT_ID_BYTES_MAX = 64;
 export const SESSION_TTL_MS_DEFAULT = 60 * 60 * 1000;
-/** The most one command moves log time forward. */
-export const LOG_TIME_STEP_MS = 1000;
+export { LOG_TIME_STEP_MS } from './command.js';
 export const CHAIN_BYTES = 32;
 const CHAIN_ZERO = new Uint8Array(CHAIN_BYTES);
 const REVISION_BYTES = 8;
