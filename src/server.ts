@@ -38,12 +38,14 @@ import type { ServeOptions } from './config.js';
  * anything: a data dir with this file is a node of that cluster, and restarts never need
  * another node to find out which. `joining` is kept until the node is a voter, so a joiner
  * cut off midway finishes joining after a restart (through the URL it was given, or any
- * --join given then).
+ * --join given then). `sponsor` is the peer id behind that URL: until the node is a voter,
+ * block sync takes its word for chosen values as it takes the leader's (the configuration the
+ * joiner starts from, genesis, may name only voters long gone).
  */
 interface ClusterFile {
   readonly clusterId: string;
   readonly genesis: Config;
-  readonly joining?: { readonly url: string; readonly archive: ArchiveSettings | null } | undefined;
+  readonly joining?: { readonly url: string; readonly archive: ArchiveSettings | null; readonly sponsor?: string | null } | undefined;
 }
 
 
@@ -82,11 +84,11 @@ export async function startServer(opts: ServeOptions, hooks: ServerHooks = {}): 
   const resuming = existsSync(clusterPath);
   if (resuming) {
     cluster = await readClusterFile(clusterPath);
-    if (cluster.joining) joining = { clusterId: cluster.clusterId, genesis: cluster.genesis, archive: cluster.joining.archive };
+    if (cluster.joining) joining = { clusterId: cluster.clusterId, genesis: cluster.genesis, archive: cluster.joining.archive, sponsor: cluster.joining.sponsor ?? null };
     else if (opts.join) logger.info('existing data dir: resuming, --join ignored', { join: opts.join });
   } else if (opts.join) {
     joining = await fetchCluster(opts.join);
-    cluster = { clusterId: joining.clusterId, genesis: joining.genesis, joining: { url: opts.join, archive: joining.archive } };
+    cluster = { clusterId: joining.clusterId, genesis: joining.genesis, joining: { url: opts.join, archive: joining.archive, sponsor: joining.sponsor } };
   } else {
     cluster = { clusterId: newClusterId(), genesis: { voters: [identity.peerId], learners: [] } };
   }
@@ -148,6 +150,8 @@ export async function startServer(opts: ServeOptions, hooks: ServerHooks = {}): 
   const http = opts.advertiseHttp ?? `http://${formatHost(bound.host)}:${bound.port}`;
   let archive: NodeArchive | null = null;
   let blocksync: Blocksync | null = null;
+  // While joining, the member this node joined through vouches for ranges (ClusterFile).
+  let sponsor: string | null = joining?.sponsor ?? null;
   const extraMetrics = async (): Promise<string> => {
     const served = { first: archive?.cold() ? 1 : node!.compactedPoint.index + 1, last: stores.state.applied().point.index };
     return (archive?.metricsText() ?? '') + (blocksync ? blocksyncMetricsText(blocksync, transport.peersConnected(), served) : '') + (await httpMetrics.text());
@@ -172,11 +176,13 @@ export async function startServer(opts: ServeOptions, hooks: ServerHooks = {}): 
       hotFirstSlot: () => node!.compactedPoint.slot + 1,
       readHot: (from, to) => stores.log.readSlots(from, to),
       chainAt: (index) => stores.state.chainAt(index),
+      slotAt: (index) => stores.state.slotAt(index),
       cold: () => archive!.cold(),
       learnChosen: (values) => node!.learnChosen(values),
       checkpoints: opts.archive.checkpoints,
       members: () => node!.latestConfig,
       leader: () => node!.leader,
+      sponsor: () => sponsor,
     },
     transport,
     { coldReadsMax: opts.archive.coldReadsMax, coldQueueMax: opts.archive.coldQueueMax, timeoutMs: opts.archive.blocksyncTimeoutMs },
@@ -195,6 +201,7 @@ export async function startServer(opts: ServeOptions, hooks: ServerHooks = {}): 
   if (joining !== null) {
     const url = opts.join ?? cluster.joining!.url;
     void joinCluster(url, node, adminToken, logger, background.signal).then(async (joined) => {
+      if (joined) sponsor = null;
       if (joined) await writeFileDurable(clusterPath, JSON.stringify({ clusterId: cluster.clusterId, genesis: cluster.genesis }, null, 2));
     });
   } else {
@@ -289,16 +296,19 @@ async function postMember(url: string, body: object, token: string | null): Prom
 /** What a joining node learns from the member it joins through. */
 interface JoinView extends ClusterFile {
   readonly archive: ArchiveSettings | null;
+  /** That member's peer id. */
+  readonly sponsor: string | null;
 }
 
 async function fetchCluster(url: string): Promise<JoinView> {
   const res = await fetch(new URL('/v1/cluster', url), { signal: AbortSignal.timeout(10_000) });
   if (!res.ok) throw new Error(`cannot join through ${url}: GET /v1/cluster answered ${res.status}`);
-  const view = (await res.json()) as { clusterId?: unknown; genesis?: unknown; archive?: unknown };
+  const view = (await res.json()) as { clusterId?: unknown; genesis?: unknown; archive?: unknown; self?: { peerId?: unknown } };
   if (typeof view.clusterId !== 'string' || typeof view.genesis !== 'object' || view.genesis === null) {
     throw new Error(`cannot join through ${url}: its /v1/cluster has no clusterId and genesis`);
   }
-  return { clusterId: view.clusterId, genesis: view.genesis as Config, archive: (view.archive ?? null) as ArchiveSettings | null };
+  const sponsor = typeof view.self?.peerId === 'string' ? view.self.peerId : null;
+  return { clusterId: view.clusterId, genesis: view.genesis as Config, archive: (view.archive ?? null) as ArchiveSettings | null, sponsor };
 }
 
 /**

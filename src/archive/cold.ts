@@ -55,7 +55,7 @@ export class ArchiveColdSource implements ColdSource {
         values.push(s);
         bytes += size;
       }
-      for (const cmd of s.batch) chain = nextChain(chain, cmd);
+      for (const cmd of s.batch) chain = nextChain(chain, s.slot, cmd);
       index += s.batch.length;
     }
     return { values, lastIndex: index, chainAfter: chain };

@@ -96,7 +96,7 @@ export async function replaySegments(
       const batch = index + s.batch.length - 1 > maxIndex ? s.batch.slice(0, maxIndex - index + 1) : s.batch;
       if (t.checkpoints !== undefined && t.checkpoints.size > 0) {
         batch.forEach((cmd, i) => {
-          chain = nextChain(chain, cmd);
+          chain = nextChain(chain, s.slot, cmd);
           checkCheckpoint(t, index + i, chain);
         });
       }

@@ -102,7 +102,7 @@ export async function* decodeSegment(
         } catch (err) {
           throw new SegmentError(`${name()}: ${(err as Error).message}`);
         }
-        for (const cmd of batch) chain = nextChain(chain, cmd);
+        for (const cmd of batch) chain = nextChain(chain, slot, cmd);
         index += batch.length;
         out.push({ slot, batch });
         slot++;

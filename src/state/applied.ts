@@ -13,3 +13,20 @@ export interface AppliedRecord {
   /** The archive segment being filled (segments.ts). */
   readonly open: OpenSegment;
 }
+
+/**
+ * A row of `sm.chain`: the chain value after a command, then the slot it was chosen at (u64
+ * big-endian). The slot lets a node vouch that no command lies between an index and a slot
+ * (`chainAnswer` in src/sync/range-check.ts).
+ */
+export function chainRow(chain: Uint8Array, slot: number): Uint8Array {
+  const row = Buffer.alloc(chain.byteLength + 8);
+  row.set(chain, 0);
+  row.writeBigUInt64BE(BigInt(slot), chain.byteLength);
+  return row;
+}
+
+export function readChainRow(row: Uint8Array): { chain: Uint8Array; slot: number } {
+  const b = Buffer.from(row.buffer, row.byteOffset, row.byteLength);
+  return { chain: new Uint8Array(b.subarray(0, b.byteLength - 8)), slot: Number(b.readBigUInt64BE(b.byteLength - 8)) };
+}

@@ -201,14 +201,21 @@ function writeChainBytes(cmd: Command, out: Uint8Array, at: number): void {
 }
 
 /**
- * The hash chain after `cmd`: `sha256(chain || chainBytes(cmd))`, built in one buffer and
- * hashed in one call (`crypto.hash`, Node >= 20.12; a hasher object per command cost four
- * times as much, measured in `npm run bench -- archive`'s restore profile).
+ * The hash chain after `cmd`, the command at `slot`: `sha256(chain || u64be(slot) ||
+ * chainBytes(cmd))`, built in one buffer and hashed in one call (`crypto.hash`, Node >=
+ * 20.12; a hasher object per command cost four times as much, measured in `npm run bench --
+ * archive`'s restore profile).
+ *
+ * The slot is in the chain so that a chain value pins which slot each command was chosen at,
+ * not only their order: without it a peer could serve a range with a command moved into a
+ * no-op's slot and the same chain end (found by review in issue 10). Empty slots at the end
+ * of a range are still not covered: see `checkRange` in src/sync/range-check.ts.
  */
-export function nextChain(chain: Uint8Array, cmd: Command): Uint8Array {
-  const buf = Buffer.allocUnsafe(chain.byteLength + chainBytesLength(cmd));
+export function nextChain(chain: Uint8Array, slot: number, cmd: Command): Uint8Array {
+  const buf = Buffer.allocUnsafe(chain.byteLength + 8 + chainBytesLength(cmd));
   buf.set(chain, 0);
-  writeChainBytes(cmd, buf, chain.byteLength);
+  buf.writeBigUInt64BE(BigInt(slot), chain.byteLength);
+  writeChainBytes(cmd, buf, chain.byteLength + 8);
   return sha256(buf);
 }
 

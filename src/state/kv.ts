@@ -18,7 +18,7 @@ import { applyChange, latestConfig, type Command, type Config, type ConfigChange
 import { pack, plain, readU64, u64Key, unpack, type StoreEnv } from '../storage/env.js';
 import { KEY_BYTES_MAX, LOG_TIME_STEP_MS, chainBytesLength, decodeAppCommand, nextChain, type AppCommand, type ApplyResult, type ArchiveSettings, type Compare, type KvOp, type TxnOp,
   type TxnResult } from './command.js';
-import type { AppliedRecord } from './applied.js';
+import { chainRow, readChainRow, type AppliedRecord } from './applied.js';
 import { SEGMENT_ENTRIES_DEFAULT, SLOT_OVERHEAD_BYTES, endsSegment, type OpenSegment, type SegmentBound } from './segments.js';
 import type { KeyValue, MemberRecord, StateStore } from './state-store.js';
 import { StateSnapshot, restoreSnapshot, type SnapshotHeader } from './snapshot.js';
@@ -240,9 +240,17 @@ export class LmdbStateStore implements StateStore {
   }
 
   chainAt(index: number): Uint8Array | undefined {
+    return this.chainRowAt(index)?.chain;
+  }
+
+  slotAt(index: number): number | undefined {
+    return this.chainRowAt(index)?.slot;
+  }
+
+  private chainRowAt(index: number): { chain: Uint8Array; slot: number } | undefined {
     if (!Number.isSafeInteger(index) || index < 1) return undefined;
     const v = this.env.chain.get(u64Key(index));
-    return v === undefined ? undefined : copy(v);
+    return v === undefined ? undefined : readChainRow(v);
   }
 
   /** Marks the store closed and releases the environment (once). Applies are synchronous,
@@ -305,7 +313,7 @@ class ApplyBatch {
     entry.batch.forEach((cmd, i) => {
       const index = entry.index + i;
       out.push(cmd.kind === 'app' ? this.applyApp(cmd.data, index) : this.applyConfig(cmd.change, index));
-      bytes += this.extendChain(cmd, index);
+      bytes += this.extendChain(entry.slot, cmd, index);
     });
     this.point = { slot: entry.slot, index: entry.index + entry.batch.length - 1, epochs: entry.epochs };
     const segmentEntries = this.settings?.segmentEntries ?? SEGMENT_ENTRIES_DEFAULT;
@@ -318,10 +326,10 @@ class ApplyBatch {
     return bound;
   }
 
-  /** Extends the hash chain with `cmd`; returns the bytes it covered. */
-  private extendChain(cmd: Command, index: number): number {
-    this.chain = nextChain(this.chain, cmd);
-    this.env.chain.putSync(u64Key(index), this.chain);
+  /** Extends the hash chain with `cmd`, chosen at `slot`; returns the bytes it covered. */
+  private extendChain(slot: number, cmd: Command, index: number): number {
+    this.chain = nextChain(this.chain, slot, cmd);
+    this.env.chain.putSync(u64Key(index), chainRow(this.chain, slot));
     return chainBytesLength(cmd);
   }
 

@@ -20,7 +20,7 @@ import type { Transaction } from 'lmdb';
 import { FrameDecoder, joinFrames } from '../codec/frames.js';
 import { pack, u64Key, unpack, type BytesDb, type StoreEnv } from '../storage/env.js';
 import type { ArchiveSettings } from './command.js';
-import type { AppliedRecord } from './applied.js';
+import { chainRow, type AppliedRecord } from './applied.js';
 
 export const SNAPSHOT_VERSION = 1;
 /** Record bytes gathered into one frame before it is handed out. */
@@ -166,7 +166,9 @@ export async function restoreSnapshot(env: StoreEnv, source: AsyncIterable<Uint8
   const { applied, settings } = header;
   env.root.transactionSync(() => {
     if (settings !== null) env.smMeta.putSync('archive', pack(settings));
-    if (applied.point.index > 0) env.chain.putSync(u64Key(applied.point.index), applied.chain);
+    // The slot stored beside it is the applied slot (the command's own may be earlier): it is
+    // read only as the slot after an index below this one, which a restored node never has.
+    if (applied.point.index > 0) env.chain.putSync(u64Key(applied.point.index), chainRow(applied.chain, applied.point.slot));
     env.smMeta.putSync('applied', pack(applied));
   });
   await env.root.flushed;

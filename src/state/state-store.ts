@@ -53,6 +53,8 @@ export interface StateStore {
   votersEver(): string[];
   /** The chain value after the command at `index`, if still known. */
   chainAt(index: number): Uint8Array | undefined;
+  /** The slot the command at `index` was chosen at, if its chain value is still known. */
+  slotAt(index: number): number | undefined;
   /** Forgets chain values below `index` (the hot log was pruned through it). */
   pruneChain(index: number): void;
   close(): Promise<void>;

@@ -12,7 +12,7 @@
  * | `sm.sessions`   | client id (UTF-8)            | msgpack session record                  | state |
  * | `sm.session_use`| u64 last use + client id     | empty: the expiry index                 | state |
  * | `sm.members`    | peer id (UTF-8)              | msgpack member record                   | state |
- * | `sm.chain`      | u64 index                    | 32-byte chain value after that command  | state |
+ * | `sm.chain`      | u64 index                    | chain value after that command (32 bytes), then its slot (u64) | state |
  * | `sm.segments`   | u64 last slot of a segment   | msgpack SegmentBound (state/segments.ts)| state |
  * | `sm.voters_ever`| peer id (UTF-8)              | empty: every peer that was ever a voter | state |
  *

@@ -10,20 +10,19 @@
  * - A peer answers from its hot log when it holds the range, else from the archive (cold),
  *   with at most `coldReadsMax` cold reads at once and `coldQueueMax` waiting; beyond that it
  *   answers `busy` at once, never silence.
- * - The requester recomputes the hash chain over the range from its own applied value; it
- *   must end at the value the peer states, and pass every `--checkpoint` in the range.
- * - That proves only that the peer's values hash to the peer's chain value: anyone can
- *   compute both. The values enter the consensus core as chosen (`learnChosen`) only when
- *   that chain end is one this node trusts: the current leader's chain value at that index,
- *   or the same value from a majority of the voters (each asked on the same protocol), or a
- *   `--checkpoint`. Ranges are asked only of current members, and a node that reads the
- *   archive itself (it has the key) reads cold ranges itself: the archive's manifests are
- *   signed by voters. (Issue 10, bug 5: a non-member or a member with a diverged log could
- *   otherwise make a lagging voter commit values never chosen.)
+ * - The requester checks the range (range-check.ts): the hash chain recomputed from its own
+ *   applied value must end at the value the peer states and pass every `--checkpoint`, and
+ *   that end must be vouched for by the current leader (or, while this node joins, the member
+ *   it joined through) or a majority of the voters (each asked on the same protocol), or be
+ *   a `--checkpoint`. Only then do the values enter the
+ *   consensus core as chosen (`learnChosen`). Ranges are asked only of current members, and
+ *   a node that reads the archive itself (it has the key) reads cold ranges itself: the
+ *   archive's manifests are signed by voters. (Issue 10, bug 5: a non-member or a member
+ *   with a diverged log could otherwise make a lagging voter commit values never chosen.)
  */
-import type { Command, SlotValue } from '../consensus/index.js';
+import type { SlotValue } from '../consensus/index.js';
 import { batchBytes, validateEnvelope } from '../consensus/index.js';
-import { nextChain } from '../state/command.js';
+import { chainAnswer, checkRange, vouched, vouchersFor, type ChainAnswer } from './range-check.js';
 import type { PeerServices } from './peer-services.js';
 import { Packr } from 'msgpackr';
 import { PromText } from '../metrics.js';
@@ -56,14 +55,6 @@ export type RangeAnswer =
   | { readonly status: 'busy' }
   | { readonly status: 'none'; readonly reason: string };
 
-/** The answer to `{ chainAt: index }`: this node's chain value after `index`, if it has applied
- *  that far and still holds it. */
-export interface ChainAnswer {
-  readonly status: 'chain';
-  readonly index: number;
-  readonly chain: Uint8Array | null;
-}
-
 /** A range read from the archive (src/archive/cold.ts). */
 export interface ColdSource {
   /** Slots from `fromSlot` (whose first command takes `fromIndex`) up to `toSlot`, within one
@@ -81,6 +72,8 @@ export interface BlocksyncHost {
   /** Chosen slots `from..to` of the hot log (fewer when it ends). */
   readHot(from: number, to: number): SlotValue[];
   chainAt(index: number): Uint8Array | undefined;
+  /** The slot the command at `index` was chosen at, while its chain value is held. */
+  slotAt(index: number): number | undefined;
   cold(): ColdSource | null;
   /** Hands verified chosen values to the consensus core. */
   learnChosen(values: readonly SlotValue[]): void;
@@ -91,6 +84,9 @@ export interface BlocksyncHost {
   members(): { readonly voters: readonly string[]; readonly learners: readonly string[] };
   /** The leader this node follows now, if any. */
   leader(): string | null;
+  /** While this node joins, the member it joined through (the operator named it): trusted
+   *  as the leader is, since this node's configuration may name only voters long gone. */
+  sponsor(): string | null;
 }
 
 export interface BlocksyncOptions {
@@ -109,7 +105,7 @@ export interface BlocksyncStats {
   slotsReceived: number;
   chainMismatches: number;
   checkpointMismatches: number;
-  /** Ranges whose chain end neither the leader nor a majority of voters vouched for. */
+  /** Ranges whose chain end neither the leader (or sponsor) nor a majority of voters vouched for. */
   chainUnvouched: number;
   /** Announcements from peers that are not members (ignored). */
   strangerAnnouncements: number;
@@ -237,7 +233,12 @@ export class Blocksync {
 
   private isMember(peer: string): boolean {
     const m = this.host.members();
-    return m.voters.includes(peer) || m.learners.includes(peer);
+    return m.voters.includes(peer) || m.learners.includes(peer) || peer === this.host.sponsor();
+  }
+
+  /** Whose word alone makes a range chosen. */
+  private trusted(): string[] {
+    return [this.host.leader(), this.host.sponsor()].filter((p): p is string => p !== null);
   }
 
   // ------------------------------------------------------------------------------------
@@ -254,18 +255,19 @@ export class Blocksync {
     if (!this.wanted && best - commit.slot <= BEHIND_SLOTS) return;
     const from = commit.slot + 1;
     const to = Math.min(best, commit.slot + RANGE_SLOTS_MAX);
-    // Sources in the order their word is trusted: the leader's hot log (it vouches for
-    // itself); the archive, read here when this node can (its manifests are signed by
-    // voters); the leader reading the archive; then other members' hot logs and cold reads,
+    // Sources in the order their word is trusted: the leader's (or sponsor's) hot log (it
+    // vouches for itself); the archive, read here when this node can (its manifests are
+    // signed by voters); the leader (or sponsor) reading the archive; then other members' hot
+    // logs and cold reads,
     // whose ranges need a majority of voters to vouch (a peer whose range was not vouched for
     // is passed over for a while, so a pruned-past majority does not stall the catch-up).
-    const leader = this.host.leader();
+    const trusted = this.trusted();
     const now = this.now();
     const usable = ahead.filter(([id]) => (this.unvouchedUntil.get(id) ?? 0) <= now);
     const hot = usable.filter(([, p]) => p.hotFirstSlot <= from);
-    const leaderHot = hot.filter(([id]) => id === leader);
+    const leaderHot = hot.filter(([id]) => trusted.includes(id));
     const cold = leaderHot.length === 0 ? this.host.cold() : null;
-    const leaderCold = usable.filter(([id, p]) => id === leader && p.cold);
+    const leaderCold = usable.filter(([id, p]) => trusted.includes(id) && p.cold);
     const others = hot.length > 0 ? hot : usable.filter(([, p]) => p.cold);
     const pool = leaderHot.length > 0 ? leaderHot : leaderCold.length > 0 ? leaderCold : others;
     if (cold === null && pool.length === 0) return;
@@ -309,29 +311,15 @@ export class Blocksync {
       return;
     }
     const values = env.msg.values;
-    let chain = applied.chain;
-    let index = applied.index;
-    for (const [i, v] of values.entries()) {
-      if (v.slot !== from + i) {
-        this.stats.failures++;
-        return;
-      }
-      for (const cmd of v.batch as readonly Command[]) {
-        chain = nextChain(chain, cmd);
-        index++;
-        const pinned = this.host.checkpoints.get(index);
-        if (pinned !== undefined && Buffer.compare(pinned, chain) !== 0) {
-          this.stats.checkpointMismatches++;
-          return;
-        }
-      }
-    }
-    if (index !== ok.lastIndex || !(ok.chainAfter instanceof Uint8Array) || Buffer.compare(chain, ok.chainAfter) !== 0) {
-      this.stats.chainMismatches++;
+    const range = checkRange(from, applied, values, ok.lastIndex, ok.chainAfter, this.host.checkpoints);
+    if (!range.ok) {
+      if (range.why === 'checkpoint') this.stats.checkpointMismatches++;
+      else if (range.why === 'chain') this.stats.chainMismatches++;
+      else this.stats.failures++;
       return;
     }
-    const pinned = this.host.checkpoints.get(index);
-    const trusted = peer === null || (pinned !== undefined && Buffer.compare(pinned, chain) === 0) || (await this.vouched(index, chain, peer));
+    const pinned = this.host.checkpoints.get(range.lastIndex);
+    const trusted = peer === null || (pinned !== undefined && Buffer.compare(pinned, range.chain) === 0) || (await this.vouched(range, peer));
     if (!trusted) {
       this.stats.chainUnvouched++;
       if (peer !== null) this.unvouchedUntil.set(peer, this.now() + ANNOUNCE_STALE_MS);
@@ -344,48 +332,37 @@ export class Blocksync {
     this.host.learnChosen(values);
     if (this.now() - this.progressAt >= PROGRESS_LOG_MS) {
       this.progressAt = this.now();
-      this.logger.info('catching up through block sync', { index, peersBest: this.peerBestIndex(), source: ok.source, from: peer });
+      this.logger.info('catching up through block sync', { index: range.lastIndex, peersBest: this.peerBestIndex(), source: ok.source, from: peer });
     }
   }
 
   // ------------------------------------------------------------------------------------
   // Serving.
 
-  /**
-   * Is `chain` this cluster's chain value after `index`? Yes when the leader this node follows
-   * says so, or a majority of the voters do (`source` counts for itself when it is a voter:
-   * it stated that value with its range). Voters that have not applied that far, or pruned
-   * it, or do not answer in time, do not count.
-   */
-  private async vouched(index: number, chain: Uint8Array, source: string): Promise<boolean> {
+  /** Asks the voters (all at once) whether the range's end is the cluster's (`vouched`). */
+  private async vouched(range: { lastIndex: number; chain: Uint8Array; through: number }, source: string): Promise<boolean> {
     const { voters } = this.host.members();
-    const leader = this.host.leader();
-    const need = Math.floor(voters.length / 2) + 1;
-    const agree = new Set<string>();
-    if (voters.includes(source)) agree.add(source);
-    if (leader !== null && agree.has(leader)) return true;
-    const asked = voters.filter((v) => v !== source && v !== this.host.peerId);
-    const answers = await Promise.all(
-      asked.map(async (v) => {
+    const trusted = this.trusted();
+    const answers = new Map<string, ChainAnswer | null>();
+    await Promise.all(
+      vouchersFor(source, this.host.peerId, trusted, voters).map(async (v) => {
         try {
-          const a = (await this.net.request(v, BLOCKSYNC_PROTOCOL, { v: 1, cluster: this.host.cluster, chainAt: index }, this.opts.timeoutMs)) as Partial<ChainAnswer> | null;
-          return a?.status === 'chain' && a.index === index && a.chain instanceof Uint8Array && Buffer.compare(a.chain, chain) === 0 ? v : null;
+          const req = { v: 1, cluster: this.host.cluster, chainAt: range.lastIndex, through: range.through };
+          const a = (await this.net.request(v, BLOCKSYNC_PROTOCOL, req, this.opts.timeoutMs)) as ChainAnswer | null;
+          answers.set(v, a?.status === 'chain' ? a : null);
         } catch {
-          return null;
+          answers.set(v, null);
         }
       }),
     );
-    for (const v of answers) if (v !== null) agree.add(v);
-    return (leader !== null && agree.has(leader)) || agree.size >= need;
+    return vouched(range, source, trusted, voters, answers);
   }
 
   private async serve(body: unknown): Promise<RangeAnswer | ChainAnswer> {
-    const req = body as { v?: unknown; cluster?: unknown; from?: unknown; fromIndex?: unknown; to?: unknown; chainAt?: unknown } | null;
+    const req = body as { v?: unknown; cluster?: unknown; from?: unknown; fromIndex?: unknown; to?: unknown; chainAt?: unknown; through?: unknown } | null;
     const count = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 1;
-    if (req?.cluster === this.host.cluster && count(req.chainAt)) {
-      const applied = this.host.applied();
-      const chain = req.chainAt === applied.index ? applied.chain : req.chainAt < applied.index ? (this.host.chainAt(req.chainAt) ?? null) : null;
-      return { status: 'chain', index: req.chainAt, chain };
+    if (req?.cluster === this.host.cluster && (count(req.chainAt) || req.chainAt === 0) && count(req.through)) {
+      return chainAnswer(this.host, req.chainAt, req.through);
     }
     if (req?.cluster !== this.host.cluster || !count(req.from) || !count(req.fromIndex) || !count(req.to) || req.to < req.from) {
       return this.none('malformed request');

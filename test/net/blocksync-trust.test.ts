@@ -27,7 +27,7 @@ function makeLog(prefix: string): { values: SlotValue[]; chain: Uint8Array[] } {
   for (let slot = 1; slot <= SLOTS; slot++) {
     const cmd = { kind: 'app' as const, data: enc.encode(`${prefix}${slot}`) };
     values.push({ slot, batch: [cmd] });
-    chain.push(nextChain(chain[slot - 1]!, cmd));
+    chain.push(nextChain(chain[slot - 1]!, slot, cmd));
   }
   return { values, chain };
 }
@@ -57,11 +57,13 @@ function fullHost(peerId: string, members: () => { voters: string[]; learners: s
     hotFirstSlot: () => 1,
     readHot: (from, to) => TRUE_LOG.values.slice(from - 1, to),
     chainAt: (index) => TRUE_LOG.chain[index],
+    slotAt: (index) => (index >= 1 && index <= SLOTS ? index : undefined),
     cold: () => null,
     learnChosen: () => undefined,
     checkpoints: new Map(),
     members,
     leader,
+    sponsor: () => null,
   };
 }
 
@@ -77,17 +79,19 @@ function laggingHost(peerId: string, members: () => { voters: string[]; learners
     hotFirstSlot: () => 1,
     readHot: () => [],
     chainAt: () => undefined,
+    slotAt: () => undefined,
     cold: () => null,
     learnChosen: (values) => {
       for (const v of values) {
         if (v.slot !== applied.slot + 1) continue;
         learned.push(v);
-        applied = { slot: v.slot, index: v.slot, chain: nextChain(applied.chain, v.batch[0]!) };
+        applied = { slot: v.slot, index: v.slot, chain: nextChain(applied.chain, v.slot, v.batch[0]!) };
       }
     },
     checkpoints: new Map(),
     members,
     leader,
+    sponsor: () => null,
   };
   return { host, learned };
 }

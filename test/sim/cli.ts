@@ -2,7 +2,8 @@
  * `npm run sim -- --seed N` replays one seed with a trace; `npm run sim -- --seeds N [--from S]`
  * runs a campaign with a progress line. Exit status 1 on the first failure, with its seed.
  * `--defect NAME` runs replicas with one of the core's deliberate defects (see Defects),
- * `--driver-defect NAME` drivers with one of the driver's (see DriverDefects).
+ * `--driver-defect NAME` drivers with one of the driver's (see DriverDefects), `--sync-defect
+ * NAME` block sync checks with one of theirs (see SyncDefects).
  */
 import { DEFAULT_FAULT_TICKS, simulate, type SimStats } from './world.js';
 
@@ -24,9 +25,11 @@ function arg(name: string): number | undefined {
  */
 const defectIndex = process.argv.indexOf('--defect');
 const driverDefectIndex = process.argv.indexOf('--driver-defect');
+const syncDefectIndex = process.argv.indexOf('--sync-defect');
 const defects = {
   ...(defectIndex > 0 ? { defects: { [process.argv[defectIndex + 1]!]: true } } : {}),
   ...(driverDefectIndex > 0 ? { driverDefects: { [process.argv[driverDefectIndex + 1]!]: true } } : {}),
+  ...(syncDefectIndex > 0 ? { syncDefects: { [process.argv[syncDefectIndex + 1]!]: true } } : {}),
 };
 
 function shrink(seed: number): { faultTicks: number; error: string; trace: readonly string[] } | null {
@@ -65,7 +68,7 @@ const from = arg('from') ?? 1;
 const totals: Partial<SimStats> = {};
 const started = Date.now();
 for (let s = from; s < from + count; s++) {
-  const r = simulate({ seed: s });
+  const r = simulate({ seed: s, ...defects });
   if (!r.ok) {
     console.log(`\nseed ${s} FAILED: ${r.error}\nreplay: npm run sim -- --seed ${s}`);
     process.exit(1);

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { Defects } from '../../src/consensus/index.js';
 import type { DriverDefects } from '../../src/driver.js';
-import { simulate, type SimOptions } from './world.js';
+import { simulate, type SimOptions, type SyncDefects } from './world.js';
 
 /** The simulator must catch each of these broken replicas and drivers within the seeds CI
  *  runs (seeds-a and seeds-b: 1 to 2,000). */
@@ -21,6 +21,8 @@ const CORE: (keyof Defects)[] = [
 // leader that takes learnChosen (test/consensus-schedules.test.ts, bug 2) and read ids reused
 // across restarts (bug 3) went unnoticed for 2,000 random seeds.
 const DRIVER: (keyof DriverDefects)[] = ['persistedBeforeFlush', 'readBeforeApplied'];
+// Block sync's checks (src/sync/range-check.ts), with forged ranges among the simulator's.
+const SYNC: (keyof SyncDefects)[] = ['trustSenderChain'];
 
 function catches(name: string, opts: Omit<SimOptions, 'seed'>): void {
   test(`simulation catches ${name}`, () => {
@@ -38,3 +40,4 @@ function catches(name: string, opts: Omit<SimOptions, 'seed'>): void {
 
 for (const d of CORE) catches(`a replica with defect ${d}`, { defects: { [d]: true } });
 for (const d of DRIVER) catches(`a driver with defect ${d}`, { driverDefects: { [d]: true } });
+for (const d of SYNC) catches(`block sync with defect ${d}`, { syncDefects: { [d]: true } });

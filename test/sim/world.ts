@@ -37,7 +37,8 @@ import { Driver, type DriverClock, type DriverDefects } from '../../src/driver.j
 import { openMemoryEnv, type MemoryRoot } from '../../src/storage/memory-env.js';
 import { ControlledLog, MemoryLogStore } from '../../src/log/memory.js';
 import type { StoreEnv } from '../../src/storage/env.js';
-import { decodeAppCommand, encodeAppCommand, type ApplyResult, type KvOp } from '../../src/state/command.js';
+import { decodeAppCommand, encodeAppCommand, nextChain, type ApplyResult, type KvOp } from '../../src/state/command.js';
+import { chainAnswer, checkRange, vouched, vouchersFor, type ChainAnswer, type ChainSource } from '../../src/sync/range-check.js';
 import { LmdbStateStore } from '../../src/state/kv.js';
 import { EventHeap } from './heap.js';
 import { checkLinearizable, kvModel, type KvOutput, type Operation } from './linearizability.js';
@@ -52,8 +53,16 @@ export interface SimOptions {
   readonly clients?: number;
   readonly defects?: Defects;
   readonly driverDefects?: DriverDefects;
+  /** Block sync's checks, broken on purpose (the self-test). */
+  readonly syncDefects?: SyncDefects;
   /** Keep a trace of every event (slower; used to print a failure). */
   readonly trace?: boolean;
+}
+
+/** Deliberate defects in the simulator's block sync checks, to prove it notices. */
+export interface SyncDefects {
+  /** A range is taken when its chain ends at the value its sender states: no one vouches. */
+  trustSenderChain?: boolean;
 }
 
 export interface SimStats {
@@ -71,6 +80,10 @@ export interface SimStats {
   membershipChanges: number;
   compactions: number;
   rangesLearned: number;
+  /** Ranges refused: their end was not vouched for. */
+  rangesRefused: number;
+  /** Forged ranges offered (all must be refused). */
+  rogueRanges: number;
   garbage: number;
   pauses: number;
   acked: number;
@@ -143,6 +156,10 @@ class SimNode {
   catchingUp = false;
   leaderTermsBefore = 0;
   pausedUntil = 0;
+  /** It holds the archive key (it reads archived ranges itself). */
+  hasKey = false;
+  /** The member that added it (the one a joiner is pointed at), trusted until it is a voter. */
+  sponsor: NodeId | null = null;
   wasLeader = false;
 
   constructor(readonly id: NodeId) {}
@@ -353,6 +370,7 @@ export class World {
 
   private addNode(id: NodeId): SimNode {
     const node = new SimNode(id);
+    node.hasKey = this.rng.chance(0.5);
     this.nodes.set(id, node);
     // A new disk gets the genesis point, as `openStores(dir, { genesis })` does.
     new LmdbStateStore(node.env).bootstrap(this.genesis);
@@ -632,28 +650,112 @@ export class World {
     const node = this.nodes.get(id)!;
     if (!node.alive || node.incarnation !== inc) return;
     node.catchingUp = false;
-    const from = this.nodes.get(fromId);
-    if (from === undefined || !from.alive || from.removed || !this.connected(fromId, id)) return;
-    this.learnRange(node, from);
+    // As block sync's plan: the trusted peers first (the leader it follows, its sponsor).
+    const reachable = (p: NodeId | null): SimNode | null => {
+      const n = p === null ? undefined : this.nodes.get(p);
+      return n !== undefined && n.alive && !n.removed && this.connected(n.id, id) && this.connected(id, n.id) ? n : null;
+    };
+    const from = reachable(node.replica.currentLeader) ?? reachable(node.sponsor) ?? reachable(fromId);
+    if (from !== null) this.learnRange(node, from);
   }
 
-  /** Hands `node` the chosen values after its commit slot that `from`'s durable log (or the
-   *  archive, where `from` pruned them) holds: at most 16 slots. */
-  private learnRange(node: SimNode, from: SimNode): void {
+  /** Offers `node` the chosen values after its commit slot that `from`'s durable log (or the
+   *  archive, where `from` pruned them) holds, at most 16 slots, as block sync does; with
+   *  `rogue`, `from` forges them first (`forgeRange`). */
+  private learnRange(node: SimNode, from: SimNode, rogue = false): void {
     const fromId = from.id;
-    const first = node.replica.commit.slot + 1;
+    const applied = node.state!.applied();
+    // Block sync checks a range from the applied value: it waits for the applied point to
+    // reach the commit point.
+    if (applied.point.slot !== node.replica.commit.slot) return;
+    const first = applied.point.slot + 1;
     const last = first + 15;
-    const values: SlotValue[] = [];
+    let values: SlotValue[] = [];
     const hot = from.logDisk.readSlots(first, last);
+    // A node with the archive key reads archived ranges itself (its manifests are signed by
+    // voters): no one need vouch for those.
+    const cold = node.hasKey && !rogue && this.archive.has(first);
     for (let slot = first; slot <= last; slot++) {
-      const batch = this.archive.get(slot) ?? hot.find((s) => s.slot === slot)?.batch;
+      const batch = this.archive.get(slot) ?? (cold ? undefined : hot.find((s) => s.slot === slot)?.batch);
       if (batch === undefined) break;
       values.push({ slot, batch });
     }
+    if (rogue) {
+      values = this.forgeRange(first, values);
+      this.stats.rogueRanges++;
+    }
     if (values.length === 0) return;
+    // The source states the chain end of what it serves: computed over its values from the
+    // node's own applied value, so the range is always consistent with itself.
+    let chain = applied.chain;
+    let lastIndex = applied.point.index;
+    for (const v of values) {
+      for (const cmd of v.batch) chain = nextChain(chain, v.slot, cmd);
+      lastIndex += v.batch.length;
+    }
+    const range = checkRange(first, { index: applied.point.index, chain: applied.chain }, values, lastIndex, chain, new Map());
+    if (!range.ok) throw new SimFailure(`${node.id}: a range consistent with itself failed its check: ${range.why}`);
+    if (!cold && !this.rangeVouched(node, fromId, range)) {
+      this.stats.rangesRefused++;
+      if (this.traceOn) this.trace(`catch-up ${node.id} refuses slots ${first}..${range.through} from ${fromId}${rogue ? ' (forged)' : ''}: not vouched for`);
+      return;
+    }
     this.stats.rangesLearned++;
-    if (this.traceOn) this.trace(`catch-up ${node.id} learns slots ${first}..${first + values.length - 1} (from ${fromId} or the archive)`);
+    if (this.traceOn) this.trace(`catch-up ${node.id} learns slots ${first}..${range.through} (${cold ? 'from the archive itself' : `from ${fromId}`}${rogue ? ', forged' : ''})`);
     node.driver!.learnChosen(values);
+  }
+
+  /** As block sync asks the voters (range-check.ts): each that is up, not paused and
+   *  reachable both ways answers from its own state. */
+  private rangeVouched(node: SimNode, source: NodeId, range: { lastIndex: number; chain: Uint8Array; through: number }): boolean {
+    if (this.opts.syncDefects?.trustSenderChain) return true;
+    const { voters } = node.replica.latestConfig;
+    // The leader it follows, and while it joins the member that added it (server.ts).
+    if (node.sponsor !== null && voters.includes(node.id)) node.sponsor = null;
+    const trusted = [node.replica.currentLeader, node.sponsor].filter((p): p is NodeId => p !== null);
+    const answers = new Map<string, ChainAnswer | null>();
+    for (const v of vouchersFor(source, node.id, trusted, voters)) {
+      const n = this.nodes.get(v);
+      const up = n !== undefined && n.alive && n.state !== null && n.pausedUntil <= this.now && this.connected(node.id, v) && this.connected(v, node.id);
+      answers.set(v, up ? chainAnswer(chainSource(n.state!), range.lastIndex, range.through) : null);
+    }
+    return vouched(range, source, trusted, voters, answers);
+  }
+
+  /**
+   * What a member with a diverged log, or a dishonest one, might serve instead of `values`
+   * (the chosen values from `first` on): a command forged into a slot; a command moved into
+   * a neighbouring slot (a no-op's, or split off a batch), order kept; or the last slots
+   * emptied, and empty slots added past what the cluster chose. The chain end it states is
+   * always consistent with what it serves: only the voters' word tells them apart.
+   */
+  private forgeRange(first: number, values: SlotValue[]): SlotValue[] {
+    const r = this.faultRng;
+    const out = values.map((v) => ({ slot: v.slot, batch: [...v.batch] }));
+    const kind = r.pick(['forge', 'move', 'tail'] as const);
+    if (kind === 'forge' && out.length > 0) {
+      const v = r.pick(out);
+      v.batch = [{ kind: 'app', data: Uint8Array.from({ length: r.int(1, 8) }, () => r.int(0, 255)) }];
+      return out;
+    }
+    if (kind === 'move') {
+      for (let i = 0; i + 1 < out.length; i++) {
+        const [a, b] = [out[i]!, out[i + 1]!];
+        if (a.batch.length > 0 && (b.batch.length === 0 || a.batch.length > 1)) {
+          b.batch.unshift(a.batch.pop()!);
+          return out;
+        }
+        if (a.batch.length === 0 && b.batch.length > 0) {
+          a.batch.push(b.batch.shift()!);
+          return out;
+        }
+      }
+    }
+    const keep = r.int(0, out.length);
+    const extra = r.int(0, 3);
+    const tail = out.slice(0, keep);
+    for (let slot = first + keep; slot < first + out.length + extra; slot++) tail.push({ slot, batch: [] });
+    return tail;
   }
 
   // ------------------------------------------------------------------------------------
@@ -708,14 +810,21 @@ export class World {
         this.stats.blockSyncs++;
         this.learnRange(node, r.pick(ahead));
       }
-    } else if (roll < 0.94 && live.length > 0) {
+    } else if (roll < 0.94 && live.length > 1) {
+      // A member with a diverged log (or a dishonest one) serves block sync a forged range:
+      // no node may take it (range-check.ts).
+      const node = r.pick(live);
+      // (Not the leader it follows nor the member it joined through: their word is trusted.)
+      const rogues = live.filter((p) => p !== node && p.id !== node.replica.currentLeader && p.id !== node.sponsor && this.connected(p.id, node.id));
+      if (rogues.length > 0) this.learnRange(node, r.pick(rogues), true);
+    } else if (roll < 0.95 && live.length > 0) {
       // A disk fails (EIO on write or fsync): the node must stop, apply nothing more, and
       // come back from what was durable.
       const node = r.pick(live);
       this.stats.diskFailures++;
       if (this.traceOn) this.trace(`disk failure on ${node.id}`);
       node.log!.break(DISK_FAILURE);
-    } else if (roll < 0.97 && live.length > 1) {
+    } else if (roll < 0.98 && live.length > 1) {
       // One direction of one link fails (a firewall rule, a half-open connection): often
       // the leader's outgoing or incoming side.
       const leader = this.leaderNode();
@@ -749,6 +858,7 @@ export class World {
     const choice = r.float();
     if (choice < 0.35 && members < 7) {
       const node = this.addNode(this.newNodeId());
+      node.sponsor = leader.id;
       command = { kind: 'config', change: { op: 'add_learner', node: node.id } };
     } else if (choice < 0.7 && config.learners.length > 0) {
       command = { kind: 'config', change: { op: 'promote', node: r.pick(config.learners) } };
@@ -1001,7 +1111,7 @@ export class World {
 }
 
 export function emptyStats(): SimStats {
-  return { leaderChanges: 0, crashes: 0, crashesBeforeCommit: 0, partitions: 0, oneWayLinks: 0, blockSyncs: 0, diskFailures: 0, quickRestarts: 0, longStalls: 0, membershipChanges: 0, compactions: 0, rangesLearned: 0, garbage: 0, pauses: 0, acked: 0, unknown: 0, reads: 0, slots: 0 };
+  return { leaderChanges: 0, crashes: 0, crashesBeforeCommit: 0, partitions: 0, oneWayLinks: 0, blockSyncs: 0, rangesRefused: 0, rogueRanges: 0, diskFailures: 0, quickRestarts: 0, longStalls: 0, membershipChanges: 0, compactions: 0, rangesLearned: 0, garbage: 0, pauses: 0, acked: 0, unknown: 0, reads: 0, slots: 0 };
 }
 
 /** Runs one seed. A failure carries the seed; with `trace`, the events that led to it. */
@@ -1096,4 +1206,16 @@ function garbage(r: Rng, cluster: string, to: NodeId, ids: NodeId[]): unknown {
     default:
       return { cluster, from, to, msg: { type: 'promise', ballot: { round: 1, leader: to }, commit: 'x', compacted: 0, accepted: [] } };
   }
+}
+
+/** A state store as block sync's voucher reads it. */
+function chainSource(state: LmdbStateStore): ChainSource {
+  return {
+    applied: () => {
+      const a = state.applied();
+      return { slot: a.point.slot, index: a.point.index, chain: a.chain };
+    },
+    chainAt: (i) => state.chainAt(i),
+    slotAt: (i) => state.slotAt(i),
+  };
 }

@@ -362,14 +362,18 @@ test('crash atomicity: a batch and its applied point, chain and state persist to
   await h.stores.close();
 });
 
-test('the chain value is sha256(previous chain || chainBytes(command)), from 32 zero bytes', async () => {
+test('the chain value is sha256(previous chain || u64be(slot) || chainBytes(command)), from 32 zero bytes', async () => {
   const h = new Harness();
   const cmds: Command[] = [h.cmd(put('a', '1')), { kind: 'config', change: { op: 'add_learner', node: 'b' } }, { kind: 'app', data: new Uint8Array([1]) }];
+  const slots = [1, 1, 3];
   h.state.apply([h.entry(cmds.slice(0, 2)), h.entry([]), h.entry(cmds.slice(2))]);
   let chain = new Uint8Array(32);
   cmds.forEach((cmd, i) => {
-    chain = new Uint8Array(createHash('sha256').update(chain).update(chainBytes(cmd)).digest());
+    const slot = Buffer.alloc(8);
+    slot.writeBigUInt64BE(BigInt(slots[i]!));
+    chain = new Uint8Array(createHash('sha256').update(chain).update(slot).update(chainBytes(cmd)).digest());
     assert.deepEqual(h.state.chainAt(i + 1), chain);
+    assert.equal(h.state.slotAt(i + 1), slots[i]);
   });
   assert.deepEqual(h.state.applied(), { point: { slot: 3, index: 3, epochs: EPOCHS }, chain });
   assert.equal(h.state.chainAt(0), undefined);

@@ -1,0 +1,109 @@
+/**
+ * The checks a range of chosen values from a peer passes before it enters the consensus core
+ * as chosen (`learnChosen`). Pure: block sync (blocksync.ts) runs them over libp2p, the
+ * simulator over its own peers, with forged ranges among them.
+ *
+ * A range is slots `from..through` with their batches, the index of its last command and the
+ * chain value there. Recomputing the chain from this node's own applied value proves only
+ * that the values hash to the stated end: anyone can compute both. What makes the range
+ * chosen is that its end is vouched for (the word of the leader, or of the member a joining
+ * node joined through; or a majority of the voters'; or a `--checkpoint`):
+ * - the chain value at `lastIndex` pins every command and the slot it was chosen at (the
+ *   slot is in the chain: `nextChain`), so no command can be forged, dropped or moved into
+ *   another slot;
+ * - what the chain cannot pin is empty slots after the last command: a voucher also states
+ *   that it holds no command after `lastIndex` up to `through` (`ends`), so a range cannot
+ *   end in no-ops where the cluster chose commands.
+ */
+import type { Command, SlotValue } from '../consensus/index.js';
+import { nextChain } from '../state/command.js';
+
+/** A node's word on the chain after `index`: the value (null if it has not applied that far
+ *  or no longer holds it) and whether it holds no command after `index` up to slot
+ *  `through` (null when it cannot tell). */
+export interface ChainAnswer {
+  readonly status: 'chain';
+  readonly index: number;
+  readonly chain: Uint8Array | null;
+  readonly ends: boolean | null;
+}
+
+/** What a node needs to answer for its own chain (its state store). */
+export interface ChainSource {
+  applied(): { readonly slot: number; readonly index: number; readonly chain: Uint8Array };
+  chainAt(index: number): Uint8Array | undefined;
+  slotAt(index: number): number | undefined;
+}
+
+export function chainAnswer(src: ChainSource, index: number, through: number): ChainAnswer {
+  const applied = src.applied();
+  if (index > applied.index) return { status: 'chain', index, chain: null, ends: null };
+  const chain = index === applied.index ? applied.chain : (src.chainAt(index) ?? null);
+  if (chain === null) return { status: 'chain', index, chain: null, ends: null };
+  if (index === applied.index) return { status: 'chain', index, chain, ends: applied.slot >= through ? true : null };
+  const next = src.slotAt(index + 1);
+  return { status: 'chain', index, chain, ends: next === undefined ? null : next > through };
+}
+
+export type RangeVerdict =
+  | { readonly ok: true; readonly lastIndex: number; readonly chain: Uint8Array; readonly through: number }
+  | { readonly ok: false; readonly why: 'malformed' | 'checkpoint' | 'chain' };
+
+/**
+ * Recomputes the chain over `values` (slots from `from` on, consecutive) from this node's
+ * applied index and chain; it must end at `lastIndex` and `chainAfter`, and pass every
+ * checkpoint on the way.
+ */
+export function checkRange(
+  from: number,
+  applied: { readonly index: number; readonly chain: Uint8Array },
+  values: readonly SlotValue[],
+  lastIndex: unknown,
+  chainAfter: unknown,
+  checkpoints: ReadonlyMap<number, Uint8Array>,
+): RangeVerdict {
+  if (values.length === 0) return { ok: false, why: 'malformed' };
+  let chain = applied.chain;
+  let index = applied.index;
+  for (const [i, v] of values.entries()) {
+    if (v.slot !== from + i) return { ok: false, why: 'malformed' };
+    for (const cmd of v.batch as readonly Command[]) {
+      chain = nextChain(chain, v.slot, cmd);
+      index++;
+      const pinned = checkpoints.get(index);
+      if (pinned !== undefined && Buffer.compare(pinned, chain) !== 0) return { ok: false, why: 'checkpoint' };
+    }
+  }
+  if (index !== lastIndex || !(chainAfter instanceof Uint8Array) || Buffer.compare(chain, chainAfter) !== 0) return { ok: false, why: 'chain' };
+  return { ok: true, lastIndex: index, chain, through: from + values.length - 1 };
+}
+
+/**
+ * Is the range's end the cluster's? Yes when a trusted node vouches for it (the leader this
+ * node follows; the member it joined through, while it joins: its configuration may name
+ * only voters long gone), or a majority of the voters do: each voucher's answer must give the
+ * same chain value at `lastIndex` and `ends: true`. `source` (the peer that served the range)
+ * vouches by serving it. Voters that have not applied that far, pruned it, or did not answer
+ * (absent from `answers`) do not count.
+ */
+export function vouched(
+  range: { readonly lastIndex: number; readonly chain: Uint8Array },
+  source: string,
+  trusted: readonly string[],
+  voters: readonly string[],
+  answers: ReadonlyMap<string, ChainAnswer | null>,
+): boolean {
+  const agree = new Set<string>([source]);
+  for (const [v, a] of answers) {
+    if (a === null || a.index !== range.lastIndex || a.ends !== true) continue;
+    if (a.chain instanceof Uint8Array && Buffer.compare(a.chain, range.chain) === 0) agree.add(v);
+  }
+  if (trusted.some((t) => agree.has(t))) return true;
+  return voters.filter((v) => agree.has(v)).length >= Math.floor(voters.length / 2) + 1;
+}
+
+/** Whom to ask to vouch for a range from `source`: no one when the source is trusted. */
+export function vouchersFor(source: string, self: string, trusted: readonly string[], voters: readonly string[]): string[] {
+  if (trusted.includes(source)) return [];
+  return [...new Set([...trusted, ...voters])].filter((v) => v !== source && v !== self);
+}

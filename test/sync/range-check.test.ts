@@ -1,0 +1,100 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import type { Command, SlotValue } from '../../src/consensus/index.js';
+import { nextChain } from '../../src/state/command.js';
+import { chainAnswer, checkRange, vouched, type ChainAnswer, type ChainSource } from '../../src/sync/range-check.js';
+
+const enc = new TextEncoder();
+const cmd = (s: string): Command => ({ kind: 'app', data: enc.encode(s) });
+const ZERO = new Uint8Array(32);
+
+/** Chain values of a log, by index, and the slot of each index. */
+function chains(values: readonly SlotValue[]): { chain: Uint8Array[]; slot: number[] } {
+  const chain: Uint8Array[] = [ZERO];
+  const slot = [0];
+  for (const v of values) {
+    for (const c of v.batch) {
+      chain.push(nextChain(chain[chain.length - 1]!, v.slot, c));
+      slot.push(v.slot);
+    }
+  }
+  return { chain, slot };
+}
+
+/** The cluster's log: slot 3 is a no-op (a new leader's), slot 6 a no-op at the end. */
+const TRUE: SlotValue[] = [
+  { slot: 1, batch: [cmd('a')] },
+  { slot: 2, batch: [cmd('b'), cmd('c')] },
+  { slot: 3, batch: [] },
+  { slot: 4, batch: [cmd('d')] },
+  { slot: 5, batch: [cmd('e')] },
+  { slot: 6, batch: [] },
+];
+const T = chains(TRUE);
+
+/** A voter that applied the true log through `slot`. */
+function voter(slot: number): ChainSource {
+  const values = TRUE.filter((v) => v.slot <= slot);
+  const index = values.reduce((n, v) => n + v.batch.length, 0);
+  return { applied: () => ({ slot, index, chain: T.chain[index]! }), chainAt: (i) => (i >= 1 && i <= index ? T.chain[i] : undefined), slotAt: (i) => (i >= 1 && i <= index ? T.slot[i] : undefined) };
+}
+
+/** A lagging node at slot 1 (index 1) is served `values` by `source` (a voter, not the
+ *  leader); voters v2 and v3 answer from the true log through slot 6. Is the range taken? */
+function taken(values: SlotValue[], source = 'v1'): boolean {
+  const applied = { index: 1, chain: T.chain[1]! };
+  const lastIndex = 1 + values.reduce((n, v) => n + v.batch.length, 0);
+  const own = chains([...TRUE.slice(0, 1), ...values]);
+  const range = checkRange(2, applied, values, lastIndex, own.chain[lastIndex], new Map());
+  assert.ok(range.ok, 'each range here is consistent with itself');
+  const answers = new Map<string, ChainAnswer | null>([
+    ['v2', chainAnswer(voter(6), range.lastIndex, range.through)],
+    ['v3', chainAnswer(voter(6), range.lastIndex, range.through)],
+  ]);
+  // Four voters: the source and two more make a majority; the leader (v4) did not answer.
+  return vouched(range, source, ['v4'], ['v1', 'v2', 'v3', 'v4'], answers);
+}
+
+test('an honest range from a voter, vouched for by a majority, is taken (trailing no-ops included)', () => {
+  assert.equal(taken(TRUE.slice(1)), true);
+  assert.equal(taken(TRUE.slice(1, 4)), true, 'a range that stops after a command');
+  assert.equal(taken(TRUE.slice(1, 2)), true);
+});
+
+test('a command moved into a no-op\'s slot, the order and the chain of commands kept, is refused', () => {
+  const moved = [TRUE[1]!, { slot: 3, batch: [cmd('d')] }, { slot: 4, batch: [] }, TRUE[4]!, TRUE[5]!];
+  assert.equal(taken(moved), false);
+  const split = [{ slot: 2, batch: [cmd('b')] }, { slot: 3, batch: [cmd('c')] }, ...TRUE.slice(3)];
+  assert.equal(taken(split), false);
+});
+
+test('a range that ends in no-ops where the cluster chose commands is refused', () => {
+  // Slots 2..5 with slot 4 and 5 claimed empty: the chain end (after c) is true, but the
+  // voters hold a command (d) after it at slot 4.
+  assert.equal(taken([TRUE[1]!, TRUE[2]!, { slot: 4, batch: [] }, { slot: 5, batch: [] }]), false);
+  // All empty: nothing but no-ops in place of b, c.
+  assert.equal(taken([{ slot: 2, batch: [] }]), false);
+});
+
+test('a forged command with a chain consistent with itself is refused', () => {
+  assert.equal(taken([TRUE[1]!, TRUE[2]!, { slot: 4, batch: [cmd('forged')] }]), false);
+});
+
+test('voters that have not applied that far, or pruned it, do not vouch', () => {
+  const behind = voter(2);
+  assert.deepEqual(chainAnswer(behind, 4, 5), { status: 'chain', index: 4, chain: null, ends: null });
+  assert.equal(chainAnswer(behind, 3, 5).ends, null, 'applied through slot 2 only: it cannot tell whether slots 3..5 are empty');
+  assert.equal(chainAnswer(voter(6), 5, 6).ends, true);
+  assert.equal(chainAnswer(voter(6), 3, 3).ends, true, 'the command after index 3 (d) is at slot 4');
+  assert.equal(chainAnswer(voter(6), 3, 4).ends, false);
+  const pruned: ChainSource = { ...voter(6), chainAt: () => undefined, slotAt: () => undefined };
+  assert.equal(chainAnswer(pruned, 3, 4).chain, null);
+});
+
+test('a checkpoint on the way that does not match refuses the range', () => {
+  const values = TRUE.slice(1);
+  const bad = new Map([[3, new Uint8Array(32).fill(7)]]);
+  assert.deepEqual(checkRange(2, { index: 1, chain: T.chain[1]! }, values, 5, T.chain[5], bad), { ok: false, why: 'checkpoint' });
+  assert.deepEqual(checkRange(2, { index: 1, chain: T.chain[1]! }, values, 5, T.chain[4], new Map()), { ok: false, why: 'chain' });
+  assert.deepEqual(checkRange(3, { index: 1, chain: T.chain[1]! }, values, 5, T.chain[5], new Map()), { ok: false, why: 'malformed' });
+});
