@@ -67,6 +67,8 @@ export interface Defects {
   readWithoutOwnCommit?: boolean;
   hideCompactionInPromise?: boolean;
   countSelfBeforeDurable?: boolean;
+  /** A leader takes chosen values from block sync and catch-up answers like a follower. */
+  leaderTakesChosen?: boolean;
 }
 
 export interface ReplicaOptions {
@@ -1118,7 +1120,7 @@ export class Replica {
     // never behind, and a value it took from elsewhere would replace its in-flight proposal,
     // which followers that accepted under its ballot would then commit (issue 10, bug 2).
     const asked = this.catchupAsked.get(from);
-    if (asked === undefined || this.ticks - asked > this.electionTicks * 4 || this.role === 'leader') return this.drop('unsolicited_catchup');
+    if (asked === undefined || this.ticks - asked > this.electionTicks * 4 || (this.role === 'leader' && !this.defects.leaderTakesChosen)) return this.drop('unsolicited_catchup');
     if (this.catchupFrom === from) this.catchupFrom = null;
     if (snapshot !== null) {
       if (snapshot.slot > this.commitSlot) this.snapshotNeeded = { from, point: snapshot };
@@ -1135,7 +1137,7 @@ export class Replica {
    * a catch-up answer: stored as chosen, then committed in order.
    */
   learnChosen(values: readonly SlotValue[]): void {
-    if (this.role === 'leader') {
+    if (this.role === 'leader' && !this.defects.leaderTakesChosen) {
       // A leader takes no chosen values from others: after phase 1 it is never behind. One
       // that differs from what it proposed in that slot means a later ballot chose it, so
       // this leader was deposed without hearing of it: it steps down, then learns it.

@@ -16,20 +16,23 @@ const CORE: (keyof Defects)[] = [
   'readWithoutOwnCommit',
   'hideCompactionInPromise',
   'countSelfBeforeDurable',
+  'leaderTakesChosen',
 ];
-// Issue 10's other broken drivers are pinned by hand-written schedules instead, for now: a
-// leader that takes learnChosen (test/consensus-schedules.test.ts, bug 2) and read ids reused
-// across restarts (bug 3) went unnoticed for 2,000 random seeds.
+// A leader that takes chosen values ends up committing past the configurations it knows: the
+// core's own invariant fires ("no configuration governs slot ...") before a check does.
+const CORE_MAY_THROW: (keyof Defects)[] = ['leaderTakesChosen'];
 const DRIVER: (keyof DriverDefects)[] = ['persistedBeforeFlush', 'readBeforeApplied'];
 // Block sync's checks (src/sync/range-check.ts), with forged ranges among the simulator's.
 const SYNC: (keyof SyncDefects)[] = ['trustSenderChain'];
 
-function catches(name: string, opts: Omit<SimOptions, 'seed'>): void {
+function catches(name: string, opts: Omit<SimOptions, 'seed'>, invariantOk = false): void {
   test(`simulation catches ${name}`, () => {
     for (let seed = 1; seed <= SEEDS_MAX; seed++) {
       const r = simulate({ seed, ...opts });
       if (!r.ok) {
-        assert.doesNotMatch(r.error ?? '', /^crash:/, 'a defect should be caught by a check, not by an exception');
+        const error = r.error ?? '';
+        const invariant = /^crash: Error: no configuration governs slot/.test(error) && error.includes('/src/consensus/');
+        if (!(invariantOk && invariant)) assert.doesNotMatch(error, /^crash:/, 'a defect should be caught by a check, not by an exception');
         console.log(`${name}: caught at seed ${seed}: ${(r.error ?? '').slice(0, 160)}`);
         return;
       }
@@ -38,6 +41,6 @@ function catches(name: string, opts: Omit<SimOptions, 'seed'>): void {
   });
 }
 
-for (const d of CORE) catches(`a replica with defect ${d}`, { defects: { [d]: true } });
+for (const d of CORE) catches(`a replica with defect ${d}`, { defects: { [d]: true } }, CORE_MAY_THROW.includes(d));
 for (const d of DRIVER) catches(`a driver with defect ${d}`, { driverDefects: { [d]: true } });
 for (const d of SYNC) catches(`block sync with defect ${d}`, { syncDefects: { [d]: true } });

@@ -156,6 +156,8 @@ class SimNode {
   catchingUp = false;
   leaderTermsBefore = 0;
   pausedUntil = 0;
+  /** Its commit slot after the last event it handled. */
+  commitSeen = 0;
   /** It holds the archive key (it reads archived ranges itself). */
   hasKey = false;
   /** The member that added it (the one a joiner is pointed at), trusted until it is a voter. */
@@ -198,6 +200,8 @@ export class World {
   private readonly nodes = new Map<NodeId, SimNode>();
   private nextNodeId = 0;
   private partition: Set<NodeId> | null = null;
+  /** A node on both sides of the partition (Jepsen's "bridge"): it reaches everyone. */
+  private bridge: NodeId | null = null;
   private loss: number;
   private dup: number;
   /** Chance that one fsync stalls far longer than a network round trip. */
@@ -481,6 +485,20 @@ export class World {
     const elected = leading && !node.wasLeader;
     node.wasLeader = leading;
     if (elected && this.faultsOn && this.faultRng.chance(this.buggify * 5)) this.probeRead(node);
+    // A leader commits while a deposed one still leads: the deposed one hears of it through
+    // block sync (a bridge, a peer on both sides) before it hears of the new ballot.
+    const commit = node.replica.commit.slot;
+    if (leading && commit > node.commitSeen && this.faultsOn && this.faultRng.chance(this.buggify * 5)) {
+      for (const other of this.nodes.values()) {
+        if (other === node || !other.alive || other.replica.currentRole !== 'leader' || this.compareBallots(other, node) >= 0) continue;
+        this.schedule(this.netRng.int(1, 20), { kind: 'catchup', node: other.id, inc: other.incarnation, from: node.id });
+      }
+    }
+    node.commitSeen = commit;
+  }
+
+  private compareBallots(a: SimNode, b: SimNode): number {
+    return compare(a.replica.currentBallot, b.replica.currentBallot);
   }
 
   /** A read of the most recently acknowledged key, sent to a leader the moment it is elected. */
@@ -563,7 +581,7 @@ export class World {
 
   private connected(a: NodeId, b: NodeId): boolean {
     if (this.oneWay.size > 0 && this.oneWay.has(`${a}>${b}`)) return false;
-    return this.partition === null || this.partition.has(a) === this.partition.has(b);
+    return this.partition === null || this.partition.has(a) === this.partition.has(b) || a === this.bridge || b === this.bridge;
   }
 
   private send(env: Envelope): void {
@@ -652,7 +670,7 @@ export class World {
     node.catchingUp = false;
     // As block sync's plan: the trusted peers first (the leader it follows, its sponsor).
     const reachable = (p: NodeId | null): SimNode | null => {
-      const n = p === null ? undefined : this.nodes.get(p);
+      const n = p === null || p === id ? undefined : this.nodes.get(p);
       return n !== undefined && n.alive && !n.removed && this.connected(n.id, id) && this.connected(id, n.id) ? n : null;
     };
     const from = reachable(node.replica.currentLeader) ?? reachable(node.sponsor) ?? reachable(fromId);
@@ -783,8 +801,11 @@ export class World {
         if (leader !== null) side.add(leader.id); // often cut the leader off
       }
       this.partition = side;
+      // A quarter of partitions leave one node bridging both sides: a deposed leader can
+      // then hear of what the other side chose (block sync) before it hears of its leader.
+      this.bridge = r.chance(0.25) ? r.pick(ids) : null;
       this.stats.partitions++;
-      if (this.traceOn) this.trace(`partition {${[...side].join(',')}} | rest`);
+      if (this.traceOn) this.trace(`partition {${[...side].join(',')}} | rest${this.bridge === null ? '' : `, ${this.bridge} bridging`}`);
       this.schedule(r.int(5, 50) * TICK, { kind: 'heal' });
     } else if (roll < 0.5) {
       this.changeMembership();
@@ -804,7 +825,10 @@ export class World {
     } else if (roll < 0.93 && live.length > 1) {
       // Block sync: a node hears of a peer ahead of it and takes a range of chosen values
       // from it (as production does when far behind; a deposed leader may be the one).
-      const node = r.chance(0.5) ? (this.leaderNode() ?? r.pick(live)) : r.pick(live);
+      // Often a leader that was deposed without hearing of it: it must take no chosen values.
+      const stale = live.filter((n) => n.replica.currentRole === 'leader' && n !== this.leaderNode());
+      const roll2 = r.float();
+      const node = roll2 < 0.35 && stale.length > 0 ? r.pick(stale) : roll2 < 0.65 ? (this.leaderNode() ?? r.pick(live)) : r.pick(live);
       const ahead = live.filter((p) => p !== node && p.replica.commit.slot > node.replica.commit.slot && this.connected(p.id, node.id));
       if (ahead.length > 0) {
         this.stats.blockSyncs++;
