@@ -201,8 +201,9 @@ export async function startServer(opts: ServeOptions, hooks: ServerHooks = {}): 
   if (joining !== null) {
     const url = opts.join ?? cluster.joining!.url;
     void joinCluster(url, node, adminToken, logger, background.signal).then(async (joined) => {
-      if (joined) sponsor = null;
-      if (joined) await writeFileDurable(clusterPath, JSON.stringify({ clusterId: cluster.clusterId, genesis: cluster.genesis }, null, 2));
+      if (!joined) return;
+      sponsor = null;
+      await writeFileDurable(clusterPath, JSON.stringify({ clusterId: cluster.clusterId, genesis: cluster.genesis }, null, 2));
     });
   } else {
     const settings = bootstrapping ? bootstrapSettings(opts.archive, opts.dataDir) : null;

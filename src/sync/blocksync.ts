@@ -14,10 +14,10 @@
  *   applied value must end at the value the peer states and pass every `--checkpoint`, and
  *   that end must be vouched for by the current leader (or, while this node joins, the member
  *   it joined through) or a majority of the voters (each asked on the same protocol), or be
- *   a `--checkpoint`. Only then do the values enter the
- *   consensus core as chosen (`learnChosen`). Ranges are asked only of current members, and
- *   a node that reads the archive itself (it has the key) reads cold ranges itself: the
- *   archive's manifests are signed by voters. (Issue 10, bug 5: a non-member or a member
+ *   a `--checkpoint`. Only then do the values enter the consensus core as chosen
+ *   (`learnChosen`). Ranges are asked only of current members, and a node that reads the
+ *   archive itself (it has the key) reads cold ranges itself: the archive's manifests are
+ *   signed by voters. (Issue 10, bug 5: a non-member or a member
  *   with a diverged log could otherwise make a lagging voter commit values never chosen.)
  */
 import type { SlotValue } from '../consensus/index.js';

@@ -826,9 +826,10 @@ export class World {
       // Block sync: a node hears of a peer ahead of it and takes a range of chosen values
       // from it (as production does when far behind; a deposed leader may be the one).
       // Often a leader that was deposed without hearing of it: it must take no chosen values.
-      const stale = live.filter((n) => n.replica.currentRole === 'leader' && n !== this.leaderNode());
+      const top = this.leaderNode();
+      const stale = live.filter((n) => n.replica.currentRole === 'leader' && n !== top);
       const roll2 = r.float();
-      const node = roll2 < 0.35 && stale.length > 0 ? r.pick(stale) : roll2 < 0.65 ? (this.leaderNode() ?? r.pick(live)) : r.pick(live);
+      const node = roll2 < 0.35 && stale.length > 0 ? r.pick(stale) : roll2 < 0.65 ? (top ?? r.pick(live)) : r.pick(live);
       const ahead = live.filter((p) => p !== node && p.replica.commit.slot > node.replica.commit.slot && this.connected(p.id, node.id));
       if (ahead.length > 0) {
         this.stats.blockSyncs++;
