@@ -64,6 +64,41 @@ test('malformed, foreign and forged messages are dropped and counted', () => {
   assert.equal(validateEnvelope({ cluster: 'c1', from: 'b', to: 'a', msg: { type: 'read_req', id: 3 } })?.msg.type, 'read_req');
 });
 
+test('a pre-vote goes only to a candidate whose commit slot is not behind (a behind one could not finish phase 1 alone: seed 3287)', () => {
+  const config: Config = { voters: ['a', 'b', 'c', 'd'], learners: [] };
+  const boot = bootstrapState(config);
+  const at10 = { ...boot.base, slot: 10, index: 7 };
+  const r = new Replica({ id: 'a', cluster: 'c1', random: () => 0.5 }, { ...boot, base: at10, compacted: at10, commit: 10 });
+  const granted = (from: string, commit: number): boolean | undefined => {
+    r.step({ cluster: 'c1', from, to: 'a', msg: { type: 'prevote', round: 1, commit } } satisfies Envelope);
+    const msg = r.ready()?.send.find((e) => e.to === from)?.msg;
+    return msg?.type === 'prevote_reply' ? msg.granted : undefined;
+  };
+  assert.equal(granted('b', 9), false, 'behind this replica\'s commit slot');
+  assert.equal(granted('c', 10), true);
+  assert.equal(granted('d', 12), true);
+});
+
+test('a refused pre-vote names the higher round promised, and the pre-candidate asks above it next (seed 135)', () => {
+  const config: Config = { voters: ['a', 'b', 'c'], learners: [] };
+  const r = new Replica({ id: 'a', cluster: 'c1', random: () => 0.5 }, { ...bootstrapState(config), promised: { round: 9, leader: 'c' } });
+  r.step({ cluster: 'c1', from: 'b', to: 'a', msg: { type: 'prevote', round: 3, commit: 0 } } satisfies Envelope);
+  assert.deepEqual(r.ready()?.send.find((e) => e.to === 'b')?.msg, { type: 'prevote_reply', round: 9, granted: false });
+
+  const b = new Replica({ id: 'b', cluster: 'c1', random: () => 0.5 }, bootstrapState(config));
+  const prevoteRound = (): number | undefined => {
+    for (let i = 0; i < 100; i++) {
+      b.tick();
+      const msg = b.ready()?.send.find((e) => e.msg.type === 'prevote')?.msg;
+      if (msg?.type === 'prevote') return msg.round;
+    }
+    return undefined;
+  };
+  assert.equal(prevoteRound(), 1);
+  b.step({ cluster: 'c1', from: 'a', to: 'b', msg: { type: 'prevote_reply', round: 9, granted: false } } satisfies Envelope);
+  assert.equal(prevoteRound(), 10);
+});
+
 test('a one-node cluster elects itself, commits in order and only after its write is durable', () => {
   const r = new Replica({ id: 'a', cluster: 'c1', random: () => 0 }, bootstrapState({ voters: ['a'], learners: [] }));
   const drainOnce = () => {

@@ -465,7 +465,7 @@ export class Replica {
     }
     switch (msg.type) {
       case 'prevote':
-        return this.onPreVote(from, msg.round);
+        return this.onPreVote(from, msg.round, msg.commit);
       case 'prevote_reply':
         return this.onPreVoteReply(from, msg.round, msg.granted);
       case 'prepare':
@@ -592,15 +592,25 @@ export class Replica {
     this.maybeWinPreVote();
   }
 
-  /** A pre-vote is granted only by a replica that has not heard from a leader lately. */
-  private onPreVote(from: NodeId, round: number): void {
+  /**
+   * A pre-vote is granted only by a replica that has not heard from a leader lately, and only
+   * to one whose commit slot is not behind its own: a candidate behind a promiser must catch
+   * up before it leads, and when its peers can serve that only through block sync, whose
+   * ranges need a leader (or a majority of voters) to vouch for them, a behind candidate
+   * that keeps winning elections keeps the cluster leaderless (seed 3287).
+   */
+  private onPreVote(from: NodeId, round: number, commit: number): void {
     const leaderAlive =
       this.role === 'leader' || (this.leader !== null && this.role === 'follower' && this.electionElapsed < this.electionTicks);
-    const granted = !leaderAlive && round > this.promised.round;
-    this.send(from, { type: 'prevote_reply', round, granted });
+    const granted = !leaderAlive && round > this.promised.round && commit >= this.commitSlot;
+    this.send(from, { type: 'prevote_reply', round: granted ? round : Math.max(round, this.promised.round), granted });
   }
 
-  private onPreVoteReply(from: NodeId, _round: number, granted: boolean): void {
+  private onPreVoteReply(from: NodeId, round: number, granted: boolean): void {
+    // A refusal names a higher promised round: the next pre-vote asks above it (without this,
+    // the replica that promised the highest round, if behind, could win no election and
+    // refuse every other: seed 135).
+    if (!granted) this.maxRoundSeen = Math.max(this.maxRoundSeen, round);
     if (this.role !== 'precandidate' || !granted) return;
     this.prevotes.add(from);
     this.maybeWinPreVote();
