@@ -79,12 +79,33 @@ export function checkRange(
 }
 
 /**
+ * What of a range may enter the core on a `--checkpoint` alone, when the checkpoint pins its
+ * end: its slots through its last command. The chain pins every command and its slot, but
+ * not the empty slots after the last one (the cluster may have chosen commands there), so
+ * those wait for a voucher; a range with no command is pinned by nothing. Empty when no
+ * checkpoint matches the range's end.
+ */
+export function pinnedByCheckpoint(
+  range: { readonly lastIndex: number; readonly chain: Uint8Array },
+  values: readonly SlotValue[],
+  checkpoints: ReadonlyMap<number, Uint8Array>,
+): readonly SlotValue[] {
+  const pin = checkpoints.get(range.lastIndex);
+  if (pin === undefined || Buffer.compare(pin, range.chain) !== 0) return [];
+  let end = values.length;
+  while (end > 0 && values[end - 1]!.batch.length === 0) end--;
+  return values.slice(0, end);
+}
+
+/**
  * Is the range's end the cluster's? Yes when a trusted node vouches for it (the leader this
  * node follows; the member it joined through, while it joins: its configuration may name
  * only voters long gone), or a majority of the voters do: each voucher's answer must give the
  * same chain value at `lastIndex` and `ends: true`. `source` (the peer that served the range)
  * vouches by serving it. Voters that have not applied that far, pruned it, or did not answer
- * (absent from `answers`) do not count.
+ * (absent from `answers`) do not count. A trusted node that answers otherwise (another chain
+ * value, or a command after `lastIndex` within the range) vetoes: a majority of an old
+ * configuration (a one-voter genesis whose founder's log diverged) cannot outvote it.
  */
 export function vouched(
   range: { readonly lastIndex: number; readonly chain: Uint8Array },
@@ -93,13 +114,28 @@ export function vouched(
   voters: readonly string[],
   answers: ReadonlyMap<string, ChainAnswer | null>,
 ): boolean {
+  for (const t of trusted) {
+    const a = answers.get(t);
+    if (a == null || a.index !== range.lastIndex || !(a.chain instanceof Uint8Array)) continue;
+    if (Buffer.compare(a.chain, range.chain) !== 0 || a.ends === false) return false;
+  }
   const agree = new Set<string>([source]);
   for (const [v, a] of answers) {
     if (a === null || a.index !== range.lastIndex || a.ends !== true) continue;
     if (a.chain instanceof Uint8Array && Buffer.compare(a.chain, range.chain) === 0) agree.add(v);
   }
   if (trusted.some((t) => agree.has(t))) return true;
-  return voters.filter((v) => agree.has(v)).length >= Math.floor(voters.length / 2) + 1;
+  return voters.length > 0 && voters.filter((v) => agree.has(v)).length >= Math.floor(voters.length / 2) + 1;
+}
+
+/**
+ * The voters whose majority vouches for this node: those of its newest configuration, once
+ * that configuration names the node. Before then the node replays history from before it
+ * joined (its configuration may be the genesis, a founder alone), and only the trusted
+ * (the member it joined through, the leader) vouch.
+ */
+export function votersWhoVouch(self: string, config: { readonly voters: readonly string[]; readonly learners: readonly string[] }): readonly string[] {
+  return config.voters.includes(self) || config.learners.includes(self) ? config.voters : [];
 }
 
 /** Whom to ask to vouch for a range from `source`: no one when the source is trusted. */

@@ -38,7 +38,7 @@ import { openMemoryEnv, type MemoryRoot } from '../../src/storage/memory-env.js'
 import { ControlledLog, MemoryLogStore } from '../../src/log/memory.js';
 import type { StoreEnv } from '../../src/storage/env.js';
 import { decodeAppCommand, encodeAppCommand, nextChain, type ApplyResult, type KvOp } from '../../src/state/command.js';
-import { chainAnswer, checkRange, vouched, vouchersFor, type ChainAnswer, type ChainSource } from '../../src/sync/range-check.js';
+import { chainAnswer, checkRange, pinnedByCheckpoint, vouched, vouchersFor, votersWhoVouch, type ChainAnswer, type ChainSource } from '../../src/sync/range-check.js';
 import { LmdbStateStore } from '../../src/state/kv.js';
 import { EventHeap } from './heap.js';
 import { checkLinearizable, kvModel, type KvOutput, type Operation } from './linearizability.js';
@@ -63,6 +63,12 @@ export interface SimOptions {
 export interface SyncDefects {
   /** A range is taken when its chain ends at the value its sender states: no one vouches. */
   trustSenderChain?: boolean;
+  /** A checkpoint at a range's end lets in the whole range, empty slots after its last
+   *  command included. */
+  checkpointTakesTail?: boolean;
+  /** The voters of a configuration that does not name the node yet (a joiner's genesis)
+   *  vouch by majority. */
+  preJoinVotersVouch?: boolean;
 }
 
 export interface SimStats {
@@ -84,6 +90,8 @@ export interface SimStats {
   rangesRefused: number;
   /** Forged ranges offered (all must be refused). */
   rogueRanges: number;
+  /** Ranges let in by a checkpoint at their end, through their last command. */
+  rangesPinned: number;
   garbage: number;
   pauses: number;
   acked: number;
@@ -212,6 +220,9 @@ export class World {
   private readonly oneWay = new Set<string>();
   /** Chance, per acknowledged write and per election, of a fault placed right there. */
   private readonly buggify: number;
+  /** Some seeds' nodes hold a checkpoint at every index (as `--checkpoint`): the cluster's
+   *  chain value there, as the first replica to apply it computed it. */
+  private readonly checkpoints: Map<number, Uint8Array> | null;
   private faultsOn = true;
   private faultEnd = 0;
   private clientsOn = true;
@@ -250,11 +261,17 @@ export class World {
     this.slowSync = this.rng.pick([0, 0.05, 0.2]);
     this.buggify = this.rng.pick([0, 0.02, 0.1]);
     this.longStall = this.rng.pick([0, 0.002, 0.01]);
-    const voters = opts.replicas ?? this.rng.int(3, 5);
+    this.checkpoints = this.rng.chance(0.25) ? new Map() : null;
+    // Some seeds start from a one-voter genesis, as `pangea serve` with no peers does: a joiner
+    // whose configuration still names only the founder must not take the founder's word
+    // against its sponsor's.
+    const voters = opts.replicas ?? (this.rng.chance(0.3) ? 1 : this.rng.int(3, 5));
     const ids: NodeId[] = [];
     for (let i = 0; i < voters; i++) ids.push(this.newNodeId());
     const learners: NodeId[] = [];
-    if (this.rng.chance(0.3)) learners.push(this.newNodeId());
+    // (Not beside a one-voter genesis: production's genesis is always its founder alone, and
+    // every other node joins through a sponsor.)
+    if (this.rng.chance(0.3) && voters > 1) learners.push(this.newNodeId());
     this.genesis = bootstrapState({ voters: ids, learners }).base;
     for (const id of [...ids, ...learners]) this.addNode(id);
     const clients = opts.clients ?? this.rng.int(3, 5);
@@ -624,6 +641,16 @@ export class World {
     const seen = this.chainAt.get(applied.point.index);
     if (seen === undefined) this.chainAt.set(applied.point.index, chain);
     else if (seen !== chain) throw new SimFailure(`${node.id}: hash chain after index ${applied.point.index} differs from another replica's`);
+    if (this.checkpoints !== null && !this.checkpoints.has(applied.point.index)) {
+      // Every index's chain value, from the replica's chain rows (agreed above at each call's
+      // end: a forged value would break agreement there first).
+      this.checkpoints.set(applied.point.index, Buffer.from(chain, 'hex'));
+      for (let i = applied.point.index - 1; i > 0 && !this.checkpoints.has(i); i--) {
+        const c = node.state!.chainAt(i);
+        if (c === undefined) break;
+        this.checkpoints.set(i, Uint8Array.prototype.slice.call(c));
+      }
+    }
   }
 
   private checkNewlyChosen(entry: Entry): void {
@@ -711,25 +738,39 @@ export class World {
       for (const cmd of v.batch) chain = nextChain(chain, v.slot, cmd);
       lastIndex += v.batch.length;
     }
-    const range = checkRange(first, { index: applied.point.index, chain: applied.chain }, values, lastIndex, chain, new Map());
+    const checkpoints = this.checkpoints ?? new Map<number, Uint8Array>();
+    const range = checkRange(first, { index: applied.point.index, chain: applied.chain }, values, lastIndex, chain, checkpoints);
+    if (!range.ok && rogue && range.why === 'checkpoint') {
+      this.stats.rangesRefused++;
+      if (this.traceOn) this.trace(`catch-up ${node.id} refuses slots ${first}..${first + values.length - 1} from ${fromId} (forged): a checkpoint differs`);
+      return;
+    }
     if (!range.ok) throw new SimFailure(`${node.id}: a range consistent with itself failed its check: ${range.why}`);
-    if (!cold && !this.rangeVouched(node, fromId, range)) {
+    // As block sync's receive: a checkpoint at the end lets in the slots through the last
+    // command; the rest needs a voucher.
+    let take: readonly SlotValue[] = cold ? values : pinnedByCheckpoint(range, values, checkpoints);
+    if (this.opts.syncDefects?.checkpointTakesTail && take.length > 0) take = values;
+    if (take.length > 0 && !cold) this.stats.rangesPinned++;
+    if (take.length === 0 && this.rangeVouched(node, fromId, range)) take = values;
+    if (take.length === 0) {
       this.stats.rangesRefused++;
       if (this.traceOn) this.trace(`catch-up ${node.id} refuses slots ${first}..${range.through} from ${fromId}${rogue ? ' (forged)' : ''}: not vouched for`);
       return;
     }
     this.stats.rangesLearned++;
-    if (this.traceOn) this.trace(`catch-up ${node.id} learns slots ${first}..${range.through} (${cold ? 'from the archive itself' : `from ${fromId}`}${rogue ? ', forged' : ''})`);
-    node.driver!.learnChosen(values);
+    const through = take[take.length - 1]!.slot;
+    if (this.traceOn) this.trace(`catch-up ${node.id} learns slots ${first}..${through} (${cold ? 'from the archive itself' : `from ${fromId}`}${rogue ? ', forged' : ''})`);
+    node.driver!.learnChosen(take);
   }
 
   /** As block sync asks the voters (range-check.ts): each that is up, not paused and
    *  reachable both ways answers from its own state. */
   private rangeVouched(node: SimNode, source: NodeId, range: { lastIndex: number; chain: Uint8Array; through: number }): boolean {
     if (this.opts.syncDefects?.trustSenderChain) return true;
-    const { voters } = node.replica.latestConfig;
+    const config = node.replica.latestConfig;
+    const voters = this.opts.syncDefects?.preJoinVotersVouch ? config.voters : votersWhoVouch(node.id, config);
     // The leader it follows, and while it joins the member that added it (server.ts).
-    if (node.sponsor !== null && voters.includes(node.id)) node.sponsor = null;
+    if (node.sponsor !== null && config.voters.includes(node.id)) node.sponsor = null;
     const trusted = [node.replica.currentLeader, node.sponsor].filter((p): p is NodeId => p !== null);
     const answers = new Map<string, ChainAnswer | null>();
     for (const v of vouchersFor(source, node.id, trusted, voters)) {
@@ -809,8 +850,10 @@ export class World {
       this.schedule(r.int(5, 50) * TICK, { kind: 'heal' });
     } else if (roll < 0.5) {
       this.changeMembership();
-    } else if (roll < 0.7) {
+    } else if (roll < 0.66) {
       for (const n of live) if (r.chance(0.5)) this.maybeCompact(n);
+    } else if (roll < 0.7) {
+      if (live.length > 1) this.offerForgedRange(live);
     } else if (roll < 0.75 && dead.length > 0) {
       this.restart(r.pick(dead).id);
     } else if (roll < 0.86 && live.length > 0) {
@@ -836,12 +879,7 @@ export class World {
         this.learnRange(node, r.pick(ahead));
       }
     } else if (roll < 0.94 && live.length > 1) {
-      // A member with a diverged log (or a dishonest one) serves block sync a forged range:
-      // no node may take it (range-check.ts).
-      const node = r.pick(live);
-      // (Not the leader it follows nor the member it joined through: their word is trusted.)
-      const rogues = live.filter((p) => p !== node && p.id !== node.replica.currentLeader && p.id !== node.sponsor && this.connected(p.id, node.id));
-      if (rogues.length > 0) this.learnRange(node, r.pick(rogues), true);
+      this.offerForgedRange(live);
     } else if (roll < 0.95 && live.length > 0) {
       // A disk fails (EIO on write or fsync): the node must stop, apply nothing more, and
       // come back from what was durable.
@@ -863,6 +901,25 @@ export class World {
     }
   }
 
+  /** A member with a diverged log (or a dishonest one) serves block sync a forged range: no
+   *  node may take it (range-check.ts). */
+  private offerForgedRange(live: readonly SimNode[]): void {
+    const r = this.faultRng;
+    // Often the node furthest behind (a joiner catching up: its configuration may still be
+    // the genesis, whose voters need not be the cluster's any more).
+    const behind = live.reduce((a, b) => (b.replica.commit.slot < a.replica.commit.slot ? b : a));
+    const node = r.chance(0.5) ? behind : r.pick(live);
+    // (Not the leader it follows nor the member it joined through: their word is trusted.
+    // Nor a sole voter: its log is the cluster's.)
+    const ahead = [...this.nodes.values()].reduce((a, b) => (b.alive && b.replica.commit.slot > a.replica.commit.slot ? b : a), node);
+    const { voters } = ahead.replica.latestConfig;
+    const sole = voters.length === 1 ? voters[0] : null;
+    const rogues = live.filter((p) => p !== node && p.id !== node.replica.currentLeader && p.id !== node.sponsor && p.id !== sole && this.connected(p.id, node.id));
+    // Often a voter of the node's own configuration, whose word counts there.
+    const voting = rogues.filter((p) => node.replica.latestConfig.voters.includes(p.id));
+    if (rogues.length > 0) this.learnRange(node, r.pick(voting.length > 0 && r.chance(0.5) ? voting : rogues), true);
+  }
+
   private leaderNode(): SimNode | null {
     let best: SimNode | null = null;
     for (const n of this.nodes.values()) {
@@ -882,8 +939,10 @@ export class World {
     let command: Command | null = null;
     const choice = r.float();
     if (choice < 0.35 && members < 7) {
+      // The operator joins it through any member's URL (often the leader's): its sponsor.
+      const sponsors = [...config.voters, ...config.learners].filter((id) => this.nodes.get(id)?.alive === true);
       const node = this.addNode(this.newNodeId());
-      node.sponsor = leader.id;
+      node.sponsor = r.chance(0.5) && sponsors.length > 0 ? r.pick(sponsors) : leader.id;
       command = { kind: 'config', change: { op: 'add_learner', node: node.id } };
     } else if (choice < 0.7 && config.learners.length > 0) {
       command = { kind: 'config', change: { op: 'promote', node: r.pick(config.learners) } };
@@ -1136,7 +1195,7 @@ export class World {
 }
 
 export function emptyStats(): SimStats {
-  return { leaderChanges: 0, crashes: 0, crashesBeforeCommit: 0, partitions: 0, oneWayLinks: 0, blockSyncs: 0, rangesRefused: 0, rogueRanges: 0, diskFailures: 0, quickRestarts: 0, longStalls: 0, membershipChanges: 0, compactions: 0, rangesLearned: 0, garbage: 0, pauses: 0, acked: 0, unknown: 0, reads: 0, slots: 0 };
+  return { leaderChanges: 0, crashes: 0, crashesBeforeCommit: 0, partitions: 0, oneWayLinks: 0, blockSyncs: 0, rangesRefused: 0, rogueRanges: 0, rangesPinned: 0, diskFailures: 0, quickRestarts: 0, longStalls: 0, membershipChanges: 0, compactions: 0, rangesLearned: 0, garbage: 0, pauses: 0, acked: 0, unknown: 0, reads: 0, slots: 0 };
 }
 
 /** Runs one seed. A failure carries the seed; with `trace`, the events that led to it. */

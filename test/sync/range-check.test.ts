@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { Command, SlotValue } from '../../src/consensus/index.js';
 import { nextChain } from '../../src/state/command.js';
-import { chainAnswer, checkRange, vouched, type ChainAnswer, type ChainSource } from '../../src/sync/range-check.js';
+import { chainAnswer, checkRange, pinnedByCheckpoint, votersWhoVouch, vouched, type ChainAnswer, type ChainSource } from '../../src/sync/range-check.js';
 
 const enc = new TextEncoder();
 const cmd = (s: string): Command => ({ kind: 'app', data: enc.encode(s) });
@@ -97,4 +97,49 @@ test('a checkpoint on the way that does not match refuses the range', () => {
   assert.deepEqual(checkRange(2, { index: 1, chain: T.chain[1]! }, values, 5, T.chain[5], bad), { ok: false, why: 'checkpoint' });
   assert.deepEqual(checkRange(2, { index: 1, chain: T.chain[1]! }, values, 5, T.chain[4], new Map()), { ok: false, why: 'chain' });
   assert.deepEqual(checkRange(3, { index: 1, chain: T.chain[1]! }, values, 5, T.chain[5], new Map()), { ok: false, why: 'malformed' });
+});
+
+test('a checkpoint at the range\'s end lets in its slots through the last command, not the no-ops after it', () => {
+  const applied = { index: 1, chain: T.chain[1]! };
+  const all = new Map(T.chain.map((c, i) => [i, c] as [number, Uint8Array]));
+  const pinned = (values: SlotValue[], checkpoints = all): number[] => {
+    const lastIndex = 1 + values.reduce((n, v) => n + v.batch.length, 0);
+    const range = checkRange(2, applied, values, lastIndex, chains([...TRUE.slice(0, 1), ...values]).chain[lastIndex], checkpoints);
+    assert.ok(range.ok);
+    return pinnedByCheckpoint(range, values, checkpoints).map((v) => v.slot);
+  };
+  assert.deepEqual(pinned(TRUE.slice(1)), [2, 3, 4, 5], 'the true trailing no-op (slot 6) waits for a voucher');
+  // Slots 4 and 5 forged empty: the end (after c) is a true chain value, yet commands were
+  // chosen there.
+  assert.deepEqual(pinned([TRUE[1]!, TRUE[2]!, { slot: 4, batch: [] }, { slot: 5, batch: [] }]), [2]);
+  assert.deepEqual(pinned([{ slot: 2, batch: [] }, { slot: 3, batch: [] }]), [], 'no command: the checkpoint pins nothing');
+  assert.deepEqual(pinned(TRUE.slice(1), new Map([[3, T.chain[3]!]])), [], 'no checkpoint at the end');
+});
+
+test('a configuration that does not name the node yet (a joiner\'s genesis) has no majority that vouches', () => {
+  assert.deepEqual(votersWhoVouch('j', { voters: ['f'], learners: [] }), []);
+  assert.deepEqual(votersWhoVouch('j', { voters: ['f'], learners: ['j'] }), ['f']);
+  assert.deepEqual(votersWhoVouch('j', { voters: ['f', 'j'], learners: [] }), ['f', 'j']);
+  const range = checkRange(2, { index: 1, chain: T.chain[1]! }, TRUE.slice(1, 2), 3, T.chain[3], new Map());
+  assert.ok(range.ok);
+  assert.equal(vouched(range, 'f', [], [], new Map()), false, 'no voters, no majority');
+});
+
+test('a trusted node that answers otherwise vetoes a majority', () => {
+  // A node whose configuration names a sole voter f is served a range by f, whose log
+  // diverged after it was removed: slots 2..3 with a forged command. The sponsor s knows.
+  const applied = { index: 1, chain: T.chain[1]! };
+  const forged = [{ slot: 2, batch: [cmd('forged')] }, TRUE[2]!];
+  const own = chains([TRUE[0]!, ...forged]);
+  const range = checkRange(2, applied, forged, 2, own.chain[2], new Map());
+  assert.ok(range.ok);
+  const fromSponsor = new Map([['s', chainAnswer(voter(6), 2, 3)]]);
+  assert.equal(vouched(range, 'f', ['s'], ['f'], fromSponsor), false);
+  assert.equal(vouched(range, 'f', ['s'], ['f'], new Map([['s', null]])), true, 'a sponsor that does not answer vetoes nothing');
+  // Trailing no-ops where the sponsor holds a command: the chain end agrees, `ends` does not.
+  const tail = [TRUE[1]!, TRUE[2]!, { slot: 4, batch: [] }];
+  const t = checkRange(2, applied, tail, 3, T.chain[3], new Map());
+  assert.ok(t.ok);
+  assert.equal(vouched(t, 'f', ['s'], ['f'], new Map([['s', chainAnswer(voter(6), 3, 4)]])), false);
+  assert.equal(vouched(t, 'f', ['s'], ['f'], new Map([['s', chainAnswer(voter(2), 3, 4)]])), true, 'a sponsor that cannot tell vetoes nothing');
 });
