@@ -14,7 +14,9 @@
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { multiaddr } from '@multiformats/multiaddr';
+import { parseFileUrl, parseS3Url, redactUrl } from './archive/open-store.js';
 import { NODE_ARCHIVE_DEFAULTS, SEGMENT_ENTRIES_MAX, type NodeArchiveOptions } from './archive/options.js';
+import { ObjectStoreError } from './archive/store.js';
 import { readKeyFile } from './ces/keys.js';
 import { isLogLevel, type LogLevel } from './logger.js';
 import { maxRequestBytesDefault, maxTxnOpsDefault, maxValueBytesDefault } from './net/http.js';
@@ -108,42 +110,21 @@ export function parseCheckpoints(texts: readonly string[], what: string): Map<nu
 }
 
 const ARCHIVE_URL_FORM = 'file:///ABSOLUTE/DIR or s3://BUCKET[/PREFIX][?region=R&endpoint=URL&path_style=true|false]';
-/** S3 bucket names: 3-63 of a-z 0-9 . -, starting and ending with a letter or digit. */
-const S3_BUCKET = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
-/** A prefix's segments follow the object store's key rule (src/archive/store.ts). */
-const S3_PREFIX_SEGMENT = /^[A-Za-z0-9._-]+$/;
-const S3_PARAMS = ['region', 'endpoint', 'path_style'];
 
-/** Checks the form of an archive URL (not that the store is reachable) and returns it as given:
- *  `file:///ABSOLUTE/DIR`, or `s3://BUCKET[/PREFIX]` with optional `region`, `endpoint` (an
- *  http(s) URL) and `path_style` (`true`|`false`). Credentials never go in the URL. */
+/** Checks the form of an archive URL (not that the store is reachable) and returns it as given,
+ *  by the rules the object store opens it with (`parseFileUrl`, `parseS3Url`). Credentials
+ *  never go in the URL. */
 export function checkArchiveUrl(text: string, what: string): string {
-  const bad = (why: string): Error => new Error(`${what} must be ${ARCHIVE_URL_FORM}: ${why}, not ${JSON.stringify(text)}`);
-  let url: URL;
+  const bad = (why: string): Error => new Error(`${what} must be ${ARCHIVE_URL_FORM}: ${why}, not ${JSON.stringify(redactUrl(text))}`);
+  const scheme = /^([A-Za-z][A-Za-z0-9+.-]*):/.exec(text)?.[1]?.toLowerCase();
+  if (scheme === undefined) throw bad('not a URL');
+  if (scheme !== 'file' && scheme !== 's3') throw bad(`unknown scheme ${scheme}:`);
   try {
-    url = new URL(text);
-  } catch {
-    throw bad('not a URL');
-  }
-  if (url.username !== '' || url.password !== '') throw bad('credentials do not belong in the URL (S3 takes them from the AWS credential chain)');
-  if (url.hash !== '') throw bad('it has a #fragment');
-  if (url.protocol === 'file:') {
-    if (!text.startsWith('file:///')) throw bad('a file URL names an absolute path after three slashes');
-    if (url.search !== '') throw bad('a file URL takes no ?query');
-    return text;
-  }
-  if (url.protocol !== 's3:') throw bad(`unknown scheme ${url.protocol}`);
-  if (!S3_BUCKET.test(url.hostname) || url.port !== '') throw bad(`"${url.host}" is not a bucket name (3-63 of a-z 0-9 . -)`);
-  const prefix = url.pathname.replace(/^\/|\/$/g, '');
-  if (prefix !== '' && prefix.split('/').some((p) => !S3_PREFIX_SEGMENT.test(p) || p === '.' || p === '..')) {
-    throw bad('the prefix must be /-separated segments of A-Z a-z 0-9 . _ -');
-  }
-  for (const [name, value] of url.searchParams) {
-    if (!S3_PARAMS.includes(name)) throw bad(`unknown parameter "${name}" (known: ${S3_PARAMS.join(', ')})`);
-    if (url.searchParams.getAll(name).length > 1) throw bad(`"${name}" given twice`);
-    if (name === 'region' && !/^[a-z0-9-]+$/.test(value)) throw bad(`bad region "${value}"`);
-    if (name === 'path_style' && value !== 'true' && value !== 'false') throw bad('path_style is true or false');
-    if (name === 'endpoint' && !isHttpUrl(value)) throw bad('endpoint must be an http:// or https:// URL');
+    if (scheme === 'file') parseFileUrl(text);
+    else parseS3Url(text);
+  } catch (e) {
+    if (e instanceof ObjectStoreError) throw bad(e.message);
+    throw e;
   }
   return text;
 }

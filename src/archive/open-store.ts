@@ -18,8 +18,8 @@ import { checkKey, type ObjectStore, ObjectStoreError } from './store.js';
 
 /** Query parameters an `s3://` URL may carry. */
 const S3_PARAMS = new Set(['region', 'endpoint', 'path_style']);
-/** Bucket names, the legacy rules included (3 to 255 of A-Z a-z 0-9 . _ -); S3 checks the rest. */
-const BUCKET = /^[A-Za-z0-9._-]{3,255}$/;
+/** S3 bucket names: 3 to 63 of a-z 0-9 . -, starting and ending with a letter or digit. */
+const BUCKET = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
 /** Query parameter names whose values are masked by redactUrl. */
 const SECRET_PARAM = /secret|password|token|signature|credential|access.?key/i;
 
@@ -74,7 +74,7 @@ export function parseS3Url(url: string): S3Location {
     throw badUrl(url, 'credentials do not belong in the URL: use the AWS credential chain (environment, ~/.aws, instance role)');
   }
   if (!u.hostname) throw badUrl(url, 'no bucket: write s3://bucket/prefix');
-  if (!BUCKET.test(u.hostname)) throw badUrl(url, `"${u.hostname}" is no bucket name (3 to 255 of A-Z a-z 0-9 . _ -)`);
+  if (!BUCKET.test(u.hostname)) throw badUrl(url, `"${u.hostname}" is no bucket name (3 to 63 of a-z 0-9 . -)`);
   if (u.port) throw badUrl(url, 'a bucket has no port: give the server as ?endpoint=http%3A%2F%2Fhost%3Aport');
   if (u.hash) throw badUrl(url, 'no fragment allowed');
   const path = u.pathname.replace(/^\/+|\/+$/g, '');
@@ -87,9 +87,11 @@ export function parseS3Url(url: string): S3Location {
   }
   for (const name of u.searchParams.keys()) {
     if (!S3_PARAMS.has(name)) throw badUrl(url, `unknown parameter "${name}" (known: ${[...S3_PARAMS].join(', ')})`);
+    if (u.searchParams.getAll(name).length > 1) throw badUrl(url, `"${name}" given twice`);
   }
   const region = u.searchParams.get('region') ?? undefined;
   if (region === '') throw badUrl(url, 'empty region');
+  if (region !== undefined && !/^[a-z0-9-]+$/.test(region)) throw badUrl(url, `bad region "${region}"`);
   const endpoint = u.searchParams.get('endpoint') ?? undefined;
   if (endpoint !== undefined) checkEndpoint(url, endpoint);
   const pathStyle = u.searchParams.get('path_style') ?? 'false';

@@ -124,17 +124,17 @@ test('archive URLs: file:///ABSOLUTE or s3://BUCKET[/PREFIX][?region&endpoint&pa
     ['archive', /not a URL/],
     ['/var/archive', /not a URL/],
     ['file://relative/dir', /absolute path/],
-    ['file:///a?x=1', /no \?query/],
+    ['file:///a?x=1', /no query/],
     ['http://bucket/x', /unknown scheme http:/],
-    ['s3://Bad_Bucket', /not a bucket name/],
-    ['s3://bucket:9000', /not a bucket name/],
+    ['s3://Bad_Bucket', /no bucket name/],
+    ['s3://bucket:9000', /a bucket has no port/],
     ['s3://key:secret@bucket', /credentials/],
     ['s3://bucket/a//b', /prefix/],
     ['s3://bucket/a b', /prefix/],
     ['s3://bucket?foo=1', /unknown parameter "foo"/],
     ['s3://bucket?region=a&region=b', /"region" given twice/],
     ['s3://bucket?path_style=yes', /path_style is true or false/],
-    ['s3://bucket?endpoint=ftp://x', /endpoint must be/],
+    ['s3://bucket?endpoint=ftp://x', /endpoint .* is not http/],
   ];
   for (const [text, reason] of bad) {
     assert.throws(() => checkArchiveUrl(text, '--restore-from'), (err: Error) => err.message.startsWith('--restore-from must be file:///') && reason.test(err.message), text);
