@@ -48,6 +48,21 @@ export const PROGRESS_REDRAW_INTERVAL_MS = 100;
 const BAR_WIDTH = 20;
 
 /**
+ * A gate that opens at most once every `ms`: `due()` is true when `ms` have passed since it
+ * last was (at once on the first call with `leading`, else `ms` after the gate was made).
+ * For progress lines of long work, so logs stay short.
+ */
+export function every(ms: number, now: () => number = Date.now, leading = true): () => boolean {
+  let last = leading ? -Infinity : now();
+  return () => {
+    const t = now();
+    if (t - last < ms) return false;
+    last = t;
+    return true;
+  };
+}
+
+/**
  * A reporter of `label` over `total` units to `out` (default process.stderr). Nothing is
  * written before the first `update` on a terminal, nor before PROGRESS_LOG_INTERVAL_MS
  * elsewhere; `done()` always writes the final line.
@@ -57,13 +72,12 @@ export function createProgress(label: string, total: number, out: ProgressOut = 
   const now = opts.now ?? Date.now;
   const tty = out.isTTY === true;
   let current = 0;
-  let lastWrite = tty ? -Infinity : now();
+  const due = every(tty ? PROGRESS_REDRAW_INTERVAL_MS : PROGRESS_LOG_INTERVAL_MS, now, tty);
   let finished = false;
 
   const percent = (): number => (total <= 0 ? 100 : Math.floor((current / total) * 100));
   const counts = (): string => `${label} ${current}/${total} ${unit}`;
   const write = (): void => {
-    lastWrite = now();
     if (tty) {
       const filled = total <= 0 ? BAR_WIDTH : Math.floor((current / total) * BAR_WIDTH);
       // \r back to the line's start, \x1b[K clears what a longer previous line left.
@@ -77,8 +91,7 @@ export function createProgress(label: string, total: number, out: ProgressOut = 
     update(done: number): void {
       if (finished) return;
       current = Math.max(0, Math.min(total, done));
-      const interval = tty ? PROGRESS_REDRAW_INTERVAL_MS : PROGRESS_LOG_INTERVAL_MS;
-      if (now() - lastWrite >= interval) write();
+      if (due()) write();
     },
     done(): void {
       if (finished) return;

@@ -11,6 +11,7 @@ import { readEncoded } from './objects.js';
 import { decodeSegment } from './segment.js';
 import { nextChain } from '../state/command.js';
 import type { ObjectStore } from './store.js';
+import { every, PROGRESS_LOG_INTERVAL_MS } from '../progress.js';
 
 export interface RestoreTarget {
   readonly store: ObjectStore;
@@ -132,11 +133,10 @@ export async function restoreFromArchive(
   logger.info('restoring a snapshot from the archive', { url: t.store.url, cluster: manifest.cluster, index: snap.point.index, target });
   await restoreSnapshotInto({ ...t, cluster: manifest.cluster }, snap, stores);
   const started = Date.now();
-  let loggedAt = 0;
+  const due = every(PROGRESS_LOG_INTERVAL_MS);
   const point = await replaySegments({ ...t, cluster: manifest.cluster }, manifest, stores.state, alpha, target, (index) => {
-    // A line at most every 5 s: restores of long archives take a while.
-    if (Date.now() - loggedAt < 5_000 && index < target) return;
-    loggedAt = Date.now();
+    // Restores of long archives take a while.
+    if (!due() && index < target) return;
     logger.info('replaying archived segments', { index, target, percent: Math.floor((100 * index) / Math.max(1, target)) });
   });
   if (point.index !== target) throw new Error(`restored through index ${point.index}, not ${target}: the archive has a gap`);

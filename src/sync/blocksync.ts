@@ -27,6 +27,7 @@ import { chainAnswer, checkRange, pinnedByCheckpoint, vouched, vouchersFor, vote
 import type { PeerServices } from './peer-services.js';
 import { Packr } from 'msgpackr';
 import { PromText } from '../metrics.js';
+import { every, PROGRESS_LOG_INTERVAL_MS } from '../progress.js';
 
 export const BLOCKSYNC_PROTOCOL = '/pangea/blocksync/1.0.0';
 export const ANNOUNCE_MS = 1_000;
@@ -38,8 +39,6 @@ export const BEHIND_SLOTS = 128;
 export const RANGE_SLOTS_MAX = 512;
 export const RANGE_BYTES_MAX = 8 * 1024 * 1024;
 const PLAN_MS = 100;
-/** While catching up, a progress line at most this often. */
-const PROGRESS_LOG_MS = 5_000;
 
 /** What a peer states about itself every `ANNOUNCE_MS`. */
 export interface Announcement {
@@ -157,7 +156,8 @@ export class Blocksync {
   /** Set by the core asking for a snapshot: peers' hot logs do not reach back here. */
   private wanted = false;
   private stopped = false;
-  private progressAt = 0;
+  /** While catching up, a progress line at most this often. */
+  private readonly progressDue = every(PROGRESS_LOG_INTERVAL_MS, () => this.now());
 
   constructor(
     private readonly host: BlocksyncHost,
@@ -170,13 +170,13 @@ export class Blocksync {
   async start(): Promise<void> {
     this.net.onAnnouncement((from, data) => this.onAnnouncement(from, data));
     await this.net.handle(BLOCKSYNC_PROTOCOL, (from, body) => this.serve(body));
-    const every = (ms: number, fn: () => void): void => {
+    const repeat = (ms: number, fn: () => void): void => {
       const t = setInterval(fn, ms);
       t.unref?.();
       this.timers.push(t);
     };
-    every(ANNOUNCE_MS, () => this.announce());
-    every(PLAN_MS, () => void this.plan());
+    repeat(ANNOUNCE_MS, () => this.announce());
+    repeat(PLAN_MS, () => void this.plan());
   }
 
   stop(): void {
@@ -333,8 +333,7 @@ export class Blocksync {
     this.stats.slotsReceived += take.length;
     this.wanted = false;
     this.host.learnChosen(take);
-    if (this.now() - this.progressAt >= PROGRESS_LOG_MS) {
-      this.progressAt = this.now();
+    if (this.progressDue()) {
       this.logger.info('catching up through block sync', { index: range.lastIndex, peersBest: this.peerBestIndex(), source: ok.source, from: peer });
     }
   }
