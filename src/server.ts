@@ -22,10 +22,10 @@ import { ENV_FILE } from './storage/env.js';
 import { storageFailureCause, watchDataDir } from './fail-stop.js';
 import type { ArchiveSettings } from './state/command.js';
 import type { CesKey } from './ces/index.js';
-import { NodeArchive, STAGING_DIR, archiveHost, bootstrapSettings, loadArchiveKey } from './archive/node-archive.js';
+import { NodeArchive, STAGING_DIR, bootstrapSettings, loadArchiveKey } from './archive/node-archive.js';
 import { openObjectStore } from './archive/open-store.js';
 import { bestManifest, restoreFromArchive, restoreSnapshotInto, snapshotAtOrBelow } from './archive/restore.js';
-import { publishBaseSnapshot } from './archive/archiver.js';
+import { publishBaseSnapshot, type ArchiveHost } from './archive/archiver.js';
 import { Blocksync, blocksyncMetricsText } from './sync/blocksync.js';
 import { DEFAULTS } from './consensus/index.js';
 import { resolveParams } from './ces/index.js';
@@ -165,7 +165,8 @@ export async function startServer(opts: ServeOptions, hooks: ServerHooks = {}): 
   node = new PangeaNode({ clusterId: cluster.clusterId, peerId: identity.peerId, http, log: stores.log, state: stores.state, transport, logger, genesis: cluster.genesis, extraMetrics, onFatal });
   const unwatch = watchDataDir(envPath, (why) => node!.fail(new Error(why), 'checking the data dir'));
   const host = archiveHost(node, stores, identity.privateKey, () => archive!.quotaAlarm());
-  archive = new NodeArchive(node, stores, host, archiveKey, opts.archive, join(opts.dataDir, STAGING_DIR), logger);
+  archive = new NodeArchive(stores, host, archiveKey, opts.archive, join(opts.dataDir, STAGING_DIR), logger);
+  node.onSegment((b) => archive!.onSegment(b));
   node.setAdmission(() => archive!.admission());
   blocksync = new Blocksync(
     {
@@ -240,6 +241,29 @@ export async function startServer(opts: ServeOptions, hooks: ServerHooks = {}): 
 }
 
 /** The bootstrap node (and any restarted voter) records its own addresses in the log. */
+/** The node as the archiver sees it. */
+function archiveHost(node: PangeaNode, stores: Stores, privateKey: PrivateKey, underPressure: () => boolean): ArchiveHost {
+  const { state, log } = stores;
+  return {
+    cluster: node.clusterId,
+    peerId: node.peerId,
+    privateKey,
+    leaderBallot: () => node.leaderBallot,
+    commitIndex: () => node.commitIndex,
+    appliedIndex: () => state.applied().point.index,
+    members: () => [...new Set([...state.votersEver(), ...node.cluster().members.map((m) => m.peerId)])],
+    voters: () => node.config.voters,
+    settings: () => state.archiveSettings(),
+    segments: (after, limit) => state.segments(after, limit),
+    readSlots: (from, to) => log.readSlots(from, to),
+    compactedPoint: () => node.compactedPoint,
+    compact: (point) => node.compact(point),
+    chainAt: (index) => state.chainAt(index),
+    snapshot: () => state.snapshot(),
+    underPressure,
+  };
+}
+
 async function keepRegistered(node: PangeaNode, logger: Logger, signal: AbortSignal): Promise<void> {
   while (!signal.aborted) {
     try {

@@ -8,12 +8,12 @@ import { sleep } from '../sleep.js';
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import type { PrivateKey } from '@libp2p/interface';
 import { paramsDefault, readKeyFile, writeNewKeyFile, type CesKey } from '../ces/index.js';
 import type { Logger } from '../logger.js';
-import type { Stores } from '../stores.js';
-import type { PangeaNode } from '../node.js';
+import type { LmdbLogStore } from '../log/lmdb.js';
+import type { LmdbStateStore } from '../state/kv.js';
 import type { ArchiveSettings } from '../state/command.js';
+import type { SegmentBound } from '../state/segments.js';
 import { SEGMENT_ENTRIES_DEFAULT, SNAPSHOT_SEGMENTS_DEFAULT, type NodeArchiveOptions } from './options.js';
 import { Archiver, clearStaging, type ArchiveHost, type ArchiveStats } from './archiver.js';
 import { openObjectStore } from './open-store.js';
@@ -48,29 +48,6 @@ export async function loadArchiveKey(path: string, create: boolean, logger: Logg
   return null;
 }
 
-/** The node as the archiver sees it. */
-export function archiveHost(node: PangeaNode, stores: Stores, privateKey: PrivateKey, underPressure: () => boolean): ArchiveHost {
-  const { state, log } = stores;
-  return {
-    cluster: node.clusterId,
-    peerId: node.peerId,
-    privateKey,
-    leaderBallot: () => node.leaderBallot,
-    commitIndex: () => node.commitIndex,
-    appliedIndex: () => state.applied().point.index,
-    members: () => [...new Set([...state.votersEver(), ...node.cluster().members.map((m) => m.peerId)])],
-    voters: () => node.config.voters,
-    settings: () => state.archiveSettings(),
-    segments: (after, limit) => state.segments(after, limit),
-    readSlots: (from, to) => log.readSlots(from, to),
-    compactedPoint: () => node.compactedPoint,
-    compact: (point) => node.compact(point),
-    chainAt: (index) => state.chainAt(index),
-    snapshot: () => state.snapshot(),
-    underPressure,
-  };
-}
-
 /** Starts archiving once the log has the cluster's settings; owns the store it opens. */
 /** How often the hot log's size is measured for the quota. */
 const QUOTA_CHECK_MS = 250;
@@ -85,8 +62,7 @@ export class NodeArchive {
   private waiting: Promise<void> = Promise.resolve();
 
   constructor(
-    private readonly node: PangeaNode,
-    private readonly stores: Stores,
+    private readonly stores: { readonly log: LmdbLogStore; readonly state: LmdbStateStore },
     private readonly host: ArchiveHost,
     private readonly key: CesKey | null,
     private readonly opts: NodeArchiveOptions,
@@ -109,7 +85,6 @@ export class NodeArchive {
       if (this.abort.signal.aborted) return;
       this.coldSource = new ArchiveColdSource(this.store, key, this.host.cluster, (s) => this.host.members().includes(s));
       this.archiver = new Archiver(this.host, this.store, key, { ...this.opts, stagingDir: this.stagingDir }, this.logger);
-      this.node.onSegment((bound) => this.archiver?.onSegment(bound));
       this.archiver.start();
       this.logger.info('archiving to the cluster’s store', { url: this.store.url });
     })().catch((err: unknown) => this.logger.error('cannot start archiving', { err }));
@@ -120,6 +95,12 @@ export class NodeArchive {
     await this.waiting;
     await this.archiver?.stop();
     await this.store?.close();
+  }
+
+  /** A segment was finished at apply: archived once the archiver runs (it also finds the
+   *  segments it missed in the state store). */
+  onSegment(bound: SegmentBound): void {
+    this.archiver?.onSegment(bound);
   }
 
   /** Where block sync reads cold ranges (null until the store is open, or without a key). */
@@ -166,8 +147,8 @@ export class NodeArchive {
       .counter('pangea_prune_errors_total', 'Prune runs that failed.', s?.pruneErrors ?? 0)
       .gauge('pangea_prune_last_attempt_seconds', 'Unix time of the last prune run.', (s?.pruneLastAttempt ?? 0) / 1000)
       .gauge('pangea_prune_last_success_seconds', 'Unix time of the last successful prune run.', (s?.pruneLastSuccess ?? 0) / 1000)
-      .gauge('pangea_hot_first_index', 'First index the hot log holds.', this.node.compactedPoint.index + 1)
-      .gauge('pangea_hot_last_index', 'Last chosen index known here.', this.node.commitIndex)
+      .gauge('pangea_hot_first_index', 'First index the hot log holds.', this.host.compactedPoint().index + 1)
+      .gauge('pangea_hot_last_index', 'Last chosen index known here.', this.host.commitIndex())
       .gauge('pangea_hot_log_bytes', 'Bytes of the hot log in LMDB (pages).', this.hotBytes())
       .gauge('pangea_hot_quota_bytes', 'The hot-log quota (0: none).', this.opts.hotQuotaBytes)
       .gauge('pangea_hot_quota_alarm', '1 while the hot log is at its quota and client writes are refused.', this.quotaAlarm() ? 1 : 0);
