@@ -106,8 +106,11 @@ export interface DriverParts {
   /** Uniform in [0, 1): election timeouts and the start of read ids. */
   readonly random: () => number;
   readonly timing: DriverTiming;
-  /** More options for the replica (the simulator's batch and byte bounds, its defects). */
+  /** More options for the replica (the simulator's batch and byte bounds). */
   readonly replica?: Partial<ReplicaOptions>;
+  /** Makes the replica (default `new Replica`): the simulator's self-test breaks one of its
+   *  rules in a subclass. */
+  readonly newReplica?: (opts: ReplicaOptions, state: Persisted) => Replica;
   readonly defects?: DriverDefects;
   /** A write to the log or the state failed: the node has stopped; the owner ends it. */
   readonly onFatal?: (err: unknown, what: string) => void;
@@ -169,7 +172,7 @@ export class Driver {
       compacted: loaded.compacted ?? { slot: 0, index: 0, epochs: applied.point.epochs },
       commit: loaded.commit,
     };
-    this.replica = new Replica(
+    this.replica = (parts.newReplica ?? ((o, st) => new Replica(o, st)))(
       {
         id: parts.peerId,
         cluster: parts.clusterId,

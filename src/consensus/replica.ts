@@ -30,7 +30,6 @@ import {
   configAt,
   epochsAfter,
   hasQuorum,
-  isMember,
   isVoter,
   knownNodes,
   latestConfig,
@@ -56,20 +55,6 @@ import type {
   SlotValue,
   StoredSlot,
 } from './types.js';
-
-/** Deliberate defects, switched on only by the simulator's self-test to prove it notices. */
-export interface Defects {
-  skipPromisePersist?: boolean;
-  acceptLowerBallot?: boolean;
-  ignoreHighestBallot?: boolean;
-  countLearnersInQuorum?: boolean;
-  commitWithoutBallotCheck?: boolean;
-  readWithoutOwnCommit?: boolean;
-  hideCompactionInPromise?: boolean;
-  countSelfBeforeDurable?: boolean;
-  /** A leader takes chosen values from block sync and catch-up answers like a follower. */
-  leaderTakesChosen?: boolean;
-}
 
 export interface ReplicaOptions {
   readonly id: NodeId;
@@ -98,7 +83,6 @@ export interface ReplicaOptions {
    */
   readonly retainBytesMax?: number;
   readonly catchupSlotsMax?: number;
-  readonly defects?: Defects;
 }
 
 export const DEFAULTS = {
@@ -217,7 +201,6 @@ export class Replica {
   private readonly messageBytesMax: number;
   private readonly retainBytesMax: number;
   private readonly catchupSlotsMax: number;
-  private readonly defects: Defects;
 
   readonly stats: ReplicaStats = { dropped: {}, elections: 0, leaderTerms: 0, catchupRequests: 0 };
 
@@ -307,7 +290,6 @@ export class Replica {
     this.messageBytesMax = opts.messageBytesMax ?? DEFAULTS.messageBytesMax;
     this.retainBytesMax = opts.retainBytesMax ?? DEFAULTS.retainBytesMax;
     this.catchupSlotsMax = opts.catchupSlotsMax ?? DEFAULTS.catchupSlotsMax;
-    this.defects = opts.defects ?? {};
     assert(this.alpha >= 1 && this.heartbeatTicks >= 1 && this.electionTicks > this.heartbeatTicks, 'bad timing options');
 
     this.promised = state.promised;
@@ -568,7 +550,6 @@ export class Replica {
     this.commits = [];
     this.readStates = [];
     this.snapshotNeeded = null; // asked once; a failed fetch is asked again by the next catch-up
-    if (this.defects.countSelfBeforeDurable && this.role === 'leader') this.persisted(seq);
     return ready;
   }
 
@@ -627,7 +608,7 @@ export class Replica {
     this.ballot = nextBallot({ round: Math.max(this.maxRoundSeen, this.promised.round), leader: '' }, this.id);
     this.maxRoundSeen = this.ballot.round;
     this.promised = this.ballot;
-    if (!this.defects.skipPromisePersist) this.persistOps.push({ kind: 'promise', ballot: this.ballot });
+    this.persistPromise(this.ballot);
     this.selfPromise = true;
     this.promises.clear();
     this.sendPrepares();
@@ -673,24 +654,15 @@ export class Replica {
       if (leaderAlive || this.role === 'leader') return this.drop('prepare_during_lease');
       this.promised = ballot;
       this.maxRoundSeen = Math.max(this.maxRoundSeen, ballot.round);
-      if (!this.defects.skipPromisePersist) this.persistOps.push({ kind: 'promise', ballot });
+      this.persistPromise(ballot);
       this.becomeFollowerState('follower');
       this.leader = null;
       this.resetElectionTimeout();
     }
-    const hide = this.defects.hideCompactionInPromise;
-    const after = hide ? candidateCommit : Math.max(candidateCommit, this.commitSlot);
+    const report = this.promiseReport(candidateCommit);
     const accepted: StoredSlot[] = [];
-    for (const s of this.log.values()) if (s.slot > after) accepted.push(s);
-    this.afterPersist.push(
-      this.envelope(from, {
-        type: 'promise',
-        ballot,
-        commit: hide ? Math.min(candidateCommit, this.commitSlot) : this.commitSlot,
-        compacted: hide ? 0 : this.compacted.slot,
-        accepted,
-      }),
-    );
+    for (const s of this.log.values()) if (s.slot > report.after) accepted.push(s);
+    this.afterPersist.push(this.envelope(from, { type: 'promise', ballot, commit: report.commit, compacted: report.compacted, accepted }));
   }
 
   private onPromise(from: NodeId, msg: Extract<Message, { type: 'promise' }>): void {
@@ -828,12 +800,11 @@ export class Replica {
   private recoveredValue(slot: number, config: Config): Batch | undefined {
     let best: StoredSlot | undefined;
     for (const [node, info] of this.promises) {
-      if (!isVoter(config, node) && !this.defects.countLearnersInQuorum) continue;
+      if (!this.recoversFrom(config, node)) continue;
       const s = node === this.id ? this.log.get(slot) : info.accepted.get(slot);
       if (s === undefined) continue;
       if (s.chosen) return s.batch;
-      const better = this.defects.ignoreHighestBallot ? best === undefined : best === undefined || compareBallots(s.ballot, best.ballot) > 0;
-      if (better) best = s;
+      if (best === undefined || this.outranks(s, best)) best = s;
     }
     return best?.batch;
   }
@@ -969,7 +940,7 @@ export class Replica {
 
   private onAccept(from: NodeId, ballot: Ballot, commit: number, values: readonly SlotValue[]): void {
     if (ballot.leader !== from) return this.drop('forged_ballot');
-    if (compareBallots(ballot, this.promised) < 0 && !this.defects.acceptLowerBallot) {
+    if (this.refusesAccept(ballot)) {
       this.send(from, { type: 'reject', ballot, promised: this.promised });
       return;
     }
@@ -1027,7 +998,7 @@ export class Replica {
     const upTo = Math.min(commit, this.commitSlot + this.alpha * 4);
     for (let slot = this.commitSlot + 1; slot <= upTo; slot++) {
       const s = this.log.get(slot);
-      if (s !== undefined && !s.chosen && (ballotEquals(s.ballot, ballot) || this.defects.commitWithoutBallotCheck)) {
+      if (s !== undefined && !s.chosen && this.commitNoticeCovers(s, ballot)) {
         this.log.set(slot, { ...s, chosen: true });
       } else if (s === undefined || !s.chosen) {
         if (missing === 0) missing = slot;
@@ -1130,7 +1101,7 @@ export class Replica {
     // never behind, and a value it took from elsewhere would replace its in-flight proposal,
     // which followers that accepted under its ballot would then commit (issue 10, bug 2).
     const asked = this.catchupAsked.get(from);
-    if (asked === undefined || this.ticks - asked > this.electionTicks * 4 || (this.role === 'leader' && !this.defects.leaderTakesChosen)) return this.drop('unsolicited_catchup');
+    if (asked === undefined || this.ticks - asked > this.electionTicks * 4 || this.takesNoChosen()) return this.drop('unsolicited_catchup');
     if (this.catchupFrom === from) this.catchupFrom = null;
     if (snapshot !== null) {
       if (snapshot.slot > this.commitSlot) this.snapshotNeeded = { from, point: snapshot };
@@ -1147,7 +1118,7 @@ export class Replica {
    * a catch-up answer: stored as chosen, then committed in order.
    */
   learnChosen(values: readonly SlotValue[]): void {
-    if (this.role === 'leader' && !this.defects.leaderTakesChosen) {
+    if (this.takesNoChosen()) {
       // A leader takes no chosen values from others: after phase 1 it is never behind. One
       // that differs from what it proposed in that slot means a later ballot chose it, so
       // this leader was deposed without hearing of it: it steps down, then learns it.
@@ -1207,7 +1178,7 @@ export class Replica {
 
   private startLeaderRead(id: number, origin: NodeId): void {
     const read: PendingRead = { id, origin, index: 0, seq: 0, tick: this.ticks };
-    if (!this.ownCommitDone() && !this.defects.readWithoutOwnCommit) {
+    if (this.readWaitsForOwnCommit()) {
       this.readsWaitingForOwnCommit.push(read);
     } else {
       this.beginReadRound(read);
@@ -1304,16 +1275,57 @@ export class Replica {
   // ------------------------------------------------------------------------------------
   // Helpers.
 
-  private quorum(config: Config, ids: Iterable<NodeId>): boolean {
-    if (!this.defects.countLearnersInQuorum) return hasQuorum(config, ids);
-    const widened: Config = { voters: [...config.voters, ...config.learners], learners: [] };
-    let count = 0;
-    const seen = new Set<NodeId>();
-    for (const id of ids) {
-      if (!seen.has(id) && isMember(widened, id)) count++;
-      seen.add(id);
-    }
-    return count >= Math.floor(config.voters.length / 2) + 1;
+  // ------------------------------------------------------------------------------------
+  // Rules the simulator's self-test breaks one at a time, to prove it notices
+  // (test/sim/defective-replica.ts overrides them). Each is the whole rule here.
+
+  /** A majority of `config`'s voters is among `ids` (learners never count). */
+  protected quorum(config: Config, ids: Iterable<NodeId>): boolean {
+    return hasQuorum(config, ids);
+  }
+
+  /** A promise (the candidate's own, or one given) is persisted before anything that relies
+   *  on it leaves: prepares and promises wait for the persist barrier after it. */
+  protected persistPromise(ballot: Ballot): void {
+    this.persistOps.push({ kind: 'promise', ballot });
+  }
+
+  /** What a promise reports to a candidate at `candidateCommit`: the slots accepted after
+   *  `after`, and this replica's commit and compaction points (so a candidate behind them
+   *  catches up before it leads, rather than re-propose over chosen values it cannot see). */
+  protected promiseReport(candidateCommit: number): { after: number; commit: number; compacted: number } {
+    return { after: Math.max(candidateCommit, this.commitSlot), commit: this.commitSlot, compacted: this.compacted.slot };
+  }
+
+  /** Phase 1 recovers a slot's value from the promises of that slot's voters only. */
+  protected recoversFrom(config: Config, node: NodeId): boolean {
+    return isVoter(config, node);
+  }
+
+  /** Phase 1 takes the value accepted under the highest ballot. */
+  protected outranks(s: StoredSlot, best: StoredSlot): boolean {
+    return compareBallots(s.ballot, best.ballot) > 0;
+  }
+
+  /** An acceptor refuses an accept below the ballot it promised. */
+  protected refusesAccept(ballot: Ballot): boolean {
+    return compareBallots(ballot, this.promised) < 0;
+  }
+
+  /** A commit notice under `ballot` makes an accepted slot chosen only if it was accepted
+   *  under that very ballot (else the leader may have chosen another value there). */
+  protected commitNoticeCovers(s: StoredSlot, ballot: Ballot): boolean {
+    return ballotEquals(s.ballot, ballot);
+  }
+
+  /** A leader takes no chosen values from others (catch-up answers, block sync). */
+  protected takesNoChosen(): boolean {
+    return this.role === 'leader';
+  }
+
+  /** A new leader serves linearizable reads only once a value of its own ballot commits. */
+  protected readWaitsForOwnCommit(): boolean {
+    return !this.ownCommitDone();
   }
 
   private envelope(to: NodeId, msg: Message): Envelope {

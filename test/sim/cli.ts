@@ -1,7 +1,7 @@
 /**
  * `npm run sim -- --seed N` replays one seed with a trace; `npm run sim -- --seeds N [--from S]`
  * runs a campaign with a progress line. Exit status 1 on the first failure, with its seed.
- * `--defect NAME` runs replicas with one of the core's deliberate defects (see Defects),
+ * `--defect NAME` runs replicas with one of the core's rules broken (see Defects in defective-replica.ts),
  * `--driver-defect NAME` drivers with one of the driver's (see DriverDefects), `--sync-defect
  * NAME` block sync checks with one of theirs (see SyncDefects).
  */

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import type { Defects } from '../../src/consensus/index.js';
+import type { Defects } from './defective-replica.js';
 import type { DriverDefects } from '../../src/driver.js';
 import { simulate, type SimOptions, type SyncDefects } from './world.js';
 

@@ -25,11 +25,12 @@ import {
   type Ballot,
   type Batch,
   type Command,
-  type Defects,
   type Entry,
   type Envelope,
   type LogPoint,
   type NodeId,
+  type Persisted,
+  type ReplicaOptions,
   type SlotValue,
   type StoredSlot,
 } from '../../src/consensus/index.js';
@@ -43,6 +44,7 @@ import { LmdbStateStore } from '../../src/state/kv.js';
 import { EventHeap } from './heap.js';
 import { checkLinearizable, kvModel, type KvOutput, type Operation } from './linearizability.js';
 import { Rng } from './rng.js';
+import { DefectiveReplica, type Defects } from './defective-replica.js';
 
 export interface SimOptions {
   readonly seed: number;
@@ -469,8 +471,8 @@ export class World {
         // batches, the window, accept and catch-up messages, the proposal queue and the chosen
         // values kept in memory are cut by bytes.
         ...(this.opts.seed % 4 === 3 ? { batchBytesMax: 512, windowBytesMax: 2048, messageBytesMax: 1024, proposalQueueBytesMax: 4096, retainBytesMax: TIGHT_RETAIN_BYTES } : {}),
-        ...(this.opts.defects ? { defects: this.opts.defects } : {}),
       },
+      ...(this.opts.defects ? { newReplica: (o: ReplicaOptions, st: Persisted) => new DefectiveReplica(o, st, this.opts.defects!) } : {}),
       ...(this.opts.driverDefects ? { defects: this.opts.driverDefects } : {}),
       onApplied: (entries, results) => this.onApplied(node, entries, results),
       onSnapshotNeeded: (from) => {
