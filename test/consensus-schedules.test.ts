@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { Replica, bootstrapState, type Batch, type Entry, type Envelope, type Ready } from '../src/consensus/index.js';
+import { Replica, bootstrapState, type Batch, type Entry, type Envelope, type Ready, type StoredSlot } from '../src/consensus/index.js';
 
 const enc = new TextEncoder();
 const text = (b: Batch): string => b.map((c) => (c.kind === 'app' ? new TextDecoder().decode(c.data) : `config:${c.change.op}`)).join(',');
@@ -226,4 +226,40 @@ test('bug 3: a read reply counts only from the leader the read was asked of', ()
   assert.equal(net.r('b').stats.dropped.unmatched_read_reply, 1);
   net.r('b').step({ cluster: 'c', from: 'a', to: 'b', msg: { type: 'read_reply', id: 7, index: 1 } } satisfies Envelope);
   assert.deepEqual(net.r('b').ready()?.reads, [{ id: 7, index: 1 }]);
+});
+
+test('a removed replica that alone heard its removal commit does not refuse the pre-vote of the voter it left behind (found by review)', () => {
+  // {a, b}: slot 10 removes a (in force from slot 12, alpha 2), slot 11 is a no-op. a heard
+  // both commit, b did not (the commit notice was lost). a, no voter of its own configuration
+  // any more, never campaigns; b, behind a, must still win a's pre-vote, then catch up from it.
+  const config = { voters: ['a', 'b'], learners: [] };
+  const boot = bootstrapState(config);
+  const ballot = { round: 1, leader: 'a' };
+  const slots: StoredSlot[] = [];
+  for (let slot = 1; slot <= 9; slot++) slots.push({ slot, ballot, batch: [{ kind: 'app' as const, data: enc.encode(`x${slot}`) }], chosen: true });
+  slots.push({ slot: 10, ballot, batch: [{ kind: 'config' as const, change: { op: 'remove' as const, node: 'a' } }], chosen: false });
+  slots.push({ slot: 11, ballot, batch: [], chosen: false });
+  const at = (id: string, commit: number): Replica =>
+    new Replica({ id, cluster: 'c', random: () => 0.5, alpha: 2 }, { ...boot, promised: ballot, slots: slots.map((s) => (s.slot <= commit ? { ...s, chosen: true } : s)), commit });
+  const replicas = new Map([
+    ['a', at('a', 11)],
+    ['b', at('b', 9)],
+  ]);
+  assert.deepEqual(replicas.get('a')!.config.voters, ['b']);
+  assert.deepEqual(replicas.get('b')!.config.voters, ['a', 'b']);
+  for (let t = 0; t < 200 && replicas.get('b')!.currentRole !== 'leader'; t++) {
+    for (const r of replicas.values()) r.tick();
+    for (let round = 0; round < 5; round++) {
+      const out: Envelope[] = [];
+      for (const r of replicas.values()) {
+        for (let ready = r.ready(); ready !== null; ready = r.ready()) {
+          out.push(...ready.send, ...ready.sendAfterPersist);
+          r.persisted(ready.persistSeq);
+        }
+      }
+      for (const e of out) replicas.get(e.to)?.step(e);
+    }
+  }
+  assert.equal(replicas.get('b')!.currentRole, 'leader');
+  assert.ok(replicas.get('b')!.commit.slot >= 11);
 });

@@ -578,13 +578,17 @@ export class Replica {
    * to one whose commit slot is not behind its own: a candidate behind a promiser must catch
    * up before it leads, and when its peers can serve that only through block sync, whose
    * ranges need a leader (or a majority of voters) to vouch for them, a behind candidate
-   * that keeps winning elections keeps the cluster leaderless (seed 3287).
+   * that keeps winning elections keeps the cluster leaderless (seed 3287). A replica that is
+   * no voter of its own configuration (it applied its removal) never campaigns: it does not
+   * refuse a behind candidate, or no one would lead (found by review: a removed leader that
+   * alone heard its removal commit).
    */
   private onPreVote(from: NodeId, round: number, commit: number): void {
     const leaderAlive =
       this.role === 'leader' || (this.leader !== null && this.role === 'follower' && this.electionElapsed < this.electionTicks);
-    const granted = !leaderAlive && round > this.promised.round && commit >= this.commitSlot;
-    this.send(from, { type: 'prevote_reply', round: granted ? round : Math.max(round, this.promised.round), granted });
+    const ahead = commit < this.commitSlot && isVoter(this.config, this.id);
+    const granted = !leaderAlive && round > this.promised.round && !ahead;
+    this.send(from, { type: 'prevote_reply', round: granted ? round : this.promised.round, granted });
   }
 
   private onPreVoteReply(from: NodeId, round: number, granted: boolean): void {

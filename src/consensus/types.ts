@@ -114,8 +114,8 @@ export interface SlotValue {
 export type Message =
   /** "Would you vote for me in `round`?" Sent before a real election; changes no state. */
   | { readonly type: 'prevote'; readonly round: number; readonly commit: number }
-  /** Refused, `round` is the replier's promised round when that is higher than the one asked:
-   *  the pre-candidate asks above it next time. */
+  /** Refused, `round` is the replier's promised round: the pre-candidate asks above it next
+   *  time. */
   | { readonly type: 'prevote_reply'; readonly round: number; readonly granted: boolean }
   /** Phase 1a for every slot after `commit` (the candidate's commit slot). */
   | { readonly type: 'prepare'; readonly ballot: Ballot; readonly commit: number }
