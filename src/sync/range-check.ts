@@ -80,10 +80,10 @@ export function checkRange(
 
 /**
  * What of a range may enter the core on a `--checkpoint` alone, when the checkpoint pins its
- * end: its slots through its last command. The chain pins every command and its slot, but
- * not the empty slots after the last one (the cluster may have chosen commands there), so
- * those wait for a voucher; a range with no command is pinned by nothing. Empty when no
- * checkpoint matches the range's end.
+ * end: its slots before the slot of its last command. The chain pins every command and its
+ * slot, but not where the last command's slot ends (the checkpoint may fall inside a batch
+ * the range cut short) nor the empty slots after it (the cluster may have chosen commands
+ * there): those wait for a voucher. Empty when no checkpoint matches the range's end.
  */
 export function pinnedByCheckpoint(
   range: { readonly lastIndex: number; readonly chain: Uint8Array },
@@ -92,9 +92,9 @@ export function pinnedByCheckpoint(
 ): readonly SlotValue[] {
   const pin = checkpoints.get(range.lastIndex);
   if (pin === undefined || Buffer.compare(pin, range.chain) !== 0) return [];
-  let end = values.length;
-  while (end > 0 && values[end - 1]!.batch.length === 0) end--;
-  return values.slice(0, end);
+  let last = values.length - 1;
+  while (last >= 0 && values[last]!.batch.length === 0) last--;
+  return values.slice(0, Math.max(0, last));
 }
 
 /**

@@ -23,7 +23,7 @@ const CORE: (keyof Defects)[] = [
 const CORE_MAY_THROW: (keyof Defects)[] = ['leaderTakesChosen'];
 const DRIVER: (keyof DriverDefects)[] = ['persistedBeforeFlush', 'readBeforeApplied'];
 // Block sync's checks (src/sync/range-check.ts), with forged ranges among the simulator's.
-const SYNC: (keyof SyncDefects)[] = ['trustSenderChain', 'checkpointTakesTail', 'preJoinVotersVouch'];
+const SYNC: (keyof SyncDefects)[] = ['trustSenderChain', 'checkpointTakesTail', 'checkpointTakesLastSlot', 'preJoinVotersVouch'];
 
 function catches(name: string, opts: Omit<SimOptions, 'seed'>, invariantOk = false): void {
   test(`simulation catches ${name}`, () => {

@@ -68,6 +68,9 @@ export interface SyncDefects {
   /** A checkpoint at a range's end lets in the whole range, empty slots after its last
    *  command included. */
   checkpointTakesTail?: boolean;
+  /** A checkpoint at a range's end lets in its slots through the last command's (whose
+   *  batch the range may have cut short). */
+  checkpointTakesLastSlot?: boolean;
   /** The voters of a configuration that does not name the node yet (a joiner's genesis)
    *  vouch by majority. */
   preJoinVotersVouch?: boolean;
@@ -751,7 +754,12 @@ export class World {
     // As block sync's receive: a checkpoint at the end lets in the slots through the last
     // command; the rest needs a voucher.
     let take: readonly SlotValue[] = cold ? values : pinnedByCheckpoint(range, values, checkpoints);
-    if (this.opts.syncDefects?.checkpointTakesTail && take.length > 0) take = values;
+    const pin = checkpoints.get(range.lastIndex);
+    if (!cold && pin !== undefined && Buffer.compare(pin, range.chain) === 0) {
+      const last = values.findLastIndex((v) => v.batch.length > 0);
+      if (this.opts.syncDefects?.checkpointTakesTail && last >= 0) take = values;
+      if (this.opts.syncDefects?.checkpointTakesLastSlot && last >= 0) take = values.slice(0, last + 1);
+    }
     if (take.length > 0 && !cold) this.stats.rangesPinned++;
     if (take.length === 0 && this.rangeVouched(node, fromId, range)) take = values;
     if (take.length === 0) {
@@ -793,7 +801,7 @@ export class World {
   private forgeRange(first: number, values: SlotValue[]): SlotValue[] {
     const r = this.faultRng;
     const out = values.map((v) => ({ slot: v.slot, batch: [...v.batch] }));
-    const kind = r.pick(['forge', 'move', 'tail'] as const);
+    const kind = r.pick(['forge', 'move', 'tail', 'cut'] as const);
     if (kind === 'forge' && out.length > 0) {
       const v = r.pick(out);
       v.batch = [{ kind: 'app', data: Uint8Array.from({ length: r.int(1, 8) }, () => r.int(0, 255)) }];
@@ -810,6 +818,16 @@ export class World {
           a.batch.push(b.batch.shift()!);
           return out;
         }
+      }
+    }
+    if (kind === 'cut') {
+      // A batch cut short, the range ending there: its end may be a true chain value (a
+      // checkpoint inside the batch).
+      const i = out.findLastIndex((v) => v.batch.length > 1);
+      if (i >= 0) {
+        const v = out[i]!;
+        v.batch = v.batch.slice(0, r.int(1, v.batch.length - 1));
+        return out.slice(0, i + 1);
       }
     }
     const keep = r.int(0, out.length);

@@ -99,7 +99,7 @@ test('a checkpoint on the way that does not match refuses the range', () => {
   assert.deepEqual(checkRange(3, { index: 1, chain: T.chain[1]! }, values, 5, T.chain[5], new Map()), { ok: false, why: 'malformed' });
 });
 
-test('a checkpoint at the range\'s end lets in its slots through the last command, not the no-ops after it', () => {
+test('a checkpoint at the range\'s end lets in its slots before the last command\'s, not that slot nor the no-ops after it', () => {
   const applied = { index: 1, chain: T.chain[1]! };
   const all = new Map(T.chain.map((c, i) => [i, c] as [number, Uint8Array]));
   const pinned = (values: SlotValue[], checkpoints = all): number[] => {
@@ -108,10 +108,12 @@ test('a checkpoint at the range\'s end lets in its slots through the last comman
     assert.ok(range.ok);
     return pinnedByCheckpoint(range, values, checkpoints).map((v) => v.slot);
   };
-  assert.deepEqual(pinned(TRUE.slice(1)), [2, 3, 4, 5], 'the true trailing no-op (slot 6) waits for a voucher');
+  assert.deepEqual(pinned(TRUE.slice(1)), [2, 3, 4], 'slot 5 (the last command\'s) and the true trailing no-op wait for a voucher');
   // Slots 4 and 5 forged empty: the end (after c) is a true chain value, yet commands were
   // chosen there.
-  assert.deepEqual(pinned([TRUE[1]!, TRUE[2]!, { slot: 4, batch: [] }, { slot: 5, batch: [] }]), [2]);
+  assert.deepEqual(pinned([TRUE[1]!, TRUE[2]!, { slot: 4, batch: [] }, { slot: 5, batch: [] }]), []);
+  // Slot 2 cut short after b: the end (after b) is a true chain value, yet c was chosen there.
+  assert.deepEqual(pinned([{ slot: 2, batch: [cmd('b')] }]), []);
   assert.deepEqual(pinned([{ slot: 2, batch: [] }, { slot: 3, batch: [] }]), [], 'no command: the checkpoint pins nothing');
   assert.deepEqual(pinned(TRUE.slice(1), new Map([[3, T.chain[3]!]])), [], 'no checkpoint at the end');
 });
