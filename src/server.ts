@@ -84,6 +84,14 @@ export async function startServer(opts: ServeOptions, hooks: ServerHooks = {}): 
   const resuming = existsSync(clusterPath);
   if (resuming) {
     cluster = await readClusterFile(clusterPath);
+    if (cluster.joining && opts.join !== undefined && opts.join !== cluster.joining.url) {
+      // A joiner resumed through another member (the first may be gone): that member now
+      // vouches for what it catches up on.
+      const view = await fetchCluster(opts.join);
+      if (view.clusterId !== cluster.clusterId) throw new Error(`--join ${opts.join} is a member of cluster ${view.clusterId}, but this data dir joins cluster ${cluster.clusterId}`);
+      cluster = { ...cluster, joining: { ...cluster.joining, url: opts.join, sponsor: view.sponsor } };
+      await writeFileDurable(clusterPath, JSON.stringify(cluster, null, 2));
+    }
     if (cluster.joining) joining = { clusterId: cluster.clusterId, genesis: cluster.genesis, archive: cluster.joining.archive, sponsor: cluster.joining.sponsor ?? null };
     else if (opts.join) logger.info('existing data dir: resuming, --join ignored', { join: opts.join });
   } else if (opts.join) {
