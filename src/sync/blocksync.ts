@@ -14,8 +14,8 @@
  *   applied value must end at the value the peer states and pass every `--checkpoint`, and
  *   that end must be vouched for by the current leader (or, while this node joins, the member
  *   it joined through) or a majority of the voters (each asked on the same protocol), or be
- *   a `--checkpoint` (which lets in the slots before the slot of the range's last command
- *   only: no chain pins where that slot's batch ends, nor the empty slots after it). Only then do the values enter the consensus core as chosen
+ *   a `--checkpoint` (which lets in the slots before the slot of the last checkpointed
+ *   command only: no chain pins where that slot's batch ends, nor the slots after it). Only then do the values enter the consensus core as chosen
  *   (`learnChosen`). Ranges are asked only of current members, and a node that reads the
  *   archive itself (it has the key) reads cold ranges itself: the archive's manifests are
  *   signed by voters. (Issue 10, bug 5: a non-member or a member
@@ -23,7 +23,7 @@
  */
 import type { SlotValue } from '../consensus/index.js';
 import { batchBytes, validateEnvelope } from '../consensus/index.js';
-import { chainAnswer, checkRange, pinnedByCheckpoint, vouched, vouchersFor, votersWhoVouch, type ChainAnswer } from './range-check.js';
+import { chainAnswer, checkRange, vouched, vouchersFor, votersWhoVouch, type ChainAnswer } from './range-check.js';
 import type { PeerServices } from './peer-services.js';
 import { Packr } from 'msgpackr';
 import { PromText } from '../metrics.js';
@@ -319,9 +319,9 @@ export class Blocksync {
       else this.stats.failures++;
       return;
     }
-    // This node's own archive reads need no voucher; a checkpoint at the end pins the slots
-    // before the last command's.
-    let take = peer === null ? values : pinnedByCheckpoint(range, values, this.host.checkpoints);
+    // This node's own archive reads need no voucher; a checkpoint on the way pins the slots
+    // before its command's (checkRange).
+    let take = peer === null ? values : values.slice(0, range.pinned);
     if (take.length === 0 && peer !== null && (await this.vouched(range, peer))) take = values;
     if (take.length === 0) {
       this.stats.chainUnvouched++;

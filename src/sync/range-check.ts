@@ -46,13 +46,26 @@ export function chainAnswer(src: ChainSource, index: number, through: number): C
 }
 
 export type RangeVerdict =
-  | { readonly ok: true; readonly lastIndex: number; readonly chain: Uint8Array; readonly through: number }
+  | {
+      readonly ok: true;
+      readonly lastIndex: number;
+      readonly chain: Uint8Array;
+      readonly through: number;
+      /** How many of the range's first slots a checkpoint pins: they may enter the core on
+       *  the checkpoint alone, with no voucher. */
+      readonly pinned: number;
+    }
   | { readonly ok: false; readonly why: 'malformed' | 'checkpoint' | 'chain' };
 
 /**
  * Recomputes the chain over `values` (slots from `from` on, consecutive) from this node's
  * applied index and chain; it must end at `lastIndex` and `chainAfter`, and pass every
  * checkpoint on the way.
+ *
+ * A checkpoint passed at an index pins every command up to it and the slot of each, so every
+ * slot before that index's slot, empty ones included. It does not pin where that slot's
+ * batch ends (the range may cut it short after the checkpointed command) nor any slot after:
+ * those wait for a voucher (`pinned`).
  */
 export function checkRange(
   from: number,
@@ -65,36 +78,20 @@ export function checkRange(
   if (values.length === 0) return { ok: false, why: 'malformed' };
   let chain = applied.chain;
   let index = applied.index;
+  let pinned = 0;
   for (const [i, v] of values.entries()) {
     if (v.slot !== from + i) return { ok: false, why: 'malformed' };
     for (const cmd of v.batch as readonly Command[]) {
       chain = nextChain(chain, v.slot, cmd);
       index++;
-      const pinned = checkpoints.get(index);
-      if (pinned !== undefined && Buffer.compare(pinned, chain) !== 0) return { ok: false, why: 'checkpoint' };
+      const checkpoint = checkpoints.get(index);
+      if (checkpoint === undefined) continue;
+      if (Buffer.compare(checkpoint, chain) !== 0) return { ok: false, why: 'checkpoint' };
+      pinned = i;
     }
   }
   if (index !== lastIndex || !(chainAfter instanceof Uint8Array) || Buffer.compare(chain, chainAfter) !== 0) return { ok: false, why: 'chain' };
-  return { ok: true, lastIndex: index, chain, through: from + values.length - 1 };
-}
-
-/**
- * What of a range may enter the core on a `--checkpoint` alone, when the checkpoint pins its
- * end: its slots before the slot of its last command. The chain pins every command and its
- * slot, but not where the last command's slot ends (the checkpoint may fall inside a batch
- * the range cut short) nor the empty slots after it (the cluster may have chosen commands
- * there): those wait for a voucher. Empty when no checkpoint matches the range's end.
- */
-export function pinnedByCheckpoint(
-  range: { readonly lastIndex: number; readonly chain: Uint8Array },
-  values: readonly SlotValue[],
-  checkpoints: ReadonlyMap<number, Uint8Array>,
-): readonly SlotValue[] {
-  const pin = checkpoints.get(range.lastIndex);
-  if (pin === undefined || Buffer.compare(pin, range.chain) !== 0) return [];
-  let last = values.length - 1;
-  while (last >= 0 && values[last]!.batch.length === 0) last--;
-  return values.slice(0, Math.max(0, last));
+  return { ok: true, lastIndex: index, chain, through: from + values.length - 1, pinned };
 }
 
 /**

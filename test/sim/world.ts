@@ -39,7 +39,7 @@ import { openMemoryEnv, type MemoryRoot } from '../../src/storage/memory-env.js'
 import { ControlledLog, MemoryLogStore } from '../../src/log/memory.js';
 import type { StoreEnv } from '../../src/storage/env.js';
 import { decodeAppCommand, encodeAppCommand, nextChain, type ApplyResult, type KvOp } from '../../src/state/command.js';
-import { chainAnswer, checkRange, pinnedByCheckpoint, vouched, vouchersFor, votersWhoVouch, type ChainAnswer, type ChainSource } from '../../src/sync/range-check.js';
+import { chainAnswer, checkRange, vouched, vouchersFor, votersWhoVouch, type ChainAnswer, type ChainSource } from '../../src/sync/range-check.js';
 import { LmdbStateStore } from '../../src/state/kv.js';
 import { EventHeap } from './heap.js';
 import { checkLinearizable, kvModel, type KvOutput, type Operation } from './linearizability.js';
@@ -751,9 +751,9 @@ export class World {
       return;
     }
     if (!range.ok) throw new SimFailure(`${node.id}: a range consistent with itself failed its check: ${range.why}`);
-    // As block sync's receive: a checkpoint at the end lets in the slots through the last
-    // command; the rest needs a voucher.
-    let take: readonly SlotValue[] = cold ? values : pinnedByCheckpoint(range, values, checkpoints);
+    // As block sync's receive: a checkpoint on the way lets in the slots before its command's
+    // slot; the rest needs a voucher.
+    let take: readonly SlotValue[] = cold ? values : values.slice(0, range.pinned);
     const pin = checkpoints.get(range.lastIndex);
     if (!cold && pin !== undefined && Buffer.compare(pin, range.chain) === 0) {
       const last = values.findLastIndex((v) => v.batch.length > 0);

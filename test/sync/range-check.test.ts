@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { Command, SlotValue } from '../../src/consensus/index.js';
 import { nextChain } from '../../src/state/command.js';
-import { chainAnswer, checkRange, pinnedByCheckpoint, votersWhoVouch, vouched, type ChainAnswer, type ChainSource } from '../../src/sync/range-check.js';
+import { chainAnswer, checkRange, votersWhoVouch, vouched, type ChainAnswer, type ChainSource } from '../../src/sync/range-check.js';
 
 const enc = new TextEncoder();
 const cmd = (s: string): Command => ({ kind: 'app', data: enc.encode(s) });
@@ -99,14 +99,14 @@ test('a checkpoint on the way that does not match refuses the range', () => {
   assert.deepEqual(checkRange(3, { index: 1, chain: T.chain[1]! }, values, 5, T.chain[5], new Map()), { ok: false, why: 'malformed' });
 });
 
-test('a checkpoint at the range\'s end lets in its slots before the last command\'s, not that slot nor the no-ops after it', () => {
+test('a checkpoint lets in the slots before its command\'s slot, not that slot (its batch may be cut short) nor any after it', () => {
   const applied = { index: 1, chain: T.chain[1]! };
   const all = new Map(T.chain.map((c, i) => [i, c] as [number, Uint8Array]));
   const pinned = (values: SlotValue[], checkpoints = all): number[] => {
     const lastIndex = 1 + values.reduce((n, v) => n + v.batch.length, 0);
     const range = checkRange(2, applied, values, lastIndex, chains([...TRUE.slice(0, 1), ...values]).chain[lastIndex], checkpoints);
     assert.ok(range.ok);
-    return pinnedByCheckpoint(range, values, checkpoints).map((v) => v.slot);
+    return values.slice(0, range.pinned).map((v) => v.slot);
   };
   assert.deepEqual(pinned(TRUE.slice(1)), [2, 3, 4], 'slot 5 (the last command\'s) and the true trailing no-op wait for a voucher');
   // Slots 4 and 5 forged empty: the end (after c) is a true chain value, yet commands were
@@ -115,7 +115,9 @@ test('a checkpoint at the range\'s end lets in its slots before the last command
   // Slot 2 cut short after b: the end (after b) is a true chain value, yet c was chosen there.
   assert.deepEqual(pinned([{ slot: 2, batch: [cmd('b')] }]), []);
   assert.deepEqual(pinned([{ slot: 2, batch: [] }, { slot: 3, batch: [] }]), [], 'no command: the checkpoint pins nothing');
-  assert.deepEqual(pinned(TRUE.slice(1), new Map([[3, T.chain[3]!]])), [], 'no checkpoint at the end');
+  assert.deepEqual(pinned(TRUE.slice(1), new Map([[3, T.chain[3]!]])), [], 'index 3 (c) is in slot 2, the first');
+  assert.deepEqual(pinned(TRUE.slice(1), new Map([[4, T.chain[4]!]])), [2, 3], 'a checkpoint on the way (d, slot 4) pins the slots before its own');
+  assert.deepEqual(pinned(TRUE.slice(1), new Map()), [], 'no checkpoint');
 });
 
 test('a configuration that does not name the node yet (a joiner\'s genesis) has no majority that vouches', () => {
