@@ -44,6 +44,7 @@ import { LmdbStateStore } from '../../src/state/kv.js';
 import { EventHeap } from './heap.js';
 import { checkLinearizable, kvModel, type KvOutput, type Operation } from './linearizability.js';
 import { Rng } from './rng.js';
+import { createHash } from 'node:crypto';
 import { DefectiveReplica, type Defects } from './defective-replica.js';
 
 export interface SimOptions {
@@ -95,8 +96,12 @@ export interface SimStats {
   rangesRefused: number;
   /** Forged ranges offered (all must be refused). */
   rogueRanges: number;
-  /** Ranges let in by a checkpoint at their end, through their last command. */
+  /** Ranges let in, in part, by a checkpoint on their way. */
   rangesPinned: number;
+  /** Writes sent again with the same request id after an unknown outcome. */
+  retries: number;
+  /** Monotonic clocks that jumped hours ahead. */
+  clockJumps: number;
   garbage: number;
   pauses: number;
   acked: number;
@@ -121,6 +126,8 @@ const ELECTION_TICKS = 10;
 const WRITE_TIMEOUT = 60 * TICK;
 const READ_TIMEOUT = 30 * TICK;
 const FINAL_TICKS = 250;
+/** Attempts of a write whose outcome stays unknown (the same request id each time). */
+const WRITE_ATTEMPTS = 3;
 const KEYS = ['a', 'b', 'c', 'd', 'e', 'f'];
 
 class SimFailure extends Error {}
@@ -142,6 +149,9 @@ interface Op {
   handed: boolean;
   /** The replica and ballot that took it: a leader that steps down drops what it queued. */
   handedTo?: { node: NodeId; ballot: string };
+  /** Writes: the attempt in flight (a write whose outcome is unknown is sent again, with the
+   *  same request id, as `PangeaClient` does: it must apply once). */
+  attempt: number;
   done: boolean;
   readonly finalPhase: boolean;
   /** Not a client's: completes without starting a next operation. */
@@ -175,6 +185,8 @@ class SimNode {
   hasKey = false;
   /** The member that added it (the one a joiner is pointed at), trusted until it is a voter. */
   sponsor: NodeId | null = null;
+  /** How far this machine's monotonic clock has jumped ahead of true time (a suspended VM). */
+  clockSkew = 0;
   wasLeader = false;
 
   constructor(readonly id: NodeId) {}
@@ -189,13 +201,14 @@ type SimEvent =
   | { time: number; order: number; kind: 'deliver'; env: Envelope }
   | { time: number; order: number; kind: 'flush'; node: NodeId; inc: number }
   | { time: number; order: number; kind: 'client'; client: number }
-  | { time: number; order: number; kind: 'timeout'; op: Op }
+  | { time: number; order: number; kind: 'timeout'; op: Op; attempt?: number }
   | { time: number; order: number; kind: 'retry'; op: Op }
   | { time: number; order: number; kind: 'restart'; node: NodeId }
   | { time: number; order: number; kind: 'heal' }
   | { time: number; order: number; kind: 'rejoin'; link: string }
   | { time: number; order: number; kind: 'catchup'; node: NodeId; inc: number; from: NodeId }
-  | { time: number; order: number; kind: 'stop'; node: NodeId };
+  | { time: number; order: number; kind: 'stop'; node: NodeId }
+  | { time: number; order: number; kind: 'clockJump' };
 
 type EventBody = SimEvent extends infer E ? (E extends SimEvent ? Omit<E, 'time' | 'order'> : never) : never;
 
@@ -225,6 +238,8 @@ export class World {
   private readonly oneWay = new Set<string>();
   /** Chance, per acknowledged write and per election, of a fault placed right there. */
   private readonly buggify: number;
+  /** Clock jumps draw from a stream of their own, so seeds without them run as before. */
+  private readonly jumpRng: Rng;
   /** Some seeds' nodes hold a checkpoint at every index (as `--checkpoint`): the cluster's
    *  chain value there, as the first replica to apply it computed it. */
   private readonly checkpoints: Map<number, Uint8Array> | null;
@@ -285,6 +300,12 @@ export class World {
       this.clientPending.push(null);
       this.leaderHint.push(null);
       this.schedule(this.rng.int(1, 3 * TICK), { kind: 'client', client: c });
+    }
+    // A quarter of the seeds have clocks jump hours ahead during the fault phase.
+    this.jumpRng = new Rng((opts.seed ^ 0x5bd1e995) >>> 0);
+    if (this.jumpRng.chance(0.25)) {
+      const faultTicks = opts.faultTicks ?? DEFAULT_FAULT_TICKS;
+      for (let i = this.jumpRng.int(1, 3); i > 0; i--) this.schedule(this.jumpRng.int(5, faultTicks) * TICK, { kind: 'clockJump' });
     }
   }
 
@@ -364,7 +385,9 @@ export class World {
       case 'client':
         return this.clientStep(ev.client);
       case 'timeout':
-        return this.onTimeout(ev.op);
+        return this.onTimeout(ev.op, ev.attempt ?? 0);
+      case 'clockJump':
+        return this.jumpClock();
       case 'retry':
         return this.submit(ev.op);
       case 'restart':
@@ -414,7 +437,7 @@ export class World {
     const inc = node.incarnation;
     const random = this.rng.fork();
     const clock: DriverClock = {
-      now: () => this.now,
+      now: () => this.now + node.clockSkew,
       soon: (fn) => this.schedule(0, { kind: 'call', node: node.id, inc, fn }),
       after: (ms, fn) => {
         const ev = { kind: 'call' as const, node: node.id, inc, fn, cancelled: false };
@@ -530,6 +553,7 @@ export class World {
       client,
       seq: ++this.probeSeq,
       input: { kind: 'get', key: this.lastAckedKey },
+      attempt: 0,
       call: this.now,
       output: {},
       ret: Infinity,
@@ -1002,7 +1026,7 @@ export class World {
     else if (roll < 0.85) input = { kind: 'get', key };
     else input = { kind: 'cas', key, expect: r.chance(0.3) ? null : r.pick(['v0.1', 'v1.2', 'v2.3', value]), value };
     const seq = ++this.clientSeq[client]!;
-    const op: Op = { client, seq, input, call: this.now, output: {}, ret: Infinity, handed: false, done: false, finalPhase: !this.faultsOn };
+    const op: Op = { client, seq, input, call: this.now, output: {}, ret: Infinity, handed: false, done: false, finalPhase: !this.faultsOn, attempt: 0 };
     this.clientPending[client] = op;
     this.submit(op);
   }
@@ -1035,12 +1059,16 @@ export class World {
             success: [{ op: 'put', key, value }],
             failure: [],
           };
-    const proposal = `${op.client}:${op.seq}`;
+    const attempt = op.attempt;
+    const proposal = attempt === 0 ? `${op.client}:${op.seq}` : `${op.client}:${op.seq}:${attempt}`;
+    const requestId = { client: `c${op.client}`, seq: op.seq, digest: createHash('sha256').update(JSON.stringify(op.input)).digest() };
     const driver = node.driver!;
-    const data = encodeAppCommand({ op: kvOp, time: driver.logNow(), proposal });
+    const data = encodeAppCommand({ op: kvOp, time: driver.logNow(), proposal, requestId });
     const ballot = formatBallot(driver.replica.currentBallot);
     let refused: { leader: NodeId | null } | null = null;
+    let handed = false;
     driver.propose({ kind: 'app', data }, (o) => {
+      if (op.done || op.attempt !== attempt) return;
       if (o.ok) {
         const out: Out = o.result.kind === 'txn' ? { ok: o.result.succeeded } : {};
         if (o.result.kind !== 'put' && o.result.kind !== 'txn') throw new SimFailure(`client ${proposal}: unexpected answer ${o.result.kind}`);
@@ -1048,18 +1076,19 @@ export class World {
         this.lastAckedKey = (op.input as { key: string }).key;
         if (this.faultsOn && this.faultRng.chance(this.buggify)) this.pendingCrash = node;
       } else if (o.refusal.kind === 'outcome_unknown') {
-        this.finishUnknown(op);
-      } else if (!op.handed) {
+        this.writeUnknown(op);
+      } else if (!handed) {
         refused = { leader: o.refusal.kind === 'not_leader' ? o.refusal.leader : null };
       }
     });
     if (refused !== null) return this.retryLater(op, (refused as { leader: NodeId | null }).leader);
     this.proposed.set(proposal, data);
+    handed = true;
+    if (!op.handed) this.history.push(op);
     op.handed = true;
     op.handedTo = { node: node.id, ballot };
-    this.history.push(op);
     this.leaderHint[op.client] = node.id;
-    this.schedule(WRITE_TIMEOUT, { kind: 'timeout', op });
+    this.schedule(WRITE_TIMEOUT, { kind: 'timeout', op, attempt });
   }
 
   /** A linearizable read through `node`'s driver, then the value from its state machine. */
@@ -1085,10 +1114,38 @@ export class World {
     this.schedule(this.clientRng.int(1, 3) * TICK, { kind: 'retry', op });
   }
 
-  private onTimeout(op: Op): void {
-    if (op.done) return;
-    if (op.handed) this.finishUnknown(op); // a write handed to consensus whose fate this client never learned
+  private onTimeout(op: Op, attempt: number): void {
+    if (op.done || attempt !== op.attempt) return;
+    if (op.handed) this.writeUnknown(op); // a write handed to consensus whose fate this client never learned
     else this.finishFailedRead(op);
+  }
+
+  /** A write's outcome is unknown: most often it is sent again, with the same request id (a
+   *  few times at most), else the client gives up on it. */
+  private writeUnknown(op: Op): void {
+    if (op.done) return;
+    if (op.attempt < WRITE_ATTEMPTS - 1 && this.clientRng.chance(0.8)) {
+      op.attempt++;
+      this.stats.retries++;
+      if (this.traceOn) this.trace(`retry client ${op.client} seq ${op.seq} (attempt ${op.attempt + 1})`);
+      this.retryLater(op, null);
+      return;
+    }
+    this.finishUnknown(op);
+  }
+
+  /** A machine's monotonic clock jumps hours ahead (a VM suspended and resumed): its
+   *  proposals carry a log time far ahead, which apply must clamp, or every client's session
+   *  would expire and retried writes apply twice. */
+  private jumpClock(): void {
+    const r = this.jumpRng;
+    const live = [...this.nodes.values()].filter((n) => n.alive);
+    if (live.length === 0) return;
+    const node = r.chance(0.5) ? (this.leaderNode() ?? r.pick(live)) : r.pick(live);
+    const ms = r.int(1, 3) * 3_600_000;
+    node.clockSkew += ms;
+    this.stats.clockJumps++;
+    if (this.traceOn) this.trace(`clock of ${node.id} jumps ${ms / 3_600_000} h ahead`);
   }
 
   private finish(op: Op, output: Out): void {
@@ -1170,7 +1227,8 @@ export class World {
     }
     // Durability: every acknowledged write is in the chosen log.
     for (const op of this.history) {
-      if (op.input.kind !== 'get' && op.done && op.ret !== Infinity && !this.committedCmd.has(`${op.client}:${op.seq}`)) {
+      const attempts = Array.from({ length: op.attempt + 1 }, (_, a) => (a === 0 ? `${op.client}:${op.seq}` : `${op.client}:${op.seq}:${a}`));
+      if (op.input.kind !== 'get' && op.done && op.ret !== Infinity && !attempts.some((k) => this.committedCmd.has(k))) {
         throw new SimFailure(`acknowledged write ${op.client}:${op.seq} is not in the chosen log`);
       }
     }
@@ -1215,7 +1273,7 @@ export class World {
 }
 
 export function emptyStats(): SimStats {
-  return { leaderChanges: 0, crashes: 0, crashesBeforeCommit: 0, partitions: 0, oneWayLinks: 0, blockSyncs: 0, rangesRefused: 0, rogueRanges: 0, rangesPinned: 0, diskFailures: 0, quickRestarts: 0, longStalls: 0, membershipChanges: 0, compactions: 0, rangesLearned: 0, garbage: 0, pauses: 0, acked: 0, unknown: 0, reads: 0, slots: 0 };
+  return { leaderChanges: 0, crashes: 0, crashesBeforeCommit: 0, partitions: 0, oneWayLinks: 0, blockSyncs: 0, rangesRefused: 0, rogueRanges: 0, rangesPinned: 0, retries: 0, clockJumps: 0, diskFailures: 0, quickRestarts: 0, longStalls: 0, membershipChanges: 0, compactions: 0, rangesLearned: 0, garbage: 0, pauses: 0, acked: 0, unknown: 0, reads: 0, slots: 0 };
 }
 
 /** Runs one seed. A failure carries the seed; with `trace`, the events that led to it. */
