@@ -1,9 +1,10 @@
 /**
  * `pangea serve` settings: flags, the config file, and the value forms they share.
  *
- * The config file is JSON whose keys are the flags' names (CONFIG_KEYS); unknown keys are
- * errors, and `null` means unset, as if the key were left out. A flag typed on the command
- * line wins over the config file, which wins over SERVE_DEFAULTS. `resolveServeOptions` checks
+ * Each setting is one row of SERVE_SETTINGS: its flag, its config file key (the same name),
+ * its default and its checks. The config file is JSON; unknown keys are errors, and `null`
+ * means unset, as if the key were left out. A flag typed on the command line wins over the
+ * config file, which wins over the row's default. `resolveServeOptions` checks
  * every value and combination and builds the server's `ServeOptions` without any I/O;
  * `checkServeFiles` then reads the files the settings name (`serve --dry-run` runs both).
  *
@@ -15,45 +16,79 @@ import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { multiaddr } from '@multiformats/multiaddr';
 import { parseFileUrl, parseS3Url, redactUrl } from './archive/open-store.js';
-import { NODE_ARCHIVE_DEFAULTS, SEGMENT_ENTRIES_MAX, type NodeArchiveOptions } from './archive/options.js';
+import { NODE_ARCHIVE_DEFAULTS, SEGMENT_ENTRIES_DEFAULT, SEGMENT_ENTRIES_MAX, SNAPSHOT_SEGMENTS_DEFAULT, type NodeArchiveOptions } from './archive/options.js';
 import { ObjectStoreError } from './archive/store.js';
 import { readKeyFile } from './ces/keys.js';
 import { isLogLevel, type LogLevel } from './logger.js';
 import { maxRequestBytesDefault, maxTxnOpsDefault, maxValueBytesDefault } from './net/http.js';
 
-export const CONFIG_KEYS = [
-  'data-dir',
-  'http-listen',
-  'p2p-listen',
-  'join',
-  'metrics-listen',
-  'advertise-http',
-  'advertise-p2p',
-  'admin-token-file',
-  'force-new-cluster',
-  'max-value-bytes',
-  'max-request-bytes',
-  'max-txn-ops',
-  'log-level',
-  'archive-url',
-  'archive-key-file',
-  'segment-entries',
-  'snapshot-segments',
-  'archive-delay-entries',
-  'archive-delay',
-  'archive-interval',
-  'prune-interval',
-  'hot-retention',
-  'hot-quota-bytes',
-  'checkpoint',
-  'restore-from',
-  'restore-index',
-  'blocksync-cold-reads-max',
-  'blocksync-queue-max',
-  'blocksync-timeout',
-] as const;
+/** What a setting's value is: its JSON type in a config file, its flag's type, its parser. */
+type SettingKind = 'string' | 'strings' | 'boolean' | 'integer' | 'duration' | 'bytes';
 
-export type ConfigKey = (typeof CONFIG_KEYS)[number];
+export interface SettingRow {
+  readonly kind: SettingKind;
+  /** The flag's `--help` line (docs/configuration.md says more). */
+  readonly help: string;
+  /** As typed on the command line (`--help` shows it); none: unset unless given. */
+  readonly default?: string | number | boolean | readonly string[];
+  /** Integers and durations (ms): the least allowed; integers: the most. */
+  readonly min?: number;
+  readonly max?: number;
+  /** Checks a string (or each string of a list) and turns it into the option's value. */
+  readonly parse?: (value: never, what: string) => unknown;
+}
+
+/**
+ * Every `serve` setting, once: the oclif flags (commands/serve.ts), the config file's keys,
+ * the defaults and the checks all come from here; docs/configuration.md and
+ * pangea.example.json have a row each (a test keeps them in step).
+ */
+export const SERVE_SETTINGS = {
+  'data-dir': { kind: 'string', help: 'where the node keeps its LMDB files and identity', default: './pangea-data' },
+  'http-listen': { kind: 'string', help: 'HOST:PORT of the client API (port 0: any free port)', default: '127.0.0.1:7070', parse: (v: string, what: string) => parseHostPort(v, what) },
+  'p2p-listen': { kind: 'strings', help: 'libp2p listen multiaddr (repeatable)', default: ['/ip4/127.0.0.1/udp/7071/quic-v1', '/ip4/127.0.0.1/tcp/7071'], parse: (v: string[], what: string) => checkMultiaddrs(v, what) },
+  join: { kind: 'string', help: 'HTTP URL of any member of the cluster to join (ignored on an existing data dir)', parse: (v: string, what: string) => checkHttpUrl(v, what) },
+  'metrics-listen': { kind: 'string', help: 'HOST:PORT of a second listener for /healthz, /readyz and /metrics', parse: (v: string, what: string) => parseHostPort(v, what) },
+  'advertise-http': { kind: 'string', help: 'the HTTP URL peers and clients are told (for nodes listening on 0.0.0.0)', parse: (v: string, what: string) => checkHttpUrl(v, what) },
+  'advertise-p2p': { kind: 'strings', help: 'a multiaddr peers are told (repeatable)', parse: (v: string[], what: string) => checkMultiaddrs(v, what) },
+  'admin-token-file': { kind: 'string', help: 'file holding the bearer token membership changes require (and --join sends)' },
+  'force-new-cluster': { kind: 'boolean', help: 'disaster recovery: restart this data dir as a one-member cluster after a quorum is lost for good', default: false },
+  'max-value-bytes': { kind: 'integer', help: 'largest value accepted', default: maxValueBytesDefault, min: 0 },
+  'max-request-bytes': { kind: 'integer', help: 'largest request body accepted', default: maxRequestBytesDefault, min: 1 },
+  'max-txn-ops': { kind: 'integer', help: 'most compares plus operations in one transaction', default: maxTxnOpsDefault, min: 1 },
+  'log-level': { kind: 'string', help: 'debug, info, warn or error', default: 'info', parse: (v: string, what: string) => checkLogLevel(v, what) },
+  'archive-url': {
+    kind: 'string',
+    help: 'cluster-wide: archive object store, file:///DIR or s3://BUCKET[/PREFIX][?region=..&endpoint=..&path_style=true] (default file://<data-dir>/archive)',
+    parse: (v: string, what: string) => checkArchiveUrl(v, what),
+  },
+  'archive-key-file': { kind: 'string', help: 'archive encryption key file, see `pangea ces keygen` (default <data-dir>/archive.key, made at bootstrap)' },
+  'segment-entries': { kind: 'integer', help: `cluster-wide: log indexes per archived segment, 1..${SEGMENT_ENTRIES_MAX} (default ${SEGMENT_ENTRIES_DEFAULT})`, min: 1, max: SEGMENT_ENTRIES_MAX },
+  'snapshot-segments': { kind: 'integer', help: `cluster-wide: archive a state snapshot every N segments (default ${SNAPSHOT_SEGMENTS_DEFAULT})`, min: 1 },
+  'archive-delay-entries': { kind: 'integer', help: 'archive a segment only once the commit index is this many entries past its end', default: NODE_ARCHIVE_DEFAULTS.delayEntries, min: 0 },
+  'archive-delay': { kind: 'duration', help: 'archive a segment only once it has been committed this long', default: formatDuration(NODE_ARCHIVE_DEFAULTS.delayMs) },
+  'archive-interval': { kind: 'duration', help: 'how often the leader looks for segments to archive (0: no archiving on this node)', default: formatDuration(NODE_ARCHIVE_DEFAULTS.intervalMs) },
+  'prune-interval': { kind: 'duration', help: 'how often the archived, verified hot log is pruned (0: never; see `pangea prune-hot`)', default: formatDuration(NODE_ARCHIVE_DEFAULTS.pruneIntervalMs) },
+  'hot-retention': { kind: 'integer', help: 'log entries the hot log keeps whatever the archive holds', default: NODE_ARCHIVE_DEFAULTS.hotRetention, min: 0 },
+  'hot-quota-bytes': { kind: 'bytes', help: 'hot-log size at which writes are refused with 503, e.g. 8GiB (0: no quota)', default: String(NODE_ARCHIVE_DEFAULTS.hotQuotaBytes) },
+  checkpoint: { kind: 'strings', help: 'trusted chain value INDEX:HASH (64 hex digits) archive reads are checked against (repeatable)', default: [], parse: (v: string[], what: string) => parseCheckpoints(v, what) },
+  'restore-from': { kind: 'string', help: 'bootstrap a new cluster from this archive URL (not with --join)', parse: (v: string, what: string) => checkArchiveUrl(v, what) },
+  'restore-index': { kind: 'integer', help: 'restore the state at this log index (default: the latest the archive holds)', min: 1 },
+  'blocksync-cold-reads-max': { kind: 'integer', help: 'archive reads served to catching-up peers at once', default: NODE_ARCHIVE_DEFAULTS.coldReadsMax, min: 1 },
+  'blocksync-queue-max': { kind: 'integer', help: 'archive read requests queued before peers are told to retry', default: NODE_ARCHIVE_DEFAULTS.coldQueueMax, min: 1 },
+  'blocksync-timeout': { kind: 'duration', help: 'how long a catch-up request may take', default: formatDuration(NODE_ARCHIVE_DEFAULTS.blocksyncTimeoutMs), min: 1 },
+} as const satisfies Record<string, SettingRow>;
+
+export type ConfigKey = keyof typeof SERVE_SETTINGS;
+export const CONFIG_KEYS = Object.keys(SERVE_SETTINGS) as ConfigKey[];
+
+/** The keys that have a default (the others are unset unless given). */
+type DefaultedKey = { [K in ConfigKey]: (typeof SERVE_SETTINGS)[K] extends { readonly default: unknown } ? K : never }[ConfigKey];
+
+/** Each defaulted key's value when neither the command line nor the config file sets it. */
+export const SERVE_DEFAULTS: ConfigValues = Object.fromEntries(
+  Object.entries(SERVE_SETTINGS as Record<string, SettingRow>).flatMap(([key, row]) => (row.default === undefined ? [] : [[key, row.default]])),
+);
 
 /** Settings by key: as oclif parsed the typed flags, or as a config file holds them. */
 export type ConfigValues = Partial<Record<ConfigKey, unknown>>;
@@ -154,6 +189,15 @@ export function checkMultiaddr(text: string, what: string): string {
   return text;
 }
 
+function checkMultiaddrs(texts: string[], what: string): string[] {
+  return texts.map((a) => checkMultiaddr(a, what));
+}
+
+function checkLogLevel(text: string, what: string): LogLevel {
+  if (!isLogLevel(text)) throw new Error(`${what} must be debug, info, warn or error, not ${JSON.stringify(text)}`);
+  return text;
+}
+
 export interface HostPort {
   readonly host: string;
   readonly port: number;
@@ -185,28 +229,6 @@ export function parseHostPort(value: string, flag: string): HostPort {
   return { host: (m[1] ?? m[2])!, port };
 }
 
-/** Each defaulted key's value when neither the command line nor the config file sets it,
- *  written as on the command line (the flags show them in `--help`). Other keys stay unset. */
-export const SERVE_DEFAULTS = {
-  'data-dir': './pangea-data',
-  'http-listen': '127.0.0.1:7070',
-  'p2p-listen': ['/ip4/127.0.0.1/udp/7071/quic-v1', '/ip4/127.0.0.1/tcp/7071'],
-  'force-new-cluster': false,
-  'max-value-bytes': maxValueBytesDefault,
-  'max-request-bytes': maxRequestBytesDefault,
-  'max-txn-ops': maxTxnOpsDefault,
-  'log-level': 'info',
-  'archive-delay-entries': NODE_ARCHIVE_DEFAULTS.delayEntries,
-  'archive-delay': formatDuration(NODE_ARCHIVE_DEFAULTS.delayMs),
-  'archive-interval': formatDuration(NODE_ARCHIVE_DEFAULTS.intervalMs),
-  'prune-interval': formatDuration(NODE_ARCHIVE_DEFAULTS.pruneIntervalMs),
-  'hot-retention': NODE_ARCHIVE_DEFAULTS.hotRetention,
-  'hot-quota-bytes': String(NODE_ARCHIVE_DEFAULTS.hotQuotaBytes),
-  checkpoint: [],
-  'blocksync-cold-reads-max': NODE_ARCHIVE_DEFAULTS.coldReadsMax,
-  'blocksync-queue-max': NODE_ARCHIVE_DEFAULTS.coldQueueMax,
-  'blocksync-timeout': formatDuration(NODE_ARCHIVE_DEFAULTS.blocksyncTimeoutMs),
-} as const satisfies ConfigValues;
 
 /** Reads a config file: a JSON object of known keys. Values are checked by resolveServeOptions. */
 export function loadConfigFile(path: string): ConfigFile {
@@ -230,75 +252,73 @@ export interface ServeSources {
   readonly file?: ConfigFile | undefined;
 }
 
+/** The value of a setting of row `R`: its parser's result, else its kind's own type. */
+type KindValue<R> = R extends { readonly kind: 'strings' } ? string[]
+  : R extends { readonly kind: 'boolean' } ? boolean
+  : R extends { readonly kind: 'integer' | 'duration' | 'bytes' } ? number
+  : string;
+type RowValue<R> = R extends { readonly parse: (...args: never[]) => infer T } ? T : KindValue<R>;
 /** A value as the caller gets it: always there for keys with a default. */
-type Setting<K extends ConfigKey, T> = K extends keyof typeof SERVE_DEFAULTS ? T : T | undefined;
+type Setting<K extends ConfigKey> = K extends DefaultedKey ? RowValue<(typeof SERVE_SETTINGS)[K]> : RowValue<(typeof SERVE_SETTINGS)[K]> | undefined;
 
-/** Reads each key from the winning source, checks its type, and names it in errors as the
- *  source spells it (`--key`, or `config file PATH: "key"`). */
+/** Reads each key from the winning source, checks it by its row, and names it in errors as
+ *  the source spells it (`--key`, or `config file PATH: "key"`). */
 class SettingsReader {
-  private readonly read = new Set<ConfigKey>();
-
   constructor(private readonly sources: ServeSources) {}
 
   private lookup(key: ConfigKey): { value: unknown; what: string } | undefined {
-    this.read.add(key);
     const flag = this.sources.flags[key];
     if (flag !== undefined) return { value: flag, what: `--${key}` };
     const file = this.sources.file;
     const inFile = file?.values[key];
     if (file !== undefined && inFile !== undefined && inFile !== null) return { value: inFile, what: `config file ${file.path}: "${key}"` };
-    const fallback = (SERVE_DEFAULTS as ConfigValues)[key];
+    const fallback = SERVE_DEFAULTS[key];
     return fallback === undefined ? undefined : { value: fallback, what: `--${key}` };
   }
 
-  /** `parse(value, what)` on the key's value when it is set and of the expected JSON type. */
-  private typed<K extends ConfigKey, V, T>(key: K, type: string, ok: (v: unknown) => v is V, parse: (v: V, what: string) => T): Setting<K, T> {
+  get<K extends ConfigKey>(key: K): Setting<K> {
+    const row: SettingRow = SERVE_SETTINGS[key];
     const got = this.lookup(key);
-    if (got === undefined) return undefined as Setting<K, T>;
-    if (!ok(got.value)) throw new Error(`${got.what} must be ${type}, not ${JSON.stringify(got.value)}`);
-    return parse(got.value, got.what) as Setting<K, T>;
+    if (got === undefined) return undefined as Setting<K>;
+    const value = checkKind(row, got.value, got.what);
+    return (row.parse === undefined ? value : (row.parse as (v: unknown, what: string) => unknown)(value, got.what)) as Setting<K>;
   }
+}
 
-  string<K extends ConfigKey, T = string>(key: K, parse: (v: string, what: string) => T = (v) => v as T): Setting<K, T> {
-    return this.typed(key, 'a string', isString, (v, what) => {
+/** A setting's value checked against its row's kind and bounds (durations and byte counts
+ *  turned into numbers). */
+function checkKind(row: SettingRow, v: unknown, what: string): unknown {
+  const wrongType = (type: string): Error => new Error(`${what} must be ${type}, not ${JSON.stringify(v)}`);
+  switch (row.kind) {
+    case 'string':
+      if (!isString(v)) throw wrongType('a string');
       if (v === '') throw new Error(`${what} must not be empty`);
-      return parse(v, what);
-    });
-  }
-
-  strings<K extends ConfigKey, T = string[]>(key: K, parse: (v: string[], what: string) => T = (v) => v as T): Setting<K, T> {
-    return this.typed(key, 'an array of strings', (v): v is string[] => Array.isArray(v) && v.every(isString), parse);
-  }
-
-  boolean<K extends ConfigKey>(key: K): Setting<K, boolean> {
-    return this.typed(key, 'true or false', (v): v is boolean => typeof v === 'boolean', (v) => v);
-  }
-
-  integer<K extends ConfigKey>(key: K, min: number, max = Number.MAX_SAFE_INTEGER): Setting<K, number> {
-    return this.typed(key, 'an integer', (v): v is number => Number.isSafeInteger(v), (v, what) => {
-      if (v < min || v > max) throw new Error(`${what} must be ${max === Number.MAX_SAFE_INTEGER ? `at least ${min}` : `from ${min} to ${max}`}, not ${v}`);
       return v;
-    });
-  }
-
-  /** Durations are strings in a config file too: a bare number has no unit. */
-  duration<K extends ConfigKey>(key: K, minMs = 0): Setting<K, number> {
-    return this.typed(key, 'a duration string like "30s" or "5m"', isString, (v, what) => {
+    case 'strings':
+      if (!Array.isArray(v) || !v.every(isString)) throw wrongType('an array of strings');
+      return v;
+    case 'boolean':
+      if (typeof v !== 'boolean') throw wrongType('true or false');
+      return v;
+    case 'integer': {
+      if (!Number.isSafeInteger(v)) throw wrongType('an integer');
+      const n = v as number;
+      const min = row.min ?? 0;
+      const max = row.max ?? Number.MAX_SAFE_INTEGER;
+      if (n < min || n > max) throw new Error(`${what} must be ${max === Number.MAX_SAFE_INTEGER ? `at least ${min}` : `from ${min} to ${max}`}, not ${n}`);
+      return n;
+    }
+    case 'duration': {
+      // Durations are strings in a config file too: a bare number has no unit.
+      if (!isString(v)) throw wrongType('a duration string like "30s" or "5m"');
       const ms = parseDuration(v, what);
-      if (ms < minMs) throw new Error(`${what} must be at least ${formatDuration(minMs)}, not ${JSON.stringify(v)}`);
+      const min = row.min ?? 0;
+      if (ms < min) throw new Error(`${what} must be at least ${formatDuration(min)}, not ${JSON.stringify(v)}`);
       return ms;
-    });
-  }
-
-  bytes<K extends ConfigKey>(key: K): Setting<K, number> {
-    return this.typed(key, 'a byte count like 1073741824 or "8GiB"', (v): v is number | string => isString(v) || typeof v === 'number', parseByteSize);
-  }
-
-  /** Asserts every key was read: a key added to CONFIG_KEYS but not to resolveServeOptions
-   *  would otherwise be accepted and ignored. */
-  assertAllRead(): void {
-    const unread = CONFIG_KEYS.filter((k) => !this.read.has(k));
-    if (unread.length > 0) throw new Error(`bug: resolveServeOptions ignores ${unread.join(', ')}`);
+    }
+    case 'bytes':
+      if (!isString(v) && typeof v !== 'number') throw wrongType('a byte count like 1073741824 or "8GiB"');
+      return parseByteSize(v, what);
   }
 }
 
@@ -314,45 +334,39 @@ function isString(v: unknown): v is string {
  */
 export function resolveServeOptions(sources: ServeSources): ServeOptions {
   const s = new SettingsReader(sources);
-  const logLevel = s.string('log-level', (v, what) => {
-    if (!isLogLevel(v)) throw new Error(`${what} must be debug, info, warn or error, not ${JSON.stringify(v)}`);
-    return v;
-  });
-  const multiaddrs = (v: string[], what: string): string[] => v.map((a) => checkMultiaddr(a, what));
   const options: ServeOptions = {
-    dataDir: s.string('data-dir'),
-    httpListen: s.string('http-listen', parseHostPort),
-    p2pListen: s.strings('p2p-listen', multiaddrs),
-    join: s.string('join', checkHttpUrl),
-    metricsListen: s.string('metrics-listen', parseHostPort),
-    advertiseHttp: s.string('advertise-http', checkHttpUrl),
-    advertiseP2p: s.strings('advertise-p2p', multiaddrs),
-    adminTokenFile: s.string('admin-token-file'),
-    forceNewCluster: s.boolean('force-new-cluster'),
-    maxValueBytes: s.integer('max-value-bytes', 0),
-    maxRequestBytes: s.integer('max-request-bytes', 1),
-    maxTxnOps: s.integer('max-txn-ops', 1),
-    logLevel,
+    dataDir: s.get('data-dir'),
+    httpListen: s.get('http-listen'),
+    p2pListen: s.get('p2p-listen'),
+    join: s.get('join'),
+    metricsListen: s.get('metrics-listen'),
+    advertiseHttp: s.get('advertise-http'),
+    advertiseP2p: s.get('advertise-p2p'),
+    adminTokenFile: s.get('admin-token-file'),
+    forceNewCluster: s.get('force-new-cluster'),
+    maxValueBytes: s.get('max-value-bytes'),
+    maxRequestBytes: s.get('max-request-bytes'),
+    maxTxnOps: s.get('max-txn-ops'),
+    logLevel: s.get('log-level'),
     archive: {
-      url: s.string('archive-url', checkArchiveUrl),
-      keyFile: s.string('archive-key-file'),
-      segmentEntries: s.integer('segment-entries', 1, SEGMENT_ENTRIES_MAX),
-      snapshotSegments: s.integer('snapshot-segments', 1),
-      delayEntries: s.integer('archive-delay-entries', 0),
-      delayMs: s.duration('archive-delay'),
-      intervalMs: s.duration('archive-interval'),
-      pruneIntervalMs: s.duration('prune-interval'),
-      hotRetention: s.integer('hot-retention', 0),
-      hotQuotaBytes: s.bytes('hot-quota-bytes'),
-      checkpoints: s.strings('checkpoint', parseCheckpoints),
-      restoreFrom: s.string('restore-from', checkArchiveUrl),
-      restoreIndex: s.integer('restore-index', 1),
-      coldReadsMax: s.integer('blocksync-cold-reads-max', 1),
-      coldQueueMax: s.integer('blocksync-queue-max', 1),
-      blocksyncTimeoutMs: s.duration('blocksync-timeout', 1),
+      url: s.get('archive-url'),
+      keyFile: s.get('archive-key-file'),
+      segmentEntries: s.get('segment-entries'),
+      snapshotSegments: s.get('snapshot-segments'),
+      delayEntries: s.get('archive-delay-entries'),
+      delayMs: s.get('archive-delay'),
+      intervalMs: s.get('archive-interval'),
+      pruneIntervalMs: s.get('prune-interval'),
+      hotRetention: s.get('hot-retention'),
+      hotQuotaBytes: s.get('hot-quota-bytes'),
+      checkpoints: s.get('checkpoint'),
+      restoreFrom: s.get('restore-from'),
+      restoreIndex: s.get('restore-index'),
+      coldReadsMax: s.get('blocksync-cold-reads-max'),
+      coldQueueMax: s.get('blocksync-queue-max'),
+      blocksyncTimeoutMs: s.get('blocksync-timeout'),
     },
-  };
-  s.assertAllRead();
+  } satisfies Record<keyof ServeOptions, unknown>;
   if (options.archive.restoreFrom !== undefined && options.join !== undefined) {
     throw new Error('--restore-from and --join exclude each other: a restore bootstraps a new cluster, a join enters an existing one');
   }

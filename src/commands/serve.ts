@@ -1,9 +1,24 @@
-import { Command, Flags } from '@oclif/core';
+import { Command, Flags, type Interfaces } from '@oclif/core';
 import type { RunningServer, ServeOptions } from '../server.js';
-import { SEGMENT_ENTRIES_DEFAULT, SEGMENT_ENTRIES_MAX, SNAPSHOT_SEGMENTS_DEFAULT } from '../archive/options.js';
-import { SERVE_DEFAULTS, checkServeFiles, formatServeOptions, loadConfigFile, resolveServeOptions } from '../config.js';
+import { CONFIG_KEYS, SERVE_SETTINGS, checkServeFiles, formatServeOptions, loadConfigFile, resolveServeOptions, type SettingRow } from '../config.js';
 
-const d = SERVE_DEFAULTS;
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- oclif's own type for a command's flags
+type FlagDef = Interfaces.Flag<any>;
+
+/** A setting's flag, from its row (config.ts): its type, `--help` line and default. */
+function flagOf(row: SettingRow): FlagDef {
+  const d = row.default;
+  switch (row.kind) {
+    case 'boolean':
+      return Flags.boolean({ description: row.help, ...(typeof d === 'boolean' ? { default: d } : {}) });
+    case 'integer':
+      return Flags.integer({ description: row.help, ...(typeof d === 'number' ? { default: d } : {}) });
+    case 'strings':
+      return Flags.string({ description: row.help, multiple: true, ...(Array.isArray(d) && d.length > 0 ? { default: [...(d as string[])] } : {}) });
+    default:
+      return Flags.string({ description: row.help, ...(typeof d === 'string' ? { default: d } : {}) });
+  }
+}
 
 /** How long a signalled node may take to stop before it exits anyway. */
 const STOP_DEADLINE_MS = 8000;
@@ -27,38 +42,10 @@ when the cluster is bootstrapped and ignored afterwards.`;
     '<%= config.bin %> serve --config pangea.json --dry-run',
   ];
 
-  static override flags = {
-    'data-dir': Flags.string({ description: 'where the node keeps its LMDB files and identity', default: d['data-dir'] }),
-    'http-listen': Flags.string({ description: 'HOST:PORT of the client API (port 0: any free port)', default: d['http-listen'] }),
-    'p2p-listen': Flags.string({ description: 'libp2p listen multiaddr (repeatable)', multiple: true, default: [...d['p2p-listen']] }),
-    join: Flags.string({ description: 'HTTP URL of any member of the cluster to join (ignored on an existing data dir)' }),
+  static override flags: Interfaces.FlagInput = {
+    ...Object.fromEntries(CONFIG_KEYS.map((key) => [key, flagOf(SERVE_SETTINGS[key])])),
     config: Flags.string({ description: 'JSON config file; flags given on the command line override it' }),
     'dry-run': Flags.boolean({ description: 'check the settings and the files they name, print them as JSON and exit (exit 2 on a problem)', default: false }),
-    'metrics-listen': Flags.string({ description: 'HOST:PORT of a second listener for /healthz, /readyz and /metrics' }),
-    'advertise-http': Flags.string({ description: 'the HTTP URL peers and clients are told (for nodes listening on 0.0.0.0)' }),
-    'advertise-p2p': Flags.string({ description: 'a multiaddr peers are told (repeatable)', multiple: true }),
-    'admin-token-file': Flags.string({ description: 'file holding the bearer token membership changes require (and --join sends)' }),
-    'force-new-cluster': Flags.boolean({ description: 'disaster recovery: restart this data dir as a one-member cluster after a quorum is lost for good', default: d['force-new-cluster'] }),
-    'max-value-bytes': Flags.integer({ description: 'largest value accepted', default: d['max-value-bytes'] }),
-    'max-request-bytes': Flags.integer({ description: 'largest request body accepted', default: d['max-request-bytes'] }),
-    'max-txn-ops': Flags.integer({ description: 'most compares plus operations in one transaction', default: d['max-txn-ops'] }),
-    'log-level': Flags.string({ description: 'debug, info, warn or error', default: d['log-level'] }),
-    'archive-url': Flags.string({ description: 'cluster-wide: archive object store, file:///DIR or s3://BUCKET[/PREFIX][?region=..&endpoint=..&path_style=true] (default file://<data-dir>/archive)' }),
-    'archive-key-file': Flags.string({ description: 'archive encryption key file, see `pangea ces keygen` (default <data-dir>/archive.key, made at bootstrap)' }),
-    'segment-entries': Flags.integer({ description: `cluster-wide: log indexes per archived segment, 1..${SEGMENT_ENTRIES_MAX} (default ${SEGMENT_ENTRIES_DEFAULT})` }),
-    'snapshot-segments': Flags.integer({ description: `cluster-wide: archive a state snapshot every N segments (default ${SNAPSHOT_SEGMENTS_DEFAULT})` }),
-    'archive-delay-entries': Flags.integer({ description: 'archive a segment only once the commit index is this many entries past its end', default: d['archive-delay-entries'] }),
-    'archive-delay': Flags.string({ description: 'archive a segment only once it has been committed this long', default: d['archive-delay'] }),
-    'archive-interval': Flags.string({ description: 'how often the leader looks for segments to archive (0: no archiving on this node)', default: d['archive-interval'] }),
-    'prune-interval': Flags.string({ description: 'how often the archived, verified hot log is pruned (0: never; see `pangea prune-hot`)', default: d['prune-interval'] }),
-    'hot-retention': Flags.integer({ description: 'log entries the hot log keeps whatever the archive holds', default: d['hot-retention'] }),
-    'hot-quota-bytes': Flags.string({ description: 'hot-log size at which writes are refused with 503, e.g. 8GiB (0: no quota)', default: d['hot-quota-bytes'] }),
-    checkpoint: Flags.string({ description: 'trusted chain value INDEX:HASH (64 hex digits) archive reads are checked against (repeatable)', multiple: true }),
-    'restore-from': Flags.string({ description: 'bootstrap a new cluster from this archive URL (not with --join)' }),
-    'restore-index': Flags.integer({ description: 'restore the state at this log index (default: the latest the archive holds)' }),
-    'blocksync-cold-reads-max': Flags.integer({ description: 'archive reads served to catching-up peers at once', default: d['blocksync-cold-reads-max'] }),
-    'blocksync-queue-max': Flags.integer({ description: 'archive read requests queued before peers are told to retry', default: d['blocksync-queue-max'] }),
-    'blocksync-timeout': Flags.string({ description: 'how long a catch-up request may take', default: d['blocksync-timeout'] }),
   };
 
   async run(): Promise<void> {
