@@ -23,7 +23,7 @@
  */
 import type { SlotValue } from '../consensus/index.js';
 import { batchBytes, validateEnvelope } from '../consensus/index.js';
-import { chainAnswer, checkRange, vouched, vouchersFor, votersWhoVouch, type ChainAnswer } from './range-check.js';
+import { chainAnswer, checkRange, leaderNamedByMajority, vouched, vouchersFor, votersWhoVouch, type ChainAnswer } from './range-check.js';
 import type { PeerServices } from './peer-services.js';
 import { Packr } from 'msgpackr';
 import { PromText } from '../metrics.js';
@@ -156,6 +156,10 @@ export class Blocksync {
   /** Set by the core asking for a snapshot: peers' hot logs do not reach back here. */
   private wanted = false;
   private stopped = false;
+  /** The leader a majority of the voters named when last asked to vouch (range-check.ts
+   *  `leaderNamedByMajority`): trusted, and heard from, though this node's configuration may
+   *  not name it yet. */
+  private namedLeader: string | null = null;
   /** While catching up, a progress line at most this often. */
   private readonly progressDue = every(PROGRESS_LOG_INTERVAL_MS, () => this.now());
 
@@ -234,12 +238,12 @@ export class Blocksync {
 
   private isMember(peer: string): boolean {
     const m = this.host.members();
-    return m.voters.includes(peer) || m.learners.includes(peer) || peer === this.host.sponsor();
+    return m.voters.includes(peer) || m.learners.includes(peer) || this.trusted().includes(peer);
   }
 
   /** Whose word alone makes a range chosen. */
   private trusted(): string[] {
-    return [this.host.leader(), this.host.sponsor()].filter((p): p is string => p !== null);
+    return [...new Set([this.host.leader(), this.host.sponsor(), this.namedLeader].filter((p): p is string => p !== null))];
   }
 
   // ------------------------------------------------------------------------------------
@@ -344,10 +348,9 @@ export class Blocksync {
   /** Asks the voters (all at once) whether the range's end is the cluster's (`vouched`). */
   private async vouched(range: { lastIndex: number; chain: Uint8Array; through: number }, source: string): Promise<boolean> {
     const voters = votersWhoVouch(this.host.peerId, this.host.members());
-    const trusted = this.trusted();
     const answers = new Map<string, ChainAnswer | null>();
     await Promise.all(
-      vouchersFor(source, this.host.peerId, trusted, voters).map(async (v) => {
+      vouchersFor(source, this.host.peerId, this.trusted(), voters).map(async (v) => {
         try {
           const req = { v: 1, cluster: this.host.cluster, chainAt: range.lastIndex, through: range.through };
           const a = (await this.net.request(v, BLOCKSYNC_PROTOCOL, req, this.opts.timeoutMs)) as ChainAnswer | null;
@@ -357,7 +360,8 @@ export class Blocksync {
         }
       }),
     );
-    return vouched(range, source, trusted, voters, answers);
+    this.namedLeader = leaderNamedByMajority(voters, answers) ?? this.namedLeader;
+    return vouched(range, source, this.trusted(), voters, answers);
   }
 
   private async serve(body: unknown): Promise<RangeAnswer | ChainAnswer> {

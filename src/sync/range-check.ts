@@ -20,12 +20,13 @@ import { nextChain } from '../state/command.js';
 
 /** A node's word on the chain after `index`: the value (null if it has not applied that far
  *  or no longer holds it) and whether it holds no command after `index` up to slot
- *  `through` (null when it cannot tell). */
+ *  `through` (null when it cannot tell); and the leader it follows (or is), if any. */
 export interface ChainAnswer {
   readonly status: 'chain';
   readonly index: number;
   readonly chain: Uint8Array | null;
   readonly ends: boolean | null;
+  readonly leader?: string | null;
 }
 
 /** What a node needs to answer for its own chain (its state store). */
@@ -33,16 +34,35 @@ export interface ChainSource {
   applied(): { readonly slot: number; readonly index: number; readonly chain: Uint8Array };
   chainAt(index: number): Uint8Array | undefined;
   slotAt(index: number): number | undefined;
+  /** The leader this node follows (itself when it leads), if any. */
+  leader?(): string | null;
 }
 
 export function chainAnswer(src: ChainSource, index: number, through: number): ChainAnswer {
+  const leader = src.leader === undefined ? {} : { leader: src.leader() };
   const applied = src.applied();
-  if (index > applied.index) return { status: 'chain', index, chain: null, ends: null };
+  if (index > applied.index) return { status: 'chain', index, chain: null, ends: null, ...leader };
   const chain = index === applied.index ? applied.chain : (src.chainAt(index) ?? null);
-  if (chain === null) return { status: 'chain', index, chain: null, ends: null };
-  if (index === applied.index) return { status: 'chain', index, chain, ends: applied.slot >= through ? true : null };
+  if (chain === null) return { status: 'chain', index, chain: null, ends: null, ...leader };
+  if (index === applied.index) return { status: 'chain', index, chain, ends: applied.slot >= through ? true : null, ...leader };
   const next = src.slotAt(index + 1);
-  return { status: 'chain', index, chain, ends: next === undefined ? null : next > through };
+  return { status: 'chain', index, chain, ends: next === undefined ? null : next > through, ...leader };
+}
+
+/**
+ * The leader a majority of `voters` follow, by their answers: trusted as the leader this node
+ * follows is. A node whose configuration is old (it was down while the membership changed)
+ * may not know the cluster's leader, and its voters may have pruned every chain value it
+ * needs vouched for; they still know whom they follow. Null when no majority agrees.
+ */
+export function leaderNamedByMajority(voters: readonly string[], answers: ReadonlyMap<string, ChainAnswer | null>): string | null {
+  const count = new Map<string, number>();
+  for (const v of voters) {
+    const leader = answers.get(v)?.leader;
+    if (typeof leader === 'string') count.set(leader, (count.get(leader) ?? 0) + 1);
+  }
+  for (const [leader, n] of count) if (n >= Math.floor(voters.length / 2) + 1) return leader;
+  return null;
 }
 
 export type RangeVerdict =

@@ -39,7 +39,7 @@ import { openMemoryEnv, type MemoryRoot } from '../../src/storage/memory-env.js'
 import { ControlledLog, MemoryLogStore } from '../../src/log/memory.js';
 import type { StoreEnv } from '../../src/storage/env.js';
 import { decodeAppCommand, encodeAppCommand, nextChain, type ApplyResult, type KvOp } from '../../src/state/command.js';
-import { chainAnswer, checkRange, vouched, vouchersFor, votersWhoVouch, type ChainAnswer, type ChainSource } from '../../src/sync/range-check.js';
+import { chainAnswer, checkRange, leaderNamedByMajority, vouched, vouchersFor, votersWhoVouch, type ChainAnswer, type ChainSource } from '../../src/sync/range-check.js';
 import { LmdbStateStore } from '../../src/state/kv.js';
 import { EventHeap } from './heap.js';
 import { checkLinearizable, kvModel, type KvOutput, type Operation } from './linearizability.js';
@@ -810,8 +810,11 @@ export class World {
     for (const v of vouchersFor(source, node.id, trusted, voters)) {
       const n = this.nodes.get(v);
       const up = n !== undefined && n.alive && n.state !== null && n.pausedUntil <= this.now && this.connected(node.id, v) && this.connected(v, node.id);
-      answers.set(v, up ? chainAnswer(chainSource(n.state!), range.lastIndex, range.through) : null);
+      answers.set(v, up ? chainAnswer({ ...chainSource(n.state!), leader: () => n.replica.currentLeader }, range.lastIndex, range.through) : null);
     }
+    // As block sync: the leader a majority of the voters follow is trusted too.
+    const named = leaderNamedByMajority(voters, answers);
+    if (named !== null && !trusted.includes(named)) trusted.push(named);
     return vouched(range, source, trusted, voters, answers);
   }
 
@@ -958,7 +961,14 @@ export class World {
     const ahead = [...this.nodes.values()].reduce((a, b) => (b.alive && b.replica.commit.slot > a.replica.commit.slot ? b : a), node);
     const { voters } = ahead.replica.latestConfig;
     const sole = voters.length === 1 ? voters[0] : null;
-    const rogues = live.filter((p) => p !== node && p.id !== node.replica.currentLeader && p.id !== node.sponsor && p.id !== sole && this.connected(p.id, node.id));
+    // Nor the leader a majority of the node's voters follow: block sync trusts it too.
+    const followed = new Map<string, ChainAnswer>();
+    for (const v of node.replica.latestConfig.voters) {
+      const n = this.nodes.get(v);
+      if (n?.alive) followed.set(v, { status: 'chain', index: 0, chain: null, ends: null, leader: n.replica.currentLeader });
+    }
+    const named = leaderNamedByMajority(node.replica.latestConfig.voters, followed);
+    const rogues = live.filter((p) => p !== node && p.id !== node.replica.currentLeader && p.id !== node.sponsor && p.id !== sole && p.id !== named && this.connected(p.id, node.id));
     // Often a voter of the node's own configuration, whose word counts there.
     const voting = rogues.filter((p) => node.replica.latestConfig.voters.includes(p.id));
     if (rogues.length > 0) this.learnRange(node, r.pick(voting.length > 0 && r.chance(0.5) ? voting : rogues), true);

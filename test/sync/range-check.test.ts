@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { Command, SlotValue } from '../../src/consensus/index.js';
 import { nextChain } from '../../src/state/command.js';
-import { chainAnswer, checkRange, votersWhoVouch, vouched, type ChainAnswer, type ChainSource } from '../../src/sync/range-check.js';
+import { chainAnswer, checkRange, leaderNamedByMajority, votersWhoVouch, vouched, type ChainAnswer, type ChainSource } from '../../src/sync/range-check.js';
 
 const enc = new TextEncoder();
 const cmd = (s: string): Command => ({ kind: 'app', data: enc.encode(s) });
@@ -146,4 +146,22 @@ test('a trusted node that answers otherwise vetoes a majority', () => {
   assert.ok(t.ok);
   assert.equal(vouched(t, 'f', ['s'], ['f'], new Map([['s', chainAnswer(voter(6), 3, 4)]])), false);
   assert.equal(vouched(t, 'f', ['s'], ['f'], new Map([['s', chainAnswer(voter(2), 3, 4)]])), true, 'a sponsor that cannot tell vetoes nothing');
+});
+
+test('the leader a majority of the voters follow is named; a minority names no one (seed 550: voters that pruned every chain value a node needs still know whom they follow)', () => {
+  const follows = (leader: string | null): ChainAnswer => ({ status: 'chain', index: 3, chain: null, ends: null, leader });
+  const voters = ['a', 'b', 'c', 'd', 'e'];
+  const answers = new Map<string, ChainAnswer | null>([
+    ['a', follows('l')],
+    ['b', follows('l')],
+    ['c', follows('l')],
+    ['d', follows('x')],
+    ['e', null],
+  ]);
+  assert.equal(leaderNamedByMajority(voters, answers), 'l');
+  answers.set('c', follows(null));
+  assert.equal(leaderNamedByMajority(voters, answers), null, 'two of five');
+  answers.set('z', follows('l'));
+  assert.equal(leaderNamedByMajority(voters, answers), null, 'a non-voter\'s word does not count');
+  assert.equal(chainAnswer({ ...voter(6), leader: () => 'l' }, 3, 4).leader, 'l');
 });
