@@ -191,6 +191,7 @@ export async function startServer(opts: ServeOptions, hooks: ServerHooks = {}): 
       checkpoints: opts.archive.checkpoints,
       members: () => node!.latestConfig,
       leader: () => node!.leader,
+      liveLeader: () => node!.liveLeader,
       sponsor: () => sponsor,
     },
     transport,

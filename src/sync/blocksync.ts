@@ -84,6 +84,10 @@ export interface BlocksyncHost {
   members(): { readonly voters: readonly string[]; readonly learners: readonly string[] };
   /** The leader this node follows now, if any. */
   leader(): string | null;
+  /** The leader it follows and heard from within an election timeout (itself when it
+   *  leads), while it is a voter of its own newest configuration: what it tells a peer
+   *  asking whom the voters follow. */
+  liveLeader(): string | null;
   /** While this node joins, the member it joined through (the operator named it): trusted
    *  as the leader is, since this node's configuration may name only voters long gone. */
   sponsor(): string | null;
@@ -157,9 +161,10 @@ export class Blocksync {
   private wanted = false;
   private stopped = false;
   /** The leader a majority of the voters named when last asked to vouch (range-check.ts
-   *  `leaderNamedByMajority`): trusted, and heard from, though this node's configuration may
-   *  not name it yet. */
-  private namedLeader: string | null = null;
+   *  `leaderNamedByMajority`), and until when: heard from and asked for ranges though this
+   *  node's configuration may not name it yet. Not trusted: each of its ranges is vouched
+   *  for by the voters' answers of that round. */
+  private named: { peer: string; until: number } | null = null;
   /** While catching up, a progress line at most this often. */
   private readonly progressDue = every(PROGRESS_LOG_INTERVAL_MS, () => this.now());
 
@@ -238,12 +243,16 @@ export class Blocksync {
 
   private isMember(peer: string): boolean {
     const m = this.host.members();
-    return m.voters.includes(peer) || m.learners.includes(peer) || this.trusted().includes(peer);
+    return m.voters.includes(peer) || m.learners.includes(peer) || this.trusted().includes(peer) || peer === this.namedLeader();
   }
 
   /** Whose word alone makes a range chosen. */
   private trusted(): string[] {
-    return [...new Set([this.host.leader(), this.host.sponsor(), this.namedLeader].filter((p): p is string => p !== null))];
+    return [this.host.leader(), this.host.sponsor()].filter((p): p is string => p !== null);
+  }
+
+  private namedLeader(): string | null {
+    return this.named !== null && this.named.until > this.now() ? this.named.peer : null;
   }
 
   // ------------------------------------------------------------------------------------
@@ -266,13 +275,14 @@ export class Blocksync {
     // logs and cold reads,
     // whose ranges need a majority of voters to vouch (a peer whose range was not vouched for
     // is passed over for a while, so a pruned-past majority does not stall the catch-up).
-    const trusted = this.trusted();
+    // (The leader the voters last named is asked as the leader is; its ranges are vouched for.)
+    const preferred = [...this.trusted(), this.namedLeader()];
     const now = this.now();
     const usable = ahead.filter(([id]) => (this.unvouchedUntil.get(id) ?? 0) <= now);
     const hot = usable.filter(([, p]) => p.hotFirstSlot <= from);
-    const leaderHot = hot.filter(([id]) => trusted.includes(id));
+    const leaderHot = hot.filter(([id]) => preferred.includes(id));
     const cold = leaderHot.length === 0 ? this.host.cold() : null;
-    const leaderCold = usable.filter(([id, p]) => trusted.includes(id) && p.cold);
+    const leaderCold = usable.filter(([id, p]) => preferred.includes(id) && p.cold);
     const others = hot.length > 0 ? hot : usable.filter(([, p]) => p.cold);
     const pool = leaderHot.length > 0 ? leaderHot : leaderCold.length > 0 ? leaderCold : others;
     if (cold === null && pool.length === 0) return;
@@ -321,6 +331,7 @@ export class Blocksync {
       if (range.why === 'checkpoint') this.stats.checkpointMismatches++;
       else if (range.why === 'chain') this.stats.chainMismatches++;
       else this.stats.failures++;
+      this.passOver(peer);
       return;
     }
     // This node's own archive reads need no voucher; a checkpoint on the way pins the slots
@@ -329,7 +340,7 @@ export class Blocksync {
     if (take.length === 0 && peer !== null && (await this.vouched(range, peer))) take = values;
     if (take.length === 0) {
       this.stats.chainUnvouched++;
-      if (peer !== null) this.unvouchedUntil.set(peer, this.now() + ANNOUNCE_STALE_MS);
+      this.passOver(peer);
       return;
     }
     if (this.stopped) return;
@@ -340,6 +351,14 @@ export class Blocksync {
     if (this.progressDue()) {
       this.logger.info('catching up through block sync', { index: range.lastIndex, peersBest: this.peerBestIndex(), source: ok.source, from: peer });
     }
+  }
+
+  /** A peer whose range failed its check or was not vouched for is passed over a while
+   *  (and named leader no more). */
+  private passOver(peer: string | null): void {
+    if (peer === null) return;
+    this.unvouchedUntil.set(peer, this.now() + ANNOUNCE_STALE_MS);
+    if (this.named?.peer === peer) this.named = null;
   }
 
   // ------------------------------------------------------------------------------------
@@ -360,7 +379,8 @@ export class Blocksync {
         }
       }),
     );
-    this.namedLeader = leaderNamedByMajority(voters, answers) ?? this.namedLeader;
+    const named = leaderNamedByMajority(voters, answers);
+    if (named !== null) this.named = { peer: named, until: this.now() + ANNOUNCE_STALE_MS };
     return vouched(range, source, this.trusted(), voters, answers);
   }
 

@@ -34,12 +34,13 @@ export interface ChainSource {
   applied(): { readonly slot: number; readonly index: number; readonly chain: Uint8Array };
   chainAt(index: number): Uint8Array | undefined;
   slotAt(index: number): number | undefined;
-  /** The leader this node follows (itself when it leads), if any. */
-  leader?(): string | null;
+  /** The leader this node follows and heard from within an election timeout (itself when
+   *  it leads), while it is a voter of its own newest configuration; else null. */
+  liveLeader?(): string | null;
 }
 
 export function chainAnswer(src: ChainSource, index: number, through: number): ChainAnswer {
-  const leader = src.leader === undefined ? {} : { leader: src.leader() };
+  const leader = src.liveLeader === undefined ? {} : { leader: src.liveLeader() };
   const applied = src.applied();
   if (index > applied.index) return { status: 'chain', index, chain: null, ends: null, ...leader };
   const chain = index === applied.index ? applied.chain : (src.chainAt(index) ?? null);
@@ -50,10 +51,11 @@ export function chainAnswer(src: ChainSource, index: number, through: number): C
 }
 
 /**
- * The leader a majority of `voters` follow, by their answers: trusted as the leader this node
- * follows is. A node whose configuration is old (it was down while the membership changed)
- * may not know the cluster's leader, and its voters may have pruned every chain value it
- * needs vouched for; they still know whom they follow. Null when no majority agrees.
+ * The leader a majority of `voters` follow now, by their answers (each names the live leader
+ * it follows while it is a voter of its own newest configuration). A node whose configuration
+ * is old (it was down while the membership changed) may not know the cluster's leader, and
+ * its voters may have pruned every chain value it needs vouched for; they still know whom
+ * they follow. Null when no majority agrees.
  */
 export function leaderNamedByMajority(voters: readonly string[], answers: ReadonlyMap<string, ChainAnswer | null>): string | null {
   const count = new Map<string, number>();
@@ -117,7 +119,9 @@ export function checkRange(
 /**
  * Is the range's end the cluster's? Yes when a trusted node vouches for it (the leader this
  * node follows; the member it joined through, while it joins: its configuration may name
- * only voters long gone), or a majority of the voters do: each voucher's answer must give the
+ * only voters long gone), or the source is the leader a majority of the voters follow (in
+ * this round of answers, and no answering voter holds another chain value or a command after
+ * `lastIndex`), or a majority of the voters vouch: each voucher's answer must give the
  * same chain value at `lastIndex` and `ends: true`. `source` (the peer that served the range)
  * vouches by serving it. Voters that have not applied that far, pruned it, or did not answer
  * (absent from `answers`) do not count. A trusted node that answers otherwise (another chain
@@ -142,6 +146,13 @@ export function vouched(
     if (a.chain instanceof Uint8Array && Buffer.compare(a.chain, range.chain) === 0) agree.add(v);
   }
   if (trusted.some((t) => agree.has(t))) return true;
+  if (source === leaderNamedByMajority(voters, answers)) {
+    const contradicted = voters.some((v) => {
+      const a = answers.get(v);
+      return a != null && a.index === range.lastIndex && a.chain instanceof Uint8Array && (Buffer.compare(a.chain, range.chain) !== 0 || a.ends === false);
+    });
+    if (!contradicted) return true;
+  }
   return voters.length > 0 && voters.filter((v) => agree.has(v)).length >= Math.floor(voters.length / 2) + 1;
 }
 

@@ -63,6 +63,7 @@ function fullHost(peerId: string, members: () => { voters: string[]; learners: s
     checkpoints: new Map(),
     members,
     leader,
+    liveLeader: leader,
     sponsor: () => null,
   };
 }
@@ -91,6 +92,7 @@ function laggingHost(peerId: string, members: () => { voters: string[]; learners
     checkpoints: new Map(),
     members,
     leader,
+    liveLeader: leader,
     sponsor: () => null,
   };
   return { host, learned };

@@ -810,11 +810,8 @@ export class World {
     for (const v of vouchersFor(source, node.id, trusted, voters)) {
       const n = this.nodes.get(v);
       const up = n !== undefined && n.alive && n.state !== null && n.pausedUntil <= this.now && this.connected(node.id, v) && this.connected(v, node.id);
-      answers.set(v, up ? chainAnswer({ ...chainSource(n.state!), leader: () => n.replica.currentLeader }, range.lastIndex, range.through) : null);
+      answers.set(v, up ? chainAnswer({ ...chainSource(n.state!), liveLeader: () => liveLeader(n) }, range.lastIndex, range.through) : null);
     }
-    // As block sync: the leader a majority of the voters follow is trusted too.
-    const named = leaderNamedByMajority(voters, answers);
-    if (named !== null && !trusted.includes(named)) trusted.push(named);
     return vouched(range, source, trusted, voters, answers);
   }
 
@@ -965,10 +962,14 @@ export class World {
     const followed = new Map<string, ChainAnswer>();
     for (const v of node.replica.latestConfig.voters) {
       const n = this.nodes.get(v);
-      if (n?.alive) followed.set(v, { status: 'chain', index: 0, chain: null, ends: null, leader: n.replica.currentLeader });
+      if (n?.alive) followed.set(v, { status: 'chain', index: 0, chain: null, ends: null, leader: liveLeader(n) });
     }
     const named = leaderNamedByMajority(node.replica.latestConfig.voters, followed);
-    const rogues = live.filter((p) => p !== node && p.id !== node.replica.currentLeader && p.id !== node.sponsor && p.id !== sole && p.id !== named && this.connected(p.id, node.id));
+    // Nor the sole voter of the node's own configuration (a learner of a one-voter cluster):
+    // as far as the node can know, its word is the cluster's.
+    const own = votersWhoVouch(node.id, node.replica.latestConfig);
+    const alone = own.length === 1 ? own[0] : null;
+    const rogues = live.filter((p) => p !== node && p.id !== node.replica.currentLeader && p.id !== node.sponsor && p.id !== sole && p.id !== alone && p.id !== named && this.connected(p.id, node.id));
     // Often a voter of the node's own configuration, whose word counts there.
     const voting = rogues.filter((p) => node.replica.latestConfig.voters.includes(p.id));
     if (rogues.length > 0) this.learnRange(node, r.pick(voting.length > 0 && r.chance(0.5) ? voting : rogues), true);
@@ -1378,6 +1379,13 @@ function garbage(r: Rng, cluster: string, to: NodeId, ids: NodeId[]): unknown {
     default:
       return { cluster, from, to, msg: { type: 'promise', ballot: { round: 1, leader: to }, commit: 'x', compacted: 0, accepted: [] } };
   }
+}
+
+/** The leader a voter names to a peer asking whom it follows (as PangeaNode.liveLeader). */
+function liveLeader(n: SimNode): NodeId | null {
+  const r = n.replica;
+  if (!r.latestConfig.voters.includes(n.id) || r.currentLeader === null) return null;
+  return r.ticksSinceLeader <= ELECTION_TICKS ? r.currentLeader : null;
 }
 
 /** A state store as block sync's voucher reads it. */

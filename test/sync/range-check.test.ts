@@ -163,5 +163,26 @@ test('the leader a majority of the voters follow is named; a minority names no o
   assert.equal(leaderNamedByMajority(voters, answers), null, 'two of five');
   answers.set('z', follows('l'));
   assert.equal(leaderNamedByMajority(voters, answers), null, 'a non-voter\'s word does not count');
-  assert.equal(chainAnswer({ ...voter(6), leader: () => 'l' }, 3, 4).leader, 'l');
+  assert.equal(chainAnswer({ ...voter(6), liveLeader: () => 'l' }, 3, 4).leader, 'l');
+});
+
+test('a range from the leader a majority follows is taken when no answering voter contradicts it (found by review: not when one does)', () => {
+  // A lagging node whose five voters pruned the chain values it needs: they name leader l.
+  const applied = { index: 1, chain: T.chain[1]! };
+  const range = checkRange(2, applied, TRUE.slice(1, 2), 3, T.chain[3], new Map());
+  assert.ok(range.ok);
+  const pruned = (leader: string | null): ChainAnswer => ({ status: 'chain', index: 3, chain: null, ends: null, leader });
+  const voters = ['a', 'b', 'c', 'd', 'e'];
+  const answers = new Map<string, ChainAnswer | null>([
+    ['a', pruned('l')],
+    ['b', pruned('l')],
+    ['c', pruned('l')],
+  ]);
+  assert.equal(vouched(range, 'l', [], voters, answers), true);
+  assert.equal(vouched(range, 'm', [], voters, answers), false, 'another source is not the named leader');
+  // A forged range from l: a voter that still holds the true chain value contradicts it.
+  const forged = checkRange(2, applied, [{ slot: 2, batch: [cmd('forged')] }], 2, chains([TRUE[0]!, { slot: 2, batch: [cmd('forged')] }]).chain[2], new Map());
+  assert.ok(forged.ok);
+  answers.set('d', { ...chainAnswer(voter(6), 2, 2), leader: 'l' });
+  assert.equal(vouched(forged, 'l', [], voters, answers), false);
 });
