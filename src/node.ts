@@ -322,7 +322,10 @@ export class PangeaNode implements KvService {
   get liveLeader(): string | null {
     const r = this.driver.replica;
     if (!isVoter(r.latestConfig, this.peerId) || r.currentLeader === null) return null;
-    return r.ticksSinceLeader <= this.timing.electionTicks ? r.currentLeader : null;
+    if (r.currentRole === 'leader') return r.currentLeader;
+    // A pre-candidate restarts its election clock but keeps the leader it last followed: it
+    // follows no one (found by review).
+    return r.currentRole === 'follower' && r.ticksSinceLeader <= this.timing.electionTicks ? r.currentLeader : null;
   }
 
   get role(): string {

@@ -263,3 +263,45 @@ test('a removed replica that alone heard its removal commit does not refuse the 
   assert.equal(replicas.get('b')!.currentRole, 'leader');
   assert.ok(replicas.get('b')!.commit.slot >= 11);
 });
+
+test('a leader that knew slots past a gap as chosen before it led keeps its next slot past its commit slot (seed 3075: the core threw)', () => {
+  // a accepted slots 4 (adding learner d, in force from slot 5 with alpha 1) and 5 under an
+  // earlier leader's ballot and heard them committed, but missed slots 2 and 3. It then
+  // leads: it fills them, and when its own write of slot 3 is durable its commit jumps to 5,
+  // past the next slot it would propose (4), before the next tick.
+  const config = { voters: ['a', 'b', 'c'], learners: [] };
+  const boot = bootstrapState(config);
+  const old = { round: 1, leader: 'c' };
+  const slots: StoredSlot[] = [
+    { slot: 1, ballot: old, batch: [{ kind: 'app', data: enc.encode('x') }], chosen: true },
+    { slot: 4, ballot: old, batch: [{ kind: 'config', change: { op: 'add_learner', node: 'd' } }], chosen: true },
+    { slot: 5, ballot: old, batch: [], chosen: true },
+  ];
+  const replicas = new Map([
+    ['a', new Replica({ id: 'a', cluster: 'c', random: () => 0, alpha: 1 }, { ...boot, promised: old, slots, commit: 1 })],
+    ['b', new Replica({ id: 'b', cluster: 'c', random: () => 0.99, alpha: 1 }, { ...boot, promised: old })],
+    ['c', new Replica({ id: 'c', cluster: 'c', random: () => 0.99, alpha: 1 }, { ...boot, promised: old })],
+  ]);
+  const a = replicas.get('a')!;
+  // a's own writes become durable only after its peers' answers are in, right before the
+  // next tick, and c hears no accepts: a's flush is what completes slot 3 (as in the seed).
+  let aSeq = 0;
+  for (let t = 0; t < 60; t++) {
+    for (let round = 0; round < 5; round++) {
+      const out: Envelope[] = [];
+      for (const [id, r] of replicas) {
+        for (let ready = r.ready(); ready !== null; ready = r.ready()) {
+          out.push(...ready.send, ...ready.sendAfterPersist);
+          if (id === 'a') aSeq = ready.persistSeq;
+          else r.persisted(ready.persistSeq);
+        }
+      }
+      // c hears no accepts: slot 2 needs a's own write.
+      for (const e of out) if (!(e.to === 'c' && e.msg.type === 'accept')) replicas.get(e.to)?.step(e);
+    }
+    a.persisted(aSeq);
+    for (const r of replicas.values()) r.tick();
+  }
+  assert.equal(a.currentRole, 'leader');
+  assert.ok(a.commit.slot >= 5, `commit ${a.commit.slot}`);
+});

@@ -775,8 +775,6 @@ export class Replica {
 
   /** Proposes into every open slot of the window that can be filled now. */
   private fillWindow(): void {
-    // Slots may have become known as chosen past nextSlot (a catch-up answer arriving late).
-    if (this.nextSlot <= this.commitSlot) this.nextSlot = this.commitSlot + 1;
     while (this.role === 'leader' && this.nextSlot <= this.commitSlot + this.alpha) {
       const slot = this.nextSlot;
       const config = configAt(this.epochs, slot);
@@ -1031,6 +1029,10 @@ export class Replica {
         this.commitDirty = true;
       }
     }
+    // A leader may have known slots past a gap as chosen before it led: once the gap is
+    // filled its commit can pass the next slot it would propose, and the configurations it
+    // keeps (trimmed to those after the commit slot) no longer govern that slot (seed 3075).
+    if (this.role === 'leader' && this.nextSlot <= this.commitSlot) this.nextSlot = this.commitSlot + 1;
     this.evictChosen();
   }
 

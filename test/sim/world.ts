@@ -1385,7 +1385,8 @@ function garbage(r: Rng, cluster: string, to: NodeId, ids: NodeId[]): unknown {
 function liveLeader(n: SimNode): NodeId | null {
   const r = n.replica;
   if (!r.latestConfig.voters.includes(n.id) || r.currentLeader === null) return null;
-  return r.ticksSinceLeader <= ELECTION_TICKS ? r.currentLeader : null;
+  if (r.currentRole === 'leader') return r.currentLeader;
+  return r.currentRole === 'follower' && r.ticksSinceLeader <= ELECTION_TICKS ? r.currentLeader : null;
 }
 
 /** A state store as block sync's voucher reads it. */
