@@ -794,7 +794,13 @@ export class World {
     this.stats.rangesLearned++;
     const through = take[take.length - 1]!.slot;
     if (this.traceOn) this.trace(`catch-up ${node.id} learns slots ${first}..${through} (${cold ? 'from the archive itself' : `from ${fromId}`}${rogue ? ', forged' : ''})`);
+    // The core's contract: a leader takes no chosen values from others (after phase 1 it is
+    // never behind): it ignores them, or steps down if they differ from its own.
+    const leading = node.replica.currentRole === 'leader' ? node.replica.commit.slot : null;
     node.driver!.learnChosen(take);
+    if (leading !== null && node.replica.currentRole === 'leader' && node.replica.commit.slot !== leading) {
+      throw new SimFailure(`${node.id} took chosen values from block sync while it led: its commit moved from slot ${leading} to ${node.replica.commit.slot}`);
+    }
   }
 
   /** As block sync asks the voters (range-check.ts): each that is up, not paused and
