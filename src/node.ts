@@ -8,7 +8,7 @@
  * acceptances -> Ready.commit -> StateStore.apply -> the pending write resolves -> HTTP answers.
  */
 import { randomInt, randomUUID } from 'node:crypto';
-import { bootstrapState, isVoter, type Ballot, type Command, type Config, type LogPoint, type SlotValue } from './consensus/index.js';
+import { bootstrapState, type Ballot, type Command, type Config, type LogPoint, type SlotValue } from './consensus/index.js';
 import { Driver, type DriverClock, type DriverRefusal, type DriverTiming } from './driver.js';
 import type { Logger } from './logger.js';
 import type { LogStore } from './log/log-store.js';
@@ -316,16 +316,9 @@ export class PangeaNode implements KvService {
     return this.driver.replica.currentLeader;
   }
 
-  /** The leader this node follows and heard from within an election timeout (itself when it
-   *  leads), while it is a voter of its own newest configuration; else null. What it tells a
-   *  lagging peer asking whom the voters follow (block sync). */
+  /** See Replica.liveLeader. */
   get liveLeader(): string | null {
-    const r = this.driver.replica;
-    if (!isVoter(r.latestConfig, this.peerId) || r.currentLeader === null) return null;
-    if (r.currentRole === 'leader') return r.currentLeader;
-    // A pre-candidate restarts its election clock but keeps the leader it last followed: it
-    // follows no one (found by review).
-    return r.currentRole === 'follower' && r.ticksSinceLeader <= this.timing.electionTicks ? r.currentLeader : null;
+    return this.driver.replica.liveLeader;
   }
 
   get role(): string {

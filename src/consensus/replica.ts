@@ -333,6 +333,15 @@ export class Replica {
   get ticksSinceLeader(): number {
     return this.role === 'leader' ? 0 : this.leader === null ? Infinity : this.electionElapsed;
   }
+  /** The leader this replica follows and heard from within an election timeout (itself when
+   *  it leads), while it is a voter of its own newest configuration; else null. A pre-candidate
+   *  keeps the leader it last followed but follows no one. What it tells a lagging peer asking
+   *  whom the voters follow (block sync). */
+  get liveLeader(): NodeId | null {
+    if (!isVoter(this.latestConfig, this.id)) return null;
+    if (this.role === 'leader') return this.id;
+    return this.role === 'follower' && this.leader !== null && this.electionElapsed <= this.electionTicks ? this.leader : null;
+  }
   get compactedPoint(): LogPoint {
     return this.compacted;
   }

@@ -15,9 +15,10 @@
  *   that end must be vouched for by the current leader (or, while this node joins, the member
  *   it joined through) or a majority of the voters (each asked on the same protocol), or be
  *   a `--checkpoint` (which lets in the slots before the slot of the last checkpointed
- *   command only: no chain pins where that slot's batch ends, nor the slots after it). Only then do the values enter the consensus core as chosen
- *   (`learnChosen`). Ranges are asked only of current members, and a node that reads the
- *   archive itself (it has the key) reads cold ranges itself: the archive's manifests are
+ *   command only: no chain pins where that slot's batch ends, nor the slots after it). Only
+ *   then do the values enter the consensus core as chosen (`learnChosen`). Ranges are
+ *   asked only of current members, and a node that reads the archive itself (it has the
+ *   key) reads cold ranges itself: the archive's manifests are
  *   signed by voters. (Issue 10, bug 5: a non-member or a member
  *   with a diverged log could otherwise make a lagging voter commit values never chosen.)
  */

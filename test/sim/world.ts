@@ -816,7 +816,7 @@ export class World {
     for (const v of vouchersFor(source, node.id, trusted, voters)) {
       const n = this.nodes.get(v);
       const up = n !== undefined && n.alive && n.state !== null && n.pausedUntil <= this.now && this.connected(node.id, v) && this.connected(v, node.id);
-      answers.set(v, up ? chainAnswer({ ...chainSource(n.state!), liveLeader: () => liveLeader(n) }, range.lastIndex, range.through) : null);
+      answers.set(v, up ? chainAnswer({ ...chainSource(n.state!), liveLeader: () => n.replica.liveLeader }, range.lastIndex, range.through) : null);
     }
     return vouched(range, source, trusted, voters, answers);
   }
@@ -968,7 +968,7 @@ export class World {
     const followed = new Map<string, ChainAnswer>();
     for (const v of node.replica.latestConfig.voters) {
       const n = this.nodes.get(v);
-      if (n?.alive) followed.set(v, { status: 'chain', index: 0, chain: null, ends: null, leader: liveLeader(n) });
+      if (n?.alive) followed.set(v, { status: 'chain', index: 0, chain: null, ends: null, leader: n.replica.liveLeader });
     }
     const named = leaderNamedByMajority(node.replica.latestConfig.voters, followed);
     // Nor the sole voter of the node's own configuration (a learner of a one-voter cluster):
@@ -1385,14 +1385,6 @@ function garbage(r: Rng, cluster: string, to: NodeId, ids: NodeId[]): unknown {
     default:
       return { cluster, from, to, msg: { type: 'promise', ballot: { round: 1, leader: to }, commit: 'x', compacted: 0, accepted: [] } };
   }
-}
-
-/** The leader a voter names to a peer asking whom it follows (as PangeaNode.liveLeader). */
-function liveLeader(n: SimNode): NodeId | null {
-  const r = n.replica;
-  if (!r.latestConfig.voters.includes(n.id) || r.currentLeader === null) return null;
-  if (r.currentRole === 'leader') return r.currentLeader;
-  return r.currentRole === 'follower' && r.ticksSinceLeader <= ELECTION_TICKS ? r.currentLeader : null;
 }
 
 /** A state store as block sync's voucher reads it. */
