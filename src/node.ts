@@ -8,7 +8,7 @@
  * acceptances -> Ready.commit -> StateStore.apply -> the pending write resolves -> HTTP answers.
  */
 import { randomInt, randomUUID } from 'node:crypto';
-import { bootstrapState, type Ballot, type Command, type Config, type LogPoint, type SlotValue } from './consensus/index.js';
+import { bootstrapState, type Ballot, type Command, type Config, type ConfigEpoch, type LogPoint, type SlotValue } from './consensus/index.js';
 import { Driver, type DriverClock, type DriverRefusal, type DriverTiming } from './driver.js';
 import type { Logger } from './logger.js';
 import type { LogStore } from './log/log-store.js';
@@ -309,6 +309,12 @@ export class PangeaNode implements KvService {
   /** The newest configuration, a change not yet in effect included. */
   get latestConfig(): Config {
     return this.driver.replica.latestConfig;
+  }
+
+  /** The newest configuration and the slot it governs from. */
+  get latestEpoch(): ConfigEpoch {
+    const epochs = this.driver.replica.configEpochs;
+    return epochs[epochs.length - 1]!;
   }
 
   /** The leader this node follows (itself when it leads), if any. */

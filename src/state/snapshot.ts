@@ -10,7 +10,7 @@
  *                                                 open segment) and the archive settings
  *   { t: DB, r: [key, value, key, value, ...] }   records of one table, in key order, DB in
  *                                                 `kv`, `sessions`, `session_use`, `members`,
- *                                                 `voters_ever`
+ *                                                 `voters_ever`, `configs`
  *   { t: 'end', records: N }                      the number of records: a cut stream fails
  *
  * What is not in a snapshot: the log, per-index chain values other than the applied one,
@@ -28,7 +28,7 @@ const FRAME_BYTES_TARGET = 1024 * 1024;
 /** Bound on one frame when reading (a record is at most a key and a value, well below). */
 const FRAME_BYTES_MAX = 64 * 1024 * 1024;
 
-const TABLES = ['kv', 'sessions', 'session_use', 'members', 'voters_ever'] as const;
+const TABLES = ['kv', 'sessions', 'session_use', 'members', 'voters_ever', 'configs'] as const;
 type Table = (typeof TABLES)[number];
 
 function table(env: StoreEnv, t: Table): BytesDb {
@@ -43,6 +43,8 @@ function table(env: StoreEnv, t: Table): BytesDb {
       return env.members;
     case 'voters_ever':
       return env.votersEver;
+    case 'configs':
+      return env.configs;
   }
 }
 

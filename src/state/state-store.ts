@@ -22,6 +22,12 @@ export interface MemberRecord {
   readonly p2p: readonly string[];
 }
 
+/** A configuration the node applied: the slot it governs from, and its voters. */
+export interface ConfigRecord {
+  readonly fromSlot: number;
+  readonly voters: readonly string[];
+}
+
 export interface StateStore {
   /** The last applied point (configurations included) and the hash chain value there. */
   applied(): { point: LogPoint; chain: Uint8Array };
@@ -51,6 +57,9 @@ export interface StateStore {
   members(): MemberRecord[];
   /** Every peer that was ever a voter (the cluster's member keys, past ones included). */
   votersEver(): string[];
+  /** The configurations this node applied that govern from after `slot` on, oldest first,
+   *  at most `limit` (the voters of each). */
+  configsAfter(slot: number, limit: number): ConfigRecord[];
   /** The chain value after the command at `index`, if still known. */
   chainAt(index: number): Uint8Array | undefined;
   /** The slot the command at `index` was chosen at, if its chain value is still known. */

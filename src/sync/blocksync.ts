@@ -22,7 +22,8 @@
  *   signed by voters. (Issue 10, bug 5: a non-member or a member
  *   with a diverged log could otherwise make a lagging voter commit values never chosen.)
  */
-import type { SlotValue } from '../consensus/index.js';
+import type { ConfigEpoch, SlotValue } from '../consensus/index.js';
+import type { ConfigRecord } from '../state/state-store.js';
 import { batchBytes, validateEnvelope } from '../consensus/index.js';
 import { chainAnswer, checkRange, leaderNamedByMajority, vouched, vouchersFor, votersWhoVouch, type ChainAnswer } from './range-check.js';
 import type { PeerServices } from './peer-services.js';
@@ -80,9 +81,11 @@ export interface BlocksyncHost {
   learnChosen(values: readonly SlotValue[]): void;
   /** Trusted chain values by index (`--checkpoint`). */
   readonly checkpoints: ReadonlyMap<number, Uint8Array>;
-  /** The newest configuration this node knows: ranges come only from its members, and its
-   *  voters vouch for chain values. */
-  members(): { readonly voters: readonly string[]; readonly learners: readonly string[] };
+  /** The newest configuration this node knows (and the slot it governs from): ranges come
+   *  only from its members, and its voters vouch for chain values. */
+  members(): ConfigEpoch;
+  /** The configurations this node applied that govern from after `slot`, oldest first. */
+  configsAfter(slot: number, limit: number): readonly ConfigRecord[];
   /** The leader this node follows now, if any. */
   leader(): string | null;
   /** The leader it follows and heard from within an election timeout (itself when it
@@ -243,7 +246,7 @@ export class Blocksync {
   }
 
   private isMember(peer: string): boolean {
-    const m = this.host.members();
+    const m = this.host.members().config;
     return m.voters.includes(peer) || m.learners.includes(peer) || this.trusted().includes(peer) || peer === this.namedLeader();
   }
 
@@ -367,12 +370,12 @@ export class Blocksync {
 
   /** Asks the voters (all at once) whether the range's end is the cluster's (`vouched`). */
   private async vouched(range: { lastIndex: number; chain: Uint8Array; through: number }, source: string): Promise<boolean> {
-    const voters = votersWhoVouch(this.host.peerId, this.host.members());
+    const own = votersWhoVouch(this.host.peerId, this.host.members());
     const answers = new Map<string, ChainAnswer | null>();
     await Promise.all(
-      vouchersFor(source, this.host.peerId, this.trusted(), voters).map(async (v) => {
+      vouchersFor(source, this.host.peerId, this.trusted(), own.voters).map(async (v) => {
         try {
-          const req = { v: 1, cluster: this.host.cluster, chainAt: range.lastIndex, through: range.through };
+          const req = { v: 1, cluster: this.host.cluster, chainAt: range.lastIndex, through: range.through, configsAfter: own.fromSlot };
           const a = (await this.net.request(v, BLOCKSYNC_PROTOCOL, req, this.opts.timeoutMs)) as ChainAnswer | null;
           answers.set(v, a?.status === 'chain' ? a : null);
         } catch {
@@ -380,16 +383,16 @@ export class Blocksync {
         }
       }),
     );
-    const named = leaderNamedByMajority(voters, answers);
+    const named = leaderNamedByMajority(own, answers);
     if (named !== null) this.named = { peer: named, until: this.now() + ANNOUNCE_STALE_MS };
-    return vouched(range, source, this.trusted(), voters, answers);
+    return vouched(range, source, this.trusted(), own, answers);
   }
 
   private async serve(body: unknown): Promise<RangeAnswer | ChainAnswer> {
-    const req = body as { v?: unknown; cluster?: unknown; from?: unknown; fromIndex?: unknown; to?: unknown; chainAt?: unknown; through?: unknown } | null;
+    const req = body as { v?: unknown; cluster?: unknown; from?: unknown; fromIndex?: unknown; to?: unknown; chainAt?: unknown; through?: unknown; configsAfter?: unknown } | null;
     const count = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 1;
     if (req?.cluster === this.host.cluster && (count(req.chainAt) || req.chainAt === 0) && count(req.through)) {
-      return chainAnswer(this.host, req.chainAt, req.through);
+      return chainAnswer(this.host, req.chainAt, req.through, count(req.configsAfter) || req.configsAfter === 0 ? req.configsAfter : undefined);
     }
     if (req?.cluster !== this.host.cluster || !count(req.from) || !count(req.fromIndex) || !count(req.to) || req.to < req.from) {
       return this.none('malformed request');

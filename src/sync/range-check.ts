@@ -15,18 +15,21 @@
  *   that it holds no command after `lastIndex` up to `through` (`ends`), so a range cannot
  *   end in no-ops where the cluster chose commands.
  */
-import type { Command, SlotValue } from '../consensus/index.js';
+import type { Command, ConfigEpoch, SlotValue } from '../consensus/index.js';
 import { nextChain } from '../state/command.js';
+import type { ConfigRecord } from '../state/state-store.js';
 
 /** A node's word on the chain after `index`: the value (null if it has not applied that far
  *  or no longer holds it) and whether it holds no command after `index` up to slot
- *  `through` (null when it cannot tell); and the leader it follows (or is), if any. */
+ *  `through` (null when it cannot tell); the leader it follows (or is), if any; and the
+ *  configurations it applied after the asker's newest one. */
 export interface ChainAnswer {
   readonly status: 'chain';
   readonly index: number;
   readonly chain: Uint8Array | null;
   readonly ends: boolean | null;
   readonly leader?: string | null;
+  readonly configs?: readonly ConfigRecord[];
 }
 
 /** What a node needs to answer for its own chain (its state store). */
@@ -37,34 +40,82 @@ export interface ChainSource {
   /** The leader this node follows and heard from within an election timeout (itself when
    *  it leads), while it is a voter of its own newest configuration; else null. */
   liveLeader?(): string | null;
+  /** The configurations it applied that govern from after a slot, oldest first. */
+  configsAfter?(slot: number, limit: number): readonly ConfigRecord[];
 }
 
-export function chainAnswer(src: ChainSource, index: number, through: number): ChainAnswer {
-  const leader = src.liveLeader === undefined ? {} : { leader: src.liveLeader() };
+/** The most configurations an answer reports: a node away for more membership changes than
+ *  this, with no archive key, waits for a voucher of another kind. */
+export const CONFIGS_REPORTED_MAX = 64;
+
+/** The answer to "what is your chain value at `index`", asked by a node whose newest
+ *  configuration governs from slot `configsAfter` (omitted: report no configurations). */
+export function chainAnswer(src: ChainSource, index: number, through: number, configsAfter?: number): ChainAnswer {
+  const extra = {
+    ...(src.liveLeader === undefined ? {} : { leader: src.liveLeader() }),
+    ...(src.configsAfter === undefined || configsAfter === undefined ? {} : { configs: src.configsAfter(configsAfter, CONFIGS_REPORTED_MAX) }),
+  };
   const applied = src.applied();
-  if (index > applied.index) return { status: 'chain', index, chain: null, ends: null, ...leader };
+  if (index > applied.index) return { status: 'chain', index, chain: null, ends: null, ...extra };
   const chain = index === applied.index ? applied.chain : (src.chainAt(index) ?? null);
-  if (chain === null) return { status: 'chain', index, chain: null, ends: null, ...leader };
-  if (index === applied.index) return { status: 'chain', index, chain, ends: applied.slot >= through ? true : null, ...leader };
+  if (chain === null) return { status: 'chain', index, chain: null, ends: null, ...extra };
+  if (index === applied.index) return { status: 'chain', index, chain, ends: applied.slot >= through ? true : null, ...extra };
   const next = src.slotAt(index + 1);
-  return { status: 'chain', index, chain, ends: next === undefined ? null : next > through, ...leader };
+  return { status: 'chain', index, chain, ends: next === undefined ? null : next > through, ...extra };
 }
 
 /**
- * The leader a majority of `voters` follow now, by their answers (each names the live leader
- * it follows while it is a voter of its own newest configuration). A node whose configuration
- * is old (it was down while the membership changed) may not know the cluster's leader, and
- * its voters may have pruned every chain value it needs vouched for; they still know whom
- * they follow. Null when no majority agrees.
+ * The leader a majority of the voters follow now, by their answers (each names the live
+ * leader it follows while it is a voter of its own newest configuration), or null.
+ *
+ * A node whose configuration is old (it was down while the membership changed) may not know
+ * the cluster's leader, and its voters may have pruned every chain value it needs vouched
+ * for; they still know whom they follow. When its own voters are too few to name one (some
+ * were removed and no longer follow anyone), it looks through the configurations they
+ * report: one that a majority of a configuration's voters report having applied is real,
+ * and a majority of its voters may name the leader in turn. A minority of any
+ * configuration that lies can neither name a leader nor make up a configuration.
  */
-export function leaderNamedByMajority(voters: readonly string[], answers: ReadonlyMap<string, ChainAnswer | null>): string | null {
-  const count = new Map<string, number>();
-  for (const v of voters) {
-    const leader = answers.get(v)?.leader;
-    if (typeof leader === 'string') count.set(leader, (count.get(leader) ?? 0) + 1);
+export function leaderNamedByMajority(own: ConfigRecord, answers: ReadonlyMap<string, ChainAnswer | null>): string | null {
+  let config: ConfigRecord | null = own;
+  for (let hops = 0; config !== null && hops <= CONFIGS_REPORTED_MAX; hops++) {
+    const count = new Map<string, number>();
+    for (const v of config.voters) {
+      const leader = answers.get(v)?.leader;
+      if (typeof leader === 'string') count.set(leader, (count.get(leader) ?? 0) + 1);
+    }
+    for (const [leader, n] of count) if (n >= majority(config.voters)) return leader;
+    config = laterConfigReported(config, answers);
   }
-  for (const [leader, n] of count) if (n >= Math.floor(voters.length / 2) + 1) return leader;
   return null;
+}
+
+/** The newest configuration after `config` that a majority of `config`'s voters report
+ *  having applied (same slot, same voters), or null. */
+function laterConfigReported(config: ConfigRecord, answers: ReadonlyMap<string, ChainAnswer | null>): ConfigRecord | null {
+  const reports = new Map<string, { config: ConfigRecord; by: Set<string> }>();
+  for (const v of config.voters) {
+    const configs = answers.get(v)?.configs;
+    if (!Array.isArray(configs)) continue;
+    for (const c of configs.slice(0, CONFIGS_REPORTED_MAX) as unknown[]) {
+      const r = c as Partial<ConfigRecord> | null;
+      if (typeof r?.fromSlot !== 'number' || !(r.fromSlot > config.fromSlot) || !Array.isArray(r.voters) || r.voters.length === 0 || !r.voters.every((x) => typeof x === 'string')) continue;
+      const voters = [...new Set(r.voters)].sort();
+      const key = `${r.fromSlot} ${voters.join(' ')}`;
+      const seen = reports.get(key) ?? { config: { fromSlot: r.fromSlot, voters }, by: new Set<string>() };
+      seen.by.add(v);
+      reports.set(key, seen);
+    }
+  }
+  let newest: ConfigRecord | null = null;
+  for (const { config: c, by } of reports.values()) {
+    if (by.size >= majority(config.voters) && (newest === null || c.fromSlot > newest.fromSlot)) newest = c;
+  }
+  return newest;
+}
+
+function majority(voters: readonly unknown[]): number {
+  return Math.floor(voters.length / 2) + 1;
 }
 
 export type RangeVerdict =
@@ -120,8 +171,8 @@ export function checkRange(
  * Is the range's end the cluster's? Yes when a trusted node vouches for it (the leader this
  * node follows; the member it joined through, while it joins: its configuration may name
  * only voters long gone), or the source is the leader a majority of the voters follow (in
- * this round of answers, and no answering voter holds another chain value or a command after
- * `lastIndex`), or a majority of the voters vouch: each voucher's answer must give the
+ * this round of answers, `leaderNamedByMajority`, and no answer holds another chain value or
+ * a command after `lastIndex`), or a majority of the voters vouch: each voucher's answer must give the
  * same chain value at `lastIndex` and `ends: true`. `source` (the peer that served the range)
  * vouches by serving it. Voters that have not applied that far, pruned it, or did not answer
  * (absent from `answers`) do not count. A trusted node that answers otherwise (another chain
@@ -132,9 +183,10 @@ export function vouched(
   range: { readonly lastIndex: number; readonly chain: Uint8Array },
   source: string,
   trusted: readonly string[],
-  voters: readonly string[],
+  own: ConfigRecord,
   answers: ReadonlyMap<string, ChainAnswer | null>,
 ): boolean {
+  const { voters } = own;
   for (const t of trusted) {
     const a = answers.get(t);
     if (a == null || a.index !== range.lastIndex || !(a.chain instanceof Uint8Array)) continue;
@@ -146,14 +198,13 @@ export function vouched(
     if (a.chain instanceof Uint8Array && Buffer.compare(a.chain, range.chain) === 0) agree.add(v);
   }
   if (trusted.some((t) => agree.has(t))) return true;
-  if (source === leaderNamedByMajority(voters, answers)) {
-    const contradicted = voters.some((v) => {
-      const a = answers.get(v);
+  if (source === leaderNamedByMajority(own, answers)) {
+    const contradicted = [...answers.values()].some((a) => {
       return a != null && a.index === range.lastIndex && a.chain instanceof Uint8Array && (Buffer.compare(a.chain, range.chain) !== 0 || a.ends === false);
     });
     if (!contradicted) return true;
   }
-  return voters.length > 0 && voters.filter((v) => agree.has(v)).length >= Math.floor(voters.length / 2) + 1;
+  return voters.length > 0 && voters.filter((v) => agree.has(v)).length >= majority(voters);
 }
 
 /**
@@ -162,8 +213,9 @@ export function vouched(
  * joined (its configuration may be the genesis, a founder alone), and only the trusted
  * (the member it joined through, the leader) vouch.
  */
-export function votersWhoVouch(self: string, config: { readonly voters: readonly string[]; readonly learners: readonly string[] }): readonly string[] {
-  return config.voters.includes(self) || config.learners.includes(self) ? config.voters : [];
+export function votersWhoVouch(self: string, epoch: ConfigEpoch): ConfigRecord {
+  const { voters, learners } = epoch.config;
+  return { fromSlot: epoch.fromSlot, voters: voters.includes(self) || learners.includes(self) ? voters : [] };
 }
 
 /** Whom to ask to vouch for a range from `source`: no one when the source is trusted. */

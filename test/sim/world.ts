@@ -25,6 +25,7 @@ import {
   type Ballot,
   type Batch,
   type Command,
+  type ConfigEpoch,
   type Entry,
   type Envelope,
   type LogPoint,
@@ -807,18 +808,18 @@ export class World {
    *  reachable both ways answers from its own state. */
   private rangeVouched(node: SimNode, source: NodeId, range: { lastIndex: number; chain: Uint8Array; through: number }): boolean {
     if (this.opts.syncDefects?.trustSenderChain) return true;
-    const config = node.replica.latestConfig;
-    const voters = this.opts.syncDefects?.preJoinVotersVouch ? config.voters : votersWhoVouch(node.id, config);
+    const epoch = latestEpoch(node);
+    const own = this.opts.syncDefects?.preJoinVotersVouch ? { fromSlot: epoch.fromSlot, voters: epoch.config.voters } : votersWhoVouch(node.id, epoch);
     // The leader it follows, and while it joins the member that added it (server.ts).
-    if (node.sponsor !== null && config.voters.includes(node.id)) node.sponsor = null;
+    if (node.sponsor !== null && epoch.config.voters.includes(node.id)) node.sponsor = null;
     const trusted = [node.replica.currentLeader, node.sponsor].filter((p): p is NodeId => p !== null);
     const answers = new Map<string, ChainAnswer | null>();
-    for (const v of vouchersFor(source, node.id, trusted, voters)) {
+    for (const v of vouchersFor(source, node.id, trusted, own.voters)) {
       const n = this.nodes.get(v);
       const up = n !== undefined && n.alive && n.state !== null && n.pausedUntil <= this.now && this.connected(node.id, v) && this.connected(v, node.id);
-      answers.set(v, up ? chainAnswer({ ...chainSource(n.state!), liveLeader: () => n.replica.liveLeader }, range.lastIndex, range.through) : null);
+      answers.set(v, up ? chainAnswer(chainSource(n), range.lastIndex, range.through, own.fromSlot) : null);
     }
-    return vouched(range, source, trusted, voters, answers);
+    return vouched(range, source, trusted, own, answers);
   }
 
   /**
@@ -964,18 +965,15 @@ export class World {
     const ahead = [...this.nodes.values()].reduce((a, b) => (b.alive && b.replica.commit.slot > a.replica.commit.slot ? b : a), node);
     const { voters } = ahead.replica.latestConfig;
     const sole = voters.length === 1 ? voters[0] : null;
-    // Nor the leader a majority of the node's voters follow: block sync trusts it too.
-    const followed = new Map<string, ChainAnswer>();
-    for (const v of node.replica.latestConfig.voters) {
-      const n = this.nodes.get(v);
-      if (n?.alive) followed.set(v, { status: 'chain', index: 0, chain: null, ends: null, leader: n.replica.liveLeader });
-    }
-    const named = leaderNamedByMajority(node.replica.latestConfig.voters, followed);
+    // Nor a leader a voter follows: block sync trusts the leader a majority of the node's
+    // voters (or of a later configuration they report) name.
+    const named = new Set([...this.nodes.values()].map((n) => (n.alive ? n.replica.liveLeader : null)));
+    const epoch = latestEpoch(node);
     // Nor the sole voter of the node's own configuration (a learner of a one-voter cluster):
     // as far as the node can know, its word is the cluster's.
-    const own = votersWhoVouch(node.id, node.replica.latestConfig);
+    const own = votersWhoVouch(node.id, epoch).voters;
     const alone = own.length === 1 ? own[0] : null;
-    const rogues = live.filter((p) => p !== node && p.id !== node.replica.currentLeader && p.id !== node.sponsor && p.id !== sole && p.id !== alone && p.id !== named && this.connected(p.id, node.id));
+    const rogues = live.filter((p) => p !== node && p.id !== node.replica.currentLeader && p.id !== node.sponsor && p.id !== sole && p.id !== alone && !named.has(p.id) && this.connected(p.id, node.id));
     // Often a voter of the node's own configuration, whose word counts there.
     const voting = rogues.filter((p) => node.replica.latestConfig.voters.includes(p.id));
     if (rogues.length > 0) this.learnRange(node, r.pick(voting.length > 0 && r.chance(0.5) ? voting : rogues), true);
@@ -1388,8 +1386,12 @@ function garbage(r: Rng, cluster: string, to: NodeId, ids: NodeId[]): unknown {
 }
 
 /** A state store as block sync's voucher reads it. */
-function chainSource(state: LmdbStateStore): ChainSource {
+/** What a node answers from when asked to vouch (block sync's `chainAnswer`). */
+function chainSource(node: SimNode): ChainSource {
+  const state = node.state!;
   return {
+    liveLeader: () => node.replica.liveLeader,
+    configsAfter: (slot, limit) => state.configsAfter(slot, limit),
     applied: () => {
       const a = state.applied();
       return { slot: a.point.slot, index: a.point.index, chain: a.chain };
@@ -1397,4 +1399,9 @@ function chainSource(state: LmdbStateStore): ChainSource {
     chainAt: (i) => state.chainAt(i),
     slotAt: (i) => state.slotAt(i),
   };
+}
+
+function latestEpoch(node: SimNode): ConfigEpoch {
+  const epochs = node.replica.configEpochs;
+  return epochs[epochs.length - 1]!;
 }

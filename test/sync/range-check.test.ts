@@ -1,12 +1,16 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import type { Command, SlotValue } from '../../src/consensus/index.js';
+import type { Command, ConfigEpoch, SlotValue } from '../../src/consensus/index.js';
+import type { ConfigRecord } from '../../src/state/state-store.js';
 import { nextChain } from '../../src/state/command.js';
 import { chainAnswer, checkRange, leaderNamedByMajority, votersWhoVouch, vouched, type ChainAnswer, type ChainSource } from '../../src/sync/range-check.js';
 
 const enc = new TextEncoder();
 const cmd = (s: string): Command => ({ kind: 'app', data: enc.encode(s) });
 const ZERO = new Uint8Array(32);
+/** A configuration as a lagging node holds it (governing from slot 1). */
+const cfg = (...voters: string[]): ConfigRecord => ({ fromSlot: 1, voters });
+const epoch = (voters: string[], learners: string[]): ConfigEpoch => ({ fromSlot: 1, config: { voters, learners } });
 
 /** Chain values of a log, by index, and the slot of each index. */
 function chains(values: readonly SlotValue[]): { chain: Uint8Array[]; slot: number[] } {
@@ -52,7 +56,7 @@ function taken(values: SlotValue[], source = 'v1'): boolean {
     ['v3', chainAnswer(voter(6), range.lastIndex, range.through)],
   ]);
   // Four voters: the source and two more make a majority; the leader (v4) did not answer.
-  return vouched(range, source, ['v4'], ['v1', 'v2', 'v3', 'v4'], answers);
+  return vouched(range, source, ['v4'], cfg('v1', 'v2', 'v3', 'v4'), answers);
 }
 
 test('an honest range from a voter, vouched for by a majority, is taken (trailing no-ops included)', () => {
@@ -121,12 +125,12 @@ test('a checkpoint lets in the slots before its command\'s slot, not that slot (
 });
 
 test('a configuration that does not name the node yet (a joiner\'s genesis) has no majority that vouches', () => {
-  assert.deepEqual(votersWhoVouch('j', { voters: ['f'], learners: [] }), []);
-  assert.deepEqual(votersWhoVouch('j', { voters: ['f'], learners: ['j'] }), ['f']);
-  assert.deepEqual(votersWhoVouch('j', { voters: ['f', 'j'], learners: [] }), ['f', 'j']);
+  assert.deepEqual(votersWhoVouch('j', epoch(['f'], [])).voters, []);
+  assert.deepEqual(votersWhoVouch('j', epoch(['f'], ['j'])).voters, ['f']);
+  assert.deepEqual(votersWhoVouch('j', epoch(['f', 'j'], [])).voters, ['f', 'j']);
   const range = checkRange(2, { index: 1, chain: T.chain[1]! }, TRUE.slice(1, 2), 3, T.chain[3], new Map());
   assert.ok(range.ok);
-  assert.equal(vouched(range, 'f', [], [], new Map()), false, 'no voters, no majority');
+  assert.equal(vouched(range, 'f', [], cfg(), new Map()), false, 'no voters, no majority');
 });
 
 test('a trusted node that answers otherwise vetoes a majority', () => {
@@ -138,19 +142,19 @@ test('a trusted node that answers otherwise vetoes a majority', () => {
   const range = checkRange(2, applied, forged, 2, own.chain[2], new Map());
   assert.ok(range.ok);
   const fromSponsor = new Map([['s', chainAnswer(voter(6), 2, 3)]]);
-  assert.equal(vouched(range, 'f', ['s'], ['f'], fromSponsor), false);
-  assert.equal(vouched(range, 'f', ['s'], ['f'], new Map([['s', null]])), true, 'a sponsor that does not answer vetoes nothing');
+  assert.equal(vouched(range, 'f', ['s'], cfg('f'), fromSponsor), false);
+  assert.equal(vouched(range, 'f', ['s'], cfg('f'), new Map([['s', null]])), true, 'a sponsor that does not answer vetoes nothing');
   // Trailing no-ops where the sponsor holds a command: the chain end agrees, `ends` does not.
   const tail = [TRUE[1]!, TRUE[2]!, { slot: 4, batch: [] }];
   const t = checkRange(2, applied, tail, 3, T.chain[3], new Map());
   assert.ok(t.ok);
-  assert.equal(vouched(t, 'f', ['s'], ['f'], new Map([['s', chainAnswer(voter(6), 3, 4)]])), false);
-  assert.equal(vouched(t, 'f', ['s'], ['f'], new Map([['s', chainAnswer(voter(2), 3, 4)]])), true, 'a sponsor that cannot tell vetoes nothing');
+  assert.equal(vouched(t, 'f', ['s'], cfg('f'), new Map([['s', chainAnswer(voter(6), 3, 4)]])), false);
+  assert.equal(vouched(t, 'f', ['s'], cfg('f'), new Map([['s', chainAnswer(voter(2), 3, 4)]])), true, 'a sponsor that cannot tell vetoes nothing');
 });
 
 test('the leader a majority of the voters follow is named; a minority names no one (seed 550: voters that pruned every chain value a node needs still know whom they follow)', () => {
   const follows = (leader: string | null): ChainAnswer => ({ status: 'chain', index: 3, chain: null, ends: null, leader });
-  const voters = ['a', 'b', 'c', 'd', 'e'];
+  const voters = cfg('a', 'b', 'c', 'd', 'e');
   const answers = new Map<string, ChainAnswer | null>([
     ['a', follows('l')],
     ['b', follows('l')],
@@ -172,7 +176,7 @@ test('a range from the leader a majority follows is taken when no answering vote
   const range = checkRange(2, applied, TRUE.slice(1, 2), 3, T.chain[3], new Map());
   assert.ok(range.ok);
   const pruned = (leader: string | null): ChainAnswer => ({ status: 'chain', index: 3, chain: null, ends: null, leader });
-  const voters = ['a', 'b', 'c', 'd', 'e'];
+  const voters = cfg('a', 'b', 'c', 'd', 'e');
   const answers = new Map<string, ChainAnswer | null>([
     ['a', pruned('l')],
     ['b', pruned('l')],
@@ -185,4 +189,43 @@ test('a range from the leader a majority follows is taken when no answering vote
   assert.ok(forged.ok);
   answers.set('d', { ...chainAnswer(voter(6), 2, 2), leader: 'l' });
   assert.equal(vouched(forged, 'l', [], voters, answers), false);
+});
+
+test('a leader named by a majority of a later configuration that a majority reports is named (seed 88095: voters removed while the node was down)', () => {
+  // The node's configuration is {n0..n4}. Since then n0 was removed (from slot 12), n1 (from
+  // slot 27), and n5 added (slot 40). n0 is gone; n1 runs but follows no one; n2 and n4
+  // follow n5: two of five.
+  const own = cfg('n0', 'n1', 'n2', 'n3', 'n4');
+  const c1 = { fromSlot: 12, voters: ['n1', 'n2', 'n3', 'n4'] };
+  const c2 = { fromSlot: 27, voters: ['n2', 'n3', 'n4'] };
+  const c4 = { fromSlot: 40, voters: ['n2', 'n3', 'n4', 'n5'] };
+  const says = (leader: string | null, configs: ConfigRecord[]): ChainAnswer => ({ status: 'chain', index: 3, chain: null, ends: null, leader, configs });
+  const answers = new Map<string, ChainAnswer | null>([
+    ['n0', null],
+    ['n1', says(null, [c1, c2])],
+    ['n2', says('n5', [c1, c2, c4])],
+    ['n4', says('n5', [c1, c2, c4])],
+  ]);
+  // c2 is reported by three of the five: real. Two of c2's three voters follow n5.
+  assert.equal(leaderNamedByMajority(own, answers), 'n5');
+  assert.equal(leaderNamedByMajority(own, new Map([...answers, ['n1', says(null, [c1])]])), null, 'without n1 reporting c2, two of five report it');
+  // Two liars of the five (n2, n4) make up a configuration of their own (with a rogue that
+  // they follow): two of five report it, so it is not taken.
+  const liars = new Map<string, ChainAnswer | null>([
+    ['n0', says(null, [c1])],
+    ['n1', says(null, [c1])],
+    ['n2', says('rogue', [{ fromSlot: 13, voters: ['n2', 'n4', 'rogue'] }])],
+    ['n4', says('rogue', [{ fromSlot: 13, voters: ['n2', 'n4', 'rogue'] }])],
+  ]);
+  assert.equal(leaderNamedByMajority(own, liars), null, 'a configuration two of five report is not taken');
+  // A report must name a later configuration, with voters; malformed ones are ignored.
+  const junk = new Map<string, ChainAnswer | null>([
+    ['n1', { ...says(null, []), configs: [{ fromSlot: 1, voters: ['x'] }, { fromSlot: 'x' }, null] as unknown as ConfigRecord[] }],
+    ['n2', { ...says(null, []), configs: 'nope' as unknown as ConfigRecord[] }],
+  ]);
+  assert.equal(leaderNamedByMajority(own, junk), null);
+  // An answer reports what the store recorded after the asker's configuration.
+  const src: ChainSource = { ...voter(6), configsAfter: (slot) => [c1, c2, c4].filter((c) => c.fromSlot > slot) };
+  assert.deepEqual(chainAnswer(src, 3, 4, 12).configs, [c2, c4]);
+  assert.equal(chainAnswer(src, 3, 4).configs, undefined, 'not asked');
 });
