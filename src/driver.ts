@@ -94,6 +94,8 @@ export interface DriverDefects {
   persistedBeforeFlush?: boolean;
   /** A read is answered as soon as its read index arrives, whatever has been applied. */
   readBeforeApplied?: boolean;
+  /** Read ids start at 0 in every process. */
+  reuseReadIds?: boolean;
 }
 
 export interface DriverParts {
@@ -183,7 +185,7 @@ export class Driver {
       },
       persisted,
     );
-    this.readId = Math.floor(parts.random() * 2 ** 47) * 32;
+    this.readId = parts.defects?.reuseReadIds ? 0 : Math.floor(parts.random() * 2 ** 47) * 32;
     this.logClock = { base: parts.state.logTime(), at: parts.clock.now() };
     this.progress = { index: this.replica.commit.index, at: parts.clock.now() };
     parts.net.onMessage((env) => {

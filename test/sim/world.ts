@@ -164,6 +164,9 @@ class SimNode {
   alive = true;
   removed = false;
   incarnation = 0;
+  /** The incarnation that sent each read id (the driver's contract: ids differ across
+   *  restarts, or a late reply to the previous process confirms a new read). */
+  readonly readIds = new Map<number, number>();
   /** The disk: the log's durable part, and the state machine's environment (a state
    *  transaction is durable when it commits, as lmdb-js's transactionSync is). */
   readonly logDisk = new MemoryLogStore();
@@ -632,6 +635,14 @@ export class World {
   }
 
   private send(env: Envelope): void {
+    if (env.msg.type === 'read_req') {
+      const node = this.nodes.get(env.from)!;
+      const sentBy = node.readIds.get(env.msg.id);
+      if (sentBy !== undefined && sentBy !== node.incarnation) {
+        throw new SimFailure(`${node.id} reuses read id ${env.msg.id} of an earlier process: a late reply to that process would confirm this read with an older index`);
+      }
+      node.readIds.set(env.msg.id, node.incarnation);
+    }
     if (!this.connected(env.from, env.to)) return;
     if (this.faultsOn && this.netRng.chance(this.loss)) return;
     const copies = this.faultsOn && this.netRng.chance(this.dup) ? 2 : 1;
