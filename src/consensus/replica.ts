@@ -678,6 +678,14 @@ export class Replica {
     this.afterPersist.push(this.envelope(from, { type: 'promise', ballot, commit: report.commit, compacted: report.compacted, accepted }));
   }
 
+  /**
+   * A leader takes promises too: slots a new configuration governs need a quorum of its
+   * voters (fillWindow). A late promise changes no slot already proposed (each was proposed
+   * once a quorum of its configuration had promised, which recovered any value that could
+   * have been chosen there), and for later slots recovery reads a superset of a quorum,
+   * whose highest-ballot value is still the one that may have been chosen; slots up to a
+   * raised `recoverThrough` are filled (recovered values or no-ops) before anything new.
+   */
   private onPromise(from: NodeId, msg: Extract<Message, { type: 'promise' }>): void {
     if (this.role !== 'candidate' && this.role !== 'leader') return;
     if (!ballotEquals(msg.ballot, this.ballot) || this.promises.has(from)) return;

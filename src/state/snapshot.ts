@@ -79,6 +79,11 @@ export class StateSnapshot implements AsyncIterable<Uint8Array> {
 
   /** Frames of about 1 MiB, each already length-prefixed. Readable once. */
   async *[Symbol.asyncIterator](): AsyncGenerator<Uint8Array, void, undefined> {
+    yield* this.frames();
+  }
+
+  /** The same frames, read synchronously (the simulator's archive). Readable once. */
+  *frames(): Generator<Uint8Array, void, undefined> {
     if (this.released) throw new Error('snapshot already read or closed');
     try {
       yield joinFrames([pack({ t: 'header', v: SNAPSHOT_VERSION, ...this.header })]);
@@ -119,33 +124,53 @@ export async function readSnapshot(
   source: AsyncIterable<Uint8Array>,
   onRecords: (table: Table, records: readonly Uint8Array[]) => void = () => {},
 ): Promise<SnapshotHeader & { records: number }> {
-  const decoder = new FrameDecoder(FRAME_BYTES_MAX);
-  let header: SnapshotHeader | null = null;
-  let records = 0;
-  let ended = false;
-  for await (const chunk of source) {
-    for (const frame of decoder.push(chunk)) {
-      if (ended) throw new Error('snapshot: data after the end frame');
+  const reader = new SnapshotReader(onRecords);
+  for await (const chunk of source) reader.push(chunk);
+  return reader.end();
+}
+
+/** `readSnapshot` over chunks in memory. */
+function readSnapshotSync(source: Iterable<Uint8Array>, onRecords: (table: Table, records: readonly Uint8Array[]) => void): SnapshotHeader & { records: number } {
+  const reader = new SnapshotReader(onRecords);
+  for (const chunk of source) reader.push(chunk);
+  return reader.end();
+}
+
+/** Checks a snapshot stream's frames as they come. */
+class SnapshotReader {
+  private readonly decoder = new FrameDecoder(FRAME_BYTES_MAX);
+  private header: SnapshotHeader | null = null;
+  private records = 0;
+  private ended = false;
+
+  constructor(private readonly onRecords: (table: Table, records: readonly Uint8Array[]) => void) {}
+
+  push(chunk: Uint8Array): void {
+    for (const frame of this.decoder.push(chunk)) {
+      if (this.ended) throw new Error('snapshot: data after the end frame');
       const f = frame as { t?: unknown; v?: unknown; r?: unknown; records?: unknown } & Partial<SnapshotHeader>;
-      if (header === null) {
+      if (this.header === null) {
         if (f.t !== 'header' || f.v !== SNAPSHOT_VERSION || typeof f.applied !== 'object') throw new Error('snapshot: missing or unknown header');
-        header = { applied: f.applied, settings: f.settings ?? null };
+        this.header = { applied: f.applied, settings: f.settings ?? null };
         continue;
       }
       if (f.t === 'end') {
-        if (f.records !== records) throw new Error(`snapshot: end frame says ${String(f.records)} records, read ${records}`);
-        ended = true;
+        if (f.records !== this.records) throw new Error(`snapshot: end frame says ${String(f.records)} records, read ${this.records}`);
+        this.ended = true;
         continue;
       }
       if (!TABLES.includes(f.t as Table) || !Array.isArray(f.r) || f.r.length % 2 !== 0 || !f.r.every((b) => b instanceof Uint8Array)) {
         throw new Error('snapshot: malformed records frame');
       }
-      onRecords(f.t as Table, f.r as Uint8Array[]);
-      records += f.r.length / 2;
+      this.onRecords(f.t as Table, f.r as Uint8Array[]);
+      this.records += f.r.length / 2;
     }
   }
-  if (header === null || !ended || decoder.bufferedBytes > 0) throw new Error('snapshot: stream ends early');
-  return { ...header, records };
+
+  end(): SnapshotHeader & { records: number } {
+    if (this.header === null || !this.ended || this.decoder.bufferedBytes > 0) throw new Error('snapshot: stream ends early');
+    return { ...this.header, records: this.records };
+  }
 }
 
 /**
@@ -154,17 +179,37 @@ export async function readSnapshot(
  * crash midway leaves a store that is still "not bootstrapped" and the restore is redone.
  */
 export async function restoreSnapshot(env: StoreEnv, source: AsyncIterable<Uint8Array>): Promise<SnapshotHeader> {
+  clearForRestore(env);
+  const header = finishRestore(env, await readSnapshot(source, restoreRecords(env)));
+  await env.root.flushed;
+  return header;
+}
+
+/** `restoreSnapshot` from frames in memory, without waiting for a flush: the simulator's,
+ *  whose environment is durable as it commits. */
+export function restoreSnapshotSync(env: StoreEnv, source: Iterable<Uint8Array>): SnapshotHeader {
+  clearForRestore(env);
+  return finishRestore(env, readSnapshotSync(source, restoreRecords(env)));
+}
+
+function clearForRestore(env: StoreEnv): void {
   if (env.smMeta.get('applied') !== undefined) throw new Error('restore needs an empty state store');
   // Leftovers of an earlier, interrupted restore.
   env.root.transactionSync(() => {
     for (const t of TABLES) for (const key of table(env, t).getKeys({})) table(env, t).removeSync(key);
   });
-  const header = await readSnapshot(source, (t, r) => {
+}
+
+function restoreRecords(env: StoreEnv): (t: Table, r: readonly Uint8Array[]) => void {
+  return (t, r) => {
     const db = table(env, t);
     env.root.transactionSync(() => {
       for (let i = 0; i < r.length; i += 2) db.putSync(r[i]!, r[i + 1]!);
     });
-  });
+  };
+}
+
+function finishRestore(env: StoreEnv, header: SnapshotHeader): SnapshotHeader {
   const { applied, settings } = header;
   env.root.transactionSync(() => {
     if (settings !== null) env.smMeta.putSync('archive', pack(settings));
@@ -173,6 +218,5 @@ export async function restoreSnapshot(env: StoreEnv, source: AsyncIterable<Uint8
     if (applied.point.index > 0) env.chain.putSync(u64Key(applied.point.index), chainRow(applied.chain, applied.point.slot));
     env.smMeta.putSync('applied', pack(applied));
   });
-  await env.root.flushed;
   return { applied, settings };
 }

@@ -38,10 +38,12 @@ import {
 import { Driver, type DriverClock, type DriverDefects } from '../../src/driver.js';
 import { openMemoryEnv, type MemoryRoot } from '../../src/storage/memory-env.js';
 import { ControlledLog, MemoryLogStore } from '../../src/log/memory.js';
-import type { StoreEnv } from '../../src/storage/env.js';
+import { unpack, type StoreEnv } from '../../src/storage/env.js';
+import { FrameDecoder } from '../../src/codec/frames.js';
 import { decodeAppCommand, encodeAppCommand, nextChain, type ApplyResult, type KvOp } from '../../src/state/command.js';
 import { chainAnswer, checkRange, vouched, vouchersFor, votersWhoVouch, type ChainAnswer, type ChainSource } from '../../src/sync/range-check.js';
 import { LmdbStateStore } from '../../src/state/kv.js';
+import { restoreSnapshotSync } from '../../src/state/snapshot.js';
 import { EventHeap } from './heap.js';
 import { checkLinearizable, kvModel, type KvOutput, type Operation } from './linearizability.js';
 import { Rng } from './rng.js';
@@ -99,6 +101,8 @@ export interface SimStats {
   rogueRanges: number;
   /** Ranges let in, in part, by a checkpoint on their way. */
   rangesPinned: number;
+  /** Joiners that restored the archive's latest snapshot before they started. */
+  snapshotRestores: number;
   /** Writes sent again with the same request id after an unknown outcome. */
   retries: number;
   /** Monotonic clocks that jumped hours ahead. */
@@ -264,6 +268,10 @@ export class World {
   private readonly proposed = new Map<string, Uint8Array>();
   /** The archive: chosen values of slots some node compacted, copied before it compacted. */
   private readonly archive = new Map<number, Batch>();
+  /** The archive's latest snapshot (a node's state where it compacted), and every snapshot
+   *  taken, by applied slot: replicas at one slot hold the same state, byte for byte. */
+  private snapshot: { point: LogPoint; frames: Uint8Array[] } | null = null;
+  private readonly snapshotAt = new Map<number, { digest: string; frames: Uint8Array[] }>();
   private readonly history: Op[] = [];
   private readonly clientSeq: number[] = [];
   private readonly clientPending: (Op | null)[] = [];
@@ -421,12 +429,21 @@ export class World {
     return `n${this.nextNodeId++}`;
   }
 
-  private addNode(id: NodeId): SimNode {
+  private addNode(id: NodeId, joins = false): SimNode {
     const node = new SimNode(id);
     node.hasKey = this.rng.chance(0.5);
     this.nodes.set(id, node);
-    // A new disk gets the genesis point, as `openStores(dir, { genesis })` does.
-    new LmdbStateStore(node.env).bootstrap(this.genesis);
+    if (joins && node.hasKey && this.snapshot !== null && this.rng.chance(0.5)) {
+      // As `serve --join` with the archive key: the archive's latest snapshot, and a log
+      // that begins after it (restoreSnapshotInto).
+      const { point } = restoreSnapshotSync(node.env, this.snapshot.frames).applied;
+      node.logDisk.write([{ kind: 'compact', through: point }, { kind: 'commit', slot: point.slot }]);
+      this.stats.snapshotRestores++;
+      if (this.traceOn) this.trace(`restore ${id} from the archive's snapshot at slot ${point.slot} index ${point.index}`);
+    } else {
+      // A new disk gets the genesis point, as `openStores(dir, { genesis })` does.
+      new LmdbStateStore(node.env).bootstrap(this.genesis);
+    }
     (node.env.root as unknown as MemoryRoot).onCommit = (undo) => node.sequence.push(undo);
     this.start(node);
     return node;
@@ -724,10 +741,24 @@ export class World {
       // The pruner verifies the archive covers every slot before it prunes.
       if (!this.archive.has(slot)) return;
     }
+    this.archiveSnapshot(node, point);
     node.driver!.compact(point);
     node.state!.pruneChain(point.index); // as PangeaNode.compact does
     this.stats.compactions++;
     if (this.traceOn) this.trace(`compact ${node.id} through ${point.slot}`);
+  }
+
+  /** As the archiver's snapshots: the node's state where it compacts. Every replica that
+   *  applied the same index must hold the same state. */
+  private archiveSnapshot(node: SimNode, point: LogPoint): void {
+    const frames = [...node.state!.snapshot().frames()];
+    const fp = createHash('sha256');
+    for (const f of frames) fp.update(f);
+    const digest = fp.digest('hex');
+    const known = this.snapshotAt.get(point.slot);
+    if (known === undefined) this.snapshotAt.set(point.slot, { digest, frames });
+    else if (known.digest !== digest) throw new SimFailure(`${node.id}: its state at slot ${point.slot} differs from another replica's there: ${snapshotDiff(known.frames, frames)}`);
+    if (this.snapshot === null || point.index > this.snapshot.point.index) this.snapshot = { point, frames };
   }
 
   /** Block sync: a range of chosen values from a peer's durable log, or from the archive
@@ -1011,7 +1042,7 @@ export class World {
     if (choice < 0.35 && members < 7) {
       // The operator joins it through any member's URL (often the leader's): its sponsor.
       const sponsors = [...config.voters, ...config.learners].filter((id) => this.nodes.get(id)?.alive === true);
-      const node = this.addNode(this.newNodeId());
+      const node = this.addNode(this.newNodeId(), true);
       node.sponsor = r.chance(0.5) && sponsors.length > 0 ? r.pick(sponsors) : leader.id;
       command = { kind: 'config', change: { op: 'add_learner', node: node.id } };
     } else if (choice < 0.7 && config.learners.length > 0) {
@@ -1299,7 +1330,7 @@ export class World {
 }
 
 export function emptyStats(): SimStats {
-  return { leaderChanges: 0, crashes: 0, crashesBeforeCommit: 0, partitions: 0, oneWayLinks: 0, blockSyncs: 0, rangesRefused: 0, rogueRanges: 0, rangesPinned: 0, retries: 0, clockJumps: 0, diskFailures: 0, quickRestarts: 0, longStalls: 0, membershipChanges: 0, compactions: 0, rangesLearned: 0, garbage: 0, pauses: 0, acked: 0, unknown: 0, reads: 0, slots: 0 };
+  return { leaderChanges: 0, crashes: 0, crashesBeforeCommit: 0, partitions: 0, oneWayLinks: 0, blockSyncs: 0, rangesRefused: 0, rogueRanges: 0, rangesPinned: 0, snapshotRestores: 0, retries: 0, clockJumps: 0, diskFailures: 0, quickRestarts: 0, longStalls: 0, membershipChanges: 0, compactions: 0, rangesLearned: 0, garbage: 0, pauses: 0, acked: 0, unknown: 0, reads: 0, slots: 0 };
 }
 
 /** Runs one seed. A failure carries the seed; with `trace`, the events that led to it. */
@@ -1349,6 +1380,43 @@ function computeFingerprint(batch: Batch): string {
     out += c.kind === 'app' ? Buffer.from(c.data.buffer, c.data.byteOffset, c.data.byteLength).toString('latin1') : `${c.change.op}:${c.change.node}`;
   }
   return out;
+}
+
+/** Where two snapshots first differ. */
+function snapshotDiff(a: Uint8Array[], b: Uint8Array[]): string {
+  const decode = (frames: Uint8Array[]): Record<string, unknown>[] => {
+    const d = new FrameDecoder();
+    return frames.flatMap((f) => [...d.push(f)]) as Record<string, unknown>[];
+  };
+  const x = decode(a);
+  const y = decode(b);
+  const show = (v: unknown): string => JSON.stringify(v, (_k, w: unknown) => (w instanceof Uint8Array ? Buffer.from(w).toString('hex').slice(0, 24) : w));
+  for (let i = 0; i < Math.max(x.length, y.length); i++) {
+    const fx = x[i];
+    const fy = y[i];
+    if (fx === undefined || fy === undefined || fx.t !== fy.t) return `frame ${i}: ${show(fx?.t)} against ${show(fy?.t)}`;
+    if (fx.t === 'header') {
+      for (const k of new Set([...Object.keys(fx), ...Object.keys(fy)])) if (show(fx[k]) !== show(fy[k])) return `header ${k}: ${show(fx[k])} against ${show(fy[k])}`;
+    } else if (Array.isArray(fx.r) && Array.isArray(fy.r)) {
+      const rx = fx.r as Uint8Array[];
+      const ry = fy.r as Uint8Array[];
+      for (let j = 0; j < Math.max(rx.length, ry.length); j++) {
+        if (rx[j] === undefined || ry[j] === undefined || Buffer.compare(rx[j]!, ry[j]!) !== 0) {
+          const k = j - (j % 2);
+          return `table ${String(fx.t)} record ${k / 2}: ${show(rx[k] && Buffer.from(rx[k]!).toString())}=${show(rx[k + 1] && unpackMaybe(rx[k + 1]!))} against ${show(ry[k] && Buffer.from(ry[k]!).toString())}=${show(ry[k + 1] && unpackMaybe(ry[k + 1]!))}`;
+        }
+      }
+    } else if (show(fx) !== show(fy)) return `frame ${i}: ${show(fx)} against ${show(fy)}`;
+  }
+  return 'no difference found';
+}
+
+function unpackMaybe(b: Uint8Array): unknown {
+  try {
+    return unpack(b);
+  } catch {
+    return b;
+  }
 }
 
 /** The same keys, values, revisions and hash chain. */
