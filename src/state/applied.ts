@@ -1,5 +1,6 @@
 /** The state machine's applied record (kv.ts writes it with every apply; snapshots carry it). */
-import type { LogPoint } from '../consensus/index.js';
+import type { ConfigEpoch, LogPoint } from '../consensus/index.js';
+import { pack, u64Key, type StoreEnv } from '../storage/env.js';
 import type { OpenSegment } from './segments.js';
 
 /** What `sm.meta/applied` holds. */
@@ -29,4 +30,17 @@ export function chainRow(chain: Uint8Array, slot: number): Uint8Array {
 export function readChainRow(row: Uint8Array): { chain: Uint8Array; slot: number } {
   const b = Buffer.from(row.buffer, row.byteOffset, row.byteLength);
   return { chain: new Uint8Array(b.subarray(0, b.byteLength - 8)), slot: Number(b.readBigUInt64BE(b.byteLength - 8)) };
+}
+
+/**
+ * Records the newest of `epochs` in `sm.configs` (unless a record for its slot exists, or
+ * `replace`): the configurations a node reports when a peer asks whom the voters follow
+ * (src/sync/range-check.ts). Written at apply, at bootstrap and restore, and by
+ * `--force-new-cluster`; a few bytes per membership change, never pruned.
+ */
+export function recordConfig(env: StoreEnv, epochs: readonly ConfigEpoch[], replace = false): void {
+  const newest = epochs[epochs.length - 1];
+  if (newest === undefined) return;
+  const key = u64Key(newest.fromSlot);
+  if (replace || env.configs.get(key) === undefined) env.configs.putSync(key, pack(newest.config.voters));
 }

@@ -14,11 +14,11 @@
  * time by a second a command, so it can delay expiry, never mass-expire. Every parameter
  * apply reads comes from the log (`cluster_settings`, `archive_settings`) or this file.
  */
-import { applyChange, latestConfig, type Command, type Config, type ConfigChange, type ConfigEpoch, type Entry, type LogPoint } from '../consensus/index.js';
+import { applyChange, latestConfig, type Command, type Config, type ConfigChange, type Entry, type LogPoint } from '../consensus/index.js';
 import { pack, plain, readU64, u64Key, unpack, type StoreEnv } from '../storage/env.js';
 import { KEY_BYTES_MAX, LOG_TIME_STEP_MS, chainBytesLength, decodeAppCommand, nextChain, type AppCommand, type ApplyResult, type ArchiveSettings, type Compare, type KvOp, type TxnOp,
   type TxnResult } from './command.js';
-import { chainRow, readChainRow, type AppliedRecord } from './applied.js';
+import { chainRow, readChainRow, recordConfig, type AppliedRecord } from './applied.js';
 import { SEGMENT_ENTRIES_DEFAULT, SLOT_OVERHEAD_BYTES, endsSegment, type OpenSegment, type SegmentBound } from './segments.js';
 import type { ConfigRecord, KeyValue, MemberRecord, StateStore } from './state-store.js';
 import { StateSnapshot, restoreSnapshot, type SnapshotHeader } from './snapshot.js';
@@ -116,7 +116,9 @@ export class LmdbStateStore implements StateStore {
         this.putMember(id, { role: 'voter', http: m?.http ?? '', p2p: m?.p2p ?? [] });
         this.env.votersEver.putSync(utf8.encode(id), EMPTY);
       }
-      recordConfig(this.env, point.epochs);
+      // Changes chosen before and not yet in effect never will be.
+      for (const key of this.env.configs.getKeys({ start: u64Key(point.slot + 1) })) this.env.configs.removeSync(key);
+      recordConfig(this.env, point.epochs, true);
       this.env.smMeta.putSync('applied', pack(record));
     });
     this.current = record;
@@ -134,6 +136,9 @@ export class LmdbStateStore implements StateStore {
     this.env.root.transactionSync(() => {
       this.env.smMeta.removeSync('archive');
       for (const key of this.env.segments.getKeys({})) this.env.segments.removeSync(key);
+      // The old cluster's configurations are not this one's history.
+      for (const key of this.env.configs.getKeys({})) this.env.configs.removeSync(key);
+      recordConfig(this.env, this.current.point.epochs, true);
       this.env.smMeta.putSync('applied', pack(record));
     });
     this.current = record;
@@ -202,13 +207,13 @@ export class LmdbStateStore implements StateStore {
     return header;
   }
 
-  /** Finished segments whose last slot is after `afterSlot`, in order, at most `limit`. */
   configsAfter(slot: number, limit: number): ConfigRecord[] {
     const out: ConfigRecord[] = [];
     for (const { key, value } of this.env.configs.getRange({ start: u64Key(slot + 1), limit })) out.push({ fromSlot: readU64(key), voters: unpack(value) as string[] });
     return out;
   }
 
+  /** Finished segments whose last slot is after `afterSlot`, in order, at most `limit`. */
   segments(afterSlot: number, limit = Number.MAX_SAFE_INTEGER): SegmentBound[] {
     const out: SegmentBound[] = [];
     for (const { value } of this.env.segments.getRange({ start: u64Key(afterSlot + 1), limit })) out.push(unpack(value) as SegmentBound);
@@ -540,16 +545,6 @@ function readKv(env: StoreEnv, key: Uint8Array): KeyValue | undefined {
 
 function decodeKv(key: Uint8Array, stored: Uint8Array): KeyValue {
   return { key, revision: readU64(stored), value: copy(stored.subarray(REVISION_BYTES)) };
-}
-
-/** Records the newest of `epochs` in `sm.configs`, if new: the history of configurations a
- *  node reports when a peer asks whom the voters follow (range-check.ts). A few records per
- *  membership change, never pruned. */
-function recordConfig(env: StoreEnv, epochs: readonly ConfigEpoch[]): void {
-  const newest = epochs[epochs.length - 1];
-  if (newest === undefined) return;
-  const key = u64Key(newest.fromSlot);
-  if (env.configs.get(key) === undefined) env.configs.putSync(key, pack(newest.config.voters));
 }
 
 function readMembers(env: StoreEnv): MemberRecord[] {

@@ -5,7 +5,7 @@
  * The stream is a sequence of frames (u32 big-endian length + one msgpack value, as on the
  * wire, codec/frames.ts):
  *
- *   { t: 'header', v: 1, applied, settings }      the applied record (point with its
+ *   { t: 'header', v: 2, applied, settings }      the applied record (point with its
  *                                                 configurations, chain value, log time,
  *                                                 open segment) and the archive settings
  *   { t: DB, r: [key, value, key, value, ...] }   records of one table, in key order, DB in
@@ -20,9 +20,11 @@ import type { Transaction } from 'lmdb';
 import { FrameDecoder, joinFrames } from '../codec/frames.js';
 import { pack, u64Key, unpack, type BytesDb, type StoreEnv } from '../storage/env.js';
 import type { ArchiveSettings } from './command.js';
-import { chainRow, type AppliedRecord } from './applied.js';
+import { chainRow, recordConfig, type AppliedRecord } from './applied.js';
 
-export const SNAPSHOT_VERSION = 1;
+/** 2 added the `configs` table; a version 1 snapshot (without it) still restores. */
+export const SNAPSHOT_VERSION = 2;
+const SNAPSHOT_VERSIONS_READ: readonly unknown[] = [1, 2];
 /** Record bytes gathered into one frame before it is handed out. */
 const FRAME_BYTES_TARGET = 1024 * 1024;
 /** Bound on one frame when reading (a record is at most a key and a value, well below). */
@@ -150,7 +152,7 @@ class SnapshotReader {
       if (this.ended) throw new Error('snapshot: data after the end frame');
       const f = frame as { t?: unknown; v?: unknown; r?: unknown; records?: unknown } & Partial<SnapshotHeader>;
       if (this.header === null) {
-        if (f.t !== 'header' || f.v !== SNAPSHOT_VERSION || typeof f.applied !== 'object') throw new Error('snapshot: missing or unknown header');
+        if (f.t !== 'header' || !SNAPSHOT_VERSIONS_READ.includes(f.v) || typeof f.applied !== 'object') throw new Error('snapshot: missing or unknown header');
         this.header = { applied: f.applied, settings: f.settings ?? null };
         continue;
       }
@@ -216,6 +218,7 @@ function finishRestore(env: StoreEnv, header: SnapshotHeader): SnapshotHeader {
     // The slot stored beside it is the applied slot (the command's own may be earlier): it is
     // read only as the slot after an index below this one, which a restored node never has.
     if (applied.point.index > 0) env.chain.putSync(u64Key(applied.point.index), chainRow(applied.chain, applied.point.slot));
+    recordConfig(env, applied.point.epochs);
     env.smMeta.putSync('applied', pack(applied));
   });
   return { applied, settings };

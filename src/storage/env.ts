@@ -15,7 +15,7 @@
  * | `sm.chain`      | u64 index                    | chain value after that command (32 bytes), then its slot (u64) | state |
  * | `sm.segments`   | u64 last slot of a segment   | msgpack SegmentBound (state/segments.ts)| state |
  * | `sm.voters_ever`| peer id (UTF-8)              | empty: every peer that was ever a voter | state |
- * | `sm.configs`    | u64 slot it governs from     | msgpack voter ids: every configuration the node applied (range-check.ts) | state |
+ * | `sm.configs`    | u64 slot it governs from     | msgpack voter ids: the configurations the node applied or restored (applied.ts `recordConfig`) | state |
  *
  * Durability: lmdb-js commits asynchronous writes on its writer thread and, with
  * `overlappingSync` (on by default outside Windows), flushes to disk after the commit.

@@ -25,7 +25,7 @@
 import type { ConfigEpoch, SlotValue } from '../consensus/index.js';
 import type { ConfigRecord } from '../state/state-store.js';
 import { batchBytes, validateEnvelope } from '../consensus/index.js';
-import { chainAnswer, checkRange, leaderNamedByMajority, vouched, vouchersFor, votersWhoVouch, type ChainAnswer } from './range-check.js';
+import { VOUCHING_ROUNDS_MAX, chainAnswer, chainAnswerFrom, checkRange, laterVoters, leaderNamedByMajority, vouched, vouchersFor, votersWhoVouch, type ChainAnswer } from './range-check.js';
 import type { PeerServices } from './peer-services.js';
 import { Packr } from 'msgpackr';
 import { PromText } from '../metrics.js';
@@ -368,21 +368,28 @@ export class Blocksync {
   // ------------------------------------------------------------------------------------
   // Serving.
 
-  /** Asks the voters (all at once) whether the range's end is the cluster's (`vouched`). */
+  /** Asks the voters (all at once) whether the range's end is the cluster's (`vouched`);
+   *  then, while no leader is named, the voters of later configurations they report. */
   private async vouched(range: { lastIndex: number; chain: Uint8Array; through: number }, source: string): Promise<boolean> {
     const own = votersWhoVouch(this.host.peerId, this.host.members());
     const answers = new Map<string, ChainAnswer | null>();
-    await Promise.all(
-      vouchersFor(source, this.host.peerId, this.trusted(), own.voters).map(async (v) => {
-        try {
-          const req = { v: 1, cluster: this.host.cluster, chainAt: range.lastIndex, through: range.through, configsAfter: own.fromSlot };
-          const a = (await this.net.request(v, BLOCKSYNC_PROTOCOL, req, this.opts.timeoutMs)) as ChainAnswer | null;
-          answers.set(v, a?.status === 'chain' ? a : null);
-        } catch {
-          answers.set(v, null);
-        }
-      }),
-    );
+    const req = { v: 1, cluster: this.host.cluster, chainAt: range.lastIndex, through: range.through, configsAfter: own.fromSlot };
+    const ask = (peers: readonly string[]): Promise<unknown> =>
+      Promise.all(
+        peers.map(async (v) => {
+          try {
+            answers.set(v, chainAnswerFrom(await this.net.request(v, BLOCKSYNC_PROTOCOL, req, this.opts.timeoutMs)));
+          } catch {
+            answers.set(v, null);
+          }
+        }),
+      );
+    await ask(vouchersFor(source, this.host.peerId, this.trusted(), own.voters));
+    for (let round = 0; round < VOUCHING_ROUNDS_MAX && leaderNamedByMajority(own, answers) === null; round++) {
+      const more = laterVoters(own, answers).filter((v) => v !== source && v !== this.host.peerId);
+      if (more.length === 0) break;
+      await ask(more);
+    }
     const named = leaderNamedByMajority(own, answers);
     if (named !== null) this.named = { peer: named, until: this.now() + ANNOUNCE_STALE_MS };
     return vouched(range, source, this.trusted(), own, answers);

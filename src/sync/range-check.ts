@@ -15,7 +15,7 @@
  *   that it holds no command after `lastIndex` up to `through` (`ends`), so a range cannot
  *   end in no-ops where the cluster chose commands.
  */
-import type { Command, ConfigEpoch, SlotValue } from '../consensus/index.js';
+import { LIMITS, type Command, type ConfigEpoch, type SlotValue } from '../consensus/index.js';
 import { nextChain } from '../state/command.js';
 import type { ConfigRecord } from '../state/state-store.js';
 
@@ -47,6 +47,9 @@ export interface ChainSource {
 /** The most configurations an answer reports: a node away for more membership changes than
  *  this, with no archive key, waits for a voucher of another kind. */
 export const CONFIGS_REPORTED_MAX = 64;
+
+/** Rounds of asking after the first: the voters of configurations the answers reveal. */
+export const VOUCHING_ROUNDS_MAX = 2;
 
 /** The answer to "what is your chain value at `index`", asked by a node whose newest
  *  configuration governs from slot `configsAfter` (omitted: report no configurations). */
@@ -95,14 +98,11 @@ export function leaderNamedByMajority(own: ConfigRecord, answers: ReadonlyMap<st
 function laterConfigReported(config: ConfigRecord, answers: ReadonlyMap<string, ChainAnswer | null>): ConfigRecord | null {
   const reports = new Map<string, { config: ConfigRecord; by: Set<string> }>();
   for (const v of config.voters) {
-    const configs = answers.get(v)?.configs;
-    if (!Array.isArray(configs)) continue;
-    for (const c of configs.slice(0, CONFIGS_REPORTED_MAX) as unknown[]) {
-      const r = c as Partial<ConfigRecord> | null;
-      if (typeof r?.fromSlot !== 'number' || !(r.fromSlot > config.fromSlot) || !Array.isArray(r.voters) || r.voters.length === 0 || !r.voters.every((x) => typeof x === 'string')) continue;
-      const voters = [...new Set(r.voters)].sort();
-      const key = `${r.fromSlot} ${voters.join(' ')}`;
-      const seen = reports.get(key) ?? { config: { fromSlot: r.fromSlot, voters }, by: new Set<string>() };
+    for (const c of answers.get(v)?.configs ?? []) {
+      if (c.fromSlot <= config.fromSlot) continue;
+      // Voters are sorted and unique (chainAnswerFrom); the key cannot collide.
+      const key = JSON.stringify([c.fromSlot, c.voters]);
+      const seen = reports.get(key) ?? { config: c, by: new Set<string>() };
       seen.by.add(v);
       reports.set(key, seen);
     }
@@ -112,6 +112,48 @@ function laterConfigReported(config: ConfigRecord, answers: ReadonlyMap<string, 
     if (by.size >= majority(config.voters) && (newest === null || c.fromSlot > newest.fromSlot)) newest = c;
   }
   return newest;
+}
+
+/**
+ * The voters of the later configurations the answers establish (`leaderNamedByMajority`),
+ * not among `asked`: a node asks its own voters, and voters added since are asked in a
+ * further round.
+ */
+export function laterVoters(own: ConfigRecord, answers: ReadonlyMap<string, ChainAnswer | null>): string[] {
+  const out = new Set<string>();
+  let config = laterConfigReported(own, answers);
+  for (let hops = 0; config !== null && hops < CONFIGS_REPORTED_MAX; hops++) {
+    for (const v of config.voters) if (!answers.has(v)) out.add(v);
+    config = laterConfigReported(config, answers);
+  }
+  return [...out];
+}
+
+/**
+ * A peer's answer, checked: null unless it is a well-formed chain answer. Reported
+ * configurations are bounded (at most CONFIGS_REPORTED_MAX, each with at most
+ * LIMITS.votersMax voters of valid ids) and their voters sorted and made unique.
+ */
+export function chainAnswerFrom(raw: unknown): ChainAnswer | null {
+  const a = raw as Partial<Record<keyof ChainAnswer, unknown>> | null;
+  if (typeof a !== 'object' || a === null || a.status !== 'chain' || typeof a.index !== 'number' || !Number.isSafeInteger(a.index)) return null;
+  if (!(a.chain === null || a.chain instanceof Uint8Array) || !(a.ends === null || typeof a.ends === 'boolean')) return null;
+  if (!(a.leader === undefined || a.leader === null || isId(a.leader))) return null;
+  const out: ChainAnswer = { status: 'chain', index: a.index, chain: a.chain, ends: a.ends, ...(a.leader === undefined ? {} : { leader: a.leader }) };
+  if (a.configs === undefined) return out;
+  if (!Array.isArray(a.configs) || a.configs.length > CONFIGS_REPORTED_MAX) return null;
+  const configs: ConfigRecord[] = [];
+  for (const c of a.configs as unknown[]) {
+    const r = c as { fromSlot?: unknown; voters?: unknown } | null;
+    if (typeof r !== 'object' || r === null || typeof r.fromSlot !== 'number' || !Number.isSafeInteger(r.fromSlot) || r.fromSlot < 1) return null;
+    if (!Array.isArray(r.voters) || r.voters.length === 0 || r.voters.length > LIMITS.votersMax || !r.voters.every(isId)) return null;
+    configs.push({ fromSlot: r.fromSlot, voters: [...new Set(r.voters as string[])].sort() });
+  }
+  return { ...out, configs };
+}
+
+function isId(v: unknown): v is string {
+  return typeof v === 'string' && v.length > 0 && v.length <= LIMITS.nodeIdLengthMax;
 }
 
 function majority(voters: readonly unknown[]): number {

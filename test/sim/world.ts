@@ -41,7 +41,8 @@ import { ControlledLog, MemoryLogStore } from '../../src/log/memory.js';
 import { unpack, type StoreEnv } from '../../src/storage/env.js';
 import { FrameDecoder } from '../../src/codec/frames.js';
 import { decodeAppCommand, encodeAppCommand, nextChain, type ApplyResult, type KvOp } from '../../src/state/command.js';
-import { chainAnswer, checkRange, vouched, vouchersFor, votersWhoVouch, type ChainAnswer, type ChainSource } from '../../src/sync/range-check.js';
+import { VOUCHING_ROUNDS_MAX, chainAnswer, chainAnswerFrom, checkRange, laterVoters, leaderNamedByMajority, vouched, vouchersFor, votersWhoVouch, type ChainAnswer, type ChainSource } from '../../src/sync/range-check.js';
+import type { ConfigRecord } from '../../src/state/state-store.js';
 import { LmdbStateStore } from '../../src/state/kv.js';
 import { restoreSnapshotSync } from '../../src/state/snapshot.js';
 import { EventHeap } from './heap.js';
@@ -850,18 +851,34 @@ export class World {
    *  reachable both ways answers from its own state. */
   private rangeVouched(node: SimNode, source: NodeId, range: { lastIndex: number; chain: Uint8Array; through: number }): boolean {
     if (this.opts.syncDefects?.trustSenderChain) return true;
+    const { own, trusted, answers } = this.vouching(node, source, range.lastIndex, range.through);
+    return vouched(range, source, trusted, own, answers);
+  }
+
+  /** The answers block sync gathers for a range from `source` ending at `lastIndex`: its
+   *  voters', then those of later configurations they report (blocksync.ts `vouched`). */
+  private vouching(node: SimNode, source: NodeId, lastIndex: number, through: number): { own: ConfigRecord; trusted: NodeId[]; answers: Map<string, ChainAnswer | null> } {
     const epoch = latestEpoch(node);
     const own = this.opts.syncDefects?.preJoinVotersVouch ? { fromSlot: epoch.fromSlot, voters: epoch.config.voters } : votersWhoVouch(node.id, epoch);
     // The leader it follows, and while it joins the member that added it (server.ts).
     if (node.sponsor !== null && epoch.config.voters.includes(node.id)) node.sponsor = null;
     const trusted = [node.replica.currentLeader, node.sponsor].filter((p): p is NodeId => p !== null);
     const answers = new Map<string, ChainAnswer | null>();
-    for (const v of vouchersFor(source, node.id, trusted, own.voters)) {
-      const n = this.nodes.get(v);
-      const up = n !== undefined && n.alive && n.state !== null && n.pausedUntil <= this.now && this.connected(node.id, v) && this.connected(v, node.id);
-      answers.set(v, up ? chainAnswer(chainSource(n), range.lastIndex, range.through, own.fromSlot) : null);
+    const ask = (peers: readonly NodeId[]): void => {
+      for (const v of peers) {
+        const n = this.nodes.get(v);
+        const up = n !== undefined && n.alive && n.state !== null && n.pausedUntil <= this.now && this.connected(node.id, v) && this.connected(v, node.id);
+        // Through the wire's check, as block sync takes it.
+        answers.set(v, up ? chainAnswerFrom(chainAnswer(chainSource(n), lastIndex, through, own.fromSlot)) : null);
+      }
+    };
+    ask(vouchersFor(source, node.id, trusted, own.voters));
+    for (let round = 0; round < VOUCHING_ROUNDS_MAX && leaderNamedByMajority(own, answers) === null; round++) {
+      const more = laterVoters(own, answers).filter((v) => v !== source && v !== node.id);
+      if (more.length === 0) break;
+      ask(more);
     }
-    return vouched(range, source, trusted, own, answers);
+    return { own, trusted, answers };
   }
 
   /**
@@ -1007,15 +1024,18 @@ export class World {
     const ahead = [...this.nodes.values()].reduce((a, b) => (b.alive && b.replica.commit.slot > a.replica.commit.slot ? b : a), node);
     const { voters } = ahead.replica.latestConfig;
     const sole = voters.length === 1 ? voters[0] : null;
-    // Nor a leader a voter follows: block sync trusts the leader a majority of the node's
-    // voters (or of a later configuration they report) name.
-    const named = new Set([...this.nodes.values()].map((n) => (n.alive ? n.replica.liveLeader : null)));
+    // Nor the leader a majority of the node's voters (or of a later configuration they
+    // report) name, as block sync would ask them for a range from that peer: it is trusted.
+    const named = (p: SimNode): boolean => {
+      const { own: o, answers } = this.vouching(node, p.id, 0, 1);
+      return leaderNamedByMajority(o, answers) === p.id;
+    };
     const epoch = latestEpoch(node);
     // Nor the sole voter of the node's own configuration (a learner of a one-voter cluster):
     // as far as the node can know, its word is the cluster's.
     const own = votersWhoVouch(node.id, epoch).voters;
     const alone = own.length === 1 ? own[0] : null;
-    const rogues = live.filter((p) => p !== node && p.id !== node.replica.currentLeader && p.id !== node.sponsor && p.id !== sole && p.id !== alone && !named.has(p.id) && this.connected(p.id, node.id));
+    const rogues = live.filter((p) => p !== node && p.id !== node.replica.currentLeader && p.id !== node.sponsor && p.id !== sole && p.id !== alone && this.connected(p.id, node.id) && !named(p));
     // Often a voter of the node's own configuration, whose word counts there.
     const voting = rogues.filter((p) => node.replica.latestConfig.voters.includes(p.id));
     if (rogues.length > 0) this.learnRange(node, r.pick(voting.length > 0 && r.chance(0.5) ? voting : rogues), true);

@@ -465,3 +465,26 @@ test('applied() before any bootstrap is empty; bootstrap runs once', async () =>
   assert.deepEqual(again.state.applied().point, GENESIS, 'genesis is ignored on an existing dir');
   await again.close();
 });
+
+test('the configurations applied are recorded (bootstrap, apply, restore), replaced by a forced one, and a rebase starts afresh', async () => {
+  const h = new Harness();
+  assert.deepEqual(h.state.configsAfter(0, 10), [{ fromSlot: 1, voters: ['a'] }], 'the genesis');
+  const two: ConfigEpoch[] = [...EPOCHS, { fromSlot: 9, config: { voters: ['a', 'b'], learners: [] } }];
+  h.state.apply([h.entry([], EPOCHS), h.entry([], two), h.entry([], two)]);
+  assert.deepEqual(h.state.configsAfter(0, 10), [{ fromSlot: 1, voters: ['a'] }, { fromSlot: 9, voters: ['a', 'b'] }]);
+  assert.deepEqual(h.state.configsAfter(1, 10), [{ fromSlot: 9, voters: ['a', 'b'] }], 'after a slot');
+  assert.deepEqual(h.state.configsAfter(0, 1), [{ fromSlot: 1, voters: ['a'] }], 'at most limit');
+  // A snapshot carries them to a new store.
+  const other = openStores(tempDir(), {});
+  await other.state.restore(h.state.snapshot());
+  assert.deepEqual(other.state.configsAfter(0, 10), h.state.configsAfter(0, 10));
+  await other.close();
+  // --force-new-cluster: the forced configuration governs from the next slot (4); the change
+  // not yet in effect (slot 9) never will be.
+  h.state.forceConfig({ voters: ['b'], learners: [] });
+  assert.deepEqual(h.state.configsAfter(0, 10), [{ fromSlot: 1, voters: ['a'] }, { fromSlot: 4, voters: ['b'] }]);
+  // --restore-from: a new cluster, whose history is its own.
+  h.state.rebase({ voters: ['c'], learners: [] });
+  assert.deepEqual(h.state.configsAfter(0, 10), [{ fromSlot: 4, voters: ['c'] }]);
+  await h.stores.close();
+});

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import type { Command, ConfigEpoch, SlotValue } from '../../src/consensus/index.js';
 import type { ConfigRecord } from '../../src/state/state-store.js';
 import { nextChain } from '../../src/state/command.js';
-import { chainAnswer, checkRange, leaderNamedByMajority, votersWhoVouch, vouched, type ChainAnswer, type ChainSource } from '../../src/sync/range-check.js';
+import { chainAnswer, chainAnswerFrom, checkRange, laterVoters, leaderNamedByMajority, votersWhoVouch, vouched, type ChainAnswer, type ChainSource } from '../../src/sync/range-check.js';
 
 const enc = new TextEncoder();
 const cmd = (s: string): Command => ({ kind: 'app', data: enc.encode(s) });
@@ -218,14 +218,54 @@ test('a leader named by a majority of a later configuration that a majority repo
     ['n4', says('rogue', [{ fromSlot: 13, voters: ['n2', 'n4', 'rogue'] }])],
   ]);
   assert.equal(leaderNamedByMajority(own, liars), null, 'a configuration two of five report is not taken');
-  // A report must name a later configuration, with voters; malformed ones are ignored.
-  const junk = new Map<string, ChainAnswer | null>([
-    ['n1', { ...says(null, []), configs: [{ fromSlot: 1, voters: ['x'] }, { fromSlot: 'x' }, null] as unknown as ConfigRecord[] }],
-    ['n2', { ...says(null, []), configs: 'nope' as unknown as ConfigRecord[] }],
-  ]);
-  assert.equal(leaderNamedByMajority(own, junk), null);
+  // Answers come off the wire through chainAnswerFrom: malformed reports make no answer.
+  for (const configs of [[{ fromSlot: 'x', voters: ['a'] }], [null], 'nope', [{ fromSlot: 2, voters: [] }], [{ fromSlot: 2, voters: ['a', ''] }], [{ fromSlot: 2, voters: ['x'.repeat(129)] }], [{ fromSlot: 1.5, voters: ['a'] }]]) {
+    assert.equal(chainAnswerFrom({ ...says(null, []), configs }), null, JSON.stringify(configs));
+  }
+  assert.equal(chainAnswerFrom({ ...says(null, []), configs: Array.from({ length: 65 }, (_, i) => ({ fromSlot: i + 2, voters: ['a'] })) }), null, 'too many');
+  assert.deepEqual(chainAnswerFrom(says('l', [{ fromSlot: 3, voters: ['b', 'a', 'b'] }]))?.configs, [{ fromSlot: 3, voters: ['a', 'b'] }], 'voters sorted, once each');
+  assert.equal(chainAnswerFrom({ status: 'chain', index: 3, chain: 'x', ends: null }), null);
   // An answer reports what the store recorded after the asker's configuration.
   const src: ChainSource = { ...voter(6), configsAfter: (slot) => [c1, c2, c4].filter((c) => c.fromSlot > slot) };
   assert.deepEqual(chainAnswer(src, 3, 4, 12).configs, [c2, c4]);
   assert.equal(chainAnswer(src, 3, 4).configs, undefined, 'not asked');
+});
+
+test('a made-up configuration cannot pass for a real one by its voters joined into one id (found by review)', () => {
+  // Voters a1, a2 lie: they report the real configuration's slot with voters [a1, a2, 'b1 b2 b3'].
+  const own = cfg('a1', 'a2', 'b1', 'b2', 'b3');
+  const real = { fromSlot: 40, voters: ['a1', 'a2', 'b1', 'b2', 'b3'] };
+  const fake = { fromSlot: 40, voters: ['a1', 'a2', 'b1 b2 b3'] };
+  const says = (leader: string | null, configs: ConfigRecord[]): ChainAnswer | null => chainAnswerFrom({ status: 'chain', index: 3, chain: null, ends: null, leader, configs });
+  const answers = new Map<string, ChainAnswer | null>([
+    ['a1', says('R', [fake])],
+    ['a2', says('R', [fake])],
+    ['b1', says('b1', [real])],
+    ['b2', says('b1', [real])],
+  ]);
+  assert.equal(leaderNamedByMajority(own, answers), null);
+});
+
+test('voters added since the asker\'s configuration are asked in a further round (found by review)', () => {
+  // Own {n0..n4}; since then n5 and n6 were added and n0, n1 removed (each applied its own
+  // removal, then heard no more); n5 leads. Only n2 and n3 of the newest five were asked.
+  const own = cfg('n0', 'n1', 'n2', 'n3', 'n4');
+  const history = [
+    { fromSlot: 10, voters: ['n0', 'n1', 'n2', 'n3', 'n4', 'n5'] },
+    { fromSlot: 20, voters: ['n0', 'n1', 'n2', 'n3', 'n4', 'n5', 'n6'] },
+    { fromSlot: 30, voters: ['n1', 'n2', 'n3', 'n4', 'n5', 'n6'] },
+    { fromSlot: 40, voters: ['n2', 'n3', 'n4', 'n5', 'n6'] },
+  ];
+  const says = (leader: string | null, configs: ConfigRecord[]): ChainAnswer | null => chainAnswerFrom({ status: 'chain', index: 3, chain: null, ends: null, leader, configs });
+  const answers = new Map<string, ChainAnswer | null>([
+    ['n0', says(null, history.slice(0, 3))],
+    ['n1', says(null, history)],
+    ['n2', says('n5', history)],
+    ['n3', says('n5', history)],
+    ['n4', null],
+  ]);
+  assert.equal(leaderNamedByMajority(own, answers), null, 'two of five');
+  assert.deepEqual(laterVoters(own, answers).sort(), ['n5', 'n6']);
+  answers.set('n6', says('n5', history));
+  assert.equal(leaderNamedByMajority(own, answers), 'n5');
 });
