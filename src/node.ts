@@ -18,7 +18,7 @@ import { encodeAppCommand, type ApplyResult, type ArchiveSettings, type KvOp, ty
 import type { SegmentBound } from './state/segments.js';
 import type { KeyValue, MemberRecord, StateStore } from './state/state-store.js';
 import { Packr } from 'msgpackr';
-import { PromText } from './metrics.js';
+import { Metrics } from './metrics.js';
 
 export interface NodeTiming extends DriverTiming {
   /** How far (in indexes) behind the leader's commit /readyz still says ready. */
@@ -47,8 +47,8 @@ export interface NodeParts {
   readonly timing?: Partial<NodeTiming>;
   /** The cluster's first configuration, told to joining nodes. */
   readonly genesis: Config;
-  /** More Prometheus text to append to /metrics (HTTP metrics). */
-  readonly extraMetrics?: () => Promise<string>;
+  /** The registry /metrics serves, shared with the node's other parts (default: its own). */
+  readonly metrics?: Metrics;
   /**
    * Called once when a write to the log or the state machine failed (a full or vanished
    * disk, an I/O error). The node has stopped serving by then (/readyz fails) and must not
@@ -86,7 +86,7 @@ export class PangeaNode implements KvService {
   readonly peerId: string;
   readonly http: string;
   private readonly genesis: Config;
-  private readonly extraMetrics: (() => Promise<string>) | undefined;
+  private readonly registry: Metrics;
   private readonly state: StateStore;
   private readonly transport: Transport;
   private readonly logger: Logger;
@@ -104,7 +104,7 @@ export class PangeaNode implements KvService {
     this.peerId = parts.peerId;
     this.http = parts.http;
     this.genesis = parts.genesis;
-    this.extraMetrics = parts.extraMetrics;
+    this.registry = parts.metrics ?? new Metrics();
     this.state = parts.state;
     this.transport = parts.transport;
     this.logger = parts.logger;
@@ -143,6 +143,7 @@ export class PangeaNode implements KvService {
       },
     });
     this.refreshMembers();
+    this.registerMetrics(this.registry);
   }
 
   /** Starts ticking. The transport is started by the caller (it must know its addresses first). */
@@ -364,36 +365,40 @@ export class PangeaNode implements KvService {
     return this.admission();
   }
 
-  async metrics(): Promise<string> {
+  metrics(): Promise<string> {
+    return this.registry.text();
+  }
+
+  /** The node's own figures, read when scraped. */
+  private registerMetrics(m: Metrics): void {
     const r = this.driver.replica;
     const c = this.driver.counters;
-    const mem = process.memoryUsage();
-    const t = new PromText()
-      .gauge('pangea_commit_index', 'Index of the last command known chosen here.', r.commit.index)
-      .gauge('pangea_applied_index', 'Index of the last command applied to the state machine.', this.state.applied().point.index)
-      .gauge('pangea_is_leader', '1 when this node leads.', r.currentRole === 'leader' ? 1 : 0)
-      .gauge('pangea_ballot_round', 'Round of the ballot this node follows or leads.', r.currentBallot.round)
-      .gauge('pangea_voters', 'Voters in the configuration of the next slot.', r.config.voters.length)
-      .gauge('pangea_learners', 'Learners in the configuration of the next slot.', r.config.learners.length)
-      .gauge('pangea_pending_writes', 'Writes handed to consensus and not yet answered.', this.driver.pendingWrites)
-      .gauge('pangea_reads_waiting', 'Linearizable reads waiting for a read index or the apply (at most READS_WAITING_MAX).', this.driver.readsWaiting)
-      .gauge('pangea_ready', '1 when /readyz answers 200.', this.isReady() ? 1 : 0)
-      .gauge('pangea_commit_stalled_seconds', 'How long the commit index has stood still while writes wait here (0: none wait).', this.driver.stalledMs() / 1000)
-      .gauge('pangea_process_resident_bytes', 'Resident set size of this process.', mem.rss)
-      .gauge('pangea_process_heap_used_bytes', 'JavaScript heap in use.', mem.heapUsed)
-      .gauge('pangea_process_external_bytes', 'Memory of buffers and native objects held from JavaScript.', mem.external)
-      .counter('pangea_proposals_total', 'Commands handed to consensus here.', c.proposals)
-      .counter('pangea_slots_applied_total', 'Slots applied.', c.commits)
-      .counter('pangea_commands_applied_total', 'Commands applied.', c.applied)
-      .counter('pangea_persist_batches_total', 'Batches written to the log.', c.persistBatches)
-      .counter('pangea_linearizable_reads_total', 'Read barriers requested.', c.reads)
-      .counter('pangea_linearizable_reads_refused_total', 'Reads refused because too many were waiting.', c.readsRefused)
-      .counter('pangea_elections_total', 'Elections this node started.', r.stats.elections);
-    for (const [name, n] of Object.entries((this.transport.stats ?? {}) as Record<string, number>)) {
-      t.counter(`pangea_p2p_${name.replace(/[A-Z]/g, (ch) => `_${ch.toLowerCase()}`)}_total`, `Peer transport counter ${name}.`, n);
+    m.gauge('pangea_commit_index', 'Index of the last command known chosen here.', () => r.commit.index);
+    m.gauge('pangea_applied_index', 'Index of the last command applied to the state machine.', () => this.state.applied().point.index);
+    m.gauge('pangea_is_leader', '1 when this node leads.', () => (r.currentRole === 'leader' ? 1 : 0));
+    m.gauge('pangea_ballot_round', 'Round of the ballot this node follows or leads.', () => r.currentBallot.round);
+    m.gauge('pangea_voters', 'Voters in the configuration of the next slot.', () => r.config.voters.length);
+    m.gauge('pangea_learners', 'Learners in the configuration of the next slot.', () => r.config.learners.length);
+    m.gauge('pangea_pending_writes', 'Writes handed to consensus and not yet answered.', () => this.driver.pendingWrites);
+    m.gauge('pangea_reads_waiting', 'Linearizable reads waiting for a read index or the apply (at most READS_WAITING_MAX).', () => this.driver.readsWaiting);
+    m.gauge('pangea_ready', '1 when /readyz answers 200.', () => (this.isReady() ? 1 : 0));
+    m.gauge('pangea_commit_stalled_seconds', 'How long the commit index has stood still while writes wait here (0: none wait).', () => this.driver.stalledMs() / 1000);
+    m.gauge('pangea_process_resident_bytes', 'Resident set size of this process.', () => process.memoryUsage.rss());
+    m.gauge('pangea_process_heap_used_bytes', 'JavaScript heap in use.', () => process.memoryUsage().heapUsed);
+    m.gauge('pangea_process_external_bytes', 'Memory of buffers and native objects held from JavaScript.', () => process.memoryUsage().external);
+    m.counter('pangea_proposals_total', 'Commands handed to consensus here.', () => c.proposals);
+    m.counter('pangea_slots_applied_total', 'Slots applied.', () => c.commits);
+    m.counter('pangea_commands_applied_total', 'Commands applied.', () => c.applied);
+    m.counter('pangea_persist_batches_total', 'Batches written to the log.', () => c.persistBatches);
+    m.counter('pangea_linearizable_reads_total', 'Read barriers requested.', () => c.reads);
+    m.counter('pangea_linearizable_reads_refused_total', 'Reads refused because too many were waiting.', () => c.readsRefused);
+    m.counter('pangea_elections_total', 'Elections this node started.', () => r.stats.elections);
+    const stats = this.transport.stats as Record<string, number> | undefined;
+    for (const name of Object.keys(stats ?? {})) {
+      const snake = name.replace(/[A-Z]/g, (ch) => `_${ch.toLowerCase()}`);
+      m.counter(`pangea_p2p_${snake}_total`, `Peer transport counter ${name}.`, () => stats![name] ?? 0);
     }
-    t.family('counter', 'pangea_messages_dropped_total', 'Consensus messages dropped, by reason.', Object.entries(r.stats.dropped).map(([reason, n]) => [{ reason }, n] as const));
-    return t.toString() + (this.extraMetrics ? await this.extraMetrics() : '');
+    m.labelled('counter', 'pangea_messages_dropped_total', 'Consensus messages dropped, by reason.', 'reason', () => Object.entries(r.stats.dropped));
   }
 
   /** Makes sure the member table has this node's current addresses (they are not in the

@@ -16,7 +16,7 @@ import { loadOrCreateIdentity } from './net/identity.js';
 import { Libp2pTransport } from './net/p2p.js';
 import { HttpApi } from './net/http.js';
 import { openStores, type Stores } from './stores.js';
-import { HttpMetrics } from './metrics.js';
+import { Metrics } from './metrics.js';
 import { ARCHIVE_KEY_FILE, CLUSTER_FILE, NODE_FILE, lockDataDir } from './data-dir.js';
 import { ENV_FILE } from './storage/env.js';
 import { storageFailureCause, watchDataDir } from './fail-stop.js';
@@ -26,7 +26,7 @@ import { NodeArchive, STAGING_DIR, bootstrapSettings, loadArchiveKey } from './a
 import { openObjectStore } from './archive/open-store.js';
 import { bestManifest, restoreFromArchive, restoreSnapshotInto, snapshotAtOrBelow } from './archive/restore.js';
 import { publishBaseSnapshot, type ArchiveHost } from './archive/archiver.js';
-import { Blocksync, blocksyncMetricsText } from './sync/blocksync.js';
+import { Blocksync, registerBlocksyncMetrics } from './sync/blocksync.js';
 import { DEFAULTS } from './consensus/index.js';
 import { resolveParams } from './ces/index.js';
 
@@ -144,7 +144,7 @@ export async function startServer(opts: ServeOptions, hooks: ServerHooks = {}): 
   });
   await transport.start();
 
-  const httpMetrics = new HttpMetrics();
+  const metrics = new Metrics();
   // The HTTP API needs the node, and the node needs the API's address: bind first.
   let node: PangeaNode | null = null;
   const api = new HttpApi(
@@ -152,7 +152,7 @@ export async function startServer(opts: ServeOptions, hooks: ServerHooks = {}): 
       if (node === null) throw new Error('not started');
       return node;
     },
-    { maxValueBytes: opts.maxValueBytes, maxRequestBytes: opts.maxRequestBytes, maxTxnOps: opts.maxTxnOps, adminToken, logger, observe: httpMetrics.observe },
+    { maxValueBytes: opts.maxValueBytes, maxRequestBytes: opts.maxRequestBytes, maxTxnOps: opts.maxTxnOps, adminToken, logger, observe: metrics.httpObserver() },
   );
   const bound = await api.listen(opts.httpListen.host, opts.httpListen.port);
   const http = opts.advertiseHttp ?? `http://${formatHost(bound.host)}:${bound.port}`;
@@ -160,17 +160,13 @@ export async function startServer(opts: ServeOptions, hooks: ServerHooks = {}): 
   let blocksync: Blocksync | null = null;
   // While joining, the member this node joined through vouches for ranges (ClusterFile).
   let sponsor: string | null = joining?.sponsor ?? null;
-  const extraMetrics = async (): Promise<string> => {
-    const served = { first: archive?.cold() ? 1 : node!.compactedPoint.index + 1, last: stores.state.applied().point.index };
-    return (archive?.metricsText() ?? '') + (blocksync ? blocksyncMetricsText(blocksync, transport.peersConnected(), served) : '') + (await httpMetrics.text());
-  };
   const envPath = join(opts.dataDir, ENV_FILE);
   const onFatal = (err: unknown): void => {
     const cause = storageFailureCause(err, opts.dataDir, envPath);
     logger.error(`stopping: ${cause}`);
     hooks.onFatal?.(cause);
   };
-  node = new PangeaNode({ clusterId: cluster.clusterId, peerId: identity.peerId, http, log: stores.log, state: stores.state, transport, logger, genesis: cluster.genesis, extraMetrics, onFatal });
+  node = new PangeaNode({ clusterId: cluster.clusterId, peerId: identity.peerId, http, log: stores.log, state: stores.state, transport, logger, genesis: cluster.genesis, metrics, onFatal });
   const unwatch = watchDataDir(envPath, (why) => node!.fail(new Error(why), 'checking the data dir'));
   const host = archiveHost(node, stores, identity.privateKey, () => archive!.quotaAlarm());
   archive = new NodeArchive(stores, host, archiveKey, opts.archive, join(opts.dataDir, STAGING_DIR), logger);
@@ -200,9 +196,11 @@ export async function startServer(opts: ServeOptions, hooks: ServerHooks = {}): 
     logger,
   );
   node.onSnapshotNeeded(() => blocksync!.want());
+  archive.registerMetrics(metrics);
+  registerBlocksyncMetrics(metrics, blocksync, () => transport.peersConnected(), () => ({ first: archive!.cold() ? 1 : node!.compactedPoint.index + 1, last: stores.state.applied().point.index }));
   await blocksync.start();
-  let metrics: { close(): Promise<void> } | null = null;
-  if (opts.metricsListen) metrics = await api.listenMetrics(opts.metricsListen.host, opts.metricsListen.port);
+  let metricsServer: { close(): Promise<void> } | null = null;
+  if (opts.metricsListen) metricsServer = await api.listenMetrics(opts.metricsListen.host, opts.metricsListen.port);
   node.start();
   archive.start();
 
@@ -239,7 +237,7 @@ export async function startServer(opts: ServeOptions, hooks: ServerHooks = {}): 
       unwatch();
       background.abort();
       await api.close();
-      await metrics?.close();
+      await metricsServer?.close();
       blocksync!.stop();
       await archive!.stop();
       await node!.stop();

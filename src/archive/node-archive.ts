@@ -18,7 +18,7 @@ import { SEGMENT_ENTRIES_DEFAULT, SNAPSHOT_SEGMENTS_DEFAULT, type NodeArchiveOpt
 import { Archiver, clearStaging, type ArchiveHost, type ArchiveStats } from './archiver.js';
 import { openObjectStore } from './open-store.js';
 import { ArchiveColdSource } from './cold.js';
-import { PromText } from '../metrics.js';
+import type { Metrics } from '../metrics.js';
 import type { ObjectStore } from './store.js';
 
 export const STAGING_DIR = 'archive-staging';
@@ -130,30 +130,28 @@ export class NodeArchive {
     return `the hot log is at its quota of ${this.opts.hotQuotaBytes} bytes until the archive catches up and it is pruned (last archive error: ${why}); reads are still served`;
   }
 
-  /** Prometheus text: archive, prune and hot-log figures. */
-  metricsText(): string {
-    const s: ArchiveStats | null = this.archiver?.stats ?? null;
-    const t = new PromText()
-      .gauge('pangea_archive_first_index', 'First index the archive holds (0: none).', s?.archivedFirstIndex ?? 0)
-      .gauge('pangea_archive_last_index', 'Last index the archive holds (0: none).', s?.archivedLastIndex ?? 0)
-      .counter('pangea_archive_runs_total', 'Archiving runs.', s?.archiveRuns ?? 0)
-      .counter('pangea_archive_errors_total', 'Archiving runs that failed.', s?.archiveErrors ?? 0)
-      .counter('pangea_archive_segments_total', 'Segments this node archived.', s?.segmentsArchived ?? 0)
-      .counter('pangea_archive_snapshots_total', 'Snapshots this node archived.', s?.snapshotsArchived ?? 0)
-      .counter('pangea_archive_bytes_total', 'Shard bytes this node uploaded.', s?.archivedBytes ?? 0)
-      .gauge('pangea_archive_last_attempt_seconds', 'Unix time of the last archiving run.', (s?.archiveLastAttempt ?? 0) / 1000)
-      .gauge('pangea_archive_last_success_seconds', 'Unix time of the last successful archiving run.', (s?.archiveLastSuccess ?? 0) / 1000)
-      .counter('pangea_prune_runs_total', 'Prune runs.', s?.pruneRuns ?? 0)
-      .counter('pangea_prune_errors_total', 'Prune runs that failed.', s?.pruneErrors ?? 0)
-      .gauge('pangea_prune_last_attempt_seconds', 'Unix time of the last prune run.', (s?.pruneLastAttempt ?? 0) / 1000)
-      .gauge('pangea_prune_last_success_seconds', 'Unix time of the last successful prune run.', (s?.pruneLastSuccess ?? 0) / 1000)
-      .gauge('pangea_hot_first_index', 'First index the hot log holds.', this.host.compactedPoint().index + 1)
-      .gauge('pangea_hot_last_index', 'Last chosen index known here.', this.host.commitIndex())
-      .gauge('pangea_hot_log_bytes', 'Bytes of the hot log in LMDB (pages).', this.hotBytes())
-      .gauge('pangea_hot_quota_bytes', 'The hot-log quota (0: none).', this.opts.hotQuotaBytes)
-      .gauge('pangea_hot_quota_alarm', '1 while the hot log is at its quota and client writes are refused.', this.quotaAlarm() ? 1 : 0);
-    if (s?.archiveLastError) t.gauge('pangea_archive_last_error_info', 'The last archiving error.', 1, { error: s.archiveLastError });
-    if (s?.pruneLastError) t.gauge('pangea_prune_last_error_info', 'The last prune error.', 1, { error: s.pruneLastError });
-    return t.toString();
+  /** Archive, prune and hot-log figures, read when scraped. */
+  registerMetrics(m: Metrics): void {
+    const s = (): ArchiveStats | null => this.archiver?.stats ?? null;
+    m.gauge('pangea_archive_first_index', 'First index the archive holds (0: none).', () => s()?.archivedFirstIndex ?? 0);
+    m.gauge('pangea_archive_last_index', 'Last index the archive holds (0: none).', () => s()?.archivedLastIndex ?? 0);
+    m.counter('pangea_archive_runs_total', 'Archiving runs.', () => s()?.archiveRuns ?? 0);
+    m.counter('pangea_archive_errors_total', 'Archiving runs that failed.', () => s()?.archiveErrors ?? 0);
+    m.counter('pangea_archive_segments_total', 'Segments this node archived.', () => s()?.segmentsArchived ?? 0);
+    m.counter('pangea_archive_snapshots_total', 'Snapshots this node archived.', () => s()?.snapshotsArchived ?? 0);
+    m.counter('pangea_archive_bytes_total', 'Shard bytes this node uploaded.', () => s()?.archivedBytes ?? 0);
+    m.gauge('pangea_archive_last_attempt_seconds', 'Unix time of the last archiving run.', () => (s()?.archiveLastAttempt ?? 0) / 1000);
+    m.gauge('pangea_archive_last_success_seconds', 'Unix time of the last successful archiving run.', () => (s()?.archiveLastSuccess ?? 0) / 1000);
+    m.counter('pangea_prune_runs_total', 'Prune runs.', () => s()?.pruneRuns ?? 0);
+    m.counter('pangea_prune_errors_total', 'Prune runs that failed.', () => s()?.pruneErrors ?? 0);
+    m.gauge('pangea_prune_last_attempt_seconds', 'Unix time of the last prune run.', () => (s()?.pruneLastAttempt ?? 0) / 1000);
+    m.gauge('pangea_prune_last_success_seconds', 'Unix time of the last successful prune run.', () => (s()?.pruneLastSuccess ?? 0) / 1000);
+    m.gauge('pangea_hot_first_index', 'First index the hot log holds.', () => this.host.compactedPoint().index + 1);
+    m.gauge('pangea_hot_last_index', 'Last chosen index known here.', () => this.host.commitIndex());
+    m.gauge('pangea_hot_log_bytes', 'Bytes of the hot log in LMDB (pages).', () => this.hotBytes());
+    m.gauge('pangea_hot_quota_bytes', 'The hot-log quota (0: none).', () => this.opts.hotQuotaBytes);
+    m.gauge('pangea_hot_quota_alarm', '1 while the hot log is at its quota and client writes are refused.', () => (this.quotaAlarm() ? 1 : 0));
+    m.lastError('pangea_archive_last_error_info', 'The last archiving error.', () => s()?.archiveLastError);
+    m.lastError('pangea_prune_last_error_info', 'The last prune error.', () => s()?.pruneLastError);
   }
 }

@@ -28,7 +28,7 @@ import { batchBytes, validateEnvelope } from '../consensus/index.js';
 import { VOUCHING_ROUNDS_MAX, chainAnswer, chainAnswerFrom, checkRange, laterVoters, leaderNamedByMajority, vouched, vouchersFor, votersWhoVouch, type ChainAnswer } from './range-check.js';
 import type { PeerServices } from './peer-services.js';
 import { Packr } from 'msgpackr';
-import { PromText } from '../metrics.js';
+import type { Metrics } from '../metrics.js';
 import { every, PROGRESS_LOG_INTERVAL_MS } from '../progress.js';
 
 export const BLOCKSYNC_PROTOCOL = '/pangea/blocksync/1.0.0';
@@ -464,32 +464,30 @@ export class Blocksync {
   }
 }
 
-/** Prometheus text for block sync and the peers it hears from. */
-export function blocksyncMetricsText(b: Blocksync, peersConnected: number, served: { first: number; last: number }): string {
+/** Block sync's figures and the peers it hears from, read when scraped. */
+export function registerBlocksyncMetrics(m: Metrics, b: Blocksync, peersConnected: () => number, served: () => { first: number; last: number }): void {
   const s = b.stats;
-  const t = new PromText()
-    .gauge('pangea_peers_connected', 'Peers with an open libp2p connection.', peersConnected)
-    .gauge('pangea_peer_best_index', 'The best commit index peers announce.', b.peerBestIndex())
-    .gauge('pangea_served_first_index', 'First index this node can serve to peers (hot or cold).', served.first)
-    .gauge('pangea_served_last_index', 'Last index this node can serve to peers.', served.last)
-    .counter('pangea_blocksync_requests_total', 'Ranges requested from peers.', s.requests)
-    .gauge('pangea_blocksync_requests_inflight', 'Range requests awaiting an answer.', s.requestsInFlight)
-    .counter('pangea_blocksync_timeouts_total', 'Range requests that timed out.', s.timeouts)
-    .counter('pangea_blocksync_failures_total', 'Range requests that failed or were refused.', s.failures)
-    .counter('pangea_blocksync_busy_total', 'Busy answers received.', s.busyAnswers)
-    .counter('pangea_blocksync_ranges_received_total', 'Ranges received, checked and handed to consensus.', s.rangesReceived)
-    .counter('pangea_blocksync_chain_mismatches_total', 'Ranges rejected: the hash chain did not match.', s.chainMismatches)
-    .counter('pangea_blocksync_checkpoint_mismatches_total', 'Ranges rejected: a --checkpoint did not match.', s.checkpointMismatches)
-    .family('counter', 'pangea_blocksync_served_total', 'Ranges served to peers, by source.', [
-      [{ source: 'hot' }, s.servedHot],
-      [{ source: 'cold' }, s.servedCold],
-      [{ source: 'none' }, s.servedNone],
-      [{ source: 'busy' }, s.servedBusy],
-    ])
-    .counter('pangea_blocksync_cold_read_errors_total', 'Cold reads from the archive that failed.', s.coldReadErrors)
-    .gauge('pangea_blocksync_cold_reads_inflight', 'Cold reads running.', s.coldReadsInFlight)
-    .gauge('pangea_blocksync_cold_queue_depth', 'Cold reads waiting for a slot.', b.coldQueueDepth)
-    .counter('pangea_blocksync_cold_queue_full_total', 'Cold requests answered busy: the queue was full.', s.coldQueueFull);
-  if (s.coldReadLastError) t.gauge('pangea_blocksync_cold_read_last_error_info', 'The last cold read error.', 1, { error: s.coldReadLastError });
-  return t.toString();
+  m.gauge('pangea_peers_connected', 'Peers with an open libp2p connection.', peersConnected);
+  m.gauge('pangea_peer_best_index', 'The best commit index peers announce.', () => b.peerBestIndex());
+  m.gauge('pangea_served_first_index', 'First index this node can serve to peers (hot or cold).', () => served().first);
+  m.gauge('pangea_served_last_index', 'Last index this node can serve to peers.', () => served().last);
+  m.counter('pangea_blocksync_requests_total', 'Ranges requested from peers.', () => s.requests);
+  m.gauge('pangea_blocksync_requests_inflight', 'Range requests awaiting an answer.', () => s.requestsInFlight);
+  m.counter('pangea_blocksync_timeouts_total', 'Range requests that timed out.', () => s.timeouts);
+  m.counter('pangea_blocksync_failures_total', 'Range requests that failed or were refused.', () => s.failures);
+  m.counter('pangea_blocksync_busy_total', 'Busy answers received.', () => s.busyAnswers);
+  m.counter('pangea_blocksync_ranges_received_total', 'Ranges received, checked and handed to consensus.', () => s.rangesReceived);
+  m.counter('pangea_blocksync_chain_mismatches_total', 'Ranges rejected: the hash chain did not match.', () => s.chainMismatches);
+  m.counter('pangea_blocksync_checkpoint_mismatches_total', 'Ranges rejected: a --checkpoint did not match.', () => s.checkpointMismatches);
+  m.labelled('counter', 'pangea_blocksync_served_total', 'Ranges served to peers, by source.', 'source', () => [
+    ['hot', s.servedHot],
+    ['cold', s.servedCold],
+    ['none', s.servedNone],
+    ['busy', s.servedBusy],
+  ]);
+  m.counter('pangea_blocksync_cold_read_errors_total', 'Cold reads from the archive that failed.', () => s.coldReadErrors);
+  m.gauge('pangea_blocksync_cold_reads_inflight', 'Cold reads running.', () => s.coldReadsInFlight);
+  m.gauge('pangea_blocksync_cold_queue_depth', 'Cold reads waiting for a slot.', () => b.coldQueueDepth);
+  m.counter('pangea_blocksync_cold_queue_full_total', 'Cold requests answered busy: the queue was full.', () => s.coldQueueFull);
+  m.lastError('pangea_blocksync_cold_read_last_error_info', 'The last cold read error.', () => s.coldReadLastError);
 }
