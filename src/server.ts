@@ -69,6 +69,42 @@ export async function startServer(opts: ServeOptions, hooks: ServerHooks = {}): 
   await mkdir(opts.dataDir, { recursive: true });
   // Held while the node runs: a second `serve` or a `prune-hot` on this data dir refuses.
   const lock = await lockDataDir(opts.dataDir);
+  const parts = new Started();
+  parts.add(() => lock.release());
+  try {
+    return await assemble(opts, hooks, parts);
+  } catch (err) {
+    // Start-up failed midway (a port in use, a bad --join): nothing is left running or locked.
+    await parts.stopAll(() => {});
+    throw err;
+  }
+}
+
+/**
+ * What has started, stopped in the reverse order: by `RunningServer.stop`, and when start-up
+ * fails midway.
+ */
+class Started {
+  private readonly stops: (() => unknown)[] = [];
+
+  add(stop: () => unknown): void {
+    this.stops.push(stop);
+  }
+
+  /** Stops everything, last started first; a part that fails to stop does not stop the rest. */
+  async stopAll(onError: (err: unknown) => void): Promise<void> {
+    while (this.stops.length > 0) {
+      try {
+        await this.stops.pop()!();
+      } catch (err) {
+        onError(err);
+      }
+    }
+  }
+}
+
+/** Opens the data dir's stores, joins or bootstraps, and starts the node's parts. */
+async function assemble(opts: ServeOptions, hooks: ServerHooks, parts: Started): Promise<RunningServer> {
   const identity = await loadOrCreateIdentity(opts.dataDir);
   const logger = createLogger(opts.logLevel, { node: identity.peerId.slice(-8) });
   const adminToken = opts.adminTokenFile ? (await readFile(opts.adminTokenFile, 'utf8')).trim() : null;
@@ -106,8 +142,8 @@ export async function startServer(opts: ServeOptions, hooks: ServerHooks = {}): 
 
   const genesis = { ...genesisPoint(identity.peerId), epochs: [{ fromSlot: 1, config: cluster.genesis }] };
   const stores = openStores(opts.dataDir);
+  parts.add(() => stores.close());
   if (!resuming && stores.state.bootstrapped()) {
-    await stores.close();
     throw new Error(`${opts.dataDir} holds a node's ${ENV_FILE} but no ${CLUSTER_FILE}: it was removed, or written by a version that could lose it in a crash; restore ${CLUSTER_FILE} from a backup, or move ${ENV_FILE} away to start afresh`);
   }
   // The key first, then the cluster file, then the log: each is durable before the next
@@ -143,21 +179,21 @@ export async function startServer(opts: ServeOptions, hooks: ServerHooks = {}): 
     logger,
   });
   await transport.start();
+  parts.add(() => transport.stop());
 
   const metrics = new Metrics();
   // The HTTP API needs the node, and the node needs the API's address: bind first.
-  let node: PangeaNode | null = null;
+  let serving: PangeaNode | null = null;
   const api = new HttpApi(
     () => {
-      if (node === null) throw new Error('not started');
-      return node;
+      if (serving === null) throw new Error('not started');
+      return serving;
     },
     { maxValueBytes: opts.maxValueBytes, maxRequestBytes: opts.maxRequestBytes, maxTxnOps: opts.maxTxnOps, adminToken, logger, observe: metrics.httpObserver() },
   );
   const bound = await api.listen(opts.httpListen.host, opts.httpListen.port);
+  parts.add(() => api.close());
   const http = opts.advertiseHttp ?? `http://${formatHost(bound.host)}:${bound.port}`;
-  let archive: NodeArchive | null = null;
-  let blocksync: Blocksync | null = null;
   // While joining, the member this node joined through vouches for ranges (ClusterFile).
   let sponsor: string | null = joining?.sponsor ?? null;
   const envPath = join(opts.dataDir, ENV_FILE);
@@ -166,47 +202,53 @@ export async function startServer(opts: ServeOptions, hooks: ServerHooks = {}): 
     logger.error(`stopping: ${cause}`);
     hooks.onFatal?.(cause);
   };
-  node = new PangeaNode({ clusterId: cluster.clusterId, peerId: identity.peerId, http, log: stores.log, state: stores.state, transport, logger, genesis: cluster.genesis, metrics, onFatal });
-  const unwatch = watchDataDir(envPath, (why) => node!.fail(new Error(why), 'checking the data dir'));
-  const host = archiveHost(node, stores, identity.privateKey, () => archive!.quotaAlarm());
-  archive = new NodeArchive(stores, host, archiveKey, opts.archive, join(opts.dataDir, STAGING_DIR), logger);
-  node.onSegment((b) => archive!.onSegment(b));
-  node.setAdmission(() => archive!.admission());
-  blocksync = new Blocksync(
+  const node = new PangeaNode({ clusterId: cluster.clusterId, peerId: identity.peerId, http, log: stores.log, state: stores.state, transport, logger, genesis: cluster.genesis, metrics, onFatal });
+  serving = node;
+  const archive = new NodeArchive(stores, archiveHost(node, stores, identity.privateKey), archiveKey, opts.archive, join(opts.dataDir, STAGING_DIR), logger);
+  node.onSegment((b) => archive.onSegment(b));
+  node.setAdmission(() => archive.admission());
+  archive.registerMetrics(metrics);
+  const blocksync = new Blocksync(
     {
       cluster: cluster.clusterId,
       peerId: identity.peerId,
-      commit: () => node!.commitPoint,
+      commit: () => node.commitPoint,
       applied: () => ({ ...stores.state.applied().point, chain: stores.state.applied().chain }),
-      hotFirstSlot: () => node!.compactedPoint.slot + 1,
+      hotFirstSlot: () => node.compactedPoint.slot + 1,
       readHot: (from, to) => stores.log.readSlots(from, to),
       chainAt: (index) => stores.state.chainAt(index),
       slotAt: (index) => stores.state.slotAt(index),
-      cold: () => archive!.cold(),
-      learnChosen: (values) => node!.learnChosen(values),
+      cold: () => archive.cold(),
+      learnChosen: (values) => node.learnChosen(values),
       checkpoints: opts.archive.checkpoints,
-      members: () => node!.latestEpoch,
+      members: () => node.latestEpoch,
       configsAfter: (slot, limit) => stores.state.configsAfter(slot, limit),
-      leader: () => node!.leader,
-      liveLeader: () => node!.liveLeader,
+      leader: () => node.leader,
+      liveLeader: () => node.liveLeader,
       sponsor: () => sponsor,
     },
     transport,
     { coldReadsMax: opts.archive.coldReadsMax, coldQueueMax: opts.archive.coldQueueMax, timeoutMs: opts.archive.blocksyncTimeoutMs },
     logger,
   );
-  node.onSnapshotNeeded(() => blocksync!.want());
-  archive.registerMetrics(metrics);
-  registerBlocksyncMetrics(metrics, blocksync, () => transport.peersConnected(), () => ({ first: archive!.cold() ? 1 : node!.compactedPoint.index + 1, last: stores.state.applied().point.index }));
+  node.onSnapshotNeeded(() => blocksync.want());
+  registerBlocksyncMetrics(metrics, blocksync, () => transport.peersConnected(), () => ({ first: archive.cold() ? 1 : node.compactedPoint.index + 1, last: stores.state.applied().point.index }));
   await blocksync.start();
-  let metricsServer: { close(): Promise<void> } | null = null;
-  if (opts.metricsListen) metricsServer = await api.listenMetrics(opts.metricsListen.host, opts.metricsListen.port);
+  parts.add(() => blocksync.stop());
+  if (opts.metricsListen) {
+    const metricsServer = await api.listenMetrics(opts.metricsListen.host, opts.metricsListen.port);
+    parts.add(() => metricsServer.close());
+  }
   node.start();
+  parts.add(() => node.stop());
   archive.start();
+  parts.add(() => archive.stop());
+  parts.add(watchDataDir(envPath, (why) => node.fail(new Error(why), 'checking the data dir')));
 
   await writeFileDurable(join(opts.dataDir, NODE_FILE), JSON.stringify({ pid: process.pid, peerId: identity.peerId, http, p2p: transport.addresses() }, null, 2));
 
   const background = new AbortController();
+  parts.add(() => background.abort());
   if (joining !== null) {
     const url = opts.join ?? cluster.joining!.url;
     void joinCluster(url, node, adminToken, logger, background.signal).then(async (joined) => {
@@ -217,8 +259,8 @@ export async function startServer(opts: ServeOptions, hooks: ServerHooks = {}): 
   } else {
     const settings = bootstrapping ? bootstrapSettings(opts.archive, opts.dataDir) : null;
     void keepRegistered(node, logger, background.signal)
-      .then(() => (settings ? proposeSettings(node!, settings, logger, background.signal) : undefined))
-      .then(() => removeFormer(node!, formerMembers, logger, background.signal));
+      .then(() => (settings ? proposeSettings(node, settings, logger, background.signal) : undefined))
+      .then(() => removeFormer(node, formerMembers, logger, background.signal));
   }
 
   return {
@@ -230,27 +272,17 @@ export async function startServer(opts: ServeOptions, hooks: ServerHooks = {}): 
         `  cluster  ${cluster.clusterId}`,
         `  http     ${http}`,
         ...transport.addresses().map((a) => `  p2p      ${a}`),
-        `  role     ${joining !== null ? 'joining as a learner' : node!.config.voters.includes(identity.peerId) ? 'voter' : 'learner'}`,
+        `  role     ${joining !== null ? 'joining as a learner' : node.config.voters.includes(identity.peerId) ? 'voter' : 'learner'}`,
         `  data     ${opts.dataDir}`,
       ].join('\n'),
     async stop() {
-      unwatch();
-      background.abort();
-      await api.close();
-      await metricsServer?.close();
-      blocksync!.stop();
-      await archive!.stop();
-      await node!.stop();
-      await transport.stop();
-      await stores.close();
-      await lock.release();
+      await parts.stopAll((err) => logger.warn('stopping a part of the node failed', { err }));
     },
   };
 }
 
-/** The bootstrap node (and any restarted voter) records its own addresses in the log. */
 /** The node as the archiver sees it. */
-function archiveHost(node: PangeaNode, stores: Stores, privateKey: PrivateKey, underPressure: () => boolean): ArchiveHost {
+function archiveHost(node: PangeaNode, stores: Stores, privateKey: PrivateKey): ArchiveHost {
   const { state, log } = stores;
   return {
     cluster: node.clusterId,
@@ -268,10 +300,10 @@ function archiveHost(node: PangeaNode, stores: Stores, privateKey: PrivateKey, u
     compact: (point) => node.compact(point),
     chainAt: (index) => state.chainAt(index),
     snapshot: () => state.snapshot(),
-    underPressure,
   };
 }
 
+/** The bootstrap node (and any restarted voter) records its own addresses in the log. */
 async function keepRegistered(node: PangeaNode, logger: Logger, signal: AbortSignal): Promise<void> {
   while (!signal.aborted) {
     try {

@@ -84,7 +84,9 @@ export class NodeArchive {
       this.store = await openObjectStore(settings.url);
       if (this.abort.signal.aborted) return;
       this.coldSource = new ArchiveColdSource(this.store, key, this.host.cluster, (s) => this.host.members().includes(s));
-      this.archiver = new Archiver(this.host, this.store, key, { ...this.opts, stagingDir: this.stagingDir }, this.logger);
+      // While the hot log is at its quota, archiving and pruning hurry (archiver.ts).
+      const host: ArchiveHost = { ...this.host, underPressure: () => this.quotaAlarm() };
+      this.archiver = new Archiver(host, this.store, key, { ...this.opts, stagingDir: this.stagingDir }, this.logger);
       this.archiver.start();
       this.logger.info('archiving to the cluster’s store', { url: this.store.url });
     })().catch((err: unknown) => this.logger.error('cannot start archiving', { err }));
