@@ -70,6 +70,10 @@ export class LmdbStateStore implements StateStore {
     this.current = this.readApplied() ?? NOT_BOOTSTRAPPED;
     const settings = this.env.smMeta.get('archive');
     this.settings = settings === undefined ? null : (unpack(settings) as ArchiveSettings);
+    // A store from before `sm.configs` existed records at least its newest configuration.
+    if (this.current !== NOT_BOOTSTRAPPED && [...this.env.configs.getKeys({ limit: 1 })].length === 0) {
+      this.env.root.transactionSync(() => recordConfig(this.env, this.current.point.epochs));
+    }
   }
 
   /** True once `bootstrap` ran (or anything was applied): the data dir holds a node. */

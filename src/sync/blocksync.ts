@@ -386,7 +386,7 @@ export class Blocksync {
       );
     await ask(vouchersFor(source, this.host.peerId, this.trusted(), own.voters));
     for (let round = 0; round < VOUCHING_ROUNDS_MAX && leaderNamedByMajority(own, answers) === null; round++) {
-      const more = laterVoters(own, answers).filter((v) => v !== source && v !== this.host.peerId);
+      const more = laterVoters(own, answers).filter((v) => v !== this.host.peerId);
       if (more.length === 0) break;
       await ask(more);
     }

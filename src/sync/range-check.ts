@@ -260,8 +260,12 @@ export function votersWhoVouch(self: string, epoch: ConfigEpoch): ConfigRecord {
   return { fromSlot: epoch.fromSlot, voters: voters.includes(self) || learners.includes(self) ? voters : [] };
 }
 
-/** Whom to ask to vouch for a range from `source`: no one when the source is trusted. */
+/**
+ * Whom to ask to vouch for a range from `source`: no one when the source is trusted. The
+ * source is asked too: it vouches for its range by serving it, and whom it follows (itself,
+ * when it leads) counts as any voter's word (`leaderNamedByMajority`).
+ */
 export function vouchersFor(source: string, self: string, trusted: readonly string[], voters: readonly string[]): string[] {
   if (trusted.includes(source)) return [];
-  return [...new Set([...trusted, ...voters])].filter((v) => v !== source && v !== self);
+  return [...new Set([...trusted, ...voters, source])].filter((v) => v !== self);
 }

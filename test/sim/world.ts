@@ -874,7 +874,7 @@ export class World {
     };
     ask(vouchersFor(source, node.id, trusted, own.voters));
     for (let round = 0; round < VOUCHING_ROUNDS_MAX && leaderNamedByMajority(own, answers) === null; round++) {
-      const more = laterVoters(own, answers).filter((v) => v !== source && v !== node.id);
+      const more = laterVoters(own, answers).filter((v) => v !== node.id);
       if (more.length === 0) break;
       ask(more);
     }

@@ -9,6 +9,7 @@ import type { Command, ConfigEpoch, Entry, LogPoint } from '../../src/consensus/
 import { openStores, type OpenStoresOptions, type Stores } from '../../src/stores.js';
 import { chainBytes, encodeAppCommand, type ApplyResult, type Compare, type KvOp, type RequestId, type SettingsOp } from '../../src/state/command.js';
 import { LOG_TIME_STEP_MS } from '../../src/state/kv.js';
+import { openEnv } from '../../src/storage/env.js';
 
 const dirs: string[] = [];
 after(() => {
@@ -487,4 +488,17 @@ test('the configurations applied are recorded (bootstrap, apply, restore), repla
   h.state.rebase({ voters: ['c'], learners: [] });
   assert.deepEqual(h.state.configsAfter(0, 10), [{ fromSlot: 4, voters: ['c'] }]);
   await h.stores.close();
+});
+
+test('a store from before the configurations were recorded records its newest one when opened', async () => {
+  const h = new Harness();
+  await h.stores.close();
+  const env = openEnv(h.dir);
+  env.root.transactionSync(() => {
+    for (const key of env.configs.getKeys({})) env.configs.removeSync(key);
+  });
+  await env.root.close();
+  const again = openStores(h.dir, {});
+  assert.deepEqual(again.state.configsAfter(0, 10), [{ fromSlot: 1, voters: ['a'] }]);
+  await again.close();
 });

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import type { Command, ConfigEpoch, SlotValue } from '../../src/consensus/index.js';
 import type { ConfigRecord } from '../../src/state/state-store.js';
 import { nextChain } from '../../src/state/command.js';
-import { chainAnswer, chainAnswerFrom, checkRange, laterVoters, leaderNamedByMajority, votersWhoVouch, vouched, type ChainAnswer, type ChainSource } from '../../src/sync/range-check.js';
+import { chainAnswer, chainAnswerFrom, checkRange, laterVoters, leaderNamedByMajority, votersWhoVouch, vouched, vouchersFor, type ChainAnswer, type ChainSource } from '../../src/sync/range-check.js';
 
 const enc = new TextEncoder();
 const cmd = (s: string): Command => ({ kind: 'app', data: enc.encode(s) });
@@ -267,5 +267,21 @@ test('voters added since the asker\'s configuration are asked in a further round
   assert.equal(leaderNamedByMajority(own, answers), null, 'two of five');
   assert.deepEqual(laterVoters(own, answers).sort(), ['n5', 'n6']);
   answers.set('n6', says('n5', history));
+  assert.equal(leaderNamedByMajority(own, answers), 'n5');
+});
+
+test('the source is asked too: whom it follows counts as any voter\'s word (found by review: two liars of five could keep the leader from being named)', () => {
+  assert.deepEqual(vouchersFor('s', 'me', [], ['a', 's', 'me']), ['a', 's']);
+  assert.deepEqual(vouchersFor('s', 'me', ['s'], ['a']), [], 'a trusted source needs no one');
+  const follows = (leader: string | null): ChainAnswer => ({ status: 'chain', index: 3, chain: null, ends: null, leader });
+  const own = cfg('n2', 'n3', 'n4', 'n5', 'n6');
+  const answers = new Map<string, ChainAnswer | null>([
+    ['n2', follows('n5')],
+    ['n3', follows('rogue')],
+    ['n4', follows('rogue')],
+    ['n6', follows('n5')],
+  ]);
+  assert.equal(leaderNamedByMajority(own, answers), null);
+  answers.set('n5', follows('n5'));
   assert.equal(leaderNamedByMajority(own, answers), 'n5');
 });
