@@ -96,6 +96,8 @@ export interface DriverDefects {
   readBeforeApplied?: boolean;
   /** Read ids start at 0 in every process. */
   reuseReadIds?: boolean;
+  /** Commands carry this node's clock as their time, unclamped. */
+  logTimeUnclamped?: boolean;
 }
 
 export interface DriverParts {
@@ -380,6 +382,7 @@ export class Driver {
     const applied = this.parts.state.logTime();
     const now = this.parts.clock.now();
     let mine = this.logClock.base + (now - this.logClock.at);
+    if (this.parts.defects?.logTimeUnclamped) return Math.floor(mine);
     if (mine < applied || mine > applied + LOG_TIME_STEP_MS) {
       mine = Math.min(Math.max(mine, applied), applied + LOG_TIME_STEP_MS);
       this.logClock = { base: mine, at: now };

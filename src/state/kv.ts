@@ -17,7 +17,7 @@
 import { applyChange, latestConfig, type Command, type Config, type ConfigChange, type Entry, type LogPoint } from '../consensus/index.js';
 import { pack, plain, readU64, u64Key, unpack, type StoreEnv } from '../storage/env.js';
 import { KEY_BYTES_MAX, LOG_TIME_STEP_MS, chainBytesLength, decodeAppCommand, nextChain, type AppCommand, type ApplyResult, type ArchiveSettings, type Compare, type KvOp, type TxnOp,
-  type TxnResult } from './command.js';
+  type TxnResult, type RequestId } from './command.js';
 import { chainRow, readChainRow, recordConfig, type AppliedRecord } from './applied.js';
 import { SEGMENT_ENTRIES_DEFAULT, SLOT_OVERHEAD_BYTES, endsSegment, type OpenSegment, type SegmentBound } from './segments.js';
 import type { ConfigRecord, KeyValue, MemberRecord, StateStore } from './state-store.js';
@@ -35,7 +35,7 @@ const REVISION_BYTES = 8;
 
 export type { AppliedRecord } from './applied.js';
 
-interface SessionRecord {
+export interface SessionRecord {
   readonly seq: number;
   readonly digest: Uint8Array;
   readonly answer: ApplyResult;
@@ -44,6 +44,26 @@ interface SessionRecord {
 }
 
 type MemberValue = Omit<MemberRecord, 'peerId'>;
+
+/**
+ * Two rules of apply, each whole here, that the simulator's self-test breaks one at a time
+ * (test/sim/defective-state.ts) to prove it notices: production code carries no switch.
+ */
+export class ApplyRules {
+  /** Log time after a command proposed at `time`: toward it by at most LOG_TIME_STEP_MS,
+   *  never back (see the top of this file). */
+  logTimeAfter(logTime: number, time: number): number {
+    return time > logTime ? Math.min(time, logTime + LOG_TIME_STEP_MS) : logTime;
+  }
+
+  /** A request the client's session answered already (same sequence number): given its
+   *  first answer again, never applied twice. */
+  answered(session: SessionRecord | undefined, rid: RequestId): session is SessionRecord {
+    return session !== undefined && rid.seq === session.seq;
+  }
+}
+
+const RULES = new ApplyRules();
 
 const utf8 = new TextEncoder();
 const EMPTY = new Uint8Array(0);
@@ -66,6 +86,7 @@ export class LmdbStateStore implements StateStore {
   constructor(
     private readonly env: StoreEnv,
     private readonly onClose: () => Promise<void> = async () => {},
+    private readonly rules: ApplyRules = RULES,
   ) {
     this.current = this.readApplied() ?? NOT_BOOTSTRAPPED;
     const settings = this.env.smMeta.get('archive');
@@ -164,7 +185,7 @@ export class LmdbStateStore implements StateStore {
     // One transaction per run of entries up to a segment boundary: the state at a boundary
     // is committed (and visible to a snapshot) before the next entry is applied.
     while (next < entries.length) {
-      const batch = new ApplyBatch(this.env, this.current, this.nextExpiry, this.settings);
+      const batch = new ApplyBatch(this.env, this.rules, this.current, this.nextExpiry, this.settings);
       let bound: SegmentBound | null = null;
       let end = next;
       this.env.root.transactionSync(() => {
@@ -304,6 +325,7 @@ class ApplyBatch {
 
   constructor(
     private readonly env: StoreEnv,
+    private readonly rules: ApplyRules,
     from: AppliedRecord,
     nextExpiry: number,
     /** Replaced (never mutated) when a settings command applies. */
@@ -358,8 +380,9 @@ class ApplyBatch {
     if (cmd === null) return { kind: 'invalid', index, message: 'undecodable command' };
     const problem = checkCommand(cmd);
     if (problem !== null) return { kind: 'invalid', index, message: problem };
-    if (cmd.time > this.maxTime) {
-      this.maxTime = Math.min(cmd.time, this.maxTime + LOG_TIME_STEP_MS);
+    const time = this.rules.logTimeAfter(this.maxTime, cmd.time);
+    if (time !== this.maxTime) {
+      this.maxTime = time;
       this.expireSessions();
     }
     if (cmd.op.t === 'archive_settings') {
@@ -378,7 +401,7 @@ class ApplyBatch {
     const stored = this.env.sessions.get(clientKey);
     const session = stored === undefined ? undefined : (unpack(stored) as SessionRecord);
     if (session !== undefined && rid.seq < session.seq) return { kind: 'request_id_stale', index };
-    if (session !== undefined && rid.seq === session.seq) {
+    if (this.rules.answered(session, rid)) {
       if (compareBytes(rid.digest, session.digest) !== 0) return { kind: 'request_id_conflict', index };
       this.putSession(clientKey, session, { ...session, used: this.maxTime });
       return session.answer; // the first answer, at its own index: not applied again

@@ -3,7 +3,8 @@
  * runs a campaign with a progress line. Exit status 1 on the first failure, with its seed.
  * `--defect NAME` runs replicas with one of the core's rules broken (see Defects in defective-replica.ts),
  * `--driver-defect NAME` drivers with one of the driver's (see DriverDefects), `--sync-defect
- * NAME` block sync checks with one of theirs (see SyncDefects).
+ * NAME` block sync checks with one of theirs (see SyncDefects), `--state-defect NAME` the state
+ * machine with one of its rules broken (see StateDefects in defective-state.ts).
  */
 import { DEFAULT_FAULT_TICKS, simulate, type SimStats } from './world.js';
 
@@ -26,10 +27,12 @@ function arg(name: string): number | undefined {
 const defectIndex = process.argv.indexOf('--defect');
 const driverDefectIndex = process.argv.indexOf('--driver-defect');
 const syncDefectIndex = process.argv.indexOf('--sync-defect');
+const stateDefectIndex = process.argv.indexOf('--state-defect');
 const defects = {
   ...(defectIndex > 0 ? { defects: { [process.argv[defectIndex + 1]!]: true } } : {}),
   ...(driverDefectIndex > 0 ? { driverDefects: { [process.argv[driverDefectIndex + 1]!]: true } } : {}),
   ...(syncDefectIndex > 0 ? { syncDefects: { [process.argv[syncDefectIndex + 1]!]: true } } : {}),
+  ...(stateDefectIndex > 0 ? { stateDefects: { [process.argv[stateDefectIndex + 1]!]: true } } : {}),
 };
 
 function shrink(seed: number): { faultTicks: number; error: string; trace: readonly string[] } | null {

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { Defects } from './defective-replica.js';
 import type { DriverDefects } from '../../src/driver.js';
+import type { StateDefects } from './defective-state.js';
 import { simulate, type SimOptions, type SyncDefects } from './world.js';
 
 /** The simulator must catch each of these broken replicas and drivers within the seeds CI
@@ -28,6 +29,8 @@ const DRIVER: (keyof DriverDefects)[] = ['persistedBeforeFlush', 'readBeforeAppl
 // - Apply before the commit marker is durable: the log and the state share one LMDB
 //   environment, whose durable part is always a prefix of its commits, and apply starts only
 //   once every log write handed over is committed (driver.ts). Issue 12 may split them.
+// Apply's rules (ApplyRules in src/state/kv.ts).
+const STATE: (keyof StateDefects)[] = ['retriesApplyAgain'];
 // Block sync's checks (src/sync/range-check.ts), with forged ranges among the simulator's.
 const SYNC: (keyof SyncDefects)[] = ['trustSenderChain', 'checkpointTakesTail', 'checkpointTakesLastSlot', 'preJoinVotersVouch'];
 
@@ -49,4 +52,9 @@ function catches(name: string, opts: Omit<SimOptions, 'seed'>, invariantOk = fal
 
 for (const d of CORE) catches(`a replica with defect ${d}`, { defects: { [d]: true } }, CORE_MAY_THROW.includes(d));
 for (const d of DRIVER) catches(`a driver with defect ${d}`, { driverDefects: { [d]: true } });
+for (const d of STATE) catches(`a state machine with defect ${d}`, { stateDefects: { [d]: true } });
+// Log time is clamped twice: by the proposing driver (logNow) and by apply, against a proposer
+// whose clock the driver did not clamp. Either alone keeps a clock jump out of the log; both
+// broken, a jump expires every session and a retried write applies twice.
+catches('log time that follows a proposer\'s clock (the driver\'s clamp and apply\'s both broken)', { driverDefects: { logTimeUnclamped: true }, stateDefects: { logTimeFollowsProposer: true } });
 for (const d of SYNC) catches(`block sync with defect ${d}`, { syncDefects: { [d]: true } });

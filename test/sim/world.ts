@@ -43,7 +43,8 @@ import { FrameDecoder } from '../../src/codec/frames.js';
 import { decodeAppCommand, encodeAppCommand, nextChain, type ApplyResult, type KvOp } from '../../src/state/command.js';
 import { VOUCHING_ROUNDS_MAX, chainAnswer, chainAnswerFrom, checkRange, laterVoters, leaderNamedByMajority, vouched, vouchersFor, votersWhoVouch, type ChainAnswer, type ChainSource } from '../../src/sync/range-check.js';
 import type { ConfigRecord } from '../../src/state/state-store.js';
-import { LmdbStateStore } from '../../src/state/kv.js';
+import { LmdbStateStore, type ApplyRules } from '../../src/state/kv.js';
+import { DefectiveApplyRules, type StateDefects } from './defective-state.js';
 import { restoreSnapshotSync } from '../../src/state/snapshot.js';
 import { EventHeap } from './heap.js';
 import { checkLinearizable, kvModel, type KvOutput, type Operation } from './linearizability.js';
@@ -60,6 +61,8 @@ export interface SimOptions {
   readonly clients?: number;
   readonly defects?: Defects;
   readonly driverDefects?: DriverDefects;
+  /** A broken state machine (test/sim/defective-state.ts), for the self-test. */
+  readonly stateDefects?: StateDefects;
   /** Block sync's checks, broken on purpose (the self-test). */
   readonly syncDefects?: SyncDefects;
   /** Keep a trace of every event (slower; used to print a failure). */
@@ -258,6 +261,7 @@ export class World {
   private readonly cluster = 'sim';
   private readonly genesis: LogPoint;
   private readonly traceOn: boolean;
+  private readonly applyRules: ApplyRules | undefined;
   private readonly traceLines: string[] = [];
 
   // Global knowledge for the checks.
@@ -265,6 +269,8 @@ export class World {
   /** The hash chain value after each index, as the first replica to apply it computed it. */
   private readonly chainAt = new Map<number, string>();
   private readonly committedCmd = new Map<string, number>();
+  /** The index each request id (client:seq) first applied at. */
+  private readonly firstApplied = new Map<string, number>();
   /** Client commands handed to consensus, by their proposal id: the bytes proposed. */
   private readonly proposed = new Map<string, Uint8Array>();
   /** The archive: chosen values of slots some node compacted, copied before it compacted. */
@@ -288,6 +294,7 @@ export class World {
     this.netRng = this.rng.fork();
     this.clientRng = this.rng.fork();
     this.traceOn = opts.trace ?? false;
+    this.applyRules = opts.stateDefects ? new DefectiveApplyRules(opts.stateDefects) : undefined;
     // Each seed draws its own weather, so that campaigns cover calm and stormy runs.
     this.loss = this.rng.pick([0.01, 0.05, 0.1, 0.25]);
     this.dup = this.rng.pick([0, 0.03, 0.1]);
@@ -443,7 +450,7 @@ export class World {
       if (this.traceOn) this.trace(`restore ${id} from the archive's snapshot at slot ${point.slot} index ${point.index}`);
     } else {
       // A new disk gets the genesis point, as `openStores(dir, { genesis })` does.
-      new LmdbStateStore(node.env).bootstrap(this.genesis);
+      new LmdbStateStore(node.env, undefined, this.applyRules).bootstrap(this.genesis);
     }
     (node.env.root as unknown as MemoryRoot).onCommit = (undo) => node.sequence.push(undo);
     this.start(node);
@@ -473,7 +480,7 @@ export class World {
       node.sequence.push('log');
       this.scheduleFlush(node, inc);
     });
-    const state = new LmdbStateStore(node.env);
+    const state = new LmdbStateStore(node.env, undefined, this.applyRules);
     node.log = log;
     node.state = state;
     node.handler = null;
@@ -683,6 +690,7 @@ export class World {
         this.chosen.set(entry.slot, { fp, index: entry.index, batch: entry.batch });
         this.stats.slots++;
         this.checkNewlyChosen(entry);
+        this.checkAppliedOnce(entry, results.slice(r, r + entry.batch.length));
       } else if (known.fp !== fp || known.index !== entry.index) {
         throw new SimFailure(
           `agreement violated at slot ${entry.slot}: ${node.id} applies index ${entry.index} [${readable(entry.batch)}], another replica applied index ${known.index} [${readable(known.batch)}]`,
@@ -710,6 +718,22 @@ export class World {
         this.checkpoints.set(i, Uint8Array.prototype.slice.call(c));
       }
     }
+  }
+
+  /** A retried request (same client and sequence number) gets its first answer, at the index
+   *  it first applied at: it is never applied twice. Checked where a slot is first applied
+   *  (every replica applies it alike: the state checks say so). */
+  private checkAppliedOnce(entry: Entry, results: readonly (ApplyResult | undefined)[]): void {
+    entry.batch.forEach((cmd, i) => {
+      const result = results[i];
+      if (cmd.kind !== 'app' || result === undefined || result.kind === 'request_id_stale' || result.kind === 'request_id_conflict') return;
+      const rid = decodeAppCommand(cmd.data)?.requestId;
+      if (rid === undefined) return;
+      const key = `${rid.client}:${rid.seq}`;
+      const first = this.firstApplied.get(key);
+      if (first === undefined) this.firstApplied.set(key, result.index);
+      else if (first !== result.index) throw new SimFailure(`request ${key} applied twice: at index ${first}, and again at index ${result.index}`);
+    });
   }
 
   private checkNewlyChosen(entry: Entry): void {

@@ -1,0 +1,28 @@
+/**
+ * Broken state machines for the simulator's self-test (defects.test.ts): each defect breaks
+ * one of apply's rules, which `ApplyRules` (src/state/kv.ts) keeps whole, to prove the
+ * simulator notices.
+ */
+import type { RequestId } from '../../src/state/command.js';
+import { ApplyRules, type SessionRecord } from '../../src/state/kv.js';
+
+export interface StateDefects {
+  /** Log time is the proposer's clock, unclamped: a clock an hour fast expires every session. */
+  logTimeFollowsProposer?: boolean;
+  /** A retried request (same client and sequence number) is applied again. */
+  retriesApplyAgain?: boolean;
+}
+
+export class DefectiveApplyRules extends ApplyRules {
+  constructor(private readonly defects: StateDefects) {
+    super();
+  }
+
+  override logTimeAfter(logTime: number, time: number): number {
+    return this.defects.logTimeFollowsProposer ? Math.max(logTime, time) : super.logTimeAfter(logTime, time);
+  }
+
+  override answered(session: SessionRecord | undefined, rid: RequestId): session is SessionRecord {
+    return this.defects.retriesApplyAgain ? false : super.answered(session, rid);
+  }
+}
