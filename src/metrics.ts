@@ -12,55 +12,19 @@ export class Metrics {
   readonly registry = new Registry();
 
   gauge(name: string, help: string, read: () => number): void {
-    new Gauge({
-      name,
-      help,
-      registers: [this.registry],
-      collect() {
-        this.set(read());
-      },
-    });
+    new Gauge({ name, help, registers: [this.registry], collect() { this.set(read()); } });
   }
 
   counter(name: string, help: string, read: () => number): void {
-    new Counter({
-      name,
-      help,
-      registers: [this.registry],
-      collect() {
-        this.reset();
-        this.inc(read());
-      },
-    });
+    new Counter({ name, help, registers: [this.registry], collect() { this.reset(); this.inc(read()); } });
   }
 
   /** A family of samples by one label, read when scraped (none: the family is empty). */
   labelled(type: 'gauge' | 'counter', name: string, help: string, label: string, read: () => Iterable<readonly [string, number]>): void {
-    const labelNames = [label];
-    const cut = (v: string): Record<string, string> => ({ [label]: v.slice(0, LABEL_CHARS_MAX) });
-    if (type === 'gauge') {
-      new Gauge({
-        name,
-        help,
-        labelNames,
-        registers: [this.registry],
-        collect() {
-          this.reset();
-          for (const [v, n] of read()) this.set(cut(v), n);
-        },
-      });
-    } else {
-      new Counter({
-        name,
-        help,
-        labelNames,
-        registers: [this.registry],
-        collect() {
-          this.reset();
-          for (const [v, n] of read()) this.inc(cut(v), n);
-        },
-      });
-    }
+    const common = { name, help, labelNames: [label], registers: [this.registry] };
+    const samples = (): [Record<string, string>, number][] => [...read()].map(([v, n]) => [{ [label]: v.slice(0, LABEL_CHARS_MAX) }, n]);
+    if (type === 'gauge') new Gauge({ ...common, collect() { this.reset(); for (const [l, n] of samples()) this.set(l, n); } });
+    else new Counter({ ...common, collect() { this.reset(); for (const [l, n] of samples()) this.inc(l, n); } });
   }
 
   /** An `_info` gauge whose one sample (value 1) carries `text` as its `error` label, while

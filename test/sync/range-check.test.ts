@@ -11,6 +11,10 @@ const ZERO = new Uint8Array(32);
 /** A configuration as a lagging node holds it (governing from slot 1). */
 const cfg = (...voters: string[]): ConfigRecord => ({ fromSlot: 1, voters });
 const epoch = (voters: string[], learners: string[]): ConfigEpoch => ({ fromSlot: 1, config: { voters, learners } });
+/** An answer at index 3 that holds no chain value there: only whom it follows (and, from
+ *  `says`, the configurations it reports, checked as off the wire). */
+const follows = (leader: string | null): ChainAnswer => ({ status: 'chain', index: 3, chain: null, ends: null, leader });
+const says = (leader: string | null, configs: ConfigRecord[]): ChainAnswer => chainAnswerFrom({ ...follows(leader), configs })!;
 
 /** Chain values of a log, by index, and the slot of each index. */
 function chains(values: readonly SlotValue[]): { chain: Uint8Array[]; slot: number[] } {
@@ -153,7 +157,6 @@ test('a trusted node that answers otherwise vetoes a majority', () => {
 });
 
 test('the leader a majority of the voters follow is named; a minority names no one (seed 550: voters that pruned every chain value a node needs still know whom they follow)', () => {
-  const follows = (leader: string | null): ChainAnswer => ({ status: 'chain', index: 3, chain: null, ends: null, leader });
   const voters = cfg('a', 'b', 'c', 'd', 'e');
   const answers = new Map<string, ChainAnswer | null>([
     ['a', follows('l')],
@@ -175,12 +178,11 @@ test('a range from the leader a majority follows is taken when no answering vote
   const applied = { index: 1, chain: T.chain[1]! };
   const range = checkRange(2, applied, TRUE.slice(1, 2), 3, T.chain[3], new Map());
   assert.ok(range.ok);
-  const pruned = (leader: string | null): ChainAnswer => ({ status: 'chain', index: 3, chain: null, ends: null, leader });
   const voters = cfg('a', 'b', 'c', 'd', 'e');
   const answers = new Map<string, ChainAnswer | null>([
-    ['a', pruned('l')],
-    ['b', pruned('l')],
-    ['c', pruned('l')],
+    ['a', follows('l')],
+    ['b', follows('l')],
+    ['c', follows('l')],
   ]);
   assert.equal(vouched(range, 'l', [], voters, answers), true);
   assert.equal(vouched(range, 'm', [], voters, answers), false, 'another source is not the named leader');
@@ -199,7 +201,6 @@ test('a leader named by a majority of a later configuration that a majority repo
   const c1 = { fromSlot: 12, voters: ['n1', 'n2', 'n3', 'n4'] };
   const c2 = { fromSlot: 27, voters: ['n2', 'n3', 'n4'] };
   const c4 = { fromSlot: 40, voters: ['n2', 'n3', 'n4', 'n5'] };
-  const says = (leader: string | null, configs: ConfigRecord[]): ChainAnswer => ({ status: 'chain', index: 3, chain: null, ends: null, leader, configs });
   const answers = new Map<string, ChainAnswer | null>([
     ['n0', null],
     ['n1', says(null, [c1, c2])],
@@ -236,7 +237,6 @@ test('a made-up configuration cannot pass for a real one by its voters joined in
   const own = cfg('a1', 'a2', 'b1', 'b2', 'b3');
   const real = { fromSlot: 40, voters: ['a1', 'a2', 'b1', 'b2', 'b3'] };
   const fake = { fromSlot: 40, voters: ['a1', 'a2', 'b1 b2 b3'] };
-  const says = (leader: string | null, configs: ConfigRecord[]): ChainAnswer | null => chainAnswerFrom({ status: 'chain', index: 3, chain: null, ends: null, leader, configs });
   const answers = new Map<string, ChainAnswer | null>([
     ['a1', says('R', [fake])],
     ['a2', says('R', [fake])],
@@ -256,7 +256,6 @@ test('voters added since the asker\'s configuration are asked in a further round
     { fromSlot: 30, voters: ['n1', 'n2', 'n3', 'n4', 'n5', 'n6'] },
     { fromSlot: 40, voters: ['n2', 'n3', 'n4', 'n5', 'n6'] },
   ];
-  const says = (leader: string | null, configs: ConfigRecord[]): ChainAnswer | null => chainAnswerFrom({ status: 'chain', index: 3, chain: null, ends: null, leader, configs });
   const answers = new Map<string, ChainAnswer | null>([
     ['n0', says(null, history.slice(0, 3))],
     ['n1', says(null, history)],
@@ -273,7 +272,6 @@ test('voters added since the asker\'s configuration are asked in a further round
 test('the source is asked too: whom it follows counts as any voter\'s word (found by review: two liars of five could keep the leader from being named)', () => {
   assert.deepEqual(vouchersFor('s', 'me', [], ['a', 's', 'me']), ['a', 's']);
   assert.deepEqual(vouchersFor('s', 'me', ['s'], ['a']), [], 'a trusted source needs no one');
-  const follows = (leader: string | null): ChainAnswer => ({ status: 'chain', index: 3, chain: null, ends: null, leader });
   const own = cfg('n2', 'n3', 'n4', 'n5', 'n6');
   const answers = new Map<string, ChainAnswer | null>([
     ['n2', follows('n5')],
