@@ -193,6 +193,9 @@ async function assemble(opts: ServeOptions, hooks: ServerHooks, parts: Started):
   );
   const bound = await api.listen(opts.httpListen.host, opts.httpListen.port);
   parts.add(() => api.close());
+  metrics.gauge('pangea_http_requests_inflight', 'HTTP requests being served (at most requestsInFlightMax; more are answered 503).', () => api.requestsInFlight.requests);
+  metrics.gauge('pangea_http_write_inflight_bytes', 'Bytes of write bodies held by requests being served (bounded; more are answered 503).', () => api.requestsInFlight.bytes);
+  metrics.counter('pangea_http_refused_busy_total', 'HTTP requests answered 503 because too many requests or write bytes were in flight.', () => api.refusedBusy);
   const http = opts.advertiseHttp ?? `http://${formatHost(bound.host)}:${bound.port}`;
   // While joining, the member this node joined through vouches for ranges (ClusterFile).
   let sponsor: string | null = joining?.sponsor ?? null;

@@ -115,6 +115,8 @@ export class HttpApi {
   private readonly bodyBytesInFlightMax: number;
   /** Client requests and write-body bytes being served now (bounded above). */
   private readonly inFlight = { requests: 0, bytes: 0 };
+  /** Requests refused because too many were in flight (requests or write bytes). */
+  refusedBusy = 0;
 
   /** `service` may be a getter, for a node built after its API is bound (its address is the node's). */
   constructor(service: KvService | (() => KvService), opts: HttpApiOptions = {}) {
@@ -145,14 +147,25 @@ export class HttpApi {
     const declared = Number(header(ctx.req, 'content-length') ?? NaN);
     const bytes = !ctx.isWrite ? 0 : Number.isSafeInteger(declared) && declared >= 0 ? Math.min(declared, this.maxRequestBytes) : this.maxRequestBytes;
     const f = this.inFlight;
-    if (f.requests >= this.requestsInFlightMax) throw unavailable(`the node serves ${f.requests} requests already; retry shortly`);
-    if (bytes > 0 && f.bytes > 0 && f.bytes + bytes > this.bodyBytesInFlightMax) throw unavailable(`the node holds ${f.bytes} bytes of writes in flight already; retry shortly`);
+    if (f.requests >= this.requestsInFlightMax) {
+      this.refusedBusy++;
+      throw unavailable(`the node serves ${f.requests} requests already; retry shortly`);
+    }
+    if (bytes > 0 && f.bytes > 0 && f.bytes + bytes > this.bodyBytesInFlightMax) {
+      this.refusedBusy++;
+      throw unavailable(`the node holds ${f.bytes} bytes of writes in flight already; retry shortly`);
+    }
     f.requests++;
     f.bytes += bytes;
     ctx.res.once('close', () => {
       f.requests--;
       f.bytes -= bytes;
     });
+  }
+
+  /** Requests being served now, and the bytes of write bodies they hold. */
+  get requestsInFlight(): { readonly requests: number; readonly bytes: number } {
+    return this.inFlight;
   }
 
   private get service(): KvService {

@@ -39,3 +39,22 @@ test('a start-up that fails midway releases the data dir, the ports and the stor
     busy.close();
   }
 });
+
+test('every metric series has help and a unit suffix: counters end in _total, a gauge of a size or time in _bytes or _seconds', async () => {
+  const server = await startServer(resolveServeOptions({ flags: { 'data-dir': dir, 'http-listen': '127.0.0.1:0', 'p2p-listen': ['/ip4/127.0.0.1/tcp/0'], 'log-level': 'error' } }));
+  try {
+    const text = await server.node.metrics();
+    const help = new Map([...text.matchAll(/^# HELP (\S+) (.*)$/gm)].map((m) => [m[1]!, m[2]!]));
+    const types = new Map([...text.matchAll(/^# TYPE (\S+) (\S+)$/gm)].map((m) => [m[1]!, m[2]!]));
+    assert.ok(types.size >= 60, `${types.size} families`);
+    for (const [name, type] of types) {
+      assert.match(name, /^pangea_[a-z0-9_]+$/, name);
+      assert.ok((help.get(name) ?? '').length > 10, `${name} has help`);
+      if (type === 'counter') assert.match(name, /_total$/, `${name}: a counter ends in _total`);
+      else for (const unit of ['bytes', 'seconds']) if (name.includes(`_${unit}`)) assert.match(name, new RegExp(`_${unit}$`), `${name}: the unit comes last`);
+    }
+    for (const name of ['pangea_commit_index', 'pangea_http_requests_inflight', 'pangea_blocksync_served_total', 'pangea_archive_last_error_info', 'pangea_http_request_duration_seconds']) assert.ok(types.has(name), name);
+  } finally {
+    await server.stop();
+  }
+});
