@@ -267,6 +267,7 @@ async function assemble(opts: ServeOptions, hooks: ServerHooks, parts: Started):
       .then(() => removeFormer(node, formerMembers, logger, background.signal));
   }
 
+  let stopping: Promise<void> | null = null;
   return {
     node,
     logger,
@@ -279,8 +280,11 @@ async function assemble(opts: ServeOptions, hooks: ServerHooks, parts: Started):
         `  role     ${joining !== null ? 'joining as a learner' : node.config.voters.includes(identity.peerId) ? 'voter' : 'learner'}`,
         `  data     ${opts.dataDir}`,
       ].join('\n'),
-    async stop() {
-      await parts.stopAll((err) => logger.warn('stopping a part of the node failed', { err }));
+    stop() {
+      // Clients first (no write is taken while the rest stops), then every part in reverse;
+      // a second call waits for the first.
+      stopping ??= api.close().then(() => parts.stopAll((err) => logger.warn('stopping a part of the node failed', { err })));
+      return stopping;
     },
   };
 }

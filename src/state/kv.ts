@@ -58,7 +58,7 @@ export class ApplyRules {
 
   /** A request the client's session answered already (same sequence number): given its
    *  first answer again, never applied twice. */
-  answered(session: SessionRecord | undefined, rid: RequestId): session is SessionRecord {
+  answered(session: SessionRecord | undefined, rid: RequestId): boolean {
     return session !== undefined && rid.seq === session.seq;
   }
 }
@@ -401,7 +401,7 @@ class ApplyBatch {
     const stored = this.env.sessions.get(clientKey);
     const session = stored === undefined ? undefined : (unpack(stored) as SessionRecord);
     if (session !== undefined && rid.seq < session.seq) return { kind: 'request_id_stale', index };
-    if (this.rules.answered(session, rid)) {
+    if (session !== undefined && this.rules.answered(session, rid)) {
       if (compareBytes(rid.digest, session.digest) !== 0) return { kind: 'request_id_conflict', index };
       this.putSession(clientKey, session, { ...session, used: this.maxTime });
       return session.answer; // the first answer, at its own index: not applied again

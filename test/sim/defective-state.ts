@@ -22,7 +22,7 @@ export class DefectiveApplyRules extends ApplyRules {
     return this.defects.logTimeFollowsProposer ? Math.max(logTime, time) : super.logTimeAfter(logTime, time);
   }
 
-  override answered(session: SessionRecord | undefined, rid: RequestId): session is SessionRecord {
+  override answered(session: SessionRecord | undefined, rid: RequestId): boolean {
     return this.defects.retriesApplyAgain ? false : super.answered(session, rid);
   }
 }

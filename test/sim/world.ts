@@ -722,7 +722,9 @@ export class World {
 
   /** A retried request (same client and sequence number) gets its first answer, at the index
    *  it first applied at: it is never applied twice. Checked where a slot is first applied
-   *  (every replica applies it alike: the state checks say so). */
+   *  (every replica applies it alike: the state checks say so). A session may expire (after
+   *  its TTL of log time, an hour here, at most a second a command) and a request then apply
+   *  again; no simulated client retries that long, and none shortens the TTL. */
   private checkAppliedOnce(entry: Entry, results: readonly (ApplyResult | undefined)[]): void {
     entry.batch.forEach((cmd, i) => {
       const result = results[i];
