@@ -13,7 +13,7 @@ import { Driver, type DriverClock, type DriverRefusal, type DriverTiming } from 
 import type { Logger } from './logger.js';
 import type { LogStore } from './log/log-store.js';
 import type { PeerServices, Transport } from './net/transport.js';
-import { ServiceError, type ClusterView, type Consistency, type KvService } from './net/service.js';
+import { MembershipError, ServiceError, type ClusterView, type Consistency, type KvService } from './net/service.js';
 import { decodeAppCommand, encodeAppCommand, isApplyResult, type ApplyResult, type ArchiveSettings, type KvOp, type RequestId, type SettingsOp } from './state/command.js';
 import type { SegmentBound } from './state/segments.js';
 import type { KeyValue, MemberRecord, StateStore } from './state/state-store.js';
@@ -402,13 +402,41 @@ export class PangeaNode implements KvService {
     return this.driver.replica.currentRole;
   }
 
+  /**
+   * Adds a member, or changes a member's role or addresses. Learner first (etcd's rule): a
+   * peer becomes a voter only as a learner this leader has heard from within an election
+   * timeout, so a node that joins and stops, or a mistyped peer id, never weakens the quorum.
+   * Checked where the change is proposed, on the leader; a follower forwards it.
+   */
   addMember(member: { peerId: string; http: string; p2p: readonly string[]; role: 'voter' | 'learner' }): Promise<{ index: number }> {
+    const r = this.driver.replica;
+    const config = r.latestConfig;
+    if (r.currentRole === 'leader' && member.role === 'voter' && !config.voters.includes(member.peerId)) {
+      if (!config.learners.includes(member.peerId)) {
+        return Promise.reject(new MembershipError('conflict', `${member.peerId} is not a member: add it as a learner ("role": "learner"), and promote it once it has caught up (pangea serve --join does both)`));
+      }
+      if (!r.livePeers.has(member.peerId)) {
+        return Promise.reject(new MembershipError('conflict', `learner ${member.peerId} has not answered the leader within an election timeout: it becomes a voter once it is reachable and caught up`));
+      }
+    }
     const meta = encodeMemberMeta(member);
     const op = member.role === 'voter' ? 'add_voter' : 'add_learner';
     return this.proposeConfig({ kind: 'config', change: { op, node: member.peerId, meta } });
   }
 
+  /** Removes a member; refused for a peer that is no member, or when the voters left would
+   *  not hold a live quorum (checked on the leader, as `addMember`). */
   removeMember(peerId: string): Promise<{ index: number }> {
+    const r = this.driver.replica;
+    const config = r.latestConfig;
+    if (r.currentRole === 'leader') {
+      if (!config.voters.includes(peerId) && !config.learners.includes(peerId)) return Promise.reject(new MembershipError('not_found', `${peerId} is not a member`));
+      const voters = config.voters.filter((v) => v !== peerId);
+      const live = voters.filter((v) => r.livePeers.has(v));
+      if (config.voters.includes(peerId) && live.length < Math.floor(voters.length / 2) + 1) {
+        return Promise.reject(new MembershipError('conflict', `removing ${peerId} would leave ${live.length} of ${voters.length} voters answering the leader, short of a quorum: bring a voter back first`));
+      }
+    }
     return this.proposeConfig({ kind: 'config', change: { op: 'remove', node: peerId } });
   }
 

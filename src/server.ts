@@ -12,6 +12,7 @@ import type { Config } from './consensus/index.js';
 import type { PrivateKey } from '@libp2p/interface';
 import { createLogger, type Logger } from './logger.js';
 import { FORWARD_PROTOCOL, PangeaNode, genesisPoint, newClusterId } from './node.js';
+import { MembershipError } from './net/service.js';
 import { loadOrCreateIdentity } from './net/identity.js';
 import { Libp2pTransport } from './net/p2p.js';
 import { HttpApi } from './net/http.js';
@@ -330,7 +331,19 @@ async function keepRegistered(node: PangeaNode, logger: Logger, signal: AbortSig
  */
 async function removeFormer(node: PangeaNode, former: readonly string[], logger: Logger, signal: AbortSignal): Promise<void> {
   for (const peerId of former) {
-    await retry(async () => void (await node.removeMember(peerId)), `removing former member ${peerId}`, logger, signal);
+    await retry(
+      async () => {
+        try {
+          await node.removeMember(peerId);
+        } catch (err) {
+          // The forced configuration already left it out: nothing to remove.
+          if (!(err instanceof MembershipError && err.code === 'not_found')) throw err;
+        }
+      },
+      `removing former member ${peerId}`,
+      logger,
+      signal,
+    );
   }
 }
 

@@ -185,13 +185,13 @@ describe('PangeaClient', () => {
     const anon = new PangeaClient({ endpoints: [urlA], retries: 0 });
     assert.equal((await anon.cluster()).clusterId, 'c');
     assert.equal((await anon.members())[0]!.peerId, 'p1');
-    await rejects(anon.addMember({ peerId: 'p2', http: 'http://h:1', p2p: [] }), 401, 'unauthorized');
+    await rejects(anon.addMember({ peerId: '12D3KooWPSRqWtnWzMNNWJDdsYP6n3T8YGq9D4G2m7DV26Ng3VNB', http: 'http://h:1', p2p: [] }), 401, 'unauthorized');
     await rejects(new PangeaClient({ endpoints: [urlA], adminToken: 'bad', retries: 0 }).removeMember('p1'), 403, 'forbidden');
     const admin = new PangeaClient({ endpoints: [urlA], adminToken: 'tok' });
-    await admin.addMember({ peerId: 'p2', http: 'http://h:1', p2p: ['/ip4/1.2.3.4/tcp/1'], role: 'learner' });
+    await admin.addMember({ peerId: '12D3KooWPSRqWtnWzMNNWJDdsYP6n3T8YGq9D4G2m7DV26Ng3VNB', http: 'http://h:1', p2p: ['/ip4/1.2.3.4/tcp/1'], role: 'learner' });
     assert.equal(a.members.at(-1)!.role, 'learner');
-    await admin.removeMember('p2');
-    assert.ok(!a.members.some((m) => m.peerId === 'p2'));
+    await admin.removeMember('12D3KooWPSRqWtnWzMNNWJDdsYP6n3T8YGq9D4G2m7DV26Ng3VNB');
+    assert.ok(!a.members.some((m) => m.peerId === '12D3KooWPSRqWtnWzMNNWJDdsYP6n3T8YGq9D4G2m7DV26Ng3VNB'));
   });
 
   test('failover: a refused endpoint and a 503 move on to the next', async () => {

@@ -242,6 +242,8 @@ export class Replica {
   private heartbeatElapsed = 0;
   private checkQuorumElapsed = 0;
   private readonly recentlyActive = new Set<NodeId>();
+  /** While leading: the tick each peer last answered (accepted, heartbeat ack). */
+  private readonly lastHeard = new Map<NodeId, number>();
   private heartbeatSeq = 0;
   private heartbeatRequested = false;
   private readonly ackedSeq = new Map<NodeId, number>();
@@ -349,6 +351,16 @@ export class Replica {
   get config(): Config {
     return configAt(this.epochs, this.commitSlot + 1);
   }
+  /** While leading: itself and the peers that answered it within an election timeout (the
+   *  live part of the cluster, for membership changes that must keep a live quorum); else
+   *  empty. */
+  get livePeers(): ReadonlySet<NodeId> {
+    if (this.role !== 'leader') return new Set();
+    const live = new Set<NodeId>([this.id]);
+    for (const [id, tick] of this.lastHeard) if (this.ticks - tick <= this.electionTicks) live.add(id);
+    return live;
+  }
+
   /** The newest configuration, including a change not yet in effect. */
   get latestConfig(): Config {
     return latestConfig(this.epochs);
@@ -732,6 +744,7 @@ export class Replica {
     this.heartbeatElapsed = 0;
     this.checkQuorumElapsed = 0;
     this.recentlyActive.clear();
+    this.lastHeard.clear();
     this.ackedSeq.clear();
     this.heartbeatRequested = true;
     this.catchupFrom = null;
@@ -901,6 +914,7 @@ export class Replica {
   private onAccepted(from: NodeId, ballot: Ballot, slots: readonly number[]): void {
     if (this.role !== 'leader' || !ballotEquals(ballot, this.ballot)) return;
     this.recentlyActive.add(from);
+    this.lastHeard.set(from, this.ticks);
     for (const slot of slots) {
       const inf = this.inflight.get(slot);
       if (inf === undefined) continue;
@@ -1226,6 +1240,7 @@ export class Replica {
   private onHeartbeatAck(from: NodeId, ballot: Ballot, seq: number): void {
     if (this.role !== 'leader' || !ballotEquals(ballot, this.ballot)) return;
     this.recentlyActive.add(from);
+    this.lastHeard.set(from, this.ticks);
     if ((this.ackedSeq.get(from) ?? 0) < seq) this.ackedSeq.set(from, seq);
     this.confirmReads();
   }

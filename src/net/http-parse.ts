@@ -3,6 +3,8 @@
  * query parameters, conditional headers, request ids, transaction JSON, and the canonical
  * digest a request id is checked against. Everything malformed throws `HttpError`.
  */
+import { peerIdFromString } from '@libp2p/peer-id';
+import { multiaddr } from '@multiformats/multiaddr';
 import { createHash } from 'node:crypto';
 import { KEY_BYTES_MAX, type Compare, type KvOp, type TxnOp } from '../state/command.js';
 
@@ -359,12 +361,31 @@ export interface MemberRequest {
 }
 
 /** `POST /v1/cluster/members`: `{"peerId", "p2p": [multiaddr], "http", "role"}` (role defaults to voter). */
+function isPeerId(s: string): boolean {
+  try {
+    peerIdFromString(s);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function isMultiaddr(s: string): boolean {
+  try {
+    multiaddr(s);
+    return s.startsWith('/');
+  } catch {
+    return false;
+  }
+}
+
 export function parseMember(body: Record<string, unknown>): MemberRequest {
   fields(body, ['peerId', 'p2p', 'http', 'role'], 'member');
   const { peerId, http, p2p, role } = body;
   if (typeof peerId !== 'string' || peerId === '' || peerId.length > 256) throw badRequest('member: peerId must be a non-empty string');
+  if (!isPeerId(peerId)) throw badRequest(`member: peerId ${JSON.stringify(peerId.slice(0, 80))} is not a libp2p peer id (the node's banner and GET /v1/cluster show it)`);
   if (typeof http !== 'string' || !/^https?:\/\/[^\s]+$/.test(http)) throw badRequest('member: http must be an http(s) URL');
-  if (!Array.isArray(p2p) || !p2p.every((a) => typeof a === 'string' && a.startsWith('/'))) throw badRequest('member: p2p must be an array of multiaddrs');
+  if (!Array.isArray(p2p) || p2p.length > 16 || !p2p.every((a) => typeof a === 'string' && isMultiaddr(a))) throw badRequest('member: p2p must be an array of at most 16 multiaddrs');
   if (role !== undefined && role !== 'voter' && role !== 'learner') throw badRequest('member: role must be voter or learner');
   return { peerId, http, p2p: p2p as string[], role: role ?? 'voter' };
 }

@@ -16,7 +16,7 @@ import { isUtf8 } from 'node:buffer';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { ApplyResult, KvOp, RequestId } from '../state/command.js';
-import { ServiceError, type Consistency, type KvService } from './service.js';
+import { MembershipError, ServiceError, type Consistency, type KvService } from './service.js';
 import { Forwarder, forwardedHeader } from './http-forward.js';
 import {
   badRequest, encodeValue, HttpError, isJsonContentType, opDigest, parseIfMatch, parseIfNoneMatch, parseJsonObject, parseMember,
@@ -548,6 +548,7 @@ export class HttpApi {
     }
     let err: HttpError;
     if (e instanceof HttpError) err = e;
+    else if (e instanceof MembershipError) err = new HttpError(e.code === 'not_found' ? 404 : 409, e.code, e.message);
     else if (e instanceof ServiceError) {
       err = e.code === 'outcome_unknown' ? new HttpError(504, 'outcome_unknown', e.message) : unavailable(e.message, e.retryAfterS);
     } else {

@@ -36,6 +36,17 @@ export class ServiceError extends Error {
   }
 }
 
+/** A membership change the leader refuses: it names no member (`not_found`, 404), or it
+ *  would leave the cluster weaker than the rules allow (`conflict`, 409). Nothing was proposed. */
+export class MembershipError extends Error {
+  constructor(
+    readonly code: 'not_found' | 'conflict',
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
 export interface KvService {
   /** Proposes one write on the leader and resolves with its answer once applied here. */
   write(op: KvOp, requestId?: RequestId): Promise<ApplyResult>;

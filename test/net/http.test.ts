@@ -229,6 +229,8 @@ describe('HTTP API', () => {
     { name: 'txn no content type', method: 'POST', path: '/v1/txn', body: '{}', status: 415, code: 'unsupported_media_type' },
     { name: 'member wrong content type', method: 'POST', path: '/v1/cluster/members', headers: { 'content-type': 'application/jsonx' }, body: '{}', status: 415, code: 'unsupported_media_type' },
     { name: 'member malformed', method: 'POST', path: '/v1/cluster/members', headers: json, body: '{"peerId": ""}', status: 400, code: 'bad_request' },
+    { name: 'member peer id not a peer id', method: 'POST', path: '/v1/cluster/members', headers: json, body: '{"peerId": "bogus", "p2p": [], "http": "http://127.0.0.1:1", "role": "voter"}', status: 400, code: 'bad_request' },
+    { name: 'member p2p not a multiaddr', method: 'POST', path: '/v1/cluster/members', headers: json, body: '{"peerId": "12D3KooWPSRqWtnWzMNNWJDdsYP6n3T8YGq9D4G2m7DV26Ng3VNB", "p2p": ["/ip4/999.1.1.1/tcp/1"], "http": "http://127.0.0.1:1"}', status: 400, code: 'bad_request' },
     { name: 'POST on a key', method: 'POST', path: '/v1/kv/a', body: 'v', status: 405, code: 'method_not_allowed' },
     { name: 'PUT on the range', method: 'PUT', path: '/v1/kv', body: 'v', status: 405, code: 'method_not_allowed' },
     { name: 'GET on txn', method: 'GET', path: '/v1/txn', status: 405, code: 'method_not_allowed' },
@@ -447,13 +449,13 @@ describe('HTTP API', () => {
     const c = await send(url, 'GET', '/v1/cluster');
     assert.deepEqual(Object.keys(c.json).sort(), ['appliedIndex', 'archive', 'chain', 'clusterId', 'commitIndex', 'genesis', 'leader', 'members', 'self']);
     assert.deepEqual(c.json.members[0], { peerId: 'p1', p2p: ['/ip4/127.0.0.1/tcp/1'], http: 'http://127.0.0.1:1', role: 'voter' });
-    const add = await send(url, 'POST', '/v1/cluster/members', { headers: json, body: JSON.stringify({ peerId: 'p2', p2p: ['/ip4/127.0.0.1/tcp/2'], http: 'http://127.0.0.1:2', role: 'learner' }) });
+    const add = await send(url, 'POST', '/v1/cluster/members', { headers: json, body: JSON.stringify({ peerId: '12D3KooWPSRqWtnWzMNNWJDdsYP6n3T8YGq9D4G2m7DV26Ng3VNB', p2p: ['/ip4/127.0.0.1/tcp/2'], http: 'http://127.0.0.1:2', role: 'learner' }) });
     assert.equal(add.status, 200);
     assert.equal(typeof add.json.index, 'number');
     assert.equal(service.members.at(-1)!.role, 'learner');
-    const rm = await send(url, 'DELETE', '/v1/cluster/members/p2');
+    const rm = await send(url, 'DELETE', '/v1/cluster/members/12D3KooWPSRqWtnWzMNNWJDdsYP6n3T8YGq9D4G2m7DV26Ng3VNB');
     assert.equal(rm.status, 200);
-    assert.ok(!service.members.some((m) => m.peerId === 'p2'));
+    assert.ok(!service.members.some((m) => m.peerId === '12D3KooWPSRqWtnWzMNNWJDdsYP6n3T8YGq9D4G2m7DV26Ng3VNB'));
     assert.equal((await send(url, 'GET', '/healthz')).status, 200);
     assert.equal((await send(url, 'GET', '/readyz')).status, 200);
     service.ready = false;
@@ -506,14 +508,14 @@ describe('admin token', () => {
   after(() => api.close());
 
   test('membership changes: none 401, wrong 403, right 200; other endpoints need none', async () => {
-    const body = JSON.stringify({ peerId: 'p9', p2p: [], http: 'http://127.0.0.1:9', role: 'voter' });
+    const body = JSON.stringify({ peerId: '12D3KooWMbUdHz5myPqAUbXsBgKWKnPsNGQVrqRsgFJKYdUaR2h6', p2p: [], http: 'http://127.0.0.1:9', role: 'voter' });
     assertError(await send(url, 'POST', '/v1/cluster/members', { headers: json, body }), 401, 'unauthorized');
     assertError(await send(url, 'POST', '/v1/cluster/members', { headers: { ...json, authorization: 'Bearer nope' }, body }), 403, 'forbidden');
     assertError(await send(url, 'POST', '/v1/cluster/members', { headers: { ...json, authorization: 'Basic c2VrcmV0' }, body }), 401, 'unauthorized');
     assertError(await send(url, 'DELETE', '/v1/cluster/members/p1'), 401, 'unauthorized');
     assertError(await send(url, 'DELETE', '/v1/cluster/members/p1', { headers: { authorization: 'Bearer sekret2' } }), 403, 'forbidden');
     assert.equal((await send(url, 'POST', '/v1/cluster/members', { headers: { ...json, authorization: 'Bearer sekret' }, body })).status, 200);
-    assert.equal((await send(url, 'DELETE', '/v1/cluster/members/p9', { headers: { authorization: 'Bearer sekret' } })).status, 200);
+    assert.equal((await send(url, 'DELETE', '/v1/cluster/members/12D3KooWMbUdHz5myPqAUbXsBgKWKnPsNGQVrqRsgFJKYdUaR2h6', { headers: { authorization: 'Bearer sekret' } })).status, 200);
     assert.equal((await send(url, 'PUT', '/v1/kv/a', { body: 'v' })).status, 200);
   });
 });
@@ -559,8 +561,8 @@ describe('forwarding to the leader', () => {
     assertError(c, 412, 'precondition_failed');
     const d = await send(followerUrl, 'DELETE', '/v1/kv/fw%2Fkey');
     assert.equal(d.json.deleted, true);
-    assert.equal((await send(followerUrl, 'POST', '/v1/cluster/members', { headers: json, body: JSON.stringify({ peerId: 'p5', p2p: [], http: 'http://h:1' }) })).status, 200);
-    assert.ok(leader.members.some((m) => m.peerId === 'p5'));
+    assert.equal((await send(followerUrl, 'POST', '/v1/cluster/members', { headers: json, body: JSON.stringify({ peerId: '12D3KooWMthYPineX4vfvhwCUrwf4eB7QD1e5vGuQETPJ1K7HqRF', p2p: [], http: 'http://h:1' }) })).status, 200);
+    assert.ok(leader.members.some((m) => m.peerId === '12D3KooWMthYPineX4vfvhwCUrwf4eB7QD1e5vGuQETPJ1K7HqRF'));
   });
 
   test('never forwarded twice: a forwarded request reaching a non-leader is 503', async () => {
