@@ -129,8 +129,11 @@ async function assemble(opts: ServeOptions, hooks: ServerHooks, parts: Started):
       cluster = { ...cluster, joining: { ...cluster.joining, url: opts.join, sponsor: view.sponsor } };
       await writeFileDurable(clusterPath, JSON.stringify(cluster, null, 2));
     }
+    if (opts.archive.restoreFrom !== undefined) {
+      throw new Error(`--restore-from needs an empty data dir: ${opts.dataDir} holds a node of cluster ${cluster.clusterId} (move it away, or drop --restore-from to resume it)`);
+    }
     if (cluster.joining) joining = { clusterId: cluster.clusterId, genesis: cluster.genesis, archive: cluster.joining.archive, sponsor: cluster.joining.sponsor ?? null };
-    else if (opts.join) logger.info('existing data dir: resuming, --join ignored', { join: opts.join });
+    else if (opts.join) await checkJoinResumed(opts.join, cluster.clusterId, opts.dataDir, logger);
   } else if (opts.join) {
     joining = await fetchCluster(opts.join);
     cluster = { clusterId: joining.clusterId, genesis: joining.genesis, joining: { url: opts.join, archive: joining.archive, sponsor: joining.sponsor } };
@@ -179,7 +182,7 @@ async function assemble(opts: ServeOptions, hooks: ServerHooks, parts: Started):
     clusterId: cluster.clusterId,
     logger,
   });
-  await transport.start();
+  await listening('--p2p-listen', opts.p2pListen.join(' '), transport.start());
   parts.add(() => transport.stop());
 
   const metrics = new Metrics();
@@ -192,7 +195,7 @@ async function assemble(opts: ServeOptions, hooks: ServerHooks, parts: Started):
     },
     { maxValueBytes: opts.maxValueBytes, maxRequestBytes: opts.maxRequestBytes, maxTxnOps: opts.maxTxnOps, adminToken, logger, observe: metrics.httpObserver() },
   );
-  const bound = await api.listen(opts.httpListen.host, opts.httpListen.port);
+  const bound = await listening('--http-listen', `${opts.httpListen.host}:${opts.httpListen.port}`, api.listen(opts.httpListen.host, opts.httpListen.port));
   parts.add(() => api.close());
   metrics.gauge('pangea_http_requests_inflight', 'HTTP requests being served (at most requestsInFlightMax; more are answered 503).', () => api.requestsInFlight.requests);
   metrics.gauge('pangea_http_write_inflight_bytes', 'Bytes of write bodies held by requests being served (bounded; more are answered 503).', () => api.requestsInFlight.bytes);
@@ -241,7 +244,7 @@ async function assemble(opts: ServeOptions, hooks: ServerHooks, parts: Started):
   await blocksync.start();
   parts.add(() => blocksync.stop());
   if (opts.metricsListen) {
-    const metricsServer = await api.listenMetrics(opts.metricsListen.host, opts.metricsListen.port);
+    const metricsServer = await listening('--metrics-listen', `${opts.metricsListen.host}:${opts.metricsListen.port}`, api.listenMetrics(opts.metricsListen.host, opts.metricsListen.port));
     parts.add(() => metricsServer.close());
   }
   node.start();
@@ -256,11 +259,17 @@ async function assemble(opts: ServeOptions, hooks: ServerHooks, parts: Started):
   parts.add(() => background.abort());
   if (joining !== null) {
     const url = opts.join ?? cluster.joining!.url;
-    void joinCluster(url, node, adminToken, logger, background.signal).then(async (joined) => {
-      if (!joined) return;
-      sponsor = null;
-      await writeFileDurable(clusterPath, JSON.stringify({ clusterId: cluster.clusterId, genesis: cluster.genesis }, null, 2));
-    });
+    void joinCluster(url, node, adminToken, logger, background.signal).then(
+      async (joined) => {
+        if (!joined) return;
+        sponsor = null;
+        await writeFileDurable(clusterPath, JSON.stringify({ clusterId: cluster.clusterId, genesis: cluster.genesis }, null, 2));
+      },
+      (err: unknown) => {
+        logger.error('joining failed', { err });
+        hooks.onFatal?.((err as Error).message);
+      },
+    );
   } else {
     const settings = bootstrapping ? bootstrapSettings(opts.archive, opts.dataDir) : null;
     void keepRegistered(node, logger, background.signal)
@@ -288,6 +297,17 @@ async function assemble(opts: ServeOptions, hooks: ServerHooks, parts: Started):
       return stopping;
     },
   };
+}
+
+/** A listener that cannot start names the setting and the address (a port in use). */
+async function listening<T>(flag: string, address: string, start: Promise<T>): Promise<T> {
+  try {
+    return await start;
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    const why = e.code === 'EADDRINUSE' || /EADDRINUSE|address already in use/i.test(e.message) ? 'the address is in use' : e.code === 'EADDRNOTAVAIL' ? 'no interface has that address' : (e.message.split('\n')[0] ?? String(err));
+    throw new Error(`${flag} ${address}: ${why}`, { cause: err });
+  }
 }
 
 /** The node as the archiver sees it. */
@@ -376,7 +396,32 @@ async function postMember(url: string, body: object, token: string | null): Prom
   const headers: Record<string, string> = { 'content-type': 'application/json' };
   if (token) headers.authorization = `Bearer ${token}`;
   const res = await fetch(new URL('/v1/cluster/members', url), { method: 'POST', headers, body: JSON.stringify(body), signal: AbortSignal.timeout(15_000) });
+  if (res.status === 401 || res.status === 403) {
+    throw new JoinRefused(`--join ${url} refused this node (${res.status}): ${token ? 'the token in --admin-token-file is not the cluster\'s admin token' : 'the cluster needs its admin token: give it with --admin-token-file'}`);
+  }
   if (!res.ok) throw new Error(`${url} answered ${res.status}: ${await res.text()}`);
+}
+
+/** A join the cluster refuses for good (a missing or wrong admin token): retrying cannot help. */
+class JoinRefused extends Error {}
+
+/**
+ * A data dir that holds a member resumes it; a `--join` given too must name a member of the
+ * same cluster (a script pointed at the wrong cluster, or a data dir of another, is an error).
+ * When that member cannot be reached the node resumes: its cluster may be down.
+ */
+async function checkJoinResumed(url: string, clusterId: string, dataDir: string, logger: Logger): Promise<void> {
+  let view: JoinView;
+  try {
+    view = await fetchCluster(url);
+  } catch (err) {
+    logger.warn('existing data dir: resuming; --join could not be checked', { join: url, err });
+    return;
+  }
+  if (view.clusterId !== clusterId) {
+    throw new Error(`--join ${url} is a member of cluster ${view.clusterId}, but ${dataDir} holds a node of cluster ${clusterId}: give a member of that cluster, or another data dir to join ${view.clusterId}`);
+  }
+  logger.info('existing data dir: resuming (already a member; --join is not needed)', { join: url });
 }
 
 /** What a joining node learns from the member it joins through. */
@@ -468,6 +513,7 @@ async function retry(fn: () => Promise<void>, what: string, logger: Logger, sign
       await fn();
       return;
     } catch (err) {
+      if (err instanceof JoinRefused) throw err;
       logger.warn(`${what} failed; retrying`, { attempt, err });
       await sleep(Math.min(2000, 100 * attempt), signal);
     }

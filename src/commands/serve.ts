@@ -57,7 +57,9 @@ when the cluster is bootstrapped and ignored afterwards.`;
         flags: Object.fromEntries(Object.entries(flags).filter(([name]) => typed.has(name))),
         file: flags.config === undefined ? undefined : loadConfigFile(flags.config),
       });
-      if (flags['dry-run']) await checkServeFiles(options);
+      // The files the settings name must be there and readable (a mistyped key file is an
+      // error, not a node that runs without its archive).
+      await checkServeFiles(options);
     } catch (err) {
       this.error((err as Error).message, { exit: 2 });
     }
@@ -106,12 +108,18 @@ when the cluster is bootstrapped and ignored afterwards.`;
 
     // Loaded here, not at the top: `pangea --help` and the other commands stay fast.
     const { startServer } = await import('../server.js');
-    server = await startServer(options, {
-      onFatal: (cause) => {
-        process.stderr.write(`pangea: ${cause}\n`);
-        process.exit(1);
-      },
-    });
+    try {
+      server = await startServer(options, {
+        onFatal: (cause) => {
+          process.stderr.write(`pangea: ${cause}\n`);
+          process.exit(1);
+        },
+      });
+    } catch (err) {
+      // One line, as written (oclif's error box would wrap it mid-sentence).
+      process.stderr.write(`pangea: cannot start: ${(err as Error).message}\n`);
+      process.exit(1);
+    }
     this.log(server.banner());
     // Exits explicitly: a library timer left running must not keep a stopped node alive.
     process.exit(await stopped);

@@ -27,7 +27,9 @@ test('a start-up that fails midway releases the data dir, the ports and the stor
   const port = (busy.address() as { port: number }).port;
   try {
     const opts = (http: string) => resolveServeOptions({ flags: { 'data-dir': dir, 'http-listen': http, 'p2p-listen': ['/ip4/127.0.0.1/tcp/0'], 'log-level': 'error' } });
-    await assert.rejects(startServer(opts(`127.0.0.1:${port}`)), /EADDRINUSE|in use/);
+    await assert.rejects(startServer(opts(`127.0.0.1:${port}`)), { message: `--http-listen 127.0.0.1:${port}: the address is in use` });
+    const p2pBusy = resolveServeOptions({ flags: { 'data-dir': dir, 'http-listen': '127.0.0.1:0', 'p2p-listen': [`/ip4/127.0.0.1/tcp/${port}`], 'log-level': 'error' } });
+    await assert.rejects(startServer(p2pBusy), (err: Error) => err.message.startsWith(`--p2p-listen /ip4/127.0.0.1/tcp/${port}: `));
     // The lock, the LMDB environment and the libp2p listener were let go: it starts now.
     const server = await startServer(opts('127.0.0.1:0'));
     try {

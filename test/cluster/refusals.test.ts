@@ -1,0 +1,40 @@
+/**
+ * `pangea serve` refuses what would surprise an operator, at once, saying what to fix: a data
+ * dir of one cluster with `--join` of another, `--restore-from` on a data dir that holds a
+ * node, a named key file that is not there, and a join the cluster refuses (admin token).
+ */
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { killAll, removeDir, startNode, tempDir, waitFor, isReady, type TestNode } from './harness.js';
+
+const root = tempDir();
+after(async () => {
+  await killAll();
+  removeDir(root);
+});
+
+async function exitOf(node: TestNode): Promise<number | null> {
+  return waitFor('the node to exit', () => (node.proc.exitCode !== null ? node.proc.exitCode : null), 30_000);
+}
+
+test('serve refuses a data dir of another cluster, --restore-from on a node, a missing key file, and a refused join', { timeout: 120_000 }, async () => {
+  const a = await startNode({ dataDir: join(root, 'a') });
+  const b = await startNode({ dataDir: join(root, 'b') });
+  await waitFor('both ready', async () => (await isReady(a)) && (await isReady(b)));
+  await a.kill('SIGTERM');
+
+  await assert.rejects(startNode({ dataDir: join(root, 'a'), join: b.info.http }), /--join .* is a member of cluster .*, but .* holds a node of cluster/);
+  await assert.rejects(startNode({ dataDir: join(root, 'a'), extra: ['--restore-from', `file://${join(root, 'b', 'archive')}`] }), /--restore-from needs an empty data dir/);
+  await assert.rejects(startNode({ dataDir: join(root, 'c'), extra: ['--archive-key-file', join(root, 'no-such.key')] }), /--archive-key-file: .*ENOENT/);
+
+  // A cluster with an admin token; a node that joins without it stops at once, saying so.
+  const tokenFile = join(root, 'token');
+  writeFileSync(tokenFile, 'the-token\n', { mode: 0o600 });
+  const d = await startNode({ dataDir: join(root, 'd'), extra: ['--admin-token-file', tokenFile] });
+  await waitFor('d ready', () => isReady(d));
+  const e = await startNode({ dataDir: join(root, 'e'), join: d.info.http });
+  assert.equal(await exitOf(e), 1);
+  assert.match(e.output(), /refused this node \(401\): the cluster needs its admin token: give it with --admin-token-file/);
+});
