@@ -9,7 +9,6 @@ import { createHash } from 'node:crypto';
 import { KEY_BYTES_MAX, type Compare, type KvOp, type TxnOp } from '../state/command.js';
 
 /** The longest key, in bytes of UTF-8 (API.md): the state machine's own limit. */
-export const keyBytesMax = KEY_BYTES_MAX;
 /** The largest `limit` of a range request, and its default. */
 export const rangeLimitMax = 10_000;
 export const rangeLimitDefault = 100;
@@ -83,7 +82,7 @@ export function utf8Text(bytes: Uint8Array, what: string): string {
 
 function checkKeyBytes(bytes: Uint8Array, what: string): Uint8Array {
   if (bytes.byteLength === 0) throw badRequest(`${what}: empty key`);
-  if (bytes.byteLength > keyBytesMax) throw badRequest(`${what}: key of ${bytes.byteLength} bytes, over ${keyBytesMax}`);
+  if (bytes.byteLength > KEY_BYTES_MAX) throw badRequest(`${what}: key of ${bytes.byteLength} bytes, over ${KEY_BYTES_MAX}`);
   utf8Text(bytes, what);
   return bytes;
 }
@@ -143,7 +142,7 @@ export interface RangeQuery {
 export function parseRangeQuery(query: string): RangeQuery {
   const q = parseQuery(query);
   const prefix = percentDecode(q.get('prefix') ?? '', 'prefix');
-  if (prefix.byteLength > keyBytesMax) throw badRequest(`prefix over ${keyBytesMax} bytes`);
+  if (prefix.byteLength > KEY_BYTES_MAX) throw badRequest(`prefix over ${KEY_BYTES_MAX} bytes`);
   utf8Text(prefix, 'prefix');
   const afterRaw = q.get('after');
   const after = afterRaw === undefined || afterRaw === '' ? null : checkKeyBytes(percentDecode(afterRaw, 'after'), 'after');
