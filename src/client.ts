@@ -19,10 +19,16 @@ import { randomBytes } from 'node:crypto';
 export interface PangeaClientOptions {
   /** HTTP base URLs of nodes, e.g. `http://127.0.0.1:7070`; at least one. */
   readonly endpoints: readonly string[];
-  /** Deadline of one attempt (default 10 s). */
+  /** Deadline of one attempt (default 10 s, and never past the call's deadline). */
   readonly timeoutMs?: number;
-  /** Further attempts after the first, over all endpoints (default 3). */
+  /** Deadline of one call, its retries included (default 10 s): a call is retried, backing
+   *  off with jitter and honouring `Retry-After`, until it is decided or this passes. */
+  readonly deadlineMs?: number;
+  /** At most this many attempts after the first (default: as many as the deadline allows). */
   readonly retries?: number;
+  /** Learn the other members' addresses from `GET /v1/cluster` after the first answer
+   *  (default true), so a client given one node rides out that node's loss. */
+  readonly discover?: boolean;
   /** The request-id client name (1 to 58 of `[A-Za-z0-9_-]`); random by default. Concurrent
    *  writes use `<clientId>-<n>` for n = 1, 2, … so each name's sequence stays ordered. */
   readonly clientId?: string;
@@ -30,7 +36,8 @@ export interface PangeaClientOptions {
   readonly adminToken?: string;
 }
 
-/** An error of the contract (`status`, `code`), or of the transport (`status` 0). */
+/** An error of the contract (`status`, `code`), or of the transport (`status` 0; codes
+ *  `unavailable`, `outcome_unknown`, `aborted`, `closed`). */
 export class PangeaError extends Error {
   constructor(
     readonly status: number,
@@ -43,6 +50,17 @@ export class PangeaError extends Error {
     super(message);
     this.name = 'PangeaError';
   }
+
+  /** Whether the write may have been applied (or may still be): its outcome is unknown.
+   *  Otherwise it surely was not. */
+  get mayHaveApplied(): boolean {
+    return this.code === 'outcome_unknown';
+  }
+}
+
+/** Per call: an `AbortSignal` that gives up on it (a write already sent may still apply). */
+export interface CallOptions {
+  readonly signal?: AbortSignal;
 }
 
 export type Key = string | Uint8Array;
@@ -62,7 +80,7 @@ export interface Item {
   readonly revision: number;
 }
 
-export interface ListOptions {
+export interface ListOptions extends CallOptions {
   readonly prefix?: string;
   readonly after?: string;
   readonly limit?: number;
@@ -114,15 +132,23 @@ interface Attempt {
   readonly retry: RetryKind;
   /** Statuses that are answers, not errors (404 for a GET). */
   readonly accept?: readonly number[];
+  readonly signal?: AbortSignal | undefined;
 }
 
 const encoder = new TextEncoder();
+/** Backoff between rounds over the endpoints: full jitter up to 50 ms × 2^round, capped. */
 const retryDelayMsMax = 1_000;
+const retryDelayMsBase = 50;
 
 export class PangeaClient {
   private readonly endpoints: string[];
   private readonly timeoutMs: number;
+  private readonly deadlineMs: number;
   private readonly retries: number;
+  private readonly discoverOn: boolean;
+  private discovered = false;
+  /** Aborted by close(): every call in flight gives up, later ones are refused. */
+  private readonly closing = new AbortController();
   private readonly clientId: string;
   private readonly adminToken: string | undefined;
   /** The endpoint tried first: the last one that answered. */
@@ -136,32 +162,34 @@ export class PangeaClient {
     if (opts.endpoints.length === 0) throw new Error('PangeaClient: no endpoints');
     this.endpoints = opts.endpoints.map((e) => e.replace(/\/+$/, ''));
     this.timeoutMs = opts.timeoutMs ?? 10_000;
-    this.retries = opts.retries ?? 3;
+    this.deadlineMs = opts.deadlineMs ?? 10_000;
+    this.retries = opts.retries ?? Number.MAX_SAFE_INTEGER;
+    this.discoverOn = opts.discover ?? true;
     this.clientId = opts.clientId ?? randomBytes(12).toString('base64url');
     if (!/^[A-Za-z0-9_-]{1,58}$/.test(this.clientId)) throw new Error('PangeaClient: clientId must be 1 to 58 of [A-Za-z0-9_-]');
     this.adminToken = opts.adminToken;
   }
 
   /** The value, revision and read index of `key`, or null when it is absent. */
-  async get(key: Key, opts: { consistency?: Consistency } = {}): Promise<GetResult | null> {
+  async get(key: Key, opts: { consistency?: Consistency } & CallOptions = {}): Promise<GetResult | null> {
     const q = opts.consistency ? `?consistency=${opts.consistency}` : '';
-    const r = await this.request({ method: 'GET', path: `/v1/kv/${encodeKey(key)}${q}`, retry: 'idempotent', accept: [404] });
+    const r = await this.request({ method: 'GET', path: `/v1/kv/${encodeKey(key)}${q}`, retry: 'idempotent', accept: [404], signal: opts.signal });
     if (r.status === 404) return null;
     return { value: r.body, revision: Number(etagRevision(r.headers.get('etag'))), index: Number(r.headers.get('pangea-index')) };
   }
 
   /** Writes `value`; `ifMatch` (a revision) or `ifAbsent` make it conditional (412 otherwise). */
-  async put(key: Key, value: Value, opts: { ifMatch?: number; ifAbsent?: boolean } = {}): Promise<{ index: number; revision: number }> {
+  async put(key: Key, value: Value, opts: { ifMatch?: number; ifAbsent?: boolean } & CallOptions = {}): Promise<{ index: number; revision: number }> {
     const headers: Record<string, string> = { 'content-type': 'application/octet-stream' };
     if (opts.ifMatch !== undefined) headers['if-match'] = `"${opts.ifMatch}"`;
     if (opts.ifAbsent) headers['if-none-match'] = '*';
-    return this.json(await this.write({ method: 'PUT', path: `/v1/kv/${encodeKey(key)}`, body: toBytes(value), headers, retry: 'idempotent' }));
+    return this.json(await this.write({ method: 'PUT', path: `/v1/kv/${encodeKey(key)}`, body: toBytes(value), headers, retry: 'idempotent', signal: opts.signal }));
   }
 
-  async delete(key: Key, opts: { ifMatch?: number } = {}): Promise<{ index: number; deleted: boolean }> {
+  async delete(key: Key, opts: { ifMatch?: number } & CallOptions = {}): Promise<{ index: number; deleted: boolean }> {
     const headers: Record<string, string> = {};
     if (opts.ifMatch !== undefined) headers['if-match'] = `"${opts.ifMatch}"`;
-    return this.json(await this.write({ method: 'DELETE', path: `/v1/kv/${encodeKey(key)}`, headers, retry: 'idempotent' }));
+    return this.json(await this.write({ method: 'DELETE', path: `/v1/kv/${encodeKey(key)}`, headers, retry: 'idempotent', signal: opts.signal }));
   }
 
   /** One page of a range scan; continue with `after` = the last key while `more`. */
@@ -172,7 +200,7 @@ export class PangeaClient {
     if (opts.limit !== undefined) q.push(`limit=${opts.limit}`);
     if (opts.consistency) q.push(`consistency=${opts.consistency}`);
     const r = await this.json<{ items: { key: string; value: string; revision: number }[]; more: boolean; index: number }>(
-      await this.request({ method: 'GET', path: `/v1/kv?${q.join('&')}`, retry: 'idempotent' }),
+      await this.request({ method: 'GET', path: `/v1/kv?${q.join('&')}`, retry: 'idempotent', signal: opts.signal }),
     );
     return { items: r.items.map((i) => ({ key: i.key, value: fromBase64(i.value), revision: i.revision })), more: r.more, index: r.index };
   }
@@ -189,7 +217,7 @@ export class PangeaClient {
   }
 
   /** An atomic compare-and-then (API.md, Transactions). Values are sent and answered as bytes. */
-  async txn(t: TxnRequest): Promise<{ succeeded: boolean; index: number; results: TxnResult[] }> {
+  async txn(t: TxnRequest, opts: CallOptions = {}): Promise<{ succeeded: boolean; index: number; results: TxnResult[] }> {
     const op = (o: TxnOp): Record<string, unknown> => (o.op === 'put' ? { op: 'put', key: o.key, value: toBase64(o.value) } : { op: o.op, key: o.key });
     const body = JSON.stringify({
       encoding: 'base64',
@@ -198,7 +226,7 @@ export class PangeaClient {
       failure: (t.failure ?? []).map(op),
     });
     const r = await this.json<{ succeeded: boolean; index: number; results: Record<string, unknown>[] }>(
-      await this.write({ method: 'POST', path: '/v1/txn', body, headers: { 'content-type': 'application/json' }, retry: 'idempotent' }),
+      await this.write({ method: 'POST', path: '/v1/txn', body, headers: { 'content-type': 'application/json' }, retry: 'idempotent', signal: opts.signal }),
     );
     const results = r.results.map((x): TxnResult => {
       if ('value' in x) return { value: x.value === null ? null : fromBase64(x.value as string), revision: x.revision as number | null };
@@ -212,9 +240,9 @@ export class PangeaClient {
    * Writes `value` only if `key` is at `expectedRevision` (null: only if absent). Answers
    * `{ ok: false, revision }` with the current revision when it is not.
    */
-  async compareAndSet(key: Key, expectedRevision: number | null, value: Value): Promise<{ ok: true; index: number; revision: number } | { ok: false; revision: number | null }> {
+  async compareAndSet(key: Key, expectedRevision: number | null, value: Value, opts: CallOptions = {}): Promise<{ ok: true; index: number; revision: number } | { ok: false; revision: number | null }> {
     try {
-      const r = await this.put(key, value, expectedRevision === null ? { ifAbsent: true } : { ifMatch: expectedRevision });
+      const r = await this.put(key, value, { ...(expectedRevision === null ? { ifAbsent: true } : { ifMatch: expectedRevision }), ...opts });
       return { ok: true, index: r.index, revision: r.revision };
     } catch (e) {
       if (e instanceof PangeaError && e.code === 'precondition_failed') return { ok: false, revision: e.revision ?? null };
@@ -257,28 +285,49 @@ export class PangeaClient {
     }
   }
 
+  /** Gives up every call in flight (a write already sent may still apply) and refuses later
+   *  ones. */
+  close(): void {
+    this.closing.abort();
+  }
+
   /**
-   * Sends `a`, moving to the next endpoint on a connection failure or a 503, and retrying
-   * up to `retries` times. A failure whose outcome is unknown ends as `outcome_unknown`.
+   * Sends `a`, moving to the next endpoint on a connection failure, a 503 or (for a retry-safe
+   * request) a 504, until it is decided or the call's deadline passes: after each round over
+   * the endpoints it backs off with full jitter, and never sooner than a 503's `Retry-After`.
+   * A call any of whose attempts may have been applied ends as `outcome_unknown`.
    */
   private async request(a: Attempt): Promise<Answer> {
+    if (this.closing.signal.aborted) throw new PangeaError(0, 'closed', 'the client is closed');
+    const deadline = Date.now() + this.deadlineMs;
+    const stop = a.signal === undefined ? this.closing.signal : AbortSignal.any([this.closing.signal, a.signal]);
     let uncertain = false;
     let last: PangeaError | null = null;
+    let retryAfterMs = 0;
     for (let attempt = 0; attempt <= this.retries; attempt++) {
-      if (attempt > 0 && attempt % this.endpoints.length === 0) await sleep(Math.min(retryDelayMsMax, 50 * 2 ** (attempt / this.endpoints.length)));
+      const round = Math.floor(attempt / this.endpoints.length);
+      if (attempt > 0 && attempt % this.endpoints.length === 0) {
+        const wait = Math.max(retryAfterMs, Math.random() * Math.min(retryDelayMsMax, retryDelayMsBase * 2 ** round));
+        retryAfterMs = 0;
+        if (Date.now() + wait >= deadline) break;
+        await sleep(wait, stop).catch(() => undefined);
+      }
+      const left = deadline - Date.now();
+      if (stop.aborted || (attempt > 0 && left <= 0)) break;
       const i = (this.current + attempt) % this.endpoints.length;
+      const endpoint = this.endpoints[i]!;
       let res: Response;
       try {
-        res = await fetch(this.endpoints[i] + a.path, {
+        res = await fetch(endpoint + a.path, {
           method: a.method,
           headers: a.headers ?? {},
           ...(a.body !== undefined ? { body: a.body } : {}),
-          signal: AbortSignal.timeout(this.timeoutMs),
+          signal: AbortSignal.any([stop, AbortSignal.timeout(Math.max(1, Math.min(this.timeoutMs, left)))]),
         });
       } catch (e) {
         const unsent = isUnsent(e);
         if (!unsent) uncertain = true;
-        last = new PangeaError(0, unsent ? 'unavailable' : 'outcome_unknown', `${this.endpoints[i]}: ${errorText(e)}`);
+        last = new PangeaError(0, unsent ? 'unavailable' : 'outcome_unknown', `${endpoint}: ${errorText(e)}`);
         if (!unsent && a.retry === 'onlyUnsent') break;
         continue;
       }
@@ -287,17 +336,19 @@ export class PangeaClient {
         body = new Uint8Array(await res.arrayBuffer());
       } catch (e) {
         uncertain = true;
-        last = new PangeaError(0, 'outcome_unknown', `${this.endpoints[i]}: answer cut: ${errorText(e)}`);
+        last = new PangeaError(0, 'outcome_unknown', `${endpoint}: answer cut: ${errorText(e)}`);
         if (a.retry === 'onlyUnsent') break;
         continue;
       }
       if (res.ok || a.accept?.includes(res.status)) {
         this.current = i;
+        if (this.discoverOn && !this.discovered) void this.discover(endpoint);
         return { status: res.status, headers: res.headers, body };
       }
       const err = toError(res.status, body);
       if (res.status === 503) {
         last = err;
+        retryAfterMs = Math.max(retryAfterMs, Math.min(retryDelayMsMax * 5, 1000 * (Number(res.headers.get('retry-after')) || 0)));
         continue;
       }
       if (res.status === 504 && a.retry === 'idempotent') {
@@ -308,10 +359,30 @@ export class PangeaClient {
       this.current = i;
       throw err;
     }
+    if (stop.aborted) {
+      const why = this.closing.signal.aborted ? 'the client was closed' : 'the call was aborted';
+      throw new PangeaError(0, uncertain ? 'outcome_unknown' : this.closing.signal.aborted ? 'closed' : 'aborted', uncertain ? `${why}; an attempt's outcome is unknown` : why);
+    }
     if (uncertain && last !== null && last.code !== 'outcome_unknown') {
       throw new PangeaError(last.status, 'outcome_unknown', `an attempt's outcome is unknown; last: ${last.message}`);
     }
     throw last ?? new PangeaError(0, 'unavailable', 'no attempt made');
+  }
+
+  /** Adds the members' HTTP addresses, as `endpoint` lists them, to the endpoints. */
+  private async discover(endpoint: string): Promise<void> {
+    this.discovered = true;
+    try {
+      const res = await fetch(`${endpoint}/v1/cluster`, { signal: AbortSignal.any([this.closing.signal, AbortSignal.timeout(this.timeoutMs)]) });
+      const view = (await res.json()) as { members?: { http?: unknown }[] };
+      for (const m of view.members ?? []) {
+        if (typeof m.http !== 'string' || !/^https?:\/\//.test(m.http)) continue;
+        const url = m.http.replace(/\/+$/, '');
+        if (!this.endpoints.includes(url)) this.endpoints.push(url);
+      }
+    } catch {
+      this.discovered = false; // another time
+    }
   }
 
   private json<T>(r: Answer): T {

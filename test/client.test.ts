@@ -271,4 +271,56 @@ describe('PangeaClient', () => {
     assert.throws(() => new PangeaClient({ endpoints: [] }));
     assert.throws(() => new PangeaClient({ endpoints: [urlA], clientId: 'has space' }));
   });
+
+  test('a call rides out a window of 503s, waiting at least their Retry-After, until its deadline', async () => {
+    b.failWith = new ServiceError('unavailable', 'electing', null, 1);
+    setTimeout(() => (b.failWith = null), 600);
+    const started = Date.now();
+    await new PangeaClient({ endpoints: [urlB], discover: false }).put('ride', '1');
+    assert.ok(Date.now() - started >= 900, 'waited for Retry-After: 1');
+    b.failWith = new ServiceError('unavailable', 'no quorum');
+    try {
+      const t0 = Date.now();
+      const e = await rejects(new PangeaClient({ endpoints: [urlB], deadlineMs: 300, discover: false }).put('late', '1'), 503, 'unavailable');
+      assert.equal(e.mayHaveApplied, false);
+      assert.ok(Date.now() - t0 < 2_000, 'gave up at its deadline');
+    } finally {
+      b.failWith = null;
+    }
+  });
+
+  test('an AbortSignal per call, close(), and typed errors that say whether a write may have applied', async () => {
+    a.hang = true;
+    try {
+      const c = new PangeaClient({ endpoints: [urlA], discover: false });
+      const sent = await rejects(c.put('abort', 'v', { signal: AbortSignal.timeout(100) }), 0, 'outcome_unknown');
+      assert.equal(sent.mayHaveApplied, true, 'a write that left may apply');
+      const closing = c.put('closing', 'v');
+      setTimeout(() => c.close(), 50);
+      await rejects(closing, 0, 'outcome_unknown');
+      await rejects(c.get('after-close'), 0, 'closed');
+    } finally {
+      a.hang = false;
+    }
+    const aborted = new AbortController();
+    aborted.abort();
+    await rejects(new PangeaClient({ endpoints: [urlA] }).get('x', { signal: aborted.signal }), 0, 'aborted');
+  });
+
+  test('a client given one member learns the others from /v1/cluster and moves to them', async () => {
+    b.members = [
+      { peerId: 'pb', role: 'voter', http: urlB, p2p: [] },
+      { peerId: 'pa', role: 'voter', http: urlA, p2p: [] },
+    ];
+    try {
+      const c = new PangeaClient({ endpoints: [urlB] });
+      await c.put('disc/1', '1');
+      await new Promise((r) => setTimeout(r, 100)); // discovery runs beside the call
+      b.failWith = new ServiceError('unavailable', 'gone');
+      await c.put('disc/2', '2');
+      assert.equal(text(a.get(Buffer.from('disc/2'))?.value), '2');
+    } finally {
+      b.failWith = null;
+    }
+  });
 });
