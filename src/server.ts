@@ -272,7 +272,7 @@ async function assemble(opts: ServeOptions, hooks: ServerHooks, parts: Started):
     );
   } else {
     const settings = bootstrapping ? bootstrapSettings(opts.archive, opts.dataDir) : null;
-    void keepRegistered(node, logger, background.signal)
+    void keepRegistered(node, adminToken, logger, background.signal)
       .then(() => (settings ? proposeSettings(node, settings, logger, background.signal) : undefined))
       .then(() => removeFormer(node, formerMembers, logger, background.signal));
   }
@@ -333,10 +333,19 @@ function archiveHost(node: PangeaNode, stores: Stores, privateKey: PrivateKey): 
 }
 
 /** The bootstrap node (and any restarted voter) records its own addresses in the log. */
-async function keepRegistered(node: PangeaNode, logger: Logger, signal: AbortSignal): Promise<void> {
+async function keepRegistered(node: PangeaNode, token: string | null, logger: Logger, signal: AbortSignal): Promise<void> {
   while (!signal.aborted) {
     try {
       if (await node.registerSelf()) return;
+      // A follower (restarted on other ports, say) asks the leader, as a joiner does.
+      const view = node.cluster();
+      const leader = view.members.find((m) => m.peerId === view.leader);
+      const self = view.members.find((m) => m.peerId === node.peerId);
+      if (leader !== undefined && leader.http !== '' && self !== undefined) {
+        await postMember(leader.http, { peerId: node.peerId, http: node.http, p2p: view.self.p2p, role: self.role }, token);
+        // Listed once the change applies here; the loop checks again, not too often.
+        await sleep(1_000, signal);
+      }
     } catch (err) {
       logger.debug('registering this node’s addresses failed; retrying', { err });
     }

@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
-import { clusterView, killAll, leaderOf, removeDir, startCluster, tempDir, waitFor, type TestNode } from './harness.js';
+import { clusterView, killAll, leaderOf, removeDir, startCluster, startNode, tempDir, waitFor, type TestNode } from './harness.js';
 
 const root = tempDir();
 after(async () => {
@@ -36,7 +36,8 @@ async function once(node: TestNode, method: string, path: string, body?: object)
 test('membership changes that would weaken the cluster are refused, through any member', { timeout: 120_000 }, async () => {
   const nodes = await startCluster(root, 3);
   const leader = await leaderOf(nodes);
-  const [f1, f2] = nodes.filter((n) => n !== leader) as [TestNode, TestNode];
+  const [first, f2] = nodes.filter((n) => n !== leader) as [TestNode, TestNode];
+  let f1 = first;
   const member = (peerId: string, role: string) => ({ peerId, p2p: ['/ip4/127.0.0.1/tcp/1'], http: 'http://127.0.0.1:1', role });
 
   const bogus = await call(f1, 'POST', '/v1/cluster/members', member('bogus', 'voter'));
@@ -56,6 +57,13 @@ test('membership changes that would weaken the cluster are refused, through any 
   const view = await clusterView(leader.info.http);
   assert.equal(view.members.filter((m) => m.role === 'voter').length, 3);
   assert.ok(!view.members.some((m) => m.peerId === STRANGER));
+
+  // A follower restarted on other ports is listed at its new address within seconds.
+  await f1.kill('SIGTERM');
+  const moved = await startNode({ dataDir: f1.dataDir });
+  assert.notEqual(moved.info.http, f1.info.http);
+  await waitFor('the new address listed', async () => (await clusterView(leader.info.http)).members.find((m) => m.peerId === moved.info.peerId)?.http === moved.info.http, 15_000);
+  f1 = moved;
 
   // One voter down: removing a live one would leave one of two voters answering.
   await f2.kill('SIGKILL');
