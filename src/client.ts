@@ -14,6 +14,7 @@
  * ```
  */
 import { sleep } from './sleep.js';
+import { deadlineSignal } from './abort.js';
 import { randomBytes } from 'node:crypto';
 
 export interface PangeaClientOptions {
@@ -300,7 +301,24 @@ export class PangeaClient {
   private async request(a: Attempt): Promise<Answer> {
     if (this.closing.signal.aborted) throw new PangeaError(0, 'closed', 'the client is closed');
     const deadline = Date.now() + this.deadlineMs;
-    const stop = a.signal === undefined ? this.closing.signal : AbortSignal.any([this.closing.signal, a.signal]);
+    // This call's own signal, aborted by close() or the caller's; listeners are removed at the
+    // end (AbortSignal.any with the long-lived close signal keeps memory per call on Node 20).
+    const stopper = new AbortController();
+    const stop = stopper.signal;
+    const parents = a.signal === undefined ? [this.closing.signal] : [this.closing.signal, a.signal];
+    const onAbort = (): void => stopper.abort();
+    for (const p of parents) {
+      if (p.aborted) stopper.abort();
+      else p.addEventListener('abort', onAbort, { once: true });
+    }
+    try {
+      return await this.attempts(a, stop, deadline);
+    } finally {
+      for (const p of parents) p.removeEventListener('abort', onAbort);
+    }
+  }
+
+  private async attempts(a: Attempt, stop: AbortSignal, deadline: number): Promise<Answer> {
     let uncertain = false;
     let last: PangeaError | null = null;
     let retryAfterMs = 0;
@@ -316,29 +334,34 @@ export class PangeaClient {
       if (stop.aborted || (attempt > 0 && left <= 0)) break;
       const i = (this.current + attempt) % this.endpoints.length;
       const endpoint = this.endpoints[i]!;
+      const timeout = deadlineSignal(stop, Math.max(1, Math.min(this.timeoutMs, left)));
       let res: Response;
-      try {
-        res = await fetch(endpoint + a.path, {
-          method: a.method,
-          headers: a.headers ?? {},
-          ...(a.body !== undefined ? { body: a.body } : {}),
-          signal: AbortSignal.any([stop, AbortSignal.timeout(Math.max(1, Math.min(this.timeoutMs, left)))]),
-        });
-      } catch (e) {
-        const unsent = isUnsent(e);
-        if (!unsent) uncertain = true;
-        last = new PangeaError(0, unsent ? 'unavailable' : 'outcome_unknown', `${endpoint}: ${errorText(e)}`);
-        if (!unsent && a.retry === 'onlyUnsent') break;
-        continue;
-      }
       let body: Uint8Array;
       try {
-        body = new Uint8Array(await res.arrayBuffer());
-      } catch (e) {
-        uncertain = true;
-        last = new PangeaError(0, 'outcome_unknown', `${endpoint}: answer cut: ${errorText(e)}`);
-        if (a.retry === 'onlyUnsent') break;
-        continue;
+        try {
+          res = await fetch(endpoint + a.path, {
+            method: a.method,
+            headers: a.headers ?? {},
+            ...(a.body !== undefined ? { body: a.body } : {}),
+            signal: timeout.signal,
+          });
+        } catch (e) {
+          const unsent = isUnsent(e);
+          if (!unsent) uncertain = true;
+          last = new PangeaError(0, unsent ? 'unavailable' : 'outcome_unknown', `${endpoint}: ${errorText(e)}`);
+          if (!unsent && a.retry === 'onlyUnsent') break;
+          continue;
+        }
+        try {
+          body = new Uint8Array(await res.arrayBuffer());
+        } catch (e) {
+          uncertain = true;
+          last = new PangeaError(0, 'outcome_unknown', `${endpoint}: answer cut: ${errorText(e)}`);
+          if (a.retry === 'onlyUnsent') break;
+          continue;
+        }
+      } finally {
+        timeout.done();
       }
       if (res.ok || a.accept?.includes(res.status)) {
         this.current = i;
@@ -372,16 +395,29 @@ export class PangeaClient {
   /** Adds the members' HTTP addresses, as `endpoint` lists them, to the endpoints. */
   private async discover(endpoint: string): Promise<void> {
     this.discovered = true;
+    const timeout = deadlineSignal(this.closing.signal, this.timeoutMs);
     try {
-      const res = await fetch(`${endpoint}/v1/cluster`, { signal: AbortSignal.any([this.closing.signal, AbortSignal.timeout(this.timeoutMs)]) });
+      const res = await fetch(`${endpoint}/v1/cluster`, { signal: timeout.signal });
       const view = (await res.json()) as { members?: { http?: unknown }[] };
+      const protocol = new URL(endpoint).protocol;
       for (const m of view.members ?? []) {
-        if (typeof m.http !== 'string' || !/^https?:\/\//.test(m.http)) continue;
-        const url = m.http.replace(/\/+$/, '');
-        if (!this.endpoints.includes(url)) this.endpoints.push(url);
+        if (typeof m.http !== 'string') continue;
+        let url: URL;
+        try {
+          url = new URL(m.http);
+        } catch {
+          continue;
+        }
+        // The same scheme as the endpoints the caller gave (never https down to http), and a
+        // host one can reach (a node on 0.0.0.0 without --advertise-http lists that).
+        if (url.protocol !== protocol || ['0.0.0.0', '[::]', '::'].includes(url.hostname)) continue;
+        const base = m.http.replace(/\/+$/, '');
+        if (!this.endpoints.includes(base)) this.endpoints.push(base);
       }
     } catch {
       this.discovered = false; // another time
+    } finally {
+      timeout.done();
     }
   }
 

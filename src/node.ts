@@ -13,6 +13,7 @@ import { Driver, type DriverClock, type DriverRefusal, type DriverTiming } from 
 import type { Logger } from './logger.js';
 import type { LogStore } from './log/log-store.js';
 import type { PeerServices, Transport } from './net/transport.js';
+import { RequestNotSent } from './sync/peer-services.js';
 import { MembershipError, ServiceError, type ClusterView, type Consistency, type KvService } from './net/service.js';
 import { decodeAppCommand, encodeAppCommand, isApplyResult, type ApplyResult, type ArchiveSettings, type KvOp, type RequestId, type SettingsOp } from './state/command.js';
 import type { SegmentBound } from './state/segments.js';
@@ -282,6 +283,8 @@ export class PangeaNode implements KvService {
       answer = await this.peers!.request(leader, FORWARD_PROTOCOL, { v: 1, cluster: this.clusterId, data }, this.timing.proposalTimeoutMs + 1000);
     } catch (err) {
       this.forwarded.failed++;
+      // Never written to the stream: never proposed (503, safe to retry).
+      if (err instanceof RequestNotSent) throw new ServiceError('unavailable', `the write could not be handed to the leader ${leader}: ${err.message}`);
       throw new ServiceError('outcome_unknown', `the write was handed to the leader ${leader}, which did not answer: ${(err as Error).message}`);
     }
     const a = answer as { status?: unknown; result?: unknown; kind?: unknown; message?: unknown } | null;
@@ -411,10 +414,17 @@ export class PangeaNode implements KvService {
   addMember(member: { peerId: string; http: string; p2p: readonly string[]; role: 'voter' | 'learner' }): Promise<{ index: number }> {
     const r = this.driver.replica;
     const config = r.latestConfig;
+    const known = this.members.find((m) => m.peerId === member.peerId);
+    const inRole = member.role === 'voter' ? config.voters.includes(member.peerId) : config.learners.includes(member.peerId);
+    if (r.currentRole === 'leader' && inRole && known !== undefined && known.http === member.http && sameList(known.p2p, member.p2p)) {
+      // Nothing changes: no log entry (a node re-registering, a join retried).
+      return Promise.resolve({ index: this.state.applied().point.index });
+    }
     if (r.currentRole === 'leader' && member.role === 'voter' && !config.voters.includes(member.peerId)) {
       if (!config.learners.includes(member.peerId)) {
         return Promise.reject(new MembershipError('conflict', `${member.peerId} is not a member: add it as a learner ("role": "learner"), and promote it once it has caught up (pangea serve --join does both)`));
       }
+      if (this.justElected()) return Promise.reject(new ServiceError('unavailable', 'the leader was elected moments ago and has not heard from its peers yet; retry shortly'));
       if (!r.livePeers.has(member.peerId)) {
         return Promise.reject(new MembershipError('conflict', `learner ${member.peerId} has not answered the leader within an election timeout: it becomes a voter once it is reachable and caught up`));
       }
@@ -425,12 +435,15 @@ export class PangeaNode implements KvService {
   }
 
   /** Removes a member; refused for a peer that is no member, or when the voters left would
-   *  not hold a live quorum (checked on the leader, as `addMember`). */
-  removeMember(peerId: string): Promise<{ index: number }> {
+   *  not hold a live quorum (checked on the leader, as `addMember`). `unchecked`: propose the
+   *  removal whatever the configuration says (after --force-new-cluster, so that nodes that
+   *  replay the log leave the former members out as the forced configuration does). */
+  removeMember(peerId: string, unchecked = false): Promise<{ index: number }> {
     const r = this.driver.replica;
     const config = r.latestConfig;
-    if (r.currentRole === 'leader') {
+    if (r.currentRole === 'leader' && !unchecked) {
       if (!config.voters.includes(peerId) && !config.learners.includes(peerId)) return Promise.reject(new MembershipError('not_found', `${peerId} is not a member`));
+      if (this.justElected()) return Promise.reject(new ServiceError('unavailable', 'the leader was elected moments ago and has not heard from its peers yet; retry shortly'));
       const voters = config.voters.filter((v) => v !== peerId);
       const live = voters.filter((v) => r.livePeers.has(v));
       if (config.voters.includes(peerId) && live.length < Math.floor(voters.length / 2) + 1) {
@@ -438,6 +451,13 @@ export class PangeaNode implements KvService {
       }
     }
     return this.proposeConfig({ kind: 'config', change: { op: 'remove', node: peerId } });
+  }
+
+  /** A leader that has heard from no peer yet, in a cluster of several voters: elected moments
+   *  ago (a leader that hears no quorum within an election timeout steps down). */
+  private justElected(): boolean {
+    const r = this.driver.replica;
+    return r.livePeers.size <= 1 && r.latestConfig.voters.length > 1;
   }
 
   private async proposeConfig(cmd: Command): Promise<{ index: number }> {

@@ -27,7 +27,8 @@ export default class Serve extends Command {
   static override summary = 'Run a Pangea node.';
   static override description = `An empty data dir without --join bootstraps a one-member cluster; with --join URL the node
 is added to the cluster of that member through the log (as a learner, promoted to voter once
-it has caught up). A node restarted on an existing data dir resumes and ignores --join.
+it has caught up). A node restarted on an existing data dir resumes; a --join given then
+must name a member of the same cluster.
 Stops cleanly on SIGINT and SIGTERM (within 8 s; a second signal exits at once), and exits
 non-zero, naming the cause, when a write to its data dir fails (a full or vanished disk).
 

@@ -40,6 +40,8 @@ import { multiaddr, type Multiaddr } from '@multiformats/multiaddr';
 import type { Connection, PeerId, PrivateKey, Stream, StreamMessageEvent } from '@libp2p/interface';
 import type { Envelope } from '../consensus/index.js';
 import type { PeerServices, Transport } from './transport.js';
+import { RequestNotSent } from '../sync/peer-services.js';
+import { deadlineSignal } from '../abort.js';
 import { FRAME_BYTES_MAX_DEFAULT, FrameDecoder, FrameError, encodeBody, encodeMessage, joinFrames } from '../codec/frames.js';
 
 export const CONSENSUS_PROTOCOL = '/pangea/consensus/1.0.0';
@@ -383,27 +385,43 @@ export class Libp2pTransport implements Transport, PeerServices {
   async request(peerId: string, protocol: string, body: unknown, timeoutMs: number): Promise<unknown> {
     const node = this.node;
     const link = this.link(peerId);
-    if (node === null || !this.running || link === null) throw new Error('transport stopped or bad peer id');
-    await link.addressesSet;
-    const signal = AbortSignal.any([this.abort.signal, AbortSignal.timeout(timeoutMs)]);
-    const stream = await node.dialProtocol(link.peer, protocol, { signal });
+    if (node === null || !this.running || link === null) throw new RequestNotSent('transport stopped or bad peer id');
+    const deadline = deadlineSignal(this.abort.signal, timeoutMs);
+    const signal = deadline.signal;
     try {
-      // Listen before sending: the answer may arrive before anything after `send` runs.
-      const answer = readOneFrame(stream, this.frameBytesMax, signal);
-      stream.send(joinFrames([encodeMessage(body)]));
-      stream.close({ signal }).catch(() => undefined);
-      return await answer;
+      await link.addressesSet;
+      let stream: Stream;
+      try {
+        stream = await node.dialProtocol(link.peer, protocol, { signal });
+      } catch (err) {
+        throw new RequestNotSent(`cannot open a ${protocol} stream to ${peerId}: ${(err as Error).message}`, { cause: err });
+      }
+      try {
+        // Listen before sending: the answer may arrive before anything after `send` runs.
+        const answer = readOneFrame(stream, this.frameBytesMax, signal);
+        try {
+          stream.send(joinFrames([encodeMessage(body)]));
+        } catch (err) {
+          answer.catch(() => undefined);
+          throw new RequestNotSent(`the ${protocol} stream to ${peerId} closed before the request was written: ${(err as Error).message}`, { cause: err });
+        }
+        stream.close({ signal }).catch(() => undefined);
+        return await answer;
+      } finally {
+        if (stream.status === 'open') stream.abort(new Error('request done'));
+      }
     } finally {
-      if (stream.status === 'open') stream.abort(new Error('request done'));
+      deadline.done();
     }
   }
 
-  async handle(protocol: string, handler: (from: string, body: unknown) => Promise<unknown>): Promise<void> {
+  async handle(protocol: string, handler: (from: string, body: unknown) => Promise<unknown>, opts: { readonly streamsMax?: number } = {}): Promise<void> {
     const node = this.node;
     if (node === null) throw new Error('start the transport before handling requests');
     await node.handle(protocol, (stream, connection) => {
       const remote = connection.remotePeer.toString();
-      const signal = AbortSignal.any([this.abort.signal, AbortSignal.timeout(this.dialTimeoutMs * 6)]);
+      const deadline = deadlineSignal(this.abort.signal, this.dialTimeoutMs * 6);
+      const signal = deadline.signal;
       readOneFrame(stream, this.frameBytesMax, signal)
         .then(async (request) => {
           const answer = await handler(remote, request);
@@ -413,8 +431,9 @@ export class Libp2pTransport implements Transport, PeerServices {
         .catch((err: unknown) => {
           this.warn('request failed', { protocol, peerId: remote, error: (err as Error).message });
           stream.abort(err instanceof Error ? err : new Error(String(err)));
-        });
-    }, { maxInboundStreams: REQUEST_STREAMS_MAX });
+        })
+        .finally(() => deadline.done());
+    }, { maxInboundStreams: opts.streamsMax ?? REQUEST_STREAMS_MAX });
   }
 
   /** After a failed dial: ask the DHT where the peer is now (members move). */

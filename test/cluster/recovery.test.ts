@@ -71,6 +71,9 @@ test('--force-new-cluster brings a survivor back alone with every write it appli
   const res = await fetch(`${n4.info.http}/v1/kv/k7`);
   assert.equal(await res.text(), 'v7');
   assert.equal((await voters(survivor)).length, 2);
+  // The joiner replayed the log: the former members' removals are in it, so it derives the
+  // same voters as the survivor (found by review: they were not, once).
+  assert.deepEqual((await voters(n4)).sort(), (await voters(survivor)).sort());
 });
 
 test('with --admin-token-file, membership changes need the token; --join sends it', { timeout: 120_000 }, async () => {
