@@ -12,10 +12,9 @@ import { bootstrapState, type Ballot, type Command, type Config, type ConfigEpoc
 import { Driver, type DriverClock, type DriverRefusal, type DriverTiming } from './driver.js';
 import type { Logger } from './logger.js';
 import type { LogStore } from './log/log-store.js';
-import type { PeerServices, Transport } from './net/transport.js';
-import { RequestNotSent } from './sync/peer-services.js';
+import type { Transport } from './net/transport.js';
 import { MembershipError, ServiceError, type ClusterView, type Consistency, type KvService } from './net/service.js';
-import { decodeAppCommand, encodeAppCommand, isApplyResult, type ApplyResult, type ArchiveSettings, type KvOp, type RequestId, type SettingsOp } from './state/command.js';
+import { encodeAppCommand, type ApplyResult, type ArchiveSettings, type KvOp, type RequestId, type SettingsOp } from './state/command.js';
 import type { SegmentBound } from './state/segments.js';
 import type { KeyValue, MemberRecord, StateStore } from './state/state-store.js';
 import { Packr } from 'msgpackr';
@@ -37,14 +36,6 @@ export const DEFAULT_TIMING: NodeTiming = {
   stallMs: 5000,
 };
 
-/** Client writes a follower hands to the leader (PangeaNode.forward, serveForwarded). */
-export const FORWARD_PROTOCOL = '/pangea/forward/1.0.0';
-
-/** The leader's answer to a forwarded write. */
-export type ForwardAnswer =
-  | { readonly status: 'ok'; readonly result: ApplyResult }
-  | { readonly status: 'refused'; readonly kind: DriverRefusal['kind']; readonly message: string };
-
 export interface NodeParts {
   readonly clusterId: string;
   readonly peerId: string;
@@ -58,9 +49,6 @@ export interface NodeParts {
   readonly genesis: Config;
   /** The registry /metrics serves, shared with the node's other parts (default: its own). */
   readonly metrics?: Metrics;
-  /** Requests to peers: a follower hands client writes to the leader through them. Without
-   *  it a follower refuses writes as not_leader (the HTTP API forwards them instead). */
-  readonly peers?: PeerServices;
   /**
    * Called once when a write to the log or the state machine failed (a full or vanished
    * disk, an I/O error). The node has stopped serving by then (/readyz fails) and must not
@@ -99,10 +87,6 @@ export class PangeaNode implements KvService {
   readonly http: string;
   private readonly genesis: Config;
   private readonly registry: Metrics;
-  private readonly peers: PeerServices | null;
-  /** Writes handed to the leader (sent), taken from followers (served), and sent ones that
-   *  got no answer or a refusal (failed). */
-  private readonly forwarded = { sent: 0, served: 0, failed: 0 };
   private readonly state: StateStore;
   private readonly transport: Transport;
   private readonly logger: Logger;
@@ -121,7 +105,6 @@ export class PangeaNode implements KvService {
     this.http = parts.http;
     this.genesis = parts.genesis;
     this.registry = parts.metrics ?? new Metrics();
-    this.peers = parts.peers ?? null;
     this.state = parts.state;
     this.transport = parts.transport;
     this.logger = parts.logger;
@@ -260,63 +243,7 @@ export class PangeaNode implements KvService {
       time: this.driver.logNow(),
       proposal: `${this.peerId}:${++this.proposalSeq}`,
     });
-    const forwardable = op.t !== 'archive_settings' && op.t !== 'cluster_settings';
-    return new Promise<ApplyResult>((resolve, reject) => {
-      this.driver.propose({ kind: 'app', data }, (o) => {
-        if (o.ok) return resolve(o.result);
-        // A follower hands a client's write to the leader over the peer link, as a proposal
-        // with its request id: the answer comes back on the same stream.
-        if (o.refusal.kind === 'not_leader' && o.refusal.leader !== null && forwardable && this.peers !== null) {
-          return this.forward(o.refusal.leader, data).then(resolve, reject);
-        }
-        reject(this.serviceError(o.refusal));
-      });
-    });
-  }
-
-  /** Sends a write to `leader` (FORWARD_PROTOCOL). Once it may have left, its fate is unknown
-   *  until the leader answers. */
-  private async forward(leader: string, data: Uint8Array): Promise<ApplyResult> {
-    this.forwarded.sent++;
-    let answer: unknown;
-    try {
-      answer = await this.peers!.request(leader, FORWARD_PROTOCOL, { v: 1, cluster: this.clusterId, data }, this.timing.proposalTimeoutMs + 1000);
-    } catch (err) {
-      this.forwarded.failed++;
-      // Never written to the stream: never proposed (503, safe to retry).
-      if (err instanceof RequestNotSent) throw new ServiceError('unavailable', `the write could not be handed to the leader ${leader}: ${err.message}`);
-      throw new ServiceError('outcome_unknown', `the write was handed to the leader ${leader}, which did not answer: ${(err as Error).message}`);
-    }
-    const a = answer as { status?: unknown; result?: unknown; kind?: unknown; message?: unknown } | null;
-    if (a?.status === 'ok' && isApplyResult(a.result)) return a.result;
-    this.forwarded.failed++;
-    const message = typeof a?.message === 'string' ? a.message.slice(0, 500) : 'a malformed answer';
-    if (a?.status === 'refused' && a.kind === 'unavailable') throw new ServiceError('unavailable', `the leader ${leader} refused the write: ${message}`);
-    if (a?.status === 'refused' && a.kind === 'not_leader') throw new ServiceError('not_leader', `${leader} no longer leads: ${message}`, this.leaderHttp());
-    throw new ServiceError('outcome_unknown', `the leader ${leader} answered: ${message}`);
-  }
-
-  /**
-   * A write a follower handed over (FORWARD_PROTOCOL): a key/value command of a member of this
-   * cluster, proposed as the follower encoded it (its request id, time and proposal id).
-   * Settings commands come only through this node's own (admin) API.
-   */
-  async serveForwarded(from: string, body: unknown): Promise<ForwardAnswer> {
-    const req = body as { cluster?: unknown; data?: unknown } | null;
-    const config = this.driver.replica.latestConfig;
-    if (req?.cluster !== this.clusterId || !(req.data instanceof Uint8Array) || !(config.voters.includes(from) || config.learners.includes(from))) {
-      return { status: 'refused', kind: 'unavailable', message: 'not a write of a member of this cluster' };
-    }
-    const cmd = decodeAppCommand(req.data);
-    if (cmd === null || cmd.op.t === 'archive_settings' || cmd.op.t === 'cluster_settings') return { status: 'refused', kind: 'unavailable', message: 'not a key/value command' };
-    const refused = this.admission();
-    if (refused !== null) return { status: 'refused', kind: 'unavailable', message: refused };
-    this.forwarded.served++;
-    return new Promise<ForwardAnswer>((resolve) => {
-      this.driver.propose({ kind: 'app', data: req.data as Uint8Array }, (o) =>
-        resolve(o.ok ? { status: 'ok', result: o.result } : { status: 'refused', kind: o.refusal.kind, message: o.refusal.kind === 'not_leader' ? `the leader is ${o.refusal.leader ?? 'unknown'}` : o.refusal.message }),
-      );
-    });
+    return this.propose({ kind: 'app', data });
   }
 
   private propose(cmd: Command): Promise<ApplyResult> {
@@ -516,9 +443,6 @@ export class PangeaNode implements KvService {
       const snake = name.replace(/[A-Z]/g, (ch) => `_${ch.toLowerCase()}`);
       m.counter(`pangea_p2p_${snake}_total`, `Peer transport counter ${name}.`, () => stats![name] ?? 0);
     }
-    m.counter('pangea_writes_forwarded_total', 'Client writes this follower handed to the leader over the peer link.', () => this.forwarded.sent);
-    m.counter('pangea_writes_forwarded_failed_total', 'Writes handed to the leader that got no answer or a refusal.', () => this.forwarded.failed);
-    m.counter('pangea_writes_forwarded_served_total', 'Client writes followers handed to this node as leader.', () => this.forwarded.served);
     m.labelled('counter', 'pangea_messages_dropped_total', 'Consensus messages dropped, by reason.', 'reason', () => Object.entries(r.stats.dropped));
   }
 

@@ -11,10 +11,10 @@ import { join } from 'node:path';
 import type { Config } from './consensus/index.js';
 import type { PrivateKey } from '@libp2p/interface';
 import { createLogger, type Logger } from './logger.js';
-import { FORWARD_PROTOCOL, PangeaNode, genesisPoint, newClusterId } from './node.js';
+import { PangeaNode, genesisPoint, newClusterId } from './node.js';
 import { loadOrCreateIdentity } from './net/identity.js';
 import { Libp2pTransport } from './net/p2p.js';
-import { HttpApi, requestsInFlightMaxDefault } from './net/http.js';
+import { HttpApi } from './net/http.js';
 import { openStores, type Stores } from './stores.js';
 import { Metrics } from './metrics.js';
 import { ARCHIVE_KEY_FILE, CLUSTER_FILE, NODE_FILE, lockDataDir } from './data-dir.js';
@@ -208,10 +208,8 @@ async function assemble(opts: ServeOptions, hooks: ServerHooks, parts: Started):
     logger.error(`stopping: ${cause}`);
     hooks.onFatal?.(cause);
   };
-  const node = new PangeaNode({ clusterId: cluster.clusterId, peerId: identity.peerId, http, log: stores.log, state: stores.state, transport, logger, genesis: cluster.genesis, metrics, peers: transport, onFatal });
+  const node = new PangeaNode({ clusterId: cluster.clusterId, peerId: identity.peerId, http, log: stores.log, state: stores.state, transport, logger, genesis: cluster.genesis, metrics, onFatal });
   serving = node;
-  // As many forwarded writes at once as a follower's HTTP API may hold (each its own stream).
-  await transport.handle(FORWARD_PROTOCOL, (from, body) => node.serveForwarded(from, body), { streamsMax: requestsInFlightMaxDefault });
   const archive = new NodeArchive(stores, archiveHost(node, stores, identity.privateKey), archiveKey, opts.archive, join(opts.dataDir, STAGING_DIR), logger);
   node.onSegment((b) => archive.onSegment(b));
   node.setAdmission(() => archive.admission());

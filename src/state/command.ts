@@ -97,14 +97,6 @@ export type ApplyResult =
   | { readonly kind: 'settings'; readonly index: number }
   | { readonly kind: 'invalid'; readonly index: number; readonly message: string };
 
-const RESULT_KINDS: readonly string[] = ['put', 'delete', 'txn', 'precondition_failed', 'request_id_conflict', 'request_id_stale', 'config', 'settings', 'invalid'];
-
-/** An apply result received from a peer (a forwarded write's answer), checked for shape. */
-export function isApplyResult(v: unknown): v is ApplyResult {
-  const r = v as { kind?: unknown; index?: unknown; results?: unknown } | null;
-  return typeof r === 'object' && r !== null && typeof r.kind === 'string' && RESULT_KINDS.includes(r.kind) && typeof r.index === 'number' && Number.isSafeInteger(r.index) && (r.kind !== 'txn' || Array.isArray(r.results));
-}
-
 const packr = new Packr({ useRecords: false, moreTypes: false, mapsAsObjects: true, int64AsType: 'number' });
 
 export function encodeAppCommand(cmd: AppCommand): Uint8Array {
