@@ -8,7 +8,7 @@
  * acceptances -> Ready.commit -> StateStore.apply -> the pending write resolves -> HTTP answers.
  */
 import { randomInt, randomUUID } from 'node:crypto';
-import { bootstrapState, type Ballot, type Command, type Config, type ConfigEpoch, type LogPoint, type SlotValue } from './consensus/index.js';
+import { bootstrapState, hasQuorum, type Ballot, type Command, type Config, type ConfigEpoch, type LogPoint, type SlotValue } from './consensus/index.js';
 import { Driver, type DriverClock, type DriverRefusal, type DriverTiming } from './driver.js';
 import type { Logger } from './logger.js';
 import type { LogStore } from './log/log-store.js';
@@ -314,8 +314,7 @@ export class PangeaNode implements KvService {
 
   /** The newest configuration and the slot it governs from. */
   get latestEpoch(): ConfigEpoch {
-    const epochs = this.driver.replica.configEpochs;
-    return epochs[epochs.length - 1]!;
+    return this.driver.replica.latestEpoch;
   }
 
   /** The leader this node follows (itself when it leads), if any. */
@@ -371,10 +370,10 @@ export class PangeaNode implements KvService {
     if (r.currentRole === 'leader' && !unchecked) {
       if (!config.voters.includes(peerId) && !config.learners.includes(peerId)) return Promise.reject(new MembershipError('not_found', `${peerId} is not a member`));
       if (this.justElected()) return Promise.reject(new ServiceError('unavailable', 'the leader was elected moments ago and has not heard from its peers yet; retry shortly'));
-      const voters = config.voters.filter((v) => v !== peerId);
-      const live = voters.filter((v) => r.livePeers.has(v));
-      if (config.voters.includes(peerId) && live.length < Math.floor(voters.length / 2) + 1) {
-        return Promise.reject(new MembershipError('conflict', `removing ${peerId} would leave ${live.length} of ${voters.length} voters answering the leader, short of a quorum: bring a voter back first`));
+      const left = { voters: config.voters.filter((v) => v !== peerId), learners: [] };
+      if (config.voters.includes(peerId) && !hasQuorum(left, r.livePeers)) {
+        const live = left.voters.filter((v) => r.livePeers.has(v)).length;
+        return Promise.reject(new MembershipError('conflict', `removing ${peerId} would leave ${live} of ${left.voters.length} voters answering the leader, short of a quorum: bring a voter back first`));
       }
     }
     return this.proposeConfig({ kind: 'config', change: { op: 'remove', node: peerId } });

@@ -368,6 +368,10 @@ export class Replica {
   get configEpochs(): readonly ConfigEpoch[] {
     return this.epochs;
   }
+  /** The newest configuration and the slot it governs from. */
+  get latestEpoch(): ConfigEpoch {
+    return this.epochs[this.epochs.length - 1]!;
+  }
   get queuedCommands(): number {
     return this.queue.length;
   }

@@ -15,7 +15,7 @@
  *   that it holds no command after `lastIndex` up to `through` (`ends`), so a range cannot
  *   end in no-ops where the cluster chose commands.
  */
-import { LIMITS, type Command, type ConfigEpoch, type SlotValue } from '../consensus/index.js';
+import { LIMITS, quorumSize, type Command, type ConfigEpoch, type SlotValue } from '../consensus/index.js';
 import { nextChain } from '../state/command.js';
 import type { ConfigRecord } from '../state/state-store.js';
 
@@ -156,8 +156,8 @@ function isId(v: unknown): v is string {
   return typeof v === 'string' && v.length > 0 && v.length <= LIMITS.nodeIdLengthMax;
 }
 
-function majority(voters: readonly unknown[]): number {
-  return Math.floor(voters.length / 2) + 1;
+function majority(voters: readonly string[]): number {
+  return quorumSize({ voters, learners: [] });
 }
 
 export type RangeVerdict =

@@ -25,7 +25,6 @@ import {
   type Ballot,
   type Batch,
   type Command,
-  type ConfigEpoch,
   type Entry,
   type Envelope,
   type LogPoint,
@@ -884,7 +883,7 @@ export class World {
   /** The answers block sync gathers for a range from `source` ending at `lastIndex`: its
    *  voters', then those of later configurations they report (blocksync.ts `vouched`). */
   private vouching(node: SimNode, source: NodeId, lastIndex: number, through: number): { own: ConfigRecord; trusted: NodeId[]; answers: Map<string, ChainAnswer | null> } {
-    const epoch = latestEpoch(node);
+    const epoch = node.replica.latestEpoch;
     const own = this.opts.syncDefects?.preJoinVotersVouch ? { fromSlot: epoch.fromSlot, voters: epoch.config.voters } : votersWhoVouch(node.id, epoch);
     // The leader it follows, and while it joins the member that added it (server.ts).
     if (node.sponsor !== null && epoch.config.voters.includes(node.id)) node.sponsor = null;
@@ -1056,7 +1055,7 @@ export class World {
       const { own: o, answers } = this.vouching(node, p.id, 0, 1);
       return leaderNamedByMajority(o, answers) === p.id;
     };
-    const epoch = latestEpoch(node);
+    const epoch = node.replica.latestEpoch;
     // Nor the sole voter of the node's own configuration (a learner of a one-voter cluster):
     // as far as the node can know, its word is the cluster's.
     const own = votersWhoVouch(node.id, epoch).voters;
@@ -1526,7 +1525,3 @@ function chainSource(node: SimNode): ChainSource {
   };
 }
 
-function latestEpoch(node: SimNode): ConfigEpoch {
-  const epochs = node.replica.configEpochs;
-  return epochs[epochs.length - 1]!;
-}
