@@ -123,3 +123,48 @@ test('a one-node cluster elects itself, commits in order and only after its writ
   assert.equal(commands.length, 1);
   assert.equal(after.commit.at(-1)!.index, 1, 'the first command takes index 1');
 });
+
+test('a stranger whose commit is ahead gets a vote (it may be a voter added since); one at or behind gets nothing (seed 202142)', () => {
+  const boot = bootstrapState({ voters: ['a', 'b', 'c'], learners: [] });
+  const at10 = { ...boot.base, slot: 10, index: 7 };
+  const r = new Replica({ id: 'a', cluster: 'c1', random: () => 0.5 }, { ...boot, base: at10, compacted: at10, commit: 10 });
+  r.step({ cluster: 'c1', from: 'zed', to: 'a', msg: { type: 'prepare', ballot: { round: 9, leader: 'zed' }, commit: 10 } } satisfies Envelope);
+  assert.equal(r.stats.dropped.unknown_sender, 1);
+  assert.equal(r.ready(), null);
+  r.step({ cluster: 'c1', from: 'zed', to: 'a', msg: { type: 'prevote', round: 9, commit: 12 } } satisfies Envelope);
+  assert.deepEqual(r.ready()?.send.find((e) => e.to === 'zed')?.msg, { type: 'prevote_reply', round: 9, granted: true });
+  r.step({ cluster: 'c1', from: 'zed', to: 'a', msg: { type: 'prepare', ballot: { round: 9, leader: 'zed' }, commit: 12 } } satisfies Envelope);
+  const ready = r.ready()!;
+  r.persisted(ready.persistSeq);
+  const promise = [...ready.sendAfterPersist, ...(r.ready()?.send ?? [])].find((e) => e.to === 'zed')?.msg;
+  assert.equal(promise?.type, 'promise');
+});
+
+test('a candidate leads once a quorum of promises speaks for its next slot, without waiting to catch up to a promiser ahead (seed 202142)', () => {
+  const boot = bootstrapState({ voters: ['a', 'b', 'c', 'd'], learners: [] });
+  const at10 = { ...boot.base, slot: 10, index: 7 };
+  const r = new Replica({ id: 'a', cluster: 'c1', random: () => 0.5 }, { ...boot, base: at10, compacted: at10, commit: 10 });
+  let round = 0;
+  for (let i = 0; i < 100 && round === 0; i++) {
+    r.tick();
+    const msg = r.ready()?.send.find((e) => e.msg.type === 'prevote')?.msg;
+    if (msg?.type === 'prevote') round = msg.round;
+  }
+  for (const from of ['b', 'c']) r.step({ cluster: 'c1', from, to: 'a', msg: { type: 'prevote_reply', round, granted: true } } satisfies Envelope);
+  const ballot = { round, leader: 'a' };
+  const toPrepare = r.ready()!;
+  r.persisted(toPrepare.persistSeq);
+  assert.equal(r.currentRole, 'candidate');
+  const value = { slot: 11, ballot: { round: 1, leader: 'b' }, batch: [{ kind: 'app' as const, data: new TextEncoder().encode('v') }], chosen: false };
+  const promise = (from: string, commit: number, accepted: (typeof value)[]) =>
+    r.step({ cluster: 'c1', from, to: 'a', msg: { type: 'promise', ballot, commit, compacted: commit, accepted } } satisfies Envelope);
+  promise('b', 20, []); // ahead: compacted through 20, it speaks only for slots after 20
+  promise('c', 5, [value]);
+  const asked = r.ready();
+  assert.equal(r.currentRole, 'candidate', 'a, b and c promised, but b does not speak for slot 11');
+  assert.ok(asked?.send.some((e) => e.to === 'b' && e.msg.type === 'catchup_req'), 'it catches up to b meanwhile');
+  promise('d', 10, []);
+  assert.equal(r.currentRole, 'leader', 'a, c and d speak for slot 11');
+  const proposed = r.ready()!.persist.find((op) => op.kind === 'slot' && op.slot.slot === 11);
+  assert.ok(proposed?.kind === 'slot' && proposed.slot.batch.length === 1, 'slot 11 re-proposes the value c accepted');
+});

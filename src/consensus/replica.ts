@@ -10,8 +10,10 @@
  * - A would-be leader first asks for pre-votes, which change no state and are refused while
  *   a live leader is heard from, so a partitioned or removed replica cannot depose it.
  * - Phase 1 runs once for every slot after the candidate's commit slot. Promises carry each
- *   acceptor's commit and compaction points; a candidate behind any promiser catches up to
- *   it before it leads, so it never mistakes a compacted slot for an empty one. For each
+ *   acceptor's commit and compaction points, and a promise speaks only for the slots after
+ *   them (the acceptor may have compacted the rest): a candidate leads once a quorum of
+ *   promises speaks for the slot after its commit, and otherwise catches up to the furthest
+ *   promiser first, so it never mistakes a compacted slot for an empty one. For each
  *   open slot the leader re-proposes the value accepted under the highest ballot among the
  *   promisers that vote in that slot's configuration, and fills holes with no-ops.
  * - Phase 2 is pipelined (at most `alpha` slots past the commit slot) and batched (many
@@ -128,6 +130,8 @@ interface Inflight {
 }
 
 interface PromiseInfo {
+  /** The promiser's commit or compaction point, whichever is later: the promise reports
+   *  accepted values only after it, so it counts toward the quorum of later slots only. */
   readonly commit: number;
   readonly accepted: Map<number, StoredSlot>;
 }
@@ -716,19 +720,33 @@ export class Replica {
     if (this.role === 'candidate') this.maybeLead();
   }
 
-  /** A candidate leads once a quorum of the next slot's configuration has promised and it
-   *  has caught up with every promiser's commit slot. */
+  /**
+   * A candidate leads once a quorum of the next slot's configuration has promised for that
+   * slot. A promiser whose commit is past the candidate's speaks only for the slots after
+   * it: with a quorum of promises but not of promises for the next slot, the candidate first
+   * catches up to the furthest promiser. It does not wait for that if a quorum without the
+   * promisers ahead has promised: their chosen values are recovered from that quorum like
+   * any others (a removed member that alone still holds the log's end in full must not keep
+   * the voters from electing one of their own: simulator seed 202142).
+   */
   private maybeLead(): void {
+    if (this.quorum(this.config, this.promisersFor(this.commitSlot + 1))) {
+      this.becomeLeader();
+      return;
+    }
     if (!this.quorum(this.config, this.promises.keys())) return;
     let behind: { node: NodeId; commit: number } | null = null;
     for (const [node, info] of this.promises) {
       if (info.commit > this.commitSlot && (behind === null || info.commit > behind.commit)) behind = { node, commit: info.commit };
     }
-    if (behind !== null) {
-      this.requestCatchup(behind.node, behind.commit);
-      return;
-    }
-    this.becomeLeader();
+    if (behind !== null) this.requestCatchup(behind.node, behind.commit);
+  }
+
+  /** The promisers whose promise speaks for `slot` (see PromiseInfo.commit). */
+  private promisersFor(slot: number): NodeId[] {
+    const out: NodeId[] = [];
+    for (const [node, info] of this.promises) if (node === this.id || info.commit < slot) out.push(node);
+    return out;
   }
 
   private becomeLeader(): void {
@@ -813,7 +831,7 @@ export class Replica {
       const slot = this.nextSlot;
       const config = configAt(this.epochs, slot);
       if (!isVoter(config, this.id)) return;
-      if (!this.quorum(config, this.promises.keys())) {
+      if (!this.quorum(config, this.promisersFor(slot))) {
         if (this.ticks - this.prepareSentTick >= this.heartbeatTicks) this.sendPrepares();
         return;
       }
@@ -836,7 +854,7 @@ export class Replica {
   private recoveredValue(slot: number, config: Config): Batch | undefined {
     let best: StoredSlot | undefined;
     for (const [node, info] of this.promises) {
-      if (!this.recoversFrom(config, node)) continue;
+      if (!this.recoversFrom(config, node) || (node !== this.id && info.commit >= slot)) continue;
       const s = node === this.id ? this.log.get(slot) : info.accepted.get(slot);
       if (s === undefined) continue;
       if (s.chosen) return s.batch;
@@ -1209,6 +1227,17 @@ export class Replica {
         return this.drop('unknown_sender');
       case 'catchup_req':
         return this.onCatchupRequest(from, msg.from, msg.to);
+      // A stranger whose commit is past this replica's may be a voter of a configuration
+      // chosen since: it may need this replica's vote, and acceptors may answer any proposer
+      // (safety never depends on who proposes). Without the answer a lagging voter and the
+      // voters added since can fail to elect anyone (simulator seed 202142). A stranger at or
+      // behind this replica's commit would be known if it were a voter: it gets nothing.
+      case 'prevote':
+        if (msg.commit <= this.commitSlot) return this.drop('unknown_sender');
+        return this.onPreVote(from, msg.round, msg.commit);
+      case 'prepare':
+        if (msg.commit <= this.commitSlot) return this.drop('unknown_sender');
+        return this.onPrepare(from, msg.ballot, msg.commit);
       default:
         return this.drop('unknown_sender');
     }
