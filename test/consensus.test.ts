@@ -168,3 +168,44 @@ test('a candidate leads once a quorum of promises speaks for its next slot, with
   const proposed = r.ready()!.persist.find((op) => op.kind === 'slot' && op.slot.slot === 11);
   assert.ok(proposed?.kind === 'slot' && proposed.slot.batch.length === 1, 'slot 11 re-proposes the value c accepted');
 });
+
+test('a promiser ahead speaks for no slot at or below its commit: a candidate with no other quorum catches up, never chooses over it (review of seed 202142)', () => {
+  // Voters a, b, c; slots 11..ahead were chosen by {b, c} and b compacted through `ahead`. The
+  // candidate a (commit 10) wins c's pre-vote, c dies before promising, b promises.
+  for (const ahead of [11, 20]) {
+    const boot = bootstrapState({ voters: ['a', 'b', 'c'], learners: [] });
+    const at10 = { ...boot.base, slot: 10, index: 10 };
+    const promised = { round: 1, leader: 'c' };
+    const a = new Replica({ id: 'a', cluster: 'k', random: () => 0.5 }, { ...boot, promised, base: at10, compacted: at10, commit: 10 });
+    const slots = [];
+    for (let s = 11; s <= ahead; s++) slots.push({ slot: s, ballot: promised, batch: [{ kind: 'app' as const, data: new TextEncoder().encode(`v${s}`) }], chosen: true });
+    const b = new Replica({ id: 'b', cluster: 'k', random: () => 0.9 }, { ...boot, promised, base: at10, compacted: at10, commit: ahead, slots });
+    const applied = { a: new Map<number, unknown>(), b: new Map<number, unknown>() };
+    const drain = (r: Replica, m: Map<number, unknown>): Envelope[] => {
+      const out: Envelope[] = [];
+      for (let rd = r.ready(); rd !== null; rd = r.ready()) {
+        for (const e of rd.commit) m.set(e.slot, e.batch);
+        r.persisted(rd.persistSeq);
+        out.push(...rd.send, ...rd.sendAfterPersist);
+      }
+      return out;
+    };
+    drain(b, applied.b);
+    b.compact({ slot: ahead, index: ahead, epochs: b.configEpochs });
+    drain(b, applied.b);
+    let round = 0;
+    for (let i = 0; i < 100 && round === 0; i++) {
+      a.tick();
+      for (const e of drain(a, applied.a)) if (e.msg.type === 'prevote') round = e.msg.round;
+    }
+    a.step({ cluster: 'k', from: 'c', to: 'a', msg: { type: 'prevote_reply', round, granted: true } });
+    let toB = drain(a, applied.a).filter((e) => e.to === 'b');
+    for (let i = 0; i < 10; i++) {
+      for (const e of toB) b.step(e);
+      for (const e of drain(b, applied.b)) if (e.to === 'a') a.step(e);
+      toB = drain(a, applied.a).filter((e) => e.to === 'b');
+    }
+    assert.notEqual(a.currentRole, 'leader', `b (commit ${ahead}) and a do not make a quorum for slot 11`);
+    for (const [slot, batch] of applied.a) assert.deepEqual(batch, applied.b.get(slot), `slot ${slot} differs`);
+  }
+});

@@ -10,8 +10,9 @@
  * is a function of the chosen prefix, which is the same everywhere; so every quorum used
  * for s is a majority of the same voter set. A leader proposes in slot s only when it knows
  * the chosen log up to s - alpha (its window is at most alpha slots past its commit slot),
- * and only once its promises include a majority of config(s)'s voters; a candidate whose
- * commit slot is behind a promiser's catches up first, so it never guesses a configuration.
+ * and only once promises that speak for s include a majority of config(s)'s voters (a
+ * promise speaks for the slots after its sender's commit point only); so it never guesses a
+ * configuration.
  * Learners receive the log but never count towards a quorum.
  */
 import type { Config, ConfigChange, ConfigEpoch, NodeId } from './types.js';

@@ -129,7 +129,7 @@ interface Inflight {
   resends: number;
 }
 
-interface PromiseInfo {
+export interface PromiseInfo {
   /** The promiser's commit or compaction point, whichever is later: the promise reports
    *  accepted values only after it, so it counts toward the quorum of later slots only. */
   readonly commit: number;
@@ -742,10 +742,10 @@ export class Replica {
     if (behind !== null) this.requestCatchup(behind.node, behind.commit);
   }
 
-  /** The promisers whose promise speaks for `slot` (see PromiseInfo.commit). */
+  /** The promisers whose promise speaks for `slot`. */
   private promisersFor(slot: number): NodeId[] {
     const out: NodeId[] = [];
-    for (const [node, info] of this.promises) if (node === this.id || info.commit < slot) out.push(node);
+    for (const [node, info] of this.promises) if (this.speaksFor(node, info, slot)) out.push(node);
     return out;
   }
 
@@ -854,7 +854,7 @@ export class Replica {
   private recoveredValue(slot: number, config: Config): Batch | undefined {
     let best: StoredSlot | undefined;
     for (const [node, info] of this.promises) {
-      if (!this.recoversFrom(config, node) || (node !== this.id && info.commit >= slot)) continue;
+      if (!this.recoversFrom(config, node) || !this.speaksFor(node, info, slot)) continue;
       const s = node === this.id ? this.log.get(slot) : info.accepted.get(slot);
       if (s === undefined) continue;
       if (s.chosen) return s.batch;
@@ -1156,9 +1156,10 @@ export class Replica {
   }
 
   private onCatchup(from: NodeId, values: readonly SlotValue[], commit: number, snapshot: LogPoint | null): void {
-    // Only answers to a request outstanding, and never on a leader: after phase 1 a leader is
-    // never behind, and a value it took from elsewhere would replace its in-flight proposal,
-    // which followers that accepted under its ballot would then commit (issue 10, bug 2).
+    // Only answers to a request outstanding, and never on a leader: a value it took from
+    // elsewhere would replace its in-flight proposal, which followers that accepted under its
+    // ballot would then commit (issue 10, bug 2). (A leader may be behind a promiser that
+    // spoke for no slot it needed: phase 1 recovers those slots' values instead.)
     const asked = this.catchupAsked.get(from);
     if (asked === undefined || this.ticks - asked > this.electionTicks * 4 || this.takesNoChosen()) return this.drop('unsolicited_catchup');
     if (this.catchupFrom === from) this.catchupFrom = null;
@@ -1178,13 +1179,16 @@ export class Replica {
    */
   learnChosen(values: readonly SlotValue[]): void {
     if (this.takesNoChosen()) {
-      // A leader takes no chosen values from others: after phase 1 it is never behind. One
-      // that differs from what it proposed in that slot means a later ballot chose it, so
-      // this leader was deposed without hearing of it: it steps down, then learns it.
+      // A leader takes no chosen values from others (phase 1 recovered every value that may
+      // have been chosen after its commit slot, and it proposes those). One that differs from
+      // what it proposed in that slot means a later ballot chose it, so this leader was
+      // deposed without hearing of it: it steps down, then learns it. A slot it has not
+      // proposed yet proves nothing (its window may not reach it): its own proposal there
+      // is either the same value or refused by a later ballot's promisers.
       const deposed = values.some(({ slot, batch }) => {
         if (slot <= this.commitSlot) return false;
         const own = this.log.get(slot);
-        return own === undefined || !sameBatch(own.batch, batch);
+        return own !== undefined && !sameBatch(own.batch, batch);
       });
       if (!deposed) return;
       this.becomeFollowerState('follower');
@@ -1366,6 +1370,13 @@ export class Replica {
    *  catches up before it leads, rather than re-propose over chosen values it cannot see). */
   protected promiseReport(candidateCommit: number): { after: number; commit: number; compacted: number } {
     return { after: Math.max(candidateCommit, this.commitSlot), commit: this.commitSlot, compacted: this.compacted.slot };
+  }
+
+  /** A promise speaks for the slots after the promiser's commit and compaction points
+   *  only: it reports nothing at or below them (see PromiseInfo.commit). Ours speaks for
+   *  every slot after our commit. */
+  protected speaksFor(node: NodeId, info: PromiseInfo, slot: number): boolean {
+    return node === this.id || info.commit < slot;
   }
 
   /** Phase 1 recovers a slot's value from the promises of that slot's voters only. */

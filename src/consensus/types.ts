@@ -120,7 +120,7 @@ export type Message =
   /** Phase 1a for every slot after `commit` (the candidate's commit slot). */
   | { readonly type: 'prepare'; readonly ballot: Ballot; readonly commit: number }
   /** Phase 1b: the promise, with every slot accepted after the candidate's commit, and the
-   *  acceptor's own commit and compaction points so a behind candidate catches up first. */
+   *  acceptor's own commit and compaction points: it speaks only for the slots after them. */
   | {
       readonly type: 'promise';
       readonly ballot: Ballot;

@@ -4,6 +4,7 @@
  * simulator notices. Production code carries no switch for them.
  */
 import { Replica, type Ballot, type Config, type NodeId, type Persisted, type ReplicaOptions, type Ready, type StoredSlot } from '../../src/consensus/index.js';
+import type { PromiseInfo } from '../../src/consensus/replica.js';
 
 export interface Defects {
   /** Promises are not persisted: a restarted acceptor forgets what it promised. */
@@ -24,6 +25,11 @@ export interface Defects {
   countSelfBeforeDurable?: boolean;
   /** A leader takes chosen values from block sync and catch-up answers like a follower. */
   leaderTakesChosen?: boolean;
+  /** A promise from a promiser ahead of the candidate counts for every slot (it reports
+   *  nothing at or below its commit). */
+  aheadPromiserSpeaks?: boolean;
+  /** A promise counts for the promiser's own commit slot too (off by one). */
+  promiserSpeaksAtItsCommit?: boolean;
 }
 
 export class DefectiveReplica extends Replica {
@@ -74,6 +80,12 @@ export class DefectiveReplica extends Replica {
 
   protected override takesNoChosen(): boolean {
     return this.defects.leaderTakesChosen ? false : super.takesNoChosen();
+  }
+
+  protected override speaksFor(node: NodeId, info: PromiseInfo, slot: number): boolean {
+    if (this.defects.aheadPromiserSpeaks) return true;
+    if (this.defects.promiserSpeaksAtItsCommit) return super.speaksFor(node, info, slot) || info.commit === slot;
+    return super.speaksFor(node, info, slot);
   }
 
   protected override readWaitsForOwnCommit(): boolean {
