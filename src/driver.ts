@@ -5,7 +5,9 @@
  *
  *   ready = replica.ready()
  *   1. log.write(ready.persist) -> once durable: send ready.sendAfterPersist, persisted(seq)
- *      (batches are durable in the order handed over; an error stops the node)
+ *      (batches are durable in the order handed over; an error stops the node). A batch
+ *      that only moves the commit marker is not written on its own: the marker rides with
+ *      the next batch that writes anything, or the next tick (see `deferMarker`).
  *   2. net.send(ready.send): at once, they depend on nothing unpersisted
  *   3. once every log write handed over so far is committed: state.apply(ready.commit),
  *      then answer the clients whose commands applied (the log is what peers catch up from:
@@ -152,6 +154,8 @@ export class Driver {
   private lastPersistSeq = 0;
   /** Log writes handed over and not yet durable or failed. */
   private writesInFlight = 0;
+  /** A commit marker not written yet (see deferMarker), or 0. */
+  private markerPending = 0;
   private idleWaiters: (() => void)[] = [];
   /** Applies wait for the log; they run in order, one chain. */
   private applyQueue: Ready[] = [];
@@ -202,6 +206,7 @@ export class Driver {
     const tick = (): void => {
       if (this.stopped) return;
       this.stalledMs(); // keeps the commit-progress clock current
+      this.writeMarker();
       this.replica.tick();
       this.scheduleDrain();
       this.stopTicks = this.parts.clock.after(this.parts.timing.tickMs, tick);
@@ -276,9 +281,44 @@ export class Driver {
     }
   }
 
+  /**
+   * Why the commit marker waits: it is only what this replica learned (a restart learns it
+   * again from the applied point, which covers at least what was applied, and from the
+   * leader), yet written on its own it costs a commit and an fsync, and every apply waits
+   * for the log writes handed over before it: a lone write would wait for three serial
+   * fsyncs (its slot, the marker, the apply) where two are needed. A marker written with
+   * later slots is never ahead of them on disk, so the log never serves as chosen a slot
+   * it does not hold (LmdbLogStore.readSlots). The core needs no durability of it:
+   * `persisted` acknowledges promises and slots only.
+   */
+  private deferMarker(persist: readonly PersistOp[]): readonly PersistOp[] {
+    if (persist.length > 0 && persist.every((op) => op.kind === 'commit')) {
+      for (const op of persist) if (op.kind === 'commit') this.markerPending = Math.max(this.markerPending, op.slot);
+      return [];
+    }
+    if (this.markerPending === 0) return persist;
+    const marker: PersistOp = { kind: 'commit', slot: this.markerPending };
+    this.markerPending = 0;
+    return [...persist, marker];
+  }
+
+  /** Writes a deferred commit marker on its own (each tick), so it is never stale for long. */
+  private writeMarker(): void {
+    if (this.markerPending === 0 || this.stopped) return;
+    const marker: PersistOp = { kind: 'commit', slot: this.markerPending };
+    this.markerPending = 0;
+    this.writesInFlight++;
+    this.parts.log.write([marker], (err) => {
+      this.writesInFlight--;
+      if (this.writesInFlight === 0) this.wakeIdle();
+      if (err !== undefined) this.fail(err, 'writing the log');
+    });
+  }
+
   private perform(ready: Ready): void {
     if (ready.persistSeq > this.lastPersistSeq) {
-      const { persistSeq: seq, persist, sendAfterPersist } = ready;
+      const { persistSeq: seq, sendAfterPersist } = ready;
+      const persist = this.deferMarker(ready.persist);
       this.lastPersistSeq = seq;
       this.counters.persistBatches++;
       this.writesInFlight++;
@@ -317,10 +357,11 @@ export class Driver {
       if (err !== undefined) return this.fail(err, 'applying committed entries');
       if (this.stopped) return;
       try {
-        for (const ready of batch) {
-          if (ready.commit.length > 0) this.apply(ready.commit);
-          for (const r of ready.reads) this.onReadState(r.id, r.index);
-        }
+        // One state transaction (one fsync) for every Ready that waited: apply's commit is
+        // synchronous on this thread. Reads then see at least what their Ready committed.
+        const entries = batch.length === 1 ? batch[0]!.commit : batch.flatMap((ready) => ready.commit);
+        if (entries.length > 0) this.apply(entries);
+        for (const ready of batch) for (const r of ready.reads) this.onReadState(r.id, r.index);
       } catch (e) {
         return this.fail(e, 'applying committed entries');
       }
