@@ -115,6 +115,9 @@ export interface ReplicaStats {
   elections: number;
   leaderTerms: number;
   catchupRequests: number;
+  /** Terms given up because promisers ahead of the leader's commit left a slot without a
+   *  quorum that speaks for it (see fillWindow). */
+  leaderBehindPromiser: number;
 }
 
 interface Inflight {
@@ -206,7 +209,7 @@ export class Replica {
   private readonly retainBytesMax: number;
   private readonly catchupSlotsMax: number;
 
-  readonly stats: ReplicaStats = { dropped: {}, elections: 0, leaderTerms: 0, catchupRequests: 0 };
+  readonly stats: ReplicaStats = { dropped: {}, elections: 0, leaderTerms: 0, catchupRequests: 0, leaderBehindPromiser: 0 };
 
   // Acceptor state (durable).
   private promised: Ballot;
@@ -721,25 +724,43 @@ export class Replica {
   }
 
   /**
-   * A candidate leads once a quorum of the next slot's configuration has promised for that
-   * slot. A promiser whose commit is past the candidate's speaks only for the slots after
-   * it: with a quorum of promises but not of promises for the next slot, the candidate first
-   * catches up to the furthest promiser. It does not wait for that if a quorum without the
-   * promisers ahead has promised: their chosen values are recovered from that quorum like
-   * any others (a removed member that alone still holds the log's end in full must not keep
-   * the voters from electing one of their own: simulator seed 202142).
+   * A candidate leads once a quorum of the next slot's configuration has promised, and, if a
+   * promiser's commit is past its own, once promises speak for every slot it could propose
+   * up to that commit (a promise speaks only for the slots after its sender's commit). If
+   * they do not, it first catches up to the furthest promiser. It does not wait for that
+   * when promises speak for those slots without the promisers ahead: their chosen values
+   * are recovered like any others (a removed member that alone still held the log's end in
+   * full kept the voters from electing anyone: simulator seed 202142).
    */
   private maybeLead(): void {
-    if (this.quorum(this.config, this.promisersFor(this.commitSlot + 1))) {
-      this.becomeLeader();
-      return;
-    }
     if (!this.quorum(this.config, this.promises.keys())) return;
     let behind: { node: NodeId; commit: number } | null = null;
     for (const [node, info] of this.promises) {
       if (info.commit > this.commitSlot && (behind === null || info.commit > behind.commit)) behind = { node, commit: info.commit };
     }
-    if (behind !== null) this.requestCatchup(behind.node, behind.commit);
+    if (behind === null || this.promisesSpeakThrough(behind.commit)) {
+      this.becomeLeader();
+      return;
+    }
+    this.requestCatchup(behind.node, behind.commit);
+  }
+
+  /** Promises speak for every slot from the next to `through` (or the window's end, beyond
+   *  which the configurations are not known yet) under the configuration that governs it. */
+  private promisesSpeakThrough(through: number): boolean {
+    const last = Math.min(through, this.commitSlot + this.alpha);
+    for (let slot = this.commitSlot + 1; slot <= last; slot++) {
+      if (!this.quorum(configAt(this.epochs, slot), this.promisersFor(slot))) return false;
+    }
+    return true;
+  }
+
+  /** Even if every voter of `config` that has not promised did, promises would not speak
+   *  for `slot`: some that did promise are ahead of it. */
+  private behindForGood(config: Config, slot: number): boolean {
+    const could = this.promisersFor(slot);
+    for (const v of config.voters) if (!this.promises.has(v)) could.push(v);
+    return !this.quorum(config, could);
   }
 
   /** The promisers whose promise speaks for `slot`. */
@@ -832,6 +853,16 @@ export class Replica {
       const config = configAt(this.epochs, slot);
       if (!isVoter(config, this.id)) return;
       if (!this.quorum(config, this.promisersFor(slot))) {
+        if (this.behindForGood(config, slot)) {
+          // Promisers ahead of this leader's commit speak for no slot up to theirs, and not
+          // enough others can: under this ballot the slot can never be proposed. A later
+          // election, which now knows this configuration, catches up first (maybeLead).
+          // Found by the simulator (seed 4783 at 2abf942): a configuration recovered after
+          // the election added a voter that was ahead.
+          this.stats.leaderBehindPromiser++;
+          this.stepDown();
+          return;
+        }
         if (this.ticks - this.prepareSentTick >= this.heartbeatTicks) this.sendPrepares();
         return;
       }
