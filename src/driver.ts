@@ -15,6 +15,11 @@
  *   4. release reads whose read index the applied index has reached
  *   5. ready.snapshotNeeded: tell the owner (production catches up through block sync)
  *
+ * A follower hands a client's write to the leader on the same link as consensus (a `fwd`
+ * frame with a correlation id, answered by a `fwd_reply` once the leader applied it or
+ * refused it), as etcd followers forward MsgProp: one HTTP parse per write wherever it
+ * arrives, no second HTTP request. These frames never reach the core.
+ *
  * It owns the writes and reads waiting for their outcome, read ids (unique across restarts:
  * they start at a random point), the log time commands carry, and what enters the core from
  * outside it (chosen values from block sync, compaction). Nothing here reads a wall clock or
@@ -23,6 +28,7 @@
  */
 import {
   Replica,
+  isMember,
   type Command,
   type Entry,
   type Envelope,
@@ -54,8 +60,26 @@ export interface DriverState {
   logTime(): number;
 }
 
+/** A write a follower hands to the leader, and the leader's answer (see the header). */
+export type ForwardMessage =
+  | { readonly type: 'fwd'; readonly id: number; readonly cmd: Command }
+  | { readonly type: 'fwd_reply'; readonly id: number; readonly outcome: WriteOutcome };
+
+export interface ForwardEnvelope {
+  readonly cluster: string;
+  readonly from: string;
+  readonly to: string;
+  readonly msg: ForwardMessage;
+}
+
+/** A forwarded write's answer comes within the leader's own proposal timeout; this much more
+ *  covers the trip back before the follower answers `outcome_unknown` itself. */
+export const FORWARD_SLACK_MS = 1_000;
+/** Forward ids a leader remembers to drop duplicates (see Driver.forwardsSeen). */
+export const FORWARDS_SEEN_MAX = 65_536;
+
 export interface DriverNet {
-  send(envelopes: readonly Envelope[]): void;
+  send(envelopes: readonly (Envelope | ForwardEnvelope)[]): void;
   onMessage(handler: (raw: unknown) => void): void;
 }
 
@@ -126,6 +150,10 @@ export interface DriverParts {
   readonly onSegment?: (bound: SegmentBound) => void;
   /** The core asked for a snapshot (peers pruned past this node's commit point). */
   readonly onSnapshotNeeded?: (from: string) => void;
+  /** Why writes forwarded by followers are refused now (the owner's admission), or null. */
+  readonly admitForwarded?: () => string | null;
+  /** False: a follower answers `not_leader` instead of forwarding writes (default true). */
+  readonly forwardWrites?: boolean;
 }
 
 interface PendingWrite {
@@ -138,13 +166,28 @@ interface PendingRead {
   index: number | null;
 }
 
+interface PendingForward {
+  readonly done: (o: WriteOutcome) => void;
+  /** The leader it went to: only its answer counts, and it is given up if another leads. */
+  readonly leader: string;
+  readonly cancel: () => void;
+}
+
 export class Driver {
   readonly replica: Replica;
-  readonly counters = { proposals: 0, commits: 0, applied: 0, persistBatches: 0, reads: 0, readsRefused: 0 };
+  readonly counters = { proposals: 0, commits: 0, applied: 0, persistBatches: 0, reads: 0, readsRefused: 0, forwardsSent: 0, forwardsServed: 0, forwardsDropped: 0 };
   private readonly parts: DriverParts;
   private readonly writes = new Map<Command, PendingWrite>();
   private readonly reads = new Map<number, PendingRead>();
   private readonly waitingReads: PendingRead[] = [];
+  private readonly forwards = new Map<number, PendingForward>();
+  /** Forwards served lately (`from:id`, oldest first): a frame that arrives twice is
+   *  proposed once. Links do not duplicate frames, but a reconnect may resend, and the
+   *  simulator's network does duplicate. */
+  private readonly forwardsSeen = new Set<string>();
+  /** Like read ids, forward ids start at a random point: a late answer to a previous
+   *  process's forward must not answer this one's. */
+  private forwardId: number;
   /** Read ids start at a random multiple of 32 below 2^52, so a process never takes an id
    *  its previous incarnation used: a late reply to that one would confirm a new read with
    *  an older index (issue 10, bug 3). Two processes' ranges overlap with odds of about
@@ -192,10 +235,13 @@ export class Driver {
       persisted,
     );
     this.readId = parts.defects?.reuseReadIds ? 0 : Math.floor(parts.random() * 2 ** 47) * 32;
+    this.forwardId = Math.floor(parts.random() * 2 ** 47) * 32;
     this.logClock = { base: parts.state.logTime(), at: parts.clock.now() };
     this.progress = { index: this.replica.commit.index, at: parts.clock.now() };
     parts.net.onMessage((env) => {
       if (this.stopped) return;
+      const type = (env as { msg?: { type?: unknown } } | null)?.msg?.type;
+      if (type === 'fwd' || type === 'fwd_reply') return this.onForwardFrame(env);
       this.replica.step(env);
       this.scheduleDrain();
     });
@@ -207,6 +253,7 @@ export class Driver {
       if (this.stopped) return;
       this.stalledMs(); // keeps the commit-progress clock current
       this.writeMarker();
+      this.abandonForwards();
       this.replica.tick();
       this.scheduleDrain();
       this.stopTicks = this.parts.clock.after(this.parts.timing.tickMs, tick);
@@ -241,11 +288,12 @@ export class Driver {
     if (this.stopped) return;
     this.stopped = true;
     this.stopTicks?.();
-    for (const w of this.writes.values()) {
+    for (const w of [...this.writes.values(), ...this.forwards.values()]) {
       w.cancel();
       w.done({ ok: false, refusal: { kind: 'outcome_unknown', message: 'the node is shutting down' } });
     }
     this.writes.clear();
+    this.forwards.clear();
     for (const r of [...this.reads.values(), ...this.waitingReads]) r.done({ ok: false, refusal: { kind: 'unavailable', message: 'the node is shutting down' } });
     this.reads.clear();
     this.waitingReads.length = 0;
@@ -431,12 +479,22 @@ export class Driver {
     return Math.floor(mine);
   }
 
-  /** Hands `cmd` to consensus; `done` gets its result once applied here, or why not. */
+  /**
+   * Hands `cmd` to consensus; `done` gets its result once applied (here, or on the leader a
+   * follower forwarded it to), or why not. Only client writes (`app` commands) are forwarded.
+   */
   propose(cmd: Command, done: (o: WriteOutcome) => void): void {
+    this.proposeHere(cmd, done, this.parts.forwardWrites !== false && cmd.kind === 'app');
+  }
+
+  private proposeHere(cmd: Command, done: (o: WriteOutcome) => void, mayForward: boolean): void {
     if (this.stopped) return done({ ok: false, refusal: { kind: 'unavailable', message: 'the node is shutting down' } });
     const result = this.replica.propose(cmd);
     if (!result.ok) {
-      if (result.reason === 'not_leader') return done({ ok: false, refusal: { kind: 'not_leader', leader: result.leader } });
+      if (result.reason === 'not_leader') {
+        if (mayForward && result.leader !== null && result.leader !== this.parts.peerId) return this.forward(cmd, result.leader, done);
+        return done({ ok: false, refusal: { kind: 'not_leader', leader: result.leader } });
+      }
       const why = result.reason === 'busy' ? 'the proposal queue is full' : 'a membership change is in progress';
       return done({ ok: false, refusal: { kind: 'unavailable', message: why } });
     }
@@ -447,6 +505,75 @@ export class Driver {
       done({ ok: false, refusal: { kind: 'outcome_unknown', message: `no outcome within ${this.parts.timing.proposalTimeoutMs} ms; it may still be applied` } });
     });
     this.writes.set(cmd, { done, cancel });
+  }
+
+  // ------------------------------------------------------------------------------------
+  // Writes forwarded to the leader.
+
+  private forward(cmd: Command, leader: string, done: (o: WriteOutcome) => void): void {
+    const id = ++this.forwardId;
+    const waitMs = this.parts.timing.proposalTimeoutMs + FORWARD_SLACK_MS;
+    const cancel = this.parts.clock.after(waitMs, () => {
+      if (!this.forwards.delete(id)) return;
+      done({ ok: false, refusal: { kind: 'outcome_unknown', message: `no answer from the leader within ${waitMs} ms; it may still be applied` } });
+    });
+    this.forwards.set(id, { done, leader, cancel });
+    this.counters.forwardsSent++;
+    this.parts.net.send([{ cluster: this.parts.clusterId, from: this.parts.peerId, to: leader, msg: { type: 'fwd', id, cmd } }]);
+  }
+
+  /** Forwards whose leader no longer leads (as this node sees it) get no answer: say so now
+   *  rather than at the timeout. The old leader may have applied them. */
+  private abandonForwards(): void {
+    if (this.forwards.size === 0) return;
+    const leader = this.replica.currentLeader;
+    for (const [id, f] of this.forwards) {
+      if (f.leader === leader) continue;
+      this.forwards.delete(id);
+      f.cancel();
+      f.done({ ok: false, refusal: { kind: 'outcome_unknown', message: `the leader ${f.leader} lost its lead before answering; the write may still be applied` } });
+    }
+  }
+
+  private onForwardFrame(raw: unknown): void {
+    const env = forwardEnvelope(raw);
+    if (env === null || env.cluster !== this.parts.clusterId || env.to !== this.parts.peerId) {
+      this.counters.forwardsDropped++;
+      return;
+    }
+    const { from, msg } = env;
+    if (msg.type === 'fwd_reply') {
+      const f = this.forwards.get(msg.id);
+      if (f === undefined || f.leader !== from) {
+        this.counters.forwardsDropped++;
+        return;
+      }
+      this.forwards.delete(msg.id);
+      f.cancel();
+      f.done(msg.outcome);
+      return;
+    }
+    // Only a member may hand us writes (the transport authenticated `from`).
+    if (!isMember(this.replica.latestConfig, from)) {
+      this.counters.forwardsDropped++;
+      return;
+    }
+    const key = `${from}:${msg.id}`;
+    if (this.forwardsSeen.has(key)) {
+      this.counters.forwardsDropped++;
+      return;
+    }
+    this.forwardsSeen.add(key);
+    if (this.forwardsSeen.size > FORWARDS_SEEN_MAX) this.forwardsSeen.delete(this.forwardsSeen.values().next().value!);
+    const answer = (outcome: WriteOutcome): void => {
+      if (this.stopped) return;
+      this.parts.net.send([{ cluster: this.parts.clusterId, from: this.parts.peerId, to: from, msg: { type: 'fwd_reply', id: msg.id, outcome } }]);
+    };
+    const refused = this.parts.admitForwarded?.() ?? null;
+    if (refused !== null) return answer({ ok: false, refusal: { kind: 'unavailable', message: refused } });
+    this.counters.forwardsServed++;
+    // Never forwarded again: a node that stopped leading says so, and the follower answers.
+    this.proposeHere(msg.cmd, answer, false);
   }
 
   /** A linearizable read point: `done` gets the applied index once it covers the read. */
@@ -491,8 +618,9 @@ export class Driver {
   // ------------------------------------------------------------------------------------
   // Views.
 
+  /** Writes waiting here: handed to consensus, or forwarded to the leader. */
   get pendingWrites(): number {
-    return this.writes.size;
+    return this.writes.size + this.forwards.size;
   }
 
   /** Reads waiting for a read index or for the apply to reach it. */
@@ -508,4 +636,33 @@ export class Driver {
     return now - this.progress.at;
   }
 
+}
+
+// ------------------------------------------------------------------------------------
+// Forward frames off the wire: checked here, since the core never sees them.
+
+type Obj = Record<string, unknown>;
+const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
+const isId = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+const isText = (v: unknown, max = 4096): v is string => typeof v === 'string' && v.length <= max;
+const REFUSALS = new Set(['not_leader', 'unavailable', 'outcome_unknown']);
+
+function isOutcome(v: unknown): v is WriteOutcome {
+  if (!isObj(v)) return false;
+  if (v.ok === true) return isObj(v.result) && isText(v.result.kind, 64) && isId(v.result.index);
+  if (v.ok !== false || !isObj(v.refusal) || !REFUSALS.has(v.refusal.kind as string)) return false;
+  return v.refusal.kind === 'not_leader' ? v.refusal.leader === null || isText(v.refusal.leader, 128) : isText(v.refusal.message);
+}
+
+function forwardEnvelope(raw: unknown): ForwardEnvelope | null {
+  if (!isObj(raw) || !isText(raw.cluster, 128) || !isText(raw.from, 128) || !isText(raw.to, 128) || !isObj(raw.msg)) return null;
+  const m = raw.msg;
+  if (!isId(m.id)) return null;
+  if (m.type === 'fwd') {
+    const cmd = m.cmd;
+    if (!isObj(cmd) || cmd.kind !== 'app' || !(cmd.data instanceof Uint8Array)) return null;
+    return raw as unknown as ForwardEnvelope;
+  }
+  if (m.type === 'fwd_reply' && isOutcome(m.outcome)) return raw as unknown as ForwardEnvelope;
+  return null;
 }

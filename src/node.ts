@@ -6,6 +6,8 @@
  * A write's whole path: HTTP (net/http.ts) -> PangeaNode.write -> Driver.propose ->
  * Replica.propose -> Ready.persist/send -> LmdbLogStore.write + Transport -> peers'
  * acceptances -> Ready.commit -> StateStore.apply -> the pending write resolves -> HTTP answers.
+ * On a follower, Driver.propose hands the write to the leader on the peer link (a `fwd`
+ * frame) and answers with the leader's `fwd_reply`.
  */
 import { randomInt, randomUUID } from 'node:crypto';
 import { bootstrapState, hasQuorum, type Ballot, type Command, type Config, type ConfigEpoch, type LogPoint, type SlotValue } from './consensus/index.js';
@@ -135,6 +137,8 @@ export class PangeaNode implements KvService {
         if (entries.some((e) => e.batch.some((c) => c.kind === 'config'))) this.refreshMembers();
       },
       onSegment: (bound) => this.segmentListener?.(bound),
+      // Writes a follower forwards pass the leader's own admission (the hot-log quota).
+      admitForwarded: () => this.admission(),
       onSnapshotNeeded: (from) => {
         // Peers' hot logs no longer reach back to this node's commit point: it catches up
         // through block sync (from a peer's hot log or the archive) instead of a snapshot.
@@ -431,6 +435,9 @@ export class PangeaNode implements KvService {
     m.gauge('pangea_process_heap_used_bytes', 'JavaScript heap in use.', () => process.memoryUsage().heapUsed);
     m.gauge('pangea_process_external_bytes', 'Memory of buffers and native objects held from JavaScript.', () => process.memoryUsage().external);
     m.counter('pangea_proposals_total', 'Commands handed to consensus here.', () => c.proposals);
+    m.counter('pangea_forwarded_writes_sent_total', 'Client writes this node, not leading, handed to the leader on the peer link.', () => c.forwardsSent);
+    m.counter('pangea_forwarded_writes_served_total', 'Client writes followers handed to this node, as leader, on the peer link.', () => c.forwardsServed);
+    m.counter('pangea_forward_frames_dropped_total', 'Forward frames dropped: malformed, from a non-member, or an answer no write here waits for.', () => c.forwardsDropped);
     m.counter('pangea_slots_applied_total', 'Slots applied.', () => c.commits);
     m.counter('pangea_commands_applied_total', 'Commands applied.', () => c.applied);
     m.counter('pangea_persist_batches_total', 'Batches written to the log.', () => c.persistBatches);

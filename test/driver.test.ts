@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { bootstrapState, type Envelope } from '../src/consensus/index.js';
 import { Driver, READS_WAITING_MAX, type DriverClock } from '../src/driver.js';
 import { ControlledLog, MemoryLogStore } from '../src/log/memory.js';
+import type { WireEnvelope } from '../src/net/transport.js';
 import { openMemoryEnv } from '../src/storage/memory-env.js';
 import { LmdbStateStore } from '../src/state/kv.js';
 import { encodeAppCommand, type ApplyResult, type KvOp, type RequestId } from '../src/state/command.js';
@@ -28,7 +29,7 @@ function oneNode(random: () => number) {
   const env = openMemoryEnv();
   const state = new LmdbStateStore(env);
   state.bootstrap(bootstrapState({ voters: ['a', 'b', 'c'], learners: [] }).base);
-  const sent: Envelope[] = [];
+  const sent: WireEnvelope[] = [];
   const log = new ControlledLog(new MemoryLogStore(), () => undefined);
   const driver = new Driver({
     clusterId: 'c',
@@ -57,7 +58,7 @@ test('read ids differ across processes (bug 3): a reply meant for the previous p
     n.driver.replica.step({ cluster: 'c', from: 'b', to: 'a', msg: { type: 'heartbeat', ballot: { round: 1, leader: 'b' }, commit: 0, seq: 1 } });
     for (let i = 0; i < 3; i++) n.driver.read(() => undefined);
     n.run();
-    return n.sent.flatMap((e) => (e.msg.type === 'read_req' ? [e.msg.id] : []));
+    return n.sent.flatMap((e) => (e.msg.type === 'read_req' ? [(e.msg as { id: number }).id] : []));
   };
   const first = ids(() => 0.25);
   const second = ids(() => 0.75);

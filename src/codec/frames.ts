@@ -16,6 +16,7 @@
  */
 import { C1, Packr } from 'msgpackr';
 import type { Envelope } from '../consensus/index.js';
+import type { WireEnvelope } from '../net/transport.js';
 
 /** The length prefix. */
 export const FRAME_HEADER_BYTES = 4;
@@ -54,7 +55,7 @@ const packr = new Packr({
 });
 
 /** The msgpack body of one envelope (no length prefix). */
-export function encodeBody(envelope: Envelope): Uint8Array {
+export function encodeBody(envelope: Envelope | WireEnvelope): Uint8Array {
   return packr.pack(envelope);
 }
 

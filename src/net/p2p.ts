@@ -39,7 +39,7 @@ import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id';
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr';
 import type { Connection, PeerId, PrivateKey, Stream, StreamMessageEvent } from '@libp2p/interface';
 import type { Envelope } from '../consensus/index.js';
-import type { PeerServices, Transport } from './transport.js';
+import type { PeerServices, Transport, WireEnvelope } from './transport.js';
 import { RequestNotSent } from '../sync/peer-services.js';
 import { deadlineSignal } from '../abort.js';
 import { FRAME_BYTES_MAX_DEFAULT, FrameDecoder, FrameError, encodeBody, encodeMessage, joinFrames } from '../codec/frames.js';
@@ -186,7 +186,7 @@ export class Libp2pTransport implements Transport, PeerServices {
   /** Links with queued frames, flushed together at the end of the turn. */
   private readonly dirty = new Set<Link>();
   /** Envelopes to ourselves, delivered at the end of the turn. */
-  private local: Envelope[] = [];
+  private local: WireEnvelope[] = [];
   private flushTimer: NodeJS.Immediate | null = null;
   private readonly inbound = new Set<Stream>();
   private running = false;
@@ -315,7 +315,7 @@ export class Libp2pTransport implements Transport, PeerServices {
       );
   }
 
-  send(envelopes: readonly Envelope[]): void {
+  send(envelopes: readonly WireEnvelope[]): void {
     for (const env of envelopes) {
       if (!this.running) {
         this.stats.framesDroppedOther += 1;

@@ -4,6 +4,10 @@
  */
 import type { Envelope } from '../consensus/index.js';
 
+/** What travels on the consensus link: the core's envelopes, and the driver's own frames
+ *  (writes forwarded to the leader, driver.ts), which share the cluster/from/to header. */
+export type WireEnvelope = Envelope | { readonly cluster: string; readonly from: string; readonly to: string; readonly msg: { readonly type: string } };
+
 export interface Transport {
   /** This node's libp2p peer id (the consensus NodeId). */
   readonly peerId: string;
@@ -16,7 +20,7 @@ export interface Transport {
    * event-loop turn are coalesced into one write; what cannot be delivered is dropped and
    * counted (consensus retransmits what matters).
    */
-  send(envelopes: readonly Envelope[]): void;
+  send(envelopes: readonly WireEnvelope[]): void;
   /** Decoded but not validated envelopes (the consensus core validates everything). */
   onMessage(handler: (envelope: unknown) => void): void;
   /** Where a peer can be reached, learned from membership or a join answer. */

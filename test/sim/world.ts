@@ -36,6 +36,7 @@ import {
 } from '../../src/consensus/index.js';
 import { Driver, type DriverClock, type DriverDefects } from '../../src/driver.js';
 import { openMemoryEnv, type MemoryRoot } from '../../src/storage/memory-env.js';
+import type { WireEnvelope } from '../../src/net/transport.js';
 import { ControlledLog, MemoryLogStore } from '../../src/log/memory.js';
 import { unpack, type StoreEnv } from '../../src/storage/env.js';
 import { FrameDecoder } from '../../src/codec/frames.js';
@@ -209,7 +210,7 @@ class SimNode {
 
 type SimEvent =
   | { time: number; order: number; kind: 'call'; node: NodeId; inc: number; fn: () => void; cancelled?: boolean }
-  | { time: number; order: number; kind: 'deliver'; env: Envelope }
+  | { time: number; order: number; kind: 'deliver'; env: WireEnvelope }
   | { time: number; order: number; kind: 'flush'; node: NodeId; inc: number }
   | { time: number; order: number; kind: 'client'; client: number }
   | { time: number; order: number; kind: 'timeout'; op: Op; attempt?: number }
@@ -658,14 +659,15 @@ export class World {
     return this.partition === null || this.partition.has(a) === this.partition.has(b) || a === this.bridge || b === this.bridge;
   }
 
-  private send(env: Envelope): void {
+  private send(env: WireEnvelope): void {
     if (env.msg.type === 'read_req') {
       const node = this.nodes.get(env.from)!;
-      const sentBy = node.readIds.get(env.msg.id);
+      const msg = env.msg as Extract<Envelope['msg'], { type: 'read_req' }>;
+      const sentBy = node.readIds.get(msg.id);
       if (sentBy !== undefined && sentBy !== node.incarnation) {
-        throw new SimFailure(`${node.id} reuses read id ${env.msg.id} of an earlier process: a late reply to that process would confirm this read with an older index`);
+        throw new SimFailure(`${node.id} reuses read id ${msg.id} of an earlier process: a late reply to that process would confirm this read with an older index`);
       }
-      node.readIds.set(env.msg.id, node.incarnation);
+      node.readIds.set(msg.id, node.incarnation);
     }
     if (!this.connected(env.from, env.to)) return;
     if (this.faultsOn && this.netRng.chance(this.loss)) return;
@@ -1179,7 +1181,11 @@ export class World {
         if (this.faultsOn && this.faultRng.chance(this.buggify)) this.pendingCrash = node;
       } else if (o.refusal.kind === 'outcome_unknown') {
         this.writeUnknown(op);
-      } else if (!handed) {
+      } else if (handed) {
+        // A forwarded write the leader refused (it no longer led, or its queue was full):
+        // sent again like one whose fate is unknown, which is always safe.
+        this.writeUnknown(op);
+      } else {
         refused = { leader: o.refusal.kind === 'not_leader' ? o.refusal.leader : null };
       }
     });
@@ -1477,7 +1483,7 @@ function compare(a: Ballot, b: Ballot): number {
   return a.round !== b.round ? a.round - b.round : a.leader < b.leader ? -1 : a.leader > b.leader ? 1 : 0;
 }
 
-function describe(env: Envelope): string {
+function describe(env: WireEnvelope): string {
   const m = env.msg as unknown as Record<string, unknown>;
   const parts = [String(m.type)];
   if (m.ballot) parts.push(`b=${formatBallot(m.ballot as Ballot)}`);
@@ -1491,9 +1497,17 @@ function describe(env: Envelope): string {
 /** Messages no honest peer sends: wrong shapes, wrong cluster, forged senders. */
 function garbage(r: Rng, cluster: string, to: NodeId, ids: NodeId[]): unknown {
   const from = r.pick(ids);
-  switch (r.int(0, 6)) {
+  switch (r.int(0, 8)) {
     case 0:
       return null;
+    case 6:
+      // A write handed over by a stranger, and a malformed one by a member: both dropped.
+      return r.chance(0.5)
+        ? { cluster, from: 'mallory', to, msg: { type: 'fwd', id: 1, cmd: { kind: 'app', data: new Uint8Array([1]) } } }
+        : { cluster, from, to, msg: { type: 'fwd', id: -1, cmd: { kind: 'app', data: 'x' } } };
+    case 7:
+      // An answer no write waits for.
+      return { cluster, from, to, msg: { type: 'fwd_reply', id: r.int(0, 1e6), outcome: { ok: true, result: { kind: 'put', index: 1, revision: 1 } } } };
     case 1:
       return { cluster, from, to, msg: { type: 'accept', ballot: { round: -1, leader: from }, commit: 0, values: [] } };
     case 2:
