@@ -8,7 +8,8 @@
  * connections; only `200` answers count. Workloads, on KEYS_COUNT keys pre-populated first,
  * values VALUE_BYTES long: `put`; linearizable `get` (etcd: `/v3/kv/range` with
  * `serializable: false`); `txn`, one compare on the key's revision (etcd: mod_revision) then a
- * put. Each runs at every concurrency in CONCURRENCIES for `--seconds` (default 5) after
+ * put; and `put_followers`, puts sent only to the two nodes that do not lead. Each runs at
+ * every concurrency in CONCURRENCIES for `--seconds` (default 5) after
  * WARMUP_S of warm-up. Reports ops/s, p50/p99/max latency, the Pangea/etcd ratio of each,
  * and each node's peak RSS (VmHWM). Ends with one JSON line of every figure.
  *
@@ -33,6 +34,9 @@ const KEYS_COUNT = 10_000;
 const VALUE_BYTES = 100;
 const CONCURRENCIES = [1, 64, 256] as const;
 const OPS = ['put', 'get', 'txn'] as const;
+/** Every workload: the ops through all three nodes, then puts sent only to the two followers
+ *  (which hand them to the leader: Pangea on its peer link, etcd as MsgProp). */
+const RUNS = [...OPS, 'put_followers'] as const;
 const WARMUP_S = 1;
 /** Puts per txn when pre-populating (both systems allow 128 ops per txn by default). */
 const PREPOPULATE_BATCH = 100;
@@ -265,6 +269,23 @@ async function sanityCheck(system: System, origin: string, w: Workload): Promise
   }
 }
 
+/** The nodes that do not lead now (two of three). */
+async function followerOrigins(system: System, origins: string[]): Promise<string[]> {
+  const out: string[] = [];
+  for (const o of origins) {
+    if (system === 'pangea') {
+      const view = (await (await fetch(`${o}/v1/cluster`)).json()) as { self: { peerId: string }; leader: string | null };
+      if (view.leader !== null && view.self.peerId !== view.leader) out.push(o);
+    } else {
+      const res = await fetch(`${o}/v3/maintenance/status`, { method: 'POST', body: '{}', headers: { 'content-type': 'application/json' } });
+      const st = (await res.json()) as { header?: { member_id?: string }; leader?: string };
+      if (st.leader !== undefined && st.header?.member_id !== st.leader) out.push(o);
+    }
+  }
+  if (out.length !== origins.length - 1) throw new Error(`${system}: expected ${origins.length - 1} followers, found ${out.length}`);
+  return out;
+}
+
 // ---- processes --------------------------------------------------------------------------------
 
 /** Processes this file started itself (the harness tracks the Pangea nodes). */
@@ -426,10 +447,11 @@ async function benchSystem(system: System, cluster: Cluster, client: Client, sec
   await sendAll(client, cluster.origins, prepopulateReqs(system), PREPOPULATE_CONCURRENCY);
   console.log(`${system}: pre-populated ${KEYS_COUNT} keys in ${round((performance.now() - t0) / 1000, 1)} s`);
   await sanityCheck(system, cluster.origins[0]!, w);
-  for (const op of OPS) {
+  for (const op of RUNS) {
+    const origins = op === 'put_followers' ? await followerOrigins(system, cluster.origins) : cluster.origins;
     for (const c of CONCURRENCIES) {
       if (phases) console.log(`  (${op} c=${c} starts at ${monotonicUs()} µs monotonic, warm-up ${WARMUP_S} s)`);
-      const f = await closedLoop(client, cluster.origins, w[op], c, seconds);
+      const f = await closedLoop(client, origins, w[op === 'put_followers' ? 'put' : op], c, seconds);
       for (const [k, v] of Object.entries(f)) out[`${system}_${op}_c${c}_${k}`] = v;
       console.log(
         `${system.padEnd(6)} ${op} c=${String(c).padEnd(3)} ${String(f.ops).padStart(6)} ops/s  p50 ${f.p50_ms} ms  p99 ${f.p99_ms} ms  max ${f.max_ms} ms` +
@@ -506,7 +528,7 @@ export async function run(args: string[]): Promise<void> {
 
     if (out.etcd_rss_mb_max !== undefined && out.pangea_rss_mb_max !== undefined) {
       console.log('\nratio Pangea/etcd (ops: higher is better; latency and RSS: lower is better)');
-      for (const op of OPS) {
+      for (const op of RUNS) {
         for (const c of CONCURRENCIES) {
           const line: string[] = [];
           for (const k of ['ops', 'p50_ms', 'p99_ms', 'max_ms']) {

@@ -1,11 +1,11 @@
 /**
- * Writes through a follower: forwarded to the leader, a retry with the same request id gets
+ * Writes through a follower: forwarded to the leader on the peer link (not HTTP), a retry with the same request id gets
  * the first answer (applied once), the same id for another request is a conflict, a value
  * near the limit crosses, and many at once all succeed.
  */
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
-import { killAll, leaderOf, removeDir, startCluster, tempDir, type TestNode } from './harness.js';
+import { killAll, leaderOf, metric, removeDir, startCluster, tempDir, type TestNode } from './harness.js';
 
 const root = tempDir();
 after(async () => {
@@ -36,4 +36,13 @@ test('a write through a follower reaches the leader and applies once when retrie
   assert.deepEqual(many.filter((r) => r.status !== 200), []);
   const read = await fetch(`${leader.info.http}/v1/kv/fwd/a`);
   assert.equal(await read.text(), 'one');
+
+  // Over the peer link, not HTTP: the follower handed every write (68, the conflict too) to
+  // the leader as a fwd frame, and the leader answered no PUT over HTTP.
+  assert.ok((await metric(follower, 'pangea_forwarded_writes_sent_total')) >= 68);
+  assert.ok((await metric(leader, 'pangea_forwarded_writes_served_total')) >= 68);
+  const puts = /^pangea_http_request_duration_seconds_count\{.*method="PUT"/m;
+  assert.match(await (await fetch(`${follower.info.http}/metrics`)).text(), puts, 'the follower served the PUTs');
+  assert.doesNotMatch(await (await fetch(`${leader.info.http}/metrics`)).text(), puts, 'the leader served no PUT over HTTP');
+  assert.equal(await metric(leader, 'pangea_forward_frames_dropped_total'), 0);
 });
