@@ -79,7 +79,7 @@ export function chainAnswer(src: ChainSource, index: number, through: number, co
  * and a majority of its voters may name the leader in turn. A minority of any
  * configuration that lies can neither name a leader nor make up a configuration.
  */
-export function leaderNamedByMajority(own: ConfigRecord, answers: ReadonlyMap<string, ChainAnswer | null>): string | null {
+export function leaderNamedByMajority(own: OwnConfig, answers: ReadonlyMap<string, ChainAnswer | null>): string | null {
   let config: ConfigRecord | null = own;
   for (let hops = 0; config !== null && hops <= CONFIGS_REPORTED_MAX; hops++) {
     const count = new Map<string, number>();
@@ -87,15 +87,31 @@ export function leaderNamedByMajority(own: ConfigRecord, answers: ReadonlyMap<st
       const leader = answers.get(v)?.leader;
       if (typeof leader === 'string') count.set(leader, (count.get(leader) ?? 0) + 1);
     }
-    for (const [leader, n] of count) if (n >= majority(config.voters)) return leader;
-    config = laterConfigReported(config, answers);
+    for (const [leader, n] of count) if (enough(config.voters, n, own.self)) return leader;
+    config = laterConfigReported(config, answers, own.self);
   }
   return null;
 }
 
+/** The asker's own configuration, and the asker (see `enough`). */
+export type OwnConfig = ConfigRecord & { readonly self?: string };
+
+/**
+ * Whether `n` of `voters` agreeing decides: a majority, or every voter but the asker. The
+ * asker never answers itself, and when it is behind it cannot: of two voters, the other's
+ * word is all there is, as in consensus, where a lone voter of two decides nothing but
+ * the pair decides everything (simulator seed 1001: a voter of two, behind the addition of
+ * a third that then led, could never be told who leads). From three voters on, every voter
+ * but the asker is at least a majority.
+ */
+function enough(voters: readonly string[], n: number, self: string | undefined): boolean {
+  if (n >= majority(voters)) return true;
+  return self !== undefined && voters.length >= 2 && voters.includes(self) && n >= voters.length - 1;
+}
+
 /** The newest configuration after `config` that a majority of `config`'s voters report
  *  having applied (same slot, same voters), or null. */
-function laterConfigReported(config: ConfigRecord, answers: ReadonlyMap<string, ChainAnswer | null>): ConfigRecord | null {
+function laterConfigReported(config: ConfigRecord, answers: ReadonlyMap<string, ChainAnswer | null>, self: string | undefined): ConfigRecord | null {
   const reports = new Map<string, { config: ConfigRecord; by: Set<string> }>();
   for (const v of config.voters) {
     for (const c of answers.get(v)?.configs ?? []) {
@@ -109,7 +125,7 @@ function laterConfigReported(config: ConfigRecord, answers: ReadonlyMap<string, 
   }
   let newest: ConfigRecord | null = null;
   for (const { config: c, by } of reports.values()) {
-    if (by.size >= majority(config.voters) && (newest === null || c.fromSlot > newest.fromSlot)) newest = c;
+    if (enough(config.voters, by.size, self) && (newest === null || c.fromSlot > newest.fromSlot)) newest = c;
   }
   return newest;
 }
@@ -119,12 +135,12 @@ function laterConfigReported(config: ConfigRecord, answers: ReadonlyMap<string, 
  * not among `asked`: a node asks its own voters, and voters added since are asked in a
  * further round.
  */
-export function laterVoters(own: ConfigRecord, answers: ReadonlyMap<string, ChainAnswer | null>): string[] {
+export function laterVoters(own: OwnConfig, answers: ReadonlyMap<string, ChainAnswer | null>): string[] {
   const out = new Set<string>();
-  let config = laterConfigReported(own, answers);
+  let config = laterConfigReported(own, answers, own.self);
   for (let hops = 0; config !== null && hops < CONFIGS_REPORTED_MAX; hops++) {
     for (const v of config.voters) if (!answers.has(v)) out.add(v);
-    config = laterConfigReported(config, answers);
+    config = laterConfigReported(config, answers, own.self);
   }
   return [...out];
 }
@@ -225,7 +241,7 @@ export function vouched(
   range: { readonly lastIndex: number; readonly chain: Uint8Array },
   source: string,
   trusted: readonly string[],
-  own: ConfigRecord,
+  own: OwnConfig,
   answers: ReadonlyMap<string, ChainAnswer | null>,
 ): boolean {
   const { voters } = own;
@@ -255,9 +271,9 @@ export function vouched(
  * joined (its configuration may be the genesis, a founder alone), and only the trusted
  * (the member it joined through, the leader) vouch.
  */
-export function votersWhoVouch(self: string, epoch: ConfigEpoch): ConfigRecord {
+export function votersWhoVouch(self: string, epoch: ConfigEpoch): OwnConfig {
   const { voters, learners } = epoch.config;
-  return { fromSlot: epoch.fromSlot, voters: voters.includes(self) || learners.includes(self) ? voters : [] };
+  return { fromSlot: epoch.fromSlot, voters: voters.includes(self) || learners.includes(self) ? voters : [], self };
 }
 
 /**

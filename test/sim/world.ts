@@ -157,7 +157,9 @@ interface Op {
   /** Handed to consensus: its effect may appear even if the client never hears back. */
   handed: boolean;
   /** The replica and ballot that took it: a leader that steps down drops what it queued. */
-  handedTo?: { node: NodeId; ballot: string };
+  /** Where the last attempt went: the node, its ballot then, when, and whether it led (a
+   *  follower forwards the write to the leader it knows). */
+  handedTo?: { node: NodeId; ballot: string; at: number; leading: boolean };
   /** Writes: the attempt in flight (a write whose outcome is unknown is sent again, with the
    *  same request id, as `PangeaClient` does: it must apply once). */
   attempt: number;
@@ -1169,6 +1171,7 @@ export class World {
     const driver = node.driver!;
     const data = encodeAppCommand({ op: kvOp, time: driver.logNow(), proposal, requestId });
     const ballot = formatBallot(driver.replica.currentBallot);
+    const leading = driver.replica.currentRole === 'leader';
     let refused: { leader: NodeId | null } | null = null;
     let handed = false;
     driver.propose({ kind: 'app', data }, (o) => {
@@ -1194,7 +1197,7 @@ export class World {
     handed = true;
     if (!op.handed) this.history.push(op);
     op.handed = true;
-    op.handedTo = { node: node.id, ballot };
+    op.handedTo = { node: node.id, ballot, at: this.now, leading };
     this.leaderHint[op.client] = node.id;
     this.schedule(WRITE_TIMEOUT, { kind: 'timeout', op, attempt });
   }
@@ -1307,10 +1310,17 @@ export class World {
     }
     const leader = this.leaderNode();
     if (leader === null) throw new SimFailure(`no leader ${FINAL_TICKS} ticks after the network healed`);
-    // Every write the final leader took under its current ballot must have committed.
+    // Every write the final leader took under its current ballot must have committed, if it
+    // had its time to (a retry may be handed over in the phase's last ticks: seed 304830).
     const ballot = formatBallot(leader.replica.currentBallot);
     const late = this.history.filter(
-      (op) => op.finalPhase && op.handedTo?.node === leader.id && op.handedTo.ballot === ballot && (!op.done || op.ret === Infinity),
+      (op) =>
+        op.finalPhase &&
+        op.handedTo?.node === leader.id &&
+        op.handedTo.leading &&
+        op.handedTo.ballot === ballot &&
+        op.handedTo.at <= end - WRITE_TIMEOUT &&
+        (!op.done || op.ret === Infinity),
     );
     const finalOps = this.history.filter((op) => op.finalPhase && op.done && op.ret !== Infinity);
     if (finalOps.length === 0) throw new SimFailure(`no client operation completed in the ${FINAL_TICKS} ticks after healing`);
