@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { bootstrapState, type Envelope } from '../src/consensus/index.js';
+import { bootstrapState } from '../src/consensus/index.js';
 import { Driver, READS_WAITING_MAX, type DriverClock } from '../src/driver.js';
 import { ControlledLog, MemoryLogStore } from '../src/log/memory.js';
 import type { WireEnvelope } from '../src/net/transport.js';

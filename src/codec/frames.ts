@@ -16,7 +16,10 @@
  */
 import { C1, Packr } from 'msgpackr';
 import type { Envelope } from '../consensus/index.js';
-import type { WireEnvelope } from '../net/transport.js';
+
+/** What travels on the consensus link: the core's envelopes, and the driver's own frames
+ *  (writes forwarded to the leader, driver.ts), which share the cluster/from/to header. */
+export type WireEnvelope = Envelope | { readonly cluster: string; readonly from: string; readonly to: string; readonly msg: { readonly type: string } };
 
 /** The length prefix. */
 export const FRAME_HEADER_BYTES = 4;
@@ -55,7 +58,7 @@ const packr = new Packr({
 });
 
 /** The msgpack body of one envelope (no length prefix). */
-export function encodeBody(envelope: Envelope | WireEnvelope): Uint8Array {
+export function encodeBody(envelope: WireEnvelope): Uint8Array {
   return packr.pack(envelope);
 }
 

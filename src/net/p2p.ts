@@ -38,7 +38,6 @@ import { gossipsub, type GossipSub } from '@libp2p/gossipsub';
 import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id';
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr';
 import type { Connection, PeerId, PrivateKey, Stream, StreamMessageEvent } from '@libp2p/interface';
-import type { Envelope } from '../consensus/index.js';
 import type { PeerServices, Transport, WireEnvelope } from './transport.js';
 import { RequestNotSent } from '../sync/peer-services.js';
 import { deadlineSignal } from '../abort.js';

@@ -2,11 +2,9 @@
  * How replicas reach each other. Production: libp2p (p2p.ts). The simulator and unit tests
  * use in-memory twins.
  */
-import type { Envelope } from '../consensus/index.js';
+import type { WireEnvelope } from '../codec/frames.js';
 
-/** What travels on the consensus link: the core's envelopes, and the driver's own frames
- *  (writes forwarded to the leader, driver.ts), which share the cluster/from/to header. */
-export type WireEnvelope = Envelope | { readonly cluster: string; readonly from: string; readonly to: string; readonly msg: { readonly type: string } };
+export type { WireEnvelope };
 
 export interface Transport {
   /** This node's libp2p peer id (the consensus NodeId). */
