@@ -124,6 +124,10 @@ export interface DriverDefects {
   reuseReadIds?: boolean;
   /** Commands carry this node's clock as their time, unclamped. */
   logTimeUnclamped?: boolean;
+  /** The commit marker is written in a batch of its own before the slots of its Ready. */
+  markerBeforeSlots?: boolean;
+  /** A Ready's commits are applied before its log writes are handed over. */
+  applyBeforeLogWrite?: boolean;
 }
 
 export interface DriverParts {
@@ -286,6 +290,8 @@ export class Driver {
   /** Stops: waiting writes are answered `outcome_unknown`, waiting reads `unavailable`. */
   stop(): void {
     if (this.stopped) return;
+    // A clean stop leaves the commit marker current (prune-hot reads it offline).
+    if (this.failure === null) this.writeMarker();
     this.stopped = true;
     this.stopTicks?.();
     for (const w of [...this.writes.values(), ...this.forwards.values()]) {
@@ -340,6 +346,14 @@ export class Driver {
    * `persisted` acknowledges promises and slots only.
    */
   private deferMarker(persist: readonly PersistOp[]): readonly PersistOp[] {
+    if (this.parts.defects?.markerBeforeSlots) {
+      const markers = persist.filter((op) => op.kind === 'commit');
+      if (markers.length > 0) {
+        this.markerPending = Math.max(this.markerPending, ...markers.map((op) => (op.kind === 'commit' ? op.slot : 0)));
+        this.writeMarker();
+      }
+      return persist.filter((op) => op.kind !== 'commit');
+    }
     if (persist.length > 0 && persist.every((op) => op.kind === 'commit')) {
       for (const op of persist) if (op.kind === 'commit') this.markerPending = Math.max(this.markerPending, op.slot);
       return [];
@@ -364,6 +378,14 @@ export class Driver {
   }
 
   private perform(ready: Ready): void {
+    if (this.parts.defects?.applyBeforeLogWrite && ready.commit.length > 0) {
+      try {
+        this.apply(ready.commit);
+      } catch (e) {
+        return this.fail(e, 'applying committed entries');
+      }
+      ready = { ...ready, commit: [] };
+    }
     if (ready.persistSeq > this.lastPersistSeq) {
       const { persistSeq: seq, sendAfterPersist } = ready;
       const persist = this.deferMarker(ready.persist);

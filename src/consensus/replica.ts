@@ -310,9 +310,13 @@ export class Replica {
     this.epochs = base.epochs;
     this.known = knownNodes(this.epochs);
     this.commitMarker = state.commit;
+    // The stored commit marker may lag the applied point (the driver defers it): a slot up to
+    // either holds its chosen value (apply waits for the slots' writes; nothing overwrites a
+    // chosen slot).
+    const chosenThrough = Math.max(state.commit, base.slot);
     for (const s of state.slots) {
       if (s.slot <= this.compacted.slot) continue;
-      this.log.set(s.slot, s.slot <= state.commit && !s.chosen ? { ...s, chosen: true } : s);
+      this.log.set(s.slot, s.slot <= chosenThrough && !s.chosen ? { ...s, chosen: true } : s);
     }
     this.resetElectionTimeout();
     this.recountRetained();
