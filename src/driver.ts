@@ -287,11 +287,14 @@ export class Driver {
     this.parts.onFatal?.(err, what);
   }
 
-  /** Stops: waiting writes are answered `outcome_unknown`, waiting reads `unavailable`. */
-  stop(): void {
+  /**
+   * Stops: waiting writes are answered `outcome_unknown`, waiting reads `unavailable`. A clean
+   * stop writes a deferred commit marker first (prune-hot reads it offline); `killed` (the
+   * simulator's crash: the process is gone) writes nothing.
+   */
+  stop(killed = false): void {
     if (this.stopped) return;
-    // A clean stop leaves the commit marker current (prune-hot reads it offline).
-    if (this.failure === null) this.writeMarker();
+    if (this.failure === null && !killed) this.writeMarker();
     this.stopped = true;
     this.stopTicks?.();
     for (const w of [...this.writes.values(), ...this.forwards.values()]) {

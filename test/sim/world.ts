@@ -667,7 +667,7 @@ export class World {
     const driver = node.driver!;
     node.driver = null;
     node.handler = null;
-    driver.stop();
+    driver.stop(true);
   }
 
   private restart(id: NodeId): void {
