@@ -128,6 +128,8 @@ export interface DriverDefects {
   markerBeforeSlots?: boolean;
   /** A Ready's commits are applied before its log writes are handed over. */
   applyBeforeLogWrite?: boolean;
+  /** The leader ignores the writes followers forward to it. */
+  dropForwards?: boolean;
 }
 
 export interface DriverParts {
@@ -154,8 +156,8 @@ export interface DriverParts {
   readonly onSegment?: (bound: SegmentBound) => void;
   /** The core asked for a snapshot (peers pruned past this node's commit point). */
   readonly onSnapshotNeeded?: (from: string) => void;
-  /** Why writes forwarded by followers are refused now (the owner's admission), or null. */
-  readonly admitForwarded?: () => string | null;
+  /** Why this write forwarded by a follower is refused now (the owner's admission), or null. */
+  readonly admitForwarded?: (cmd: Command) => string | null;
   /** False: a follower answers `not_leader` instead of forwarding writes (default true). */
   readonly forwardWrites?: boolean;
 }
@@ -186,8 +188,10 @@ export class Driver {
   private readonly waitingReads: PendingRead[] = [];
   private readonly forwards = new Map<number, PendingForward>();
   /** Forwards served lately (`from:id`, oldest first): a frame that arrives twice is
-   *  proposed once. Links do not duplicate frames, but a reconnect may resend, and the
-   *  simulator's network does duplicate. */
+   *  proposed once. The simulator's network duplicates frames; libp2p never resends one (a
+   *  broken stream drops its queue), and that matters: a duplicate that reached a restarted
+   *  leader would be proposed again, which a write with a request id survives (its session
+   *  answers it) and one without does not. */
   private readonly forwardsSeen = new Set<string>();
   /** Like read ids, forward ids start at a random point: a late answer to a previous
    *  process's forward must not answer this one's. */
@@ -579,7 +583,7 @@ export class Driver {
       return;
     }
     // Only a member may hand us writes (the transport authenticated `from`).
-    if (!isMember(this.replica.latestConfig, from)) {
+    if (!isMember(this.replica.latestConfig, from) || this.parts.defects?.dropForwards) {
       this.counters.forwardsDropped++;
       return;
     }
@@ -594,7 +598,7 @@ export class Driver {
       if (this.stopped) return;
       this.parts.net.send([{ cluster: this.parts.clusterId, from: this.parts.peerId, to: from, msg: { type: 'fwd_reply', id: msg.id, outcome } }]);
     };
-    const refused = this.parts.admitForwarded?.() ?? null;
+    const refused = this.parts.admitForwarded?.(msg.cmd) ?? null;
     if (refused !== null) return answer({ ok: false, refusal: { kind: 'unavailable', message: refused } });
     this.counters.forwardsServed++;
     // Never forwarded again: a node that stopped leading says so, and the follower answers.

@@ -16,7 +16,7 @@ import type { Logger } from './logger.js';
 import type { LogStore } from './log/log-store.js';
 import type { Transport } from './net/transport.js';
 import { MembershipError, ServiceError, type ClusterView, type Consistency, type KvService } from './net/service.js';
-import { encodeAppCommand, type ApplyResult, type ArchiveSettings, type KvOp, type RequestId, type SettingsOp } from './state/command.js';
+import { decodeAppCommand, encodeAppCommand, type ApplyResult, type ArchiveSettings, type KvOp, type RequestId, type SettingsOp } from './state/command.js';
 import type { SegmentBound } from './state/segments.js';
 import type { KeyValue, MemberRecord, StateStore } from './state/state-store.js';
 import { Packr } from 'msgpackr';
@@ -78,6 +78,11 @@ export function encodeMemberMeta(m: { http: string; p2p: readonly string[] }): U
   return metaPackr.pack({ http: m.http, p2p: [...m.p2p] });
 }
 
+/** Settings are never refused by admission: archiving, which frees the hot-log quota, needs them. */
+function isSettingsOp(op: { readonly t: string } | undefined): boolean {
+  return op?.t === 'archive_settings' || op?.t === 'cluster_settings';
+}
+
 /** The durable state of a node that creates a new one-member cluster. */
 export function genesisPoint(self: string): LogPoint {
   return bootstrapState({ voters: [self], learners: [] }).base;
@@ -137,8 +142,9 @@ export class PangeaNode implements KvService {
         if (entries.some((e) => e.batch.some((c) => c.kind === 'config'))) this.refreshMembers();
       },
       onSegment: (bound) => this.segmentListener?.(bound),
-      // Writes a follower forwards pass the leader's own admission (the hot-log quota).
-      admitForwarded: () => this.admission(),
+      // Writes a follower forwards pass the leader's own admission (the hot-log quota), as
+      // its own do; settings never wait for it (archiving, which frees the quota, needs them).
+      admitForwarded: (cmd) => (cmd.kind === 'app' && isSettingsOp(decodeAppCommand(cmd.data)?.op) ? null : this.admission()),
       onSnapshotNeeded: (from) => {
         // Peers' hot logs no longer reach back to this node's commit point: it catches up
         // through block sync (from a peer's hot log or the archive) instead of a snapshot.
@@ -239,7 +245,7 @@ export class PangeaNode implements KvService {
   }
 
   write(op: KvOp | SettingsOp, requestId?: RequestId): Promise<ApplyResult> {
-    const refused = op.t === 'archive_settings' || op.t === 'cluster_settings' ? null : this.admission();
+    const refused = isSettingsOp(op) ? null : this.admission();
     if (refused !== null) return Promise.reject(new ServiceError('unavailable', refused));
     const data = encodeAppCommand({
       op,

@@ -10,6 +10,7 @@ import {
   configAt,
   hasQuorum,
   validateEnvelope,
+  type Command,
   type Config,
   type Envelope,
 } from '../src/consensus/index.js';
@@ -208,4 +209,53 @@ test('a promiser ahead speaks for no slot at or below its commit: a candidate wi
     assert.notEqual(a.currentRole, 'leader', `b (commit ${ahead}) and a do not make a quorum for slot 11`);
     for (const [slot, batch] of applied.a) assert.deepEqual(batch, applied.b.get(slot), `slot ${slot} differs`);
   }
+});
+
+test('a leader whose promises cannot speak for a slot under a configuration it recovered steps down, even with a voter of it down, and the cluster goes on (review of seed 4783)', () => {
+  // {A,B,C} adds P at slot 1 (in effect from slot 4, alpha 3). C led and chose slots 1-5 with
+  // P, then died; A accepted them; P knows them chosen. A is elected by A and B, recovers 1-3;
+  // P's promise (commit 5) speaks for no slot up to 5, and C never promises.
+  const enc = new TextEncoder();
+  const OLD: Config = { voters: ['A', 'B', 'C'], learners: [] };
+  const NEW: Config = { voters: ['A', 'B', 'C', 'P'], learners: [] };
+  const b1 = { round: 1, leader: 'C' };
+  const g = { slot: 0, index: 0, epochs: [{ fromSlot: 1, config: OLD }] };
+  const batches: Record<number, Command[]> = { 1: [{ kind: 'config', change: { op: 'add_voter', node: 'P' } }], 2: [], 3: [], 4: [{ kind: 'app', data: enc.encode('x') }], 5: [{ kind: 'app', data: enc.encode('y') }] };
+  const slots = (chosen: boolean) => [1, 2, 3, 4, 5].map((slot) => ({ slot, ballot: b1, batch: batches[slot]!, chosen }));
+  const ahead = { slot: 5, index: 3, epochs: [{ fromSlot: 1, config: OLD }, { fromSlot: 4, config: NEW }] };
+  const opts = (id: string, t: number) => ({ id, cluster: 'c', random: () => t, alpha: 3, electionTicks: 10, heartbeatTicks: 2 });
+  const R = new Map<string, Replica>([
+    ['A', new Replica(opts('A', 0), { promised: b1, slots: slots(false), base: g, compacted: g, commit: 0 })],
+    ['B', new Replica(opts('B', 0.9), { promised: b1, slots: [], base: g, compacted: g, commit: 0 })],
+    ['P', new Replica(opts('P', 0.5), { promised: b1, slots: slots(true), base: ahead, compacted: g, commit: 5 })],
+  ]);
+  const deliver = (): void => {
+    for (let i = 0; i < 50; i++) {
+      const out: Envelope[] = [];
+      for (const r of R.values()) {
+        for (let rd = r.ready(); rd !== null; rd = r.ready()) {
+          out.push(...rd.send, ...rd.sendAfterPersist);
+          r.persisted(rd.persistSeq);
+        }
+      }
+      if (out.length === 0) return;
+      for (const e of out) R.get(e.to)?.step(e);
+    }
+  };
+  for (let t = 0; t < 200; t++) {
+    for (const r of R.values()) r.tick();
+    deliver();
+  }
+  const A = R.get('A')!;
+  assert.ok(A.stats.leaderBehindPromiser >= 1, 'A gave up its term');
+  const leader = [...R.values()].find((r) => r.currentRole === 'leader');
+  assert.ok(leader !== undefined, 'someone leads');
+  assert.ok(leader.commit.slot >= 5, `the leader committed past the recovered slots (at ${leader.commit.slot})`);
+  assert.deepEqual(leader.propose({ kind: 'app', data: enc.encode('z') }), { ok: true });
+  const before = leader.commit.slot;
+  for (let t = 0; t < 20; t++) {
+    for (const r of R.values()) r.tick();
+    deliver();
+  }
+  assert.ok(leader.commit.slot > before, 'a new write commits');
 });

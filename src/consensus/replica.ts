@@ -759,10 +759,17 @@ export class Replica {
     return true;
   }
 
-  /** Even if every voter of `config` that has not promised did, promises would not speak
-   *  for `slot`: some that did promise are ahead of it. */
+  /**
+   * Promises that do not speak for `slot` (promisers ahead of it) keep it from a quorum that
+   * does: a quorum of `config` has promised and does not speak for it, or even if every
+   * voter that has not promised did, promises would not. (Waiting for the voters that have
+   * not promised is no answer: one may be down for good. Found by review: a voter of the new
+   * configuration down, the leader stalled forever.)
+   */
   private behindForGood(config: Config, slot: number): boolean {
-    const could = this.promisersFor(slot);
+    const speakers = this.promisersFor(slot);
+    if (this.quorum(config, this.promises.keys())) return true;
+    const could = [...speakers];
     for (const v of config.voters) if (!this.promises.has(v)) could.push(v);
     return !this.quorum(config, could);
   }
@@ -857,12 +864,13 @@ export class Replica {
       const config = configAt(this.epochs, slot);
       if (!isVoter(config, this.id)) return;
       if (!this.quorum(config, this.promisersFor(slot))) {
-        if (this.behindForGood(config, slot)) {
-          // Promisers ahead of this leader's commit speak for no slot up to theirs, and not
-          // enough others can: under this ballot the slot can never be proposed. A later
-          // election, which now knows this configuration, catches up first (maybeLead).
-          // Found by the simulator (seed 4783 at 2abf942): a configuration recovered after
-          // the election added a voter that was ahead.
+        // Promisers ahead of this leader's commit speak for no slot up to theirs: under this
+        // ballot the slot may never be proposed. Once every slot before it committed (no
+        // work in flight is thrown away), the leader steps down; a later election, which
+        // knows this configuration, catches up first (maybeLead). Found by the simulator
+        // (seed 4783 at 2abf942): a configuration recovered after the election added a
+        // voter that was ahead.
+        if (this.commitSlot + 1 >= slot && this.behindForGood(config, slot)) {
           this.stats.leaderBehindPromiser++;
           this.stepDown();
           return;

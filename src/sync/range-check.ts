@@ -77,7 +77,9 @@ export function chainAnswer(src: ChainSource, index: number, through: number, co
  * were removed and no longer follow anyone), it looks through the configurations they
  * report: one that a majority of a configuration's voters report having applied is real,
  * and a majority of its voters may name the leader in turn. A minority of any
- * configuration that lies can neither name a leader nor make up a configuration.
+ * configuration that lies can neither name a leader nor make up a configuration, except
+ * that of two voters the other's word is taken (see `enough`: it is no more than consensus
+ * already trusts it with, since it and the asker are every voter there is).
  */
 export function leaderNamedByMajority(own: OwnConfig, answers: ReadonlyMap<string, ChainAnswer | null>): string | null {
   let config: ConfigRecord | null = own;

@@ -23,7 +23,7 @@ const CORE: (keyof Defects)[] = [
 ];
 // Defects the core's own invariants may catch (an exception) before a check does.
 const CORE_MAY_THROW: (keyof Defects)[] = [];
-const DRIVER: (keyof DriverDefects)[] = ['persistedBeforeFlush', 'readBeforeApplied', 'reuseReadIds', 'markerBeforeSlots', 'applyBeforeLogWrite'];
+const DRIVER: (keyof DriverDefects)[] = ['persistedBeforeFlush', 'readBeforeApplied', 'reuseReadIds', 'markerBeforeSlots', 'applyBeforeLogWrite', 'dropForwards'];
 // Two broken drivers of issue 10 have no variant here, because no schedule can show them:
 // - A durability ack matched by slot only (not by slot and ballot): a replica leads under a
 //   ballot only once its promise of that ballot is durable, and acks are cumulative, so every

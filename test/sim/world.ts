@@ -159,7 +159,7 @@ interface Op {
   /** The replica and ballot that took it: a leader that steps down drops what it queued. */
   /** Where the last attempt went: the node, its ballot then, when, and whether it led (a
    *  follower forwards the write to the leader it knows). */
-  handedTo?: { node: NodeId; ballot: string; at: number; leading: boolean };
+  handedTo?: { node: NodeId; ballot: string; at: number; leading: boolean; via: NodeId | null };
   /** Writes: the attempt in flight (a write whose outcome is unknown is sent again, with the
    *  same request id, as `PangeaClient` does: it must apply once). */
   attempt: number;
@@ -1226,7 +1226,7 @@ export class World {
     handed = true;
     if (!op.handed) this.history.push(op);
     op.handed = true;
-    op.handedTo = { node: node.id, ballot, at: this.now, leading };
+    op.handedTo = { node: node.id, ballot, at: this.now, leading, via: leading ? null : driver.replica.currentLeader };
     this.leaderHint[op.client] = node.id;
     this.schedule(WRITE_TIMEOUT, { kind: 'timeout', op, attempt });
   }
@@ -1345,8 +1345,9 @@ export class World {
     const late = this.history.filter(
       (op) =>
         op.finalPhase &&
-        op.handedTo?.node === leader.id &&
-        op.handedTo.leading &&
+        // Taken by the final leader, or forwarded to it by a follower (review: nothing saw
+        // forwarded writes lost: driver defect dropForwards).
+        ((op.handedTo?.node === leader.id && op.handedTo.leading) || op.handedTo?.via === leader.id) &&
         op.handedTo.ballot === ballot &&
         op.handedTo.at <= end - WRITE_TIMEOUT &&
         (!op.done || op.ret === Infinity),

@@ -283,3 +283,17 @@ test('the source is asked too: whom it follows counts as any voter\'s word (foun
   answers.set('n5', follows('n5'));
   assert.equal(leaderNamedByMajority(own, answers), 'n5');
 });
+
+test('of two voters, the other\'s word names the leader and reports later configurations; from three on, a majority is still needed; a learner asker gets no such relief (seed 1001)', () => {
+  const pair = votersWhoVouch('self', epoch(['self', 'x'], []));
+  assert.equal(leaderNamedByMajority(pair, new Map([['x', follows('l')]])), 'l', 'the other of two voters');
+  assert.equal(leaderNamedByMajority({ fromSlot: 1, voters: ['self', 'x'] }, new Map([['x', follows('l')]])), null, 'without knowing the asker: a majority');
+  // x reports a configuration that adds l, which l's word then leads (the hop).
+  const later = { fromSlot: 9, voters: ['l', 'self', 'x'] };
+  assert.equal(leaderNamedByMajority(pair, new Map([['x', says('l', [later])], ['l', says('l', [])]])), 'l');
+  const three = votersWhoVouch('self', epoch(['self', 'x', 'y'], []));
+  assert.equal(leaderNamedByMajority(three, new Map([['x', follows('l')], ['y', follows(null)]])), null, 'one of three');
+  assert.equal(leaderNamedByMajority(three, new Map([['x', follows('l')], ['y', follows('l')]])), 'l');
+  const learner = votersWhoVouch('self', epoch(['x', 'y'], ['self']));
+  assert.equal(leaderNamedByMajority(learner, new Map([['x', follows('l')]])), null, 'a learner is no voter: one of two is no majority');
+});
