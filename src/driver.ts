@@ -181,7 +181,7 @@ interface PendingForward {
 
 export class Driver {
   readonly replica: Replica;
-  readonly counters = { proposals: 0, commits: 0, applied: 0, persistBatches: 0, reads: 0, readsRefused: 0, forwardsSent: 0, forwardsServed: 0, forwardsDropped: 0 };
+  readonly counters = { proposals: 0, commits: 0, applied: 0, persistBatches: 0, reads: 0, readsRefused: 0, forwardsSent: 0, forwardsServed: 0, forwardsRefused: 0, forwardsDropped: 0 };
   private readonly parts: DriverParts;
   private readonly writes = new Map<Command, PendingWrite>();
   private readonly reads = new Map<number, PendingRead>();
@@ -582,11 +582,7 @@ export class Driver {
       f.done(msg.outcome);
       return;
     }
-    // Only a member may hand us writes (the transport authenticated `from`).
-    if (!isMember(this.replica.latestConfig, from) || this.parts.defects?.dropForwards) {
-      this.counters.forwardsDropped++;
-      return;
-    }
+    if (this.parts.defects?.dropForwards) return;
     const key = `${from}:${msg.id}`;
     if (this.forwardsSeen.has(key)) {
       this.counters.forwardsDropped++;
@@ -598,6 +594,13 @@ export class Driver {
       if (this.stopped) return;
       this.parts.net.send([{ cluster: this.parts.clusterId, from: this.parts.peerId, to: from, msg: { type: 'fwd_reply', id: msg.id, outcome } }]);
     };
+    // Only a member may hand us writes (the transport authenticated `from`). One that is not
+    // (removed, and not told yet) hears so, and its client tries elsewhere (simulator seed 83:
+    // a silent drop left the client waiting for its timeout).
+    if (!isMember(this.replica.latestConfig, from)) {
+      this.counters.forwardsRefused++;
+      return answer({ ok: false, refusal: { kind: 'unavailable', message: `${from} is not a member of the cluster's configuration` } });
+    }
     const refused = this.parts.admitForwarded?.(msg.cmd) ?? null;
     if (refused !== null) return answer({ ok: false, refusal: { kind: 'unavailable', message: refused } });
     this.counters.forwardsServed++;

@@ -443,7 +443,8 @@ export class PangeaNode implements KvService {
     m.counter('pangea_proposals_total', 'Commands handed to consensus here.', () => c.proposals);
     m.counter('pangea_forwarded_writes_sent_total', 'Client writes this node, not leading, handed to the leader on the peer link.', () => c.forwardsSent);
     m.counter('pangea_forwarded_writes_served_total', 'Client writes followers handed to this node, as leader, on the peer link.', () => c.forwardsServed);
-    m.counter('pangea_forward_frames_dropped_total', 'Forward frames dropped: malformed, from a non-member, or an answer no write here waits for.', () => c.forwardsDropped);
+    m.counter('pangea_forwarded_writes_refused_total', 'Client writes a node outside the configuration forwarded to this node, refused.', () => c.forwardsRefused);
+    m.counter('pangea_forward_frames_dropped_total', 'Forward frames dropped: malformed, duplicated, or an answer no write here waits for.', () => c.forwardsDropped);
     m.counter('pangea_slots_applied_total', 'Slots applied.', () => c.commits);
     m.counter('pangea_commands_applied_total', 'Commands applied.', () => c.applied);
     m.counter('pangea_persist_batches_total', 'Batches written to the log.', () => c.persistBatches);

@@ -159,7 +159,7 @@ interface Op {
   /** The replica and ballot that took it: a leader that steps down drops what it queued. */
   /** Where the last attempt went: the node, its ballot then, when, and whether it led (a
    *  follower forwards the write to the leader it knows). */
-  handedTo?: { node: NodeId; ballot: string; at: number; leading: boolean; via: NodeId | null };
+  handedTo?: { node: NodeId; ballot: string; at: number; leading: boolean; via: NodeId | null; refused?: boolean };
   /** Writes: the attempt in flight (a write whose outcome is unknown is sent again, with the
    *  same request id, as `PangeaClient` does: it must apply once). */
   attempt: number;
@@ -1214,8 +1214,10 @@ export class World {
       } else if (o.refusal.kind === 'outcome_unknown') {
         this.writeUnknown(op);
       } else if (handed) {
-        // A forwarded write the leader refused (it no longer led, or its queue was full):
-        // sent again like one whose fate is unknown, which is always safe.
+        // A forwarded write the leader refused (it no longer led, its queue was full, or the
+        // follower is no member): never taken, and sent again like one whose fate is unknown,
+        // which is always safe.
+        if (op.handedTo !== undefined) op.handedTo.refused = true;
         this.writeUnknown(op);
       } else {
         refused = { leader: o.refusal.kind === 'not_leader' ? o.refusal.leader : null };
@@ -1349,6 +1351,7 @@ export class World {
         // forwarded writes lost: driver defect dropForwards).
         ((op.handedTo?.node === leader.id && op.handedTo.leading) || op.handedTo?.via === leader.id) &&
         op.handedTo.ballot === ballot &&
+        op.handedTo.refused !== true &&
         op.handedTo.at <= end - WRITE_TIMEOUT &&
         (!op.done || op.ret === Infinity),
     );
