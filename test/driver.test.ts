@@ -25,18 +25,36 @@ test('the driver reads no wall clock and does no I/O of its own', () => {
 function oneNode(random: () => number) {
   const queue: (() => void)[] = [];
   let now = 0;
-  const clock: DriverClock = { now: () => now, soon: (fn) => queue.push(fn), after: () => () => undefined };
+  // Timers run only when a test calls `fire` (the older tests never do).
+  const timers: { at: number; fn: () => void; cancelled: boolean }[] = [];
+  const clock: DriverClock = {
+    now: () => now,
+    soon: (fn) => queue.push(fn),
+    after: (ms, fn) => {
+      const t = { at: now + ms, fn, cancelled: false };
+      timers.push(t);
+      return () => {
+        t.cancelled = true;
+      };
+    },
+  };
   const env = openMemoryEnv();
   const state = new LmdbStateStore(env);
   state.bootstrap(bootstrapState({ voters: ['a', 'b', 'c'], learners: [] }).base);
   const sent: WireEnvelope[] = [];
+  let deliver: (raw: unknown) => void = () => undefined;
   const log = new ControlledLog(new MemoryLogStore(), () => undefined);
   const driver = new Driver({
     clusterId: 'c',
     peerId: 'a',
     log: { load: () => log.load(), write: (ops, done) => log.write(ops, done), committed: (done) => done() },
     state,
-    net: { send: (e) => sent.push(...e), onMessage: () => undefined },
+    net: {
+      send: (e) => sent.push(...e),
+      onMessage: (h) => {
+        deliver = h;
+      },
+    },
     clock,
     random,
     timing: { tickMs: 10, electionTicks: 10, heartbeatTicks: 2, proposalTimeoutMs: 1000 },
@@ -48,7 +66,16 @@ function oneNode(random: () => number) {
   const advance = (ms: number) => {
     now += ms;
   };
-  return { driver, sent, run, advance, state };
+  /** Runs the timers due by now (those they set again wait for the next call). */
+  const fire = () => {
+    for (const t of timers.splice(0)) {
+      if (t.cancelled) continue;
+      if (t.at <= now) t.fn();
+      else timers.push(t);
+    }
+    while (queue.length > 0) queue.shift()!();
+  };
+  return { driver, sent, run, advance, fire, state, deliver: (raw: unknown) => deliver(raw) };
 }
 
 test('read ids differ across processes (bug 3): a reply meant for the previous process cannot match', () => {
@@ -112,4 +139,56 @@ test('a burst after a quiet spell does not expire the session of a client still 
   n.advance(1000);
   const again = apply([{ op: { t: 'put', key: enc.encode('k'), value: enc.encode('1'), ifAbsent: true }, requestId: rid }])[0]!;
   assert.deepEqual(again, first);
+});
+
+test('a follower hands a client write to its leader on the consensus link and answers with the leader\'s reply; other replies, strangers and duplicates get nothing', () => {
+  const n = oneNode(() => 0.5);
+  // a follows b (a heartbeat of b's ballot).
+  n.driver.replica.step({ cluster: 'c', from: 'b', to: 'a', msg: { type: 'heartbeat', ballot: { round: 1, leader: 'b' }, commit: 0, seq: 1 } });
+  n.run();
+  const outcomes: unknown[] = [];
+  const cmd = { kind: 'app' as const, data: new Uint8Array([1, 2, 3]) };
+  n.driver.propose(cmd, (o) => outcomes.push(o));
+  const fwd = n.sent.find((e) => e.msg.type === 'fwd');
+  assert.ok(fwd !== undefined && fwd.to === 'b', 'sent to the leader');
+  const id = (fwd.msg as { id: number }).id;
+  assert.deepEqual((fwd.msg as unknown as { cmd: unknown }).cmd, cmd);
+  assert.equal(n.driver.pendingWrites, 1);
+  const reply = (from: string, replyId: number) => ({ cluster: 'c', from, to: 'a', msg: { type: 'fwd_reply', id: replyId, outcome: { ok: true, result: { kind: 'put', index: 7, revision: 7 } } } });
+  n.deliver(reply('c', id)); // not the node it went to
+  n.deliver(reply('b', id + 1)); // no write waits for it
+  n.deliver({ cluster: 'c', from: 'b', to: 'a', msg: { type: 'fwd_reply', id, outcome: { ok: true, result: 'x' } } }); // malformed
+  assert.equal(outcomes.length, 0);
+  assert.equal(n.driver.counters.forwardsDropped, 3);
+  n.deliver(reply('b', id));
+  assert.deepEqual(outcomes, [{ ok: true, result: { kind: 'put', index: 7, revision: 7 } }]);
+  assert.equal(n.driver.pendingWrites, 0);
+
+  // As the receiver: a stranger is refused; a member's write on a node that does not lead is
+  // answered not_leader (never forwarded again); the same frame twice is answered once.
+  n.sent.length = 0;
+  n.deliver({ cluster: 'c', from: 'zed', to: 'a', msg: { type: 'fwd', id: 5, cmd } });
+  n.deliver({ cluster: 'c', from: 'c', to: 'a', msg: { type: 'fwd', id: 9, cmd } });
+  n.deliver({ cluster: 'c', from: 'c', to: 'a', msg: { type: 'fwd', id: 9, cmd } });
+  const replies = n.sent.filter((e) => e.msg.type === 'fwd_reply').map((e) => ({ to: e.to, outcome: (e.msg as unknown as { outcome: { ok: boolean; refusal?: { kind: string } } }).outcome }));
+  assert.deepEqual(replies.map((r) => [r.to, r.outcome.refusal?.kind]), [['zed', 'unavailable'], ['c', 'not_leader']]);
+  assert.equal(n.sent.filter((e) => e.msg.type === 'fwd').length, 0, 'a forwarded write is never forwarded again');
+});
+
+test('a forward whose leader lost its lead is answered outcome_unknown at the next tick', () => {
+  const n = oneNode(() => 0.5);
+  n.driver.replica.step({ cluster: 'c', from: 'b', to: 'a', msg: { type: 'heartbeat', ballot: { round: 1, leader: 'b' }, commit: 0, seq: 1 } });
+  n.run();
+  const outcomes: { ok: boolean; refusal?: { kind: string } }[] = [];
+  n.driver.propose({ kind: 'app', data: new Uint8Array([1]) }, (o) => outcomes.push(o as never));
+  n.driver.start();
+  // c leads now, as a heartbeat of a later ballot says.
+  n.driver.replica.step({ cluster: 'c', from: 'c', to: 'a', msg: { type: 'heartbeat', ballot: { round: 2, leader: 'c' }, commit: 0, seq: 1 } });
+  n.run();
+  assert.equal(outcomes.length, 0, 'not before the tick');
+  n.advance(10);
+  n.fire();
+  assert.equal(outcomes.length, 1);
+  assert.equal(outcomes[0]!.refusal?.kind, 'outcome_unknown');
+  assert.match((outcomes[0] as unknown as { refusal: { message: string } }).refusal.message, /lost its lead/);
 });
