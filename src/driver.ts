@@ -28,7 +28,9 @@
  */
 import {
   Replica,
+  ballotEquals,
   isMember,
+  type Ballot,
   type Command,
   type Entry,
   type Envelope,
@@ -62,7 +64,10 @@ export interface DriverState {
 
 /** A write a follower hands to the leader, and the leader's answer (see the header). */
 export type ForwardMessage =
-  | { readonly type: 'fwd'; readonly id: number; readonly cmd: Command }
+  /** `ballot`: the leader's term as the follower knows it; the leader takes the write only
+   *  in that very term (a process holds every term it leads, so its duplicate check covers
+   *  the term: a late copy cannot reach a later term of the same node, after a restart). */
+  | { readonly type: 'fwd'; readonly id: number; readonly ballot: Ballot; readonly cmd: Command }
   | { readonly type: 'fwd_reply'; readonly id: number; readonly outcome: WriteOutcome };
 
 export interface ForwardEnvelope {
@@ -548,7 +553,8 @@ export class Driver {
     });
     this.forwards.set(id, { done, leader, cancel });
     this.counters.forwardsSent++;
-    this.parts.net.send([{ cluster: this.parts.clusterId, from: this.parts.peerId, to: leader, msg: { type: 'fwd', id, cmd } }]);
+    const ballot = this.replica.currentBallot;
+    this.parts.net.send([{ cluster: this.parts.clusterId, from: this.parts.peerId, to: leader, msg: { type: 'fwd', id, ballot, cmd } }]);
   }
 
   /** Forwards whose leader no longer leads (as this node sees it) get no answer: say so now
@@ -605,6 +611,11 @@ export class Driver {
     if (refused !== null) return answer({ ok: false, refusal: { kind: 'unavailable', message: refused } });
     this.counters.forwardsServed++;
     // Never forwarded again: a node that stopped leading says so, and the follower answers.
+    // Only in the term the follower forwarded to (simulator seed 502629: a copy from before a
+    // quick restart was proposed again in the leader's next term, its duplicate check gone).
+    if (this.replica.currentRole !== 'leader' || !ballotEquals(this.replica.currentBallot, msg.ballot)) {
+      return answer({ ok: false, refusal: { kind: 'not_leader', leader: this.replica.currentLeader } });
+    }
     this.proposeHere(msg.cmd, answer, false);
   }
 
@@ -691,6 +702,8 @@ function forwardEnvelope(raw: unknown): ForwardEnvelope | null {
   const m = raw.msg;
   if (!isId(m.id)) return null;
   if (m.type === 'fwd') {
+    const b = m.ballot as { round?: unknown; leader?: unknown } | null;
+    if (typeof b !== 'object' || b === null || !isId(b.round) || !isText(b.leader, 128)) return null;
     const cmd = m.cmd;
     if (!isObj(cmd) || cmd.kind !== 'app' || !(cmd.data instanceof Uint8Array)) return null;
     return raw as unknown as ForwardEnvelope;

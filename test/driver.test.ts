@@ -153,6 +153,7 @@ test('a follower hands a client write to its leader on the consensus link and an
   assert.ok(fwd !== undefined && fwd.to === 'b', 'sent to the leader');
   const id = (fwd.msg as { id: number }).id;
   assert.deepEqual((fwd.msg as unknown as { cmd: unknown }).cmd, cmd);
+  assert.deepEqual((fwd.msg as unknown as { ballot: unknown }).ballot, { round: 1, leader: 'b' }, 'for the leader\'s term it knows');
   assert.equal(n.driver.pendingWrites, 1);
   const reply = (from: string, replyId: number) => ({ cluster: 'c', from, to: 'a', msg: { type: 'fwd_reply', id: replyId, outcome: { ok: true, result: { kind: 'put', index: 7, revision: 7 } } } });
   n.deliver(reply('c', id)); // not the node it went to
@@ -167,9 +168,9 @@ test('a follower hands a client write to its leader on the consensus link and an
   // As the receiver: a stranger is refused; a member's write on a node that does not lead is
   // answered not_leader (never forwarded again); the same frame twice is answered once.
   n.sent.length = 0;
-  n.deliver({ cluster: 'c', from: 'zed', to: 'a', msg: { type: 'fwd', id: 5, cmd } });
-  n.deliver({ cluster: 'c', from: 'c', to: 'a', msg: { type: 'fwd', id: 9, cmd } });
-  n.deliver({ cluster: 'c', from: 'c', to: 'a', msg: { type: 'fwd', id: 9, cmd } });
+  n.deliver({ cluster: 'c', from: 'zed', to: 'a', msg: { type: 'fwd', id: 5, ballot: { round: 1, leader: 'a' }, cmd } });
+  n.deliver({ cluster: 'c', from: 'c', to: 'a', msg: { type: 'fwd', id: 9, ballot: { round: 1, leader: 'a' }, cmd } });
+  n.deliver({ cluster: 'c', from: 'c', to: 'a', msg: { type: 'fwd', id: 9, ballot: { round: 1, leader: 'a' }, cmd } });
   const replies = n.sent.filter((e) => e.msg.type === 'fwd_reply').map((e) => ({ to: e.to, outcome: (e.msg as unknown as { outcome: { ok: boolean; refusal?: { kind: string } } }).outcome }));
   assert.deepEqual(replies.map((r) => [r.to, r.outcome.refusal?.kind]), [['zed', 'unavailable'], ['c', 'not_leader']]);
   assert.equal(n.sent.filter((e) => e.msg.type === 'fwd').length, 0, 'a forwarded write is never forwarded again');

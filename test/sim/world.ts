@@ -1546,7 +1546,7 @@ function garbage(r: Rng, cluster: string, to: NodeId, ids: NodeId[]): unknown {
     case 6:
       // A write handed over by a stranger, and a malformed one by a member: both dropped.
       return r.chance(0.5)
-        ? { cluster, from: 'mallory', to, msg: { type: 'fwd', id: 1, cmd: { kind: 'app', data: new Uint8Array([1]) } } }
+        ? { cluster, from: 'mallory', to, msg: { type: 'fwd', id: 1, ballot: { round: 1, leader: to }, cmd: { kind: 'app', data: new Uint8Array([1]) } } }
         : { cluster, from, to, msg: { type: 'fwd', id: -1, cmd: { kind: 'app', data: 'x' } } };
     case 7:
       // An answer no write waits for.
