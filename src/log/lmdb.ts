@@ -109,9 +109,13 @@ export class LmdbLogStore implements LogStore {
     return this.lastCommitted;
   }
 
-  readSlots(from: number, to: number): StoredSlot[] {
+  /** `chosenThrough`: the applied slot, when the caller knows it. The stored marker may lag
+   *  it (the driver defers the marker); a slot up to it holds its chosen value, since apply
+   *  waits for the slots' writes. Without it, the archiver met a segment whose last slots
+   *  were not yet covered by the marker and failed it until the next write (review). */
+  readSlots(from: number, to: number, chosenThrough = 0): StoredSlot[] {
     // One read snapshot: the commit marker and the slots it covers agree.
-    const commit = this.readCommit();
+    const commit = Math.max(this.readCommit(), chosenThrough);
     const start = Math.max(from, (this.readCompacted()?.slot ?? 0) + 1);
     const out: StoredSlot[] = [];
     if (start > to) return out;

@@ -27,6 +27,6 @@ export interface LogStore {
    */
   committed(): Promise<void>;
   /** Chosen slots, for a peer's catch-up or the archive, in slot order. */
-  readSlots(from: number, to: number): StoredSlot[];
+  readSlots(from: number, to: number, chosenThrough?: number): StoredSlot[];
   close(): Promise<void>;
 }

@@ -47,12 +47,13 @@ export class MemoryLogStore implements LogStore {
     return Promise.resolve();
   }
 
-  readSlots(from: number, to: number): StoredSlot[] {
+  readSlots(from: number, to: number, chosenThrough = 0): StoredSlot[] {
+    const commit = Math.max(this.commit, chosenThrough);
     const out: StoredSlot[] = [];
     for (const s of this.load().slots) {
       if (s.slot < from || s.slot > to) continue;
       if (s.chosen) out.push(s);
-      else if (s.slot <= this.commit) out.push({ ...s, chosen: true });
+      else if (s.slot <= commit) out.push({ ...s, chosen: true });
     }
     return out;
   }
