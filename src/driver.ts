@@ -29,6 +29,8 @@
 import {
   Replica,
   ballotEquals,
+  isBallot,
+  isCommand,
   isMember,
   type Ballot,
   type Command,
@@ -609,13 +611,13 @@ export class Driver {
     }
     const refused = this.parts.admitForwarded?.(msg.cmd) ?? null;
     if (refused !== null) return answer({ ok: false, refusal: { kind: 'unavailable', message: refused } });
-    this.counters.forwardsServed++;
     // Never forwarded again: a node that stopped leading says so, and the follower answers.
     // Only in the term the follower forwarded to (simulator seed 502629: a copy from before a
     // quick restart was proposed again in the leader's next term, its duplicate check gone).
     if (this.replica.currentRole !== 'leader' || !ballotEquals(this.replica.currentBallot, msg.ballot)) {
       return answer({ ok: false, refusal: { kind: 'not_leader', leader: this.replica.currentLeader } });
     }
+    this.counters.forwardsServed++;
     this.proposeHere(msg.cmd, answer, false);
   }
 
@@ -701,13 +703,8 @@ function forwardEnvelope(raw: unknown): ForwardEnvelope | null {
   if (!isObj(raw) || !isText(raw.cluster, 128) || !isText(raw.from, 128) || !isText(raw.to, 128) || !isObj(raw.msg)) return null;
   const m = raw.msg;
   if (!isId(m.id)) return null;
-  if (m.type === 'fwd') {
-    const b = m.ballot as { round?: unknown; leader?: unknown } | null;
-    if (typeof b !== 'object' || b === null || !isId(b.round) || !isText(b.leader, 128)) return null;
-    const cmd = m.cmd;
-    if (!isObj(cmd) || cmd.kind !== 'app' || !(cmd.data instanceof Uint8Array)) return null;
-    return raw as unknown as ForwardEnvelope;
-  }
+  // The core's own checks of a ballot and a command; only client writes are forwarded.
+  if (m.type === 'fwd') return isBallot(m.ballot) && isCommand(m.cmd) && m.cmd.kind === 'app' ? (raw as unknown as ForwardEnvelope) : null;
   if (m.type === 'fwd_reply' && isOutcome(m.outcome)) return raw as unknown as ForwardEnvelope;
   return null;
 }

@@ -14,4 +14,4 @@ export { BALLOT_NONE, compareBallots, ballotEquals, formatBallot } from './ballo
 export { configAt, latestConfig, hasQuorum, isVoter, isMember, quorumSize, applyChange, epochsAfter } from './config.js';
 export { Replica, DEFAULTS, bootstrapState, commandBytes, batchBytes } from './replica.js';
 export type { ReplicaOptions, ProposeResult, Role, ReplicaStats } from './replica.js';
-export { validateEnvelope, isLogPoint, LIMITS } from './validate.js';
+export { validateEnvelope, isLogPoint, isBallot, isCommand, LIMITS } from './validate.js';

@@ -23,7 +23,7 @@ const isId = (v: unknown, max: number = LIMITS.nodeIdLengthMax): v is string =>
   typeof v === 'string' && v.length <= max;
 const isNodeId = (v: unknown): v is string => isId(v) && (v as string).length > 0;
 
-function isBallot(v: unknown): v is Ballot {
+export function isBallot(v: unknown): v is Ballot {
   return isObj(v) && isCount(v.round) && isId(v.leader);
 }
 
@@ -36,7 +36,7 @@ function isChange(v: unknown): v is ConfigChange {
   );
 }
 
-function isCommand(v: unknown): v is Command {
+export function isCommand(v: unknown): v is Command {
   if (!isObj(v)) return false;
   if (v.kind === 'app') return v.data instanceof Uint8Array;
   if (v.kind === 'config') return isChange(v.change);
