@@ -615,6 +615,14 @@ export class Driver {
     // Only in the term the follower forwarded to (simulator seed 502629: a copy from before a
     // quick restart was proposed again in the leader's next term, its duplicate check gone).
     if (this.replica.currentRole !== 'leader' || !ballotEquals(this.replica.currentBallot, msg.ballot)) {
+      // A term of this node's own that it no longer leads may have taken the write: in an
+      // earlier process, or before the duplicate check forgot it. `not_leader` would say it was
+      // never taken, and the follower would send it again (review of 4b91980: a late copy
+      // after a quick restart was refused so, and the write applied twice).
+      if (msg.ballot.leader === this.parts.peerId) {
+        this.counters.forwardsRefused++;
+        return answer({ ok: false, refusal: { kind: 'outcome_unknown', message: `this node no longer leads the term (${msg.ballot.round}) the write was handed to` } });
+      }
       return answer({ ok: false, refusal: { kind: 'not_leader', leader: this.replica.currentLeader } });
     }
     this.counters.forwardsServed++;

@@ -166,13 +166,16 @@ test('a follower hands a client write to its leader on the consensus link and an
   assert.equal(n.driver.pendingWrites, 0);
 
   // As the receiver: a stranger is refused; a member's write on a node that does not lead is
-  // answered not_leader (never forwarded again); the same frame twice is answered once.
+  // answered not_leader (never forwarded again), unless it names a term of this node's own,
+  // which may have taken it (an earlier process): outcome_unknown; the same frame twice is
+  // answered once.
   n.sent.length = 0;
   n.deliver({ cluster: 'c', from: 'zed', to: 'a', msg: { type: 'fwd', id: 5, ballot: { round: 1, leader: 'a' }, cmd } });
-  n.deliver({ cluster: 'c', from: 'c', to: 'a', msg: { type: 'fwd', id: 9, ballot: { round: 1, leader: 'a' }, cmd } });
-  n.deliver({ cluster: 'c', from: 'c', to: 'a', msg: { type: 'fwd', id: 9, ballot: { round: 1, leader: 'a' }, cmd } });
+  n.deliver({ cluster: 'c', from: 'c', to: 'a', msg: { type: 'fwd', id: 9, ballot: { round: 1, leader: 'b' }, cmd } });
+  n.deliver({ cluster: 'c', from: 'c', to: 'a', msg: { type: 'fwd', id: 9, ballot: { round: 1, leader: 'b' }, cmd } });
+  n.deliver({ cluster: 'c', from: 'c', to: 'a', msg: { type: 'fwd', id: 10, ballot: { round: 1, leader: 'a' }, cmd } });
   const replies = n.sent.filter((e) => e.msg.type === 'fwd_reply').map((e) => ({ to: e.to, outcome: (e.msg as unknown as { outcome: { ok: boolean; refusal?: { kind: string } } }).outcome }));
-  assert.deepEqual(replies.map((r) => [r.to, r.outcome.refusal?.kind]), [['zed', 'unavailable'], ['c', 'not_leader']]);
+  assert.deepEqual(replies.map((r) => [r.to, r.outcome.refusal?.kind]), [['zed', 'unavailable'], ['c', 'not_leader'], ['c', 'outcome_unknown']]);
   assert.equal(n.sent.filter((e) => e.msg.type === 'fwd').length, 0, 'a forwarded write is never forwarded again');
 });
 

@@ -271,6 +271,8 @@ export class World {
   /** The hash chain value after each index, as the first replica to apply it computed it. */
   private readonly chainAt = new Map<number, string>();
   private readonly committedCmd = new Map<string, number>();
+  /** Proposals refused after they were handed over, as never taken (not_leader, unavailable). */
+  private readonly refusedNeverTaken = new Set<string>();
   /** The index each request id (client:seq) first applied at. */
   private readonly firstApplied = new Map<string, number>();
   /** Client commands handed to consensus, by their proposal id: the bytes proposed. */
@@ -776,6 +778,7 @@ export class World {
       const key = decodeAppCommand(cmd.data)?.proposal ?? '?';
       const sent = this.proposed.get(key);
       if (sent === undefined || Buffer.compare(sent, cmd.data) !== 0) throw new SimFailure(`slot ${entry.slot} commits a command no client proposed: ${key}`);
+      if (this.refusedNeverTaken.has(key)) throw new SimFailure(`slot ${entry.slot} commits ${key}, which was refused as never taken`);
       const earlier = this.committedCmd.get(key);
       if (earlier !== undefined) throw new SimFailure(`command ${key} committed twice, at slots ${earlier} and ${entry.slot}`);
       this.committedCmd.set(key, entry.slot);
@@ -1218,6 +1221,12 @@ export class World {
         // follower is no member): never taken, and sent again like one whose fate is unknown,
         // which is always safe.
         if (op.handedTo !== undefined) op.handedTo.refused = true;
+        // A refusal other than outcome_unknown says the write was never taken: it must never
+        // commit (review: a late copy of a forward was refused not_leader by a leader whose
+        // earlier process had proposed it, and production would send it again over HTTP).
+        const at = this.committedCmd.get(proposal);
+        if (at !== undefined) throw new SimFailure(`write ${proposal} was refused ${o.refusal.kind} after it committed at slot ${at}`);
+        this.refusedNeverTaken.add(proposal);
         this.writeUnknown(op);
       } else {
         refused = { leader: o.refusal.kind === 'not_leader' ? o.refusal.leader : null };
