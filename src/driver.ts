@@ -528,7 +528,11 @@ export class Driver {
     const result = this.replica.propose(cmd);
     if (!result.ok) {
       if (result.reason === 'not_leader') {
-        if (mayForward && result.leader !== null && result.leader !== this.parts.peerId) return this.forward(cmd, result.leader, done);
+        // A node outside the configuration (removed) does not forward: the leader would refuse
+        // it, and the client goes to the leader at once (simulator seed 703125).
+        if (mayForward && result.leader !== null && result.leader !== this.parts.peerId && isMember(this.replica.latestConfig, this.parts.peerId)) {
+          return this.forward(cmd, result.leader, done);
+        }
         return done({ ok: false, refusal: { kind: 'not_leader', leader: result.leader } });
       }
       const why = result.reason === 'busy' ? 'the proposal queue is full' : 'a membership change is in progress';

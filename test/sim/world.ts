@@ -34,7 +34,7 @@ import {
   type SlotValue,
   type StoredSlot,
 } from '../../src/consensus/index.js';
-import { Driver, type DriverClock, type DriverDefects } from '../../src/driver.js';
+import { Driver, type DriverClock, type DriverDefects, type ForwardMessage } from '../../src/driver.js';
 import { openMemoryEnv, type MemoryRoot } from '../../src/storage/memory-env.js';
 import type { WireEnvelope } from '../../src/net/transport.js';
 import { ControlledLog, MemoryLogStore } from '../../src/log/memory.js';
@@ -273,6 +273,10 @@ export class World {
   private readonly committedCmd = new Map<string, number>();
   /** Proposals refused after they were handed over, as never taken (not_leader, unavailable). */
   private readonly refusedNeverTaken = new Set<string>();
+  /** The client write being handed to a driver now, and the forwards sent for one (by
+   *  sender and forward id). */
+  private proposing: { op: Op; attempt: number; proposal: string } | null = null;
+  private readonly forwarded = new Map<string, { op: Op; attempt: number; proposal: string }>();
   /** The index each request id (client:seq) first applied at. */
   private readonly firstApplied = new Map<string, number>();
   /** Client commands handed to consensus, by their proposal id: the bytes proposed. */
@@ -702,6 +706,12 @@ export class World {
       }
       node.readIds.set(msg.id, node.incarnation);
     }
+    const fwd = env.msg as ForwardMessage;
+    if (fwd.type === 'fwd' && this.proposing !== null) this.forwarded.set(`${env.from}:${fwd.id}`, this.proposing);
+    if (fwd.type === 'fwd_reply' && !fwd.outcome.ok && fwd.outcome.refusal.kind !== 'outcome_unknown') {
+      const w = this.forwarded.get(`${env.to}:${fwd.id}`);
+      if (w !== undefined) this.neverTaken(w, fwd.outcome.refusal.kind);
+    }
     if (!this.connected(env.from, env.to)) return;
     if (this.faultsOn && this.netRng.chance(this.loss)) return;
     const copies = this.faultsOn && this.netRng.chance(this.dup) ? 2 : 1;
@@ -770,6 +780,20 @@ export class World {
       if (first === undefined) this.firstApplied.set(key, result.index);
       else if (first !== result.index) throw new SimFailure(`request ${key} applied twice: at index ${first}, and again at index ${result.index}`);
     });
+  }
+
+  /**
+   * A write refused, after it was handed over, as never taken (any refusal but
+   * outcome_unknown): it must never commit (review: a late copy of a forward was refused
+   * not_leader by a leader whose earlier process had proposed it, and production would send
+   * it again over HTTP). Counted when the leader sends its refusal, as the follower may die
+   * before it arrives (seed 703125).
+   */
+  private neverTaken(w: { op: Op; attempt: number; proposal: string }, kind: string): void {
+    if (w.op.attempt === w.attempt && w.op.handedTo !== undefined) w.op.handedTo.refused = true;
+    const at = this.committedCmd.get(w.proposal);
+    if (at !== undefined) throw new SimFailure(`write ${w.proposal} was refused ${kind} after it committed at slot ${at}`);
+    this.refusedNeverTaken.add(w.proposal);
   }
 
   private checkNewlyChosen(entry: Entry): void {
@@ -1206,6 +1230,7 @@ export class World {
     const leading = driver.replica.currentRole === 'leader';
     let refused: { leader: NodeId | null } | null = null;
     let handed = false;
+    this.proposing = { op, attempt, proposal };
     driver.propose({ kind: 'app', data }, (o) => {
       if (op.done || op.attempt !== attempt) return;
       if (o.ok) {
@@ -1220,18 +1245,13 @@ export class World {
         // A forwarded write the leader refused (it no longer led, its queue was full, or the
         // follower is no member): never taken, and sent again like one whose fate is unknown,
         // which is always safe.
-        if (op.handedTo !== undefined) op.handedTo.refused = true;
-        // A refusal other than outcome_unknown says the write was never taken: it must never
-        // commit (review: a late copy of a forward was refused not_leader by a leader whose
-        // earlier process had proposed it, and production would send it again over HTTP).
-        const at = this.committedCmd.get(proposal);
-        if (at !== undefined) throw new SimFailure(`write ${proposal} was refused ${o.refusal.kind} after it committed at slot ${at}`);
-        this.refusedNeverTaken.add(proposal);
+        this.neverTaken({ op, attempt, proposal }, o.refusal.kind);
         this.writeUnknown(op);
       } else {
         refused = { leader: o.refusal.kind === 'not_leader' ? o.refusal.leader : null };
       }
     });
+    this.proposing = null;
     if (refused !== null) return this.retryLater(op, (refused as { leader: NodeId | null }).leader);
     this.proposed.set(proposal, data);
     handed = true;
