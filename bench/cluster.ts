@@ -16,7 +16,9 @@
  * The HTTP client (node:http Agent with keepAlive, or undici's Agent behind global `fetch`)
  * is chosen by a short calibration against Pangea, and the winner drives both systems.
  * `--cpu-prof DIR` profiles the Pangea nodes (the inspector's sampling profiler, as
- * `node --cpu-prof`) and stops them with SIGTERM, so each writes DIR/<pid>.cpuprofile.
+ * `node --cpu-prof`) and stops them with SIGTERM, so each writes DIR/<pid>.cpuprofile, then
+ * prints where the leader's CPU went (whole run, and put at the highest concurrency) and a
+ * follower's, by stage and by function (profile-summary.ts).
  *
  * Every process started here is killed, and the temp dirs removed, on success, failure,
  * SIGINT or SIGTERM.
@@ -28,6 +30,7 @@ import { createServer } from 'node:net';
 import { cpus } from 'node:os';
 import { resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { formatSummary, readProfile, summarize } from './profile-summary.js';
 import { clusterView, isReady, killAll, removeDir, startNode, tempDir, waitFor, type TestNode } from '../test/cluster/harness.js';
 
 const KEYS_COUNT = 10_000;
@@ -438,10 +441,42 @@ function parseArgs(args: string[]): Args {
   return out;
 }
 
+/**
+ * The issue's profile mode: where the leader's CPU went over the whole run and during the
+ * heaviest write phase (put c=256), and a follower's in that phase.
+ */
+function printProfiles(dir: string, cluster: Cluster, followers: readonly string[], phases: readonly Phase[]): void {
+  const leaderAt = cluster.origins.findIndex((o) => !followers.includes(o));
+  const followerAt = cluster.origins.findIndex((o) => followers.includes(o));
+  const load = (i: number) => {
+    try {
+      return readProfile(`${dir}/${cluster.pids[i]}.cpuprofile`);
+    } catch (e) {
+      console.log(`no CPU profile for node ${i + 1} (pid ${cluster.pids[i]}): ${(e as Error).message}`);
+      return null;
+    }
+  };
+  const heavy = phases.find((p) => p.name === `put c=${CONCURRENCIES[CONCURRENCIES.length - 1]}`);
+  const leader = leaderAt >= 0 ? load(leaderAt) : null;
+  if (leader !== null) {
+    console.log(formatSummary(`\nleader (node ${leaderAt + 1}), whole run`, summarize(leader)).join('\n'));
+    if (heavy) console.log(formatSummary(`leader, ${heavy.name}`, summarize(leader, heavy)).join('\n'));
+  }
+  const follower = followerAt >= 0 ? load(followerAt) : null;
+  if (follower !== null && heavy) console.log(formatSummary(`follower (node ${followerAt + 1}), ${heavy.name}`, summarize(follower, heavy)).join('\n'));
+}
+
 /** CLOCK_MONOTONIC in µs: the clock of a .cpuprofile's startTime and timeDeltas. */
 const monotonicUs = (): number => Number(process.hrtime.bigint() / 1000n);
 
-async function benchSystem(system: System, cluster: Cluster, client: Client, seconds: number, out: Record<string, unknown>, phases: boolean): Promise<void> {
+/** A measured run of the bench, in CLOCK_MONOTONIC µs (warm-up excluded). */
+interface Phase {
+  readonly name: string;
+  readonly fromUs: number;
+  readonly toUs: number;
+}
+
+async function benchSystem(system: System, cluster: Cluster, client: Client, seconds: number, out: Record<string, unknown>, phases: Phase[] | null): Promise<void> {
   const w = system === 'pangea' ? pangeaWorkload() : etcdWorkload();
   const t0 = performance.now();
   await sendAll(client, cluster.origins, prepopulateReqs(system), PREPOPULATE_CONCURRENCY);
@@ -450,8 +485,9 @@ async function benchSystem(system: System, cluster: Cluster, client: Client, sec
   for (const op of RUNS) {
     const origins = op === 'put_followers' ? await followerOrigins(system, cluster.origins) : cluster.origins;
     for (const c of CONCURRENCIES) {
-      if (phases) console.log(`  (${op} c=${c} starts at ${monotonicUs()} µs monotonic, warm-up ${WARMUP_S} s)`);
+      const startUs = monotonicUs();
       const f = await closedLoop(client, origins, w[op === 'put_followers' ? 'put' : op], c, seconds);
+      phases?.push({ name: `${op} c=${c}`, fromUs: startUs + WARMUP_S * 1e6, toUs: monotonicUs() });
       for (const [k, v] of Object.entries(f)) out[`${system}_${op}_c${c}_${k}`] = v;
       console.log(
         `${system.padEnd(6)} ${op} c=${String(c).padEnd(3)} ${String(f.ops).padStart(6)} ops/s  p50 ${f.p50_ms} ms  p99 ${f.p99_ms} ms  max ${f.max_ms} ms` +
@@ -514,14 +550,17 @@ export async function run(args: string[]): Promise<void> {
       console.log(
         `client: ${client.name} (get c=${CALIBRATE_CONCURRENCY} on Pangea: node:http ${scores[0]} ops/s, fetch/undici ${scores[1]} ops/s)`,
       );
-      await benchSystem('pangea', pangea, client, opts.seconds, out, opts.cpuProfDir !== null);
+      const phases: Phase[] | null = opts.cpuProfDir !== null ? [] : null;
+      await benchSystem('pangea', pangea, client, opts.seconds, out, phases);
+      const followers = opts.cpuProfDir !== null ? await followerOrigins('pangea', pangea.origins) : [];
       await pangea.stop();
+      if (opts.cpuProfDir !== null && phases !== null) printProfiles(opts.cpuProfDir, pangea, followers, phases);
     }
     out.client = client.name;
     if (version && opts.only !== 'pangea') {
       const etcd = await startEtcd(`${root}/etcd`);
       clusters.push(etcd);
-      await benchSystem('etcd', etcd, client, opts.seconds, out, false);
+      await benchSystem('etcd', etcd, client, opts.seconds, out, null);
       await etcd.stop();
     }
     client.close();
