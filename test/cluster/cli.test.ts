@@ -1,0 +1,111 @@
+/**
+ * The `pangea` commands an operator runs against a live cluster (`kv`, `member`, `endpoint`),
+ * each as a real process (bin/run.js) against a real 3-node cluster: their output, their exit
+ * codes, and the refusals they pass on in one line.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { clusterView, killAll, leaderOf, removeDir, startCluster, tempDir, waitFor } from './harness.js';
+
+const RUN = fileURLToPath(new URL('../../../bin/run.js', import.meta.url));
+const root = tempDir('pangea-cli-');
+after(async () => {
+  await killAll();
+  removeDir(root);
+});
+
+interface Ran {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** `pangea ARGS` with the cluster's endpoints; never throws for a non-zero exit. */
+function pangea(endpoints: string, args: string[], input?: string): Promise<Ran> {
+  return new Promise((resolve, reject) => {
+    const child = execFile(process.execPath, [RUN, ...args], { timeout: 60_000, env: { ...process.env, PANGEA_ENDPOINTS: endpoints } }, (err, stdout, stderr) => {
+      const code = err === null ? 0 : typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : -1;
+      if (code === -1) return reject(err);
+      resolve({ code, stdout, stderr });
+    });
+    if (input !== undefined) child.stdin!.end(input);
+  });
+}
+
+test('pangea kv, member and endpoint against a live 3-node cluster', { timeout: 180_000 }, async () => {
+  const nodes = await startCluster(root, 3);
+  const leader = await leaderOf(nodes);
+  const follower = nodes.find((n) => n !== leader)!;
+  // One address given: a follower. Writes go through it; the others are learned.
+  const ep = follower.info.http;
+
+  // kv: put, get, conditional put refused with the current revision, range, txn, del.
+  const put = await pangea(ep, ['kv', 'put', 'greeting', 'hello']);
+  assert.equal(put.code, 0, put.stderr);
+  const rev = Number(/^revision (\d+) index \d+$/m.exec(put.stdout)?.[1]);
+  assert.ok(rev > 0, put.stdout);
+  assert.deepEqual(await pangea(ep, ['kv', 'get', 'greeting']), { code: 0, stdout: 'hello\n', stderr: '' });
+  const json = JSON.parse((await pangea(ep, ['kv', 'get', 'greeting', '--json', '--stale'])).stdout) as { value: string; revision: number };
+  assert.deepEqual([json.value, json.revision], ['hello', rev]);
+  const refused = await pangea(ep, ['kv', 'put', 'greeting', 'hi', '--if-match', String(rev + 1000)]);
+  assert.equal(refused.code, 1);
+  assert.match(refused.stderr, /precondition_failed/);
+  assert.equal((await pangea(ep, ['kv', 'put', 'config/a', '1'])).code, 0);
+  assert.equal((await pangea(ep, ['kv', 'put', 'config/b', '2'])).code, 0);
+  assert.equal((await pangea(ep, ['kv', 'range', '--prefix', 'config/'])).stdout, 'config/a\t1\nconfig/b\t2\n');
+  assert.equal((await pangea(ep, ['kv', 'range', '--prefix', 'config/', '--limit', '1'])).stdout, 'config/a\t1\n');
+  const txnFile = join(root, 'txn.json');
+  writeFileSync(txnFile, JSON.stringify({ compare: [{ key: 'config/a', target: 'value', op: '==', value: '1' }], success: [{ op: 'put', key: 'config/a', value: '10' }, { op: 'get', key: 'config/b' }] }));
+  const txn = JSON.parse((await pangea(ep, ['kv', 'txn', '--file', txnFile])).stdout) as { succeeded: boolean; results: { value?: string }[] };
+  assert.equal(txn.succeeded, true);
+  assert.equal(txn.results[1]!.value, '2');
+  const fromStdin = JSON.parse((await pangea(ep, ['kv', 'txn', '--file', '-'], JSON.stringify({ compare: [{ key: 'config/a', target: 'value', op: '==', value: '1' }] }))).stdout) as { succeeded: boolean };
+  assert.equal(fromStdin.succeeded, false, 'config/a is 10 now');
+  const badTxn = await pangea(ep, ['kv', 'txn', '--file', '-'], '{"compare": 3}');
+  assert.equal(badTxn.code, 2);
+  assert.match(badTxn.stderr, /--file: "compare" must be an array/);
+  assert.match((await pangea(ep, ['kv', 'del', 'greeting'])).stdout, /^deleted true index \d+$/m);
+  const gone = await pangea(ep, ['kv', 'get', 'greeting']);
+  assert.equal(gone.code, 1);
+  assert.match(gone.stderr, /greeting: not found/);
+
+  // member: the list names each node once and the leader; changes that make no sense are
+  // refused with the node's reason, in one line.
+  const list = await pangea(ep, ['member', 'list']);
+  assert.equal(list.code, 0, list.stderr);
+  for (const n of nodes) assert.match(list.stdout, new RegExp(`^${n.info.peerId}  voter${n === leader ? ' \\(leader\\)' : ''}  ${n.info.http}`, 'm'));
+  const bogus = await pangea(ep, ['member', 'add', '--peer-id', 'bogus', '--http', 'http://127.0.0.1:1', '--p2p', '/ip4/127.0.0.1/tcp/1']);
+  assert.equal(bogus.code, 1);
+  assert.match(bogus.stderr, /bad_request: .*peer/i);
+  const stranger = await pangea(ep, ['member', 'remove', '12D3KooWBxZGnFwtpuQKZ2H3ZxNn6Bps3N7GoXRLVWTmdM2MTcK3']);
+  assert.equal(stranger.code, 1);
+  assert.match(stranger.stderr, /not_found/);
+  const promote = await pangea(ep, ['member', 'promote', leader.info.peerId]);
+  assert.equal(promote.code, 1);
+  assert.match(promote.stderr, /is a voter already/);
+  assert.equal((await clusterView(ep)).members.length, 3, 'nothing changed');
+
+  // endpoint: every member asked directly; one down makes health fail and status say so.
+  const status = JSON.parse((await pangea(ep, ['endpoint', 'status', '--json'])).stdout) as { peerId: string; ready: boolean; leader: string }[];
+  assert.equal(status.length, 3);
+  assert.ok(status.every((s) => s.ready && s.leader === leader.info.peerId), JSON.stringify(status));
+  assert.equal((await pangea(ep, ['endpoint', 'health'])).code, 0);
+  const down = nodes.find((n) => n !== leader && n !== follower)!;
+  await down.kill('SIGKILL');
+  const health = await waitFor('health to fail', async () => {
+    const h = await pangea(ep, ['endpoint', 'health']);
+    return h.code === 1 ? h : null;
+  });
+  assert.match(health.stdout, new RegExp(`${down.info.http}  unhealthy: `));
+  assert.match(health.stderr, /1 of 3 members are not healthy/);
+  assert.match((await pangea(ep, ['endpoint', 'status'])).stdout, new RegExp(`${down.info.peerId}  voter  ${down.info.http}  unreachable`));
+
+  // Flags that make no sense exit 2, naming the flag.
+  const badEp = await pangea('not a url', ['kv', 'get', 'x']);
+  assert.equal(badEp.code, 2);
+  assert.match(badEp.stderr, /--endpoints: not a url is not a URL/);
+});
