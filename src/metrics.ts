@@ -27,6 +27,11 @@ export class Metrics {
     else new Counter({ ...common, collect() { this.reset(); for (const [l, n] of samples()) this.inc(l, n); } });
   }
 
+  /** A constant `_info` gauge: one sample, value 1, carrying `labels` (build info). */
+  info(name: string, help: string, labels: Record<string, string>): void {
+    new Gauge({ name, help, labelNames: Object.keys(labels), registers: [this.registry], collect() { this.set(labels, 1); } });
+  }
+
   /** An `_info` gauge whose one sample (value 1) carries `text` as its `error` label, while
    *  there is one. */
   lastError(name: string, help: string, read: () => string | null | undefined): void {

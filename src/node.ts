@@ -22,6 +22,9 @@ import type { KeyValue, MemberRecord, StateStore } from './state/state-store.js'
 import { Packr } from 'msgpackr';
 import { Metrics } from './metrics.js';
 
+/** How often a node looks whether its role or leader changed, to log it. */
+const ROLE_WATCH_MS = 250;
+
 export interface NodeTiming extends DriverTiming {
   /** How far (in indexes) behind the leader's commit /readyz still says ready. */
   readonly readyLagMax: number;
@@ -103,6 +106,10 @@ export class PangeaNode implements KvService {
   private members: MemberRecord[] = [];
   private segmentListener: ((bound: SegmentBound) => void) | null = null;
   private snapshotListener: (() => void) | null = null;
+  /** The role and leader last logged (watchRole). */
+  private roleWatch: ReturnType<typeof setInterval> | null = null;
+  private seenRole: string | null = null;
+  private seenLeader: string | null = null;
   /** Why client writes are refused now (the hot-log quota), or null. */
   private admission: () => string | null = () => null;
 
@@ -139,7 +146,18 @@ export class PangeaNode implements KvService {
         parts.onFatal?.(err, what);
       },
       onApplied: (entries) => {
-        if (entries.some((e) => e.batch.some((c) => c.kind === 'config'))) this.refreshMembers();
+        if (!entries.some((e) => e.batch.some((c) => c.kind === 'config'))) return;
+        this.refreshMembers();
+        for (const e of entries) {
+          for (const c of e.batch) {
+            if (c.kind !== 'config') continue;
+            const { op, node } = c.change;
+            this.logger.info('membership change applied', { op, peerId: node, slot: e.slot, index: e.index });
+            if (node === this.peerId && op === 'remove') {
+              this.logger.warn('this node was removed from the cluster: stop it (it takes no part in consensus once the removal governs)', { slot: e.slot });
+            }
+          }
+        }
       },
       onSegment: (bound) => this.segmentListener?.(bound),
       // Writes a follower forwards pass the leader's own admission (the hot-log quota), as
@@ -159,6 +177,24 @@ export class PangeaNode implements KvService {
   /** Starts ticking. The transport is started by the caller (it must know its addresses first). */
   start(): void {
     this.driver.start();
+    this.roleWatch ??= setInterval(() => this.watchRole(), ROLE_WATCH_MS).unref();
+  }
+
+  /** One log line whenever this node starts or stops leading, or follows another leader. */
+  private watchRole(): void {
+    const r = this.driver.replica;
+    const role = r.currentRole;
+    const leader = r.currentLeader;
+    if (role === this.seenRole && leader === this.seenLeader) return;
+    const ballot = r.currentBallot.round;
+    if (role === 'leader' && this.seenRole !== 'leader') this.logger.info('this node leads now: it won an election', { ballot });
+    else if (this.seenRole === 'leader' && role !== 'leader') this.logger.warn('this node no longer leads', { leader, ballot });
+    else if (leader !== this.seenLeader) {
+      if (leader === null) this.logger.warn('no leader known: an election is under way', { ballot });
+      else this.logger.info('following a leader', { leader, ballot });
+    }
+    this.seenRole = role;
+    this.seenLeader = leader;
   }
 
   /** Fail-stop (see NodeParts.onFatal): stops serving at once, tells the owner. */
@@ -167,6 +203,7 @@ export class PangeaNode implements KvService {
   }
 
   async stop(): Promise<void> {
+    if (this.roleWatch !== null) clearInterval(this.roleWatch);
     this.driver.stop();
     await new Promise<void>((resolve) => this.driver.whenLogIdle(resolve));
   }

@@ -6,7 +6,7 @@ import './polyfill.js';
 import { sleep } from './sleep.js';
 import { mkdir, readFile } from 'node:fs/promises';
 import { writeFileDurable } from './durable-file.js';
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Config } from './consensus/index.js';
 import type { PrivateKey } from '@libp2p/interface';
@@ -19,6 +19,7 @@ import { openStores, type Stores } from './stores.js';
 import { Metrics } from './metrics.js';
 import { ARCHIVE_KEY_FILE, CLUSTER_FILE, NODE_FILE, lockDataDir } from './data-dir.js';
 import { ENV_FILE } from './storage/env.js';
+import { PANGEA_VERSION } from './version.js';
 import { storageFailureCause, watchDataDir } from './fail-stop.js';
 import type { ArchiveSettings } from './state/command.js';
 import type { CesKey } from './ces/index.js';
@@ -250,6 +251,14 @@ async function assemble(opts: ServeOptions, hooks: ServerHooks, parts: Started):
   archive.start();
   parts.add(() => archive.stop());
   parts.add(watchDataDir(envPath, (why) => node.fail(new Error(why), 'checking the data dir')));
+  metrics.info('pangea_build_info', 'The Pangea build and the Node.js runtime this node runs.', { version: PANGEA_VERSION, node: process.version });
+  metrics.gauge('pangea_db_bytes', 'Size of the LMDB file on disk, free pages included (`pangea compact` gives those back on a stopped node).', () => {
+    try {
+      return statSync(envPath).size;
+    } catch {
+      return 0;
+    }
+  });
 
   await writeFileDurable(join(opts.dataDir, NODE_FILE), JSON.stringify({ pid: process.pid, peerId: identity.peerId, http, p2p: transport.addresses() }, null, 2));
 

@@ -37,7 +37,7 @@ function pangea(endpoints: string, args: string[], input?: string): Promise<Ran>
 }
 
 test('pangea kv, member and endpoint against a live 3-node cluster', { timeout: 180_000 }, async () => {
-  const nodes = await startCluster(root, 3);
+  const nodes = await startCluster(root, 3, ['--log-level', 'info']);
   const leader = await leaderOf(nodes);
   const follower = nodes.find((n) => n !== leader)!;
   // One address given: a follower. Writes go through it; the others are learned.
@@ -103,6 +103,14 @@ test('pangea kv, member and endpoint against a live 3-node cluster', { timeout: 
   assert.match(health.stdout, new RegExp(`${down.info.http}  unhealthy: `));
   assert.match(health.stderr, /1 of 3 members are not healthy/);
   assert.match((await pangea(ep, ['endpoint', 'status'])).stdout, new RegExp(`${down.info.peerId}  voter  ${down.info.http}  unreachable`));
+
+  // What an operator reads in the logs and metrics: elections, membership changes, the build.
+  await waitFor('the leader to log that it leads', () => /this node leads now: it won an election/.test(leader.output()));
+  assert.match(follower.output(), new RegExp(`following a leader.*${leader.info.peerId}`));
+  assert.match(follower.output(), /membership change applied.*"op":"add_learner"/);
+  const metrics = await (await fetch(`${leader.info.http}/metrics`)).text();
+  assert.match(metrics, /^pangea_build_info\{version="\d+\.\d+\.\d+[^"]*",node="v\d+[^"]*"\} 1$/m);
+  assert.ok(Number(/^pangea_db_bytes (\d+)$/m.exec(metrics)?.[1]) > 0, 'the LMDB file size');
 
   // Flags that make no sense exit 2, naming the flag.
   const badEp = await pangea('not a url', ['kv', 'get', 'x']);

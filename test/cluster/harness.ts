@@ -49,7 +49,8 @@ export interface StartOptions {
 }
 
 export async function startNode(opts: StartOptions): Promise<TestNode> {
-  const args = [RUN, 'serve', '--data-dir', opts.dataDir, '--http-listen', opts.httpListen ?? '127.0.0.1:0', '--log-level', 'warn'];
+  // Quiet by default; a test that reads the info lines passes its own --log-level.
+  const args = [RUN, 'serve', '--data-dir', opts.dataDir, '--http-listen', opts.httpListen ?? '127.0.0.1:0', ...(opts.extra?.includes('--log-level') ? [] : ['--log-level', 'warn'])];
   for (const a of opts.p2pListen ?? ['/ip4/127.0.0.1/udp/0/quic-v1', '/ip4/127.0.0.1/tcp/0']) args.push('--p2p-listen', a);
   if (opts.join) args.push('--join', opts.join);
   args.push(...(opts.extra ?? []));
