@@ -3,7 +3,7 @@
  * --data-dir`) see it: which cluster it belongs to, whether a node runs on it, and an
  * exclusive lock for tools that write to it.
  *
- * Files (written by `pangea serve`, src/server.ts): `cluster.json` ({ clusterId, genesis }),
+ * Files (written by `pangea serve`, src/server.ts): `cluster.json` ({ format, clusterId, genesis }),
  * `node.json` ({ pid, peerId, http, p2p } of the last `serve` started on it), and the LMDB
  * environment `pangea.mdb` (src/storage/env.ts). `serve` holds `prune.lock` while it runs, and
  * tools that write take it, so neither starts while the other works.
@@ -13,7 +13,7 @@
  * try { ... } finally { await lock.release(); }
  * ```
  */
-import { constants as fsConstants, existsSync, unlinkSync } from 'node:fs';
+import { constants as fsConstants, existsSync, readFileSync, unlinkSync } from 'node:fs';
 import { link, open, readFile, rename, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { syncDir } from './durable-file.js';
@@ -24,6 +24,26 @@ export const NODE_FILE = 'node.json';
 export const LOCK_FILE = 'prune.lock';
 /** The archive key generated at bootstrap (unless --archive-key-file names another). */
 export const ARCHIVE_KEY_FILE = 'archive.key';
+
+/**
+ * The data-format version a node records in `cluster.json` (`format`; absent means 1). The
+ * rule: a build reads every format up to its own and refuses a newer one, which a later build
+ * wrote (there is no downgrade: run that build, or restore the dir from a backup or the
+ * archive). A build that changes what it keeps on disk raises DATA_FORMAT and migrates older
+ * dirs at start, durably, before it serves.
+ */
+export const DATA_FORMAT = 1;
+
+/** The format `cluster.json`'s parsed contents record; throws what to do if this build cannot
+ *  read it. */
+export function checkDataFormat(file: { readonly format?: unknown }, where: string): number {
+  const format = file.format ?? 1;
+  if (typeof format !== 'number' || !Number.isInteger(format) || format < 1) throw new DataDirError('not_a_node', `${where}: "format" must be a whole number from 1, not ${JSON.stringify(format)}`);
+  if (format > DATA_FORMAT) {
+    throw new DataDirError('not_a_node', `${where}: data format ${format} was written by a newer Pangea; this build reads formats up to ${DATA_FORMAT}: run that newer build (there is no downgrade), or restore the data dir from a backup or the archive`);
+  }
+  return format;
+}
 
 /** Why a data dir cannot be used: `not_a_node` (usage) or `busy` (a node or tool holds it). */
 export class DataDirError extends Error {
@@ -41,6 +61,15 @@ export function checkNodeDir(dir: string): void {
   for (const f of [CLUSTER_FILE, ENV_FILE]) {
     if (!existsSync(join(dir, f))) throw new DataDirError('not_a_node', `${dir} is not a node's data dir: it has no ${f}`);
   }
+  const path = join(dir, CLUSTER_FILE);
+  let file: unknown;
+  try {
+    file = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (err) {
+    throw new DataDirError('not_a_node', `cannot read ${path}: ${(err as Error).message}`);
+  }
+  if (typeof file !== 'object' || file === null) throw new DataDirError('not_a_node', `${path} is not a JSON object`);
+  checkDataFormat(file, path);
 }
 
 /** The cluster id recorded in `dir/cluster.json`. */

@@ -17,7 +17,7 @@ import { Libp2pTransport } from './net/p2p.js';
 import { HttpApi } from './net/http.js';
 import { openStores, type Stores } from './stores.js';
 import { Metrics } from './metrics.js';
-import { ARCHIVE_KEY_FILE, CLUSTER_FILE, NODE_FILE, lockDataDir } from './data-dir.js';
+import { ARCHIVE_KEY_FILE, CLUSTER_FILE, DATA_FORMAT, NODE_FILE, checkDataFormat, lockDataDir } from './data-dir.js';
 import { ENV_FILE } from './storage/env.js';
 import { PANGEA_VERSION } from './version.js';
 import { storageFailureCause, watchDataDir } from './fail-stop.js';
@@ -44,6 +44,8 @@ import type { ServeOptions } from './config.js';
  * joiner starts from, genesis, may name only voters long gone).
  */
 interface ClusterFile {
+  /** DATA_FORMAT when written (data-dir.ts: what this build can read). */
+  readonly format?: number;
   readonly clusterId: string;
   readonly genesis: Config;
   readonly joining?: { readonly url: string; readonly archive: ArchiveSettings | null; readonly sponsor?: string | null } | undefined;
@@ -153,7 +155,7 @@ async function assemble(opts: ServeOptions, hooks: ServerHooks, parts: Started):
   // The key first, then the cluster file, then the log: each is durable before the next
   // names it, so a power cut anywhere leaves a data dir that restarts. A cluster restored
   // from an archive is recorded once restored (a cut midway redoes the restore).
-  const writeClusterFile = (): Promise<void> => writeFileDurable(clusterPath, JSON.stringify(cluster, null, 2));
+  const writeClusterFile = (): Promise<void> => writeFileDurable(clusterPath, JSON.stringify({ format: DATA_FORMAT, ...cluster }, null, 2));
   if (!resuming && opts.archive.restoreFrom === undefined) await writeClusterFile();
   if (joining !== null && !stores.state.bootstrapped() && archiveKey !== null && joining.archive !== null) {
     await restoreForJoin(joining, archiveKey, stores, opts.archive.checkpoints, logger);
@@ -270,7 +272,7 @@ async function assemble(opts: ServeOptions, hooks: ServerHooks, parts: Started):
       async (joined) => {
         if (!joined) return;
         sponsor = null;
-        await writeFileDurable(clusterPath, JSON.stringify({ clusterId: cluster.clusterId, genesis: cluster.genesis }, null, 2));
+        await writeFileDurable(clusterPath, JSON.stringify({ format: cluster.format ?? DATA_FORMAT, clusterId: cluster.clusterId, genesis: cluster.genesis }, null, 2));
       },
       (err: unknown) => {
         logger.error('joining failed', { err });
@@ -399,6 +401,7 @@ async function readClusterFile(path: string): Promise<ClusterFile> {
     throw new Error(`cannot read ${path}: ${(err as Error).message}; copy it from another node of this cluster (every node's is the same but for "joining")`);
   }
   if (typeof file.clusterId !== 'string' || typeof file.genesis !== 'object' || file.genesis === null) throw new Error(`${path} names no clusterId and genesis`);
+  checkDataFormat(file, path);
   return file as ClusterFile;
 }
 

@@ -4,9 +4,10 @@
  * node, a named key file that is not there, and a join the cluster refuses (admin token).
  */
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
+import { checkNodeDir, DATA_FORMAT } from '../../src/data-dir.js';
 import { killAll, removeDir, startNode, tempDir, waitFor, isReady, type TestNode } from './harness.js';
 
 const root = tempDir();
@@ -38,3 +39,17 @@ test('serve refuses a data dir of another cluster, --restore-from on a node, a m
   assert.equal(await exitOf(e), 1);
   assert.match(e.output(), /refused this node \(401\): the cluster needs its admin token: give it with --admin-token-file/);
 });
+
+test('serve and the offline tools refuse a data dir of a newer data format, naming what to do', { timeout: 120_000 }, async () => {
+  const dir = join(root, 'future');
+  const f = await startNode({ dataDir: dir });
+  await waitFor('f ready', () => isReady(f));
+  await f.kill('SIGTERM');
+  const file = join(dir, 'cluster.json');
+  const cluster = JSON.parse(readFileSync(file, 'utf8')) as { format?: number };
+  assert.equal(cluster.format, DATA_FORMAT, 'a new data dir records its format');
+  writeFileSync(file, JSON.stringify({ ...cluster, format: DATA_FORMAT + 1 }));
+  await assert.rejects(startNode({ dataDir: dir }), new RegExp(`data format ${DATA_FORMAT + 1} was written by a newer Pangea; this build reads formats up to ${DATA_FORMAT}`));
+  assert.throws(() => checkNodeDir(dir), /data format .* was written by a newer Pangea/);
+});
+
