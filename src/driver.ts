@@ -157,6 +157,8 @@ export interface DriverParts {
   readonly defects?: DriverDefects;
   /** A write to the log or the state failed: the node has stopped; the owner ends it. */
   readonly onFatal?: (err: unknown, what: string) => void;
+  /** Latency histograms (the node's metrics); never consulted by any decision. */
+  readonly observe?: DriverObserver;
   /** After each apply: the entries and their results (membership, metrics, the simulator's checks). */
   readonly onApplied?: (entries: readonly Entry[], results: readonly ApplyResult[]) => void;
   /** Each archive segment boundary, right after the state there is committed. */
@@ -172,6 +174,18 @@ export interface DriverParts {
 interface PendingWrite {
   readonly done: (o: WriteOutcome) => void;
   readonly cancel: () => void;
+  /** clock.now() when proposed (the commit latency histogram). */
+  readonly at: number;
+}
+
+/** Latencies the driver measures on its own clock, for the node's histograms (ms). */
+export interface DriverObserver {
+  /** A log batch: handed to the log until durable. */
+  logWrite?(ms: number): void;
+  /** One apply of committed entries (its transaction included). */
+  apply?(ms: number, entries: number): void;
+  /** A write of this node's: proposed until applied and answered. */
+  commit?(ms: number): void;
 }
 
 interface PendingRead {
@@ -412,8 +426,10 @@ export class Driver {
         this.replica.persisted(seq);
         this.scheduleDrain();
       }
+      const handedAt = this.parts.clock.now();
       this.parts.log.write(persist, (err) => {
         this.writesInFlight--;
+        this.parts.observe?.logWrite?.(this.parts.clock.now() - handedAt);
         if (this.writesInFlight === 0) this.wakeIdle();
         if (err !== undefined) return this.fail(err, 'writing the log');
         if (this.stopped || early) return;
@@ -454,7 +470,10 @@ export class Driver {
   }
 
   private apply(entries: readonly Entry[]): void {
+    const started = this.parts.clock.now();
     const results = this.parts.state.apply(entries, this.parts.onSegment);
+    const now = this.parts.clock.now();
+    this.parts.observe?.apply?.(now - started, entries.length);
     this.counters.commits += entries.length;
     let i = 0;
     for (const entry of entries) {
@@ -464,6 +483,7 @@ export class Driver {
         if (pending !== undefined && result !== undefined) {
           this.writes.delete(cmd);
           pending.cancel();
+          this.parts.observe?.commit?.(now - pending.at);
           pending.done({ ok: true, result });
         }
       }
@@ -544,7 +564,7 @@ export class Driver {
       if (!this.writes.delete(cmd)) return;
       done({ ok: false, refusal: { kind: 'outcome_unknown', message: `no outcome within ${this.parts.timing.proposalTimeoutMs} ms; it may still be applied` } });
     });
-    this.writes.set(cmd, { done, cancel });
+    this.writes.set(cmd, { done, cancel, at: this.parts.clock.now() });
   }
 
   // ------------------------------------------------------------------------------------

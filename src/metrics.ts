@@ -5,6 +5,9 @@
  */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 
+/** Buckets of the latency histograms, in seconds: 100 µs (an fsync on a fast disk) to 10 s. */
+const LATENCY_BUCKETS_S = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10];
+
 /** A label value, cut to this many characters (error texts). */
 const LABEL_CHARS_MAX = 200;
 
@@ -51,6 +54,13 @@ export class Metrics {
       registers: [this.registry],
     });
     return (route, method, status, s) => seconds.observe({ route, method, status: String(status) }, s);
+  }
+
+  /** A histogram of durations in seconds, observed in milliseconds (latencies the driver
+   *  measures: log writes, applies, commits). */
+  latency(name: string, help: string): (ms: number) => void {
+    const h = new Histogram({ name, help, buckets: LATENCY_BUCKETS_S, registers: [this.registry] });
+    return (ms) => h.observe(ms / 1000);
   }
 
   /** The Prometheus text exposition. */

@@ -160,6 +160,11 @@ export class PangeaNode implements KvService {
         }
       },
       onSegment: (bound) => this.segmentListener?.(bound),
+      observe: {
+        logWrite: this.registry.latency('pangea_log_write_seconds', 'Log batches, from hand-over to LMDB until durable (commit and fsync).'),
+        apply: this.registry.latency('pangea_apply_seconds', 'Applies of committed entries to the state machine, its LMDB transaction included.'),
+        commit: this.registry.latency('pangea_commit_seconds', "This node's own writes, from proposal until applied and answered (forwarded ones: on the leader)."),
+      },
       // Writes a follower forwards pass the leader's own admission (the hot-log quota), as
       // its own do; settings never wait for it (archiving, which frees the quota, needs them).
       admitForwarded: (cmd) => (cmd.kind === 'app' && isSettingsOp(decodeAppCommand(cmd.data)?.op) ? null : this.admission()),

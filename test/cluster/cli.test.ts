@@ -111,6 +111,9 @@ test('pangea kv, member and endpoint against a live 3-node cluster', { timeout: 
   const metrics = await (await fetch(`${leader.info.http}/metrics`)).text();
   assert.match(metrics, /^pangea_build_info\{version="\d+\.\d+\.\d+[^"]*",node="v\d+[^"]*"\} 1$/m);
   assert.ok(Number(/^pangea_db_bytes (\d+)$/m.exec(metrics)?.[1]) > 0, 'the LMDB file size');
+  for (const h of ['pangea_log_write_seconds', 'pangea_apply_seconds', 'pangea_commit_seconds']) {
+    assert.ok(Number(new RegExp(`^${h}_count (\\d+)$`, 'm').exec(metrics)?.[1]) > 0, `${h} observed writes (forwarded ones count on the leader)`);
+  }
 
   // Flags that make no sense exit 2, naming the flag.
   const badEp = await pangea('not a url', ['kv', 'get', 'x']);
