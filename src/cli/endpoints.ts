@@ -57,3 +57,60 @@ export async function endpointStatuses(client: PangeaClient): Promise<EndpointSt
     }),
   );
 }
+
+/** A member's /metrics, as text, or why it could not be read. */
+export interface MemberMetrics {
+  readonly peerId: string;
+  readonly http: string;
+  readonly text: string | null;
+  readonly reason?: string;
+}
+
+export async function memberMetrics(client: PangeaClient): Promise<MemberMetrics[]> {
+  const members = await client.members();
+  return Promise.all(
+    members.map(async (m): Promise<MemberMetrics> => {
+      if (m.http === '') return { peerId: m.peerId, http: m.http, text: null, reason: 'no HTTP address recorded' };
+      try {
+        const r = await fetchText(`${m.http}/metrics`);
+        if (r.status !== 200) return { peerId: m.peerId, http: m.http, text: null, reason: `HTTP ${r.status}` };
+        return { peerId: m.peerId, http: m.http, text: r.text };
+      } catch (err) {
+        const e = err as { message?: string; cause?: { message?: string } };
+        return { peerId: m.peerId, http: m.http, text: null, reason: e.cause?.message ?? e.message ?? String(err) };
+      }
+    }),
+  );
+}
+
+/** The samples of metric `name` in Prometheus text: labels (unescaped) and value. */
+export function samples(text: string, name: string): { labels: Record<string, string>; value: number }[] {
+  const out: { labels: Record<string, string>; value: number }[] = [];
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name) || (line[name.length] !== ' ' && line[name.length] !== '{')) continue;
+    const labels: Record<string, string> = {};
+    let rest = line.slice(name.length);
+    if (rest.startsWith('{')) {
+      const end = rest.lastIndexOf('}');
+      for (const m of rest.slice(1, end).matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) labels[m[1]!] = m[2]!.replace(/\\(.)/g, (_, c: string) => (c === 'n' ? '\n' : c));
+      rest = rest.slice(end + 1);
+    }
+    out.push({ labels, value: Number(rest.trim()) });
+  }
+  return out;
+}
+
+/** What needs an operator's attention on one member, from its metrics. */
+export function alarmsOf(text: string): string[] {
+  const out: string[] = [];
+  if (samples(text, 'pangea_hot_quota_alarm').some((s) => s.value === 1)) out.push('hot_quota: the hot log is at its quota; client writes are refused until the archive catches up');
+  for (const s of samples(text, 'pangea_archive_last_error_info')) out.push(`archive: ${s.labels.error ?? '?'}`);
+  for (const s of samples(text, 'pangea_prune_last_error_info')) out.push(`prune: ${s.labels.error ?? '?'}`);
+  const stalled = samples(text, 'pangea_commit_stalled_seconds')[0]?.value ?? 0;
+  if (stalled >= STALL_ALARM_S) out.push(`commit_stalled: writes have waited ${Math.round(stalled)} s with the commit index standing still`);
+  if (samples(text, 'pangea_ready')[0]?.value === 0) out.push('not_ready: /readyz answers 503');
+  return out;
+}
+
+/** A commit index standing still this long while writes wait is an alarm. */
+const STALL_ALARM_S = 5;

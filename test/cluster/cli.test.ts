@@ -89,6 +89,13 @@ test('pangea kv, member and endpoint against a live 3-node cluster', { timeout: 
   assert.match(promote.stderr, /is a voter already/);
   assert.equal((await clusterView(ep)).members.length, 3, 'nothing changed');
 
+  // version and alarm list: every member's build; no alarm on a healthy cluster.
+  const versions = JSON.parse((await pangea(ep, ['version', '--cluster', '--json'])).stdout) as { self: { version: string }; members: { version?: string }[] };
+  assert.equal(versions.members.length, 3);
+  assert.ok(versions.members.every((m) => m.version === versions.self.version), JSON.stringify(versions));
+  assert.match((await pangea(ep, ['version'])).stdout, /^pangea \d+\.\d+\.\d+.* \(node v\d+.*, data format \d+\)$/m);
+  assert.deepEqual(await pangea(ep, ['alarm', 'list']), { code: 0, stdout: '', stderr: '' });
+
   // endpoint: every member asked directly; one down makes health fail and status say so.
   const status = JSON.parse((await pangea(ep, ['endpoint', 'status', '--json'])).stdout) as { peerId: string; ready: boolean; leader: string }[];
   assert.equal(status.length, 3);
@@ -103,6 +110,7 @@ test('pangea kv, member and endpoint against a live 3-node cluster', { timeout: 
   assert.match(health.stdout, new RegExp(`${down.info.http}  unhealthy: `));
   assert.match(health.stderr, /1 of 3 members are not healthy/);
   assert.match((await pangea(ep, ['endpoint', 'status'])).stdout, new RegExp(`${down.info.peerId}  voter  ${down.info.http}  unreachable`));
+  assert.match((await pangea(ep, ['alarm', 'list'])).stdout, new RegExp(`^${down.info.peerId}  ${down.info.http}  unreachable: `, 'm'));
 
   // What an operator reads in the logs and metrics: elections, membership changes, the build.
   await waitFor('the leader to log that it leads', () => /this node leads now: it won an election/.test(leader.output()));
