@@ -43,11 +43,14 @@ test('with the store down the hot log fills to its quota and writes get 503; wit
   const port = (s3 as TestS3 & { port: number }).port;
   const keyFile = join(root, 'archive.key');
   await writeNewKeyFile(keyFile);
+  // The quota leaves the healthy phase about 4x its steady hot log (~20 KB: a segment, the
+  // retention, the archive's delay): at 40 KB, a 2 s pause of the archiver or s3rver on a busy
+  // 2-core machine filled it and soak saw the node not ready (CI on Node 24, once).
   const node = await startNode({
     dataDir: join(root, 'n1'),
     extra: [
       '--archive-key-file', keyFile, '--archive-url', s3.url('quota'), '--segment-entries', '20', '--snapshot-segments', '1', '--archive-delay-entries', '2', '--archive-delay', '0s',
-      '--archive-interval', '100ms', '--prune-interval', '200ms', '--hot-retention', '10', '--hot-quota-bytes', '40960',
+      '--archive-interval', '100ms', '--prune-interval', '200ms', '--hot-retention', '10', '--hot-quota-bytes', '81920',
     ],
   });
   await waitFor('node ready', async () => (await fetch(`${node.info.http}/readyz`)).status === 200);
