@@ -159,7 +159,7 @@ interface Op {
   /** The replica and ballot that took it: a leader that steps down drops what it queued. */
   /** Where the last attempt went: the node, its ballot then, when, and whether it led (a
    *  follower forwards the write to the leader it knows). */
-  handedTo?: { node: NodeId; ballot: string; at: number; leading: boolean; via: NodeId | null; refused?: boolean };
+  handedTo?: { node: NodeId; ballot: string; at: number; leading: boolean; via: NodeId | null; proposal: string; refused?: boolean };
   /** Writes: the attempt in flight (a write whose outcome is unknown is sent again, with the
    *  same request id, as `PangeaClient` does: it must apply once). */
   attempt: number;
@@ -1257,7 +1257,7 @@ export class World {
     handed = true;
     if (!op.handed) this.history.push(op);
     op.handed = true;
-    op.handedTo = { node: node.id, ballot, at: this.now, leading, via: leading ? null : driver.replica.currentLeader };
+    op.handedTo = { node: node.id, ballot, at: this.now, leading, via: leading ? null : driver.replica.currentLeader, proposal };
     this.leaderHint[op.client] = node.id;
     this.schedule(WRITE_TIMEOUT, { kind: 'timeout', op, attempt });
   }
@@ -1382,7 +1382,9 @@ export class World {
         op.handedTo.ballot === ballot &&
         op.handedTo.refused !== true &&
         op.handedTo.at <= end - WRITE_TIMEOUT &&
-        (!op.done || op.ret === Infinity),
+        // An unknown outcome is what the client saw, not what the log holds: a forwarder that
+        // died after handing the write on leaves it unknown, committed or not (seed 42162).
+        (!op.done || (op.ret === Infinity && !this.committedCmd.has(op.handedTo.proposal))),
     );
     const finalOps = this.history.filter((op) => op.finalPhase && op.done && op.ret !== Infinity);
     if (finalOps.length === 0) throw new SimFailure(`no client operation completed in the ${FINAL_TICKS} ticks after healing`);
