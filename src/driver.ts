@@ -361,6 +361,19 @@ export class Driver {
     for (let ready = this.replica.ready(); ready !== null && !this.stopped; ready = this.replica.ready()) {
       this.perform(ready);
     }
+    this.refuseDropped();
+  }
+
+  /** Writes a leader queued and dropped unproposed when it stepped down are in no slot:
+   *  their clients hear so now (safe to retry elsewhere), not at the proposal timeout. */
+  private refuseDropped(): void {
+    for (const cmd of this.replica.takeDropped()) {
+      const pending = this.writes.get(cmd);
+      if (pending === undefined) continue;
+      this.writes.delete(cmd);
+      pending.cancel();
+      pending.done({ ok: false, refusal: { kind: 'unavailable', message: 'the leader stepped down before proposing it: it was not applied; retry' } });
+    }
   }
 
   /**

@@ -125,6 +125,34 @@ test('a one-node cluster elects itself, commits in order and only after its writ
   assert.equal(after.commit.at(-1)!.index, 1, 'the first command takes index 1');
 });
 
+test('a leader that steps down hands back its queued commands, never proposed, and only those (review: their clients waited for the proposal timeout)', () => {
+  const r = new Replica({ id: 'a', cluster: 'c1', random: () => 0.5, alpha: 1, batchCommandsMax: 1 }, bootstrapState({ voters: ['a', 'b', 'c'], learners: [] }));
+  let round = 0;
+  for (let i = 0; i < 100 && round === 0; i++) {
+    r.tick();
+    const msg = r.ready()?.send.find((e) => e.msg.type === 'prevote')?.msg;
+    if (msg?.type === 'prevote') round = msg.round;
+  }
+  r.step({ cluster: 'c1', from: 'b', to: 'a', msg: { type: 'prevote_reply', round, granted: true } } satisfies Envelope);
+  const ballot = { round, leader: 'a' };
+  r.persisted(r.ready()!.persistSeq);
+  r.step({ cluster: 'c1', from: 'b', to: 'a', msg: { type: 'promise', ballot, commit: 0, compacted: 0, accepted: [] } } satisfies Envelope);
+  assert.equal(r.currentRole, 'leader');
+  const cmd = (s: string): Command => ({ kind: 'app', data: new TextEncoder().encode(s) });
+  const commands = [cmd('x'), cmd('y'), cmd('z')];
+  for (const c of commands) assert.deepEqual(r.propose(c), { ok: true });
+  const proposed = r.ready()!.persist.flatMap((op) => (op.kind === 'slot' ? op.slot.batch : []));
+  assert.deepEqual(r.takeDropped(), [], 'nothing is dropped while it leads');
+  // b leads in a later round: a steps down with what the window of one slot left queued.
+  r.step({ cluster: 'c1', from: 'b', to: 'a', msg: { type: 'heartbeat', ballot: { round: round + 1, leader: 'b' }, commit: 0, seq: 1 } } satisfies Envelope);
+  assert.notEqual(r.currentRole, 'leader');
+  const dropped = r.takeDropped();
+  assert.ok(dropped.length > 0, 'some were still queued');
+  for (const c of dropped) assert.ok(!proposed.includes(c), 'a dropped command was never in a slot');
+  assert.deepEqual([...proposed.filter((c) => commands.includes(c)), ...dropped], commands, 'every command is either in a slot or handed back, in order');
+  assert.deepEqual(r.takeDropped(), [], 'handed back once');
+});
+
 test('a stranger whose commit is ahead gets a vote (it may be a voter added since); one at or behind gets nothing (seed 202142)', () => {
   const boot = bootstrapState({ voters: ['a', 'b', 'c'], learners: [] });
   const at10 = { ...boot.base, slot: 10, index: 7 };

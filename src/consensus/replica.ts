@@ -245,6 +245,8 @@ export class Replica {
   private readonly inflight = new Map<number, Inflight>();
   private queue: Command[] = [];
   private queueBytes = 0;
+  /** Commands dropped from the queue when this node stopped leading: in no slot, ever. */
+  private dropped: Command[] = [];
   private configInFlight = false;
   private heartbeatElapsed = 0;
   private checkQuorumElapsed = 0;
@@ -383,6 +385,15 @@ export class Replica {
   get latestEpoch(): ConfigEpoch {
     return this.epochs[this.epochs.length - 1]!;
   }
+  /** The commands dropped unproposed (never in any slot) since the last call: a leader
+   *  that stepped down had them queued. Their proposers may tell clients they were not
+   *  taken, rather than wait for a timeout. */
+  takeDropped(): Command[] {
+    const out = this.dropped;
+    this.dropped = [];
+    return out;
+  }
+
   get queuedCommands(): number {
     return this.queue.length;
   }
@@ -811,9 +822,10 @@ export class Replica {
     this.recoverThrough = 0;
   }
 
-  /** Leaves leadership: queued commands are dropped, pending reads fail. */
+  /** Leaves leadership: queued commands are dropped (takeDropped), pending reads fail. */
   private stepDown(): void {
     this.inflight.clear();
+    for (const c of this.queue) this.dropped.push(c);
     this.queue = [];
     this.queueBytes = 0;
     this.configInFlight = false;
