@@ -551,6 +551,9 @@ export class Driver {
   /**
    * Hands `cmd` to consensus; `done` gets its result once applied (here, or on the leader a
    * follower forwarded it to), or why not. Only client writes (`app` commands) are forwarded.
+   * Each call needs a Command object of its own: writes are known by object identity, and a
+   * write handed back unproposed is refused `unavailable` (refuseDropped), which would be
+   * wrong for another copy of the same object in a slot.
    */
   propose(cmd: Command, done: (o: WriteOutcome) => void): void {
     this.proposeHere(cmd, done, this.parts.forwardWrites !== false && cmd.kind === 'app');

@@ -803,6 +803,9 @@ export class Replica {
     // commits all of those, which is what reads and configuration changes wait for.
     this.firstOwnSlot = this.recoverThrough + 1;
     this.inflight.clear();
+    // Empty here (only a leader queues, and leaving the lead drops the queue), but never
+    // lose a write silently should that change.
+    for (const c of this.queue) this.dropped.push(c);
     this.queue = [];
     this.queueBytes = 0;
     this.configInFlight = false;
