@@ -376,22 +376,26 @@ export function resolveServeOptions(sources: ServeSources): ServeOptions {
   return options;
 }
 
+/** The token in an `--admin-token-file` (serve, and the commands that change membership);
+ *  throws an Error naming the flag, never the token. */
+export async function readAdminTokenFile(path: string): Promise<string> {
+  let token: string;
+  try {
+    token = (await readFile(path, 'utf8')).trim();
+  } catch (err) {
+    throw new Error(`--admin-token-file: cannot read ${path}: ${(err as Error).message}`);
+  }
+  if (token === '') throw new Error(`--admin-token-file: ${path} is empty`);
+  return token;
+}
+
 /**
  * Reads the files the settings name, as `serve --dry-run` promises: the admin token file must
  * hold a token and the archive key file (when given) a key (src/ces/keys.ts). Throws an Error
  * naming the setting; never puts a secret in it.
  */
 export async function checkServeFiles(options: ServeOptions): Promise<void> {
-  const path = options.adminTokenFile;
-  if (path !== undefined) {
-    let token: string;
-    try {
-      token = (await readFile(path, 'utf8')).trim();
-    } catch (err) {
-      throw new Error(`--admin-token-file: cannot read ${path}: ${(err as Error).message}`);
-    }
-    if (token === '') throw new Error(`--admin-token-file: ${path} is empty`);
-  }
+  if (options.adminTokenFile !== undefined) await readAdminTokenFile(options.adminTokenFile);
   if (options.archive.keyFile !== undefined) {
     try {
       await readKeyFile(options.archive.keyFile);

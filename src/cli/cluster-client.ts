@@ -3,9 +3,9 @@
  * the flags that say where the cluster is and how long to try, a `PangeaClient` built from
  * them, and how its errors are reported (one line, exit 1; bad flags exit 2).
  */
-import { readFileSync } from 'node:fs';
 import { Flags, type Command } from '@oclif/core';
 import { PangeaClient, PangeaError } from '../client.js';
+import { readAdminTokenFile } from '../config.js';
 
 export const ENDPOINTS_DEFAULT = 'http://127.0.0.1:7070';
 
@@ -44,17 +44,9 @@ export function endpointList(flags: ClusterFlagValues): string[] {
   return list;
 }
 
-function clientFrom(flags: ClusterFlagValues): PangeaClient {
-  let adminToken: string | undefined;
+async function clientFrom(flags: ClusterFlagValues): Promise<PangeaClient> {
   const file = flags['admin-token-file'];
-  if (file !== undefined) {
-    try {
-      adminToken = readFileSync(file, 'utf8').trim();
-    } catch (err) {
-      throw new Error(`--admin-token-file: cannot read ${file}: ${(err as Error).message}`);
-    }
-    if (adminToken === '') throw new Error(`--admin-token-file: ${file} is empty`);
-  }
+  const adminToken = file === undefined ? undefined : await readAdminTokenFile(file);
   return new PangeaClient({ endpoints: endpointList(flags), deadlineMs: flags['deadline-ms'], ...(adminToken !== undefined ? { adminToken } : {}) });
 }
 
@@ -68,7 +60,7 @@ export function fail(cmd: Command, message: string, code: number): never {
 export async function withClient<T>(cmd: Command, flags: ClusterFlagValues, fn: (c: PangeaClient) => Promise<T>): Promise<T> {
   let client: PangeaClient;
   try {
-    client = clientFrom(flags);
+    client = await clientFrom(flags);
   } catch (err) {
     fail(cmd, (err as Error).message, 2);
   }

@@ -32,6 +32,12 @@ async function fetchText(url: string): Promise<{ status: number; text: string }>
   }
 }
 
+/** Why a fetch failed, as fetch's cause says it (ECONNREFUSED ...), else its message. */
+function failure(err: unknown): string {
+  const e = err as { message?: string; cause?: { message?: string } };
+  return e.cause?.message ?? e.message ?? String(err);
+}
+
 export async function endpointStatuses(client: PangeaClient): Promise<EndpointStatus[]> {
   const members = await client.members();
   return Promise.all(
@@ -51,8 +57,7 @@ export async function endpointStatuses(client: PangeaClient): Promise<EndpointSt
           appliedIndex: v.appliedIndex,
         };
       } catch (err) {
-        const e = err as { message?: string; cause?: { message?: string } };
-        return { ...base, reachable: false, ready: false, reason: e.cause?.message ?? e.message ?? String(err) };
+        return { ...base, reachable: false, ready: false, reason: failure(err) };
       }
     }),
   );
@@ -76,8 +81,7 @@ export async function memberMetrics(client: PangeaClient): Promise<MemberMetrics
         if (r.status !== 200) return { peerId: m.peerId, http: m.http, text: null, reason: `HTTP ${r.status}` };
         return { peerId: m.peerId, http: m.http, text: r.text };
       } catch (err) {
-        const e = err as { message?: string; cause?: { message?: string } };
-        return { peerId: m.peerId, http: m.http, text: null, reason: e.cause?.message ?? e.message ?? String(err) };
+        return { peerId: m.peerId, http: m.http, text: null, reason: failure(err) };
       }
     }),
   );
