@@ -642,6 +642,16 @@ export class Driver {
       if (this.stopped) return;
       this.parts.net.send([{ cluster: this.parts.clusterId, from: this.parts.peerId, to: from, msg: { type: 'fwd_reply', id: msg.id, outcome } }]);
     };
+    // First: a term of this node's own that it no longer leads may have taken the write (in an
+    // earlier process, or before the duplicate check forgot it), so any refusal of it would be
+    // a lie that the follower acts on by sending it again (review of 4b91980: a late copy after
+    // a quick restart was refused not_leader; review of aa5dc9b: the membership and admission
+    // refusals below came first and said unavailable).
+    const leading = this.replica.currentRole === 'leader' && ballotEquals(this.replica.currentBallot, msg.ballot);
+    if (!leading && msg.ballot.leader === this.parts.peerId) {
+      this.counters.forwardsRefused++;
+      return answer({ ok: false, refusal: { kind: 'outcome_unknown', message: `this node no longer leads the term (${msg.ballot.round}) the write was handed to` } });
+    }
     // Only a member may hand us writes (the transport authenticated `from`). One that is not
     // (removed, and not told yet) hears so, and its client tries elsewhere (simulator seed 83:
     // a silent drop left the client waiting for its timeout).
@@ -651,20 +661,9 @@ export class Driver {
     }
     const refused = this.parts.admitForwarded?.(msg.cmd) ?? null;
     if (refused !== null) return answer({ ok: false, refusal: { kind: 'unavailable', message: refused } });
-    // Never forwarded again: a node that stopped leading says so, and the follower answers.
-    // Only in the term the follower forwarded to (simulator seed 502629: a copy from before a
-    // quick restart was proposed again in the leader's next term, its duplicate check gone).
-    if (this.replica.currentRole !== 'leader' || !ballotEquals(this.replica.currentBallot, msg.ballot)) {
-      // A term of this node's own that it no longer leads may have taken the write: in an
-      // earlier process, or before the duplicate check forgot it. `not_leader` would say it was
-      // never taken, and the follower would send it again (review of 4b91980: a late copy
-      // after a quick restart was refused so, and the write applied twice).
-      if (msg.ballot.leader === this.parts.peerId) {
-        this.counters.forwardsRefused++;
-        return answer({ ok: false, refusal: { kind: 'outcome_unknown', message: `this node no longer leads the term (${msg.ballot.round}) the write was handed to` } });
-      }
-      return answer({ ok: false, refusal: { kind: 'not_leader', leader: this.replica.currentLeader } });
-    }
+    // Never forwarded again: a node that does not lead under the follower's term says so (a
+    // term not its own: it never took the write), and the follower answers.
+    if (!leading) return answer({ ok: false, refusal: { kind: 'not_leader', leader: this.replica.currentLeader } });
     this.counters.forwardsServed++;
     this.proposeHere(msg.cmd, answer, false);
   }

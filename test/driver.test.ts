@@ -170,12 +170,15 @@ test('a follower hands a client write to its leader on the consensus link and an
   // which may have taken it (an earlier process): outcome_unknown; the same frame twice is
   // answered once.
   n.sent.length = 0;
-  n.deliver({ cluster: 'c', from: 'zed', to: 'a', msg: { type: 'fwd', id: 5, ballot: { round: 1, leader: 'a' }, cmd } });
+  n.deliver({ cluster: 'c', from: 'zed', to: 'a', msg: { type: 'fwd', id: 5, ballot: { round: 1, leader: 'b' }, cmd } });
+  // Even a non-member's late copy naming a term of a's own is outcome_unknown: a's earlier
+  // process may have proposed it while zed was a member (review of aa5dc9b).
+  n.deliver({ cluster: 'c', from: 'zed', to: 'a', msg: { type: 'fwd', id: 6, ballot: { round: 1, leader: 'a' }, cmd } });
   n.deliver({ cluster: 'c', from: 'c', to: 'a', msg: { type: 'fwd', id: 9, ballot: { round: 1, leader: 'b' }, cmd } });
   n.deliver({ cluster: 'c', from: 'c', to: 'a', msg: { type: 'fwd', id: 9, ballot: { round: 1, leader: 'b' }, cmd } });
   n.deliver({ cluster: 'c', from: 'c', to: 'a', msg: { type: 'fwd', id: 10, ballot: { round: 1, leader: 'a' }, cmd } });
   const replies = n.sent.filter((e) => e.msg.type === 'fwd_reply').map((e) => ({ to: e.to, outcome: (e.msg as unknown as { outcome: { ok: boolean; refusal?: { kind: string } } }).outcome }));
-  assert.deepEqual(replies.map((r) => [r.to, r.outcome.refusal?.kind]), [['zed', 'unavailable'], ['c', 'not_leader'], ['c', 'outcome_unknown']]);
+  assert.deepEqual(replies.map((r) => [r.to, r.outcome.refusal?.kind]), [['zed', 'unavailable'], ['zed', 'outcome_unknown'], ['c', 'not_leader'], ['c', 'outcome_unknown']]);
   assert.equal(n.sent.filter((e) => e.msg.type === 'fwd').length, 0, 'a forwarded write is never forwarded again');
 });
 
