@@ -2,8 +2,8 @@
  * Full verification of an archive for operators (`pangea archive verify`): the best manifest
  * is read, optionally narrowed to an index range, and every object it lists there is
  * verified by verify.ts (shard checksums, a CES decode under the key, segment chains and
- * snapshot points, this node's own chain values when known); with `repair`, missing shards
- * (up to `m` an object) are rebuilt. The report names every object that failed.
+ * snapshot points, this node's own chain values when known); with `repair`, damaged shards
+ * are moved aside and they and missing ones (up to `m` an object) are rebuilt. The report names every object that failed.
  */
 import { KeyRing, type CesKey } from '../ces/index.js';
 import { readBestManifest, type ManifestBody } from './manifest.js';
@@ -68,7 +68,7 @@ export async function auditArchive(o: AuditOptions): Promise<AuditReport> {
   }
   const selected = inIndexRange(manifest, o.fromIndex ?? 0, o.toIndex ?? Number.MAX_SAFE_INTEGER);
   o.onProgress?.(0, selected.segments.length + selected.snapshots.length);
-  const ctx = { store: o.store, keys: new KeyRing([o.key]), key: o.key, cluster: manifest.cluster, ces: manifest.ces, repair: o.repair, ownChain: o.ownChain };
+  const ctx = { store: o.store, keys: new KeyRing([o.key]), key: o.key, cluster: manifest.cluster, ces: manifest.ces, repair: o.repair, moveDamaged: o.repair, ownChain: o.ownChain };
   const result = await verifyArchive(ctx, selected, {}, (done, total) => o.onProgress?.(done, total));
   return {
     url: o.store.url,

@@ -114,6 +114,8 @@ export interface FetchedShards {
   readonly problems: string[];
   /** Shards absent from the store (as opposed to present and wrong). */
   readonly missing: number[];
+  /** Shards present but wrong (size or checksum), with the bytes found. */
+  readonly bad: { readonly index: number; readonly bytes: Uint8Array }[];
 }
 
 /** Downloads every shard and checks it against its record. */
@@ -121,6 +123,7 @@ export async function fetchShards(store: ObjectStore, obj: EncodedObject): Promi
   // Problems are kept by shard and reported in shard order, whatever order the fetches end in.
   const byShard: (string | undefined)[] = [];
   const missing: number[] = [];
+  const bad: { index: number; bytes: Uint8Array }[] = [];
   const shards = await Promise.all(
     obj.shards.map(async (rec, i): Promise<Uint8Array | undefined> => {
       const name = shardKey(obj.prefix, i);
@@ -129,6 +132,7 @@ export async function fetchShards(store: ObjectStore, obj: EncodedObject): Promi
         if (bytes.byteLength !== rec.size) byShard[i] = `${name}: ${bytes.byteLength} bytes, expected ${rec.size}`;
         else if (sha256Hex(bytes) !== rec.sha256) byShard[i] = `${name}: checksum mismatch`;
         else return bytes;
+        bad.push({ index: i, bytes });
       } catch (err) {
         if (!(err instanceof ObjectStoreError && err.code === 'not_found')) throw err;
         byShard[i] = `${name}: missing`;
@@ -138,7 +142,7 @@ export async function fetchShards(store: ObjectStore, obj: EncodedObject): Promi
     }),
   );
   const problems = byShard.filter((p): p is string => p !== undefined);
-  return { shards, problems, missing: missing.sort((a, b) => a - b) };
+  return { shards, problems, missing: missing.sort((a, b) => a - b), bad: bad.sort((a, b) => a.index - b.index) };
 }
 
 /**

@@ -2,11 +2,17 @@
  * Full verification of archived objects: every shard's checksum, a CES decode (which
  * authenticates every stripe under the archive key), the segment's structure and hash chain
  * (segment.ts) or the snapshot's frames (state/snapshot.ts), and, where the caller knows
- * them, the chain values of its own log. With `repair`, shards that are missing (up to `m`
- * of an object) are rebuilt: the decoded plaintext is encoded again, which gives the same
- * bytes (CES is deterministic), and only shards whose checksum matches the manifest's are
- * uploaded, create-if-absent. A shard that is present but wrong is never overwritten: the
- * object fails verification and nothing it covers is pruned.
+ * them, the chain values of its own log. Without `repair`, an object with a shard missing or
+ * wrong fails verification, and nothing it covers is pruned.
+ *
+ * With `repair`, once the object decodes and checks out from its good shards (so at most `m`
+ * are lost), missing shards are rebuilt. With `moveDamaged` as well (the operator's command),
+ * each shard present but wrong is first moved aside: copied to
+ * `quarantine/<prefix>/shard-<i>.<sha256 prefix of the bad bytes>`, read back, and only then
+ * deleted. Missing and moved shards are rebuilt: the decoded plaintext is encoded again,
+ * which gives the same bytes (CES is deterministic), and only shards whose checksum matches
+ * the manifest's are uploaded, create-if-absent. Nothing is ever overwritten in place, and
+ * the damaged bytes stay in the store for whoever investigates.
  */
 import { MemorySink, decodeShards, bufferSource, encodeStream, type CesKey, type CesParams, type KeyRing } from '../ces/index.js';
 import { readSnapshot } from '../state/snapshot.js';
@@ -22,6 +28,8 @@ export interface ObjectReport {
   /** Bad, missing and rebuilt shards, and why the object failed, if it did. */
   readonly problems: readonly string[];
   readonly rebuiltShards: number;
+  /** Where damaged shards were moved before they were rebuilt (repair only). */
+  readonly quarantined: readonly string[];
 }
 
 export interface VerifyContext {
@@ -34,6 +42,12 @@ export interface VerifyContext {
   /** The chain value after `index` in this node's own log, when it knows it. */
   readonly ownChain?: (index: number) => Uint8Array | undefined;
   readonly repair?: boolean;
+  /**
+   * With `repair`, also move damaged shards aside and rebuild them (operators' `archive
+   * verify --repair`). Running nodes leave damaged shards alone: several nodes moving the same
+   * shard at once would delete each other's rebuilt copies.
+   */
+  readonly moveDamaged?: boolean;
 }
 
 export async function verifySegment(ctx: VerifyContext, rec: SegmentRecord): Promise<ObjectReport> {
@@ -81,28 +95,49 @@ async function verifyObject(
   const fetched = await fetchShards(ctx.store, obj);
   problems.push(...fetched.problems);
   let rebuiltShards = 0;
-  // A shard present but wrong fails the object (it cannot be replaced: objects are
-  // immutable); missing ones fail it too unless they are rebuilt.
-  let failed = problems.length > fetched.missing.length;
+  const quarantined: string[] = [];
+  const damaged = ctx.moveDamaged === true ? fetched.bad : [];
+  const lost = fetched.missing.length + fetched.bad.length;
+  let failed = lost > 0;
+  let stage = 'does not decode';
   try {
     const plain = decodeShards(fetched.shards.map((s) => (s === undefined ? undefined : bufferSource(s))), ctx.keys, obj.label);
-    if (ctx.repair === true && ctx.key !== undefined && fetched.missing.length > 0) {
+    if (ctx.repair === true && ctx.key !== undefined && fetched.missing.length + damaged.length > 0) {
       const chunks: Buffer[] = [];
       for await (const c of plain) chunks.push(c);
       await check(bufferSource(Buffer.concat(chunks)));
-      rebuiltShards = await rebuild(ctx, obj, fetched.missing, chunks);
-      problems.push(`rebuilt ${rebuiltShards} missing shard(s)`);
-      if (rebuiltShards < fetched.missing.length) failed = true;
+      // The object is whole without them: move the damaged shards aside, then rebuild.
+      stage = 'repair failed';
+      for (const { index, bytes } of damaged) quarantined.push(await moveAside(ctx.store, obj.prefix, index, bytes));
+      if (quarantined.length > 0) problems.push(`moved ${quarantined.length} damaged shard(s) aside: ${quarantined.join(', ')}`);
+      const redo = [...fetched.missing, ...damaged.map((b) => b.index)].sort((a, b) => a - b);
+      rebuiltShards = await rebuild(ctx, obj, redo, chunks);
+      problems.push(`rebuilt ${rebuiltShards} shard(s)`);
+      failed = rebuiltShards < redo.length || damaged.length < fetched.bad.length;
     } else {
       await check(plain);
-      if (fetched.missing.length > 0) failed = true;
     }
   } catch (err) {
     if (err instanceof ObjectStoreError || !(err instanceof Error)) throw err;
-    problems.push(`does not decode: ${err.message}`);
+    problems.push(`${stage}: ${err.message}`);
     failed = true;
   }
-  return { kind, prefix: obj.prefix, ok: !failed, problems, rebuiltShards };
+  return { kind, prefix: obj.prefix, ok: !failed, problems, rebuiltShards, quarantined };
+}
+
+/** The key a damaged shard is moved to: named by its bytes, so a second run finds it there. */
+export function quarantineKey(prefix: string, i: number, bytes: Uint8Array): string {
+  return `quarantine/${shardKey(prefix, i)}.${sha256Hex(bytes).slice(0, 16)}`;
+}
+
+/** Copies a damaged shard to its quarantine key, checks the copy, then deletes the shard. */
+async function moveAside(store: ObjectStore, prefix: string, i: number, bytes: Uint8Array): Promise<string> {
+  const to = quarantineKey(prefix, i, bytes);
+  await store.putIfAbsent(to, bytes);
+  const back = await store.get(to);
+  if (Buffer.compare(back, bytes) !== 0) throw new Error(`${to} holds other bytes than the damaged ${shardKey(prefix, i)}; left both in place`);
+  await store.delete(shardKey(prefix, i));
+  return to;
 }
 
 /** Encodes the plaintext again and uploads the shards that were missing; returns how many

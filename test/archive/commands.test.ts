@@ -2,14 +2,14 @@
  * The archive's operator commands against a real node's archive (file://): `archive inspect`
  * lists what the manifests hold; `archive verify` passes a healthy archive, names a
  * corrupted shard's object, reports missing shards and rebuilds them byte for byte with
- * --repair, and names an object with more than m shards gone as not decodable; `prune-hot`
+ * --repair (a corrupted one is first moved aside under quarantine/), and names an object with more than m shards gone as not decodable; `prune-hot`
  * refuses while the node runs and when a segment in its range is bad (leaving the hot log
  * as it was), and otherwise prunes, after which the node restarts on the pruned log and
  * still reads every key back.
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -180,6 +180,27 @@ test('a corrupted shard fails verify and stops prune-hot, leaving the hot log as
     assert.match(prune.stderr, /nothing pruned/);
     assert.deepEqual(await hotLog(), before);
     assert.ok(!existsSync(join(dataDir, LOCK_FILE)));
+  } finally {
+    restoreShards(target, saved);
+  }
+});
+
+test('--repair moves a corrupted shard aside under quarantine/ and rebuilds it byte for byte', async () => {
+  const target = best!.segments.list[0]!.prefix;
+  const saved = saveShards(target, [2]);
+  const bytes = Buffer.from(saved.get(2)!);
+  bytes[7]! ^= 0x5a;
+  writeFileSync(shardPath(target, 2), bytes);
+  try {
+    const repair = await cli('archive', 'verify', '--url', archiveUrl, '--key-file', keyFile, '--repair');
+    assert.equal(repair.code, 0, show(repair));
+    assert.match(repair.stdout, new RegExp(`REPAIRED segment ${target}\n +${target}/shard-2: checksum mismatch\n +moved 1 damaged shard\\(s\\) aside: quarantine/${target}/shard-2\\.[0-9a-f]{16}`));
+    assert.ok(readFileSync(shardPath(target, 2)).equals(saved.get(2)!), 'the shard was rebuilt differently');
+    const aside = readdirSync(join(archiveDir, 'quarantine', ...target.split('/'))).filter((f) => f.startsWith('shard-2.'));
+    assert.equal(aside.length, 1, `quarantine holds ${aside.join(', ')}`);
+    assert.ok(readFileSync(join(archiveDir, 'quarantine', ...target.split('/'), aside[0]!)).equals(bytes), 'the damaged bytes were kept');
+    const again = await cli('archive', 'verify', '--url', archiveUrl, '--key-file', keyFile);
+    assert.equal(again.code, 0, show(again));
   } finally {
     restoreShards(target, saved);
   }

@@ -10,14 +10,16 @@ import { openStores, type Stores } from '../../stores.js';
 import { createProgress, type Progress } from '../../progress.js';
 
 export default class ArchiveVerify extends Command {
-  static override summary = "Verify every object an archive's best manifest lists; --repair rebuilds missing shards.";
+  static override summary = "Verify every object an archive's best manifest lists; --repair rebuilds lost and damaged shards.";
   static override description = `Reads every shard of every listed segment and snapshot (or of those in --from-index..--to-index),
 checks it against the manifest's checksum, decodes the object under the key (which authenticates
 it), and checks each segment's hash chain and each snapshot's point. Prints every bad object with
 its problems (bad or missing shards, decode failures, chain mismatches) and a summary.
 
-With --repair, shards that are missing (up to m of an object) are rebuilt and uploaded
-create-if-absent; a shard that is present but wrong is never overwritten.
+With --repair, an object that decodes from its good shards is made whole again: each shard
+present but wrong is moved aside (copied to quarantine/<object>/shard-<i>.<hash>, checked, then
+deleted; never overwritten in place), and it and the missing ones (up to m of an object) are
+rebuilt, uploaded create-if-absent and checked against the manifest's checksums.
 
 With --data-dir (a node's data dir, running or not) only manifests of that node's cluster signed
 by its members count, its own chain values are checked too, and --url and --key-file default to
@@ -37,7 +39,7 @@ no valid manifest, 2 for usage errors (bad flags, unreadable or wrong key file, 
     'key-file': Flags.string({ description: 'the archive key file (default with --data-dir: DIR/archive.key)' }),
     'from-index': Flags.integer({ description: 'first log index to verify', min: 1 }),
     'to-index': Flags.integer({ description: 'last log index to verify', min: 1 }),
-    repair: Flags.boolean({ description: 'rebuild missing shards (up to m of an object) from the others', default: false }),
+    repair: Flags.boolean({ description: 'move damaged shards aside and rebuild them and missing ones (up to m of an object) from the others', default: false }),
     'data-dir': Flags.string({ description: "a node's data dir: trust only its cluster's members and check its chain values" }),
     json: Flags.boolean({ description: 'print the report as JSON', default: false }),
   };
