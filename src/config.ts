@@ -72,8 +72,8 @@ export const SERVE_SETTINGS = {
   'hot-retention': { kind: 'integer', help: 'log entries the hot log keeps whatever the archive holds', default: NODE_ARCHIVE_DEFAULTS.hotRetention, min: 0 },
   'hot-quota-bytes': { kind: 'bytes', help: 'hot-log size at which writes are refused with 503, e.g. 8GiB (0: no quota)', default: String(NODE_ARCHIVE_DEFAULTS.hotQuotaBytes) },
   checkpoint: { kind: 'strings', help: 'trusted chain value INDEX:HASH (64 hex digits) archive reads are checked against (repeatable)', default: [], parse: (v: string[], what: string) => parseCheckpoints(v, what) },
-  'restore-from': { kind: 'string', help: 'bootstrap a new cluster from this archive URL (not with --join)', parse: (v: string, what: string) => checkArchiveUrl(v, what) },
-  'restore-index': { kind: 'integer', help: 'restore the state at this log index (default: the latest the archive holds)', min: 1 },
+  'restore-from': { kind: 'string', help: 'bootstrap a new cluster from this archive URL, or from a FILE `pangea snapshot save` wrote (not with --join)', parse: (v: string, what: string) => checkRestoreSource(v, what) },
+  'restore-index': { kind: 'integer', help: 'restore the state at this log index (default: the latest the archive holds; not for a snapshot file)', min: 1 },
   'blocksync-cold-reads-max': { kind: 'integer', help: 'archive reads served to catching-up peers at once', default: NODE_ARCHIVE_DEFAULTS.coldReadsMax, min: 1 },
   'blocksync-queue-max': { kind: 'integer', help: 'archive read requests queued before peers are told to retry', default: NODE_ARCHIVE_DEFAULTS.coldQueueMax, min: 1 },
   'blocksync-timeout': { kind: 'duration', help: 'how long a catch-up request may take', default: formatDuration(NODE_ARCHIVE_DEFAULTS.blocksyncTimeoutMs), min: 1 },
@@ -161,6 +161,14 @@ export function checkArchiveUrl(text: string, what: string): string {
     if (e instanceof ObjectStoreError) throw bad(e.message);
     throw e;
   }
+  return text;
+}
+
+/** `--restore-from`: an archive URL (checked as one), or a path to a snapshot file (checked
+ *  when the node starts, server.ts). */
+export function checkRestoreSource(text: string, what: string): string {
+  if (/^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(text)) return checkArchiveUrl(text, what);
+  if (text === '') throw new Error(`${what} must be an archive URL or a snapshot file`);
   return text;
 }
 

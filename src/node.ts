@@ -19,6 +19,7 @@ import { MembershipError, ServiceError, type ClusterView, type Consistency, type
 import { decodeAppCommand, encodeAppCommand, type ApplyResult, type ArchiveSettings, type KvOp, type RequestId, type SettingsOp } from './state/command.js';
 import type { SegmentBound } from './state/segments.js';
 import type { KeyValue, MemberRecord, StateStore } from './state/state-store.js';
+import type { StateSnapshot } from './state/snapshot.js';
 import { Packr } from 'msgpackr';
 import { Metrics } from './metrics.js';
 
@@ -463,6 +464,10 @@ export class PangeaNode implements KvService {
 
   metrics(): Promise<string> {
     return this.registry.text();
+  }
+
+  snapshot(): StateSnapshot {
+    return this.state.snapshot();
   }
 
   /** The node's own figures, read when scraped. */

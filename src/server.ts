@@ -8,6 +8,7 @@ import { mkdir, readFile } from 'node:fs/promises';
 import { writeFileDurable } from './durable-file.js';
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { Config } from './consensus/index.js';
 import type { PrivateKey } from '@libp2p/interface';
 import { createLogger, type Logger } from './logger.js';
@@ -26,6 +27,7 @@ import type { CesKey } from './ces/index.js';
 import { NodeArchive, STAGING_DIR, bootstrapSettings, loadArchiveKey } from './archive/node-archive.js';
 import { openObjectStore } from './archive/open-store.js';
 import { bestManifest, restoreFromArchive, restoreSnapshotInto, snapshotAtOrBelow } from './archive/restore.js';
+import { checkSnapshotFile, looksLikeSnapshotFile, snapshotFileFrames, type SnapshotFileInfo } from './state/snapshot-file.js';
 import { publishBaseSnapshot, type ArchiveHost } from './archive/archiver.js';
 import { Blocksync, registerBlocksyncMetrics } from './sync/blocksync.js';
 import { DEFAULTS } from './consensus/index.js';
@@ -108,6 +110,11 @@ class Started {
 
 /** Opens the data dir's stores, joins or bootstraps, and starts the node's parts. */
 async function assemble(opts: ServeOptions, hooks: ServerHooks, parts: Started): Promise<RunningServer> {
+  const clusterPath = join(opts.dataDir, CLUSTER_FILE);
+  // --restore-from names an archive, or a snapshot file: checked whole before anything is
+  // written, so a damaged one leaves the data dir as it was.
+  const snapshotFile =
+    opts.archive.restoreFrom !== undefined && opts.join === undefined && !existsSync(clusterPath) ? await restoreSnapshotFile(opts.archive.restoreFrom, opts.archive.restoreIndex) : null;
   const identity = await loadOrCreateIdentity(opts.dataDir);
   const logger = createLogger(opts.logLevel, { node: identity.peerId.slice(-8) });
   const adminToken = opts.adminTokenFile ? (await readFile(opts.adminTokenFile, 'utf8')).trim() : null;
@@ -116,7 +123,6 @@ async function assemble(opts: ServeOptions, hooks: ServerHooks, parts: Started):
   }
 
   // Which cluster: the data dir's own, or a new one, or the one we are asked to join.
-  const clusterPath = join(opts.dataDir, CLUSTER_FILE);
   let cluster: ClusterFile;
   let joining: JoinView | null = null;
   let formerMembers: string[] = [];
@@ -143,8 +149,9 @@ async function assemble(opts: ServeOptions, hooks: ServerHooks, parts: Started):
     cluster = { clusterId: newClusterId(), genesis: { voters: [identity.peerId], learners: [] } };
   }
   const bootstrapping = !resuming && joining === null;
+  const fromArchive = opts.archive.restoreFrom !== undefined && snapshotFile === null;
   const keyPath = opts.archive.keyFile ?? join(opts.dataDir, ARCHIVE_KEY_FILE);
-  const archiveKey = await loadArchiveKey(keyPath, bootstrapping && opts.archive.keyFile === undefined && opts.archive.restoreFrom === undefined, logger);
+  const archiveKey = await loadArchiveKey(keyPath, bootstrapping && opts.archive.keyFile === undefined && !fromArchive, logger);
 
   const genesis = { ...genesisPoint(identity.peerId), epochs: [{ fromSlot: 1, config: cluster.genesis }] };
   const stores = openStores(opts.dataDir);
@@ -162,7 +169,7 @@ async function assemble(opts: ServeOptions, hooks: ServerHooks, parts: Started):
   }
   if (bootstrapping && opts.archive.restoreFrom !== undefined) {
     if (archiveKey === null) throw new Error('--restore-from needs the archive key of that archive (--archive-key-file)');
-    await restoreNewCluster(opts, cluster.clusterId, identity, archiveKey, stores, logger);
+    await restoreNewCluster(opts, snapshotFile, cluster.clusterId, identity, archiveKey, stores, logger);
   }
   if (!resuming && opts.archive.restoreFrom !== undefined) await writeClusterFile();
   if (!stores.state.bootstrapped()) stores.state.bootstrap(genesis);
@@ -486,23 +493,30 @@ async function restoreForJoin(view: JoinView, key: CesKey, stores: Stores, check
  */
 async function restoreNewCluster(
   opts: ServeOptions,
+  snapshotFile: SnapshotFileInfo & { path: string } | null,
   clusterId: string,
   identity: { peerId: string; privateKey: PrivateKey },
   key: CesKey,
   stores: Stores,
   logger: Logger,
 ): Promise<void> {
-  const from = await openObjectStore(opts.archive.restoreFrom!);
-  try {
-    await restoreFromArchive({ store: from, key, cluster: null, checkpoints: opts.archive.checkpoints }, stores, DEFAULTS.alpha, opts.archive.restoreIndex, logger);
-  } finally {
-    await from.close();
+  if (snapshotFile !== null) {
+    logger.info('restoring a snapshot file', { path: snapshotFile.path, index: snapshotFile.applied.point.index, sha256: snapshotFile.sha256 });
+    const header = await stores.state.restore(await snapshotFileFrames(snapshotFile.path));
+    if (Buffer.compare(header.applied.chain, snapshotFile.applied.chain) !== 0) throw new Error(`${snapshotFile.path} changed while it was restored`);
+  } else {
+    const from = await openObjectStore(opts.archive.restoreFrom!);
+    try {
+      await restoreFromArchive({ store: from, key, cluster: null, checkpoints: opts.archive.checkpoints }, stores, DEFAULTS.alpha, opts.archive.restoreIndex, logger);
+    } finally {
+      await from.close();
+    }
   }
   stores.state.rebase({ voters: [identity.peerId], learners: [] });
   const point = stores.state.applied().point;
   await stores.log.startAfter(point);
   const settings = bootstrapSettings(opts.archive, opts.dataDir);
-  if (settings.url === opts.archive.restoreFrom) throw new Error('a restored cluster archives to a store of its own: give --archive-url another URL');
+  if (snapshotFile === null && settings.url === opts.archive.restoreFrom) throw new Error('a restored cluster archives to a store of its own: give --archive-url another URL');
   const to = await openObjectStore(settings.url);
   try {
     await publishBaseSnapshot(to, key, clusterId, identity.privateKey, identity.peerId, resolveParams(settings.ces), stores.state.snapshot(), join(opts.dataDir, STAGING_DIR));
@@ -510,6 +524,30 @@ async function restoreNewCluster(
     await to.close();
   }
   logger.info('this node now forms a new cluster from the restored state', { clusterId, index: point.index });
+}
+
+/**
+ * The snapshot file `--restore-from` names, checked whole, or null when it names an archive
+ * (an s3:// URL, or a file:// URL of a directory). Throws, naming the flag, for a path that is
+ * not a whole snapshot file, or with --restore-index (a file holds the state at one index).
+ */
+async function restoreSnapshotFile(from: string, restoreIndex: number | undefined): Promise<(SnapshotFileInfo & { path: string }) | null> {
+  let path = from;
+  if (/^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(from)) {
+    if (!from.toLowerCase().startsWith('file:')) return null;
+    path = fileURLToPath(from);
+    if (!(await looksLikeSnapshotFile(path))) return null;
+  }
+  let info: SnapshotFileInfo;
+  try {
+    info = await checkSnapshotFile(path);
+  } catch (err) {
+    throw new Error(`--restore-from: ${(err as Error).message}`);
+  }
+  if (restoreIndex !== undefined && restoreIndex !== info.applied.point.index) {
+    throw new Error(`--restore-index ${restoreIndex}: ${path} holds the state at index ${info.applied.point.index} only (--restore-index picks a point in an archive)`);
+  }
+  return { ...info, path };
 }
 
 /** The node that bootstraps a cluster records its archive settings in the log. */

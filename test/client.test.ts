@@ -105,6 +105,9 @@ class Fake implements KvService {
   metrics(): Promise<string> {
     return Promise.resolve('');
   }
+  snapshot(): never {
+    throw new Error('no snapshots in this fake (test/cluster/cli.test.ts streams a real one)');
+  }
 }
 
 async function rejects(p: Promise<unknown>, status: number, code: string): Promise<PangeaError> {

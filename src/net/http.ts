@@ -16,6 +16,7 @@ import { isUtf8 } from 'node:buffer';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { ApplyResult, KvOp, RequestId } from '../state/command.js';
+import { snapshotFileBytes } from '../state/snapshot-file.js';
 import { MembershipError, ServiceError, type Consistency, type KvService } from './service.js';
 import { Forwarder, forwardedHeader } from './http-forward.js';
 import {
@@ -307,6 +308,9 @@ export class HttpApi {
         case '/v1/cluster/members':
           allow(method, ['GET', 'POST']);
           return method === 'GET' ? this.listMembers(ctx) : this.addMember(ctx);
+        case '/v1/cluster/snapshot':
+          allow(method, ['GET']);
+          return this.snapshot(ctx);
       }
       if (path.startsWith('/v1/cluster/members/')) {
         allow(method, ['DELETE']);
@@ -438,6 +442,44 @@ export class HttpApi {
     sendJson(ctx.res, 200, { index });
   }
 
+  /**
+   * The whole state as a snapshot file (state/snapshot-file.ts), streamed from one read
+   * transaction taken after a linearizable read barrier, so it holds every write acknowledged
+   * before the request. Admin only: it is every key. A failure midway cuts the connection,
+   * which the file's digest and end frame both reveal.
+   */
+  private async snapshot(ctx: Ctx): Promise<void> {
+    this.authorize(ctx.req);
+    const index = await this.read('linearizable');
+    const snap = this.service.snapshot();
+    const { res } = ctx;
+    res.once('close', () => snap.close());
+    res.writeHead(200, {
+      'content-type': 'application/octet-stream',
+      'pangea-index': String(snap.header.applied.point.index),
+      'pangea-read-index': String(index),
+      'content-disposition': `attachment; filename="pangea-${snap.header.applied.point.index}.snapshot"`,
+    });
+    if (ctx.req.method === 'HEAD') {
+      snap.close();
+      res.end();
+      return;
+    }
+    for await (const chunk of snapshotFileBytes(snap)) {
+      if (res.destroyed) return;
+      if (!res.write(chunk)) await new Promise<void>((resolve) => {
+        const go = (): void => {
+          res.off('drain', go);
+          res.off('close', go);
+          resolve();
+        };
+        res.on('drain', go);
+        res.on('close', go);
+      });
+    }
+    res.end();
+  }
+
   private async metrics(ctx: Ctx): Promise<void> {
     const text = await this.service.metrics();
     ctx.res.writeHead(200, { 'content-type': metricsType, 'content-length': Buffer.byteLength(text) });
@@ -448,7 +490,7 @@ export class HttpApi {
   private authorize(req: IncomingMessage): void {
     if (this.adminTokenDigest === null) return;
     const m = /^Bearer\s+(\S+)\s*$/i.exec(header(req, 'authorization') ?? '');
-    if (!m) throw new HttpError(401, 'unauthorized', 'membership changes need Authorization: Bearer <admin token>', {}, { 'www-authenticate': 'Bearer' });
+    if (!m) throw new HttpError(401, 'unauthorized', 'membership changes and snapshots need Authorization: Bearer <admin token>', {}, { 'www-authenticate': 'Bearer' });
     if (!timingSafeEqual(sha256(m[1]!), this.adminTokenDigest)) throw new HttpError(403, 'forbidden', 'wrong admin token');
   }
 
@@ -637,5 +679,5 @@ function routeOf(url: string): string {
   if (url.startsWith('/v1/kv/')) return '/v1/kv/{key}';
   const path = url.split('?', 1)[0]!;
   if (path.startsWith('/v1/cluster/members/')) return '/v1/cluster/members/{peerId}';
-  return ['/v1/kv', '/v1/txn', '/v1/cluster', '/v1/cluster/members', '/healthz', '/readyz', '/metrics'].includes(path) ? path : 'other';
+  return ['/v1/kv', '/v1/txn', '/v1/cluster', '/v1/cluster/members', '/v1/cluster/snapshot', '/healthz', '/readyz', '/metrics'].includes(path) ? path : 'other';
 }

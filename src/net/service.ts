@@ -4,6 +4,7 @@
  */
 import type { ApplyResult, ArchiveSettings, KvOp, RequestId } from '../state/command.js';
 import type { KeyValue, MemberRecord } from '../state/state-store.js';
+import type { StateSnapshot } from '../state/snapshot.js';
 
 export type Consistency = 'linearizable' | 'stale';
 
@@ -67,4 +68,7 @@ export interface KvService {
   notReady(): string | null;
   /** Prometheus text exposition. */
   metrics(): Promise<string>;
+  /** The applied state as of now, from one read transaction (close it if unread). Callers
+   *  take a linearizable read barrier first, so it holds every write acknowledged before. */
+  snapshot(): StateSnapshot;
 }

@@ -1,15 +1,15 @@
 /**
- * The `pangea` commands an operator runs against a live cluster (`kv`, `member`, `endpoint`),
- * each as a real process (bin/run.js) against a real 3-node cluster: their output, their exit
- * codes, and the refusals they pass on in one line.
+ * The `pangea` commands an operator runs against a live cluster (`kv`, `member`, `snapshot`,
+ * `endpoint`), each as a real process (bin/run.js) against a real 3-node cluster: their
+ * output, their exit codes, and the refusals they pass on in one line.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { clusterView, killAll, leaderOf, removeDir, startCluster, tempDir, waitFor } from './harness.js';
+import { clusterView, isReady, killAll, leaderOf, removeDir, startCluster, startNode, tempDir, waitFor } from './harness.js';
 
 const RUN = fileURLToPath(new URL('../../../bin/run.js', import.meta.url));
 const root = tempDir('pangea-cli-');
@@ -95,6 +95,32 @@ test('pangea kv, member and endpoint against a live 3-node cluster', { timeout: 
   assert.ok(versions.members.every((m) => m.version === versions.self.version), JSON.stringify(versions));
   assert.match((await pangea(ep, ['version'])).stdout, /^pangea \d+\.\d+\.\d+.* \(node v\d+.*, data format \d+\)$/m);
   assert.deepEqual(await pangea(ep, ['alarm', 'list']), { code: 0, stdout: '', stderr: '' });
+
+  // snapshot save: the state streamed into a checked file; a damaged copy is refused (the
+  // data dir named left without a node); a whole one restores as a new one-node cluster.
+  const snapFile = join(root, 'backup.snapshot');
+  const saved = await pangea(ep, ['snapshot', 'save', snapFile]);
+  assert.equal(saved.code, 0, saved.stderr);
+  assert.match(saved.stdout, /^saved the state at index \d+ \(\d+ records, .*, sha256 [0-9a-f]{64}\) from http:\/\/\S+ to \S+backup\.snapshot$/m);
+  assert.match((await pangea(ep, ['snapshot', 'status', snapFile])).stdout, /^index \d+ \(slot \d+\), \d+ records, .*\nvoters: \S+, \S+, \S+$/m);
+  const damaged = join(root, 'damaged.snapshot');
+  const bytes = readFileSync(snapFile);
+  bytes[bytes.length >> 1]! ^= 1;
+  writeFileSync(damaged, bytes);
+  const bad = await pangea(ep, ['snapshot', 'status', damaged]);
+  assert.equal(bad.code, 1);
+  assert.match(bad.stderr, /damaged\.snapshot is damaged: its SHA-256 does not match/);
+  const badDir = join(root, 'bad-restore');
+  await assert.rejects(startNode({ dataDir: badDir, extra: ['--restore-from', damaged] }), /--restore-from: .*damaged\.snapshot is damaged/);
+  assert.ok(!existsSync(join(badDir, 'cluster.json')), 'a refused restore left a node behind');
+  const restored = await startNode({ dataDir: join(root, 'restored'), extra: ['--restore-from', snapFile] });
+  await waitFor('the restored node to be ready', () => isReady(restored), 30_000);
+  assert.equal((await pangea(restored.info.http, ['kv', 'get', 'config/a'])).stdout, '10\n');
+  assert.equal((await pangea(restored.info.http, ['kv', 'get', 'config/b'])).stdout, '2\n');
+  const restoredView = await clusterView(restored.info.http);
+  assert.notEqual(restoredView.clusterId, (await clusterView(ep)).clusterId, 'a restore is a new cluster');
+  assert.deepEqual(restoredView.members.map((m) => m.peerId), [restored.info.peerId]);
+  await restored.kill('SIGTERM');
 
   // endpoint: every member asked directly; one down makes health fail and status say so.
   const status = JSON.parse((await pangea(ep, ['endpoint', 'status', '--json'])).stdout) as { peerId: string; ready: boolean; leader: string }[];

@@ -137,6 +137,9 @@ export class FakeService implements KvService {
   metrics(): Promise<string> {
     return Promise.resolve('# TYPE pangea_up gauge\npangea_up 1\n');
   }
+  snapshot(): never {
+    throw new Error('no snapshots in this fake (test/cluster/cli.test.ts streams a real one)');
+  }
 }
 
 interface Reply {
