@@ -76,7 +76,7 @@ test('--force-new-cluster brings a survivor back alone with every write it appli
   assert.deepEqual((await voters(n4)).sort(), (await voters(survivor)).sort());
 });
 
-test('with --admin-token-file, membership changes need the token; --join sends it', { timeout: 120_000 }, async () => {
+test('with --admin-token-file, membership changes and snapshots need the token; --join sends it', { timeout: 120_000 }, async () => {
   const root = tempDir();
   dirs.push(root);
   const tokenFile = `${root}/token`;
@@ -92,6 +92,13 @@ test('with --admin-token-file, membership changes need the token; --join sends i
   const wrong = await post('Bearer nope');
   assert.equal(wrong.status, 403);
   assert.equal((await fetch(`${n1.info.http}/v1/cluster/members/x`, { method: 'DELETE' })).status, 401);
+  // A snapshot is every key: it needs the token too.
+  assert.equal((await fetch(`${n1.info.http}/v1/cluster/snapshot`)).status, 401);
+  assert.equal((await fetch(`${n1.info.http}/v1/cluster/snapshot`, { headers: { authorization: 'Bearer nope' } })).status, 403);
+  const snap = await fetch(`${n1.info.http}/v1/cluster/snapshot`, { headers: { authorization: 'Bearer s3cret-token' } });
+  assert.equal(snap.status, 200);
+  assert.match(snap.headers.get('pangea-index') ?? '', /^\d+$/);
+  assert.equal(Buffer.from(await snap.arrayBuffer()).subarray(0, 16).toString('latin1'), 'pangea-snapshot\n');
 
   const n2 = await startNode({ dataDir: `${root}/n2`, join: n1.info.http, extra: ['--admin-token-file', tokenFile] });
   await waitFor('node 2 to be a ready voter', async () => (await ready(n2)) && (await voters(n1)).includes(n2.info.peerId), 60_000);
