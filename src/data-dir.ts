@@ -22,6 +22,8 @@ import { ENV_FILE } from './storage/env.js';
 export const CLUSTER_FILE = 'cluster.json';
 export const NODE_FILE = 'node.json';
 export const LOCK_FILE = 'prune.lock';
+/** Written when the node leaves the cluster that removed it: it refuses to start again. */
+export const REMOVED_FILE = 'removed.json';
 /** The archive key generated at bootstrap (unless --archive-key-file names another). */
 export const ARCHIVE_KEY_FILE = 'archive.key';
 

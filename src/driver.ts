@@ -165,6 +165,9 @@ export interface DriverParts {
   readonly onSegment?: (bound: SegmentBound) => void;
   /** The core asked for a snapshot (peers pruned past this node's commit point). */
   readonly onSnapshotNeeded?: (from: string) => void;
+  /** Once, when the core says this replica, removed from the configuration, may stop for
+   *  good (Replica.departed): the node logs it and exits. */
+  readonly onDeparted?: (fromSlot: number) => void;
   /** Why this write forwarded by a follower is refused now (the owner's admission), or null. */
   readonly admitForwarded?: (cmd: Command) => string | null;
   /** False: a follower answers `not_leader` instead of forwarding writes (default true). */
@@ -223,6 +226,7 @@ export class Driver {
    *  (reads per process) / 2^51. */
   private readId: number;
   private drainScheduled = false;
+  private departedTold = false;
   private lastPersistSeq = 0;
   /** Log writes handed over and not yet durable or failed. */
   private writesInFlight = 0;
@@ -362,6 +366,10 @@ export class Driver {
       this.perform(ready);
     }
     this.refuseDropped();
+    if (!this.departedTold && this.replica.departed !== null && !this.stopped) {
+      this.departedTold = true;
+      this.parts.onDeparted?.(this.replica.departed.fromSlot);
+    }
   }
 
   /** Writes a leader queued and dropped unproposed when it stepped down are in no slot:
@@ -384,9 +392,10 @@ export class Driver {
    * fsyncs (its slot, the marker, the apply) where two are needed. A marker written with
    * later slots is never ahead of them on disk, so the log never serves as chosen a slot
    * it does not hold (LmdbLogStore.readSlots). The core needs no durability of it:
-   * `persisted` acknowledges promises and slots only.
+   * `persisted` acknowledges promises and slots only, except where messages wait on the
+   * batch (`held`: a commit reply, which must never name a commit a restart takes back).
    */
-  private deferMarker(persist: readonly PersistOp[]): readonly PersistOp[] {
+  private deferMarker(persist: readonly PersistOp[], held: boolean): readonly PersistOp[] {
     if (this.parts.defects?.markerBeforeSlots) {
       const markers = persist.filter((op) => op.kind === 'commit');
       if (markers.length > 0) {
@@ -395,7 +404,7 @@ export class Driver {
       }
       return persist.filter((op) => op.kind !== 'commit');
     }
-    if (persist.length > 0 && persist.every((op) => op.kind === 'commit')) {
+    if (!held && persist.length > 0 && persist.every((op) => op.kind === 'commit')) {
       for (const op of persist) if (op.kind === 'commit') this.markerPending = Math.max(this.markerPending, op.slot);
       return [];
     }
@@ -429,7 +438,7 @@ export class Driver {
     }
     if (ready.persistSeq > this.lastPersistSeq) {
       const { persistSeq: seq, sendAfterPersist } = ready;
-      const persist = this.deferMarker(ready.persist);
+      const persist = this.deferMarker(ready.persist, sendAfterPersist.length > 0);
       this.lastPersistSeq = seq;
       this.counters.persistBatches++;
       this.writesInFlight++;

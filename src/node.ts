@@ -62,6 +62,11 @@ export interface NodeParts {
    * failed fsync the kernel may have dropped the dirty pages it could not write.
    */
   readonly onFatal?: (err: unknown, what: string) => void;
+  /**
+   * Called once when this node, removed from the cluster, may stop for good (the voters left
+   * no longer need it: Replica.departed). The caller ends the process.
+   */
+  readonly onDeparted?: (fromSlot: number) => void;
 }
 
 /** Node's timers and monotonic clock. */
@@ -155,12 +160,16 @@ export class PangeaNode implements KvService {
             const { op, node } = c.change;
             this.logger.info('membership change applied', { op, peerId: node, slot: e.slot, index: e.index });
             if (node === this.peerId && op === 'remove') {
-              this.logger.warn('this node was removed from the cluster: stop it (it takes no part in consensus once the removal governs)', { slot: e.slot });
+              this.logger.warn('this node was removed from the cluster: it exits once the voters left no longer need it', { slot: e.slot });
             }
           }
         }
       },
       onSegment: (bound) => this.segmentListener?.(bound),
+      onDeparted: (fromSlot) => {
+        this.logger.error('this node was removed from the cluster, and the voters left no longer need it: it leaves', { fromSlot });
+        parts.onDeparted?.(fromSlot);
+      },
       observe: {
         logWrite: this.registry.latency('pangea_log_write_seconds', 'Log batches, from hand-over to LMDB until durable (commit and fsync).'),
         apply: this.registry.latency('pangea_apply_seconds', 'Applies of committed entries to the state machine, its LMDB transaction included.'),

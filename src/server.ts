@@ -4,8 +4,8 @@
  */
 import './polyfill.js';
 import { sleep } from './sleep.js';
-import { mkdir, readFile } from 'node:fs/promises';
-import { writeFileDurable } from './durable-file.js';
+import { mkdir, readFile, unlink } from 'node:fs/promises';
+import { syncDir, writeFileDurable } from './durable-file.js';
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -18,7 +18,7 @@ import { Libp2pTransport } from './net/p2p.js';
 import { HttpApi } from './net/http.js';
 import { openStores, type Stores } from './stores.js';
 import { Metrics } from './metrics.js';
-import { ARCHIVE_KEY_FILE, CLUSTER_FILE, DATA_FORMAT, NODE_FILE, checkDataFormat, lockDataDir } from './data-dir.js';
+import { ARCHIVE_KEY_FILE, CLUSTER_FILE, DATA_FORMAT, NODE_FILE, REMOVED_FILE, checkDataFormat, lockDataDir } from './data-dir.js';
 import { ENV_FILE } from './storage/env.js';
 import { PANGEA_VERSION } from './version.js';
 import { storageFailureCause, watchDataDir } from './fail-stop.js';
@@ -30,7 +30,7 @@ import { bestManifest, restoreFromArchive, restoreSnapshotInto, snapshotAtOrBelo
 import { checkSnapshotFile, looksLikeSnapshotFile, snapshotFileFrames, type SnapshotFileInfo } from './state/snapshot-file.js';
 import { publishBaseSnapshot, type ArchiveHost } from './archive/archiver.js';
 import { Blocksync, registerBlocksyncMetrics } from './sync/blocksync.js';
-import { DEFAULTS } from './consensus/index.js';
+import { DEFAULTS, isMember, latestConfig } from './consensus/index.js';
 import { resolveParams } from './ces/index.js';
 
 export type { ServeOptions } from './config.js';
@@ -68,6 +68,11 @@ export interface ServerHooks {
    * exits non-zero. Default: log only.
    */
   readonly onFatal?: (cause: string) => void;
+  /**
+   * The cluster removed this node and no longer needs it (`why` says so); REMOVED_FILE is
+   * written. The node should stop: `pangea serve` stops it and exits non-zero. Default: log only.
+   */
+  readonly onRemoved?: (why: string) => void;
 }
 
 export async function startServer(opts: ServeOptions, hooks: ServerHooks = {}): Promise<RunningServer> {
@@ -173,6 +178,19 @@ async function assemble(opts: ServeOptions, hooks: ServerHooks, parts: Started):
   }
   if (!resuming && opts.archive.restoreFrom !== undefined) await writeClusterFile();
   if (!stores.state.bootstrapped()) stores.state.bootstrap(genesis);
+  const removedPath = join(opts.dataDir, REMOVED_FILE);
+  if (!opts.forceNewCluster) {
+    // A removed node does not come back on its old data dir: the cluster would not know it.
+    const removedAt = existsSync(removedPath) ? await readFile(removedPath, 'utf8').catch(() => '') : null;
+    const applied = stores.state.applied().point;
+    const leftOut = resuming && !cluster.joining && stores.state.bootstrapped() && !isMember(latestConfig(applied.epochs), identity.peerId);
+    if (removedAt !== null || leftOut) {
+      throw new Error(
+        `this node was removed from cluster ${cluster.clusterId}${removedAt !== null ? ` (${REMOVED_FILE}: ${removedAt.trim().replace(/\s+/g, ' ')})` : ` (its applied configuration at index ${applied.index} leaves it out)`}: ` +
+          'it does not start again on this data dir; to serve again, join the cluster with a fresh --data-dir, or give --force-new-cluster to make this dir a new one-member cluster of its own',
+      );
+    }
+  }
   if (opts.forceNewCluster) {
     if (!resuming) throw new Error('--force-new-cluster needs the data dir of a node of an existing cluster');
     const before = stores.state.applied().point;
@@ -183,6 +201,10 @@ async function assemble(opts: ServeOptions, hooks: ServerHooks, parts: Started):
       appliedIndex: before.index,
       formerVoters: before.epochs[before.epochs.length - 1]?.config.voters,
     });
+    if (existsSync(removedPath)) {
+      await unlink(removedPath);
+      await syncDir(opts.dataDir);
+    }
   }
   const transport = new Libp2pTransport({
     privateKey: identity.privateKey,
@@ -218,7 +240,15 @@ async function assemble(opts: ServeOptions, hooks: ServerHooks, parts: Started):
     logger.error(`stopping: ${cause}`);
     hooks.onFatal?.(cause);
   };
-  const node = new PangeaNode({ clusterId: cluster.clusterId, peerId: identity.peerId, http, log: stores.log, state: stores.state, transport, logger, genesis: cluster.genesis, metrics, onFatal });
+  const onDeparted = (fromSlot: number): void => {
+    const index = stores.state.applied().point.index;
+    const record = { clusterId: cluster.clusterId, peerId: identity.peerId, fromSlot, appliedIndex: index, at: new Date().toISOString() };
+    void writeFileDurable(removedPath, JSON.stringify(record, null, 2)).then(
+      () => hooks.onRemoved?.(`removed from cluster ${cluster.clusterId}: the voters left no longer need this node, so it stops; it will not start again on ${opts.dataDir} (${REMOVED_FILE})`),
+      (err: unknown) => onFatal(err),
+    );
+  };
+  const node = new PangeaNode({ clusterId: cluster.clusterId, peerId: identity.peerId, http, log: stores.log, state: stores.state, transport, logger, genesis: cluster.genesis, metrics, onFatal, onDeparted });
   serving = node;
   const archive = new NodeArchive(stores, archiveHost(node, stores, identity.privateKey), archiveKey, opts.archive, join(opts.dataDir, STAGING_DIR), logger);
   node.onSegment((b) => archive.onSegment(b));

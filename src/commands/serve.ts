@@ -115,6 +115,18 @@ when the cluster is bootstrapped and ignored afterwards.`;
           process.stderr.write(`pangea: ${cause}\n`);
           process.exit(1);
         },
+        // Removed from the cluster: stop cleanly and exit 1, naming why.
+        onRemoved: (why) => {
+          process.stderr.write(`pangea: ${why}\n`);
+          if (stopping) return;
+          stopping = true;
+          setTimeout(() => process.exit(1), STOP_DEADLINE_MS).unref();
+          if (server === null) process.exit(1);
+          server.stop().then(
+            () => stoppedWith(1),
+            () => stoppedWith(1),
+          );
+        },
       });
     } catch (err) {
       // One line, as written (oclif's error box would wrap it mid-sentence).

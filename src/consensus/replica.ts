@@ -32,9 +32,11 @@ import {
   configAt,
   epochsAfter,
   hasQuorum,
+  isMember,
   isVoter,
   knownNodes,
   latestConfig,
+  quorumSize,
   trimEpochs,
 } from './config.js';
 import { validateEnvelope } from './validate.js';
@@ -272,6 +274,16 @@ export class Replica {
   private readonly catchupAsked = new Map<NodeId, number>();
   private snapshotNeeded: { from: NodeId; point: LogPoint } | null = null;
 
+  // Departure: this replica is a member of an older configuration and not of the newest.
+  /** The newest configuration, which leaves this replica out, while it has one. */
+  private leaving: ConfigEpoch | null = null;
+  /** Some configuration this replica held named it (since it started). */
+  private wasMember = false;
+  /** Voters of `leaving` that said their commit is at or past `leaving.fromSlot - 1`. */
+  private readonly leaveConfirmed = new Set<NodeId>();
+  private leaveQueryTick = -Infinity;
+  private departedFrom: ConfigEpoch | null = null;
+
   // Outputs accumulated for the next Ready.
   private persistSeq = 0;
   private readonly persistOps: PersistOp[] = [];
@@ -311,6 +323,7 @@ export class Replica {
     this.commitIndex = base.index;
     this.epochs = base.epochs;
     this.known = knownNodes(this.epochs);
+    this.noteMembership();
     this.commitMarker = state.commit;
     // The stored commit marker may lag the applied point (the driver defers it): a slot up to
     // either holds its chosen value (apply waits for the slots' writes; nothing overwrites a
@@ -374,6 +387,24 @@ export class Replica {
     return live;
   }
 
+  /**
+   * Set, for good, once this replica may stop: it is left out of the newest configuration
+   * (governing from `fromSlot`), and enough of that configuration's voters have durably
+   * learned every slot before `fromSlot` as chosen (their commit is at least `fromSlot - 1`)
+   * that every quorum of them holds one.
+   *
+   * Why it must wait: slots before `fromSlot` belong to the older configuration, whose
+   * quorums may need this replica (old {a,b,c,d} removing d: 3 of 4, so a, b and c all). A
+   * candidate whose commit is behind `fromSlot - 1` needs such a quorum; a voter whose commit
+   * is at or past it needs only a quorum of the new voters, and the laggards catch up from
+   * it. Once every new quorum holds such a voter, any live quorum of the new configuration
+   * elects a leader that needs nothing from this replica. Liveness only: safety never
+   * depends on who is running.
+   */
+  get departed(): { readonly fromSlot: number } | null {
+    return this.departedFrom === null ? null : { fromSlot: this.departedFrom.fromSlot };
+  }
+
   /** The newest configuration, including a change not yet in effect. */
   get latestConfig(): Config {
     return latestConfig(this.epochs);
@@ -418,11 +449,18 @@ export class Replica {
   tick(): void {
     this.ticks++;
     this.expireRemoteReads();
+    this.askToLeave();
     if (this.role === 'leader') {
       this.tickLeader();
       return;
     }
     this.electionElapsed++;
+    // No leader heard for an election timeout: ask the voters how far the log is chosen, and
+    // catch up from one that is ahead. A member removed while it was away hears from no
+    // leader (it is a stranger to them now): this is how it learns of its removal and leaves.
+    if (this.electionElapsed % this.electionTicks === 0) {
+      for (const v of this.latestConfig.voters) if (v !== this.id) this.send(v, { type: 'commit_query' });
+    }
     if (this.catchupFrom !== null && this.ticks - this.catchupTick >= this.electionTicks) {
       this.catchupFrom = null; // the request or its answer was lost: ask again when told of a commit
       // A candidate hears of no commit: it asks again now (promises are not sent twice).
@@ -521,6 +559,10 @@ export class Replica {
         return this.onReadRequest(from, msg.id);
       case 'read_reply':
         return this.onReadReply(from, msg.id, msg.index);
+      case 'commit_query':
+        return this.onCommitQuery(from);
+      case 'commit_reply':
+        return this.onCommitReply(from, msg.commit);
     }
   }
 
@@ -1171,6 +1213,53 @@ export class Replica {
     if (epochs === this.epochs) return;
     this.epochs = epochs;
     this.known = knownNodes(epochs);
+    this.noteMembership();
+  }
+
+  // ------------------------------------------------------------------------------------
+  // Departure (see `departed`).
+
+  /** Notices the newest configuration leaving out this replica after one named it. */
+  private noteMembership(): void {
+    const latest = this.epochs[this.epochs.length - 1]!;
+    if (isMember(latest.config, this.id)) {
+      // Added back before it left (or never removed): nothing to wait for.
+      this.wasMember = true;
+      this.leaving = null;
+      this.leaveConfirmed.clear();
+      return;
+    }
+    if (this.epochs.some((e) => isMember(e.config, this.id))) this.wasMember = true;
+    // A joiner that has not reached its own addition was never a member: it stays.
+    if (!this.wasMember || this.leaving === latest) return;
+    // A newer configuration without this replica: ask about that one (its voters, its slot).
+    this.leaving = latest;
+    this.leaveConfirmed.clear();
+    this.leaveQueryTick = -Infinity;
+  }
+
+  /** Asks the new voters that have not confirmed yet, every heartbeat interval. A leader
+   *  hands over first (tickLeader). */
+  private askToLeave(): void {
+    if (this.leaving === null || this.departedFrom !== null || this.role === 'leader') return;
+    if (this.ticks - this.leaveQueryTick < this.heartbeatTicks) return;
+    this.leaveQueryTick = this.ticks;
+    for (const v of this.leaving.config.voters) if (!this.leaveConfirmed.has(v)) this.send(v, { type: 'commit_query' });
+  }
+
+  /** Answered once the commit slot it names is durable here (the marker goes out in the same
+   *  write), so a restart never takes back what the asker counted on. */
+  private onCommitQuery(from: NodeId): void {
+    this.afterPersist.push(this.envelope(from, { type: 'commit_reply', commit: this.commitSlot }));
+  }
+
+  private onCommitReply(from: NodeId, commit: number): void {
+    if (commit > this.commitSlot && this.role !== 'leader') this.requestCatchup(from, commit);
+    const leaving = this.leaving;
+    if (leaving === null || this.departedFrom !== null || !isVoter(leaving.config, from) || commit < leaving.fromSlot - 1) return;
+    this.leaveConfirmed.add(from);
+    const n = leaving.config.voters.length;
+    if (this.leaveConfirmed.size >= n - quorumSize(leaving.config) + 1) this.departedFrom = leaving;
   }
 
   /** The configurations after this replica's commit point, for the state machine's snapshot. */
@@ -1289,6 +1378,10 @@ export class Replica {
         return this.drop('unknown_sender');
       case 'catchup_req':
         return this.onCatchupRequest(from, msg.from, msg.to);
+      // A member removed from a configuration this replica no longer keeps asks whether it
+      // may leave: the answer is only this replica's commit slot.
+      case 'commit_query':
+        return this.onCommitQuery(from);
       // A stranger whose commit is past this replica's may be a voter of a configuration
       // chosen since: it may need this replica's vote, and acceptors may answer any proposer
       // (safety never depends on who proposes). Without the answer a lagging voter and the

@@ -149,6 +149,10 @@ export type Message =
       readonly commit: number;
       readonly snapshot: LogPoint | null;
     }
+  /** A member removed from the configuration asks a voter of the newest one how far its log
+   *  is known chosen, to learn when it may stop (Replica.departed). Answered to anyone. */
+  | { readonly type: 'commit_query' }
+  | { readonly type: 'commit_reply'; readonly commit: number }
   /** A follower asks the leader for a read index on behalf of `id`. */
   | { readonly type: 'read_req'; readonly id: number }
   | { readonly type: 'read_reply'; readonly id: number; readonly index: number | null };

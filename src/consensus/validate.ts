@@ -106,6 +106,10 @@ function isMessage(m: unknown): m is Message {
       return isCount(m.from) && isCount(m.to) && m.from > 0;
     case 'catchup':
       return isList(m.values, isSlotValue) && isCount(m.commit) && (m.snapshot === null || isLogPoint(m.snapshot));
+    case 'commit_query':
+      return true;
+    case 'commit_reply':
+      return isCount(m.commit);
     case 'read_req':
       return isCount(m.id);
     case 'read_reply':

@@ -42,7 +42,7 @@ async function allVoters(nodes: TestNode[]): Promise<boolean> {
 
 const p2pOf = (n: TestNode): string[] => n.info.p2p.map((a) => a.replace(/\/p2p\/[^/]+$/, ''));
 
-test('a 3-node cluster keeps every acknowledged write through a SIGKILLed leader, a restart, a join and a removal', { timeout: 180_000 }, async () => {
+test('a 3-node cluster keeps every acknowledged write through a SIGKILLed leader, a restart, a join and a removal (the removed node exits)', { timeout: 180_000 }, async () => {
   const root = tempDir();
   dirs.push(root);
   const n1 = await startNode({ dataDir: `${root}/n1` });
@@ -101,10 +101,16 @@ test('a 3-node cluster keeps every acknowledged write through a SIGKILLed leader
   const del = await fetch(`${n4.info.http}/v1/cluster/members/${victim.info.peerId}`, { method: 'DELETE' });
   assert.equal(del.status, 200, await del.text());
   nodes = nodes.filter((n) => n !== victim);
-  await victim.kill('SIGTERM');
-  // The removed node led: the others elect a new leader first (503 until then, safe to retry).
+  // The removed node led: it hands over, and the others elect a new leader (503 until then,
+  // safe to retry).
   await waitFor('a write after the removal', async () => (await put(nodes[0]!.info.http, 'after-removal', 'yes')) === 200, 15_000);
   const view = await clusterView(nodes[0]!.info.http);
   assert.equal(view.members.filter((m) => m.role === 'voter').length, 3);
   assert.ok(!view.members.some((m) => m.peerId === victim.info.peerId));
+  // Once the voters left no longer need it, it leaves by itself: exit 1, saying why...
+  const code = await waitFor('the removed node to exit', () => (victim.proc.exitCode !== null ? victim.proc.exitCode : null), 30_000);
+  assert.equal(code, 1, victim.output());
+  assert.match(victim.output(), /removed from cluster \S+: the voters left no longer need this node, so it stops/);
+  // ... and does not start again on its data dir.
+  await assert.rejects(startNode({ dataDir: victim.dataDir }), /this node was removed from cluster \S+ \(removed\.json: .*\): it does not start again on this data dir/);
 });

@@ -1,6 +1,7 @@
 /**
  * `npm run sim -- --seed N` replays one seed with a trace; `npm run sim -- --seeds N [--from S]`
- * runs a campaign with a progress line. Exit status 1 on the first failure, with its seed.
+ * runs a campaign with a progress line (`--trace-lines N`: how much of a failing seed's trace
+ * to print, default 600). Exit status 1 on the first failure, with its seed.
  * `--defect NAME` runs replicas with one of the core's rules broken (see Defects in defective-replica.ts),
  * `--driver-defect NAME` drivers with one of the driver's (see DriverDefects), `--sync-defect
  * NAME` block sync checks with one of theirs (see SyncDefects), `--state-defect NAME` the state
@@ -53,12 +54,13 @@ function shrink(seed: number): { faultTicks: number; error: string; trace: reado
 }
 
 const seed = arg('seed');
+const traceLines = arg('trace-lines') ?? 600;
 if (seed !== undefined) {
   const r = shrink(seed);
   if (r !== null) {
-    console.log(r.trace.slice(-600).join('\n'));
+    console.log(r.trace.slice(-traceLines).join('\n'));
     console.log(`\nseed ${seed} FAILED: ${r.error}`);
-    console.log(`(shortest failing run: fault phase of ${r.faultTicks} ticks; ${r.trace.length} events in its trace, the last 600 shown)`);
+    console.log(`(shortest failing run: fault phase of ${r.faultTicks} ticks; ${r.trace.length} events in its trace, the last ${traceLines} shown; --trace-lines N for more)`);
     process.exit(1);
   }
   const ok = simulate({ seed, ...defects });

@@ -21,6 +21,8 @@
  */
 import {
   formatBallot,
+  isMember,
+  latestConfig,
   bootstrapState,
   type Ballot,
   type Batch,
@@ -97,6 +99,8 @@ export interface SimStats {
   quickRestarts: number;
   longStalls: number;
   membershipChanges: number;
+  /** Removed nodes that stopped once told they may leave (Replica.departed). */
+  departures: number;
   compactions: number;
   rangesLearned: number;
   /** Ranges refused: their end was not vouched for. */
@@ -172,7 +176,13 @@ interface Op {
 /** One simulated machine: its disk outlives its processes; a process is a driver. */
 class SimNode {
   alive = true;
+  /** Its removal was proposed: no faults, no clients. */
   removed = false;
+  /** Stopped for good: it departed (told it may leave), the operator stopped it after its
+   *  removal, or it refused to start knowing it was removed. Never restarted. */
+  gone = false;
+  /** It applied a configuration naming it: once removed, it must learn so and leave. */
+  memberSeen = false;
   incarnation = 0;
   /** The incarnation that sent each read id (the driver's contract: ids differ across
    *  restarts, or a late reply to the previous process confirms a new read). */
@@ -222,6 +232,7 @@ type SimEvent =
   | { time: number; order: number; kind: 'rejoin'; link: string }
   | { time: number; order: number; kind: 'catchup'; node: NodeId; inc: number; from: NodeId }
   | { time: number; order: number; kind: 'stop'; node: NodeId }
+  | { time: number; order: number; kind: 'depart'; node: NodeId; inc: number }
   | { time: number; order: number; kind: 'clockJump' };
 
 type EventBody = SimEvent extends infer E ? (E extends SimEvent ? Omit<E, 'time' | 'order'> : never) : never;
@@ -431,8 +442,22 @@ export class World {
         return this.onCatchup(ev.node, ev.inc, ev.from);
       case 'stop': {
         const node = this.nodes.get(ev.node)!;
-        if (this.stillMember(node.id)) node.removed = false; // the removal never committed
-        else if (node.alive) this.crash(node, 'stop (removed)');
+        if (this.stillMember(node.id)) {
+          node.removed = false; // the removal never committed
+          return;
+        }
+        node.gone = true;
+        if (node.alive) this.crash(node, 'stop (removed)');
+        return;
+      }
+      case 'depart': {
+        // The process exits as production's does (node.ts): at once, for good.
+        const node = this.nodes.get(ev.node)!;
+        if (!node.alive || node.incarnation !== ev.inc) return;
+        node.gone = true;
+        node.removed = true;
+        this.stats.departures++;
+        this.crash(node, 'departed: told it may leave');
         return;
       }
     }
@@ -489,6 +514,15 @@ export class World {
       this.scheduleFlush(node, inc);
     });
     const state = new LmdbStateStore(node.env, undefined, this.applyRules);
+    // As production's serve does: a node whose applied state leaves it out after its removal
+    // refuses to start (server.ts).
+    if (node.removed && !isMember(latestConfig(state.applied().point.epochs), node.id)) {
+      if (this.traceOn) this.trace(`${node.id} refuses to start: its state says it was removed`);
+      node.alive = false;
+      node.gone = true;
+      return;
+    }
+    if (state.applied().point.epochs.some((ep) => isMember(ep.config, node.id))) node.memberSeen = true;
     node.log = log;
     node.state = state;
     node.handler = null;
@@ -544,6 +578,10 @@ export class World {
       ...(this.opts.defects ? { newReplica: (o: ReplicaOptions, st: Persisted) => new DefectiveReplica(o, st, this.opts.defects!) } : {}),
       ...(this.opts.driverDefects ? { defects: this.opts.driverDefects } : {}),
       onApplied: (entries, results) => this.onApplied(node, entries, results),
+      onDeparted: (fromSlot) => {
+        if (this.traceOn) this.trace(`${node.id} departed: removed from slot ${fromSlot}`);
+        this.schedule(0, { kind: 'depart', node: node.id, inc });
+      },
       onSnapshotNeeded: (from) => {
         if (node.catchingUp) return;
         node.catchingUp = true;
@@ -684,7 +722,7 @@ export class World {
 
   private restart(id: NodeId): void {
     const node = this.nodes.get(id)!;
-    if (node.alive || node.removed) return;
+    if (node.alive || node.gone) return;
     this.start(node);
   }
 
@@ -726,6 +764,7 @@ export class World {
 
   /** Every apply of every replica, checked against what the others applied. */
   private onApplied(node: SimNode, entries: readonly Entry[], results: readonly ApplyResult[]): void {
+    if (!node.memberSeen && entries.some((e) => e.epochs.some((ep) => isMember(ep.config, node.id)))) node.memberSeen = true;
     let r = 0;
     for (const entry of entries) {
       const fp = fingerprint(entry.batch);
@@ -1166,10 +1205,12 @@ export class World {
     this.stats.membershipChanges++;
     if (command.change.op === 'remove') {
       const target = this.nodes.get(command.change.node);
-      // A removed node keeps running for a while (it must not disrupt), then stops for good.
+      // A removed node keeps running (it must not disrupt) until it is told it may leave,
+      // and exits (onDeparted). In blocks of sixteen seeds an impatient operator stops it
+      // anyway, 20 to 80 ticks after asking for the removal.
       if (target !== undefined) {
         target.removed = true;
-        this.schedule(r.int(20, 80) * TICK, { kind: 'stop', node: target.id });
+        if (((this.opts.seed >>> 4) & 1) === 1) this.schedule(r.int(20, 80) * TICK, { kind: 'stop', node: target.id });
       }
     }
   }
@@ -1361,7 +1402,7 @@ export class World {
     for (const n of this.nodes.values()) {
       n.pausedUntil = 0;
       if (n.removed && this.stillMember(n.id)) n.removed = false;
-      if (!n.alive && !n.removed) this.start(n);
+      if (!n.alive && !n.gone) this.start(n);
     }
     const finalStart = this.now;
     const end = finalStart + FINAL_TICKS * TICK;
@@ -1414,6 +1455,12 @@ export class World {
         throw new SimFailure(`acknowledged write ${op.client}:${op.seq} is not in the chosen log`);
       }
     }
+    // Removed members leave: each one still running is told it may, and exits.
+    // (A joiner removed before it applied its own addition never knew it was a member.)
+    const staying = (): SimNode[] => [...this.nodes.values()].filter((n) => n.alive && n.removed && n.memberSeen && !isMember(leader.replica.latestConfig, n.id));
+    for (let i = 0; i < 200 * TICK && staying().length > 0; i++) this.step();
+    const left = staying();
+    if (left.length > 0) throw new SimFailure(`removed members ${left.map((n) => n.id).join(', ')} were never told they may leave (${leader.id} leads)`);
     for (const n of this.nodes.values()) if (n.alive) this.stats.leaderChanges += n.replica.stats.leaderTerms - n.leaderTermsBefore;
     this.checkHistory();
   }
@@ -1455,7 +1502,7 @@ export class World {
 }
 
 export function emptyStats(): SimStats {
-  return { leaderChanges: 0, crashes: 0, crashesBeforeCommit: 0, partitions: 0, oneWayLinks: 0, blockSyncs: 0, rangesRefused: 0, rogueRanges: 0, rangesPinned: 0, snapshotRestores: 0, retries: 0, clockJumps: 0, diskFailures: 0, quickRestarts: 0, longStalls: 0, membershipChanges: 0, compactions: 0, rangesLearned: 0, garbage: 0, pauses: 0, acked: 0, unknown: 0, reads: 0, slots: 0 };
+  return { leaderChanges: 0, crashes: 0, crashesBeforeCommit: 0, partitions: 0, oneWayLinks: 0, blockSyncs: 0, rangesRefused: 0, rogueRanges: 0, rangesPinned: 0, snapshotRestores: 0, retries: 0, clockJumps: 0, diskFailures: 0, quickRestarts: 0, longStalls: 0, membershipChanges: 0, departures: 0, compactions: 0, rangesLearned: 0, garbage: 0, pauses: 0, acked: 0, unknown: 0, reads: 0, slots: 0 };
 }
 
 /** Runs one seed. A failure carries the seed; with `trace`, the events that led to it. */
