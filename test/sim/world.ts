@@ -514,9 +514,10 @@ export class World {
       this.scheduleFlush(node, inc);
     });
     const state = new LmdbStateStore(node.env, undefined, this.applyRules);
-    // As production's serve does: a node whose applied state leaves it out after its removal
-    // refuses to start (server.ts).
-    if (node.removed && !isMember(latestConfig(state.applied().point.epochs), node.id)) {
+    // As production's serve does: a node whose applied state leaves it out after it was a
+    // member refuses to start (server.ts; a joiner that has not applied its own addition
+    // yet is not refused: seed 3190).
+    if (node.removed && node.memberSeen && !isMember(latestConfig(state.applied().point.epochs), node.id)) {
       if (this.traceOn) this.trace(`${node.id} refuses to start: its state says it was removed`);
       node.alive = false;
       node.gone = true;
