@@ -59,7 +59,7 @@ export const SERVE_SETTINGS = {
   'log-level': { kind: 'string', help: 'debug, info, warn or error', default: 'info', parse: (v: string, what: string) => checkLogLevel(v, what) },
   'archive-url': {
     kind: 'string',
-    help: 'cluster-wide: archive object store, file:///DIR or s3://BUCKET[/PREFIX][?region=..&endpoint=..&path_style=true] (default file://<data-dir>/archive)',
+    help: 'cluster-wide: archive object store, file:///DIR or s3://BUCKET[/PREFIX][?region=..&endpoint=..&path_style=true] (default file://<data-dir>/archive, for a one-node cluster only: with more members archiving stops)',
     parse: (v: string, what: string) => checkArchiveUrl(v, what),
   },
   'archive-key-file': { kind: 'string', help: 'archive encryption key file, see `pangea ces keygen` (default <data-dir>/archive.key, made at bootstrap)' },

@@ -118,6 +118,7 @@ export class PangeaNode implements KvService {
   private seenLeader: string | null = null;
   /** Why client writes are refused now (the hot-log quota), or null. */
   private admission: () => string | null = () => null;
+  private readyDetails: () => Record<string, unknown> = () => ({});
 
   constructor(parts: NodeParts) {
     this.clusterId = parts.clusterId;
@@ -252,6 +253,15 @@ export class PangeaNode implements KvService {
   /** Client writes are refused (503) while `check` returns a reason. */
   setAdmission(check: () => string | null): void {
     this.admission = check;
+  }
+
+  /** What /readyz adds to its answer, ready or not (the archive's state). */
+  setReadyInfo(details: () => Record<string, unknown>): void {
+    this.readyDetails = details;
+  }
+
+  readyInfo(): Record<string, unknown> {
+    return this.readyDetails();
   }
 
   /** Chosen values block sync fetched and checked: through the core's catch-up path. */

@@ -24,8 +24,8 @@ import { PANGEA_VERSION } from './version.js';
 import { storageFailureCause, watchDataDir } from './fail-stop.js';
 import type { ArchiveSettings } from './state/command.js';
 import type { CesKey } from './ces/index.js';
-import { NodeArchive, STAGING_DIR, bootstrapSettings, loadArchiveKey } from './archive/node-archive.js';
-import { openObjectStore } from './archive/open-store.js';
+import { NodeArchive, STAGING_DIR, archiveOffReason, bootstrapSettings, loadArchiveKey } from './archive/node-archive.js';
+import { openObjectStore, redactUrl } from './archive/open-store.js';
 import { bestManifest, restoreFromArchive, restoreSnapshotInto, snapshotAtOrBelow } from './archive/restore.js';
 import { checkSnapshotFile, looksLikeSnapshotFile, snapshotFileFrames, type SnapshotFileInfo } from './state/snapshot-file.js';
 import { publishBaseSnapshot, type ArchiveHost } from './archive/archiver.js';
@@ -253,6 +253,7 @@ async function assemble(opts: ServeOptions, hooks: ServerHooks, parts: Started):
   const archive = new NodeArchive(stores, archiveHost(node, stores, identity.privateKey), archiveKey, opts.archive, join(opts.dataDir, STAGING_DIR), logger);
   node.onSegment((b) => archive.onSegment(b));
   node.setAdmission(() => archive.admission());
+  node.setReadyInfo(() => ({ archive: archive.status() }));
   archive.registerMetrics(metrics);
   const blocksync = new Blocksync(
     {
@@ -317,7 +318,7 @@ async function assemble(opts: ServeOptions, hooks: ServerHooks, parts: Started):
       },
     );
   } else {
-    const settings = bootstrapping ? bootstrapSettings(opts.archive, opts.dataDir) : null;
+    const settings = bootstrapping ? bootstrapSettings(opts.archive, opts.dataDir, identity.peerId) : null;
     void keepRegistered(node, adminToken, logger, background.signal)
       .then(() => (settings ? proposeSettings(node, settings, logger, background.signal) : undefined))
       .then(() => removeFormer(node, formerMembers, logger, background.signal));
@@ -335,6 +336,7 @@ async function assemble(opts: ServeOptions, hooks: ServerHooks, parts: Started):
         ...transport.addresses().map((a) => `  p2p      ${a}`),
         `  role     ${joining !== null ? 'joining as a learner' : node.config.voters.includes(identity.peerId) ? 'voter' : 'learner'}`,
         `  data     ${opts.dataDir}`,
+        `  archive  ${archiveLine(stores.state.archiveSettings() ?? (bootstrapping ? bootstrapSettings(opts.archive, opts.dataDir, identity.peerId) : null), identity.peerId)}`,
       ].join('\n'),
     stop() {
       // Clients first (no write is taken while the rest stops), then every part in reverse;
@@ -343,6 +345,15 @@ async function assemble(opts: ServeOptions, hooks: ServerHooks, parts: Started):
       return stopping;
     },
   };
+}
+
+/** The banner's archive line: where, and whether it is the one-node default. */
+function archiveLine(s: ArchiveSettings | null, self: string): string {
+  if (s === null) return 'not recorded yet (the cluster records its settings when it starts)';
+  const where = `${redactUrl(s.url)}, segments of ${s.segmentEntries} entries`;
+  if (s.local === undefined) return where;
+  const whose = s.local === self ? 'this data dir' : `node ${s.local}'s data dir`;
+  return `${where} (the default, in ${whose}: for a one-node cluster only; a cluster of several nodes needs --archive-url of a store they share)`;
 }
 
 /** A listener that cannot start names the setting and the address (a port in use). */
@@ -359,6 +370,7 @@ async function listening<T>(flag: string, address: string, start: Promise<T>): P
 /** The node as the archiver sees it. */
 function archiveHost(node: PangeaNode, stores: Stores, privateKey: PrivateKey): ArchiveHost {
   const { state, log } = stores;
+  const off = (): string | null => archiveOffReason(state.archiveSettings(), node.cluster().members.map((m) => m.peerId));
   return {
     cluster: node.clusterId,
     peerId: node.peerId,
@@ -368,7 +380,11 @@ function archiveHost(node: PangeaNode, stores: Stores, privateKey: PrivateKey): 
     appliedIndex: () => state.applied().point.index,
     members: () => [...new Set([...state.votersEver(), ...node.cluster().members.map((m) => m.peerId)])],
     voters: () => node.config.voters,
-    settings: () => state.archiveSettings(),
+    settings: () => {
+      const s = state.archiveSettings();
+      return s !== null && off() === null ? s : null;
+    },
+    archiveOff: () => off(),
     segments: (after, limit) => state.segments(after, limit),
     readSlots: (from, to) => log.readSlots(from, to, state.applied().point.slot),
     compactedPoint: () => node.compactedPoint,
@@ -545,7 +561,7 @@ async function restoreNewCluster(
   stores.state.rebase({ voters: [identity.peerId], learners: [] });
   const point = stores.state.applied().point;
   await stores.log.startAfter(point);
-  const settings = bootstrapSettings(opts.archive, opts.dataDir);
+  const settings = bootstrapSettings(opts.archive, opts.dataDir, identity.peerId);
   if (snapshotFile === null && settings.url === opts.archive.restoreFrom) throw new Error('a restored cluster archives to a store of its own: give --archive-url another URL');
   const to = await openObjectStore(settings.url);
   try {

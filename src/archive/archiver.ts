@@ -49,7 +49,11 @@ export interface ArchiveHost {
    *  cluster (a departed leader's manifests stay valid) and the members now. */
   members(): readonly string[];
   voters(): readonly string[];
+  /** The cluster's settings while this node archives and prunes; null while it does not
+   *  (none recorded yet, or `archiveOff` says why). */
   settings(): ArchiveSettings | null;
+  /** Why the cluster does not archive now (node-archive.ts `archiveOffReason`), or null. */
+  archiveOff?(): string | null;
   /** Finished segments after `afterSlot`. */
   segments(afterSlot: number, limit: number): SegmentBound[];
   /** Chosen slots `from..to` from the hot log (fewer if some were pruned). */

@@ -23,14 +23,46 @@ import type { ObjectStore } from './store.js';
 
 export const STAGING_DIR = 'archive-staging';
 
-/** The settings a node that bootstraps a cluster proposes. */
-export function bootstrapSettings(opts: NodeArchiveOptions, dataDir: string): ArchiveSettings {
+/** The settings a node that bootstraps a cluster proposes: without `--archive-url`, the
+ *  default archive in its own data dir, marked as this node's (`local`). */
+export function bootstrapSettings(opts: NodeArchiveOptions, dataDir: string, peerId: string): ArchiveSettings {
   return {
     url: opts.url ?? pathToFileURL(resolve(dataDir, 'archive')).href,
     segmentEntries: opts.segmentEntries ?? SEGMENT_ENTRIES_DEFAULT,
     snapshotSegments: opts.snapshotSegments ?? SNAPSHOT_SEGMENTS_DEFAULT,
     ces: { ...paramsDefault },
+    ...(opts.url === undefined ? { local: peerId } : {}),
   };
+}
+
+/**
+ * Why the cluster does not archive or prune now, or null when it does. The default archive
+ * (a cluster bootstrapped without `--archive-url`) lives in its node's data dir: on that
+ * node's disk, unreachable from other hosts, gone with that dir. It serves while that node is
+ * the cluster's only member; with more, archiving and pruning stop on every node (the hot
+ * log keeps everything) and /readyz and `pangea_archive_enabled` say why.
+ */
+export function archiveOffReason(settings: ArchiveSettings | null, members: readonly string[]): string | null {
+  if (settings === null) return 'the cluster has not recorded its archive settings yet';
+  if (settings.local === undefined) return null;
+  if (members.length === 1 && members[0] === settings.local) return null;
+  return (
+    `the archive is the default one in node ${settings.local}'s data dir (${settings.url}), which serves a one-node cluster only, ` +
+    `and this cluster has ${members.length} members: archiving and pruning are off, and the hot log keeps every entry. ` +
+    'A cluster of several nodes needs a store they share: bootstrap it with --archive-url'
+  );
+}
+
+/** What /readyz and the metrics tell of the archive. */
+export interface ArchiveStatus {
+  readonly state: 'on' | 'off';
+  readonly reason?: string;
+  /** The last index the archive holds (0: none yet). */
+  readonly archivedThroughIndex: number;
+  /** Indexes committed and not archived yet. */
+  readonly behindIndexes: number;
+  /** True when that is more than two segments and the archiving delay: archiving stalls. */
+  readonly behind: boolean;
 }
 
 /**
@@ -51,6 +83,8 @@ export async function loadArchiveKey(path: string, create: boolean, logger: Logg
 /** Starts archiving once the log has the cluster's settings; owns the store it opens. */
 /** How often the hot log's size is measured for the quota. */
 const QUOTA_CHECK_MS = 250;
+/** How often archiving's state is checked for the log lines that report a change. */
+const STATUS_CHECK_MS = 1_000;
 
 export class NodeArchive {
   private archiver: Archiver | null = null;
@@ -60,6 +94,8 @@ export class NodeArchive {
   private hotBytesAt = 0;
   private readonly abort = new AbortController();
   private waiting: Promise<void> = Promise.resolve();
+  private watch: NodeJS.Timeout | null = null;
+  private lastStatus: ArchiveStatus | null = null;
 
   constructor(
     private readonly stores: { readonly log: LmdbLogStore; readonly state: LmdbStateStore },
@@ -71,6 +107,9 @@ export class NodeArchive {
   ) {}
 
   start(): void {
+    // Says when archiving turns off or on, and when it falls behind (an archive stall).
+    this.watch = setInterval(() => this.noteStatus(), STATUS_CHECK_MS);
+    this.watch.unref();
     if (this.key === null) return;
     const key = this.key;
     this.waiting = (async () => {
@@ -93,6 +132,7 @@ export class NodeArchive {
   }
 
   async stop(): Promise<void> {
+    if (this.watch !== null) clearInterval(this.watch);
     this.abort.abort();
     await this.waiting;
     await this.archiver?.stop();
@@ -108,6 +148,27 @@ export class NodeArchive {
   /** Where block sync reads cold ranges (null until the store is open, or without a key). */
   cold(): ArchiveColdSource | null {
     return this.coldSource;
+  }
+
+  /** Archiving's state, for /readyz and the metrics. */
+  status(): ArchiveStatus {
+    const off = this.key === null ? 'this node has no archive key: it neither archives nor prunes (give it --archive-key-file)' : (this.host.archiveOff?.() ?? null);
+    const archived = this.archiver?.stats.archivedLastIndex ?? 0;
+    const behindIndexes = Math.max(0, this.host.commitIndex() - archived);
+    if (off !== null) return { state: 'off', reason: off, archivedThroughIndex: archived, behindIndexes, behind: false };
+    const segment = this.stores.state.archiveSettings()?.segmentEntries ?? SEGMENT_ENTRIES_DEFAULT;
+    return { state: 'on', archivedThroughIndex: archived, behindIndexes, behind: behindIndexes > 2 * segment + this.opts.delayEntries };
+  }
+
+  private noteStatus(): void {
+    const now = this.status();
+    const was = this.lastStatus;
+    this.lastStatus = now;
+    if (now.state === 'off' && (was === null || was.state !== 'off' || was.reason !== now.reason)) this.logger.warn(`archiving is off: ${now.reason}`);
+    else if (now.state === 'on' && was?.state === 'off') this.logger.info('archiving is on');
+    if (now.behind && was?.behind !== true) {
+      this.logger.warn('the archive is falling behind: more than two segments are committed and not archived', { behindIndexes: now.behindIndexes, lastError: this.archiver?.stats.archiveLastError || undefined });
+    } else if (!now.behind && was?.behind === true) this.logger.info('the archive has caught up', { behindIndexes: now.behindIndexes });
   }
 
   /** Bytes of the hot log, measured at most every QUOTA_CHECK_MS. */
@@ -135,6 +196,8 @@ export class NodeArchive {
   /** Archive, prune and hot-log figures, read when scraped. */
   registerMetrics(m: Metrics): void {
     const s = (): ArchiveStats | null => this.archiver?.stats ?? null;
+    m.gauge('pangea_archive_enabled', '1 while the cluster archives and prunes; 0 while it does not (/readyz says why).', () => (this.status().state === 'on' ? 1 : 0));
+    m.gauge('pangea_archive_behind_indexes', 'Indexes committed and not archived yet.', () => this.status().behindIndexes);
     m.gauge('pangea_archive_first_index', 'First index the archive holds (0: none).', () => s()?.archivedFirstIndex ?? 0);
     m.gauge('pangea_archive_last_index', 'Last index the archive holds (0: none).', () => s()?.archivedLastIndex ?? 0);
     m.counter('pangea_archive_runs_total', 'Archiving runs.', () => s()?.archiveRuns ?? 0);

@@ -108,6 +108,7 @@ export function samples(text: string, name: string): { labels: Record<string, st
 export function alarmsOf(text: string): string[] {
   const out: string[] = [];
   if (samples(text, 'pangea_hot_quota_alarm').some((s) => s.value === 1)) out.push('hot_quota: the hot log is at its quota; client writes are refused until the archive catches up');
+  if (samples(text, 'pangea_archive_enabled').some((s) => s.value === 0)) out.push('archive_off: the cluster neither archives nor prunes (GET /readyz says why)');
   for (const s of samples(text, 'pangea_archive_last_error_info')) out.push(`archive: ${s.labels.error ?? '?'}`);
   for (const s of samples(text, 'pangea_prune_last_error_info')) out.push(`prune: ${s.labels.error ?? '?'}`);
   const stalled = samples(text, 'pangea_commit_stalled_seconds')[0]?.value ?? 0;

@@ -326,9 +326,13 @@ export class HttpApi {
         allow(method, ['GET']);
         {
           const why = this.service.notReady();
-          if (why !== null) throw unavailable(`not ready: ${why}`);
+          const info = this.service.readyInfo?.() ?? {};
+          if (why !== null) {
+            const e = unavailable(`not ready: ${why}`);
+            throw new HttpError(e.status, e.code, e.message, info, e.headers);
+          }
+          sendJson(ctx.res, 200, { status: 'ready', ...info });
         }
-        sendJson(ctx.res, 200, { status: 'ready' });
         return Promise.resolve();
       case '/metrics':
         allow(method, ['GET']);

@@ -66,6 +66,9 @@ export interface KvService {
    * index less a small lag, commits moving while writes wait, writes admitted), else why not.
    */
   notReady(): string | null;
+  /** More for /readyz's body, ready or not: the archive's state (`{archive: {state, reason,
+   *  archivedThroughIndex, behindIndexes, behind}}`). */
+  readyInfo?(): Record<string, unknown>;
   /** Prometheus text exposition. */
   metrics(): Promise<string>;
   /** The applied state as of now, from one read transaction (close it if unread). Callers

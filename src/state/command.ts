@@ -53,6 +53,12 @@ export interface ArchiveSettings {
   readonly segmentEntries: number;
   readonly snapshotSegments: number;
   readonly ces: { readonly dataShards: number; readonly parityShards: number; readonly stripeBytes: number; readonly level: number };
+  /**
+   * Set when the cluster was bootstrapped without an archive URL: the archive is the default
+   * one in this node's data dir (the peer id), which serves a one-node cluster only
+   * (archive/node-archive.ts, `archiveOffReason`).
+   */
+  readonly local?: string;
 }
 
 /**
@@ -155,7 +161,8 @@ function isSettingsOp(v: unknown): v is SettingsOp {
   if (v.t === 'cluster_settings') return int(s.sessionTtlMs) && (s.sessionTtlMs as number) > 0;
   if (v.t !== 'archive_settings') return false;
   return typeof s.url === 'string' && int(s.segmentEntries) && (s.segmentEntries as number) > 0 && int(s.snapshotSegments) &&
-    (s.snapshotSegments as number) > 0 && isObj(s.ces) && int(s.ces.dataShards) && int(s.ces.parityShards) && int(s.ces.stripeBytes) && int(s.ces.level);
+    (s.snapshotSegments as number) > 0 && isObj(s.ces) && int(s.ces.dataShards) && int(s.ces.parityShards) && int(s.ces.stripeBytes) && int(s.ces.level) &&
+    (s.local === undefined || typeof s.local === 'string');
 }
 
 function isAppCommand(v: unknown): v is AppCommand {

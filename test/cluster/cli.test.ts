@@ -9,6 +9,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { writeNewKeyFile } from '../../src/ces/index.js';
 import { clusterView, isReady, killAll, leaderOf, removeDir, startCluster, startNode, tempDir, waitFor } from './harness.js';
 
 const RUN = fileURLToPath(new URL('../../../bin/run.js', import.meta.url));
@@ -37,7 +38,11 @@ function pangea(endpoints: string, args: string[], input?: string): Promise<Ran>
 }
 
 test('pangea kv, member and endpoint against a live 3-node cluster', { timeout: 180_000 }, async () => {
-  const nodes = await startCluster(root, 3, ['--log-level', 'info']);
+  // A cluster of several nodes archives to a store they share (here a directory all three
+  // reach), each with the archive key: `alarm list` stays quiet below.
+  const keyFile = join(root, 'archive.key');
+  await writeNewKeyFile(keyFile);
+  const nodes = await startCluster(root, 3, ['--log-level', 'info', '--archive-url', `file://${join(root, 'archive')}`, '--archive-key-file', keyFile]);
   const leader = await leaderOf(nodes);
   const follower = nodes.find((n) => n !== leader)!;
   // One address given: a follower. Writes go through it; the others are learned.
