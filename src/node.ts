@@ -67,6 +67,9 @@ export interface NodeParts {
    * no longer need it: Replica.departed). The caller ends the process.
    */
   readonly onDeparted?: (fromSlot: number) => void;
+  /** The node was a member before this start (its data dir is not joining): see
+   *  ReplicaOptions.wasMember. */
+  readonly wasMember?: boolean;
 }
 
 /** Node's timers and monotonic clock. */
@@ -167,6 +170,7 @@ export class PangeaNode implements KvService {
         }
       },
       onSegment: (bound) => this.segmentListener?.(bound),
+      replica: { wasMember: parts.wasMember === true },
       onDeparted: (fromSlot) => {
         this.logger.error('this node was removed from the cluster, and the voters left no longer need it: it leaves', { fromSlot });
         parts.onDeparted?.(fromSlot);

@@ -4,8 +4,8 @@
  */
 import './polyfill.js';
 import { sleep } from './sleep.js';
-import { mkdir, readFile, unlink } from 'node:fs/promises';
-import { syncDir, writeFileDurable } from './durable-file.js';
+import { mkdir, readFile } from 'node:fs/promises';
+import { writeFileDurable } from './durable-file.js';
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -30,7 +30,7 @@ import { bestManifest, restoreFromArchive, restoreSnapshotInto, snapshotAtOrBelo
 import { checkSnapshotFile, looksLikeSnapshotFile, snapshotFileFrames, type SnapshotFileInfo } from './state/snapshot-file.js';
 import { publishBaseSnapshot, type ArchiveHost } from './archive/archiver.js';
 import { Blocksync, registerBlocksyncMetrics } from './sync/blocksync.js';
-import { DEFAULTS, isMember, latestConfig } from './consensus/index.js';
+import { DEFAULTS } from './consensus/index.js';
 import { resolveParams } from './ces/index.js';
 
 export type { ServeOptions } from './config.js';
@@ -178,18 +178,17 @@ async function assemble(opts: ServeOptions, hooks: ServerHooks, parts: Started):
   }
   if (!resuming && opts.archive.restoreFrom !== undefined) await writeClusterFile();
   if (!stores.state.bootstrapped()) stores.state.bootstrap(genesis);
+  // A node that left the cluster that removed it does not come back on its old data dir: the
+  // cluster no longer knows it. (One removed while it was away, or that stopped before the
+  // voters let it go, starts: it learns of its removal and leaves as a running one does.)
   const removedPath = join(opts.dataDir, REMOVED_FILE);
-  if (!opts.forceNewCluster) {
-    // A removed node does not come back on its old data dir: the cluster would not know it.
-    const removedAt = existsSync(removedPath) ? await readFile(removedPath, 'utf8').catch(() => '') : null;
-    const applied = stores.state.applied().point;
-    const leftOut = resuming && !cluster.joining && stores.state.bootstrapped() && !isMember(latestConfig(applied.epochs), identity.peerId);
-    if (removedAt !== null || leftOut) {
-      throw new Error(
-        `this node was removed from cluster ${cluster.clusterId}${removedAt !== null ? ` (${REMOVED_FILE}: ${removedAt.trim().replace(/\s+/g, ' ')})` : ` (its applied configuration at index ${applied.index} leaves it out)`}: ` +
-          'it does not start again on this data dir; to serve again, join the cluster with a fresh --data-dir, or give --force-new-cluster to make this dir a new one-member cluster of its own',
-      );
-    }
+  if (existsSync(removedPath)) {
+    const record = (await readFile(removedPath, 'utf8').catch(() => '')).trim().replace(/\s+/g, ' ');
+    throw new Error(
+      `this node was removed from cluster ${cluster.clusterId} and left it (${REMOVED_FILE}: ${record}): it does not start again on this data dir` +
+        (opts.forceNewCluster ? ' (--force-new-cluster would fork the cluster it left: same cluster id, another log)' : '') +
+        `; to serve again, move ${opts.dataDir} away and join the cluster with a fresh --data-dir`,
+    );
   }
   if (opts.forceNewCluster) {
     if (!resuming) throw new Error('--force-new-cluster needs the data dir of a node of an existing cluster');
@@ -201,10 +200,6 @@ async function assemble(opts: ServeOptions, hooks: ServerHooks, parts: Started):
       appliedIndex: before.index,
       formerVoters: before.epochs[before.epochs.length - 1]?.config.voters,
     });
-    if (existsSync(removedPath)) {
-      await unlink(removedPath);
-      await syncDir(opts.dataDir);
-    }
   }
   const transport = new Libp2pTransport({
     privateKey: identity.privateKey,
@@ -248,7 +243,7 @@ async function assemble(opts: ServeOptions, hooks: ServerHooks, parts: Started):
       (err: unknown) => onFatal(err),
     );
   };
-  const node = new PangeaNode({ clusterId: cluster.clusterId, peerId: identity.peerId, http, log: stores.log, state: stores.state, transport, logger, genesis: cluster.genesis, metrics, onFatal, onDeparted });
+  const node = new PangeaNode({ clusterId: cluster.clusterId, peerId: identity.peerId, http, log: stores.log, state: stores.state, transport, logger, genesis: cluster.genesis, metrics, onFatal, onDeparted, wasMember: !cluster.joining });
   serving = node;
   const archive = new NodeArchive(stores, archiveHost(node, stores, identity.privateKey), archiveKey, opts.archive, join(opts.dataDir, STAGING_DIR), logger);
   node.onSegment((b) => archive.onSegment(b));

@@ -87,6 +87,12 @@ export interface ReplicaOptions {
    */
   readonly retainBytesMax?: number;
   readonly catchupSlotsMax?: number;
+  /**
+   * This replica was a member of the cluster before this start (production: its data dir is
+   * not still joining). A member removed while it was away may restart with configurations
+   * trimmed past its removal; this is how it knows it must ask to leave (`departed`).
+   */
+  readonly wasMember?: boolean;
 }
 
 export const DEFAULTS = {
@@ -323,6 +329,7 @@ export class Replica {
     this.commitIndex = base.index;
     this.epochs = base.epochs;
     this.known = knownNodes(this.epochs);
+    this.wasMember = opts.wasMember === true;
     this.noteMembership();
     this.commitMarker = state.commit;
     // The stored commit marker may lag the applied point (the driver defers it): a slot up to
@@ -562,7 +569,7 @@ export class Replica {
       case 'commit_query':
         return this.onCommitQuery(from);
       case 'commit_reply':
-        return this.onCommitReply(from, msg.commit);
+        return this.onCommitReply(from, msg.commit, msg.member);
     }
   }
 
@@ -1226,6 +1233,7 @@ export class Replica {
       // Added back before it left (or never removed): nothing to wait for.
       this.wasMember = true;
       this.leaving = null;
+      this.departedFrom = null;
       this.leaveConfirmed.clear();
       return;
     }
@@ -1250,13 +1258,16 @@ export class Replica {
   /** Answered once the commit slot it names is durable here (the marker goes out in the same
    *  write), so a restart never takes back what the asker counted on. */
   private onCommitQuery(from: NodeId): void {
-    this.afterPersist.push(this.envelope(from, { type: 'commit_reply', commit: this.commitSlot }));
+    this.afterPersist.push(this.envelope(from, { type: 'commit_reply', commit: this.commitSlot, member: isMember(this.latestConfig, from) }));
   }
 
-  private onCommitReply(from: NodeId, commit: number): void {
-    if (commit > this.commitSlot && this.role !== 'leader') this.requestCatchup(from, commit);
+  private onCommitReply(from: NodeId, commit: number, member: boolean): void {
+    // Catch up only from a voter of the next slot as this replica knows it: a node that left
+    // and formed a cluster of its own under the same id must not feed it another log.
+    if (commit > this.commitSlot && this.role !== 'leader' && isVoter(this.config, from)) this.requestCatchup(from, commit);
     const leaving = this.leaving;
-    if (leaving === null || this.departedFrom !== null || !isVoter(leaving.config, from) || commit < leaving.fromSlot - 1) return;
+    // `member`: the replier knows of a configuration naming this replica (added back): stay.
+    if (member || leaving === null || this.departedFrom !== null || !isVoter(leaving.config, from) || commit < leaving.fromSlot - 1) return;
     this.leaveConfirmed.add(from);
     const n = leaving.config.voters.length;
     if (this.leaveConfirmed.size >= n - quorumSize(leaving.config) + 1) this.departedFrom = leaving;

@@ -152,7 +152,9 @@ export type Message =
   /** A member removed from the configuration asks a voter of the newest one how far its log
    *  is known chosen, to learn when it may stop (Replica.departed). Answered to anyone. */
   | { readonly type: 'commit_query' }
-  | { readonly type: 'commit_reply'; readonly commit: number }
+  /** `member`: the replier's newest configuration names the asker (it was added back, or its
+   *  removal is not chosen): the asker must not leave on this answer. */
+  | { readonly type: 'commit_reply'; readonly commit: number; readonly member: boolean }
   /** A follower asks the leader for a read index on behalf of `id`. */
   | { readonly type: 'read_req'; readonly id: number }
   | { readonly type: 'read_reply'; readonly id: number; readonly index: number | null };

@@ -109,7 +109,7 @@ function isMessage(m: unknown): m is Message {
     case 'commit_query':
       return true;
     case 'commit_reply':
-      return isCount(m.commit);
+      return isCount(m.commit) && typeof m.member === 'boolean';
     case 'read_req':
       return isCount(m.id);
     case 'read_reply':

@@ -112,5 +112,6 @@ test('a 3-node cluster keeps every acknowledged write through a SIGKILLed leader
   assert.equal(code, 1, victim.output());
   assert.match(victim.output(), /removed from cluster \S+: the voters left no longer need this node, so it stops/);
   // ... and does not start again on its data dir.
-  await assert.rejects(startNode({ dataDir: victim.dataDir }), /this node was removed from cluster \S+ \(removed\.json: .*\): it does not start again on this data dir/);
+  await assert.rejects(startNode({ dataDir: victim.dataDir }), /this node was removed from cluster \S+ and left it \(removed\.json: .*\): it does not start again on this data dir; to serve again, move/);
+  await assert.rejects(startNode({ dataDir: victim.dataDir, extra: ['--force-new-cluster'] }), /--force-new-cluster would fork the cluster it left/);
 });

@@ -22,7 +22,6 @@
 import {
   formatBallot,
   isMember,
-  latestConfig,
   bootstrapState,
   type Ballot,
   type Batch,
@@ -514,15 +513,6 @@ export class World {
       this.scheduleFlush(node, inc);
     });
     const state = new LmdbStateStore(node.env, undefined, this.applyRules);
-    // As production's serve does: a node whose applied state leaves it out after it was a
-    // member refuses to start (server.ts; a joiner that has not applied its own addition
-    // yet is not refused: seed 3190).
-    if (node.removed && node.memberSeen && !isMember(latestConfig(state.applied().point.epochs), node.id)) {
-      if (this.traceOn) this.trace(`${node.id} refuses to start: its state says it was removed`);
-      node.alive = false;
-      node.gone = true;
-      return;
-    }
     if (state.applied().point.epochs.some((ep) => isMember(ep.config, node.id))) node.memberSeen = true;
     node.log = log;
     node.state = state;
@@ -568,6 +558,9 @@ export class World {
       // unnoticed for 4,000 seeds with forwarding always on, against 600 without).
       forwardWrites: ((this.opts.seed >>> 3) & 1) === 0,
       replica: {
+        // As production's data dir says (not joining): a member removed while it was away
+        // restarts knowing it was one, so it asks to leave.
+        wasMember: node.memberSeen,
         // Every eighth seed (5, 13, ...) runs the production defaults (alpha 32, batches up to
         // 512 commands); the others a small window and batches, so windows fill and wrap.
         ...(this.opts.seed % 8 === 5 ? {} : { alpha: 8, batchCommandsMax: 16, catchupSlotsMax: 16 }),
