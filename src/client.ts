@@ -269,6 +269,13 @@ export class PangeaClient {
     return this.json(await this.request({ method: 'DELETE', path: `/v1/cluster/members/${encodeKey(peerId)}`, headers: this.adminHeaders(), retry: 'onlyUnsent' }));
   }
 
+  /** Hands leadership to voter `peerId`; resolves once it leads. Retried only when it surely
+   *  was not acted on. */
+  async transferLeader(peerId: string): Promise<{ leader: string }> {
+    const body = JSON.stringify({ peerId });
+    return this.json(await this.request({ method: 'POST', path: '/v1/cluster/leader', body, headers: { 'content-type': 'application/json', ...this.adminHeaders() }, retry: 'onlyUnsent' }));
+  }
+
   private adminHeaders(): Record<string, string> {
     return this.adminToken ? { authorization: `Bearer ${this.adminToken}` } : {};
   }

@@ -42,6 +42,7 @@ import {
   type Ready,
   type ReplicaOptions,
   type SlotValue,
+  type TransferResult,
 } from './consensus/index.js';
 import type { LoadedLog } from './log/log-store.js';
 import { LOG_TIME_STEP_MS, type ApplyResult } from './state/command.js';
@@ -519,6 +520,13 @@ export class Driver {
   // Inputs from outside the core.
 
   /** Chosen values block sync fetched and checked: through the core's catch-up path. */
+  /** Hands leadership to voter `to` (Replica.transferLeadership). */
+  transferLeadership(to: string): TransferResult {
+    const r = this.replica.transferLeadership(to);
+    this.scheduleDrain();
+    return r;
+  }
+
   learnChosen(values: readonly SlotValue[]): void {
     if (this.stopped) return;
     this.replica.learnChosen(values);
@@ -580,7 +588,8 @@ export class Driver {
         }
         return done({ ok: false, refusal: { kind: 'not_leader', leader: result.leader } });
       }
-      const why = result.reason === 'busy' ? 'the proposal queue is full' : 'a membership change is in progress';
+      const why =
+        result.reason === 'busy' ? 'the proposal queue is full' : result.reason === 'transferring' ? 'the leader is handing leadership to another voter' : 'a membership change is in progress';
       return done({ ok: false, refusal: { kind: 'unavailable', message: why } });
     }
     this.counters.proposals++;

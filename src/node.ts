@@ -85,6 +85,9 @@ export const NODE_CLOCK: DriverClock = {
 
 const metaPackr = new Packr({ useRecords: false, mapsAsObjects: true });
 
+/** How long `transferLeader` waits to see the new leader: an election takes well under this. */
+const TRANSFER_WAIT_MS = 5_000;
+
 /** The member record a membership change carries, opaque to the core. */
 export function encodeMemberMeta(m: { http: string; p2p: readonly string[] }): Uint8Array {
   return metaPackr.pack({ http: m.http, p2p: [...m.p2p] });
@@ -453,6 +456,34 @@ export class PangeaNode implements KvService {
       }
     }
     return this.proposeConfig({ kind: 'config', change: { op: 'remove', node: peerId } });
+  }
+
+  /**
+   * Hands leadership to voter `peerId` (Replica.transferLeadership) and resolves once this
+   * node sees it lead. On a follower: not_leader (the HTTP API forwards to the leader).
+   */
+  async transferLeader(peerId: string, timeoutMs = TRANSFER_WAIT_MS): Promise<{ leader: string }> {
+    const r = this.driver.replica;
+    if (r.currentRole !== 'leader') throw this.serviceError({ kind: 'not_leader', leader: r.currentLeader });
+    if (peerId === this.peerId) return { leader: peerId };
+    const config = r.latestConfig;
+    if (!config.voters.includes(peerId)) {
+      throw new MembershipError(config.learners.includes(peerId) ? 'conflict' : 'not_found', config.learners.includes(peerId) ? `${peerId} is a learner: promote it first` : `${peerId} is not a member`);
+    }
+    if (this.justElected()) throw new ServiceError('unavailable', 'the leader was elected moments ago and has not heard from its peers yet; retry shortly');
+    if (!r.livePeers.has(peerId)) throw new MembershipError('conflict', `${peerId} has not answered the leader within an election timeout: it cannot take over`);
+    const started = this.driver.transferLeadership(peerId);
+    if (!started.ok) throw new ServiceError('unavailable', `cannot hand over now: ${started.reason}`);
+    this.logger.info('handing leadership over', { to: peerId });
+    const deadline = performance.now() + timeoutMs;
+    while (performance.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      const now = this.driver.replica;
+      if (now.currentLeader === peerId) return { leader: peerId };
+      if (now.currentRole === 'leader' && now.transferringTo === null) break;
+    }
+    const leader = this.driver.replica.currentLeader;
+    throw new ServiceError('unavailable', leader === this.peerId ? `${peerId} did not take over; this node still leads` : `${peerId} has not been heard of as leader yet (the leader now: ${leader ?? 'none known'})`);
   }
 
   /** A leader that has heard from no peer yet, in a cluster of several voters: elected moments

@@ -305,3 +305,80 @@ test('a leader that knew slots past a gap as chosen before it led keeps its next
   assert.equal(a.currentRole, 'leader');
   assert.ok(a.commit.slot >= 5, `commit ${a.commit.slot}`);
 });
+
+test('leader transfer: the leader stops taking proposals, commits what it has, and the voter it names leads next despite the lease', () => {
+  const all = ['a', 'b', 'c'];
+  const net = new Net(all, { b: 0.99, c: 0.99 });
+  net.elect('a', all);
+  assert.deepEqual(net.r('a').propose({ kind: 'app', data: enc.encode('before') }), { ok: true });
+  assert.deepEqual(net.r('a').transferLeadership('a'), { ok: false, reason: 'this node leads already' });
+  assert.deepEqual(net.r('a').transferLeadership('zed'), { ok: false, reason: 'zed is not a voter' });
+  assert.deepEqual(net.r('b').transferLeadership('c'), { ok: false, reason: 'this node does not lead' });
+  assert.deepEqual(net.r('a').transferLeadership('b'), { ok: true });
+  assert.deepEqual(net.r('a').propose({ kind: 'app', data: enc.encode('during') }), { ok: false, reason: 'transferring' });
+  // Everything is delivered at once: no election timeout passes, every lease still holds.
+  net.run(between(all));
+  assert.equal(net.r('b').currentRole, 'leader');
+  assert.notEqual(net.r('a').currentRole, 'leader');
+  assert.ok([...net.applied.get('b')!.values()].includes('before'), 'what the old leader had queued committed first');
+  assert.deepEqual(net.r('b').propose({ kind: 'app', data: enc.encode('after') }), { ok: true });
+  net.run(between(all));
+  for (const id of all) assert.ok([...net.applied.get(id)!.values()].includes('after'), `${id} applied the new leader's write`);
+});
+
+test('leader transfer: a target that never campaigns leaves the leader leading again after an election timeout', () => {
+  const all = ['a', 'b', 'c'];
+  const net = new Net(all, { b: 0.99, c: 0.99 });
+  net.elect('a', all);
+  assert.deepEqual(net.r('a').transferLeadership('b'), { ok: true });
+  // b never hears the hand-over.
+  const lost = (e: Envelope): boolean => e.msg.type === 'timeout_now';
+  const rest = (e: Envelope): boolean => between(all)(e) && !lost(e);
+  net.run(rest, lost);
+  assert.equal(net.r('a').currentRole, 'leader');
+  for (let i = 0; i < 12; i++) {
+    net.r('a').tick();
+    net.run(rest, lost);
+  }
+  assert.equal(net.r('a').currentRole, 'leader');
+  assert.equal(net.r('a').transferringTo, null);
+  assert.deepEqual(net.r('a').propose({ kind: 'app', data: enc.encode('again') }), { ok: true });
+});
+
+test('a removed voter departs only once enough of the voters left know every slot before the new configuration (old {a,b,c,d} less d needs 3 of 4 until then)', () => {
+  const all = ['a', 'b', 'c', 'd'];
+  const net = new Net(all, { b: 0.99, c: 0.99, d: 0.99 });
+  net.elect('a', all);
+  assert.deepEqual(net.r('a').propose({ kind: 'config', change: { op: 'remove', node: 'd' } }), { ok: true });
+  // c hears nothing from now on: only a and b can confirm (2 = n - q + 1 of {a,b,c}).
+  const withoutC = between(['a', 'b', 'd']);
+  net.run(withoutC, (e) => e.to === 'c' || e.from === 'c');
+  assert.equal(net.r('d').departed, null, 'd may not leave before asking');
+  // While b lags behind F - 1, d must stay: hold everything to b.
+  for (let i = 0; i < 6; i++) {
+    net.tick(['a', 'd'], 1);
+    net.run(between(['a', 'd']), (e) => e.to === 'c' || e.from === 'c' || e.to === 'b' || e.from === 'b');
+  }
+  assert.equal(net.r('d').departed, null, 'with only a confirmed, a quorum {b,c} of the new voters holds no one past F - 1');
+  for (let i = 0; i < 6 && net.r('d').departed === null; i++) {
+    net.tick(['a', 'b', 'd'], 1);
+    net.run(withoutC, (e) => e.to === 'c' || e.from === 'c');
+  }
+  const fromSlot = net.r('a').latestEpoch.fromSlot;
+  assert.deepEqual(net.r('d').departed, { fromSlot });
+  assert.ok(net.r('a').commit.slot >= fromSlot - 1 && net.r('b').commit.slot >= fromSlot - 1);
+});
+
+test('a removed member that hears from a voter that it is a member again does not leave (review: added back before it left)', () => {
+  const r = new Replica({ id: 'd', cluster: 'c', random: () => 0.5, electionTicks: 10, heartbeatTicks: 2 }, bootstrapState({ voters: ['a', 'b', 'c', 'd'], learners: [] }));
+  // d's state: its removal applied at slot 1 (alpha 32: the new configuration governs from 33).
+  const removed = { slot: 1, ballot: { round: 1, leader: 'a' }, batch: [{ kind: 'config' as const, change: { op: 'remove' as const, node: 'd' } }], chosen: true };
+  r.step({ cluster: 'c', from: 'a', to: 'd', msg: { type: 'accept', ballot: removed.ballot, commit: 0, values: [{ slot: 1, batch: removed.batch }] } } satisfies Envelope);
+  r.step({ cluster: 'c', from: 'a', to: 'd', msg: { type: 'commit', ballot: removed.ballot, commit: 1 } } satisfies Envelope);
+  r.persisted(r.ready()!.persistSeq);
+  assert.deepEqual(r.latestConfig.voters, ['a', 'b', 'c']);
+  for (const from of ['a', 'b', 'c']) r.step({ cluster: 'c', from, to: 'd', msg: { type: 'commit_reply', commit: 40, member: true } } satisfies Envelope);
+  assert.equal(r.departed, null, 'voters that name it a member again keep it');
+  for (const from of ['a', 'b']) r.step({ cluster: 'c', from, to: 'd', msg: { type: 'commit_reply', commit: 40, member: false } } satisfies Envelope);
+  assert.deepEqual(r.departed, { fromSlot: 33 });
+});

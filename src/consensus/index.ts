@@ -13,5 +13,5 @@ export * from './types.js';
 export { BALLOT_NONE, compareBallots, ballotEquals, formatBallot } from './ballot.js';
 export { configAt, latestConfig, hasQuorum, isVoter, isMember, quorumSize, applyChange, epochsAfter } from './config.js';
 export { Replica, DEFAULTS, bootstrapState, commandBytes, batchBytes } from './replica.js';
-export type { ReplicaOptions, ProposeResult, Role, ReplicaStats } from './replica.js';
+export type { ReplicaOptions, ProposeResult, Role, ReplicaStats, TransferResult } from './replica.js';
 export { validateEnvelope, isLogPoint, isBallot, isCommand, LIMITS } from './validate.js';

@@ -113,7 +113,9 @@ export const DEFAULTS = {
 export type ProposeResult =
   | { readonly ok: true }
   | { readonly ok: false; readonly reason: 'not_leader'; readonly leader: NodeId | null }
-  | { readonly ok: false; readonly reason: 'busy' | 'config_pending' };
+  | { readonly ok: false; readonly reason: 'busy' | 'config_pending' | 'transferring' };
+
+export type TransferResult = { readonly ok: true } | { readonly ok: false; readonly reason: string };
 
 export type Role = 'follower' | 'precandidate' | 'candidate' | 'leader';
 
@@ -258,6 +260,12 @@ export class Replica {
   private configInFlight = false;
   private heartbeatElapsed = 0;
   private checkQuorumElapsed = 0;
+  /** Leadership handed to this voter: no new proposals meanwhile (transferLeadership). */
+  private transferTo: NodeId | null = null;
+  private transferTick = 0;
+  private transferSent = false;
+  /** This candidacy was asked for by the leader (timeout_now): its prepares say so. */
+  private transferCampaign = false;
   private readonly recentlyActive = new Set<NodeId>();
   /** While leading: the tick each peer last answered (accepted, heartbeat ack). */
   private readonly lastHeard = new Map<NodeId, number>();
@@ -495,6 +503,7 @@ export class Replica {
    *  stops leading first; its fate is then known only through the committed log. */
   propose(command: Command): ProposeResult {
     if (this.role !== 'leader') return { ok: false, reason: 'not_leader', leader: this.leader };
+    if (this.transferTo !== null) return { ok: false, reason: 'transferring' };
     const size = commandBytes(command);
     // Bounded in commands and in bytes; an empty queue takes any one command, so a value at
     // the size limit always makes progress.
@@ -509,6 +518,48 @@ export class Replica {
     this.queue.push(command);
     this.queueBytes += size;
     return { ok: true };
+  }
+
+  /**
+   * Hands leadership to voter `to` (an operator's `leader transfer`, etcd's MsgTimeoutNow):
+   * this leader stops taking proposals, commits what it has in flight and queued, then tells
+   * `to` to campaign at once; acceptors promise that candidate's ballot despite this leader's
+   * lease (its prepares say `transfer`), and `to` catches up from the promises before it
+   * leads, as any candidate does. Safety is Paxos's whatever happens; if no new leader is
+   * heard of within an election timeout, this one resumes taking proposals. Only the ballot
+   * order decides who leads, never this request.
+   */
+  transferLeadership(to: NodeId): TransferResult {
+    if (this.role !== 'leader') return { ok: false, reason: 'this node does not lead' };
+    if (to === this.id) return { ok: false, reason: 'this node leads already' };
+    if (!isVoter(this.config, to) || !isVoter(this.latestConfig, to)) return { ok: false, reason: `${to} is not a voter` };
+    if (!this.ownCommitDone()) return { ok: false, reason: 'this leader has not committed under its own ballot yet' };
+    this.transferTo = to;
+    this.transferTick = this.ticks;
+    this.transferSent = false;
+    return { ok: true };
+  }
+
+  /** The voter leadership is being handed to, while it is. */
+  get transferringTo(): NodeId | null {
+    return this.transferTo;
+  }
+
+  /** Once nothing is queued or in flight, tells the target to campaign (once). */
+  private maybeHandOver(): void {
+    if (this.transferTo === null || this.transferSent || this.role !== 'leader') return;
+    if (this.queue.length > 0 || this.inflight.size > 0) return;
+    this.transferSent = true;
+    this.send(this.transferTo, { type: 'timeout_now', ballot: this.ballot });
+  }
+
+  private onTimeoutNow(from: NodeId, ballot: Ballot): void {
+    if (ballot.leader !== from) return this.drop('forged_ballot');
+    // Only from the leader this replica follows, under the ballot it promised, and only a
+    // voter of the next slot campaigns.
+    if (this.role !== 'follower' || this.leader !== from || !ballotEquals(ballot, this.promised) || !isVoter(this.config, this.id)) return;
+    this.transferCampaign = true;
+    this.startCandidacy();
   }
 
   /** Asks for a linearizable read point; the answer comes in `Ready.reads` with this id.
@@ -543,7 +594,9 @@ export class Replica {
       case 'prevote_reply':
         return this.onPreVoteReply(from, msg.round, msg.granted);
       case 'prepare':
-        return this.onPrepare(from, msg.ballot, msg.commit);
+        return this.onPrepare(from, msg.ballot, msg.commit, msg.transfer === true);
+      case 'timeout_now':
+        return this.onTimeoutNow(from, msg.ballot);
       case 'promise':
         return this.onPromise(from, msg);
       case 'accept':
@@ -609,6 +662,7 @@ export class Replica {
     if (this.role === 'leader') {
       this.fillWindow();
       this.flushLeaderMessages();
+      this.maybeHandOver();
     }
     if (this.commitSlot > this.commitMarker) {
       this.commitMarker = this.commitSlot;
@@ -726,7 +780,9 @@ export class Replica {
     this.prepareSentTick = this.ticks;
     for (const voter of this.votersAfterCommit()) {
       if (voter === this.id || this.promises.has(voter)) continue;
-      this.afterPersist.push(this.envelope(voter, { type: 'prepare', ballot: this.ballot, commit: this.commitSlot }));
+      this.afterPersist.push(
+        this.envelope(voter, { type: 'prepare', ballot: this.ballot, commit: this.commitSlot, ...(this.transferCampaign ? { transfer: true } : {}) }),
+      );
     }
   }
 
@@ -741,7 +797,7 @@ export class Replica {
     return out;
   }
 
-  private onPrepare(from: NodeId, ballot: Ballot, candidateCommit: number): void {
+  private onPrepare(from: NodeId, ballot: Ballot, candidateCommit: number, transfer = false): void {
     if (ballot.leader !== from) return this.drop('forged_ballot');
     const order = compareBallots(ballot, this.promised);
     if (order < 0) {
@@ -750,8 +806,9 @@ export class Replica {
     }
     if (order > 0) {
       // Check-quorum's other half: while a live leader is heard from, ignore usurpers.
+      // A candidate the leader asked to take over (transfer) is not a usurper.
       const leaderAlive = this.role === 'follower' && this.leader !== null && this.electionElapsed < this.electionTicks;
-      if (leaderAlive || this.role === 'leader') return this.drop('prepare_during_lease');
+      if (!transfer && (leaderAlive || this.role === 'leader')) return this.drop('prepare_during_lease');
       this.promised = ballot;
       this.maxRoundSeen = Math.max(this.maxRoundSeen, ballot.round);
       this.persistPromise(ballot);
@@ -843,6 +900,8 @@ export class Replica {
 
   private becomeLeader(): void {
     this.role = 'leader';
+    this.transferCampaign = false;
+    this.transferTo = null;
     this.leader = this.id;
     this.stats.leaderTerms++;
     this.nextSlot = this.commitSlot + 1;
@@ -870,12 +929,14 @@ export class Replica {
   private becomeFollowerState(role: 'follower' | 'precandidate'): void {
     if (this.role === 'leader') this.stepDown();
     this.role = role;
+    this.transferCampaign = false;
     this.promises.clear();
     this.recoverThrough = 0;
   }
 
   /** Leaves leadership: queued commands are dropped (takeDropped), pending reads fail. */
   private stepDown(): void {
+    this.transferTo = null;
     this.inflight.clear();
     for (const c of this.queue) this.dropped.push(c);
     this.queue = [];
@@ -902,6 +963,8 @@ export class Replica {
   private tickLeader(): void {
     this.heartbeatElapsed++;
     this.checkQuorumElapsed++;
+    // A transfer that did not bring a new leader within an election timeout is given up.
+    if (this.transferTo !== null && this.ticks - this.transferTick >= this.electionTicks) this.transferTo = null;
     if (this.heartbeatElapsed >= this.heartbeatTicks) {
       this.heartbeatElapsed = 0;
       this.heartbeatRequested = true;

@@ -117,8 +117,12 @@ export type Message =
   /** Refused, `round` is the replier's promised round: the pre-candidate asks above it next
    *  time. */
   | { readonly type: 'prevote_reply'; readonly round: number; readonly granted: boolean }
-  /** Phase 1a for every slot after `commit` (the candidate's commit slot). */
-  | { readonly type: 'prepare'; readonly ballot: Ballot; readonly commit: number }
+  /** Phase 1a for every slot after `commit` (the candidate's commit slot). `transfer`: the
+   *  leader asked this candidate to take over (timeout_now), so a live leader's lease does not
+   *  stand in its way. */
+  | { readonly type: 'prepare'; readonly ballot: Ballot; readonly commit: number; readonly transfer?: boolean }
+  /** The leader of `ballot` hands over: the receiver campaigns at once (etcd's MsgTimeoutNow). */
+  | { readonly type: 'timeout_now'; readonly ballot: Ballot }
   /** Phase 1b: the promise, with every slot accepted after the candidate's commit, and the
    *  acceptor's own commit and compaction points: it speaks only for the slots after them. */
   | {

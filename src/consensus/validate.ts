@@ -87,7 +87,9 @@ function isMessage(m: unknown): m is Message {
     case 'prevote_reply':
       return isCount(m.round) && typeof m.granted === 'boolean';
     case 'prepare':
-      return isBallot(m.ballot) && isCount(m.commit);
+      return isBallot(m.ballot) && isCount(m.commit) && (m.transfer === undefined || typeof m.transfer === 'boolean');
+    case 'timeout_now':
+      return isBallot(m.ballot);
     case 'promise':
       return isBallot(m.ballot) && isCount(m.commit) && isCount(m.compacted) && isList(m.accepted, isStoredSlot);
     case 'accept':

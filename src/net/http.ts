@@ -311,6 +311,9 @@ export class HttpApi {
         case '/v1/cluster/snapshot':
           allow(method, ['GET']);
           return this.snapshot(ctx);
+        case '/v1/cluster/leader':
+          allow(method, ['POST']);
+          return this.transferLeader(ctx);
       }
       if (path.startsWith('/v1/cluster/members/')) {
         allow(method, ['DELETE']);
@@ -446,6 +449,18 @@ export class HttpApi {
     sendJson(ctx.res, 200, { index });
   }
 
+  /** Hands leadership to the voter named (admin): 200 `{"leader"}` once it leads. */
+  private async transferLeader(ctx: Ctx): Promise<void> {
+    this.authorize(ctx.req);
+    requireJson(ctx.req);
+    const body = parseJsonObject(await this.readBody(ctx, this.maxRequestBytes, `request over ${this.maxRequestBytes} bytes`));
+    const peerId = body.peerId;
+    if (typeof peerId !== 'string' || peerId === '' || peerId.length > 128) throw badRequest('"peerId" must be a voter\'s peer id');
+    if (this.service.transferLeader === undefined) throw new HttpError(501, 'not_implemented', 'this service cannot hand leadership over');
+    const r = await this.deadline(this.service.transferLeader(peerId), true);
+    sendJson(ctx.res, 200, { leader: r.leader });
+  }
+
   /**
    * The whole state as a snapshot file (state/snapshot-file.ts), streamed from one read
    * transaction taken after a linearizable read barrier, so it holds every write acknowledged
@@ -494,7 +509,7 @@ export class HttpApi {
   private authorize(req: IncomingMessage): void {
     if (this.adminTokenDigest === null) return;
     const m = /^Bearer\s+(\S+)\s*$/i.exec(header(req, 'authorization') ?? '');
-    if (!m) throw new HttpError(401, 'unauthorized', 'membership changes and snapshots need Authorization: Bearer <admin token>', {}, { 'www-authenticate': 'Bearer' });
+    if (!m) throw new HttpError(401, 'unauthorized', 'membership changes, leader transfers and snapshots need Authorization: Bearer <admin token>', {}, { 'www-authenticate': 'Bearer' });
     if (!timingSafeEqual(sha256(m[1]!), this.adminTokenDigest)) throw new HttpError(403, 'forbidden', 'wrong admin token');
   }
 
@@ -683,5 +698,5 @@ function routeOf(url: string): string {
   if (url.startsWith('/v1/kv/')) return '/v1/kv/{key}';
   const path = url.split('?', 1)[0]!;
   if (path.startsWith('/v1/cluster/members/')) return '/v1/cluster/members/{peerId}';
-  return ['/v1/kv', '/v1/txn', '/v1/cluster', '/v1/cluster/members', '/v1/cluster/snapshot', '/healthz', '/readyz', '/metrics'].includes(path) ? path : 'other';
+  return ['/v1/kv', '/v1/txn', '/v1/cluster', '/v1/cluster/members', '/v1/cluster/snapshot', '/v1/cluster/leader', '/healthz', '/readyz', '/metrics'].includes(path) ? path : 'other';
 }

@@ -61,6 +61,8 @@ export interface KvService {
   cluster(): ClusterView;
   addMember(member: { peerId: string; http: string; p2p: readonly string[]; role: 'voter' | 'learner' }): Promise<{ index: number }>;
   removeMember(peerId: string): Promise<{ index: number }>;
+  /** Hands leadership to voter `peerId`; resolves once it leads (POST /v1/cluster/leader). */
+  transferLeader?(peerId: string): Promise<{ leader: string }>;
   /**
    * GET /readyz: null when ready (a leader heard from recently, applied up to its commit
    * index less a small lag, commits moving while writes wait, writes admitted), else why not.

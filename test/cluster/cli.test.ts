@@ -94,6 +94,21 @@ test('pangea kv, member and endpoint against a live 3-node cluster', { timeout: 
   assert.match(promote.stderr, /is a voter already/);
   assert.equal((await clusterView(ep)).members.length, 3, 'nothing changed');
 
+  // leader transfer: through a follower (forwarded to the leader); the voter named leads, and
+  // writes go on. A peer that is no member is refused.
+  const other = nodes.find((n) => n !== leader && n !== follower)!;
+  const transfer = await pangea(ep, ['leader', 'transfer', other.info.peerId]);
+  assert.equal(transfer.code, 0, transfer.stderr);
+  assert.equal(transfer.stdout, `${other.info.peerId} leads now\n`);
+  assert.equal((await clusterView(ep)).leader, other.info.peerId);
+  assert.equal((await pangea(ep, ['kv', 'put', 'after-transfer', 'yes'])).code, 0);
+  const notMember = await pangea(ep, ['leader', 'transfer', '12D3KooWBxZGnFwtpuQKZ2H3ZxNn6Bps3N7GoXRLVWTmdM2MTcK3']);
+  assert.equal(notMember.code, 1);
+  assert.match(notMember.stderr, /not_found: .* is not a member/);
+  // And back, so the rest of the test finds the leader it knows.
+  assert.equal((await pangea(ep, ['leader', 'transfer', leader.info.peerId])).code, 0);
+  await waitFor('the first leader to lead again', async () => (await clusterView(other.info.http)).leader === leader.info.peerId);
+
   // version and alarm list: every member's build; no alarm on a healthy cluster.
   const versions = JSON.parse((await pangea(ep, ['version', '--cluster', '--json'])).stdout) as { self: { version: string }; members: { version?: string }[] };
   assert.equal(versions.members.length, 3);

@@ -100,6 +100,10 @@ export interface SimStats {
   membershipChanges: number;
   /** Removed nodes that stopped once told they may leave (Replica.departed). */
   departures: number;
+  /** Removed nodes the operator added back before they left. */
+  readds: number;
+  /** Leadership hand-overs the operator started. */
+  transfers: number;
   compactions: number;
   rangesLearned: number;
   /** Ranges refused: their end was not vouched for. */
@@ -232,6 +236,7 @@ type SimEvent =
   | { time: number; order: number; kind: 'catchup'; node: NodeId; inc: number; from: NodeId }
   | { time: number; order: number; kind: 'stop'; node: NodeId }
   | { time: number; order: number; kind: 'depart'; node: NodeId; inc: number }
+  | { time: number; order: number; kind: 'readd'; node: NodeId }
   | { time: number; order: number; kind: 'clockJump' };
 
 type EventBody = SimEvent extends infer E ? (E extends SimEvent ? Omit<E, 'time' | 'order'> : never) : never;
@@ -442,13 +447,16 @@ export class World {
       case 'stop': {
         const node = this.nodes.get(ev.node)!;
         if (this.stillMember(node.id)) {
-          node.removed = false; // the removal never committed
+          node.removed = false; // the removal never committed (seed 1261: a leader kept out of block sync)
           return;
         }
+        if (((this.opts.seed >>> 4) & 1) === 0) return; // patient: it leaves by itself
         node.gone = true;
         if (node.alive) this.crash(node, 'stop (removed)');
         return;
       }
+      case 'readd':
+        return this.readd(ev.node);
       case 'depart': {
         // The process exits as production's does (node.ts): at once, for good.
         const node = this.nodes.get(ev.node)!;
@@ -1177,14 +1185,34 @@ export class World {
     const members = config.voters.length + config.learners.length;
     let command: Command | null = null;
     const choice = r.float();
+    if (choice >= 0.9) {
+      // Or the operator hands leadership to another voter (`pangea leader transfer`).
+      const voters = config.voters.filter((id) => id !== leader.id && this.nodes.get(id)?.alive === true);
+      if (voters.length === 0) return;
+      const to = r.pick(voters);
+      const t = leader.driver!.transferLeadership(to);
+      if (this.traceOn) this.trace(`leader transfer ${leader.id} -> ${to}: ${t.ok ? 'started' : t.reason}`);
+      if (t.ok) this.stats.transfers++;
+      return;
+    }
+    // A node removed and not gone yet (it has not left, or was stopped and may restart).
+    const comeback = [...this.nodes.values()].filter((n) => n.removed && !n.gone && !isMember(config, n.id));
+    // Only a learner the operator could reach is promoted (production: the leader's livePeers).
+    const promotable = config.learners.filter((id) => this.nodes.get(id)?.gone !== true);
     if (choice < 0.35 && members < 7) {
-      // The operator joins it through any member's URL (often the leader's): its sponsor.
-      const sponsors = [...config.voters, ...config.learners].filter((id) => this.nodes.get(id)?.alive === true);
-      const node = this.addNode(this.newNodeId(), true);
-      node.sponsor = r.chance(0.5) && sponsors.length > 0 ? r.pick(sponsors) : leader.id;
-      command = { kind: 'config', change: { op: 'add_learner', node: node.id } };
-    } else if (choice < 0.7 && config.learners.length > 0) {
-      command = { kind: 'config', change: { op: 'promote', node: r.pick(config.learners) } };
+      if (comeback.length > 0 && r.chance(0.3)) {
+        // The operator adds a removed node back, its disk as it was, before it left: it must
+        // not leave on the answers of voters that know it is a member again.
+        command = { kind: 'config', change: { op: 'add_learner', node: r.pick(comeback).id } };
+      } else {
+        // The operator joins it through any member's URL (often the leader's): its sponsor.
+        const sponsors = [...config.voters, ...config.learners].filter((id) => this.nodes.get(id)?.alive === true);
+        const node = this.addNode(this.newNodeId(), true);
+        node.sponsor = r.chance(0.5) && sponsors.length > 0 ? r.pick(sponsors) : leader.id;
+        command = { kind: 'config', change: { op: 'add_learner', node: node.id } };
+      }
+    } else if (choice < 0.7 && promotable.length > 0) {
+      command = { kind: 'config', change: { op: 'promote', node: r.pick(promotable) } };
     } else if (config.voters.length > 3 || (config.learners.length > 0 && choice < 0.85)) {
       const pool = config.voters.length > 3 ? [...config.voters, ...config.learners] : [...config.learners];
       command = { kind: 'config', change: { op: 'remove', node: r.pick(pool) } };
@@ -1197,6 +1225,13 @@ export class World {
     if (this.traceOn) this.trace(`membership ${command.change.op} ${command.change.node} via ${leader.id}: ${result.refused ?? 'proposed'}`);
     if (result.refused !== null) return;
     this.stats.membershipChanges++;
+    if (command.change.op === 'add_learner') {
+      const back = this.nodes.get(command.change.node)!;
+      if (back.removed) {
+        back.removed = false;
+        this.stats.readds++;
+      }
+    }
     if (command.change.op === 'remove') {
       const target = this.nodes.get(command.change.node);
       // A removed node keeps running (it must not disrupt) until it is told it may leave,
@@ -1204,9 +1239,33 @@ export class World {
       // anyway, 20 to 80 ticks after asking for the removal.
       if (target !== undefined) {
         target.removed = true;
-        if (((this.opts.seed >>> 4) & 1) === 1) this.schedule(r.int(20, 80) * TICK, { kind: 'stop', node: target.id });
+        // The operator looks again later: a removal that never committed is forgotten (the
+        // node is a member as before); an impatient one stops the node if it still runs.
+        this.schedule(r.int(20, 80) * TICK, { kind: 'stop', node: target.id });
+        // Or the operator changes their mind: the node is added back, maybe before it left.
+        if (((this.opts.seed >>> 4) & 1) === 0 && r.chance(0.25)) this.schedule(r.int(1, 30) * TICK, { kind: 'readd', node: target.id });
       }
     }
+  }
+
+  /** Adds a removed node back as a learner, if it has not left yet and the leader takes it. */
+  private readd(id: NodeId): void {
+    const node = this.nodes.get(id)!;
+    const leader = this.leaderNode();
+    if (node.gone || !node.removed || leader === null || isMember(leader.replica.latestConfig, id)) return;
+    let refused = false;
+    leader.driver!.propose({ kind: 'config', change: { op: 'add_learner', node: id } }, (o) => {
+      if (!o.ok && o.refusal.kind !== 'outcome_unknown') refused = true;
+    });
+    if (this.traceOn) this.trace(`membership add_learner ${id} (back) via ${leader.id}: ${refused ? 'refused' : 'proposed'}`);
+    if (refused) {
+      // A change in progress: the operator tries again shortly.
+      if (this.faultRng.chance(0.7)) this.schedule(this.faultRng.int(2, 10) * TICK, { kind: 'readd', node: id });
+      return;
+    }
+    node.removed = false;
+    this.stats.membershipChanges++;
+    this.stats.readds++;
   }
 
   // ------------------------------------------------------------------------------------
@@ -1496,7 +1555,7 @@ export class World {
 }
 
 export function emptyStats(): SimStats {
-  return { leaderChanges: 0, crashes: 0, crashesBeforeCommit: 0, partitions: 0, oneWayLinks: 0, blockSyncs: 0, rangesRefused: 0, rogueRanges: 0, rangesPinned: 0, snapshotRestores: 0, retries: 0, clockJumps: 0, diskFailures: 0, quickRestarts: 0, longStalls: 0, membershipChanges: 0, departures: 0, compactions: 0, rangesLearned: 0, garbage: 0, pauses: 0, acked: 0, unknown: 0, reads: 0, slots: 0 };
+  return { leaderChanges: 0, crashes: 0, crashesBeforeCommit: 0, partitions: 0, oneWayLinks: 0, blockSyncs: 0, rangesRefused: 0, rogueRanges: 0, rangesPinned: 0, snapshotRestores: 0, retries: 0, clockJumps: 0, diskFailures: 0, quickRestarts: 0, longStalls: 0, membershipChanges: 0, departures: 0, readds: 0, transfers: 0, compactions: 0, rangesLearned: 0, garbage: 0, pauses: 0, acked: 0, unknown: 0, reads: 0, slots: 0 };
 }
 
 /** Runs one seed. A failure carries the seed; with `trace`, the events that led to it. */
@@ -1606,6 +1665,10 @@ function describe(env: WireEnvelope): string {
   if (Array.isArray(m.values)) parts.push(`slots=${(m.values as { slot: number }[]).map((v) => v.slot).join(',')}`);
   if (Array.isArray(m.slots)) parts.push(`slots=${(m.slots as number[]).join(',')}`);
   if (Array.isArray(m.accepted)) parts.push(`accepted=${(m.accepted as StoredSlot[]).map((s) => `${s.slot}@${formatBallot(s.ballot)}${s.chosen ? '*' : ''}`).join(',')}`);
+  if (m.type === 'catchup_req') parts.push(`${String(m.from)}..${String(m.to)}`);
+  if (m.snapshot) parts.push(`snapshot=${(m.snapshot as LogPoint).slot}`);
+  if (typeof m.member === 'boolean') parts.push(`member=${m.member}`);
+  if (m.transfer === true) parts.push('transfer');
   return parts.join(' ');
 }
 
