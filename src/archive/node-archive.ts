@@ -96,6 +96,7 @@ export class NodeArchive {
   private waiting: Promise<void> = Promise.resolve();
   private watch: NodeJS.Timeout | null = null;
   private lastStatus: ArchiveStatus | null = null;
+  private alarmLogged = false;
 
   constructor(
     private readonly stores: { readonly log: LmdbLogStore; readonly state: LmdbStateStore },
@@ -107,7 +108,8 @@ export class NodeArchive {
   ) {}
 
   start(): void {
-    // Says when archiving turns off or on, and when it falls behind (an archive stall).
+    // Says when archiving turns off or on, when it falls behind (an archive stall), and when
+    // the hot-log quota starts or stops refusing writes.
     this.watch = setInterval(() => this.noteStatus(), STATUS_CHECK_MS);
     this.watch.unref();
     if (this.key === null) return;
@@ -161,6 +163,12 @@ export class NodeArchive {
   }
 
   private noteStatus(): void {
+    const alarm = this.quotaAlarm();
+    if (alarm !== this.alarmLogged) {
+      this.alarmLogged = alarm;
+      if (alarm) this.logger.warn(`client writes refused: ${this.admission() ?? 'the hot log is at its quota'}`, { hotBytes: this.hotBytesSeen, quotaBytes: this.opts.hotQuotaBytes });
+      else this.logger.info('the hot log is below its quota again: client writes are taken', { hotBytes: this.hotBytesSeen });
+    }
     const now = this.status();
     const was = this.lastStatus;
     this.lastStatus = now;

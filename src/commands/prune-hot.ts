@@ -85,6 +85,7 @@ is bad, the archive does not cover the range), 2 for usage errors.`;
         `${result.outcome === 'pruned' ? 'pruned' : 'dry run: would prune'} the hot log of ${dataDir}: indexes ${from.index}..${through.index} (slots ${from.slot}..${through.slot})`,
         `  behind ${result.snapshot}; ${result.verified} archived object(s) verified`,
         `  hot log ${formatBytes(result.hotBytesBefore)} -> ${formatBytes(result.hotBytesAfter)}`,
+        ...(result.outcome === 'pruned' ? [`  LMDB reuses the freed pages; to give the space back to the disk: pangea compact --data-dir ${dataDir}`] : []),
       ].join('\n'),
     );
   }

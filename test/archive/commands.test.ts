@@ -259,6 +259,7 @@ test('prune-hot prunes the stopped node behind the verified archive; it restarts
   assert.ok(through >= ARCHIVED_MIN - 30, `pruned only through ${through}`);
   assert.ok(best!.snapshots.some((s) => s.index === through && s.slot === Number(m[2])), 'pruned through a listed snapshot');
   assert.match(r.stdout, /hot log .* -> /);
+  assert.match(r.stdout, /to give the space back to the disk: pangea compact --data-dir /);
   assert.ok(!existsSync(join(dataDir, LOCK_FILE)));
   const afterPrune = await hotLog();
   assert.equal((afterPrune.compacted as { index: number }).index, through);

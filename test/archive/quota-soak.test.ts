@@ -90,6 +90,7 @@ test('with the store down the hot log fills to its quota and writes get 503; wit
   assert.equal(refused.status, 503, refused.body);
   assert.match(refused.body, /quota/);
   assert.equal(await metric(node, 'pangea_hot_quota_alarm'), 1);
+  await waitFor('the quota alarm in the log', () => /client writes refused: the hot log is at its quota/.test(node.output()));
   assert.ok((await metric(node, 'pangea_archive_errors_total')) > 0);
   // Reads go on.
   const [someKey, someValue] = [...acked][0]!;
