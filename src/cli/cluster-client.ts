@@ -15,7 +15,7 @@ export const clusterFlags = {
     env: 'PANGEA_ENDPOINTS',
     default: ENDPOINTS_DEFAULT,
   }),
-  'admin-token-file': Flags.string({ description: 'file holding the admin token, for membership changes where the cluster requires one', env: 'PANGEA_ADMIN_TOKEN_FILE' }),
+  'admin-token-file': Flags.string({ description: 'file holding the admin token, for membership changes, leader transfers and snapshots where the cluster requires one', env: 'PANGEA_ADMIN_TOKEN_FILE' }),
   'deadline-ms': Flags.integer({ description: 'give up on a call after this long, its retries across members included', default: 10_000, min: 1 }),
   json: Flags.boolean({ description: 'print the answer as JSON', default: false }),
 };
