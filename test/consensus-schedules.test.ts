@@ -377,8 +377,10 @@ test('a removed member that hears from a voter that it is a member again does no
   r.step({ cluster: 'c', from: 'a', to: 'd', msg: { type: 'commit', ballot: removed.ballot, commit: 1 } } satisfies Envelope);
   r.persisted(r.ready()!.persistSeq);
   assert.deepEqual(r.latestConfig.voters, ['a', 'b', 'c']);
-  for (const from of ['a', 'b', 'c']) r.step({ cluster: 'c', from, to: 'd', msg: { type: 'commit_reply', commit: 40, member: true } } satisfies Envelope);
+  for (const from of ['a', 'b', 'c']) r.step({ cluster: 'c', from, to: 'd', msg: { type: 'commit_reply', commit: 40, member: true, fromSlot: 33 } } satisfies Envelope);
   assert.equal(r.departed, null, 'voters that name it a member again keep it');
-  for (const from of ['a', 'b']) r.step({ cluster: 'c', from, to: 'd', msg: { type: 'commit_reply', commit: 40, member: false } } satisfies Envelope);
+  for (const from of ['a', 'b']) r.step({ cluster: 'c', from, to: 'd', msg: { type: 'commit_reply', commit: 60, member: false, fromSlot: 50 } } satisfies Envelope);
+  assert.equal(r.departed, null, 'answers about a later configuration than the one it leaves for do not count (it catches up first)');
+  for (const from of ['a', 'b']) r.step({ cluster: 'c', from, to: 'd', msg: { type: 'commit_reply', commit: 40, member: false, fromSlot: 33 } } satisfies Envelope);
   assert.deepEqual(r.departed, { fromSlot: 33 });
 });

@@ -264,8 +264,11 @@ export class Replica {
   private transferTo: NodeId | null = null;
   private transferTick = 0;
   private transferSent = false;
-  /** This candidacy was asked for by the leader (timeout_now): its prepares say so. */
-  private transferCampaign = false;
+  /** This candidacy was asked for by the leader of this ballot (timeout_now): its prepares
+   *  say so. */
+  private transferCampaign: Ballot | null = null;
+  /** Per peer, while leading: the highest slot it acknowledged under this ballot. */
+  private readonly ackedSlot = new Map<NodeId, number>();
   private readonly recentlyActive = new Set<NodeId>();
   /** While leading: the tick each peer last answered (accepted, heartbeat ack). */
   private readonly lastHeard = new Map<NodeId, number>();
@@ -534,6 +537,8 @@ export class Replica {
     if (to === this.id) return { ok: false, reason: 'this node leads already' };
     if (!isVoter(this.config, to) || !isVoter(this.latestConfig, to)) return { ok: false, reason: `${to} is not a voter` };
     if (!this.ownCommitDone()) return { ok: false, reason: 'this leader has not committed under its own ballot yet' };
+    if (this.configInFlight || this.latestEpoch.fromSlot > this.commitSlot + 1) return { ok: false, reason: 'a membership change is in progress' };
+    if (this.transferTo !== null) return { ok: false, reason: `leadership is being handed to ${this.transferTo} already` };
     this.transferTo = to;
     this.transferTick = this.ticks;
     this.transferSent = false;
@@ -545,20 +550,28 @@ export class Replica {
     return this.transferTo;
   }
 
-  /** Once nothing is queued or in flight, tells the target to campaign (once). */
+  /** Once nothing is queued or in flight and the target has acknowledged the last slot
+   *  proposed (it is not behind: a candidate that skips the pre-vote must not be), tells it
+   *  to campaign, once. */
   private maybeHandOver(): void {
-    if (this.transferTo === null || this.transferSent || this.role !== 'leader') return;
-    if (this.queue.length > 0 || this.inflight.size > 0) return;
+    const to = this.transferTo;
+    if (to === null || this.transferSent || this.role !== 'leader') return;
+    if (!isVoter(this.latestConfig, to) || !isVoter(configAt(this.epochs, this.nextSlot), to)) {
+      this.transferTo = null;
+      return;
+    }
+    if (this.queue.length > 0 || this.inflight.size > 0 || (this.ackedSlot.get(to) ?? 0) < this.nextSlot - 1) return;
     this.transferSent = true;
-    this.send(this.transferTo, { type: 'timeout_now', ballot: this.ballot });
+    this.send(to, { type: 'timeout_now', ballot: this.ballot });
   }
 
   private onTimeoutNow(from: NodeId, ballot: Ballot): void {
     if (ballot.leader !== from) return this.drop('forged_ballot');
     // Only from the leader this replica follows, under the ballot it promised, and only a
     // voter of the next slot campaigns.
-    if (this.role !== 'follower' || this.leader !== from || !ballotEquals(ballot, this.promised) || !isVoter(this.config, this.id)) return;
-    this.transferCampaign = true;
+    if (this.role !== 'follower' || this.leader !== from || !ballotEquals(ballot, this.promised) || !isVoter(this.config, this.id) || !isVoter(this.latestConfig, this.id)) return;
+    this.transferCampaign = ballot;
+    this.resetElectionTimeout();
     this.startCandidacy();
   }
 
@@ -594,7 +607,7 @@ export class Replica {
       case 'prevote_reply':
         return this.onPreVoteReply(from, msg.round, msg.granted);
       case 'prepare':
-        return this.onPrepare(from, msg.ballot, msg.commit, msg.transfer === true);
+        return this.onPrepare(from, msg.ballot, msg.commit, msg.transfer ?? null);
       case 'timeout_now':
         return this.onTimeoutNow(from, msg.ballot);
       case 'promise':
@@ -622,7 +635,7 @@ export class Replica {
       case 'commit_query':
         return this.onCommitQuery(from);
       case 'commit_reply':
-        return this.onCommitReply(from, msg.commit, msg.member);
+        return this.onCommitReply(from, msg.commit, msg.member, msg.fromSlot);
     }
   }
 
@@ -781,7 +794,7 @@ export class Replica {
     for (const voter of this.votersAfterCommit()) {
       if (voter === this.id || this.promises.has(voter)) continue;
       this.afterPersist.push(
-        this.envelope(voter, { type: 'prepare', ballot: this.ballot, commit: this.commitSlot, ...(this.transferCampaign ? { transfer: true } : {}) }),
+        this.envelope(voter, { type: 'prepare', ballot: this.ballot, commit: this.commitSlot, ...(this.transferCampaign !== null ? { transfer: this.transferCampaign } : {}) }),
       );
     }
   }
@@ -797,7 +810,7 @@ export class Replica {
     return out;
   }
 
-  private onPrepare(from: NodeId, ballot: Ballot, candidateCommit: number, transfer = false): void {
+  private onPrepare(from: NodeId, ballot: Ballot, candidateCommit: number, transfer: Ballot | null = null): void {
     if (ballot.leader !== from) return this.drop('forged_ballot');
     const order = compareBallots(ballot, this.promised);
     if (order < 0) {
@@ -806,9 +819,10 @@ export class Replica {
     }
     if (order > 0) {
       // Check-quorum's other half: while a live leader is heard from, ignore usurpers.
-      // A candidate the leader asked to take over (transfer) is not a usurper.
+      // A candidate the leader this replica follows (or is) asked to take over is no usurper.
+      const askedByOurLeader = transfer !== null && ballotEquals(this.promised, transfer) && (this.leader === transfer.leader || this.id === transfer.leader);
       const leaderAlive = this.role === 'follower' && this.leader !== null && this.electionElapsed < this.electionTicks;
-      if (!transfer && (leaderAlive || this.role === 'leader')) return this.drop('prepare_during_lease');
+      if (!askedByOurLeader && (leaderAlive || this.role === 'leader')) return this.drop('prepare_during_lease');
       this.promised = ballot;
       this.maxRoundSeen = Math.max(this.maxRoundSeen, ballot.round);
       this.persistPromise(ballot);
@@ -900,8 +914,9 @@ export class Replica {
 
   private becomeLeader(): void {
     this.role = 'leader';
-    this.transferCampaign = false;
+    this.transferCampaign = null;
     this.transferTo = null;
+    this.ackedSlot.clear();
     this.leader = this.id;
     this.stats.leaderTerms++;
     this.nextSlot = this.commitSlot + 1;
@@ -929,7 +944,7 @@ export class Replica {
   private becomeFollowerState(role: 'follower' | 'precandidate'): void {
     if (this.role === 'leader') this.stepDown();
     this.role = role;
-    this.transferCampaign = false;
+    this.transferCampaign = null;
     this.promises.clear();
     this.recoverThrough = 0;
   }
@@ -1107,6 +1122,7 @@ export class Replica {
     if (this.role !== 'leader' || !ballotEquals(ballot, this.ballot)) return;
     this.recentlyActive.add(from);
     this.lastHeard.set(from, this.ticks);
+    for (const slot of slots) if (slot > (this.ackedSlot.get(from) ?? 0)) this.ackedSlot.set(from, slot);
     for (const slot of slots) {
       const inf = this.inflight.get(slot);
       if (inf === undefined) continue;
@@ -1321,19 +1337,33 @@ export class Replica {
   /** Answered once the commit slot it names is durable here (the marker goes out in the same
    *  write), so a restart never takes back what the asker counted on. */
   private onCommitQuery(from: NodeId): void {
-    this.afterPersist.push(this.envelope(from, { type: 'commit_reply', commit: this.commitSlot, member: isMember(this.latestConfig, from) }));
+    const member = this.epochs.some((e) => isMember(e.config, from));
+    this.afterPersist.push(this.envelope(from, { type: 'commit_reply', commit: this.commitSlot, member, fromSlot: this.latestEpoch.fromSlot }));
   }
 
-  private onCommitReply(from: NodeId, commit: number, member: boolean): void {
+  private onCommitReply(from: NodeId, commit: number, member: boolean, fromSlot: number): void {
     // Catch up only from a voter of the next slot as this replica knows it: a node that left
     // and formed a cluster of its own under the same id must not feed it another log.
     if (commit > this.commitSlot && this.role !== 'leader' && isVoter(this.config, from)) this.requestCatchup(from, commit);
     const leaving = this.leaving;
-    // `member`: the replier knows of a configuration naming this replica (added back): stay.
-    if (member || leaving === null || this.departedFrom !== null || !isVoter(leaving.config, from) || commit < leaving.fromSlot - 1) return;
+    // Only answers about the configuration this replica is leaving for: one that knows a
+    // newer one is ahead, and this replica catches up from it first (review: a node added
+    // back and removed again, still behind, counted answers about the second removal).
+    if (leaving === null || this.departedFrom !== null || fromSlot !== leaving.fromSlot || !this.countsForLeaving(leaving, from, commit, member)) return;
     this.leaveConfirmed.add(from);
-    const n = leaving.config.voters.length;
-    if (this.leaveConfirmed.size >= n - quorumSize(leaving.config) + 1) this.departedFrom = leaving;
+    if (this.mayLeave(leaving, this.leaveConfirmed)) this.departedFrom = leaving;
+  }
+
+  /** A reply counts toward leaving when its sender is a voter of the newest configuration,
+   *  knows of none naming this replica (`member`: added back, so stay), and has durably
+   *  learned every slot before that configuration governs. */
+  protected countsForLeaving(leaving: ConfigEpoch, from: NodeId, commit: number, member: boolean): boolean {
+    return !member && isVoter(leaving.config, from) && commit >= leaving.fromSlot - 1;
+  }
+
+  /** Every quorum of the newest voters holds one that confirmed: n - q + 1 of them. */
+  protected mayLeave(leaving: ConfigEpoch, confirmed: ReadonlySet<NodeId>): boolean {
+    return confirmed.size >= leaving.config.voters.length - quorumSize(leaving.config) + 1;
   }
 
   /** The configurations after this replica's commit point, for the state machine's snapshot. */

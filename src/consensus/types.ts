@@ -118,9 +118,9 @@ export type Message =
    *  time. */
   | { readonly type: 'prevote_reply'; readonly round: number; readonly granted: boolean }
   /** Phase 1a for every slot after `commit` (the candidate's commit slot). `transfer`: the
-   *  leader asked this candidate to take over (timeout_now), so a live leader's lease does not
-   *  stand in its way. */
-  | { readonly type: 'prepare'; readonly ballot: Ballot; readonly commit: number; readonly transfer?: boolean }
+   *  ballot of the leader that asked this candidate to take over (timeout_now): an acceptor
+   *  following that very leader (or that leader itself) waives its lease for it. */
+  | { readonly type: 'prepare'; readonly ballot: Ballot; readonly commit: number; readonly transfer?: Ballot }
   /** The leader of `ballot` hands over: the receiver campaigns at once (etcd's MsgTimeoutNow). */
   | { readonly type: 'timeout_now'; readonly ballot: Ballot }
   /** Phase 1b: the promise, with every slot accepted after the candidate's commit, and the
@@ -156,9 +156,11 @@ export type Message =
   /** A member removed from the configuration asks a voter of the newest one how far its log
    *  is known chosen, to learn when it may stop (Replica.departed). Answered to anyone. */
   | { readonly type: 'commit_query' }
-  /** `member`: the replier's newest configuration names the asker (it was added back, or its
-   *  removal is not chosen): the asker must not leave on this answer. */
-  | { readonly type: 'commit_reply'; readonly commit: number; readonly member: boolean }
+  /** `member`: a configuration the replier holds names the asker (added back, or its removal
+   *  not in force yet): the asker must not leave on this answer. `fromSlot`: where the
+   *  replier's newest configuration governs from (the asker counts only answers about the
+   *  configuration it is leaving for). */
+  | { readonly type: 'commit_reply'; readonly commit: number; readonly member: boolean; readonly fromSlot: number }
   /** A follower asks the leader for a read index on behalf of `id`. */
   | { readonly type: 'read_req'; readonly id: number }
   | { readonly type: 'read_reply'; readonly id: number; readonly index: number | null };

@@ -87,7 +87,7 @@ function isMessage(m: unknown): m is Message {
     case 'prevote_reply':
       return isCount(m.round) && typeof m.granted === 'boolean';
     case 'prepare':
-      return isBallot(m.ballot) && isCount(m.commit) && (m.transfer === undefined || typeof m.transfer === 'boolean');
+      return isBallot(m.ballot) && isCount(m.commit) && (m.transfer === undefined || isBallot(m.transfer));
     case 'timeout_now':
       return isBallot(m.ballot);
     case 'promise':
@@ -111,7 +111,7 @@ function isMessage(m: unknown): m is Message {
     case 'commit_query':
       return true;
     case 'commit_reply':
-      return isCount(m.commit) && typeof m.member === 'boolean';
+      return isCount(m.commit) && typeof m.member === 'boolean' && isCount(m.fromSlot);
     case 'read_req':
       return isCount(m.id);
     case 'read_reply':

@@ -3,7 +3,7 @@
  * the core's rules, which `Replica` keeps in one protected method each, to prove the
  * simulator notices. Production code carries no switch for them.
  */
-import { Replica, type Ballot, type Config, type NodeId, type Persisted, type ReplicaOptions, type Ready, type StoredSlot } from '../../src/consensus/index.js';
+import { Replica, type Ballot, type Config, type ConfigEpoch, type NodeId, type Persisted, type ReplicaOptions, type Ready, type StoredSlot } from '../../src/consensus/index.js';
 import type { PromiseInfo } from '../../src/consensus/replica.js';
 
 export interface Defects {
@@ -30,6 +30,10 @@ export interface Defects {
   aheadPromiserSpeaks?: boolean;
   /** A promise counts for the promiser's own commit slot too (off by one). */
   promiserSpeaksAtItsCommit?: boolean;
+  /** A removed member leaves on the first voter that confirms, not on every quorum holding one. */
+  leaveOnOneReply?: boolean;
+  /** A removed member leaves on replies that name it a member again (added back). */
+  leaveWhenAddedBack?: boolean;
 }
 
 export class DefectiveReplica extends Replica {
@@ -51,6 +55,14 @@ export class DefectiveReplica extends Replica {
     if (!this.defects.countLearnersInQuorum) return super.quorum(config, ids);
     const members = new Set([...config.voters, ...config.learners]);
     return new Set([...ids].filter((id) => members.has(id))).size >= Math.floor(config.voters.length / 2) + 1;
+  }
+
+  protected override countsForLeaving(leaving: ConfigEpoch, from: NodeId, commit: number, member: boolean): boolean {
+    return super.countsForLeaving(leaving, from, commit, this.defects.leaveWhenAddedBack ? false : member);
+  }
+
+  protected override mayLeave(leaving: ConfigEpoch, confirmed: ReadonlySet<NodeId>): boolean {
+    return this.defects.leaveOnOneReply ? confirmed.size >= 1 : super.mayLeave(leaving, confirmed);
   }
 
   protected override persistPromise(ballot: Ballot): void {

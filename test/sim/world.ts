@@ -1509,8 +1509,18 @@ export class World {
       }
     }
     // Removed members leave: each one still running is told it may, and exits.
-    // (A joiner removed before it applied its own addition never knew it was a member.)
-    const staying = (): SimNode[] => [...this.nodes.values()].filter((n) => n.alive && n.removed && n.memberSeen && !isMember(leader.replica.latestConfig, n.id));
+    // (A joiner removed before it applied its own addition never knew it was a member. One
+    // removed while it was down, whose peers have all pruned past its log, could learn of
+    // its removal only through block sync, for which no leader vouches to a stranger (seed
+    // 6117): it runs on, never ready, until the operator stops it.)
+    const prunedPast = (n: SimNode): boolean =>
+      members.every((id) => {
+        const m = this.nodes.get(id);
+        return m === undefined || !m.alive || m.replica.compactedPoint.slot > n.replica.commit.slot;
+      });
+    // By what the nodes hold, not the operator's `removed` flag (review: a flag cleared for a
+    // removal that later committed hid the node from this check).
+    const staying = (): SimNode[] => [...this.nodes.values()].filter((n) => n.alive && n.memberSeen && !isMember(leader.replica.latestConfig, n.id) && !prunedPast(n));
     for (let i = 0; i < 200 * TICK && staying().length > 0; i++) this.step();
     const left = staying();
     if (left.length > 0) throw new SimFailure(`removed members ${left.map((n) => n.id).join(', ')} were never told they may leave (${leader.id} leads)`);
