@@ -20,7 +20,12 @@ const CORE: (keyof Defects)[] = [
   'leaderTakesChosen',
   'aheadPromiserSpeaks',
   'promiserSpeaksAtItsCommit',
+  'leaveOnOneReply',
 ];
+// leaveWhenAddedBack (a removed node leaving on answers that name it a member again) is not
+// listed: the simulator has no check that tells it from the race the rule accepts (answers
+// that cross an addition), and its liveness checks rarely meet it. The unit test in
+// consensus-schedules.test.ts pins the rule.
 // Defects the core's own invariants may catch (an exception) before a check does.
 const CORE_MAY_THROW: (keyof Defects)[] = [];
 const DRIVER: (keyof DriverDefects)[] = ['persistedBeforeFlush', 'readBeforeApplied', 'reuseReadIds', 'markerBeforeSlots', 'applyBeforeLogWrite', 'dropForwards'];

@@ -461,6 +461,7 @@ export class World {
         // The process exits as production's does (node.ts): at once, for good.
         const node = this.nodes.get(ev.node)!;
         if (!node.alive || node.incarnation !== ev.inc) return;
+        this.checkDeparture(node);
         node.gone = true;
         node.removed = true;
         this.stats.departures++;
@@ -1245,6 +1246,25 @@ export class World {
         // Or the operator changes their mind: the node is added back, maybe before it left.
         if (((this.opts.seed >>> 4) & 1) === 0 && r.chance(0.25)) this.schedule(r.int(1, 30) * TICK, { kind: 'readd', node: target.id });
       }
+    }
+  }
+
+  /**
+   * What a departing node may count on, checked against the disks themselves: every quorum of
+   * the configuration it leaves for holds a voter whose durable commit marker reaches the slot
+   * before that configuration governs (Replica.departed). (One added back may still leave
+   * when the answers it counted crossed the addition: no check here can tell that race from
+   * a fault; the final phase's liveness checks catch a rule that ignores additions.)
+   */
+  private checkDeparture(node: SimNode): void {
+    const d = node.replica.departed;
+    if (d === null) throw new SimFailure(`${node.id} departs without its replica saying so`);
+    const epoch = node.replica.configEpochs.find((e) => e.fromSlot === d.fromSlot) ?? node.replica.latestEpoch;
+    const voters = epoch.config.voters;
+    const ahead = voters.filter((v) => (this.nodes.get(v)?.logDisk.load().commit ?? 0) >= d.fromSlot - 1);
+    const needed = voters.length - (Math.floor(voters.length / 2) + 1) + 1;
+    if (ahead.length < needed) {
+      throw new SimFailure(`${node.id} left while ${ahead.length} of the voters ${voters.join(',')} (from slot ${d.fromSlot}) had slot ${d.fromSlot - 1} durably chosen; ${needed} must, or a quorum of them may need ${node.id}`);
     }
   }
 
