@@ -425,6 +425,11 @@ export class PangeaNode implements KvService {
       // Nothing changes: no log entry (a node re-registering, a join retried).
       return Promise.resolve({ index: this.state.applied().point.index });
     }
+    if (r.currentRole === 'leader' && !inRole && !config.learners.includes(member.peerId) && this.state.wasRemoved(member.peerId)) {
+      // etcd's rule for removed ids: the node left (or is leaving) with the old data; it joins
+      // again as a new peer, from a fresh data dir.
+      return Promise.reject(new MembershipError('removed', `${member.peerId} was removed from this cluster and does not come back: start it on a fresh data dir (a new peer id) and join with that`));
+    }
     if (r.currentRole === 'leader' && member.role === 'voter' && !config.voters.includes(member.peerId)) {
       if (!config.learners.includes(member.peerId)) {
         return Promise.reject(new MembershipError('conflict', `${member.peerId} is not a member: add it as a learner ("role": "learner"), and promote it once it has caught up (pangea serve --join does both)`));

@@ -405,7 +405,7 @@ async function keepRegistered(node: PangeaNode, token: string | null, logger: Lo
       }
     } catch (err) {
       if (err instanceof JoinRefused) {
-        logger.warn('the leader refused to record this node’s new addresses: give it the cluster’s admin token (--admin-token-file)', { err });
+        logger.warn(`the leader refused to record this node’s new addresses: ${err.message}`);
         return;
       }
       logger.debug('registering this node’s addresses failed; retrying', { err });
@@ -457,13 +457,18 @@ async function postMember(url: string, body: object, token: string | null): Prom
   const headers: Record<string, string> = { 'content-type': 'application/json' };
   if (token) headers.authorization = `Bearer ${token}`;
   const res = await fetch(new URL('/v1/cluster/members', url), { method: 'POST', headers, body: JSON.stringify(body), signal: AbortSignal.timeout(15_000) });
+  if (res.status === 410) {
+    // Removed from the cluster (a joiner removed before it finished, restarted): for good.
+    throw new JoinRefused(`--join ${url} refused this node (410): this peer was removed from the cluster and does not come back; move its data dir away and join with a fresh --data-dir`);
+  }
   if (res.status === 401 || res.status === 403) {
     throw new JoinRefused(`--join ${url} refused this node (${res.status}): ${token ? 'the token in --admin-token-file is not the cluster\'s admin token' : 'the cluster needs its admin token: give it with --admin-token-file'}`);
   }
   if (!res.ok) throw new Error(`${url} answered ${res.status}: ${await res.text()}`);
 }
 
-/** A join the cluster refuses for good (a missing or wrong admin token): retrying cannot help. */
+/** A join the cluster refuses for good (a missing or wrong admin token, a removed peer):
+ *  retrying cannot help. */
 class JoinRefused extends Error {}
 
 /**

@@ -609,7 +609,7 @@ export class HttpApi {
     }
     let err: HttpError;
     if (e instanceof HttpError) err = e;
-    else if (e instanceof MembershipError) err = new HttpError(e.code === 'not_found' ? 404 : 409, e.code, e.message);
+    else if (e instanceof MembershipError) err = new HttpError(e.code === 'not_found' ? 404 : e.code === 'removed' ? 410 : 409, e.code, e.message);
     else if (e instanceof ServiceError) {
       err = e.code === 'outcome_unknown' ? new HttpError(504, 'outcome_unknown', e.message) : unavailable(e.message, e.retryAfterS);
     } else {

@@ -37,11 +37,12 @@ export class ServiceError extends Error {
   }
 }
 
-/** A membership change the leader refuses: it names no member (`not_found`, 404), or it
- *  would leave the cluster weaker than the rules allow (`conflict`, 409). Nothing was proposed. */
+/** A membership change the leader refuses: it names no member (`not_found`, 404), it would
+ *  leave the cluster weaker than the rules allow (`conflict`, 409), or it adds back a peer
+ *  the cluster removed (`removed`, 410). Nothing was proposed. */
 export class MembershipError extends Error {
   constructor(
-    readonly code: 'not_found' | 'conflict',
+    readonly code: 'not_found' | 'conflict' | 'removed',
     message: string,
   ) {
     super(message);

@@ -161,8 +161,9 @@ export class LmdbStateStore implements StateStore {
     this.env.root.transactionSync(() => {
       this.env.smMeta.removeSync('archive');
       for (const key of this.env.segments.getKeys({})) this.env.segments.removeSync(key);
-      // The old cluster's configurations are not this one's history.
+      // The old cluster's configurations (and removals) are not this one's history.
       for (const key of this.env.configs.getKeys({})) this.env.configs.removeSync(key);
+      for (const key of this.env.removed.getKeys({})) this.env.removed.removeSync(key);
       recordConfig(this.env, this.current.point.epochs, true);
       this.env.smMeta.putSync('applied', pack(record));
     });
@@ -273,6 +274,10 @@ export class LmdbStateStore implements StateStore {
   }
 
   /** Every peer that was ever a voter of this cluster: whose signed manifests count. */
+  wasRemoved(peerId: string): boolean {
+    return this.env.removed.get(utf8.encode(peerId)) !== undefined;
+  }
+
   votersEver(): string[] {
     return [...this.env.votersEver.getKeys({})].map((k) => fromUtf8.decode(k));
   }
@@ -529,6 +534,13 @@ class ApplyBatch {
       this.env.votersEver.putSync(utf8.encode(v), EMPTY);
     }
     for (const l of after.learners) write(l, 'learner');
+    // Peers removed stay known as removed (the leader refuses to add them back, node.ts);
+    // one added back all the same (a log written before this rule) is a member again.
+    const id = utf8.encode(change.node);
+    const wasMember = before.some((m) => m.peerId === change.node);
+    const isNow = after.voters.includes(change.node) || after.learners.includes(change.node);
+    if (change.op === 'remove' && wasMember && !isNow) this.env.removed.putSync(id, u64Key(index));
+    else if (isNow) this.env.removed.removeSync(id);
     return { kind: 'config', index };
   }
 }

@@ -10,7 +10,7 @@
  *                                                 open segment) and the archive settings
  *   { t: DB, r: [key, value, key, value, ...] }   records of one table, in key order, DB in
  *                                                 `kv`, `sessions`, `session_use`, `members`,
- *                                                 `voters_ever`, `configs`
+ *                                                 `voters_ever`, `configs`, `removed`
  *   { t: 'end', records: N }                      the number of records: a cut stream fails
  *
  * What is not in a snapshot: the log, per-index chain values other than the applied one,
@@ -22,15 +22,16 @@ import { pack, u64Key, unpack, type BytesDb, type StoreEnv } from '../storage/en
 import type { ArchiveSettings } from './command.js';
 import { chainRow, recordConfig, type AppliedRecord } from './applied.js';
 
-/** 2 added the `configs` table; a version 1 snapshot (without it) still restores. */
-export const SNAPSHOT_VERSION = 2;
-const SNAPSHOT_VERSIONS_READ: readonly unknown[] = [1, 2];
+/** 2 added the `configs` table, 3 the `removed` table; older snapshots (without them) still
+ *  restore. */
+export const SNAPSHOT_VERSION = 3;
+const SNAPSHOT_VERSIONS_READ: readonly unknown[] = [1, 2, 3];
 /** Record bytes gathered into one frame before it is handed out. */
 const FRAME_BYTES_TARGET = 1024 * 1024;
 /** Bound on one frame when reading (a record is at most a key and a value, well below). */
 const FRAME_BYTES_MAX = 64 * 1024 * 1024;
 
-const TABLES = ['kv', 'sessions', 'session_use', 'members', 'voters_ever', 'configs'] as const;
+const TABLES = ['kv', 'sessions', 'session_use', 'members', 'voters_ever', 'configs', 'removed'] as const;
 type Table = (typeof TABLES)[number];
 
 function table(env: StoreEnv, t: Table): BytesDb {
@@ -47,6 +48,8 @@ function table(env: StoreEnv, t: Table): BytesDb {
       return env.votersEver;
     case 'configs':
       return env.configs;
+    case 'removed':
+      return env.removed;
   }
 }
 

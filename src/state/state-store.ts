@@ -55,6 +55,8 @@ export interface StateStore {
   range(prefix: Uint8Array, after: Uint8Array | null, limit: number, bytesMax: number): { items: KeyValue[]; more: boolean };
   /** Members with their addresses, as of the applied point. */
   members(): MemberRecord[];
+  /** Whether `peerId` was removed from the cluster (and not added back since). */
+  wasRemoved(peerId: string): boolean;
   /** Every peer that was ever a voter (the cluster's member keys, past ones included). */
   votersEver(): string[];
   /** The configurations this node applied that govern from after `slot` on, oldest first,

@@ -16,6 +16,7 @@
  * | `sm.segments`   | u64 last slot of a segment   | msgpack SegmentBound (state/segments.ts)| state |
  * | `sm.voters_ever`| peer id (UTF-8)              | empty: every peer that was ever a voter | state |
  * | `sm.configs`    | u64 slot it governs from     | msgpack voter ids: the configurations the node applied or restored (applied.ts `recordConfig`) | state |
+ * | `sm.removed`    | peer id (UTF-8)              | u64 index of its removal: peers removed from the cluster, never added back (etcd's removed ids) | state |
  *
  * Durability: lmdb-js commits asynchronous writes on its writer thread and, with
  * `overlappingSync` (on by default outside Windows), flushes to disk after the commit.
@@ -48,6 +49,7 @@ export interface StoreEnv {
   readonly segments: BytesDb;
   readonly votersEver: BytesDb;
   readonly configs: BytesDb;
+  readonly removed: BytesDb;
 }
 
 export function openEnv(dir: string): StoreEnv {
@@ -68,6 +70,7 @@ export function openEnv(dir: string): StoreEnv {
     segments: bytes('sm.segments'),
     votersEver: bytes('sm.voters_ever'),
     configs: bytes('sm.configs'),
+    removed: bytes('sm.removed'),
   };
 }
 

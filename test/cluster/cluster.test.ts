@@ -111,6 +111,14 @@ test('a 3-node cluster keeps every acknowledged write through a SIGKILLed leader
   const code = await waitFor('the removed node to exit', () => (victim.proc.exitCode !== null ? victim.proc.exitCode : null), 30_000);
   assert.equal(code, 1, victim.output());
   assert.match(victim.output(), /removed from cluster \S+: the voters left no longer need this node, so it stops/);
+  // The cluster does not take it back under its old peer id (etcd's removed ids): 410.
+  const readd = await fetch(`${n4.info.http}/v1/cluster/members`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ peerId: victim.info.peerId, http: victim.info.http, p2p: victim.info.p2p, role: 'learner' }),
+  });
+  assert.equal(readd.status, 410, await readd.clone().text());
+  assert.match(((await readd.json()) as { error: { message: string } }).error.message, /was removed from this cluster and does not come back: start it on a fresh data dir/);
   // ... and does not start again on its data dir.
   await assert.rejects(startNode({ dataDir: victim.dataDir }), /this node was removed from cluster \S+ and left it \(removed\.json: .*\): it does not start again on this data dir; to serve again, move/);
   await assert.rejects(startNode({ dataDir: victim.dataDir, extra: ['--force-new-cluster'] }), /--force-new-cluster would fork the cluster it left/);
