@@ -1530,13 +1530,15 @@ export class World {
     }
     // Removed members leave: each one still running is told it may, and exits.
     // (A joiner removed before it applied its own addition never knew it was a member. One
-    // removed while it was down, whose peers have all pruned past its log, could learn of
-    // its removal only through block sync, for which no leader vouches to a stranger (seed
-    // 6117): it runs on, never ready, until the operator stops it.)
+    // removed while it was down, whose peers can serve its next slot neither from memory nor
+    // from their hot logs, must catch up through block sync, whose ranges no leader vouches
+    // for to a stranger (seeds 6117, 101115): it runs on, never ready, until the operator
+    // stops it. A known gap, left for block sync.)
     const prunedPast = (n: SimNode): boolean =>
       members.every((id) => {
         const m = this.nodes.get(id);
-        return m === undefined || !m.alive || m.replica.compactedPoint.slot > n.replica.commit.slot;
+        const next = n.replica.commit.slot + 1;
+        return m === undefined || !m.alive || m.replica.compactedPoint.slot >= next || m.replica.chosenAt(next) === undefined;
       });
     // By what the nodes hold, not the operator's `removed` flag (review: a flag cleared for a
     // removal that later committed hid the node from this check).
