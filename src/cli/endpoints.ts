@@ -33,7 +33,7 @@ async function fetchText(url: string): Promise<{ status: number; text: string }>
 }
 
 /** Why a fetch failed, as fetch's cause says it (ECONNREFUSED ...), else its message. */
-function failure(err: unknown): string {
+export function failure(err: unknown): string {
   const e = err as { message?: string; cause?: { message?: string } };
   return e.cause?.message ?? e.message ?? String(err);
 }

@@ -9,6 +9,7 @@ import { dirname } from 'node:path';
 import { Readable } from 'node:stream';
 import { syncDir } from '../durable-file.js';
 import { checkSnapshotFile, type SnapshotFileInfo } from '../state/snapshot-file.js';
+import { failure } from './endpoints.js';
 
 export interface SavedSnapshot extends SnapshotFileInfo {
   readonly endpoint: string;
@@ -17,12 +18,6 @@ export interface SavedSnapshot extends SnapshotFileInfo {
 
 export class SnapshotSaveError extends Error {
   override readonly name = 'SnapshotSaveError';
-}
-
-/** Why a fetch failed, as its cause says it (ECONNREFUSED ...), else its message. */
-function failure(err: unknown): string {
-  const e = err as { message?: string; cause?: { message?: string } };
-  return e.cause?.message ?? e.message ?? String(err);
 }
 
 /**
