@@ -100,7 +100,8 @@ test('pangea kv, member and endpoint against a live 3-node cluster', { timeout: 
   const transfer = await pangea(ep, ['leader', 'transfer', other.info.peerId]);
   assert.equal(transfer.code, 0, transfer.stderr);
   assert.equal(transfer.stdout, `${other.info.peerId} leads now\n`);
-  assert.equal((await clusterView(ep)).leader, other.info.peerId);
+  assert.equal((await clusterView(leader.info.http)).leader, other.info.peerId, 'the old leader answered once it saw the new one lead');
+  await waitFor('the follower to follow the new leader', async () => (await clusterView(ep)).leader === other.info.peerId);
   assert.equal((await pangea(ep, ['kv', 'put', 'after-transfer', 'yes'])).code, 0);
   const notMember = await pangea(ep, ['leader', 'transfer', '12D3KooWBxZGnFwtpuQKZ2H3ZxNn6Bps3N7GoXRLVWTmdM2MTcK3']);
   assert.equal(notMember.code, 1);
