@@ -42,9 +42,21 @@ const STATE: (keyof StateDefects)[] = ['retriesApplyAgain'];
 // Block sync's checks (src/sync/range-check.ts), with forged ranges among the simulator's.
 const SYNC: (keyof SyncDefects)[] = ['trustSenderChain', 'checkpointTakesTail', 'checkpointTakesLastSlot', 'preJoinVotersVouch'];
 
+/**
+ * Defects the simulator meets rarely: the seeds that meet them (found by a campaign, `npm run
+ * sim -- --seeds N --defect NAME`), replayed instead of a scan, which would take minutes.
+ * The self-test shows that the checks notice the defect when a schedule meets it; how often
+ * schedules do is the campaigns' business.
+ * - ignoreHighestBallot: Phase 1 must meet one slot accepted under two ballots with the
+ *   older value seen first; about once in 1,300 to 4,000 seeds (seed 1339 before session 10's
+ *   departure and transfer cases changed the streams, 3975 since).
+ */
+const RARE: Partial<Record<string, readonly number[]>> = { 'a replica with defect ignoreHighestBallot': [3975] };
+
 function catches(name: string, opts: Omit<SimOptions, 'seed'>, invariantOk = false): void {
   test(`simulation catches ${name}`, () => {
-    for (let seed = 1; seed <= SEEDS_MAX; seed++) {
+    const seeds = RARE[name] ?? Array.from({ length: SEEDS_MAX }, (_, i) => i + 1);
+    for (const seed of seeds) {
       const r = simulate({ seed, ...opts });
       if (!r.ok) {
         const error = r.error ?? '';
@@ -54,7 +66,7 @@ function catches(name: string, opts: Omit<SimOptions, 'seed'>, invariantOk = fal
         return;
       }
     }
-    assert.fail(`${name} went unnoticed for ${SEEDS_MAX} seeds`);
+    assert.fail(`${name} went unnoticed for ${seeds.length === 1 ? `seed ${seeds[0]}` : `${seeds.length} seeds`}`);
   });
 }
 
