@@ -1477,6 +1477,15 @@ export class World {
       if (n.removed && this.stillMember(n.id)) n.removed = false;
       if (!n.alive && !n.gone) this.start(n);
     }
+    // A joiner whose sponsor has gone (removed, and left) vouches for nothing it replays: as
+    // production's operator does, it joins again through a member still there (`serve
+    // --join` with another URL resumes the join, server.ts; seed 112041).
+    for (const n of this.nodes.values()) {
+      const sponsor = n.sponsor === null ? undefined : this.nodes.get(n.sponsor);
+      if (sponsor === undefined || !(sponsor.gone || sponsor.removed)) continue;
+      const other = [...this.nodes.values()].find((m) => m !== n && m.alive && !m.removed && !m.gone && m.memberSeen && this.stillMember(m.id));
+      if (other !== undefined) n.sponsor = other.id;
+    }
     const finalStart = this.now;
     const end = finalStart + FINAL_TICKS * TICK;
     while (this.now < end && this.step()) {
