@@ -164,10 +164,15 @@ export function checkArchiveUrl(text: string, what: string): string {
   return text;
 }
 
+/** `scheme://...`: a URL, not a path. */
+export function isUrl(text: string): boolean {
+  return /^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(text);
+}
+
 /** `--restore-from`: an archive URL (checked as one), or a path to a snapshot file (checked
  *  when the node starts, server.ts). */
 export function checkRestoreSource(text: string, what: string): string {
-  if (/^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(text)) return checkArchiveUrl(text, what);
+  if (isUrl(text)) return checkArchiveUrl(text, what);
   if (text === '') throw new Error(`${what} must be an archive URL or a snapshot file`);
   return text;
 }

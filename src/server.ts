@@ -35,6 +35,7 @@ import { resolveParams } from './ces/index.js';
 
 export type { ServeOptions } from './config.js';
 import type { ServeOptions } from './config.js';
+import { isUrl } from './config.js';
 
 /**
  * What the data dir records about its cluster, durably, before the LMDB environment holds
@@ -579,7 +580,7 @@ async function restoreNewCluster(
  */
 async function restoreSnapshotFile(from: string, restoreIndex: number | undefined): Promise<(SnapshotFileInfo & { path: string }) | null> {
   let path = from;
-  if (/^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(from)) {
+  if (isUrl(from)) {
     if (!from.toLowerCase().startsWith('file:')) return null;
     path = fileURLToPath(from);
     if (!(await looksLikeSnapshotFile(path))) return null;
