@@ -120,6 +120,15 @@ export class PangeaNode implements KvService {
   private snapshotListener: (() => void) | null = null;
   /** The role and leader last logged (watchRole). */
   private roleWatch: ReturnType<typeof setInterval> | null = null;
+  /**
+   * Stale reads never go back in time on one node, across restarts too. An apply is not
+   * flushed before its clients are answered (src/state/staged.ts), so a node that crashed
+   * may come back having applied less than it had shown. Its first stale read therefore
+   * waits for one linearizable read (whose index covers every write answered before it
+   * began, and which the applied index then reaches); once one has succeeded, stale reads
+   * answer at once.
+   */
+  private staleReadsSafe = false;
   private seenRole: string | null = null;
   private seenLeader: string | null = null;
   /** Why client writes are refused now (the hot-log quota), or null. */
@@ -340,7 +349,22 @@ export class PangeaNode implements KvService {
   }
 
   readBarrier(consistency: Consistency): Promise<number> {
-    if (consistency === 'stale') return Promise.resolve(this.state.applied().point.index);
+    if (consistency === 'stale') {
+      if (this.staleReadsSafe) return Promise.resolve(this.state.applied().point.index);
+      return this.linearizableRead().then(
+        () => {
+          this.staleReadsSafe = true;
+          return this.state.applied().point.index;
+        },
+        (err: unknown) => {
+          throw new ServiceError('unavailable', `this node has not caught up with the cluster since it started, so it serves no stale read yet: ${(err as Error).message}`);
+        },
+      );
+    }
+    return this.linearizableRead();
+  }
+
+  private linearizableRead(): Promise<number> {
     return new Promise<number>((resolve, reject) => {
       this.driver.read((o) => (o.ok ? resolve(o.index) : reject(this.serviceError(o.refusal))));
     });

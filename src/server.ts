@@ -246,6 +246,7 @@ async function assemble(opts: ServeOptions, hooks: ServerHooks, parts: Started):
   };
   const node = new PangeaNode({ clusterId: cluster.clusterId, peerId: identity.peerId, http, log: stores.log, state: stores.state, transport, logger, genesis: cluster.genesis, metrics, onFatal, onDeparted, wasMember: !cluster.joining });
   serving = node;
+  stores.state.onCommitFailure((err) => node.fail(err, 'committing applied state'));
   const archive = new NodeArchive(stores, archiveHost(node, stores, identity.privateKey), archiveKey, opts.archive, join(opts.dataDir, STAGING_DIR), logger);
   node.onSegment((b) => archive.onSegment(b));
   node.setAdmission(() => archive.admission());

@@ -1,6 +1,7 @@
 /** The state machine's applied record (kv.ts writes it with every apply; snapshots carry it). */
 import type { ConfigEpoch, LogPoint } from '../consensus/index.js';
-import { pack, u64Key, type StoreEnv } from '../storage/env.js';
+import { pack, u64Key } from '../storage/env.js';
+import type { StateTables } from './staged.js';
 import type { OpenSegment } from './segments.js';
 
 /** What `sm.meta/applied` holds. */
@@ -38,9 +39,9 @@ export function readChainRow(row: Uint8Array): { chain: Uint8Array; slot: number
  * (src/sync/range-check.ts). Written at apply, at bootstrap and restore, and by
  * `--force-new-cluster`; a few bytes per membership change, never pruned.
  */
-export function recordConfig(env: StoreEnv, epochs: readonly ConfigEpoch[], replace = false): void {
+export function recordConfig(t: StateTables, epochs: readonly ConfigEpoch[], replace = false): void {
   const newest = epochs[epochs.length - 1];
   if (newest === undefined) return;
   const key = u64Key(newest.fromSlot);
-  if (replace || env.configs.get(key) === undefined) env.configs.putSync(key, pack(newest.config.voters));
+  if (replace || t.get('configs', key) === undefined) t.put('configs', key, pack(newest.config.voters));
 }

@@ -1,10 +1,11 @@
 /**
  * The key/value state machine on LMDB (layout in src/storage/env.ts).
  *
- * `apply` runs a whole array of entries in ONE synchronous LMDB transaction, together with
- * the new applied point, the hash chain and the log time, so after a crash every command
- * has been applied exactly once or not at all (the log replays the rest). Inside the
- * transaction every read sees the writes of the commands before it.
+ * `apply` writes a whole array of entries as ONE LMDB transaction, together with the new
+ * applied point, the hash chain and the log time, so after a crash every command has been
+ * applied exactly once or not at all (the log replays the rest). The transaction is handed
+ * to lmdb-js's writer thread and flushed there, not on this thread (staged.ts says why and
+ * why that is safe); every read, inside apply and out, sees the writes staged before it.
  *
  * Determinism: an answer depends only on the state and the command. The only clock is the
  * log's: `maxTime`, moved toward each application command's `time` by at most
@@ -19,6 +20,7 @@ import { pack, plain, readU64, u64Key, unpack, type StoreEnv } from '../storage/
 import { KEY_BYTES_MAX, LOG_TIME_STEP_MS, chainBytesLength, decodeAppCommand, nextChain, type AppCommand, type ApplyResult, type ArchiveSettings, type Compare, type KvOp, type TxnOp,
   type TxnResult, type RequestId } from './command.js';
 import { chainRow, readChainRow, recordConfig, type AppliedRecord } from './applied.js';
+import { StagedState, directTables, type StateTables } from './staged.js';
 import { SEGMENT_ENTRIES_DEFAULT, SLOT_OVERHEAD_BYTES, endsSegment, type OpenSegment, type SegmentBound } from './segments.js';
 import type { ConfigRecord, KeyValue, MemberRecord, StateStore } from './state-store.js';
 import { StateSnapshot, restoreSnapshot, type SnapshotHeader } from './snapshot.js';
@@ -82,18 +84,21 @@ export class LmdbStateStore implements StateStore {
   private nextExpiry = 0;
   private settings: ArchiveSettings | null;
   private closed = false;
+  /** Every read and write of the state tables (staged.ts). */
+  private readonly t: StagedState;
 
   constructor(
     private readonly env: StoreEnv,
     private readonly onClose: () => Promise<void> = async () => {},
     private readonly rules: ApplyRules = RULES,
   ) {
+    this.t = new StagedState(env);
     this.current = this.readApplied() ?? NOT_BOOTSTRAPPED;
-    const settings = this.env.smMeta.get('archive');
+    const settings = this.t.get('smMeta', 'archive');
     this.settings = settings === undefined ? null : (unpack(settings) as ArchiveSettings);
     // A store from before `sm.configs` existed records at least its newest configuration.
-    if (this.current !== NOT_BOOTSTRAPPED && [...this.env.configs.getKeys({ limit: 1 })].length === 0) {
-      this.env.root.transactionSync(() => recordConfig(this.env, this.current.point.epochs));
+    if (this.current !== NOT_BOOTSTRAPPED && [...this.t.keys('configs', { limit: 1 })].length === 0) {
+      this.env.root.transactionSync(() => recordConfig(directTables(this.env), this.current.point.epochs));
     }
   }
 
@@ -114,12 +119,14 @@ export class LmdbStateStore implements StateStore {
       ...config.learners.map((peerId): MemberRecord => ({ peerId, role: 'learner', http: '', p2p: [] })),
     ];
     const record: AppliedRecord = { point, chain: CHAIN_ZERO, maxTime: 0, open: openAfter(point, CHAIN_ZERO) };
+    this.t.assertIdle('bootstrap');
     this.env.root.transactionSync(() => {
-      if (this.env.smMeta.get('applied') !== undefined) throw new Error('state store is already bootstrapped');
-      for (const m of records) this.putMember(m.peerId, { role: m.role, http: m.http, p2p: m.p2p });
-      for (const id of config.voters) this.env.votersEver.putSync(utf8.encode(id), EMPTY);
-      recordConfig(this.env, point.epochs);
-      this.env.smMeta.putSync('applied', pack(record));
+      const t = directTables(this.env);
+      if (t.get('smMeta', 'applied') !== undefined) throw new Error('state store is already bootstrapped');
+      for (const m of records) putMember(t, m.peerId, { role: m.role, http: m.http, p2p: m.p2p });
+      for (const id of config.voters) t.put('votersEver', utf8.encode(id), EMPTY);
+      recordConfig(t, point.epochs);
+      t.put('smMeta', 'applied', pack(record));
     });
     this.current = record;
   }
@@ -132,19 +139,21 @@ export class LmdbStateStore implements StateStore {
   forceConfig(config: Config): void {
     const point: LogPoint = { ...this.current.point, epochs: [{ fromSlot: this.current.point.slot + 1, config }] };
     const record: AppliedRecord = { ...this.current, point };
+    this.t.assertIdle('forcing a configuration');
     this.env.root.transactionSync(() => {
-      for (const m of this.members()) {
-        if (!config.voters.includes(m.peerId) && !config.learners.includes(m.peerId)) this.env.members.removeSync(utf8.encode(m.peerId));
+      const t = directTables(this.env);
+      for (const m of readMembers(t)) {
+        if (!config.voters.includes(m.peerId) && !config.learners.includes(m.peerId)) t.remove('members', utf8.encode(m.peerId));
       }
       for (const id of config.voters) {
-        const m = this.members().find((x) => x.peerId === id);
-        this.putMember(id, { role: 'voter', http: m?.http ?? '', p2p: m?.p2p ?? [] });
-        this.env.votersEver.putSync(utf8.encode(id), EMPTY);
+        const m = readMembers(t).find((x) => x.peerId === id);
+        putMember(t, id, { role: 'voter', http: m?.http ?? '', p2p: m?.p2p ?? [] });
+        t.put('votersEver', utf8.encode(id), EMPTY);
       }
       // Changes chosen before and not yet in effect never will be.
-      for (const key of this.env.configs.getKeys({ start: u64Key(point.slot + 1) })) this.env.configs.removeSync(key);
-      recordConfig(this.env, point.epochs, true);
-      this.env.smMeta.putSync('applied', pack(record));
+      for (const key of [...t.keys('configs', { start: u64Key(point.slot + 1) })]) t.remove('configs', key);
+      recordConfig(t, point.epochs, true);
+      t.put('smMeta', 'applied', pack(record));
     });
     this.current = record;
   }
@@ -158,14 +167,16 @@ export class LmdbStateStore implements StateStore {
   rebase(config: Config): void {
     this.forceConfig(config);
     const record: AppliedRecord = { ...this.current, open: openAfter(this.current.point, this.current.chain) };
+    this.t.assertIdle('rebasing');
     this.env.root.transactionSync(() => {
-      this.env.smMeta.removeSync('archive');
-      for (const key of this.env.segments.getKeys({})) this.env.segments.removeSync(key);
+      const t = directTables(this.env);
+      t.remove('smMeta', 'archive');
+      for (const key of [...t.keys('segments')]) t.remove('segments', key);
       // The old cluster's configurations (and removals) are not this one's history.
-      for (const key of this.env.configs.getKeys({})) this.env.configs.removeSync(key);
-      for (const key of this.env.removed.getKeys({})) this.env.removed.removeSync(key);
-      recordConfig(this.env, this.current.point.epochs, true);
-      this.env.smMeta.putSync('applied', pack(record));
+      for (const key of [...t.keys('configs')]) t.remove('configs', key);
+      for (const key of [...t.keys('removed')]) t.remove('removed', key);
+      recordConfig(t, this.current.point.epochs, true);
+      t.put('smMeta', 'applied', pack(record));
     });
     this.current = record;
     this.settings = null;
@@ -186,16 +197,22 @@ export class LmdbStateStore implements StateStore {
     // One transaction per run of entries up to a segment boundary: the state at a boundary
     // is committed (and visible to a snapshot) before the next entry is applied.
     while (next < entries.length) {
-      const batch = new ApplyBatch(this.env, this.rules, this.current, this.nextExpiry, this.settings);
+      const batch = new ApplyBatch(this.t, this.rules, this.current, this.nextExpiry, this.settings);
       let bound: SegmentBound | null = null;
       let end = next;
-      this.env.root.transactionSync(() => {
+      const done = out.length;
+      try {
         while (end < entries.length && bound === null) bound = batch.applyEntry(entries[end++]!, out);
-        this.env.smMeta.putSync('applied', pack(batch.record()));
-        if (batch.settings !== this.settings) this.env.smMeta.putSync('archive', pack(batch.settings));
-        if (bound !== null) this.env.segments.putSync(u64Key(bound.last.slot), pack(bound));
-      });
-      // Only once committed: a throw above leaves these as they were.
+        this.t.put('smMeta', 'applied', pack(batch.record()));
+        if (batch.settings !== this.settings) this.t.put('smMeta', 'archive', pack(batch.settings));
+        if (bound !== null) this.t.put('segments', u64Key(bound.last.slot), pack(bound));
+      } catch (e) {
+        this.t.rollback();
+        out.length = done;
+        throw e;
+      }
+      this.t.commit();
+      // Only once staged whole: a throw above leaves these as they were.
       next = end;
       this.current = batch.record();
       this.nextExpiry = batch.nextExpiry;
@@ -216,16 +233,18 @@ export class LmdbStateStore implements StateStore {
    * Asynchronous removes, committed with the next writes.
    */
   pruneChain(index: number): void {
-    for (const key of this.env.chain.getKeys({ end: u64Key(Math.max(0, index)) })) void this.env.chain.remove(key);
+    for (const key of [...this.t.keys('chain', { end: u64Key(Math.max(0, index)) })]) this.t.remove('chain', key);
+    this.t.commit();
   }
 
   /** The state as of now, for the archive (snapshot.ts). Close it if not read through. */
   snapshot(): StateSnapshot {
-    return new StateSnapshot(this.env);
+    return new StateSnapshot(this.env, this.t.freeze());
   }
 
   /** Fills this empty (never bootstrapped) store from a snapshot stream (snapshot.ts). */
   async restore(source: AsyncIterable<Uint8Array>): Promise<SnapshotHeader> {
+    this.t.assertIdle('restoring a snapshot');
     const header = await restoreSnapshot(this.env, source);
     this.current = header.applied;
     this.settings = header.settings;
@@ -235,19 +254,19 @@ export class LmdbStateStore implements StateStore {
 
   configsAfter(slot: number, limit: number): ConfigRecord[] {
     const out: ConfigRecord[] = [];
-    for (const { key, value } of this.env.configs.getRange({ start: u64Key(slot + 1), limit })) out.push({ fromSlot: readU64(key), voters: unpack(value) as string[] });
+    for (const { key, value } of this.t.range('configs', { start: u64Key(slot + 1), limit })) out.push({ fromSlot: readU64(key as Uint8Array), voters: unpack(value) as string[] });
     return out;
   }
 
   /** Finished segments whose last slot is after `afterSlot`, in order, at most `limit`. */
   segments(afterSlot: number, limit = Number.MAX_SAFE_INTEGER): SegmentBound[] {
     const out: SegmentBound[] = [];
-    for (const { value } of this.env.segments.getRange({ start: u64Key(afterSlot + 1), limit })) out.push(unpack(value) as SegmentBound);
+    for (const { value } of this.t.range('segments', { start: u64Key(afterSlot + 1), limit })) out.push(unpack(value) as SegmentBound);
     return out;
   }
 
   get(key: Uint8Array): KeyValue | undefined {
-    return readKv(this.env, key);
+    return readKv(this.t, key);
   }
 
   range(prefix: Uint8Array, after: Uint8Array | null, limit: number, bytesMax: number): { items: KeyValue[]; more: boolean } {
@@ -257,29 +276,30 @@ export class LmdbStateStore implements StateStore {
     const end = prefixEnd(prefix);
     let bytes = 0;
     const bounds = { ...(start.byteLength > 0 ? { start } : {}), ...(end === null ? {} : { end }) };
-    for (const { key, value } of this.env.kv.getRange(bounds)) {
-      if (after !== null && compareBytes(key, after) === 0) continue;
-      if (!startsWith(key, prefix)) break;
+    for (const { key, value } of this.t.range('kv', bounds)) {
+      const k = key as Uint8Array;
+      if (after !== null && compareBytes(k, after) === 0) continue;
+      if (!startsWith(k, prefix)) break;
       const valueBytes = value.byteLength - REVISION_BYTES;
       // A page always carries at least one item, so paging always progresses.
       if (items.length === limit || (items.length > 0 && bytes + valueBytes > bytesMax)) return { items, more: true };
       bytes += valueBytes;
-      items.push(decodeKv(copy(key), value));
+      items.push(decodeKv(k, value));
     }
     return { items, more: false };
   }
 
   members(): MemberRecord[] {
-    return readMembers(this.env);
+    return readMembers(this.t);
   }
 
   /** Every peer that was ever a voter of this cluster: whose signed manifests count. */
   wasRemoved(peerId: string): boolean {
-    return this.env.removed.get(utf8.encode(peerId)) !== undefined;
+    return this.t.get('removed', utf8.encode(peerId)) !== undefined;
   }
 
   votersEver(): string[] {
-    return [...this.env.votersEver.getKeys({})].map((k) => fromUtf8.decode(k));
+    return [...this.t.keys('votersEver')].map((k) => fromUtf8.decode(k as Uint8Array));
   }
 
   chainAt(index: number): Uint8Array | undefined {
@@ -292,31 +312,43 @@ export class LmdbStateStore implements StateStore {
 
   private chainRowAt(index: number): { chain: Uint8Array; slot: number } | undefined {
     if (!Number.isSafeInteger(index) || index < 1) return undefined;
-    const v = this.env.chain.get(u64Key(index));
+    const v = this.t.get('chain', u64Key(index));
     return v === undefined ? undefined : readChainRow(v);
   }
 
-  /** Marks the store closed and releases the environment (once). Applies are synchronous,
-   *  so none is in flight. */
+  /** `handler` is told if an apply's commit fails (the disk is full or gone): the node must
+   *  stop; every later apply throws that failure too. */
+  onCommitFailure(handler: (error: unknown) => void): void {
+    this.t.onFailure = handler;
+  }
+
+  /** Resolves once every apply so far is committed (not necessarily flushed to disk). */
+  committed(): Promise<void> {
+    return this.t.committed();
+  }
+
+  /** Marks the store closed, waits for the applies on their way to LMDB, and releases the
+   *  environment (once). */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    await this.t.committed();
     await this.onClose();
   }
 
   private readApplied(): AppliedRecord | undefined {
-    const v = this.env.smMeta.get('applied');
+    const v = this.t.get('smMeta', 'applied');
     return v === undefined ? undefined : (unpack(v) as AppliedRecord);
-  }
-
-  private putMember(peerId: string, m: MemberValue): void {
-    this.env.members.putSync(utf8.encode(peerId), pack(m));
   }
 }
 
+function putMember(t: StateTables, peerId: string, m: MemberValue): void {
+  t.put('members', utf8.encode(peerId), pack(m));
+}
+
 /**
- * One `apply` call's work, run inside the write transaction: every read goes to the
- * transaction, so it sees this batch's earlier writes.
+ * One `apply` call's work, staged as one transaction: every read goes through the staged
+ * writes, so it sees this batch's earlier writes.
  */
 class ApplyBatch {
   private point: LogPoint;
@@ -329,7 +361,7 @@ class ApplyBatch {
   nextExpiry: number;
 
   constructor(
-    private readonly env: StoreEnv,
+    private readonly t: StateTables,
     private readonly rules: ApplyRules,
     from: AppliedRecord,
     nextExpiry: number,
@@ -359,7 +391,7 @@ class ApplyBatch {
       out.push(cmd.kind === 'app' ? this.applyApp(cmd.data, index) : this.applyConfig(cmd.change, index));
       bytes += this.extendChain(entry.slot, cmd, index);
     });
-    if (entry.epochs !== this.point.epochs) recordConfig(this.env, entry.epochs);
+    if (entry.epochs !== this.point.epochs) recordConfig(this.t, entry.epochs);
     this.point = { slot: entry.slot, index: entry.index + entry.batch.length - 1, epochs: entry.epochs };
     const segmentEntries = this.settings?.segmentEntries ?? SEGMENT_ENTRIES_DEFAULT;
     if (!endsSegment(this.open, bytes, this.point.index, segmentEntries)) {
@@ -374,7 +406,7 @@ class ApplyBatch {
   /** Extends the hash chain with `cmd`, chosen at `slot`; returns the bytes it covered. */
   private extendChain(slot: number, cmd: Command, index: number): number {
     this.chain = nextChain(this.chain, slot, cmd);
-    this.env.chain.putSync(u64Key(index), chainRow(this.chain, slot));
+    this.t.put('chain', u64Key(index), chainRow(this.chain, slot));
     return chainBytesLength(cmd);
   }
 
@@ -403,7 +435,7 @@ class ApplyBatch {
     const rid = cmd.requestId;
     if (rid === undefined) return this.execute(cmd.op, index);
     const clientKey = utf8.encode(rid.client);
-    const stored = this.env.sessions.get(clientKey);
+    const stored = this.t.get('sessions', clientKey);
     const session = stored === undefined ? undefined : (unpack(stored) as SessionRecord);
     if (session !== undefined && rid.seq < session.seq) return { kind: 'request_id_stale', index };
     if (session !== undefined && this.rules.answered(session, rid)) {
@@ -417,9 +449,9 @@ class ApplyBatch {
   }
 
   private putSession(clientKey: Uint8Array, old: SessionRecord | undefined, next: SessionRecord): void {
-    if (old !== undefined) this.env.sessionUse.removeSync(u64Key(old.used, clientKey));
-    this.env.sessionUse.putSync(u64Key(next.used, clientKey), new Uint8Array(0));
-    this.env.sessions.putSync(clientKey, pack(next));
+    if (old !== undefined) this.t.remove('sessionUse', u64Key(old.used, clientKey));
+    this.t.put('sessionUse', u64Key(next.used, clientKey), new Uint8Array(0));
+    this.t.put('sessions', clientKey, pack(next));
   }
 
   /** Drops sessions last used more than `sessionTtlMs` of log time ago (oldest first). */
@@ -428,7 +460,8 @@ class ApplyBatch {
     if (cutoff <= this.nextExpiry) return;
     const expired: Uint8Array[] = [];
     this.nextExpiry = this.maxTime; // when none is left: sessions to come are used at or after now
-    for (const key of this.env.sessionUse.getKeys({})) {
+    for (const k of this.t.keys('sessionUse')) {
+      const key = k as Uint8Array;
       const used = readU64(key);
       if (used >= cutoff) {
         this.nextExpiry = used;
@@ -437,8 +470,8 @@ class ApplyBatch {
       expired.push(key);
     }
     for (const key of expired) {
-      this.env.sessionUse.removeSync(key);
-      this.env.sessions.removeSync(key.subarray(8));
+      this.t.remove('sessionUse', key);
+      this.t.remove('sessions', key.subarray(8));
     }
   }
 
@@ -446,7 +479,7 @@ class ApplyBatch {
     switch (op.t) {
       case 'put': {
         // An unconditional put needs no read (the common case: it shows in restore speed).
-        const cur = op.ifMatch === undefined && op.ifAbsent !== true ? undefined : readKv(this.env, op.key);
+        const cur = op.ifMatch === undefined && op.ifAbsent !== true ? undefined : readKv(this.t, op.key);
         if ((op.ifMatch !== undefined && cur?.revision !== op.ifMatch) || (op.ifAbsent === true && cur !== undefined)) {
           return { kind: 'precondition_failed', index, revision: cur?.revision ?? null };
         }
@@ -454,11 +487,11 @@ class ApplyBatch {
         return { kind: 'put', index, revision: index };
       }
       case 'delete': {
-        const cur = readKv(this.env, op.key);
+        const cur = readKv(this.t, op.key);
         if (op.ifMatch !== undefined && cur?.revision !== op.ifMatch) {
           return { kind: 'precondition_failed', index, revision: cur?.revision ?? null };
         }
-        if (cur !== undefined) this.env.kv.removeSync(op.key);
+        if (cur !== undefined) this.t.remove('kv', op.key);
         return { kind: 'delete', index, deleted: cur !== undefined };
       }
       case 'txn': {
@@ -470,7 +503,7 @@ class ApplyBatch {
   }
 
   private holds(c: Compare): boolean {
-    const cur = readKv(this.env, c.key);
+    const cur = readKv(this.t, c.key);
     switch (c.target) {
       case 'value':
         if (cur === undefined || !(c.value instanceof Uint8Array)) return false;
@@ -490,12 +523,12 @@ class ApplyBatch {
         this.put(o.key, o.value, index);
         return { revision: index };
       case 'delete': {
-        const existed = readKv(this.env, o.key) !== undefined;
-        if (existed) this.env.kv.removeSync(o.key);
+        const existed = readKv(this.t, o.key) !== undefined;
+        if (existed) this.t.remove('kv', o.key);
         return { deleted: existed };
       }
       case 'get': {
-        const cur = readKv(this.env, o.key);
+        const cur = readKv(this.t, o.key);
         return cur === undefined ? { value: null, revision: null } : { value: cur.value, revision: cur.revision };
       }
     }
@@ -505,7 +538,7 @@ class ApplyBatch {
     const stored = new Uint8Array(REVISION_BYTES + value.byteLength);
     stored.set(u64Key(revision));
     stored.set(value, REVISION_BYTES);
-    this.env.kv.putSync(key, stored);
+    this.t.put('kv', key, stored);
   }
 
   // --- membership ----------------------------------------------------------------------
@@ -513,7 +546,7 @@ class ApplyBatch {
   /** Keeps the member table in step with `applyChange` (same roles, same no-ops); the
    *  change's meta, when it decodes, gives the node's addresses. */
   private applyConfig(change: ConfigChange, index: number): ApplyResult {
-    const before = readMembers(this.env);
+    const before = readMembers(this.t);
     const config: Config = {
       voters: before.filter((m) => m.role === 'voter').map((m) => m.peerId),
       learners: before.filter((m) => m.role === 'learner').map((m) => m.peerId),
@@ -521,17 +554,17 @@ class ApplyBatch {
     const after = applyChange(config, change);
     const addresses = decodeMeta(change.meta);
     for (const m of before) {
-      if (!after.voters.includes(m.peerId) && !after.learners.includes(m.peerId)) this.env.members.removeSync(utf8.encode(m.peerId));
+      if (!after.voters.includes(m.peerId) && !after.learners.includes(m.peerId)) this.t.remove('members', utf8.encode(m.peerId));
     }
     const write = (peerId: string, role: MemberRecord['role']): void => {
       const old = before.find((m) => m.peerId === peerId);
       const addr = peerId === change.node && addresses !== null ? addresses : { http: old?.http ?? '', p2p: old?.p2p ?? [] };
       if (old !== undefined && old.role === role && old.http === addr.http && sameStrings(old.p2p, addr.p2p)) return;
-      this.env.members.putSync(utf8.encode(peerId), pack({ role, http: addr.http, p2p: addr.p2p }));
+      this.t.put('members', utf8.encode(peerId), pack({ role, http: addr.http, p2p: addr.p2p }));
     };
     for (const v of after.voters) {
       write(v, 'voter');
-      this.env.votersEver.putSync(utf8.encode(v), EMPTY);
+      this.t.put('votersEver', utf8.encode(v), EMPTY);
     }
     for (const l of after.learners) write(l, 'learner');
     // Peers removed stay known as removed (the leader refuses to add them back, node.ts);
@@ -539,8 +572,8 @@ class ApplyBatch {
     const id = utf8.encode(change.node);
     const wasMember = before.some((m) => m.peerId === change.node);
     const isNow = after.voters.includes(change.node) || after.learners.includes(change.node);
-    if (change.op === 'remove' && wasMember && !isNow) this.env.removed.putSync(id, u64Key(index));
-    else if (isNow) this.env.removed.removeSync(id);
+    if (change.op === 'remove' && wasMember && !isNow) this.t.put('removed', id, u64Key(index));
+    else if (isNow) this.t.remove('removed', id);
     return { kind: 'config', index };
   }
 }
@@ -577,8 +610,8 @@ function decodeMeta(meta: Uint8Array | undefined): { http: string; p2p: readonly
   }
 }
 
-function readKv(env: StoreEnv, key: Uint8Array): KeyValue | undefined {
-  const v = env.kv.getBinary(key);
+function readKv(t: StateTables, key: Uint8Array): KeyValue | undefined {
+  const v = t.get('kv', key);
   return v === undefined ? undefined : decodeKv(copy(key), v);
 }
 
@@ -586,10 +619,10 @@ function decodeKv(key: Uint8Array, stored: Uint8Array): KeyValue {
   return { key, revision: readU64(stored), value: copy(stored.subarray(REVISION_BYTES)) };
 }
 
-function readMembers(env: StoreEnv): MemberRecord[] {
+function readMembers(t: StateTables): MemberRecord[] {
   const out: MemberRecord[] = [];
-  for (const { key, value } of env.members.getRange({})) {
-    out.push({ peerId: fromUtf8.decode(key), ...(unpack(value) as MemberValue) });
+  for (const { key, value } of t.range('members')) {
+    out.push({ peerId: fromUtf8.decode(key as Uint8Array), ...(unpack(value) as MemberValue) });
   }
   return out.sort((a, b) => (a.peerId < b.peerId ? -1 : a.peerId > b.peerId ? 1 : 0));
 }

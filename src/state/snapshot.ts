@@ -21,6 +21,7 @@ import { FrameDecoder, joinFrames } from '../codec/frames.js';
 import { pack, u64Key, unpack, type BytesDb, type StoreEnv } from '../storage/env.js';
 import type { ArchiveSettings } from './command.js';
 import { chainRow, recordConfig, type AppliedRecord } from './applied.js';
+import { directTables, type FrozenStage, type StateTable } from './staged.js';
 
 /** 2 added the `configs` table, 3 the `removed` table; older snapshots (without them) still
  *  restore. */
@@ -34,23 +35,20 @@ const FRAME_BYTES_MAX = 64 * 1024 * 1024;
 const TABLES = ['kv', 'sessions', 'session_use', 'members', 'voters_ever', 'configs', 'removed'] as const;
 type Table = (typeof TABLES)[number];
 
-function table(env: StoreEnv, t: Table): BytesDb {
+/** The `StoreEnv` table a snapshot table is. */
+function stateTable(t: Table): StateTable {
   switch (t) {
-    case 'kv':
-      return env.kv;
-    case 'sessions':
-      return env.sessions;
     case 'session_use':
-      return env.sessionUse;
-    case 'members':
-      return env.members;
+      return 'sessionUse';
     case 'voters_ever':
-      return env.votersEver;
-    case 'configs':
-      return env.configs;
-    case 'removed':
-      return env.removed;
+      return 'votersEver';
+    default:
+      return t;
   }
+}
+
+function table(env: StoreEnv, t: Table): BytesDb {
+  return env[stateTable(t)] as BytesDb;
 }
 
 export interface SnapshotHeader {
@@ -61,17 +59,25 @@ export interface SnapshotHeader {
 /**
  * The state as of now, held by a read transaction until `frames` has been read through or
  * `close` is called (call it when the frames are not read: a held read transaction keeps
- * LMDB from reusing pages).
+ * LMDB from reusing pages). `staged`: the applies not yet committed as of the same moment
+ * (staged.ts), read over the transaction's records.
  */
 export class StateSnapshot implements AsyncIterable<Uint8Array> {
   private readonly txn: Transaction;
   private released = false;
   readonly header: SnapshotHeader;
 
-  constructor(private readonly env: StoreEnv) {
+  constructor(
+    private readonly env: StoreEnv,
+    private readonly staged?: FrozenStage,
+  ) {
     this.txn = env.root.useReadTransaction();
-    const applied = env.smMeta.get('applied', { transaction: this.txn });
-    const settings = env.smMeta.get('archive', { transaction: this.txn });
+    const meta = (key: string): Uint8Array | undefined => {
+      const s = staged?.get('smMeta', key);
+      return s !== undefined ? s.value : env.smMeta.get(key, { transaction: this.txn });
+    };
+    const applied = meta('applied');
+    const settings = meta('archive');
     if (applied === undefined) {
       this.close();
       throw new Error('cannot snapshot a state store that was never bootstrapped');
@@ -96,7 +102,10 @@ export class StateSnapshot implements AsyncIterable<Uint8Array> {
       for (const t of TABLES) {
         let batch: Uint8Array[] = [];
         let bytes = 0;
-        for (const { key, value } of table(this.env, t).getRange({ transaction: this.txn })) {
+        const committed = table(this.env, t).getRange({ transaction: this.txn });
+        for (const r of this.staged === undefined ? committed : this.staged.over(stateTable(t), committed)) {
+          const key = r.key as Uint8Array; // every snapshot table has byte keys
+          const value = r.value;
           batch.push(Uint8Array.prototype.slice.call(key), Uint8Array.prototype.slice.call(value));
           bytes += key.byteLength + value.byteLength;
           records++;
@@ -221,7 +230,7 @@ function finishRestore(env: StoreEnv, header: SnapshotHeader): SnapshotHeader {
     // The slot stored beside it is the applied slot (the command's own may be earlier): it is
     // read only as the slot after an index below this one, which a restored node never has.
     if (applied.point.index > 0) env.chain.putSync(u64Key(applied.point.index), chainRow(applied.chain, applied.point.slot));
-    recordConfig(env, applied.point.epochs);
+    recordConfig(directTables(env), applied.point.epochs);
     env.smMeta.putSync('applied', pack(applied));
   });
   return { applied, settings };

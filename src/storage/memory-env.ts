@@ -64,6 +64,13 @@ export class MemoryRoot {
     }
   }
 
+  /** lmdb-js's `batch`: the writes in `fn` as one transaction, committed when it resolves.
+   *  Here they commit at once (the state machine's reads never depend on when). */
+  batch(fn: () => void): Promise<boolean> {
+    this.transactionSync(fn);
+    return Promise.resolve(true);
+  }
+
   useReadTransaction(): { done(): void } {
     return { done: () => undefined };
   }
@@ -107,6 +114,10 @@ class MemoryDb {
 
   remove(key: Uint8Array | string): Promise<boolean> {
     return Promise.resolve(this.removeSync(key));
+  }
+
+  put(key: Uint8Array | string, value: Uint8Array): Promise<boolean> {
+    return Promise.resolve(this.putSync(key, value));
   }
 
   *getRange(opts: RangeOptions = {}): Generator<{ key: Uint8Array | string; value: Uint8Array }> {

@@ -481,7 +481,8 @@ test('the configurations applied are recorded (bootstrap, apply, restore), repla
   assert.deepEqual(other.state.configsAfter(0, 10), h.state.configsAfter(0, 10));
   await other.close();
   // --force-new-cluster: the forced configuration governs from the next slot (4); the change
-  // not yet in effect (slot 9) never will be.
+  // not yet in effect (slot 9) never will be. (It runs at start, once applies are committed.)
+  await h.state.committed();
   h.state.forceConfig({ voters: ['b'], learners: [] });
   assert.deepEqual(h.state.configsAfter(0, 10), [{ fromSlot: 1, voters: ['a'] }, { fromSlot: 4, voters: ['b'] }]);
   // --restore-from: a new cluster, whose history is its own.
