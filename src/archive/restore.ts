@@ -108,6 +108,8 @@ export async function replaySegments(
     state.apply(entries);
     onProgress?.(state.applied().point.index);
   }
+  // Applies are committed by lmdb-js's writer after `apply` returns (src/state/staged.ts).
+  await state.committed();
   return state.applied().point;
 }
 
