@@ -80,6 +80,8 @@ export function openAfter(point: { slot: number; index: number }, chain: Uint8Ar
 export class LmdbStateStore implements StateStore {
   /** Cached copy of `sm.meta/applied`, replaced only after a transaction commits. */
   private current: AppliedRecord;
+  /** See committedPoint(). */
+  private committed_: LogPoint;
   /** See ApplyBatch.nextExpiry; 0 forces the first scan after opening. */
   private nextExpiry = 0;
   private settings: ArchiveSettings | null;
@@ -94,6 +96,7 @@ export class LmdbStateStore implements StateStore {
   ) {
     this.t = new StagedState(env);
     this.current = this.readApplied() ?? NOT_BOOTSTRAPPED;
+    this.committed_ = this.current.point;
     const settings = this.t.get('smMeta', 'archive');
     this.settings = settings === undefined ? null : (unpack(settings) as ArchiveSettings);
     // A store from before `sm.configs` existed records at least its newest configuration.
@@ -129,6 +132,7 @@ export class LmdbStateStore implements StateStore {
       t.put('smMeta', 'applied', pack(record));
     });
     this.current = record;
+    this.committed_ = record.point; // committed synchronously above
   }
 
   /**
@@ -156,6 +160,7 @@ export class LmdbStateStore implements StateStore {
       t.put('smMeta', 'applied', pack(record));
     });
     this.current = record;
+    this.committed_ = record.point; // committed synchronously above
   }
 
   /**
@@ -179,6 +184,7 @@ export class LmdbStateStore implements StateStore {
       t.put('smMeta', 'applied', pack(record));
     });
     this.current = record;
+    this.committed_ = record.point; // committed synchronously above
     this.settings = null;
   }
 
@@ -211,7 +217,10 @@ export class LmdbStateStore implements StateStore {
         out.length = done;
         throw e;
       }
-      this.t.commit();
+      const point = batch.record().point;
+      this.t.commit(() => {
+        this.committed_ = point;
+      });
       // Only once staged whole: a throw above leaves these as they were.
       next = end;
       this.current = batch.record();
@@ -247,6 +256,7 @@ export class LmdbStateStore implements StateStore {
     this.t.assertIdle('restoring a snapshot');
     const header = await restoreSnapshot(this.env, source);
     this.current = header.applied;
+    this.committed_ = header.applied.point;
     this.settings = header.settings;
     this.nextExpiry = 0;
     return header;
@@ -322,9 +332,16 @@ export class LmdbStateStore implements StateStore {
     this.t.onFailure = handler;
   }
 
-  /** Resolves once every apply so far is committed (not necessarily flushed to disk). */
+  /** Resolves once every apply so far is committed (not necessarily flushed to disk);
+   *  rejects if a commit failed. */
   committed(): Promise<void> {
     return this.t.committed();
+  }
+
+  /** The applied point as committed to LMDB (a crash keeps at least this much once it is
+   *  flushed; `applied()` may be ahead): the furthest the log may be compacted. */
+  committedPoint(): LogPoint {
+    return this.committed_;
   }
 
   /** Marks the store closed, waits for the applies on their way to LMDB, and releases the
@@ -332,7 +349,7 @@ export class LmdbStateStore implements StateStore {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.t.committed();
+    await this.t.committed().catch(() => {}); // a failure was reported when it happened
     await this.onClose();
   }
 

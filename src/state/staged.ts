@@ -18,11 +18,14 @@
  * Order and durability: lmdb-js commits its queued operations in the order they were
  * queued, in one writer, so what a crash keeps is a prefix of the commits: the log's writes
  * queued before an apply (apply waits for them to be committed, driver.ts) are never lost
- * while the apply is kept, and each apply is whole or absent. Nothing in a running node may
- * commit state with `transactionSync` while writes are staged: lmdb-js may run a synchronous
- * transaction ahead of asynchronous ones still queued, which would reorder them. The
- * methods that use one (bootstrap, forced configurations, restore) run only when nothing
- * is staged, and say so by calling `assertIdle`.
+ * while the apply is kept, and each apply is whole or absent. One state transaction is on
+ * its way at a time, and none after one failed (see `commit`). A log compaction must not be
+ * queued ahead of the state it relies on: the driver compacts only through the point whose
+ * apply has committed (`LmdbStateStore.committedPoint`). Nothing in a running node may
+ * commit state with `transactionSync` while writes are staged: lmdb-js may run a
+ * synchronous transaction ahead of asynchronous ones still queued, which would reorder
+ * them. The methods that use one (bootstrap, forced configurations, restore) run only when
+ * nothing is staged, and say so by calling `assertIdle`.
  */
 import { plain, type BytesDb, type NamedDb, type StoreEnv } from '../storage/env.js';
 
@@ -30,6 +33,9 @@ import { plain, type BytesDb, type NamedDb, type StoreEnv } from '../storage/env
 export type StateTable = 'smMeta' | 'kv' | 'sessions' | 'sessionUse' | 'members' | 'chain' | 'segments' | 'votersEver' | 'configs' | 'removed';
 
 type Key = Uint8Array | string;
+
+/** lmdb-js's default `maxKeySize`. */
+const LMDB_KEY_BYTES_MAX = 1978;
 
 interface Staged {
   readonly key: Key;
@@ -83,9 +89,12 @@ export class StagedState implements StateTables {
   private readonly pending = new Map<StateTable, Map<string, Staged>>();
   /** Writes staged since the last `commit()`, in order, with what each replaced. */
   private queued: { table: StateTable; k: string; staged: Staged; replaced: Staged | undefined }[] = [];
+  /** Whole applies' writes waiting for the transaction on its way (see `commit`). */
+  private sealed: { table: StateTable; staged: Staged; k: string }[] = [];
+  private sealedCallbacks: (() => void)[] = [];
   private seq = 0;
-  private inFlight = 0;
-  private last: Promise<unknown> = Promise.resolve();
+  /** A transaction handed to lmdb-js and not yet committed. */
+  private inFlight = false;
   private failure: { error: unknown } | null = null;
   private readonly idleWaiters: (() => void)[] = [];
   /** Told once if a commit fails (the disk is full or gone): the node must stop. Every
@@ -144,6 +153,10 @@ export class StagedState implements StateTables {
 
   private stage(t: StateTable, key: Key, value: Uint8Array | undefined): void {
     this.check();
+    // A put lmdb-js refuses inside a batch would still commit the writes before it: refuse
+    // here, where the apply rolls back whole (commands are checked long before this).
+    const bytes = typeof key === 'string' ? Buffer.byteLength(key) : key.byteLength;
+    if (bytes < 1 || bytes > LMDB_KEY_BYTES_MAX) throw new Error(`state key of ${bytes} bytes: LMDB takes 1 to ${LMDB_KEY_BYTES_MAX}`);
     let table = this.pending.get(t);
     if (table === undefined) this.pending.set(t, (table = new Map()));
     const staged: Staged = { key: typeof key === 'string' ? key : copy(key), value, seq: ++this.seq };
@@ -163,62 +176,89 @@ export class StagedState implements StateTables {
   }
 
   /**
-   * Hands the writes staged since the last call to lmdb-js, in one transaction. They stay
-   * visible here until it commits. Call it in the same event-loop turn as the writes
-   * (nothing may come between an apply and its commit).
+   * Seals the writes staged since the last call (one apply: all of them or none reach the
+   * disk) and hands them to lmdb-js. `onCommitted` runs once they are committed. They stay
+   * visible here until then. Call it in the same event-loop turn as the writes.
+   *
+   * One transaction at a time: sealed writes wait here while an earlier one is on its way,
+   * then go together. lmdb-js's writer goes on to the next queued transaction after one
+   * fails (a full disk may still take a small one), so a later apply handed over beside a
+   * failed one could reach the disk without it: a state that is no applied point's
+   * (found by review). After a failure nothing more is handed over.
    */
-  commit(): void {
+  commit(onCommitted?: () => void): void {
     this.check();
-    const queued = this.queued;
-    if (queued.length === 0) return;
+    if (this.queued.length === 0 && onCommitted === undefined) return;
+    this.sealed.push(...this.queued);
+    this.queued = [];
+    if (onCommitted !== undefined) this.sealedCallbacks.push(onCommitted);
+    this.handOver();
+  }
+
+  private handOver(): void {
+    if (this.inFlight || this.failure !== null) return;
+    const batch = this.sealed;
+    const callbacks = this.sealedCallbacks;
+    if (batch.length === 0 && callbacks.length === 0) return this.settle();
+    this.sealed = [];
+    this.sealedCallbacks = [];
     let done: Promise<unknown>;
     try {
       done = this.env.root.batch(() => {
-        for (const { table, staged } of queued) {
+        for (const { table, staged } of batch) {
           const db = this.db(table) as BytesDb;
           if (staged.value === undefined) void db.remove(staged.key as Uint8Array);
           else void db.put(staged.key as Uint8Array, staged.value);
         }
       });
     } catch (error) {
-      // Refused at hand-over (a closed environment): the caller is told by this throw.
-      this.failure = { error };
-      throw error;
+      return this.failed(error); // refused at hand-over (a closed environment)
     }
-    this.queued = [];
-    this.inFlight++;
-    this.last = done.then(
+    this.inFlight = true;
+    done.then(
       () => {
-        for (const { table, k, staged } of queued) {
+        this.inFlight = false;
+        for (const { table, k, staged } of batch) {
           const t = this.pending.get(table)!;
           if (t.get(k)?.seq === staged.seq) t.delete(k);
         }
-        this.settle();
+        for (const cb of callbacks) cb();
+        this.handOver();
       },
       (error: unknown) => {
-        if (this.failure === null) {
-          this.failure = { error };
-          this.onFailure(error);
-        }
-        this.settle();
+        this.inFlight = false;
+        // lmdb-js rejects with "Commit failed" and the cause in a promise of its own.
+        const detail = (error as { commitError?: unknown }).commitError;
+        if (!(detail instanceof Promise)) return this.failed(error);
+        this.failure = { error }; // refuses everything from now on; told with the cause
+        detail.then(() => this.failed(error, true), (cause: unknown) => this.failed(cause, true));
       },
     );
   }
 
+  private failed(error: unknown, known = false): void {
+    if (this.failure !== null && !known) return;
+    this.failure = { error };
+    this.onFailure(error);
+    this.settle();
+  }
+
+  /** Wakes `committed()` waiters once nothing is sealed or on its way (or after a failure). */
   private settle(): void {
-    if (--this.inFlight > 0) return;
+    if (this.failure === null && (this.inFlight || this.sealed.length > 0)) return;
     for (const w of this.idleWaiters.splice(0)) w();
   }
 
-  /** Resolves once every write handed over so far is committed (or failed). */
+  /** Resolves once every write sealed so far is committed; rejects after a failure. */
   async committed(): Promise<void> {
-    if (this.inFlight === 0) return;
-    await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+    if (this.failure === null && !this.inFlight && this.sealed.length === 0) return;
+    if (this.failure === null) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+    this.check();
   }
 
   /** True when no write is staged or on its way. */
   idle(): boolean {
-    return this.queued.length === 0 && this.inFlight === 0;
+    return this.queued.length === 0 && this.sealed.length === 0 && !this.inFlight;
   }
 
   /** Throws unless idle: before a synchronous transaction (see the top of the file). */

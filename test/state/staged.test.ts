@@ -133,13 +133,67 @@ test('a frozen stage read over a read transaction taken with it is the state of 
   await e.root.close();
 });
 
-test('a failed commit is reported once and refuses every later write', async () => {
+test('a commit refused at hand-over (a closed environment) is reported once and refuses every later write', async () => {
   const e = env();
   const s = new StagedState(e);
   const failures: unknown[] = [];
   s.onFailure = (err) => failures.push(err);
   s.put('kv', key(1), new Uint8Array([1]));
   await e.root.close(); // the environment is gone: the commit cannot happen
-  assert.throws(() => s.commit());
-  assert.deepEqual(failures.length, 0, 'a throw at hand-over is the caller’s to handle');
+  s.commit();
+  assert.equal(failures.length, 1);
+  assert.throws(() => s.put('kv', key(2), new Uint8Array([2])));
+  await assert.rejects(s.committed());
+  assert.equal(failures.length, 1);
+});
+
+/**
+ * Review finding: lmdb-js's writer goes on to the next queued transaction after one fails,
+ * and a full disk may still take a small one. An apply handed over beside a failed one
+ * would then reach the disk without it: `applied` past writes that are missing. With one
+ * transaction on its way at a time, and none after a failure, the disk keeps a whole
+ * applied point. A child process with a file size limit (`ulimit -f`) plays the full disk.
+ */
+test('a failed commit takes no later apply to disk with it (one transaction on its way at a time)', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'pangea-staged-full-'));
+  dirs.push(dir);
+  const staged = new URL('../../src/state/staged.js', import.meta.url).href;
+  const envJs = new URL('../../src/storage/env.js', import.meta.url).href;
+  const init = openEnv(dir);
+  const s0 = new StagedState(init);
+  s0.put('smMeta', 'applied', new Uint8Array([10]));
+  s0.commit();
+  await s0.committed();
+  await init.root.close();
+  const child = `
+    import { openEnv } from '${envJs}';
+    import { StagedState } from '${staged}';
+    process.on('SIGXFSZ', () => {});
+    // lmdb-js also rejects a promise of its own that no one holds (a node stops either way).
+    process.on('unhandledRejection', () => {});
+    const env = openEnv(${JSON.stringify(dir)});
+    const s = new StagedState(env);
+    let failures = 0;
+    s.onFailure = (err) => { failures++; console.error('commit failed:', err.message); };
+    const big = new Uint8Array(64 * 1024).fill(7);
+    for (let i = 11; i < 75; i++) s.put('kv', new TextEncoder().encode('k' + i), big);
+    s.put('smMeta', 'applied', new Uint8Array([74]));
+    s.commit();
+    // A later apply (a follower told of a later commit: no log write in between).
+    s.put('kv', new TextEncoder().encode('k75'), new Uint8Array([1]));
+    s.put('smMeta', 'applied', new Uint8Array([75]));
+    s.commit();
+    await new Promise((r) => setTimeout(r, 500));
+    console.log(JSON.stringify({ failures }));
+    process.exit(0);
+  `;
+  const { spawnSync } = await import('node:child_process');
+  const run = spawnSync('bash', ['-c', `ulimit -f 600; exec "${process.execPath}" --input-type=module -e "$0"`, child], { encoding: 'utf8', timeout: 30_000 });
+  assert.equal(run.status, 0, run.stderr);
+  assert.deepEqual(JSON.parse(run.stdout.trim().split('\n').at(-1)!), { failures: 1 }, 'the first apply failed to commit');
+  const env = openEnv(dir);
+  const applied = env.smMeta.get('applied');
+  const has = (k: string): boolean => env.kv.get(new TextEncoder().encode(k)) !== undefined;
+  assert.deepEqual({ applied: applied?.[0], k11: has('k11'), k75: has('k75') }, { applied: 10, k11: false, k75: false });
+  await env.root.close();
 });
