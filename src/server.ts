@@ -374,7 +374,8 @@ function archiveHost(node: PangeaNode, stores: Stores, privateKey: PrivateKey): 
     privateKey,
     leaderBallot: () => node.leaderBallot,
     commitIndex: () => node.commitIndex,
-    appliedIndex: () => state.applied().point.index,
+    // What the pruner may compact through: applied and committed (Driver.compact checks it).
+    appliedIndex: () => state.committedPoint().index,
     members: () => [...new Set([...state.votersEver(), ...node.cluster().members.map((m) => m.peerId)])],
     voters: () => node.config.voters,
     settings: () => {

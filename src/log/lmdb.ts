@@ -10,9 +10,9 @@
  * Why single operations and not `root.transaction(callback)`: lmdb-js runs asynchronous
  * transaction callbacks through a N-API thread-safe call, and on this project's Node 20
  * build those callbacks never ran (the promise hung). Single puts and removes run wholly on
- * the writer thread and keep their call order, which is all a batch needs. A
- * `transactionSync` (the state machine's apply) in the same turn splits lmdb-js's batch in
- * two commits; the order, and so the durable prefix, is unchanged.
+ * the writer thread and keep their call order, which is all a batch needs. The state
+ * machine's applies go through the same writer queue (src/state/staged.ts), so what a crash
+ * keeps is a prefix of both.
  *
  * Compaction writes the `compacted` point in the batch and removes the slots at or below it
  * that are already committed; `load` and `readSlots` ignore anything at or below the point,
