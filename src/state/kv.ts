@@ -93,8 +93,10 @@ export class LmdbStateStore implements StateStore {
     private readonly env: StoreEnv,
     private readonly onClose: () => Promise<void> = async () => {},
     private readonly rules: ApplyRules = RULES,
+    /** The simulator's self-test passes a broken stage (test/sim/defective-state.ts). */
+    stage: (env: StoreEnv) => StagedState = (e) => new StagedState(e),
   ) {
-    this.t = new StagedState(env);
+    this.t = stage(env);
     this.current = this.readApplied() ?? NOT_BOOTSTRAPPED;
     this.committed_ = this.current.point;
     const settings = this.t.get('smMeta', 'archive');

@@ -37,6 +37,13 @@ type Key = Uint8Array | string;
 /** lmdb-js's default `maxKeySize`. */
 const LMDB_KEY_BYTES_MAX = 1978;
 
+/** A write sealed by `commit`: its table, key string and staged value. */
+export interface SealedWrite {
+  readonly table: StateTable;
+  readonly k: string;
+  readonly staged: Staged;
+}
+
 interface Staged {
   readonly key: Key;
   /** Undefined: removed. */
@@ -90,7 +97,7 @@ export class StagedState implements StateTables {
   /** Writes staged since the last `commit()`, in order, with what each replaced. */
   private queued: { table: StateTable; k: string; staged: Staged; replaced: Staged | undefined }[] = [];
   /** Whole applies' writes waiting for the transaction on its way (see `commit`). */
-  private sealed: { table: StateTable; staged: Staged; k: string }[] = [];
+  private sealed: SealedWrite[] = [];
   private sealedCallbacks: (() => void)[] = [];
   private seq = 0;
   /** A transaction handed to lmdb-js and not yet committed. */
@@ -215,13 +222,11 @@ export class StagedState implements StateTables {
       return this.failed(error); // refused at hand-over (a closed environment)
     }
     this.inFlight = true;
+    this.handedOver(batch);
     done.then(
       () => {
         this.inFlight = false;
-        for (const { table, k, staged } of batch) {
-          const t = this.pending.get(table)!;
-          if (t.get(k)?.seq === staged.seq) t.delete(k);
-        }
+        this.forget(batch);
         for (const cb of callbacks) cb();
         this.handOver();
       },
@@ -234,6 +239,19 @@ export class StagedState implements StateTables {
         detail.then(() => this.failed(error, true), (cause: unknown) => this.failed(cause, true));
       },
     );
+  }
+
+  /** A transaction was handed to lmdb-js (a seam for the simulator's self-test, which
+   *  forgets the writes here, too early, to prove it notices). */
+  protected handedOver(_batch: readonly SealedWrite[]): void {}
+
+  /** Drops these writes from the stage: LMDB's reads see them now. A later write of the
+   *  same key stays. */
+  protected forget(batch: readonly SealedWrite[]): void {
+    for (const { table, k, staged } of batch) {
+      const t = this.pending.get(table)!;
+      if (t.get(k)?.seq === staged.seq) t.delete(k);
+    }
   }
 
   private failed(error: unknown, known = false): void {

@@ -46,17 +46,23 @@ export class MemoryRoot {
 
   transactionSync<T>(fn: () => T): T {
     if (this.journal !== null) return fn(); // nested: part of the outer one
+    const { out, undo } = this.journaled(fn);
+    if (undo !== null) this.onCommit?.(undo);
+    return out;
+  }
+
+  /** Runs `fn` as one transaction: all its writes or (if it throws) none; returns what
+   *  undoes them (null when it wrote nothing). */
+  private journaled<T>(fn: () => T): { out: T; undo: Undo | null } {
     const journal: Undo[] = [];
     this.journal = journal;
     try {
       const out = fn();
       this.journal = null;
-      if (journal.length > 0) {
-        this.onCommit?.(() => {
-          for (let i = journal.length - 1; i >= 0; i--) journal[i]!();
-        });
-      }
-      return out;
+      const undo = journal.length === 0 ? null : () => {
+        for (let i = journal.length - 1; i >= 0; i--) journal[i]!();
+      };
+      return { out, undo };
     } catch (err) {
       this.journal = null;
       for (let i = journal.length - 1; i >= 0; i--) journal[i]!();
@@ -65,23 +71,78 @@ export class MemoryRoot {
   }
 
   /**
+   * When set (the simulator), `batch` queues its transaction here, as lmdb-js hands it to its
+   * writer thread: the owner commits it later (`QueuedBatch.commit`), in order with its other
+   * writes, or fails it; a crash before then loses it. When null, a batch commits at once.
+   */
+  onQueue: ((batch: QueuedBatch) => void) | null = null;
+
+  /**
    * lmdb-js's `batch`: the writes in `fn` as one transaction, committed when it resolves.
-   * Here they commit at once, in the order of the other commits, and the result is told at
-   * once too (a thenable that calls back synchronously: the simulator runs without yielding
-   * to the event loop, so a promise's callbacks would never run). What this does not model:
-   * the time lmdb-js's writer takes, and a commit that fails (see the notes of issue 12).
+   * The result is a thenable that calls back synchronously (the simulator runs without
+   * yielding to the event loop, so a promise's callbacks would never run).
    */
   batch(fn: () => void): Promise<boolean> {
-    this.transactionSync(fn);
-    const done: PromiseLike<boolean> = { then: (ok) => (ok?.(true), done) as never };
-    return done as Promise<boolean>;
+    const queued = new QueuedBatch((): Undo | null => this.journaled(fn).undo);
+    if (this.onQueue !== null) this.onQueue(queued);
+    else {
+      const undo = queued.commit();
+      if (undo !== null) this.onCommit?.(undo);
+    }
+    return queued as unknown as Promise<boolean>;
   }
-
   useReadTransaction(): { done(): void } {
     return { done: () => undefined };
   }
 
   async close(): Promise<void> {}
+}
+
+/** A transaction handed to the writer and not committed yet (MemoryRoot.batch). */
+export class QueuedBatch {
+  private ok: ((v: boolean) => unknown) | null = null;
+  private err: ((e: unknown) => unknown) | null = null;
+  private settled = false;
+  /** How it ended, for a `then` that comes after. */
+  private outcome: { ok: true } | { ok: false; error: unknown } | null = null;
+
+  constructor(private readonly run: () => Undo | null) {}
+
+  /** What `batch` callers see: told once committed or failed (at once if it has been). */
+  then(ok?: (v: boolean) => unknown, err?: (e: unknown) => unknown): this {
+    this.ok = ok ?? null;
+    this.err = err ?? null;
+    if (this.outcome?.ok === true) this.ok?.(true);
+    else if (this.outcome !== null) this.err?.(this.outcome.error);
+    return this;
+  }
+
+  get done(): boolean {
+    return this.settled;
+  }
+
+  /** Commits it (once); returns what undoes it, and tells the caller. */
+  commit(): Undo | null {
+    if (this.settled) return null;
+    this.settled = true;
+    const undo = this.run();
+    this.outcome = { ok: true };
+    this.ok?.(true);
+    return undo;
+  }
+
+  /** It never commits: told to the caller (a failed disk). */
+  fail(error: unknown): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.outcome = { ok: false, error };
+    this.err?.(error);
+  }
+
+  /** The process died before it committed: no one is told. */
+  drop(): void {
+    this.settled = true;
+  }
 }
 
 class MemoryDb {

@@ -38,7 +38,7 @@ const DRIVER: (keyof DriverDefects)[] = ['persistedBeforeFlush', 'readBeforeAppl
 //   replica's commit slot starts at its applied point. Apply still waits for every slot
 //   write handed over (the state is never ahead of the log it serves to peers).
 // Apply's rules (ApplyRules in src/state/kv.ts).
-const STATE: (keyof StateDefects)[] = ['retriesApplyAgain'];
+const STATE: (keyof StateDefects)[] = ['retriesApplyAgain', 'forgetAtHandOver'];
 // Block sync's checks (src/sync/range-check.ts), with forged ranges among the simulator's.
 const SYNC: (keyof SyncDefects)[] = ['trustSenderChain', 'checkpointTakesTail', 'checkpointTakesLastSlot', 'preJoinVotersVouch'];
 

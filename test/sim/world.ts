@@ -36,7 +36,7 @@ import {
   type StoredSlot,
 } from '../../src/consensus/index.js';
 import { Driver, type DriverClock, type DriverDefects, type ForwardMessage } from '../../src/driver.js';
-import { openMemoryEnv, type MemoryRoot } from '../../src/storage/memory-env.js';
+import { QueuedBatch, openMemoryEnv, type MemoryRoot } from '../../src/storage/memory-env.js';
 import type { WireEnvelope } from '../../src/net/transport.js';
 import { ControlledLog, MemoryLogStore } from '../../src/log/memory.js';
 import { unpack, type StoreEnv } from '../../src/storage/env.js';
@@ -45,7 +45,7 @@ import { decodeAppCommand, encodeAppCommand, nextChain, type ApplyResult, type K
 import { VOUCHING_ROUNDS_MAX, chainAnswer, chainAnswerFrom, checkRange, laterVoters, leaderNamedByMajority, vouched, vouchersFor, votersWhoVouch, type ChainAnswer, type ChainSource } from '../../src/sync/range-check.js';
 import type { ConfigRecord } from '../../src/state/state-store.js';
 import { LmdbStateStore, type ApplyRules } from '../../src/state/kv.js';
-import { DefectiveApplyRules, type StateDefects } from './defective-state.js';
+import { DefectiveApplyRules, DefectiveStagedState, type StateDefects } from './defective-state.js';
 import { restoreSnapshotSync } from '../../src/state/snapshot.js';
 import { EventHeap } from './heap.js';
 import { checkLinearizable, kvModel, type KvOutput, type Operation } from './linearizability.js';
@@ -90,6 +90,10 @@ export interface SimStats {
   crashes: number;
   /** Crashes between a log write and its commit (after the Ready that sent its messages). */
   crashesBeforeCommit: number;
+  /** Crashes that lost state transactions handed to the writer and not committed yet. */
+  stateCommitsLost: number;
+  /** State commits failed by a broken disk. */
+  stateCommitsFailed: number;
   partitions: number;
   oneWayLinks: number;
   /** Ranges of chosen values handed to a node outside the core's own catch-up. */
@@ -194,9 +198,13 @@ class SimNode {
    *  transaction is durable when it commits, as lmdb-js's transactionSync is). */
   readonly logDisk = new MemoryLogStore();
   readonly env: StoreEnv = openMemoryEnv();
-  /** Commits since the last flush, in order: a log batch, or a state commit (with what
-   *  undoes it). LMDB keeps a prefix of its commits across a power loss. */
-  sequence: ('log' | (() => void))[] = [];
+  /** Writes since the last flush, in the order lmdb-js's writer commits them: a log batch, a
+   *  state commit (with what undoes it), or a state transaction handed over and not yet
+   *  committed (a `QueuedBatch`: nothing after it is committed either). LMDB keeps a prefix
+   *  of its commits across a power loss. */
+  sequence: ('log' | (() => void) | QueuedBatch)[] = [];
+  /** State transactions handed to the writer and not committed yet, oldest first. */
+  stateQueue: QueuedBatch[] = [];
   /** The process: rebuilt from the disk at every start. */
   driver: Driver | null = null;
   log: ControlledLog | null = null;
@@ -246,6 +254,9 @@ const decoder = new TextDecoder();
 
 export class World {
   private readonly rng: Rng;
+  /** When lmdb-js's writer gets to a state transaction (its own stream: the others are as
+   *  they were before it existed). */
+  private readonly writerRng: Rng;
   private readonly faultRng: Rng;
   private readonly netRng: Rng;
   private readonly clientRng: Rng;
@@ -315,6 +326,7 @@ export class World {
     this.rng = new Rng(opts.seed);
     this.faultRng = this.rng.fork();
     this.netRng = this.rng.fork();
+    this.writerRng = new Rng((opts.seed ^ 0x5ea1ed) >>> 0);
     this.clientRng = this.rng.fork();
     this.traceOn = opts.trace ?? false;
     this.applyRules = opts.stateDefects ? new DefectiveApplyRules(opts.stateDefects) : undefined;
@@ -521,7 +533,14 @@ export class World {
       node.sequence.push('log');
       this.scheduleFlush(node, inc);
     });
-    const state = new LmdbStateStore(node.env, undefined, this.applyRules);
+    const state = new LmdbStateStore(node.env, undefined, this.applyRules, this.opts.stateDefects?.forgetAtHandOver ? (e) => new DefectiveStagedState(e) : undefined);
+    // lmdb-js's writer takes each state transaction a moment after it is handed over (0 to 2
+    // ms), in order with the log's writes; a crash before then loses it and what follows.
+    (node.env.root as unknown as MemoryRoot).onQueue = (b) => {
+      node.sequence.push(b);
+      node.stateQueue.push(b);
+      this.schedule(this.writerRng.int(0, 2), { kind: 'call', node: node.id, inc, fn: () => this.commitState(node) });
+    };
     if (state.applied().point.epochs.some((ep) => isMember(ep.config, node.id))) node.memberSeen = true;
     node.log = log;
     node.state = state;
@@ -537,6 +556,10 @@ export class World {
         // anything of it is applied (or durable).
         committed: (done) =>
           clock.after(this.netRng.int(0, 1), () => {
+            // The writer commits in order: the state transactions handed over before the
+            // log's writes commit before them.
+            this.commitStateBefore(node, node.sequence.lastIndexOf('log'));
+            if (!node.alive || node.incarnation !== inc) return;
             if (log.broken !== null) return done(log.broken);
             if (this.faultsOn && !node.removed && this.faultRng.chance(this.buggify / 4)) {
               this.stats.crashes++;
@@ -592,12 +615,16 @@ export class World {
       },
       onFatal: (err, what) => {
         if (err instanceof SimFailure) throw err; // a check failed inside an apply
+        if (!node.alive || node.incarnation !== inc) return;
         if (err !== DISK_FAILURE) throw new SimFailure(`${node.id}: ${what} failed: ${(err as Error).message}`);
         // Fail-stop: the process exits; it is restarted on a working disk.
         this.crash(node, `${what} failed`);
         this.schedule(this.faultRng.int(3, 40) * TICK, { kind: 'restart', node: node.id });
       },
     });
+    // As server.ts: a state commit that fails stops the node.
+    const driver = node.driver;
+    state.onCommitFailure((err) => driver.fail(err, 'committing applied state'));
     const applied = state.applied().point;
     if (this.traceOn) this.trace(`start ${node.id} applied=${applied.slot} compacted=${node.logDisk.load().compacted?.slot ?? 0}`);
     this.checkDurableLog(node, applied.slot);
@@ -688,10 +715,38 @@ export class World {
     this.schedule(at - this.now, { kind: 'flush', node: node.id, inc });
   }
 
+  /** lmdb-js's writer commits the oldest state transaction handed over (or fails it on a
+   *  failed disk). */
+  private commitState(node: SimNode): void {
+    const b = node.stateQueue.shift();
+    if (b === undefined) return;
+    const at = node.sequence.indexOf(b);
+    if (node.log!.broken !== null) {
+      if (at >= 0) node.sequence[at] = () => {};
+      this.stats.stateCommitsFailed++;
+      b.fail(node.log!.broken); // the node stops (onCommitFailure)
+      return;
+    }
+    const undo = b.commit();
+    if (at >= 0) node.sequence[at] = undo ?? ((): void => {});
+  }
+
+  /** Commits the state transactions queued before position `pos` of the node's sequence. */
+  private commitStateBefore(node: SimNode, pos: number): void {
+    while (node.alive && node.stateQueue.length > 0) {
+      const at = node.sequence.indexOf(node.stateQueue[0]!);
+      if (at < 0 || at >= pos) return;
+      this.commitState(node);
+    }
+  }
+
   private onFlush(id: NodeId, inc: number): void {
     const node = this.nodes.get(id)!;
     if (!node.alive || node.incarnation !== inc) return;
     if (node.log!.unflushed === 0) return;
+    // The writer commits in order: state transactions before this log batch first.
+    this.commitStateBefore(node, node.sequence.indexOf('log'));
+    if (!node.alive || node.incarnation !== inc) return;
     node.log!.flush(1);
     // That batch and every commit before it are durable.
     node.sequence.splice(0, node.sequence.indexOf('log') + 1);
@@ -702,15 +757,21 @@ export class World {
     // A crash keeps what was durable, plus a prefix of the commits since: log batches and
     // state transactions alike (one LMDB environment); the state's later ones are undone.
     const seq = node.sequence;
-    const keep = this.faultRng.int(0, seq.length);
+    // Nothing after a state transaction the writer has not committed is committed either.
+    const uncommitted = seq.findIndex((c) => c instanceof QueuedBatch);
+    const keep = Math.min(this.faultRng.int(0, seq.length), uncommitted < 0 ? seq.length : uncommitted);
     const logKept = seq.slice(0, keep).filter((c) => c === 'log').length;
     if (logKept > node.log!.unflushed) throw new SimFailure(`${node.id}: the commit sequence holds more log batches than the log has pending`);
     node.log!.crash(logKept);
     for (let i = seq.length - 1; i >= keep; i--) {
       const c = seq[i]!;
-      if (c !== 'log') c();
+      if (c instanceof QueuedBatch) c.drop();
+      else if (c !== 'log') c();
     }
     node.sequence = [];
+    if (node.stateQueue.length > 0) this.stats.stateCommitsLost++;
+    for (const b of node.stateQueue) b.drop();
+    node.stateQueue = [];
     if (this.traceOn) this.trace(`crash ${node.id} (${why}); ${keep}/${seq.length} commits since the last flush survive`);
     this.stats.leaderChanges += node.replica.stats.leaderTerms - node.leaderTermsBefore;
     node.leaderTermsBefore = 0;
@@ -857,7 +918,11 @@ export class World {
   /** As production's pruner: archive the applied slots first, then compact through them. */
   private maybeCompact(node: SimNode): void {
     const r = node.replica;
-    const point = node.state!.applied().point;
+    // As production's pruner: through what is applied and committed (Driver.compact checks);
+    // here only while nothing applied waits for the writer, so the snapshot taken below (of
+    // the applied state) is the state at that point.
+    const point = node.state!.committedPoint();
+    if (point.slot !== node.state!.applied().point.slot) return;
     const compacted = node.logDisk.load().compacted?.slot ?? 0;
     if (point.slot - Math.max(compacted, r.compactedPoint.slot) < 4 || point.slot > r.commit.slot) return;
     for (const s of node.log!.durable.readSlots(compacted + 1, point.slot)) {
@@ -1124,6 +1189,8 @@ export class World {
       this.stats.diskFailures++;
       if (this.traceOn) this.trace(`disk failure on ${node.id}`);
       node.log!.break(DISK_FAILURE);
+      // Sometimes the writer meets the failure first with a state transaction it holds.
+      if (node.stateQueue.length > 0 && this.writerRng.chance(0.5)) this.commitState(node);
     } else if (roll < 0.98 && live.length > 1) {
       // One direction of one link fails (a firewall rule, a half-open connection): often
       // the leader's outgoing or incoming side.
@@ -1596,7 +1663,7 @@ export class World {
 }
 
 export function emptyStats(): SimStats {
-  return { leaderChanges: 0, crashes: 0, crashesBeforeCommit: 0, partitions: 0, oneWayLinks: 0, blockSyncs: 0, rangesRefused: 0, rogueRanges: 0, rangesPinned: 0, snapshotRestores: 0, retries: 0, clockJumps: 0, diskFailures: 0, quickRestarts: 0, longStalls: 0, membershipChanges: 0, departures: 0, readds: 0, transfers: 0, compactions: 0, rangesLearned: 0, garbage: 0, pauses: 0, acked: 0, unknown: 0, reads: 0, slots: 0 };
+  return { leaderChanges: 0, crashes: 0, crashesBeforeCommit: 0, stateCommitsLost: 0, stateCommitsFailed: 0, partitions: 0, oneWayLinks: 0, blockSyncs: 0, rangesRefused: 0, rogueRanges: 0, rangesPinned: 0, snapshotRestores: 0, retries: 0, clockJumps: 0, diskFailures: 0, quickRestarts: 0, longStalls: 0, membershipChanges: 0, departures: 0, readds: 0, transfers: 0, compactions: 0, rangesLearned: 0, garbage: 0, pauses: 0, acked: 0, unknown: 0, reads: 0, slots: 0 };
 }
 
 /** Runs one seed. A failure carries the seed; with `trace`, the events that led to it. */
