@@ -539,7 +539,7 @@ export class World {
     (node.env.root as unknown as MemoryRoot).onQueue = (b) => {
       node.sequence.push(b);
       node.stateQueue.push(b);
-      this.schedule(this.writerRng.int(0, 2), { kind: 'call', node: node.id, inc, fn: () => this.commitState(node) });
+      this.schedule(this.writerRng.int(0, 2), { kind: 'call', node: node.id, inc, fn: () => this.commitState(node, b) });
     };
     if (state.applied().point.epochs.some((ep) => isMember(ep.config, node.id))) node.memberSeen = true;
     node.log = log;
@@ -615,8 +615,8 @@ export class World {
       },
       onFatal: (err, what) => {
         if (err instanceof SimFailure) throw err; // a check failed inside an apply
-        if (!node.alive || node.incarnation !== inc) return;
         if (err !== DISK_FAILURE) throw new SimFailure(`${node.id}: ${what} failed: ${(err as Error).message}`);
+        if (!node.alive || node.incarnation !== inc) return;
         // Fail-stop: the process exits; it is restarted on a working disk.
         this.crash(node, `${what} failed`);
         this.schedule(this.faultRng.int(3, 40) * TICK, { kind: 'restart', node: node.id });
@@ -715,9 +715,14 @@ export class World {
     this.schedule(at - this.now, { kind: 'flush', node: node.id, inc });
   }
 
-  /** lmdb-js's writer commits the oldest state transaction handed over (or fails it on a
-   *  failed disk). */
-  private commitState(node: SimNode): void {
+  /** lmdb-js's writer commits the oldest state transaction handed over, and every one
+   *  before `upTo` (or fails it on a failed disk). */
+  private commitState(node: SimNode, upTo?: QueuedBatch): void {
+    if (upTo !== undefined && upTo.done) return; // committed earlier, in order
+    if (upTo !== undefined) {
+      while (node.alive && node.stateQueue.length > 0 && node.stateQueue[0] !== upTo) this.commitState(node);
+      if (!node.alive) return;
+    }
     const b = node.stateQueue.shift();
     if (b === undefined) return;
     const at = node.sequence.indexOf(b);
@@ -772,6 +777,10 @@ export class World {
     if (node.stateQueue.length > 0) this.stats.stateCommitsLost++;
     for (const b of node.stateQueue) b.drop();
     node.stateQueue = [];
+    // A dead process writes nothing (the next one sets its own).
+    (node.env.root as unknown as MemoryRoot).onQueue = () => {
+      throw new SimFailure(`${node.id}: a crashed process handed a state transaction to the disk`);
+    };
     if (this.traceOn) this.trace(`crash ${node.id} (${why}); ${keep}/${seq.length} commits since the last flush survive`);
     this.stats.leaderChanges += node.replica.stats.leaderTerms - node.leaderTermsBefore;
     node.leaderTermsBefore = 0;
