@@ -61,10 +61,10 @@ export interface DriverLog {
 /** The state machine, as the driver uses it (src/state/state-store.ts has the whole contract). */
 export interface DriverState {
   applied(): { point: LogPoint; chain: Uint8Array };
-  /** The applied point as committed to storage, if it lags `applied()` (src/state/staged.ts):
-   *  the log is compacted no further, so a crash never keeps a compaction without the state
-   *  it relies on. */
-  committedPoint?(): LogPoint;
+  /** The applied point as committed to storage, which may lag `applied()`
+   *  (src/state/staged.ts): the log is compacted no further, so a crash never keeps a
+   *  compaction without the state it relies on. */
+  committedPoint(): LogPoint;
   apply(entries: readonly Entry[], onSegment?: (bound: SegmentBound) => void): ApplyResult[];
   logTime(): number;
 }
@@ -540,7 +540,7 @@ export class Driver {
   /** Prunes the hot log through `point` (a snapshot point at or below the applied one). */
   compact(point: LogPoint): void {
     if (this.stopped) return;
-    const applied = this.parts.state.committedPoint?.() ?? this.parts.state.applied().point;
+    const applied = this.parts.state.committedPoint();
     if (point.slot > applied.slot) throw new Error(`cannot prune through slot ${point.slot}: applied (and committed) only through ${applied.slot}`);
     this.replica.compact(point);
     this.scheduleDrain();

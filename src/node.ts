@@ -256,7 +256,9 @@ export class PangeaNode implements KvService {
     return this.members.find((m) => m.peerId === leader)?.http ?? null;
   }
 
-  /** Called right after the state at each segment boundary is committed (the archiver). */
+  /** Called right after the state at each segment boundary is applied, before the next
+   *  entry is (the archiver): a snapshot taken then is the state at the boundary
+   *  (src/state/staged.ts: LMDB plus what is staged). */
   onSegment(listener: (bound: SegmentBound) => void): void {
     this.segmentListener = listener;
   }

@@ -189,8 +189,9 @@ export class Archiver {
   }
 
   /**
-   * Called by the node right after the state at a segment boundary is committed. On the
-   * leader, when a snapshot is due, reads the state now and stages it.
+   * Called by the node right after the state at a segment boundary is applied (and before
+   * the next entry is). On the leader, when a snapshot is due, reads the state now and
+   * stages it.
    */
   onSegment(bound: SegmentBound): void {
     this.seen.set(bound.last.slot, this.now());

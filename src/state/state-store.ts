@@ -41,6 +41,8 @@ export interface StateStore {
    * applied, so a snapshot opened in it holds exactly the state at the boundary.
    */
   apply(entries: readonly Entry[], onSegment?: (bound: SegmentBound) => void): ApplyResult[];
+  /** The applied point as committed to LMDB (staged.ts): `applied()` may be ahead. */
+  committedPoint(): LogPoint;
   /** Log time as of the applied point (kv.ts): what a proposer's command times build on. */
   logTime(): number;
   /** The cluster's archive settings, once the log has set them. */
