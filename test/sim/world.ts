@@ -1553,6 +1553,21 @@ export class World {
       if (n.removed && this.stillMember(n.id)) n.removed = false;
       if (!n.alive && !n.gone) this.start(n);
     }
+    // An impatient operator may have stopped a node whose removal never committed, when no
+    // live node could tell (seed 406943: the only one that knew was down, and the node was
+    // then promoted). Now that the others run, the node furthest along names it a member: it
+    // is started again, as that operator would on seeing it listed.
+    const live = [...this.nodes.values()].filter((m) => m.alive);
+    const newest = live.reduce<SimNode | null>((best, m) => (best === null || m.replica.commit.slot > best.replica.commit.slot ? m : best), null);
+    for (const n of this.nodes.values()) {
+      const c = newest?.replica.latestConfig;
+      if (!n.alive && n.gone && c !== undefined && (c.voters.includes(n.id) || c.learners.includes(n.id))) {
+        n.gone = false;
+        n.removed = false;
+        if (this.traceOn) this.trace(`${n.id} was stopped as removed but is still a member: started again`);
+        this.start(n);
+      }
+    }
     // A joiner whose sponsor has gone (removed, and left) vouches for nothing it replays: as
     // production's operator does, it joins again through a member still there (`serve
     // --join` with another URL resumes the join, server.ts; seed 112041).
