@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { openEnv, type StoreEnv } from '../../src/storage/env.js';
 import { StagedState } from '../../src/state/staged.js';
+import { Rng } from '../sim/rng.js';
 
 const dirs: string[] = [];
 after(() => {
@@ -26,17 +27,6 @@ function env(): StoreEnv {
 const hex = (b: Uint8Array | string): string => (typeof b === 'string' ? b : Buffer.from(b).toString('hex'));
 const key = (n: number): Uint8Array => new Uint8Array([n >> 8, n & 0xff]);
 
-/** xorshift32: the same operations on every run. */
-function rng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) / 2 ** 32;
-  };
-}
-
 function modelRange(model: Map<string, string>, lo: string | null, hi: string | null, limit: number): [string, string][] {
   return [...model.entries()]
     .filter(([k]) => (lo === null || k >= lo) && (hi === null || k < hi))
@@ -49,7 +39,8 @@ test('reads see staged writes, merged in key order over committed ones, before a
     const e = env();
     const s = new StagedState(e);
     const model = new Map<string, string>(); // hex key -> hex value
-    const r = rng(seed);
+    const rand = new Rng(seed);
+    const r = (): number => rand.float(); // the same operations on every run
     for (let step = 0; step < 600; step++) {
       const k = key(Math.floor(r() * 40));
       const roll = r();
