@@ -334,6 +334,11 @@ export class LmdbStateStore implements StateStore {
     this.t.onFailure = handler;
   }
 
+  /** Hands the applies held back to lmdb-js (see src/state/staged.ts). */
+  handOver(): void {
+    if (!this.closed) this.t.handOver();
+  }
+
   /** Resolves once every apply so far is committed (not necessarily flushed to disk);
    *  rejects if a commit failed. */
   committed(): Promise<void> {

@@ -43,6 +43,8 @@ export interface StateStore {
   apply(entries: readonly Entry[], onSegment?: (bound: SegmentBound) => void): ApplyResult[];
   /** The applied point as committed to LMDB (staged.ts): `applied()` may be ahead. */
   committedPoint(): LogPoint;
+  /** Hands applies held back to storage now (staged.ts). */
+  handOver(): void;
   /** Log time as of the applied point (kv.ts): what a proposer's command times build on. */
   logTime(): number;
   /** The cluster's archive settings, once the log has set them. */

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { openEnv, type StoreEnv } from '../../src/storage/env.js';
-import { StagedState } from '../../src/state/staged.js';
+import { SEALED_WRITES_MAX, StagedState } from '../../src/state/staged.js';
 import { Rng } from '../sim/rng.js';
 
 const dirs: string[] = [];
@@ -124,6 +124,39 @@ test('a frozen stage read over a read transaction taken with it is the state of 
   await e.root.close();
 });
 
+test('sealed writes wait for handOver() (the next log write), unless too many wait or committed() asks', async () => {
+  const e = env();
+  const s = new StagedState(e);
+  let committed = 0;
+  s.put('kv', key(1), new Uint8Array([1]));
+  s.commit(() => committed++);
+  await new Promise((r) => setTimeout(r, 50));
+  assert.equal(committed, 0, 'held back');
+  assert.equal(e.kv.get(key(1)), undefined, 'not in LMDB yet');
+  assert.deepEqual(s.get('kv', key(1)), new Uint8Array([1]), 'yet visible to reads');
+  s.handOver();
+  await s.committed();
+  assert.equal(committed, 1);
+  assert.deepEqual(new Uint8Array(e.kv.get(key(1))!), new Uint8Array([1]));
+  // Past SEALED_WRITES_MAX the sealed writes go on their own.
+  for (let i = 0; i < SEALED_WRITES_MAX; i++) s.put('kv', key(2 + (i % 1000)), new Uint8Array([i & 0xff]));
+  s.commit(() => committed++);
+  assert.equal(s.idle(), false);
+  await waitUntil(() => committed === 2);
+  // committed() sends what is held back.
+  s.put('kv', key(3000), new Uint8Array([3]));
+  s.commit(() => committed++);
+  await s.committed();
+  assert.equal(committed, 3);
+  assert.equal(s.idle(), true);
+  await e.root.close();
+});
+
+async function waitUntil(ok: () => boolean): Promise<void> {
+  for (let i = 0; i < 200 && !ok(); i++) await new Promise((r) => setTimeout(r, 10));
+  assert.ok(ok(), 'timed out');
+}
+
 test('a commit refused at hand-over (a closed environment) is reported once and refuses every later write', async () => {
   const e = env();
   const s = new StagedState(e);
@@ -132,6 +165,8 @@ test('a commit refused at hand-over (a closed environment) is reported once and 
   s.put('kv', key(1), new Uint8Array([1]));
   await e.root.close(); // the environment is gone: the commit cannot happen
   s.commit();
+  assert.equal(failures.length, 0, 'sealed, held back for the next log write');
+  s.handOver();
   assert.equal(failures.length, 1);
   assert.throws(() => s.put('kv', key(2), new Uint8Array([2])));
   await assert.rejects(s.committed());
@@ -170,10 +205,12 @@ test('a failed commit takes no later apply to disk with it (one transaction on i
     for (let i = 11; i < 75; i++) s.put('kv', new TextEncoder().encode('k' + i), big);
     s.put('smMeta', 'applied', new Uint8Array([74]));
     s.commit();
-    // A later apply (a follower told of a later commit: no log write in between).
+    s.handOver();
+    // A later apply, handed over while the first is on its way (the next log write).
     s.put('kv', new TextEncoder().encode('k75'), new Uint8Array([1]));
     s.put('smMeta', 'applied', new Uint8Array([75]));
     s.commit();
+    s.handOver();
     await new Promise((r) => setTimeout(r, 500));
     console.log(JSON.stringify({ failures }));
     process.exit(0);
