@@ -65,9 +65,10 @@ export interface DriverState {
    *  (src/state/staged.ts): the log is compacted no further, so a crash never keeps a
    *  compaction without the state it relies on. */
   committedPoint(): LogPoint;
-  /** Hands applied writes held back to storage (src/state/staged.ts). Called just before
-   *  each log write, in the same turn, so both share one transaction and one fsync, and on
-   *  each tick, so none waits longer than a tick when no log write comes. */
+  /** Hands applied writes held back to storage (src/state/staged.ts). The log store hands
+   *  them over with each of its transactions (LmdbLogStore.beforeHandOver), so both share
+   *  one fsync; the driver calls this on each tick, so none waits longer than a tick when
+   *  no log write comes. */
   handOver(): void;
   apply(entries: readonly Entry[], onSegment?: (bound: SegmentBound) => void): ApplyResult[];
   logTime(): number;
@@ -430,7 +431,6 @@ export class Driver {
     const marker: PersistOp = { kind: 'commit', slot: this.markerPending };
     this.markerPending = 0;
     this.writesInFlight++;
-    this.parts.state.handOver();
     this.parts.log.write([marker], (err) => {
       this.writesInFlight--;
       if (this.writesInFlight === 0) this.wakeIdle();
@@ -460,7 +460,6 @@ export class Driver {
         this.scheduleDrain();
       }
       const handedAt = this.parts.clock.now();
-      this.parts.state.handOver();
       this.parts.log.write(persist, (err) => {
         this.writesInFlight--;
         this.parts.observe?.logWrite?.(this.parts.clock.now() - handedAt);

@@ -7,6 +7,7 @@
  * | --------------- | ---------------------------- | --------------------------------------- | ----- |
  * | `log.meta`      | `promised`/`commit`/`compacted` | msgpack                              | log   |
  * | `log.slots`     | u64 slot (big-endian)        | msgpack StoredSlot (slot.ts)            | log   |
+ * | `log.seq`       | `seq`                        | empty; its version numbers the log's batches (log/lmdb.ts) | log |
  * | `sm.meta`       | `applied`, `archive`         | msgpack applied point, chain, log time, open segment; archive settings | state |
  * | `sm.kv`         | key bytes                    | u64 revision + value bytes              | state |
  * | `sm.sessions`   | client id (UTF-8)            | msgpack session record                  | state |
@@ -40,6 +41,8 @@ export interface StoreEnv {
   readonly root: RootDatabase;
   readonly logMeta: NamedDb;
   readonly logSlots: BytesDb;
+  /** Versioned (`useVersions`): see log/lmdb.ts. */
+  readonly logSeq: NamedDb;
   readonly smMeta: NamedDb;
   readonly kv: BytesDb;
   readonly sessions: BytesDb;
@@ -61,6 +64,7 @@ export function openEnv(dir: string): StoreEnv {
     root,
     logMeta: named('log.meta'),
     logSlots: bytes('log.slots'),
+    logSeq: root.openDB<Uint8Array, string>({ name: 'log.seq', encoding: 'binary', useVersions: true }),
     smMeta: named('sm.meta'),
     kv: bytes('sm.kv'),
     sessions: bytes('sm.sessions'),

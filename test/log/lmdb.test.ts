@@ -179,7 +179,8 @@ test('a write that fails to commit fails committed() too, for good: nothing is a
   // lmdb-js rejects a queued put when the environment is full (MDB_MAP_FULL) or the disk fails.
   const fail = () => Promise.reject(new Error('MDB_MAP_FULL'));
   const db = { get: () => undefined, put: fail, remove: fail, getRange: function* () {}, getKeys: function* () {} };
-  const env = { root: { flushed: Promise.resolve(true) }, logMeta: db, logSlots: db } as unknown as StoreEnv;
+  const seq = { get: () => undefined, putSync: () => true, getEntry: () => ({ version: 0 }), put: fail, ifVersion: (_k: string, _v: number, block: () => void) => (block(), fail()) };
+  const env = { root: { flushed: Promise.resolve(true) }, logMeta: db, logSlots: db, logSeq: seq } as unknown as StoreEnv;
   const log = new LmdbLogStore(env);
   await assert.rejects(log.write([{ kind: 'commit', slot: 5 }]), /MDB_MAP_FULL/);
   await assert.rejects(log.committed(), /MDB_MAP_FULL/, 'the driver waits for committed() before it applies');

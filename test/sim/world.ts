@@ -550,7 +550,11 @@ export class World {
       peerId: node.id,
       log: {
         load: () => log.load(),
-        write: (ops, done) => log.write(ops, done),
+        // As LmdbLogStore.beforeHandOver (src/stores.ts): the applies held back ride with it.
+        write: (ops, done) => {
+          state.handOver();
+          log.write(ops, done);
+        },
         // LMDB commits a batch on its writer thread shortly after it is handed over. The
         // process may die before that: after the messages of the Ready went out, before
         // anything of it is applied (or durable).
