@@ -20,7 +20,7 @@ import { NODE_ARCHIVE_DEFAULTS, SEGMENT_ENTRIES_DEFAULT, SEGMENT_ENTRIES_MAX, SN
 import { ObjectStoreError } from './archive/store.js';
 import { readKeyFile } from './ces/keys.js';
 import { isLogLevel, type LogLevel } from './logger.js';
-import { maxRequestBytesDefault, maxTxnOpsDefault, maxValueBytesDefault } from './net/http.js';
+import { maxRequestBytesDefault, maxTxnOpsDefault, maxValueBytesDefault, watchesMaxDefault } from './net/http.js';
 
 /** What a setting's value is: its JSON type in a config file, its flag's type, its parser. */
 type SettingKind = 'string' | 'strings' | 'boolean' | 'integer' | 'duration' | 'bytes';
@@ -56,6 +56,7 @@ export const SERVE_SETTINGS = {
   'max-value-bytes': { kind: 'integer', help: 'largest value accepted', default: maxValueBytesDefault, min: 0 },
   'max-request-bytes': { kind: 'integer', help: 'largest request body accepted', default: maxRequestBytesDefault, min: 1 },
   'max-txn-ops': { kind: 'integer', help: 'most compares plus operations in one transaction', default: maxTxnOpsDefault, min: 1 },
+  'max-watches': { kind: 'integer', help: 'watch streams this node serves at once (more are answered 503)', default: watchesMaxDefault, min: 1 },
   'log-level': { kind: 'string', help: 'debug, info, warn or error', default: 'info', parse: (v: string, what: string) => checkLogLevel(v, what) },
   'archive-url': {
     kind: 'string',
@@ -230,6 +231,7 @@ export interface ServeOptions {
   readonly maxValueBytes: number;
   readonly maxRequestBytes: number;
   readonly maxTxnOps: number;
+  readonly maxWatches: number;
   readonly logLevel: LogLevel;
   readonly archive: NodeArchiveOptions;
 }
@@ -360,6 +362,7 @@ export function resolveServeOptions(sources: ServeSources): ServeOptions {
     maxValueBytes: s.get('max-value-bytes'),
     maxRequestBytes: s.get('max-request-bytes'),
     maxTxnOps: s.get('max-txn-ops'),
+    maxWatches: s.get('max-watches'),
     logLevel: s.get('log-level'),
     archive: {
       url: s.get('archive-url'),

@@ -16,6 +16,7 @@ import type { Logger } from './logger.js';
 import type { LogStore } from './log/log-store.js';
 import type { Transport } from './net/transport.js';
 import { MembershipError, ServiceError, type ClusterView, type Consistency, type KvService } from './net/service.js';
+import type { WatchSource } from './net/watch.js';
 import { decodeAppCommand, encodeAppCommand, type ApplyResult, type ArchiveSettings, type KvOp, type RequestId, type SettingsOp } from './state/command.js';
 import type { SegmentBound } from './state/segments.js';
 import type { KeyValue, MemberRecord, StateStore } from './state/state-store.js';
@@ -129,6 +130,8 @@ export class PangeaNode implements KvService {
    * answer at once.
    */
   private staleReadsSafe = false;
+  /** Watch streams to wake after each apply (net/watch.ts). */
+  private readonly appliedWatchers = new Set<() => void>();
   private seenRole: string | null = null;
   private seenLeader: string | null = null;
   /** Why client writes are refused now (the hot-log quota), or null. */
@@ -168,6 +171,7 @@ export class PangeaNode implements KvService {
         parts.onFatal?.(err, what);
       },
       onApplied: (entries) => {
+        for (const wake of this.appliedWatchers) wake();
         if (!entries.some((e) => e.batch.some((c) => c.kind === 'config'))) return;
         this.refreshMembers();
         for (const e of entries) {
@@ -549,6 +553,19 @@ export class PangeaNode implements KvService {
 
   metrics(): Promise<string> {
     return this.registry.text();
+  }
+
+  watchSource(): WatchSource {
+    const state = this.state;
+    return {
+      applied: () => state.applied().point.index,
+      floor: () => state.journalFloor(),
+      effects: (after, through, limit) => state.effects(after, through, limit),
+      subscribe: (wake) => {
+        this.appliedWatchers.add(wake);
+        return () => this.appliedWatchers.delete(wake);
+      },
+    };
   }
 
   snapshot(): StateSnapshot {

@@ -220,12 +220,15 @@ async function assemble(opts: ServeOptions, hooks: ServerHooks, parts: Started):
       if (serving === null) throw new Error('not started');
       return serving;
     },
-    { maxValueBytes: opts.maxValueBytes, maxRequestBytes: opts.maxRequestBytes, maxTxnOps: opts.maxTxnOps, adminToken, logger, observe: metrics.httpObserver() },
+    { maxValueBytes: opts.maxValueBytes, maxRequestBytes: opts.maxRequestBytes, maxTxnOps: opts.maxTxnOps, watchesMax: opts.maxWatches, adminToken, logger, observe: metrics.httpObserver() },
   );
   const bound = await listening('--http-listen', `${opts.httpListen.host}:${opts.httpListen.port}`, api.listen(opts.httpListen.host, opts.httpListen.port));
   parts.add(() => api.close());
   metrics.gauge('pangea_http_requests_inflight', 'HTTP requests being served (at most requestsInFlightMax; more are answered 503).', () => api.requestsInFlight.requests);
   metrics.gauge('pangea_http_write_inflight_bytes', 'Bytes of write bodies held by requests being served (bounded; more are answered 503).', () => api.requestsInFlight.bytes);
+  metrics.gauge('pangea_watch_streams', 'Watch streams open on this node (at most --max-watches).', () => api.watchStats.open);
+  metrics.counter('pangea_watch_events_sent_total', 'Watch events (change and progress) sent to watchers.', () => api.watchStats.eventsSent);
+  metrics.counter('pangea_watch_refused_total', 'Watch requests answered 503 because --max-watches streams were open.', () => api.watchStats.refused);
   metrics.counter('pangea_http_refused_busy_total', 'HTTP requests answered 503 because too many requests or write bytes were in flight.', () => api.refusedBusy);
   const http = opts.advertiseHttp ?? `http://${formatHost(bound.host)}:${bound.port}`;
   // While joining, the member this node joined through vouches for ranges (ClusterFile).

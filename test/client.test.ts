@@ -10,6 +10,7 @@ import { createHttpApi, type HttpApi } from '../src/net/http.js';
 import { ServiceError, type ClusterView, type KvService } from '../src/net/service.js';
 import type { ApplyResult, KvOp, RequestId, TxnResult } from '../src/state/command.js';
 import type { KeyValue, MemberRecord } from '../src/state/state-store.js';
+import type { WatchSource } from '../src/net/watch.js';
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 const text = (b: Uint8Array | null | undefined): string | undefined => (b ? Buffer.from(b).toString('utf8') : undefined);
@@ -105,6 +106,10 @@ class Fake implements KvService {
   metrics(): Promise<string> {
     return Promise.resolve('');
   }
+  watchSource(): WatchSource {
+    return { applied: () => 0, floor: () => 0, effects: () => [], subscribe: () => () => {} };
+  }
+
   snapshot(): never {
     throw new Error('no snapshots in this fake (test/cluster/cli.test.ts streams a real one)');
   }

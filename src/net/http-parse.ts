@@ -155,6 +155,52 @@ export function parseRangeQuery(query: string): RangeQuery {
   return { prefix, after, limit, encoding: parseEncoding(q.get('encoding')), consistency: parseConsistency(q.get('consistency')) };
 }
 
+export interface WatchQuery {
+  /** Exactly one of the two. */
+  readonly key: Uint8Array | null;
+  readonly prefix: Uint8Array | null;
+  /** Exclusive start; null: from a linearizable read index. */
+  readonly after: number | null;
+  readonly values: boolean;
+  readonly encoding: Encoding;
+  readonly progressMs: number;
+}
+
+/** Most seconds between progress events a watcher may ask for. */
+export const watchProgressSecondsMax = 3600;
+
+/** `GET /v1/watch?key=K|prefix=P&after=N&values=&encoding=&progress=S`, with `Last-Event-ID`
+ *  (overriding `after`) from the header. */
+export function parseWatchQuery(query: string, lastEventId: string | undefined): WatchQuery {
+  const q = parseQuery(query);
+  const keyRaw = q.get('key');
+  const prefixRaw = q.get('prefix');
+  if ((keyRaw === undefined) === (prefixRaw === undefined)) throw badRequest('a watch takes exactly one of key and prefix');
+  const key = keyRaw === undefined ? null : checkKeyBytes(percentDecode(keyRaw, 'key'), 'key');
+  let prefix: Uint8Array | null = null;
+  if (prefixRaw !== undefined) {
+    prefix = percentDecode(prefixRaw, 'prefix');
+    if (prefix.byteLength > KEY_BYTES_MAX) throw badRequest(`prefix over ${KEY_BYTES_MAX} bytes`);
+    utf8Text(prefix, 'prefix');
+  }
+  const index = (raw: string, what: string): number => {
+    if (!/^(0|[1-9][0-9]{0,15})$/.test(raw.trim()) || !Number.isSafeInteger(Number(raw))) throw badRequest(`${what} must be a log index (a non-negative integer)`);
+    return Number(raw);
+  };
+  const afterRaw = q.get('after');
+  let after = afterRaw === undefined || afterRaw === '' ? null : index(afterRaw, 'after');
+  if (lastEventId !== undefined && lastEventId.trim() !== '') after = index(lastEventId, 'Last-Event-ID');
+  const valuesRaw = q.get('values');
+  if (valuesRaw !== undefined && valuesRaw !== 'true' && valuesRaw !== 'false') throw badRequest('values must be true or false');
+  let progressMs = 5_000;
+  const progressRaw = q.get('progress');
+  if (progressRaw !== undefined) {
+    if (!/^[1-9][0-9]{0,3}$/.test(progressRaw) || Number(progressRaw) > watchProgressSecondsMax) throw badRequest(`progress must be whole seconds from 1 to ${watchProgressSecondsMax}`);
+    progressMs = Number(progressRaw) * 1000;
+  }
+  return { key, prefix, after, values: valuesRaw !== 'false', encoding: parseEncoding(q.get('encoding')), progressMs };
+}
+
 /** `If-Match: "<revision>"`: exactly one quoted decimal. */
 export function parseIfMatch(header: string | undefined): number | undefined {
   if (header === undefined) return undefined;

@@ -19,9 +19,10 @@ import type { ApplyResult, KvOp, RequestId } from '../state/command.js';
 import { snapshotFileBytes } from '../state/snapshot-file.js';
 import { MembershipError, ServiceError, type Consistency, type KvService } from './service.js';
 import { Forwarder, forwardedHeader } from './http-forward.js';
+import { WatchStream } from './watch.js';
 import {
   badRequest, encodeValue, HttpError, isJsonContentType, opDigest, parseIfMatch, parseIfNoneMatch, parseJsonObject, parseMember,
-  parseConsistency, parsePathKey, parseQuery, parseRangeQuery, parseRequestIdHeader, parseTxn, percentDecode, tooLarge, utf8Text,
+  parseConsistency, parsePathKey, parseQuery, parseRangeQuery, parseRequestIdHeader, parseTxn, parseWatchQuery, percentDecode, tooLarge, utf8Text,
 } from './http-parse.js';
 
 /** What the HTTP layer logs: a subset of `Logger` (src/logger.ts). */
@@ -54,6 +55,8 @@ export interface HttpApiOptions {
   /** Bytes of write bodies being received or waiting for their outcome at once (each counted
    *  at its Content-Length, or at `maxRequestBytes` when chunked); past it `503`. */
   readonly bodyBytesInFlightMax?: number;
+  /** Watch streams open at once (`--max-watches`); past it `503`. */
+  readonly watchesMax?: number;
 }
 
 export const maxValueBytesDefault = 1024 * 1024;
@@ -62,6 +65,7 @@ export const maxTxnOpsDefault = 128;
 export const requestsInFlightMaxDefault = 4096;
 export const bodyBytesInFlightMaxDefault = 256 * 1024 * 1024;
 export const rangeBytesMaxDefault = 4 * 1024 * 1024;
+export const watchesMaxDefault = 10_000;
 export const requestTimeoutMsDefault = 10_000;
 /** After a 413 or an early error, how much of the unread body is read and dropped (so the
  *  client sees the answer rather than a reset) before the connection is cut. */
@@ -82,6 +86,8 @@ interface Ctx {
   /** The body once read: a forward re-sends it. */
   body: Buffer | null;
   readonly isWrite: boolean;
+  /** Gives back the request's admission (a watch stream, counted by `watchesMax` instead). */
+  release: () => void;
 }
 
 /** Where a server bound. */
@@ -118,6 +124,12 @@ export class HttpApi {
   private readonly inFlight = { requests: 0, bytes: 0 };
   /** Requests refused because too many were in flight (requests or write bytes). */
   refusedBusy = 0;
+  private readonly watchesMax: number;
+  private readonly watches = new Set<WatchStream>();
+  /** Watch events sent by streams now closed (`watchEventsSent` adds the open ones). */
+  private watchEventsClosed = 0;
+  /** Watches refused because `watchesMax` were open. */
+  watchesRefused = 0;
 
   /** `service` may be a getter, for a node built after its API is bound (its address is the node's). */
   constructor(service: KvService | (() => KvService), opts: HttpApiOptions = {}) {
@@ -134,6 +146,7 @@ export class HttpApi {
     this.observe = opts.observe;
     this.requestsInFlightMax = opts.requestsInFlightMax ?? requestsInFlightMaxDefault;
     this.bodyBytesInFlightMax = opts.bodyBytesInFlightMax ?? bodyBytesInFlightMaxDefault;
+    this.watchesMax = opts.watchesMax ?? watchesMaxDefault;
     this.handler = (req, res) => this.handle(req, res, 'client');
     this.metricsHandler = (req, res) => this.handle(req, res, 'metrics');
   }
@@ -158,10 +171,21 @@ export class HttpApi {
     }
     f.requests++;
     f.bytes += bytes;
-    ctx.res.once('close', () => {
+    let held = true;
+    ctx.release = () => {
+      if (!held) return;
+      held = false;
       f.requests--;
       f.bytes -= bytes;
-    });
+    };
+    ctx.res.once('close', ctx.release);
+  }
+
+  /** Watch streams open now, and the events they and the closed ones sent. */
+  get watchStats(): { readonly open: number; readonly eventsSent: number; readonly refused: number } {
+    let sent = this.watchEventsClosed;
+    for (const w of this.watches) sent += w.events;
+    return { open: this.watches.size, eventsSent: sent, refused: this.watchesRefused };
   }
 
   /** Requests being served now, and the bytes of write bodies they hold. */
@@ -268,7 +292,7 @@ export class HttpApi {
       const started = process.hrtime.bigint();
       res.once('finish', () => observe(routeOf(req.url ?? '/'), method, res.statusCode, Number(process.hrtime.bigint() - started) / 1e9));
     }
-    const ctx: Ctx = { req, res, body: null, isWrite: method !== 'GET' };
+    const ctx: Ctx = { req, res, body: null, isWrite: method !== 'GET', release: () => {} };
     let p: Promise<void>;
     try {
       if (mode === 'client') this.admit(ctx);
@@ -299,6 +323,9 @@ export class HttpApi {
         case '/v1/kv':
           allow(method, ['GET']);
           return this.range(ctx, query);
+        case '/v1/watch':
+          allow(method, ['GET']);
+          return this.watch(ctx, query);
         case '/v1/txn':
           allow(method, ['POST']);
           return this.txn(ctx);
@@ -393,6 +420,38 @@ export class HttpApi {
       return { key: Buffer.from(kv.key.buffer, kv.key.byteOffset, kv.key.byteLength).toString('utf8'), value: encodeValue(kv.value, q.encoding), revision: kv.revision };
     });
     sendJson(ctx.res, 200, { items: out, more, index }, { 'pangea-index': String(index) });
+  }
+
+  /**
+   * `GET /v1/watch` (watch.ts). With no start given, from a linearizable read index; a start
+   * past this node's applied index waits for a linearizable read, which answers once this
+   * node has applied up to the read index: a start past that is not the cluster's yet (400).
+   */
+  private async watch(ctx: Ctx, query: string): Promise<void> {
+    const q = parseWatchQuery(query, header(ctx.req, 'last-event-id'));
+    const source = this.service.watchSource();
+    if (this.watches.size >= this.watchesMax) {
+      this.watchesRefused++;
+      throw unavailable(`this node serves ${this.watches.size} watches already (--max-watches); watch through another node or retry later`);
+    }
+    let after = q.after;
+    if (after === null) after = await this.read('linearizable');
+    else if (after > source.applied()) {
+      const index = await this.read('linearizable');
+      if (index < after) throw badRequest(`after ${after} is past the cluster's last index, ${index}`);
+    }
+    if (ctx.res.destroyed) return;
+    if (this.watches.size >= this.watchesMax) {
+      this.watchesRefused++;
+      throw unavailable(`this node serves ${this.watches.size} watches already (--max-watches); watch through another node or retry later`);
+    }
+    const stream = new WatchStream(source, { ...q, after }, ctx.res, (s) => {
+      this.watches.delete(s);
+      this.watchEventsClosed += s.events;
+    });
+    this.watches.add(stream);
+    ctx.release(); // bounded by watchesMax, not by the requests in flight
+    stream.start();
   }
 
   private async txn(ctx: Ctx): Promise<void> {
@@ -698,5 +757,5 @@ function routeOf(url: string): string {
   if (url.startsWith('/v1/kv/')) return '/v1/kv/{key}';
   const path = url.split('?', 1)[0]!;
   if (path.startsWith('/v1/cluster/members/')) return '/v1/cluster/members/{peerId}';
-  return ['/v1/kv', '/v1/txn', '/v1/cluster', '/v1/cluster/members', '/v1/cluster/snapshot', '/v1/cluster/leader', '/healthz', '/readyz', '/metrics'].includes(path) ? path : 'other';
+  return ['/v1/kv', '/v1/txn', '/v1/watch', '/v1/cluster', '/v1/cluster/members', '/v1/cluster/snapshot', '/v1/cluster/leader', '/healthz', '/readyz', '/metrics'].includes(path) ? path : 'other';
 }

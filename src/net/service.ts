@@ -5,6 +5,7 @@
 import type { ApplyResult, ArchiveSettings, KvOp, RequestId } from '../state/command.js';
 import type { KeyValue, MemberRecord } from '../state/state-store.js';
 import type { StateSnapshot } from '../state/snapshot.js';
+import type { WatchSource } from './watch.js';
 
 export type Consistency = 'linearizable' | 'stale';
 
@@ -74,6 +75,8 @@ export interface KvService {
   readyInfo?(): Record<string, unknown>;
   /** Prometheus text exposition. */
   metrics(): Promise<string>;
+  /** What watch streams read: the applied index and the effects journal (net/watch.ts). */
+  watchSource(): WatchSource;
   /** The applied state as of now, from one read transaction (close it if unread). Callers
    *  take a linearizable read barrier first, so it holds every write acknowledged before. */
   snapshot(): StateSnapshot;

@@ -20,6 +20,7 @@ import { pack, plain, readU64, u64Key, unpack, type StoreEnv } from '../storage/
 import { KEY_BYTES_MAX, LOG_TIME_STEP_MS, chainBytesLength, decodeAppCommand, nextChain, type AppCommand, type ApplyResult, type ArchiveSettings, type Compare, type KvOp, type TxnOp,
   type TxnResult, type RequestId } from './command.js';
 import { chainRow, readChainRow, recordConfig, type AppliedRecord } from './applied.js';
+import { decodeChanges, encodeChanges, type Change, type DeleteCause, type Effects } from './effects.js';
 import { StagedState, directTables, type StateTables } from './staged.js';
 import { SEGMENT_ENTRIES_DEFAULT, SLOT_OVERHEAD_BYTES, endsSegment, type OpenSegment, type SegmentBound } from './segments.js';
 import type { ConfigRecord, KeyValue, MemberRecord, StateStore } from './state-store.js';
@@ -88,6 +89,9 @@ export class LmdbStateStore implements StateStore {
   private closed = false;
   /** Every read and write of the state tables (staged.ts). */
   private readonly t: StagedState;
+  /** The effects journal's floor (effects.ts), and whether `sm.meta/journal` records it. */
+  private journalFrom: number;
+  private journalStored: boolean;
 
   constructor(
     private readonly env: StoreEnv,
@@ -99,6 +103,10 @@ export class LmdbStateStore implements StateStore {
     this.t = stage(env);
     this.current = this.readApplied() ?? NOT_BOOTSTRAPPED;
     this.committed_ = this.current.point;
+    // A store from before the journal existed: it starts at the point opened.
+    const journal = this.t.get('smMeta', 'journal');
+    this.journalFrom = journal === undefined ? this.current.point.index : (unpack(journal) as { from: number }).from;
+    this.journalStored = journal !== undefined;
     const settings = this.t.get('smMeta', 'archive');
     this.settings = settings === undefined ? null : (unpack(settings) as ArchiveSettings);
     // A store from before `sm.configs` existed records at least its newest configuration.
@@ -132,9 +140,12 @@ export class LmdbStateStore implements StateStore {
       for (const id of config.voters) t.put('votersEver', utf8.encode(id), EMPTY);
       recordConfig(t, point.epochs);
       t.put('smMeta', 'applied', pack(record));
+      t.put('smMeta', 'journal', pack({ from: point.index }));
     });
     this.current = record;
     this.committed_ = record.point; // committed synchronously above
+    this.journalFrom = point.index;
+    this.journalStored = true;
   }
 
   /**
@@ -212,6 +223,7 @@ export class LmdbStateStore implements StateStore {
       try {
         while (end < entries.length && bound === null) bound = batch.applyEntry(entries[end++]!, out);
         this.t.put('smMeta', 'applied', pack(batch.record()));
+        if (!this.journalStored) this.t.put('smMeta', 'journal', pack({ from: this.journalFrom }));
         if (batch.settings !== this.settings) this.t.put('smMeta', 'archive', pack(batch.settings));
         if (bound !== null) this.t.put('segments', u64Key(bound.last.slot), pack(bound));
       } catch (e) {
@@ -223,6 +235,7 @@ export class LmdbStateStore implements StateStore {
       this.t.commit(() => {
         this.committed_ = point;
       });
+      this.journalStored = true;
       // Only once staged whole: a throw above leaves these as they were.
       next = end;
       this.current = batch.record();
@@ -232,6 +245,23 @@ export class LmdbStateStore implements StateStore {
     }
     return out;
   }
+
+  /** The effects journal's floor: it holds the effects of every index after it. */
+  journalFloor(): number {
+    return this.journalFrom;
+  }
+
+  /** The effects of the indexes in (`after`, `through`] that changed any key, oldest
+   *  first, at most `limit` of them (effects.ts). */
+  effects(after: number, through: number, limit: number): Effects[] {
+    const out: Effects[] = [];
+    if (through <= after || limit <= 0) return out;
+    for (const { key, value } of this.t.range('effects', { start: u64Key(after + 1), end: u64Key(through + 1), limit })) {
+      out.push({ index: readU64(key as Uint8Array), changes: decodeChanges(value) });
+    }
+    return out;
+  }
+
 
   /** The cluster's archive settings, once the log has set them. */
   archiveSettings(): ArchiveSettings | null {
@@ -245,6 +275,12 @@ export class LmdbStateStore implements StateStore {
    */
   pruneChain(index: number): void {
     for (const key of [...this.t.keys('chain', { end: u64Key(Math.max(0, index)) })]) this.t.remove('chain', key);
+    // The journal goes with the hot log: below it, history is the archive's.
+    if (index - 1 > this.journalFrom) {
+      for (const key of [...this.t.keys('effects', { end: u64Key(index) })]) this.t.remove('effects', key);
+      this.journalFrom = index - 1;
+      this.t.put('smMeta', 'journal', pack({ from: this.journalFrom }));
+    }
     this.t.commit();
   }
 
@@ -258,6 +294,10 @@ export class LmdbStateStore implements StateStore {
     this.t.assertIdle('restoring a snapshot');
     const header = await restoreSnapshot(this.env, source);
     this.current = header.applied;
+    // The history before a snapshot is not in it: the journal starts there (stored with
+    // the next apply; a restart before that opens it at the same point).
+    this.journalFrom = header.applied.point.index;
+    this.journalStored = false;
     this.committed_ = header.applied.point;
     this.settings = header.settings;
     this.nextExpiry = 0;
@@ -380,6 +420,8 @@ class ApplyBatch {
   private maxTime: number;
   private sessionTtlMs: number | undefined;
   private open: OpenSegment;
+  /** What the command being applied changed (effects.ts), written after it. */
+  private changes: Change[] = [];
   /** A lower bound on the oldest session's last use (a cache: no scan is needed while the
    *  cutoff is at or below it). New and refreshed sessions are never older than it. */
   nextExpiry: number;
@@ -413,6 +455,10 @@ class ApplyBatch {
     entry.batch.forEach((cmd, i) => {
       const index = entry.index + i;
       out.push(cmd.kind === 'app' ? this.applyApp(cmd.data, index) : this.applyConfig(cmd.change, index));
+      if (this.changes.length > 0) {
+        this.t.put('effects', u64Key(index), encodeChanges(this.changes));
+        this.changes = [];
+      }
       bytes += this.extendChain(entry.slot, cmd, index);
     });
     if (entry.epochs !== this.point.epochs) recordConfig(this.t, entry.epochs);
@@ -515,7 +561,7 @@ class ApplyBatch {
         if (op.ifMatch !== undefined && cur?.revision !== op.ifMatch) {
           return { kind: 'precondition_failed', index, revision: cur?.revision ?? null };
         }
-        if (cur !== undefined) this.t.remove('kv', op.key);
+        if (cur !== undefined) this.remove(op.key, 'delete');
         return { kind: 'delete', index, deleted: cur !== undefined };
       }
       case 'txn': {
@@ -548,7 +594,7 @@ class ApplyBatch {
         return { revision: index };
       case 'delete': {
         const existed = readKv(this.t, o.key) !== undefined;
-        if (existed) this.t.remove('kv', o.key);
+        if (existed) this.remove(o.key, 'txn');
         return { deleted: existed };
       }
       case 'get': {
@@ -563,6 +609,12 @@ class ApplyBatch {
     stored.set(u64Key(revision));
     stored.set(value, REVISION_BYTES);
     this.t.put('kv', key, stored);
+    this.changes.push({ type: 'put', key, value });
+  }
+
+  private remove(key: Uint8Array, cause: DeleteCause): void {
+    this.t.remove('kv', key);
+    this.changes.push({ type: 'delete', key, cause });
   }
 
   // --- membership ----------------------------------------------------------------------

@@ -4,6 +4,7 @@
  */
 import type { Entry, LogPoint } from '../consensus/index.js';
 import type { ApplyResult, ArchiveSettings } from './command.js';
+import type { Effects } from './effects.js';
 import type { SegmentBound } from './segments.js';
 import type { StateSnapshot } from './snapshot.js';
 
@@ -43,6 +44,10 @@ export interface StateStore {
   apply(entries: readonly Entry[], onSegment?: (bound: SegmentBound) => void): ApplyResult[];
   /** The applied point as committed to LMDB (staged.ts): `applied()` may be ahead. */
   committedPoint(): LogPoint;
+  /** The effects journal (effects.ts): its floor, and the effects of indexes in
+   *  (`after`, `through`], oldest first, at most `limit`. */
+  journalFloor(): number;
+  effects(after: number, through: number, limit: number): Effects[];
   /** Hands applies held back to storage now (staged.ts). */
   handOver(): void;
   /** Log time as of the applied point (kv.ts): what a proposer's command times build on. */

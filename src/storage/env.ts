@@ -18,6 +18,7 @@
  * | `sm.voters_ever`| peer id (UTF-8)              | empty: every peer that was ever a voter | state |
  * | `sm.configs`    | u64 slot it governs from     | msgpack voter ids: the configurations the node applied or restored (applied.ts `recordConfig`) | state |
  * | `sm.removed`    | peer id (UTF-8)              | u64 index of its removal: peers removed from the cluster, never added back (etcd's removed ids) | state |
+ * | `sm.effects`    | u64 index                    | msgpack list of the keys that command changed (state/effects.ts): the journal watch serves | state |
  *
  * Durability: lmdb-js commits asynchronous writes on its writer thread and, with
  * `overlappingSync` (on by default outside Windows), flushes to disk after the commit.
@@ -53,6 +54,7 @@ export interface StoreEnv {
   readonly votersEver: BytesDb;
   readonly configs: BytesDb;
   readonly removed: BytesDb;
+  readonly effects: BytesDb;
 }
 
 export function openEnv(dir: string): StoreEnv {
@@ -75,6 +77,7 @@ export function openEnv(dir: string): StoreEnv {
     votersEver: bytes('sm.voters_ever'),
     configs: bytes('sm.configs'),
     removed: bytes('sm.removed'),
+    effects: bytes('sm.effects'),
   };
 }
 

@@ -11,6 +11,7 @@ import { createHttpApi, type HttpApi } from '../../src/net/http.js';
 import { ServiceError, type ClusterView, type Consistency, type KvService } from '../../src/net/service.js';
 import type { ApplyResult, Compare, KvOp, RequestId, TxnOp, TxnResult } from '../../src/state/command.js';
 import type { KeyValue, MemberRecord } from '../../src/state/state-store.js';
+import type { WatchSource } from '../../src/net/watch.js';
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 
@@ -137,6 +138,10 @@ export class FakeService implements KvService {
   metrics(): Promise<string> {
     return Promise.resolve('# TYPE pangea_up gauge\npangea_up 1\n');
   }
+  watchSource(): WatchSource {
+    return { applied: () => 0, floor: () => 0, effects: () => [], subscribe: () => () => {} };
+  }
+
   snapshot(): never {
     throw new Error('no snapshots in this fake (test/cluster/cli.test.ts streams a real one)');
   }

@@ -503,3 +503,34 @@ test('a store from before the configurations were recorded records its newest on
   assert.deepEqual(again.state.configsAfter(0, 10), [{ fromSlot: 1, voters: ['a'] }]);
   await again.close();
 });
+
+test('the effects journal: what each index changed, in order; nothing for no-ops, failed conditions or retries; its floor follows pruning and reopening', async () => {
+  const h = new Harness();
+  const rid: RequestId = { client: 'c1', seq: 1, digest: b('d1') };
+  h.one(put('a', '1')); // 1
+  h.one(del('absent')); // 2: deleted nothing
+  h.one(put('a', 'x', { ifAbsent: true })); // 3: failed condition
+  h.one({ t: 'txn', compare: [], success: [{ op: 'put', key: b('b'), value: b('2') }, { op: 'get', key: b('a') }, { op: 'delete', key: b('a') }, { op: 'delete', key: b('nope') }], failure: [] }); // 4
+  h.one(put('c', '3'), rid); // 5
+  h.one(put('c', '3'), rid); // 6: a retry, answered from its session
+  h.one(del('b')); // 7
+  const rows = (after: number, through = 100, limit = 100) =>
+    h.state.effects(after, through, limit).map((e) => [e.index, e.changes.map((c) => (c.type === 'put' ? `put ${Buffer.from(c.key)}=${Buffer.from(c.value)}` : `delete ${Buffer.from(c.key)} (${c.cause})`))]);
+  assert.deepEqual(rows(0), [
+    [1, ['put a=1']],
+    [4, ['put b=2', 'delete a (txn)']],
+    [5, ['put c=3']],
+    [7, ['delete b (delete)']],
+  ]);
+  assert.deepEqual(rows(1, 5), [[4, ['put b=2', 'delete a (txn)']], [5, ['put c=3']]], '(after, through]');
+  assert.deepEqual(rows(0, 100, 2).map((r) => r[0]), [1, 4], 'limit');
+  assert.equal(h.state.journalFloor(), 0, 'from genesis');
+  h.state.pruneChain(5); // the hot log is pruned below index 5
+  assert.equal(h.state.journalFloor(), 4);
+  assert.deepEqual(rows(0).map((r) => r[0]), [5, 7]);
+  await h.stores.close();
+  const again = openStores(h.dir);
+  assert.equal(again.state.journalFloor(), 4, 'the floor is stored');
+  assert.deepEqual(again.state.effects(4, 100, 100).map((e) => e.index), [5, 7]);
+  await again.close();
+});

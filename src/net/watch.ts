@@ -1,0 +1,189 @@
+/**
+ * One watch stream (`GET /v1/watch`, API.md "Watch"): Server-Sent Events of the changes the
+ * effects journal (src/state/effects.ts) records for a key or a prefix.
+ *
+ * A stream pulls: it reads the journal from the last index it sent up to the applied index,
+ * a page at a time, and writes while the socket takes more. It holds no queue of its own,
+ * so a slow watcher is never dropped nor gapped and costs no memory beyond its socket's
+ * buffer: when the socket is full the stream waits for `drain` and then reads on from where
+ * it stopped. Each change event carries every matching change of one index, in the order
+ * applied, so a txn stays whole; ids are indexes, never sent twice, never skipped.
+ *
+ * Below the journal's floor (a node restored from a snapshot, or past the pruned hot log)
+ * the stream ends with an `error` event `history_unavailable`: serving that stretch from the
+ * archive is not built yet.
+ */
+import { isUtf8 } from 'node:buffer';
+import type { ServerResponse } from 'node:http';
+import type { Change, Effects } from '../state/effects.js';
+import type { Encoding } from './http-parse.js';
+
+/** What a stream reads: the node's applied index and its effects journal. */
+export interface WatchSource {
+  applied(): number;
+  /** The journal holds the effects of every index after this one. */
+  floor(): number;
+  effects(after: number, through: number, limit: number): Effects[];
+  /** Calls `wake` after every apply; returns the function that stops it. */
+  subscribe(wake: () => void): () => void;
+}
+
+export interface WatchSpec {
+  readonly key: Uint8Array | null;
+  readonly prefix: Uint8Array | null;
+  /** The last index already seen (exclusive start). */
+  readonly after: number;
+  readonly values: boolean;
+  readonly encoding: Encoding;
+  readonly progressMs: number;
+}
+
+export interface WatchTiming {
+  /** A `:` comment this often keeps proxies from closing a quiet stream. */
+  readonly heartbeatMs: number;
+  /** A socket that takes nothing for this long is closed. */
+  readonly stallMs: number;
+}
+
+export const WATCH_TIMING: WatchTiming = { heartbeatMs: 15_000, stallMs: 60_000 };
+/** Journal rows read at a time, before the stream yields to other work. */
+const PAGE_ROWS = 256;
+
+export class WatchStream {
+  private sent: number;
+  private closed = false;
+  private waitingDrain = false;
+  private scheduled = false;
+  private lastEventAt = Date.now();
+  private readonly timers: ReturnType<typeof setInterval>[] = [];
+  private stall: ReturnType<typeof setTimeout> | null = null;
+  private unsubscribe: () => void = () => {};
+  /** Events sent, for metrics. */
+  events = 0;
+
+  constructor(
+    private readonly source: WatchSource,
+    private readonly spec: WatchSpec,
+    private readonly res: ServerResponse,
+    private readonly onClose: (stream: WatchStream) => void,
+    private readonly timing: WatchTiming = WATCH_TIMING,
+  ) {
+    this.sent = spec.after;
+  }
+
+  /** Sends the headers and whatever the journal holds, then follows applies. */
+  start(): void {
+    const { res } = this;
+    res.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache',
+      'x-accel-buffering': 'no',
+      'pangea-index': String(this.spec.after),
+    });
+    res.write('retry: 1000\n\n');
+    res.once('close', () => this.close());
+    this.unsubscribe = this.source.subscribe(() => this.schedule());
+    this.timers.push(setInterval(() => this.waitingDrain || this.write(':\n\n'), this.timing.heartbeatMs));
+    this.timers.push(setInterval(() => this.progress(), Math.max(100, Math.floor(this.spec.progressMs / 4))));
+    for (const t of this.timers) t.unref();
+    this.pump();
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.unsubscribe();
+    for (const t of this.timers) clearInterval(t);
+    if (this.stall !== null) clearTimeout(this.stall);
+    if (!this.res.writableEnded) this.res.end();
+    this.onClose(this);
+  }
+
+  private schedule(): void {
+    if (this.scheduled || this.closed || this.waitingDrain) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      this.pump();
+    });
+  }
+
+  /** Sends journal pages until the stream is level with the applied index or the socket is
+   *  full; one page per turn, so many watchers share the event loop. */
+  private pump(): void {
+    if (this.closed || this.waitingDrain) return;
+    const applied = this.source.applied();
+    if (this.sent >= applied) return;
+    const floor = this.source.floor();
+    if (this.sent < floor) {
+      this.fail('history_unavailable', `this node's journal starts after index ${floor}, and reading older history from the archive is not supported yet`, floor);
+      return;
+    }
+    const rows = this.source.effects(this.sent, applied, PAGE_ROWS);
+    let ok = true;
+    for (const row of rows) {
+      const changes = row.changes.filter((c) => this.matches(c.key));
+      if (changes.length > 0) {
+        ok = this.write(this.changeEvent(row.index, changes));
+        this.events++;
+        this.lastEventAt = Date.now();
+      }
+      this.sent = row.index;
+      if (!ok) break;
+    }
+    if (ok && rows.length < PAGE_ROWS) this.sent = applied; // nothing else changed up to it
+    if (this.sent < this.source.applied()) this.schedule();
+  }
+
+  private matches(key: Uint8Array): boolean {
+    const { key: k, prefix } = this.spec;
+    if (k !== null) return Buffer.compare(key, k) === 0;
+    if (key.byteLength < prefix!.byteLength) return false;
+    return Buffer.compare(key.subarray(0, prefix!.byteLength), prefix!) === 0;
+  }
+
+  private changeEvent(index: number, changes: readonly Change[]): string {
+    const out = changes.map((c) => {
+      const key = Buffer.from(c.key.buffer, c.key.byteOffset, c.key.byteLength).toString('utf8');
+      if (c.type === 'delete') return { type: 'delete', key, cause: c.cause };
+      if (!this.spec.values) return { type: 'put', key, revision: index };
+      const v = Buffer.from(c.value.buffer, c.value.byteOffset, c.value.byteLength);
+      // A value that is not UTF-8 cannot go as text: it goes as base64 and says so.
+      if (this.spec.encoding === 'utf8' && !isUtf8(v)) return { type: 'put', key, value: v.toString('base64'), encoding: 'base64', revision: index };
+      return { type: 'put', key, value: v.toString(this.spec.encoding), revision: index };
+    });
+    return `id: ${index}\nevent: change\ndata: ${JSON.stringify({ index, changes: out })}\n\n`;
+  }
+
+  /** After `progressMs` without a change event: every change up to `sent` has been sent. */
+  private progress(): void {
+    if (this.closed || this.waitingDrain || Date.now() - this.lastEventAt < this.spec.progressMs) return;
+    this.lastEventAt = Date.now();
+    this.write(`id: ${this.sent}\nevent: progress\ndata: ${JSON.stringify({ index: this.sent })}\n\n`);
+  }
+
+  /** An `error` event, then the stream ends. */
+  fail(code: string, message: string, floor?: number): void {
+    this.write(`event: error\ndata: ${JSON.stringify({ code, message, resumeAfter: this.sent, ...(floor === undefined ? {} : { floor }) })}\n\n`);
+    this.close();
+  }
+
+  /** Writes; false when the socket is full (the stream then waits for `drain`, and closes
+   *  the connection if that takes longer than `stallMs`). */
+  private write(text: string): boolean {
+    if (this.closed || this.res.writableEnded) return false;
+    if (this.res.write(text)) return true;
+    if (!this.waitingDrain) {
+      this.waitingDrain = true;
+      this.stall = setTimeout(() => this.res.destroy(new Error('watcher stalled')), this.timing.stallMs);
+      this.stall.unref();
+      this.res.once('drain', () => {
+        this.waitingDrain = false;
+        if (this.stall !== null) clearTimeout(this.stall);
+        this.stall = null;
+        this.pump();
+      });
+    }
+    return false;
+  }
+}

@@ -1,0 +1,40 @@
+/**
+ * The effects journal: what each applied command changed, written by apply in the same
+ * transaction as the change itself (table `sm.effects`, keyed by the command's index; only
+ * commands that changed a key have a row). Watch (src/net/watch.ts) serves this journal and
+ * never re-reads commands: which branch of a txn ran, and whether a delete found its key,
+ * depend on the state at that index.
+ *
+ * A put's revision is its index, so it is not stored. A delete is recorded only when the
+ * key existed (as in etcd), with its cause: a `delete` command, a `txn` branch, or (leases)
+ * a `lease` expiry. The journal holds every index after its floor (`journalFrom`): the
+ * applied point a store was bootstrapped, restored or opened at before the journal existed,
+ * raised as the hot log is pruned (LmdbStateStore.pruneChain).
+ */
+import { pack, unpack } from '../storage/env.js';
+
+export type DeleteCause = 'delete' | 'txn' | 'lease';
+
+export type Change =
+  | { readonly type: 'put'; readonly key: Uint8Array; readonly value: Uint8Array }
+  | { readonly type: 'delete'; readonly key: Uint8Array; readonly cause: DeleteCause };
+
+/** The changes of one index, in the order they were applied. */
+export interface Effects {
+  readonly index: number;
+  readonly changes: readonly Change[];
+}
+
+const CAUSES: readonly DeleteCause[] = ['delete', 'txn', 'lease'];
+
+/** Stored as a msgpack list of `[0, key, value]` (put) and `[1, key, cause]` (delete). */
+export function encodeChanges(changes: readonly Change[]): Uint8Array {
+  return pack(changes.map((c) => (c.type === 'put' ? [0, c.key, c.value] : [1, c.key, CAUSES.indexOf(c.cause)])));
+}
+
+export function decodeChanges(stored: Uint8Array): Change[] {
+  const rows = unpack(stored) as [number, Uint8Array, Uint8Array | number][];
+  return rows.map(([t, key, x]) =>
+    t === 0 ? { type: 'put', key, value: x as Uint8Array } : { type: 'delete', key, cause: CAUSES[x as number] ?? 'delete' },
+  );
+}
