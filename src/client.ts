@@ -14,6 +14,7 @@
  * ```
  */
 import { sleep } from './sleep.js';
+import { readEvents } from './net/sse.js';
 import { deadlineSignal } from './abort.js';
 import { randomBytes } from 'node:crypto';
 
@@ -104,6 +105,54 @@ export interface TxnRequest {
 }
 
 export type TxnResult = { readonly revision: number } | { readonly deleted: boolean } | { readonly value: Uint8Array | null; readonly revision: number | null };
+
+export interface WatchOptions {
+  /** Exactly one of `key` and `prefix`. */
+  readonly key?: string;
+  readonly prefix?: string;
+  /** The last index already seen: changes after it come. Default: a linearizable read index. */
+  readonly after?: number;
+  /** False: puts come without their values. */
+  readonly values?: boolean;
+  /** Seconds between progress events while quiet; when set, they are yielded too. */
+  readonly progressS?: number;
+  readonly signal?: AbortSignal;
+}
+
+export interface WatchChange {
+  readonly type: 'put' | 'delete';
+  readonly key: string;
+  /** Puts, unless `values: false`. */
+  readonly value?: Uint8Array;
+  readonly revision?: number;
+  /** Deletes: a delete command, a txn branch, or a lease's expiry. */
+  readonly cause?: 'delete' | 'txn' | 'lease';
+}
+
+/** One index's changes (`change`), or the index every change up to has been seen (`progress`). */
+export interface WatchEvent {
+  readonly kind: 'change' | 'progress';
+  readonly index: number;
+  readonly changes: readonly WatchChange[];
+}
+
+interface WireChange {
+  readonly type: 'put' | 'delete';
+  readonly key: string;
+  readonly value?: string;
+  readonly revision?: number;
+  readonly cause?: 'delete' | 'txn' | 'lease';
+}
+
+function fromWire(c: WireChange): WatchChange {
+  return {
+    type: c.type,
+    key: c.key,
+    ...(c.value !== undefined ? { value: fromBase64(c.value) } : {}),
+    ...(c.revision !== undefined ? { revision: c.revision } : {}),
+    ...(c.cause !== undefined ? { cause: c.cause } : {}),
+  };
+}
 
 export interface Member {
   readonly peerId: string;
@@ -293,6 +342,72 @@ export class PangeaClient {
     }
   }
 
+  /**
+   * The changes of a key or a prefix, as the cluster applies them (`GET /v1/watch`), from
+   * `after` (exclusive), else from a linearizable read index. On a broken connection, a
+   * `503` or an `error` event the node can recover from, it reconnects (through the next
+   * endpoint, backing off) with `Last-Event-ID`, so no change is missed or seen twice.
+   * Ends when `signal` aborts, the client closes, or the caller stops iterating; throws on
+   * `history_unavailable` and on a request the cluster refuses (400).
+   *
+   * ```ts
+   * for await (const ev of client.watch({ prefix: 'config/' })) {
+   *   for (const c of ev.changes) console.log(ev.index, c.type, c.key);
+   * }
+   * ```
+   */
+  async *watch(opts: WatchOptions): AsyncGenerator<WatchEvent> {
+    if ((opts.key === undefined) === (opts.prefix === undefined)) throw new PangeaError(0, 'bad_request', 'watch: give exactly one of key and prefix');
+    const selector = opts.key !== undefined ? `key=${percentEncode(toBytes(opts.key))}` : `prefix=${percentEncode(toBytes(opts.prefix!))}`;
+    const query = `${selector}&encoding=base64${opts.values === false ? '&values=false' : ''}${opts.progressS !== undefined ? `&progress=${opts.progressS}` : ''}`;
+    let after = opts.after ?? null;
+    let failures = 0;
+    let i = this.current;
+    while (!this.closing.signal.aborted && !opts.signal?.aborted) {
+      const endpoint = this.endpoints[i % this.endpoints.length]!;
+      const conn = new AbortController();
+      const stop = (): void => conn.abort();
+      this.closing.signal.addEventListener('abort', stop, { once: true });
+      opts.signal?.addEventListener('abort', stop, { once: true });
+      try {
+        const res = await fetch(`${endpoint}/v1/watch?${query}`, { headers: after === null ? {} : { 'last-event-id': String(after) }, signal: conn.signal });
+        if (!res.ok) {
+          const err = toError(res.status, new Uint8Array(await res.arrayBuffer()));
+          if (res.status !== 503 && res.status !== 504) throw err;
+        } else {
+          if (after === null) after = Number(res.headers.get('pangea-index'));
+          for await (const ev of readEvents(res.body!)) {
+            failures = 0;
+            const d = JSON.parse(ev.data) as { index: number; changes?: WireChange[]; code?: string; message?: string; resumeAfter?: number };
+            if (ev.event === 'error') {
+              if (d.code === 'history_unavailable') throw new PangeaError(0, d.code, d.message ?? d.code);
+              after = d.resumeAfter ?? after;
+              break;
+            }
+            if (ev.event === 'change') {
+              after = d.index;
+              yield { kind: 'change', index: d.index, changes: (d.changes ?? []).map(fromWire) };
+            } else if (ev.event === 'progress') {
+              after = d.index;
+              if (opts.progressS !== undefined) yield { kind: 'progress', index: d.index, changes: [] };
+            }
+          }
+        }
+      } catch (e) {
+        if (e instanceof PangeaError) throw e;
+        // A broken connection or a stream cut: reconnect below (unless stopping).
+      } finally {
+        conn.abort();
+        this.closing.signal.removeEventListener('abort', stop);
+        opts.signal?.removeEventListener('abort', stop);
+      }
+      if (this.closing.signal.aborted || opts.signal?.aborted) return;
+      i++;
+      failures++;
+      await sleep(Math.random() * Math.min(retryDelayMsMax, retryDelayMsBase * 2 ** Math.min(failures, 10)), opts.signal ?? this.closing.signal).catch(() => undefined);
+    }
+  }
+
   /** Gives up every call in flight (a write already sent may still apply) and refuses later
    *  ones. */
   close(): void {
@@ -468,6 +583,10 @@ function encodeKey(key: Key): string {
   if ((bytes.byteLength === 1 || bytes.byteLength === 2) && bytes.every((b) => b === 0x2e)) {
     throw new PangeaError(0, 'bad_request', 'the keys "." and ".." cannot be sent in a URL path; use txn() for them');
   }
+  return percentEncode(bytes);
+}
+
+function percentEncode(bytes: Uint8Array): string {
   let out = '';
   for (const b of bytes) {
     const c = String.fromCharCode(b);

@@ -2,10 +2,14 @@
  * `GET /v1/watch` (API.md "Watch") over HTTP against a real 3-node cluster: change events
  * per index with a txn whole, key and prefix selectors, resuming with `Last-Event-ID` on
  * another node without a gap or a duplicate, the start at a linearizable read index,
- * progress events, values and encodings, bad requests, and `--max-watches`.
+ * progress events, values and encodings, bad requests, `--max-watches`, `pangea watch`, and
+ * `PangeaClient.watch` across a leader killed with -9.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { after, before, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { PangeaClient } from '../../src/client.js';
 import { readEvents, type SseEvent } from '../../src/net/sse.js';
 import { killAll, leaderOf, removeDir, startCluster, tempDir, type TestNode } from './harness.js';
 
@@ -162,4 +166,66 @@ test('bad watch requests are 400 and change nothing; past --max-watches a watch 
   const refused = await fetch(`${follower.info.http}/v1/watch?key=m4`, { signal: AbortSignal.timeout(15_000) });
   assert.equal(refused.status, 503);
   for (const w of open) w.close();
+});
+
+test('pangea watch prints the changes as JSON lines', { timeout: 60_000 }, async () => {
+  const start = await put('cli/0', 'x');
+  const run = fileURLToPath(new URL('../../../bin/run.js', import.meta.url));
+  const child = spawn(process.execPath, [run, 'watch', '--url', follower.info.http, '--prefix', 'cli/', '--after', String(start)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  try {
+    const lines: string[] = [];
+    let err = '';
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const got = new Promise<void>((resolve) => {
+      let buf = '';
+      child.stdout.on('data', (d: Buffer) => {
+        buf += d.toString();
+        const parts = buf.split('\n');
+        buf = parts.pop()!;
+        lines.push(...parts);
+        if (lines.length >= 2) resolve();
+      });
+    });
+    const i1 = await put('cli/1', 'one');
+    const i2 = await del('cli/1');
+    await Promise.race([got, new Promise((_, reject) => setTimeout(() => reject(new Error(`no output: ${err}`)), 20_000))]);
+    assert.deepEqual(lines.slice(0, 2).map((l) => JSON.parse(l)), [
+      { index: i1, changes: [{ type: 'put', key: 'cli/1', value: 'one', revision: i1 }] },
+      { index: i2, changes: [{ type: 'delete', key: 'cli/1', cause: 'delete' }] },
+    ]);
+  } finally {
+    child.kill('SIGKILL');
+  }
+});
+
+/** Last: it kills the leader. */
+test('client.watch sees every acknowledged write once, in index order, across a leader killed with -9', { timeout: 120_000 }, async () => {
+  const endpoints = nodes.map((n) => n.info.http);
+  const writer = new PangeaClient({ endpoints, deadlineMs: 30_000 });
+  const watcher = new PangeaClient({ endpoints: [leader.info.http, ...endpoints.filter((e) => e !== leader.info.http)] });
+  const start = (await writer.put('z/0', 'start')).index;
+  const seen: number[] = [];
+  const keys = new Map<number, string>();
+  const stop = new AbortController();
+  const watching = (async () => {
+    for await (const ev of watcher.watch({ prefix: 'z/', after: start, signal: stop.signal })) {
+      for (const c of ev.changes) keys.set(ev.index, c.key);
+      seen.push(ev.index);
+    }
+  })();
+  const acked = new Map<number, string>();
+  for (let i = 1; i <= 60; i++) {
+    if (i === 20) await leader.kill('SIGKILL'); // the watcher's node too
+    const r = await writer.put(`z/${i}`, `v${i}`);
+    acked.set(r.index, `z/${i}`);
+  }
+  const last = Math.max(...acked.keys());
+  const deadline = Date.now() + 60_000;
+  while (!seen.includes(last) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  stop.abort();
+  await watching;
+  writer.close();
+  watcher.close();
+  for (let i = 1; i < seen.length; i++) assert.ok(seen[i]! > seen[i - 1]!, `in order, once: ${seen.join(',')}`);
+  for (const [index, key] of acked) assert.equal(keys.get(index), key, `index ${index} (${key}) seen`);
 });
