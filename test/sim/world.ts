@@ -1780,13 +1780,18 @@ function unpackMaybe(b: Uint8Array): unknown {
   }
 }
 
-/** The same keys, values, revisions and hash chain. */
+/** The same keys, values, revisions and hash chain, and the same effects journal where
+ *  both hold it (watch serves it: every node must tell the same history). */
 function sameState(a: LmdbStateStore, b: LmdbStateStore): boolean {
   if (Buffer.compare(a.applied().chain, b.applied().chain) !== 0) return false;
   const all = (st: LmdbStateStore) => st.range(new Uint8Array(0), null, Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER).items;
   const x = all(a);
   const y = all(b);
-  return x.length === y.length && x.every((kv, i) => Buffer.compare(kv.key, y[i]!.key) === 0 && Buffer.compare(kv.value, y[i]!.value) === 0 && kv.revision === y[i]!.revision);
+  if (!(x.length === y.length && x.every((kv, i) => Buffer.compare(kv.key, y[i]!.key) === 0 && Buffer.compare(kv.value, y[i]!.value) === 0 && kv.revision === y[i]!.revision))) return false;
+  const floor = Math.max(a.journalFloor(), b.journalFloor());
+  const through = a.applied().point.index;
+  const journal = (st: LmdbStateStore) => JSON.stringify(st.effects(floor, through, Number.MAX_SAFE_INTEGER), (_k, v: unknown) => (v instanceof Uint8Array ? Buffer.from(v).toString('hex') : v));
+  return journal(a) === journal(b);
 }
 
 function compare(a: Ballot, b: Ballot): number {
