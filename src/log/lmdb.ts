@@ -35,7 +35,7 @@
  * so a slot whose removal was missed (queued in the same turn) is garbage, never state.
  */
 import { BALLOT_NONE, type Ballot, type LogPoint, type PersistOp, type StoredSlot } from '../consensus/index.js';
-import { pack, readU64, u64Key, unpack, type StoreEnv } from '../storage/env.js';
+import { pack, readU64, u64Key, unpack, type BytesDb, type NamedDb, type StoreEnv } from '../storage/env.js';
 import type { LoadedLog, LogStore } from './log-store.js';
 import { decodeSlot, encodeSlot } from './slot-codec.js';
 
@@ -91,40 +91,49 @@ export class LmdbLogStore implements LogStore {
     const { logMeta, logSlots, logSeq } = this.env;
     let committed: Promise<void>;
     try {
-      this.beforeHandOver();
-      const seq = this.seq + 1;
-      // Every op of one turn returns the same commit promise: the set stays tiny.
-      const commits = new Set<PromiseLike<boolean>>();
-      const block = logSeq.ifVersion(SEQ_KEY, this.seq, () => {
-        commits.add(logSeq.put(SEQ_KEY, EMPTY, seq));
-        for (const op of ops) {
-          switch (op.kind) {
-            case 'promise':
-              commits.add(logMeta.put('promised', pack(op.ballot)));
-              break;
-            case 'slot':
-              if (op.slot.slot > this.compactedSlot) commits.add(logSlots.put(u64Key(op.slot.slot), encodeSlot(op.slot)));
-              break;
-            case 'commit':
-              if (op.slot > this.commitSlot) {
-                this.commitSlot = op.slot;
-                commits.add(logMeta.put('commit', pack(op.slot)));
-              }
-              break;
-            case 'compact':
-              if (op.through.slot > this.compactedSlot) {
-                this.compactedSlot = op.through.slot;
-                commits.add(logMeta.put('compacted', pack(op.through)));
-                for (const key of logSlots.getKeys({ end: u64Key(op.through.slot + 1) })) commits.add(logSlots.remove(key));
-              }
-              break;
-          }
+      // Encoded before the block: a throw inside it would leave part of it queued.
+      const puts: [BytesDb | NamedDb, Uint8Array | string, Uint8Array | undefined][] = [];
+      for (const op of ops) {
+        switch (op.kind) {
+          case 'promise':
+            puts.push([logMeta, 'promised', pack(op.ballot)]);
+            break;
+          case 'slot':
+            if (op.slot.slot > this.compactedSlot) puts.push([logSlots, u64Key(op.slot.slot), encodeSlot(op.slot)]);
+            break;
+          case 'commit':
+            if (op.slot > this.commitSlot) {
+              this.commitSlot = op.slot;
+              puts.push([logMeta, 'commit', pack(op.slot)]);
+            }
+            break;
+          case 'compact':
+            if (op.through.slot > this.compactedSlot) {
+              this.compactedSlot = op.through.slot;
+              puts.push([logMeta, 'compacted', pack(op.through)]);
+              for (const key of logSlots.getKeys({ end: u64Key(op.through.slot + 1) })) puts.push([logSlots, key, undefined]);
+            }
+            break;
         }
-      });
-      this.seq = seq;
-      committed = Promise.all([block, ...commits]).then(([done]) => {
-        if (done !== true) throw new Error('log batch skipped: an earlier log write failed to commit');
-      });
+      }
+      if (puts.length === 0) {
+        // Nothing to write (a deferred marker's turn): no transaction, no fsync; `done`
+        // still waits for every batch before it (below).
+        committed = Promise.resolve();
+      } else {
+        this.beforeHandOver();
+        const seq = this.seq + 1;
+        // Every op of one turn returns the same commit promise: the set stays tiny.
+        const commits = new Set<PromiseLike<boolean>>();
+        const block = logSeq.ifVersion(SEQ_KEY, this.seq, () => {
+          commits.add(logSeq.put(SEQ_KEY, EMPTY, seq));
+          for (const [db, key, value] of puts) commits.add(value === undefined ? (db as BytesDb).remove(key as Uint8Array) : (db as BytesDb).put(key as Uint8Array, value));
+        });
+        this.seq = seq;
+        committed = Promise.all([block, ...commits]).then(([done]) => {
+          if (done !== true) throw new Error('log batch skipped: an earlier log write failed to commit (or another writer changed log.seq)');
+        });
+      }
     } catch (error) {
       committed = Promise.reject(error); // refused at hand-over (a closed environment)
     }

@@ -15,8 +15,9 @@
  * stays visible here until its transaction has committed, after which LMDB's own reads see
  * it (lmdb-js renews its read transaction before it resolves a commit).
  *
- * When: the driver calls `handOver()` just before each log write and on each tick, so the
- * state rides in the log's transaction (lmdb-js commits the operations queued in one
+ * When: the log store calls `handOver()` just before it queues each batch
+ * (`LmdbLogStore.beforeHandOver`, wired in src/stores.ts), and the driver on each tick, so
+ * the state rides in the log's transaction (lmdb-js commits the operations queued in one
  * event-loop turn together) and costs no commit or fsync of its own. Measured on a lone
  * write (3 nodes, 2 cores): two fdatasyncs per write per node became one (issue 12).
  * Sealed writes past `SEALED_WRITES_MAX` go at once, and `committed()` sends them too.
@@ -25,7 +26,7 @@
  * queued, in one writer, so what a crash keeps is a prefix of the commits: the log's writes
  * queued before an apply (apply waits for them to be committed, driver.ts) are never lost
  * while the apply is kept, and each apply is whole or absent. One state transaction is on
- * its way at a time, and none after one failed (see `commit`). A log compaction must not be
+ * its way at a time, and none after one failed (see `handOver`). A log compaction must not be
  * queued ahead of the state it relies on: the driver compacts only through the point whose
  * apply has committed (`LmdbStateStore.committedPoint`). Nothing in a running node may
  * commit state with `transactionSync` while writes are staged: lmdb-js may run a
@@ -105,7 +106,7 @@ export class StagedState implements StateTables {
   private readonly pending = new Map<StateTable, Map<string, Staged>>();
   /** Writes staged since the last `commit()`, in order, with what each replaced. */
   private queued: { table: StateTable; k: string; staged: Staged; replaced: Staged | undefined }[] = [];
-  /** Whole applies' writes waiting for the transaction on its way (see `commit`). */
+  /** Whole applies' writes waiting for the transaction on its way (see `handOver`). */
   private sealed: SealedWrite[] = [];
   private sealedCallbacks: (() => void)[] = [];
   private seq = 0;

@@ -2,8 +2,9 @@
  * Review finding (session 12): lmdb-js's writer goes on to the next queued transaction after
  * one fails, and a full disk may still take a small one. A log batch that rewrote slot 5 at
  * a new ballot, lost with its (big) transaction, followed by a small batch whose commit
- * marker covers slot 5, left slot 5's OLD value looking chosen after a restart. With one
- * transaction on its way at a time (src/log/lmdb.ts), the second batch never goes. A child
+ * marker covers slot 5, left slot 5's OLD value looking chosen after a restart. Each batch is
+ * now a conditional block on the sequence record the batch before it sets (src/log/lmdb.ts),
+ * so the writer thread skips the second batch (or it fails with the first). A child
  * process with a file size limit (`ulimit -f`) plays the full disk, on a real LMDB file.
  */
 import assert from 'node:assert/strict';
