@@ -171,7 +171,8 @@ export interface DriverParts {
   readonly observe?: DriverObserver;
   /** After each apply: the entries and their results (membership, metrics, the simulator's checks). */
   readonly onApplied?: (entries: readonly Entry[], results: readonly ApplyResult[]) => void;
-  /** Each archive segment boundary, right after the state there is committed. */
+  /** Each archive segment boundary, right after the state there is sealed (a snapshot
+   *  taken then reads it, staged writes included: StateSnapshot over a FrozenStage). */
   readonly onSegment?: (bound: SegmentBound) => void;
   /** The core asked for a snapshot (peers pruned past this node's commit point). */
   readonly onSnapshotNeeded?: (from: string) => void;
@@ -195,7 +196,8 @@ interface PendingWrite {
 export interface DriverObserver {
   /** A log batch: handed to the log until durable. */
   logWrite?(ms: number): void;
-  /** One apply of committed entries (its transaction included). */
+  /** One apply of committed entries (staging its writes; their commit rides with the
+   *  next log batch, src/state/staged.ts). */
   apply?(ms: number, entries: number): void;
   /** A write of this node's: proposed until applied and answered. */
   commit?(ms: number): void;
@@ -490,8 +492,8 @@ export class Driver {
       if (err !== undefined) return this.fail(err, 'applying committed entries');
       if (this.stopped) return;
       try {
-        // One state transaction (one fsync) for every Ready that waited: apply's commit is
-        // synchronous on this thread. Reads then see at least what their Ready committed.
+        // One apply for every Ready that waited; its writes are visible at once (staged,
+        // src/state/staged.ts). Reads then see at least what their Ready committed.
         const entries = batch.length === 1 ? batch[0]!.commit : batch.flatMap((ready) => ready.commit);
         if (entries.length > 0) this.apply(entries);
         for (const ready of batch) for (const r of ready.reads) this.onReadState(r.id, r.index);

@@ -1,11 +1,12 @@
 /**
  * The key/value state machine on LMDB (layout in src/storage/env.ts).
  *
- * `apply` writes a whole array of entries as ONE LMDB transaction, together with the new
- * applied point, the hash chain and the log time, so after a crash every command has been
- * applied exactly once or not at all (the log replays the rest). The transaction is handed
- * to lmdb-js's writer thread and flushed there, not on this thread (staged.ts says why and
- * why that is safe); every read, inside apply and out, sees the writes staged before it.
+ * `apply` seals each run of entries (up to a segment boundary) as one unit of writes,
+ * together with the new applied point, the hash chain and the log time, so after a crash
+ * every command has been applied exactly once or not at all (the log replays the rest).
+ * The sealed writes ride in the next log batch's LMDB transaction, committed and flushed on
+ * lmdb-js's writer thread, not on this thread (staged.ts says why and why that is safe);
+ * every read, inside apply and out, sees the writes staged before it.
  *
  * Determinism: an answer depends only on the state and the command. The only clock is the
  * log's: `maxTime`, moved toward each application command's `time` by at most
@@ -213,8 +214,9 @@ export class LmdbStateStore implements StateStore {
     if (this.closed) throw new Error('state store is closed');
     const out: ApplyResult[] = [];
     let next = 0;
-    // One transaction per run of entries up to a segment boundary: the state at a boundary
-    // is committed (and visible to a snapshot) before the next entry is applied.
+    // One sealed unit per run of entries up to a segment boundary: the state at a boundary
+    // is sealed (and visible to a snapshot, staged writes included) before the next entry
+    // is applied.
     while (next < entries.length) {
       const batch = new ApplyBatch(this.t, this.rules, this.current, this.nextExpiry, this.settings);
       let bound: SegmentBound | null = null;

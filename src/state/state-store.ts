@@ -33,12 +33,13 @@ export interface StateStore {
   /** The last applied point (configurations included) and the hash chain value there. */
   applied(): { point: LogPoint; chain: Uint8Array };
   /**
-   * Applies entries in order, in one transaction together with the new applied point and
-   * chain value, so a crash applies every command exactly once. Returns one result per
-   * command, in index order (membership changes answer `config`).
+   * Applies entries in order, sealed together with the new applied point and chain value
+   * (committed whole or not at all, staged.ts), so a crash applies every command exactly
+   * once. Returns one result per command, in index order (membership changes answer
+   * `config`).
    *
-   * Entries that end an archive segment (segments.ts) end a transaction too: `onSegment` is
-   * called right after the state at the boundary is committed and before the next entry is
+   * Entries that end an archive segment (segments.ts) end a sealed unit too: `onSegment` is
+   * called right after the state at the boundary is sealed and before the next entry is
    * applied, so a snapshot opened in it holds exactly the state at the boundary.
    */
   apply(entries: readonly Entry[], onSegment?: (bound: SegmentBound) => void): ApplyResult[];
