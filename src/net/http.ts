@@ -19,7 +19,7 @@ import type { ApplyResult, KvOp, RequestId } from '../state/command.js';
 import { snapshotFileBytes } from '../state/snapshot-file.js';
 import { MembershipError, ServiceError, type Consistency, type KvService } from './service.js';
 import { Forwarder, forwardedHeader } from './http-forward.js';
-import { WatchStream } from './watch.js';
+import { WatchScheduler, WatchStream } from './watch.js';
 import {
   badRequest, encodeValue, HttpError, isJsonContentType, opDigest, parseIfMatch, parseIfNoneMatch, parseJsonObject, parseMember,
   parseConsistency, parsePathKey, parseQuery, parseRangeQuery, parseRequestIdHeader, parseTxn, parseWatchQuery, percentDecode, tooLarge, utf8Text,
@@ -126,6 +126,7 @@ export class HttpApi {
   refusedBusy = 0;
   private readonly watchesMax: number;
   private readonly watches = new Set<WatchStream>();
+  private readonly watchScheduler = new WatchScheduler();
   /** Watch events sent by streams now closed (`watchEventsSent` adds the open ones). */
   private watchEventsClosed = 0;
   /** Watches refused because `watchesMax` were open. */
@@ -448,7 +449,7 @@ export class HttpApi {
     const stream = new WatchStream(source, { ...q, after }, ctx.res, (s) => {
       this.watches.delete(s);
       this.watchEventsClosed += s.events;
-    });
+    }, this.watchScheduler);
     this.watches.add(stream);
     ctx.release(); // bounded by watchesMax, not by the requests in flight
     stream.start();

@@ -48,12 +48,49 @@ export interface WatchTiming {
 export const WATCH_TIMING: WatchTiming = { heartbeatMs: 15_000, stallMs: 60_000 };
 /** Journal rows read at a time, before the stream yields to other work. */
 const PAGE_ROWS = 256;
+/** Watch work per event-loop turn, across every stream of a node: past it the rest waits
+ *  for the next turn, so consensus and writes are never starved by fan-out. Measured with
+ *  1,000 watchers on one prefix under 64 writing clients: without a budget every apply woke
+ *  every stream in one turn, and writes timed out (504). */
+export const WATCH_TURN_BUDGET_MS = 2;
+
+/**
+ * Runs the streams that have journal to send, round-robin, at most WATCH_TURN_BUDGET_MS of
+ * them a turn (one per node: the HTTP API holds it).
+ */
+export class WatchScheduler {
+  private readonly ready = new Set<WatchStream>();
+  private scheduled = false;
+
+  constructor(private readonly budgetMs = WATCH_TURN_BUDGET_MS) {}
+
+  want(stream: WatchStream): void {
+    this.ready.add(stream);
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(() => this.run());
+  }
+
+  private run(): void {
+    this.scheduled = false;
+    const started = performance.now();
+    // A stream that wants more is added back at the end, behind the others.
+    for (const stream of this.ready) {
+      this.ready.delete(stream);
+      stream.pump();
+      if (performance.now() - started >= this.budgetMs) break;
+    }
+    if (this.ready.size > 0 && !this.scheduled) {
+      this.scheduled = true;
+      setImmediate(() => this.run());
+    }
+  }
+}
 
 export class WatchStream {
   private sent: number;
   private closed = false;
   private waitingDrain = false;
-  private scheduled = false;
   private lastEventAt = Date.now();
   private readonly timers: ReturnType<typeof setInterval>[] = [];
   private stall: ReturnType<typeof setTimeout> | null = null;
@@ -66,6 +103,7 @@ export class WatchStream {
     private readonly spec: WatchSpec,
     private readonly res: ServerResponse,
     private readonly onClose: (stream: WatchStream) => void,
+    private readonly scheduler: WatchScheduler = new WatchScheduler(),
     private readonly timing: WatchTiming = WATCH_TIMING,
   ) {
     this.sent = spec.after;
@@ -86,7 +124,7 @@ export class WatchStream {
     this.timers.push(setInterval(() => this.waitingDrain || this.write(':\n\n'), this.timing.heartbeatMs));
     this.timers.push(setInterval(() => this.progress(), Math.max(100, Math.floor(this.spec.progressMs / 4))));
     for (const t of this.timers) t.unref();
-    this.pump();
+    this.schedule();
   }
 
   close(): void {
@@ -100,17 +138,13 @@ export class WatchStream {
   }
 
   private schedule(): void {
-    if (this.scheduled || this.closed || this.waitingDrain) return;
-    this.scheduled = true;
-    setImmediate(() => {
-      this.scheduled = false;
-      this.pump();
-    });
+    if (this.closed || this.waitingDrain) return;
+    this.scheduler.want(this);
   }
 
-  /** Sends journal pages until the stream is level with the applied index or the socket is
-   *  full; one page per turn, so many watchers share the event loop. */
-  private pump(): void {
+  /** Sends one journal page, unless the stream is level with the applied index or its socket
+   *  is full, and asks its scheduler for another turn if more is waiting (WatchScheduler). */
+  pump(): void {
     if (this.closed || this.waitingDrain) return;
     const applied = this.source.applied();
     if (this.sent >= applied) return;
@@ -181,7 +215,7 @@ export class WatchStream {
         this.waitingDrain = false;
         if (this.stall !== null) clearTimeout(this.stall);
         this.stall = null;
-        this.pump();
+        this.schedule();
       });
     }
     return false;
