@@ -16,7 +16,7 @@
 import { isUtf8 } from 'node:buffer';
 import type { ServerResponse } from 'node:http';
 import type { Change, Effects } from '../state/effects.js';
-import type { Encoding } from './http-parse.js';
+import { encodeValue, type Encoding } from './http-parse.js';
 
 /** What a stream reads: the node's applied index and its effects journal. */
 export interface WatchSource {
@@ -181,10 +181,9 @@ export class WatchStream {
       const key = Buffer.from(c.key.buffer, c.key.byteOffset, c.key.byteLength).toString('utf8');
       if (c.type === 'delete') return { type: 'delete', key, cause: c.cause };
       if (!this.spec.values) return { type: 'put', key, revision: index };
-      const v = Buffer.from(c.value.buffer, c.value.byteOffset, c.value.byteLength);
       // A value that is not UTF-8 cannot go as text: it goes as base64 and says so.
-      if (this.spec.encoding === 'utf8' && !isUtf8(v)) return { type: 'put', key, value: v.toString('base64'), encoding: 'base64', revision: index };
-      return { type: 'put', key, value: v.toString(this.spec.encoding), revision: index };
+      if (this.spec.encoding === 'utf8' && !isUtf8(c.value)) return { type: 'put', key, value: encodeValue(c.value, 'base64'), encoding: 'base64', revision: index };
+      return { type: 'put', key, value: encodeValue(c.value, this.spec.encoding), revision: index };
     });
     return `id: ${index}\nevent: change\ndata: ${JSON.stringify({ index, changes: out })}\n\n`;
   }
