@@ -12,6 +12,11 @@ export interface AppliedRecord {
   readonly maxTime: number;
   /** Set by `cluster_settings`; absent: SESSION_TTL_MS_DEFAULT. */
   readonly sessionTtlMs?: number;
+  /** Set by `cluster_settings`; absent: LEASES_MAX_DEFAULT. */
+  readonly maxLeases?: number;
+  /** Leases held, and keys attached to any of them (absent: none; kv.ts). */
+  readonly leases?: number;
+  readonly leasedKeys?: number;
   /** The archive segment being filled (segments.ts). */
   readonly open: OpenSegment;
 }

@@ -27,14 +27,38 @@ export interface Compare {
 }
 
 export type TxnOp =
-  | { readonly op: 'put'; readonly key: Uint8Array; readonly value: Uint8Array }
+  | { readonly op: 'put'; readonly key: Uint8Array; readonly value: Uint8Array; readonly lease?: number }
   | { readonly op: 'delete'; readonly key: Uint8Array }
   | { readonly op: 'get'; readonly key: Uint8Array };
 
 export type KvOp =
-  | { readonly t: 'put'; readonly key: Uint8Array; readonly value: Uint8Array; readonly ifMatch?: number; readonly ifAbsent?: boolean }
+  | { readonly t: 'put'; readonly key: Uint8Array; readonly value: Uint8Array; readonly ifMatch?: number; readonly ifAbsent?: boolean; readonly lease?: number }
   | { readonly t: 'delete'; readonly key: Uint8Array; readonly ifMatch?: number }
   | { readonly t: 'txn'; readonly compare: readonly Compare[]; readonly success: readonly TxnOp[]; readonly failure: readonly TxnOp[] };
+
+/**
+ * Lease commands (API contract, "Leases"; applied in kv.ts). A lease's id is its grant's
+ * index; its time is log time. `lease_keepalive` carries every keep-alive a node received
+ * in one tick; `lease_tick` carries nothing but its time: the leader proposes one a tick
+ * while leases exist, so log time moves and expired leases are reaped without client writes.
+ */
+export type LeaseOp =
+  | { readonly t: 'lease_grant'; readonly ttlMs: number }
+  | { readonly t: 'lease_keepalive'; readonly ids: readonly number[] }
+  | { readonly t: 'lease_revoke'; readonly id: number }
+  | { readonly t: 'lease_tick' };
+
+/** TTLs a lease may have (API contract: 2 s to 30 days). */
+export const LEASE_TTL_MS_MIN = 2_000;
+export const LEASE_TTL_MS_MAX = 30 * 24 * 3600 * 1000;
+/** Keys one lease may hold (API contract). */
+export const LEASE_KEYS_MAX = 10_000;
+/** Leases a cluster may hold unless its `cluster_settings` say otherwise. */
+export const LEASES_MAX_DEFAULT = 100_000;
+/** Keys deleted by lease expiry in one command at most; the rest go with the next ones. */
+export const LEASE_EXPIRY_DELETES_MAX = 10_000;
+/** Keep-alives one `lease_keepalive` command carries at most. */
+export const LEASE_KEEPALIVE_IDS_MAX = 10_000;
 
 /** `Pangea-Request-Id: client:seq`, with a digest of the request it names. */
 export interface RequestId {
@@ -69,6 +93,8 @@ export interface ArchiveSettings {
 export interface ClusterSettings {
   /** Idle log time after which a client's request-id session is dropped. */
   readonly sessionTtlMs: number;
+  /** Leases the cluster may hold; absent: LEASES_MAX_DEFAULT. */
+  readonly maxLeases?: number;
 }
 
 export type SettingsOp =
@@ -76,7 +102,7 @@ export type SettingsOp =
   | { readonly t: 'cluster_settings'; readonly settings: ClusterSettings };
 
 export interface AppCommand {
-  readonly op: KvOp | SettingsOp;
+  readonly op: KvOp | SettingsOp | LeaseOp;
   readonly requestId?: RequestId;
   /** The proposer's reading of log time, in milliseconds (node.ts: the applied log time
    *  plus the monotonic time elapsed since). Apply moves log time toward it by at most
@@ -100,6 +126,13 @@ export type ApplyResult =
   | { readonly kind: 'request_id_conflict'; readonly index: number }
   | { readonly kind: 'request_id_stale'; readonly index: number }
   | { readonly kind: 'config'; readonly index: number }
+  | { readonly kind: 'lease_granted'; readonly index: number; readonly id: number; readonly ttlMs: number }
+  /** One per id of the keep-alive, in order: its TTL, or null for an unknown or expired lease. */
+  | { readonly kind: 'lease_kept'; readonly index: number; readonly ttls: readonly (number | null)[] }
+  | { readonly kind: 'lease_revoked'; readonly index: number; readonly revoked: boolean }
+  | { readonly kind: 'tick'; readonly index: number }
+  | { readonly kind: 'lease_not_found'; readonly index: number; readonly id: number }
+  | { readonly kind: 'limit_reached'; readonly index: number; readonly message: string }
   | { readonly kind: 'settings'; readonly index: number }
   | { readonly kind: 'invalid'; readonly index: number; readonly message: string };
 
@@ -124,9 +157,12 @@ export function decodeAppCommand(data: Uint8Array): AppCommand | null {
 const isBytes = (v: unknown): v is Uint8Array => v instanceof Uint8Array;
 const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
+const isId = (x: unknown): x is number => typeof x === 'number' && Number.isSafeInteger(x) && x > 0;
+const optLease = (x: unknown): boolean => x === undefined || isId(x);
+
 function isTxnOp(v: unknown): v is TxnOp {
   if (!isObj(v) || !isBytes(v.key)) return false;
-  if (v.op === 'put') return isBytes(v.value);
+  if (v.op === 'put') return isBytes(v.value) && optLease(v.lease);
   return v.op === 'delete' || v.op === 'get';
 }
 
@@ -144,7 +180,7 @@ function isKvOp(v: unknown): v is KvOp {
   const optNum = (x: unknown) => x === undefined || (typeof x === 'number' && Number.isSafeInteger(x) && x >= 0);
   switch (v.t) {
     case 'put':
-      return isBytes(v.key) && isBytes(v.value) && optNum(v.ifMatch) && (v.ifAbsent === undefined || typeof v.ifAbsent === 'boolean');
+      return isBytes(v.key) && isBytes(v.value) && optNum(v.ifMatch) && (v.ifAbsent === undefined || typeof v.ifAbsent === 'boolean') && optLease(v.lease);
     case 'delete':
       return isBytes(v.key) && optNum(v.ifMatch);
     case 'txn':
@@ -154,11 +190,27 @@ function isKvOp(v: unknown): v is KvOp {
   }
 }
 
+function isLeaseOp(v: unknown): v is LeaseOp {
+  if (!isObj(v)) return false;
+  switch (v.t) {
+    case 'lease_grant':
+      return typeof v.ttlMs === 'number' && Number.isSafeInteger(v.ttlMs);
+    case 'lease_keepalive':
+      return Array.isArray(v.ids) && v.ids.length <= LEASE_KEEPALIVE_IDS_MAX && v.ids.every(isId);
+    case 'lease_revoke':
+      return isId(v.id);
+    case 'lease_tick':
+      return true;
+    default:
+      return false;
+  }
+}
+
 function isSettingsOp(v: unknown): v is SettingsOp {
   if (!isObj(v) || !isObj(v.settings)) return false;
   const s = v.settings;
   const int = (x: unknown): boolean => typeof x === 'number' && Number.isSafeInteger(x);
-  if (v.t === 'cluster_settings') return int(s.sessionTtlMs) && (s.sessionTtlMs as number) > 0;
+  if (v.t === 'cluster_settings') return int(s.sessionTtlMs) && (s.sessionTtlMs as number) > 0 && (s.maxLeases === undefined || (int(s.maxLeases) && (s.maxLeases as number) >= 0));
   if (v.t !== 'archive_settings') return false;
   return typeof s.url === 'string' && int(s.segmentEntries) && (s.segmentEntries as number) > 0 && int(s.snapshotSegments) &&
     (s.snapshotSegments as number) > 0 && isObj(s.ces) && int(s.ces.dataShards) && int(s.ces.parityShards) && int(s.ces.stripeBytes) && int(s.ces.level) &&
@@ -166,7 +218,7 @@ function isSettingsOp(v: unknown): v is SettingsOp {
 }
 
 function isAppCommand(v: unknown): v is AppCommand {
-  if (!isObj(v) || !(isKvOp(v.op) || isSettingsOp(v.op)) || typeof v.time !== 'number' || typeof v.proposal !== 'string') return false;
+  if (!isObj(v) || !(isKvOp(v.op) || isSettingsOp(v.op) || isLeaseOp(v.op)) || typeof v.time !== 'number' || typeof v.proposal !== 'string') return false;
   if (v.requestId === undefined) return true;
   const r = v.requestId;
   return isObj(r) && typeof r.client === 'string' && typeof r.seq === 'number' && Number.isSafeInteger(r.seq) && r.seq > 0 && isBytes(r.digest);

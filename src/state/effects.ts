@@ -16,7 +16,7 @@ import { pack, unpack } from '../storage/env.js';
 export type DeleteCause = 'delete' | 'txn' | 'lease';
 
 export type Change =
-  | { readonly type: 'put'; readonly key: Uint8Array; readonly value: Uint8Array }
+  | { readonly type: 'put'; readonly key: Uint8Array; readonly value: Uint8Array; readonly lease?: number }
   | { readonly type: 'delete'; readonly key: Uint8Array; readonly cause: DeleteCause };
 
 /** The changes of one index, in the order they were applied. */
@@ -27,14 +27,17 @@ export interface Effects {
 
 const CAUSES: readonly DeleteCause[] = ['delete', 'txn', 'lease'];
 
-/** Stored as a msgpack list of `[0, key, value]` (put) and `[1, key, cause]` (delete). */
+/** Stored as a msgpack list of `[0, key, value]` or `[0, key, value, lease]` (put) and
+ *  `[1, key, cause]` (delete). */
 export function encodeChanges(changes: readonly Change[]): Uint8Array {
-  return pack(changes.map((c) => (c.type === 'put' ? [0, c.key, c.value] : [1, c.key, CAUSES.indexOf(c.cause)])));
+  return pack(changes.map((c) => (c.type === 'put' ? (c.lease === undefined ? [0, c.key, c.value] : [0, c.key, c.value, c.lease]) : [1, c.key, CAUSES.indexOf(c.cause)])));
 }
 
 export function decodeChanges(stored: Uint8Array): Change[] {
-  const rows = unpack(stored) as [number, Uint8Array, Uint8Array | number][];
-  return rows.map(([t, key, x]) =>
-    t === 0 ? { type: 'put', key, value: x as Uint8Array } : { type: 'delete', key, cause: CAUSES[x as number] ?? 'delete' },
+  const rows = unpack(stored) as [number, Uint8Array, Uint8Array | number, number?][];
+  return rows.map(([t, key, x, lease]) =>
+    t === 0
+      ? lease === undefined ? { type: 'put', key, value: x as Uint8Array } : { type: 'put', key, value: x as Uint8Array, lease }
+      : { type: 'delete', key, cause: CAUSES[x as number] ?? 'delete' },
   );
 }

@@ -15,16 +15,24 @@
  * a proposer's bad clock from expiring every session at once: a clock an hour fast moves log
  * time by a second a command, so it can delay expiry, never mass-expire. Every parameter
  * apply reads comes from the log (`cluster_settings`, `archive_settings`) or this file.
+ *
+ * Leases (API contract, "Leases") live on the same clock, log time. A lease expires when
+ * log time reaches its `expiresAt`; from then on it is unknown to every command and read,
+ * and its keys are deleted (cause `lease`) by the next commands, in `(expiresAt, id)` order,
+ * at most LEASE_EXPIRY_DELETES_MAX deletions a command. Expiry happens only here, at apply,
+ * never by a node's timer: the leader's ticks (node.ts) only make log time move while
+ * nothing else commits. A key's `sm.kv` value names its lease (encodeKv), and
+ * `sm.lease_keys` lists each lease's keys, so both a put and an expiry find what to detach.
  */
 import { applyChange, latestConfig, type Command, type Config, type ConfigChange, type Entry, type LogPoint } from '../consensus/index.js';
 import { pack, plain, readU64, u64Key, unpack, type StoreEnv } from '../storage/env.js';
-import { KEY_BYTES_MAX, LOG_TIME_STEP_MS, chainBytesLength, decodeAppCommand, nextChain, type AppCommand, type ApplyResult, type ArchiveSettings, type Compare, type KvOp, type TxnOp,
-  type TxnResult, type RequestId } from './command.js';
+import { KEY_BYTES_MAX, LEASES_MAX_DEFAULT, LEASE_EXPIRY_DELETES_MAX, LEASE_KEYS_MAX, LEASE_TTL_MS_MAX, LEASE_TTL_MS_MIN, LOG_TIME_STEP_MS, chainBytesLength, decodeAppCommand, nextChain,
+  type AppCommand, type ApplyResult, type ArchiveSettings, type Compare, type KvOp, type LeaseOp, type TxnOp, type TxnResult, type RequestId } from './command.js';
 import { chainRow, readChainRow, recordConfig, type AppliedRecord } from './applied.js';
 import { decodeChanges, encodeChanges, type Change, type DeleteCause, type Effects } from './effects.js';
 import { StagedState, directTables, type StateTables } from './staged.js';
 import { SEGMENT_ENTRIES_DEFAULT, SLOT_OVERHEAD_BYTES, endsSegment, type OpenSegment, type SegmentBound } from './segments.js';
-import type { ConfigRecord, KeyValue, MemberRecord, StateStore } from './state-store.js';
+import type { ConfigRecord, KeyValue, LeaseRecord, MemberRecord, StateStore } from './state-store.js';
 import { StateSnapshot, restoreSnapshot, type SnapshotHeader } from './snapshot.js';
 
 export { KEY_BYTES_MAX } from './command.js';
@@ -72,6 +80,8 @@ const RULES = new ApplyRules();
 const utf8 = new TextEncoder();
 const EMPTY = new Uint8Array(0);
 const fromUtf8 = new TextDecoder();
+/** The top bit of a stored revision: the value names a lease (encodeKv). */
+const LEASED = 0x80;
 const NOT_BOOTSTRAPPED: AppliedRecord = { point: { slot: 0, index: 0, epochs: [] }, chain: CHAIN_ZERO, maxTime: 0, open: openAfter({ slot: 0, index: 0 }, CHAIN_ZERO) };
 
 /** An empty segment starting right after `point`. */
@@ -86,6 +96,8 @@ export class LmdbStateStore implements StateStore {
   private committed_: LogPoint;
   /** See ApplyBatch.nextExpiry; 0 forces the first scan after opening. */
   private nextExpiry = 0;
+  /** See ApplyBatch.nextLeaseExpiry; 0 forces the first scan after opening. */
+  private nextLeaseExpiry = 0;
   private settings: ArchiveSettings | null;
   private closed = false;
   /** Every read and write of the state tables (staged.ts). */
@@ -218,7 +230,7 @@ export class LmdbStateStore implements StateStore {
     // is sealed (and visible to a snapshot, staged writes included) before the next entry
     // is applied.
     while (next < entries.length) {
-      const batch = new ApplyBatch(this.t, this.rules, this.current, this.nextExpiry, this.settings);
+      const batch = new ApplyBatch(this.t, this.rules, this.current, this.nextExpiry, this.nextLeaseExpiry, this.settings);
       let bound: SegmentBound | null = null;
       let end = next;
       const done = out.length;
@@ -242,6 +254,7 @@ export class LmdbStateStore implements StateStore {
       next = end;
       this.current = batch.record();
       this.nextExpiry = batch.nextExpiry;
+      this.nextLeaseExpiry = batch.nextLeaseExpiry;
       this.settings = batch.settings;
       if (bound !== null) onSegment?.(bound);
     }
@@ -303,6 +316,7 @@ export class LmdbStateStore implements StateStore {
     this.committed_ = header.applied.point;
     this.settings = header.settings;
     this.nextExpiry = 0;
+    this.nextLeaseExpiry = 0;
     return header;
   }
 
@@ -334,13 +348,33 @@ export class LmdbStateStore implements StateStore {
       const k = key as Uint8Array;
       if (after !== null && compareBytes(k, after) === 0) continue;
       if (!startsWith(k, prefix)) break;
-      const valueBytes = value.byteLength - REVISION_BYTES;
+      const valueBytes = value.byteLength - kvHeadBytes(value);
       // A page always carries at least one item, so paging always progresses.
       if (items.length === limit || (items.length > 0 && bytes + valueBytes > bytesMax)) return { items, more: true };
       bytes += valueBytes;
       items.push(decodeKv(k, value));
     }
     return { items, more: false };
+  }
+
+  lease(id: number): LeaseRecord | undefined {
+    if (!Number.isSafeInteger(id) || id < 1) return undefined;
+    return liveLease(this.t, id, this.current.maxTime);
+  }
+
+  leases(after: number, limit: number): { items: LeaseRecord[]; more: boolean } {
+    const items: LeaseRecord[] = [];
+    for (const { key, value } of this.t.range('leases', { start: u64Key(Math.max(0, after) + 1) })) {
+      const l = decodeLease(readU64(key as Uint8Array), value);
+      if (l.expiresAt <= this.current.maxTime) continue; // expired, keys not yet all reaped
+      if (items.length === limit) return { items, more: true };
+      items.push(l);
+    }
+    return { items, more: false };
+  }
+
+  hasLeases(): boolean {
+    return (this.current.leases ?? 0) > 0;
   }
 
   members(): MemberRecord[] {
@@ -421,22 +455,34 @@ class ApplyBatch {
   private chain: Uint8Array;
   private maxTime: number;
   private sessionTtlMs: number | undefined;
+  private maxLeases: number | undefined;
+  private leaseCount: number;
+  private leasedKeys: number;
   private open: OpenSegment;
   /** What the command being applied changed (effects.ts), written after it. */
   private changes: Change[] = [];
   /** A lower bound on the oldest session's last use (a cache: no scan is needed while the
    *  cutoff is at or below it). New and refreshed sessions are never older than it. */
   nextExpiry: number;
+  /** A lower bound on the earliest lease expiry (a cache like `nextExpiry`): no scan is
+   *  needed while log time is below it. An expired lease with keys left keeps it at or
+   *  below log time, so the next command goes on reaping. */
+  nextLeaseExpiry: number;
 
   constructor(
     private readonly t: StateTables,
     private readonly rules: ApplyRules,
     from: AppliedRecord,
     nextExpiry: number,
+    nextLeaseExpiry: number,
     /** Replaced (never mutated) when a settings command applies. */
     public settings: ArchiveSettings | null,
   ) {
     this.nextExpiry = nextExpiry;
+    this.nextLeaseExpiry = nextLeaseExpiry;
+    this.maxLeases = from.maxLeases;
+    this.leaseCount = from.leases ?? 0;
+    this.leasedKeys = from.leasedKeys ?? 0;
     this.point = from.point;
     this.chain = from.chain;
     this.maxTime = from.maxTime;
@@ -445,7 +491,16 @@ class ApplyBatch {
   }
 
   record(): AppliedRecord {
-    return { point: this.point, chain: this.chain, maxTime: this.maxTime, open: this.open, ...(this.sessionTtlMs === undefined ? {} : { sessionTtlMs: this.sessionTtlMs }) };
+    return {
+      point: this.point,
+      chain: this.chain,
+      maxTime: this.maxTime,
+      open: this.open,
+      ...(this.sessionTtlMs === undefined ? {} : { sessionTtlMs: this.sessionTtlMs }),
+      ...(this.maxLeases === undefined ? {} : { maxLeases: this.maxLeases }),
+      ...(this.leaseCount === 0 ? {} : { leases: this.leaseCount }),
+      ...(this.leasedKeys === 0 ? {} : { leasedKeys: this.leasedKeys }),
+    };
   }
 
   /** Applies one slot; returns the segment it finished, if it ended one. */
@@ -494,16 +549,19 @@ class ApplyBatch {
       this.maxTime = time;
       this.expireSessions();
     }
+    this.expireLeases();
     if (cmd.op.t === 'archive_settings') {
       this.settings = cmd.op.settings;
       return { kind: 'settings', index };
     }
     if (cmd.op.t === 'cluster_settings') {
       this.sessionTtlMs = cmd.op.settings.sessionTtlMs;
+      this.maxLeases = cmd.op.settings.maxLeases;
       this.nextExpiry = 0; // a shorter TTL may expire sessions the cache says are young
       this.expireSessions();
       return { kind: 'settings', index };
     }
+    if (isLeaseOp(cmd.op)) return this.applyLease(cmd.op, index);
     const rid = cmd.requestId;
     if (rid === undefined) return this.execute(cmd.op, index);
     const clientKey = utf8.encode(rid.client);
@@ -555,7 +613,9 @@ class ApplyBatch {
         if ((op.ifMatch !== undefined && cur?.revision !== op.ifMatch) || (op.ifAbsent === true && cur !== undefined)) {
           return { kind: 'precondition_failed', index, revision: cur?.revision ?? null };
         }
-        this.put(op.key, op.value, index);
+        const refused = this.checkLeases([{ op: 'put', key: op.key, value: op.value, ...(op.lease === undefined ? {} : { lease: op.lease }) }], index);
+        if (refused !== null) return refused;
+        this.put(op.key, op.value, index, op.lease);
         return { kind: 'put', index, revision: index };
       }
       case 'delete': {
@@ -563,12 +623,15 @@ class ApplyBatch {
         if (op.ifMatch !== undefined && cur?.revision !== op.ifMatch) {
           return { kind: 'precondition_failed', index, revision: cur?.revision ?? null };
         }
-        if (cur !== undefined) this.remove(op.key, 'delete');
+        if (cur !== undefined) this.remove(op.key, 'delete', cur.lease);
         return { kind: 'delete', index, deleted: cur !== undefined };
       }
       case 'txn': {
         const succeeded = op.compare.every((c) => this.holds(c));
-        const results = (succeeded ? op.success : op.failure).map((o) => this.txnOp(o, index));
+        const branch = succeeded ? op.success : op.failure;
+        const refused = this.checkLeases(branch, index);
+        if (refused !== null) return refused;
+        const results = branch.map((o) => this.txnOp(o, index));
         return { kind: 'txn', index, succeeded, results };
       }
     }
@@ -592,12 +655,12 @@ class ApplyBatch {
   private txnOp(o: TxnOp, index: number): TxnResult {
     switch (o.op) {
       case 'put':
-        this.put(o.key, o.value, index);
+        this.put(o.key, o.value, index, o.lease);
         return { revision: index };
       case 'delete': {
-        const existed = readKv(this.t, o.key) !== undefined;
-        if (existed) this.remove(o.key, 'txn');
-        return { deleted: existed };
+        const cur = readKv(this.t, o.key);
+        if (cur !== undefined) this.remove(o.key, 'txn', cur.lease);
+        return { deleted: cur !== undefined };
       }
       case 'get': {
         const cur = readKv(this.t, o.key);
@@ -606,17 +669,163 @@ class ApplyBatch {
     }
   }
 
-  private put(key: Uint8Array, value: Uint8Array, revision: number): void {
-    const stored = new Uint8Array(REVISION_BYTES + value.byteLength);
-    stored.set(u64Key(revision));
-    stored.set(value, REVISION_BYTES);
-    this.t.put('kv', key, stored);
-    this.changes.push({ type: 'put', key, value });
+  /** Writes `key`, attached to `lease` (checked live and below its key limit by
+   *  checkLeases) or to none: a put without a lease detaches the key, as in etcd. */
+  private put(key: Uint8Array, value: Uint8Array, revision: number, lease?: number): void {
+    // With no key attached anywhere there is nothing to detach: no read (restore speed).
+    const old = lease !== undefined || this.leasedKeys > 0 ? readLeaseOf(this.t, key) : undefined;
+    if (old !== lease) {
+      if (old !== undefined) this.detach(key, old);
+      if (lease !== undefined) this.attach(key, lease);
+    }
+    this.t.put('kv', key, encodeKv(revision, value, lease));
+    this.changes.push(lease === undefined ? { type: 'put', key, value } : { type: 'put', key, value, lease });
   }
 
-  private remove(key: Uint8Array, cause: DeleteCause): void {
+  private remove(key: Uint8Array, cause: DeleteCause, lease: number | undefined): void {
+    if (lease !== undefined) this.detach(key, lease);
     this.t.remove('kv', key);
     this.changes.push({ type: 'delete', key, cause });
+  }
+
+  // --- leases --------------------------------------------------------------------------
+
+  private applyLease(op: LeaseOp, index: number): ApplyResult {
+    switch (op.t) {
+      case 'lease_tick':
+        return { kind: 'tick', index };
+      case 'lease_grant': {
+        if (op.ttlMs < LEASE_TTL_MS_MIN || op.ttlMs > LEASE_TTL_MS_MAX) return { kind: 'invalid', index, message: `a lease's TTL is ${LEASE_TTL_MS_MIN / 1000} to ${LEASE_TTL_MS_MAX / 1000} seconds` };
+        const max = this.maxLeases ?? LEASES_MAX_DEFAULT;
+        if (this.leaseCount >= max) return { kind: 'limit_reached', index, message: `the cluster holds ${this.leaseCount} leases, its limit (maxLeases ${max})` };
+        const lease: LeaseRecord = { id: index, ttlMs: op.ttlMs, expiresAt: this.maxTime + op.ttlMs, keys: 0 };
+        this.putLease(lease);
+        this.t.put('leaseExpiry', u64Key(lease.expiresAt, u64Key(lease.id)), EMPTY);
+        this.nextLeaseExpiry = Math.min(this.nextLeaseExpiry, lease.expiresAt);
+        this.leaseCount++;
+        return { kind: 'lease_granted', index, id: index, ttlMs: op.ttlMs };
+      }
+      case 'lease_keepalive': {
+        const ttls = op.ids.map((id) => {
+          const lease = liveLease(this.t, id, this.maxTime);
+          if (lease === undefined) return null;
+          const expiresAt = this.maxTime + lease.ttlMs;
+          if (expiresAt !== lease.expiresAt) {
+            this.t.remove('leaseExpiry', u64Key(lease.expiresAt, u64Key(id)));
+            this.t.put('leaseExpiry', u64Key(expiresAt, u64Key(id)), EMPTY);
+            this.putLease({ ...lease, expiresAt });
+          }
+          return lease.ttlMs;
+        });
+        return { kind: 'lease_kept', index, ttls };
+      }
+      case 'lease_revoke': {
+        const stored = this.t.get('leases', u64Key(op.id));
+        if (stored === undefined) return { kind: 'lease_revoked', index, revoked: false };
+        const lease = decodeLease(op.id, stored);
+        // An expired lease's keys go now too: it was unknown already (revoked: false).
+        this.dropLease(lease, Number.MAX_SAFE_INTEGER);
+        return { kind: 'lease_revoked', index, revoked: lease.expiresAt > this.maxTime };
+      }
+    }
+  }
+
+  /**
+   * Why the puts of `ops` (one put, or a txn's chosen branch, applied in order) cannot
+   * attach their keys as asked, or null: a lease unknown or expired, or one that would hold
+   * more than LEASE_KEYS_MAX keys once the ops have run. Checked before any op applies, so
+   * a refused command changes nothing.
+   */
+  private checkLeases(ops: readonly TxnOp[], index: number): ApplyResult | null {
+    if (this.leasedKeys === 0 && !ops.some((o) => o.op === 'put' && o.lease !== undefined)) return null;
+    const leaseOf = new Map<string, number | undefined>();
+    const delta = new Map<number, number>();
+    const add = (lease: number, n: number): void => void delta.set(lease, (delta.get(lease) ?? 0) + n);
+    for (const o of ops) {
+      if (o.op === 'get') continue;
+      const k = Buffer.from(o.key.buffer, o.key.byteOffset, o.key.byteLength).toString('latin1');
+      const cur = leaseOf.has(k) ? leaseOf.get(k) : readLeaseOf(this.t, o.key);
+      const next = o.op === 'put' ? o.lease : undefined;
+      if (next !== undefined && !delta.has(next) && liveLease(this.t, next, this.maxTime) === undefined) return { kind: 'lease_not_found', index, id: next };
+      if (cur !== next) {
+        if (cur !== undefined) add(cur, -1);
+        if (next !== undefined) add(next, 1);
+      }
+      leaseOf.set(k, next);
+    }
+    for (const [id, n] of delta) {
+      if (n <= 0) continue;
+      const lease = liveLease(this.t, id, this.maxTime)!;
+      if (lease.keys + n > LEASE_KEYS_MAX) return { kind: 'limit_reached', index, message: `lease ${id} would hold ${lease.keys + n} keys; a lease holds at most ${LEASE_KEYS_MAX}` };
+    }
+    return null;
+  }
+
+  private attach(key: Uint8Array, id: number): void {
+    const lease = decodeLease(id, this.t.get('leases', u64Key(id))!);
+    this.putLease({ ...lease, keys: lease.keys + 1 });
+    this.t.put('leaseKeys', u64Key(id, key), EMPTY);
+    this.leasedKeys++;
+  }
+
+  private detach(key: Uint8Array, id: number): void {
+    const stored = this.t.get('leases', u64Key(id));
+    if (stored !== undefined) {
+      const lease = decodeLease(id, stored);
+      this.putLease({ ...lease, keys: lease.keys - 1 });
+    }
+    this.t.remove('leaseKeys', u64Key(id, key));
+    this.leasedKeys--;
+  }
+
+  private putLease(l: LeaseRecord): void {
+    this.t.put('leases', u64Key(l.id), pack({ ttlMs: l.ttlMs, expiresAt: l.expiresAt, keys: l.keys }));
+  }
+
+  /**
+   * Deletes up to `budget` of the lease's keys (cause `lease`), and the lease itself once it
+   * has none left; returns the number of keys deleted.
+   */
+  private dropLease(lease: LeaseRecord, budget: number): number {
+    const prefix = u64Key(lease.id);
+    const keys: Uint8Array[] = [];
+    for (const k of this.t.keys('leaseKeys', { start: prefix, end: u64Key(lease.id + 1), limit: budget })) keys.push(copy(k as Uint8Array));
+    for (const k of keys) {
+      const key = k.subarray(8);
+      this.t.remove('leaseKeys', k);
+      this.t.remove('kv', key);
+      this.changes.push({ type: 'delete', key, cause: 'lease' });
+    }
+    this.leasedKeys -= keys.length;
+    if (keys.length === budget) {
+      // Perhaps more left: the lease goes once a command finds fewer keys than it may delete.
+      this.putLease({ ...lease, keys: lease.keys - keys.length });
+      return keys.length;
+    }
+    this.t.remove('leases', prefix);
+    this.t.remove('leaseExpiry', u64Key(lease.expiresAt, prefix));
+    this.leaseCount--;
+    return keys.length;
+  }
+
+  /** Reaps leases whose expiry log time has come, oldest `(expiresAt, id)` first, deleting
+   *  at most LEASE_EXPIRY_DELETES_MAX keys in this command. */
+  private expireLeases(): void {
+    if (this.nextLeaseExpiry > this.maxTime) return;
+    let budget = LEASE_EXPIRY_DELETES_MAX;
+    for (;;) {
+      const first = [...this.t.keys('leaseExpiry', { limit: 1 })][0] as Uint8Array | undefined;
+      if (first === undefined) {
+        this.nextLeaseExpiry = Number.MAX_SAFE_INTEGER;
+        return;
+      }
+      const expiresAt = readU64(first);
+      this.nextLeaseExpiry = expiresAt;
+      if (expiresAt > this.maxTime || budget === 0) return;
+      const id = readU64(first, 8);
+      const lease = decodeLease(id, this.t.get('leases', u64Key(id))!);
+      budget -= this.dropLease(lease, budget);
+    }
   }
 
   // --- membership ----------------------------------------------------------------------
@@ -661,7 +870,7 @@ function checkCommand(cmd: AppCommand): string | null {
   if (!Number.isFinite(cmd.time) || cmd.time < 0 || !Number.isSafeInteger(Math.floor(cmd.time))) return 'bad time';
   const keys: Uint8Array[] = [];
   const op = cmd.op;
-  if (op.t === 'archive_settings' || op.t === 'cluster_settings') return null;
+  if (op.t === 'archive_settings' || op.t === 'cluster_settings' || isLeaseOp(op)) return null;
   if (op.t === 'txn') {
     for (const c of op.compare) keys.push(c.key);
     for (const o of [...op.success, ...op.failure]) keys.push(o.key);
@@ -693,8 +902,55 @@ function readKv(t: StateTables, key: Uint8Array): KeyValue | undefined {
   return v === undefined ? undefined : decodeKv(copy(key), v);
 }
 
+/** The lease `key` is attached to, if the key exists and has one. */
+function readLeaseOf(t: StateTables, key: Uint8Array): number | undefined {
+  const v = t.get('kv', key);
+  return v === undefined || (v[0]! & LEASED) === 0 ? undefined : readU64(v, REVISION_BYTES);
+}
+
+/**
+ * A key's stored value: its revision (u64 big-endian), then the value's bytes; a key on a
+ * lease sets the revision's top bit (revisions stay below 2^53) and puts the lease id (u64)
+ * between them. Keys without leases are stored as before leases existed.
+ */
+function encodeKv(revision: number, value: Uint8Array, lease: number | undefined): Uint8Array {
+  const head = lease === undefined ? REVISION_BYTES : 2 * REVISION_BYTES;
+  const stored = new Uint8Array(head + value.byteLength);
+  stored.set(u64Key(revision));
+  if (lease !== undefined) {
+    stored[0]! |= LEASED;
+    stored.set(u64Key(lease), REVISION_BYTES);
+  }
+  stored.set(value, head);
+  return stored;
+}
+
+function kvHeadBytes(stored: Uint8Array): number {
+  return (stored[0]! & LEASED) === 0 ? REVISION_BYTES : 2 * REVISION_BYTES;
+}
+
 function decodeKv(key: Uint8Array, stored: Uint8Array): KeyValue {
-  return { key, revision: readU64(stored), value: copy(stored.subarray(REVISION_BYTES)) };
+  if ((stored[0]! & LEASED) === 0) return { key, revision: readU64(stored), value: copy(stored.subarray(REVISION_BYTES)) };
+  // Revisions stay below 2^53: the top byte, less the flag, is always 0.
+  const revision = readU64(Uint8Array.of(stored[0]! & ~LEASED, ...stored.subarray(1, REVISION_BYTES)));
+  return { key, revision, value: copy(stored.subarray(2 * REVISION_BYTES)), lease: readU64(stored, REVISION_BYTES) };
+}
+
+function decodeLease(id: number, stored: Uint8Array): LeaseRecord {
+  const r = unpack(stored) as { ttlMs: number; expiresAt: number; keys: number };
+  return { id, ttlMs: r.ttlMs, expiresAt: r.expiresAt, keys: r.keys };
+}
+
+/** Lease `id` if it exists and log time `now` has not reached its expiry. */
+function liveLease(t: StateTables, id: number, now: number): LeaseRecord | undefined {
+  const stored = t.get('leases', u64Key(id));
+  if (stored === undefined) return undefined;
+  const lease = decodeLease(id, stored);
+  return lease.expiresAt > now ? lease : undefined;
+}
+
+function isLeaseOp(op: AppCommand['op']): op is LeaseOp {
+  return op.t === 'lease_grant' || op.t === 'lease_keepalive' || op.t === 'lease_revoke' || op.t === 'lease_tick';
 }
 
 function readMembers(t: StateTables): MemberRecord[] {

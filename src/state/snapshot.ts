@@ -10,7 +10,8 @@
  *                                                 open segment) and the archive settings
  *   { t: DB, r: [key, value, key, value, ...] }   records of one table, in key order, DB in
  *                                                 `kv`, `sessions`, `session_use`, `members`,
- *                                                 `voters_ever`, `configs`, `removed`
+ *                                                 `voters_ever`, `configs`, `removed`,
+ *                                                 `leases`, `lease_expiry`, `lease_keys`
  *   { t: 'end', records: N }                      the number of records: a cut stream fails
  *
  * What is not in a snapshot: the log, per-index chain values other than the applied one,
@@ -23,16 +24,16 @@ import type { ArchiveSettings } from './command.js';
 import { chainRow, recordConfig, type AppliedRecord } from './applied.js';
 import { directTables, type FrozenStage, type StateTable } from './staged.js';
 
-/** 2 added the `configs` table, 3 the `removed` table; older snapshots (without them) still
- *  restore. */
-export const SNAPSHOT_VERSION = 3;
-const SNAPSHOT_VERSIONS_READ: readonly unknown[] = [1, 2, 3];
+/** 2 added the `configs` table, 3 the `removed` table, 4 the lease tables; older snapshots
+ *  (without them) still restore. */
+export const SNAPSHOT_VERSION = 4;
+const SNAPSHOT_VERSIONS_READ: readonly unknown[] = [1, 2, 3, 4];
 /** Record bytes gathered into one frame before it is handed out. */
 const FRAME_BYTES_TARGET = 1024 * 1024;
 /** Bound on one frame when reading (a record is at most a key and a value, well below). */
 const FRAME_BYTES_MAX = 64 * 1024 * 1024;
 
-const TABLES = ['kv', 'sessions', 'session_use', 'members', 'voters_ever', 'configs', 'removed'] as const;
+const TABLES = ['kv', 'sessions', 'session_use', 'members', 'voters_ever', 'configs', 'removed', 'leases', 'lease_expiry', 'lease_keys'] as const;
 type Table = (typeof TABLES)[number];
 
 /** The `StoreEnv` table a snapshot table is. */
@@ -42,6 +43,10 @@ function stateTable(t: Table): StateTable {
       return 'sessionUse';
     case 'voters_ever':
       return 'votersEver';
+    case 'lease_expiry':
+      return 'leaseExpiry';
+    case 'lease_keys':
+      return 'leaseKeys';
     default:
       return t;
   }

@@ -13,6 +13,17 @@ export interface KeyValue {
   readonly value: Uint8Array;
   /** The index of the command that last wrote the key. */
   readonly revision: number;
+  /** The lease the key is attached to, if any. */
+  readonly lease?: number;
+}
+
+/** A lease as the state machine holds it (kv.ts). Times are log time. */
+export interface LeaseRecord {
+  readonly id: number;
+  readonly ttlMs: number;
+  readonly expiresAt: number;
+  /** Keys attached. */
+  readonly keys: number;
 }
 
 /** A member as the state machine records it (from the membership change's meta). */
@@ -60,6 +71,12 @@ export interface StateStore {
   /** Finished segments whose last slot is after `afterSlot`, in order, at most `limit`. */
   segments(afterSlot: number, limit?: number): SegmentBound[];
   get(key: Uint8Array): KeyValue | undefined;
+  /** A lease that is still live at the applied log time (expired ones, not yet reaped, are
+   *  not returned), and leases after `after` (by id), at most `limit`. */
+  lease(id: number): LeaseRecord | undefined;
+  leases(after: number, limit: number): { items: LeaseRecord[]; more: boolean };
+  /** Whether any lease is held (the leader ticks only then). */
+  hasLeases(): boolean;
   /** Keys with `prefix`, after `after` (exclusive), at most `limit` items and `bytesMax`
    *  bytes of values; `more` is true only when further keys match. */
   range(prefix: Uint8Array, after: Uint8Array | null, limit: number, bytesMax: number): { items: KeyValue[]; more: boolean };

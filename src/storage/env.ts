@@ -19,6 +19,9 @@
  * | `sm.configs`    | u64 slot it governs from     | msgpack voter ids: the configurations the node applied or restored (applied.ts `recordConfig`) | state |
  * | `sm.removed`    | peer id (UTF-8)              | u64 index of its removal: peers removed from the cluster, never added back (etcd's removed ids) | state |
  * | `sm.effects`    | u64 index                    | msgpack list of the keys that command changed (state/effects.ts): the journal watch serves | state |
+| `sm.leases`     | u64 lease id (its grant's index) | msgpack lease record (TTL, expiry in log time, key count) | state |
+| `sm.lease_expiry` | u64 expiry (log time) + u64 lease id | empty: the expiry order | state |
+| `sm.lease_keys` | u64 lease id + key bytes     | empty: the keys attached to a lease (the key's `sm.kv` value names the lease too) | state |
  *
  * Durability: lmdb-js commits asynchronous writes on its writer thread and, with
  * `overlappingSync` (on by default outside Windows), flushes to disk after the commit.
@@ -33,7 +36,7 @@ import { Packr } from 'msgpackr';
 /** The environment's file inside a data dir (LMDB adds `-lock` beside it). */
 export const ENV_FILE = 'pangea.mdb';
 /** Named databases above, plus room for the archive and later owners. */
-const DBS_MAX = 16;
+const DBS_MAX = 24;
 
 export type BytesDb = Database<Uint8Array, Uint8Array>;
 export type NamedDb = Database<Uint8Array, string>;
@@ -55,6 +58,9 @@ export interface StoreEnv {
   readonly configs: BytesDb;
   readonly removed: BytesDb;
   readonly effects: BytesDb;
+  readonly leases: BytesDb;
+  readonly leaseExpiry: BytesDb;
+  readonly leaseKeys: BytesDb;
 }
 
 export function openEnv(dir: string): StoreEnv {
@@ -78,6 +84,9 @@ export function openEnv(dir: string): StoreEnv {
     configs: bytes('sm.configs'),
     removed: bytes('sm.removed'),
     effects: bytes('sm.effects'),
+    leases: bytes('sm.leases'),
+    leaseExpiry: bytes('sm.lease_expiry'),
+    leaseKeys: bytes('sm.lease_keys'),
   };
 }
 

@@ -220,7 +220,7 @@ class MemoryDb {
   }
 }
 
-const TABLES = ['logMeta', 'logSlots', 'logSeq', 'smMeta', 'kv', 'sessions', 'sessionUse', 'members', 'chain', 'segments', 'votersEver', 'configs', 'removed', 'effects'] as const;
+const TABLES = ['logMeta', 'logSlots', 'logSeq', 'smMeta', 'kv', 'sessions', 'sessionUse', 'members', 'chain', 'segments', 'votersEver', 'configs', 'removed', 'effects', 'leases', 'leaseExpiry', 'leaseKeys'] as const;
 
 /** A fresh in-memory environment with every table of `openEnv`. */
 export function openMemoryEnv(): StoreEnv {

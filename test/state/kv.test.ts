@@ -1,70 +1,13 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import { createHash } from 'node:crypto';
 import { Packr } from 'msgpackr';
-import type { Command, ConfigEpoch, Entry, LogPoint } from '../../src/consensus/index.js';
-import { openStores, type OpenStoresOptions, type Stores } from '../../src/stores.js';
+import type { Command, ConfigEpoch, Entry } from '../../src/consensus/index.js';
+import { openStores } from '../../src/stores.js';
+import { Harness, EPOCHS, GENESIS, HOUR, b, tempDir } from './harness.js';
 import { chainBytes, encodeAppCommand, type ApplyResult, type Compare, type KvOp, type RequestId, type SettingsOp } from '../../src/state/command.js';
 import { LOG_TIME_STEP_MS } from '../../src/state/kv.js';
 import { openEnv } from '../../src/storage/env.js';
-
-const dirs: string[] = [];
-after(() => {
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-});
-
-function tempDir(): string {
-  const d = mkdtempSync(join(tmpdir(), 'pangea-state-'));
-  dirs.push(d);
-  return d;
-}
-
-const EPOCHS: readonly ConfigEpoch[] = [{ fromSlot: 1, config: { voters: ['a'], learners: [] } }];
-const GENESIS: LogPoint = { slot: 0, index: 0, epochs: EPOCHS };
-const b = (s: string): Uint8Array => new TextEncoder().encode(s);
-const HOUR = 60 * 60 * 1000;
-
-/** A node's stores plus a feeder that numbers slots and indexes as the core would. */
-class Harness {
-  readonly stores: Stores;
-  private slot: number;
-  private index: number;
-  time = 1_000_000;
-
-  constructor(
-    readonly dir = tempDir(),
-    opts: OpenStoresOptions = {},
-  ) {
-    this.stores = openStores(dir, { genesis: GENESIS, ...opts });
-    const { point } = this.stores.state.applied();
-    this.slot = point.slot;
-    this.index = point.index;
-  }
-
-  get state() {
-    return this.stores.state;
-  }
-
-  entry(batch: readonly Command[], epochs: readonly ConfigEpoch[] = EPOCHS): Entry {
-    const e: Entry = { slot: ++this.slot, index: this.index + 1, batch, epochs };
-    this.index += batch.length;
-    return e;
-  }
-
-  /** Applies one command in its own slot and returns its answer. */
-  one(op: KvOp | SettingsOp, requestId?: RequestId): ApplyResult {
-    const results = this.state.apply([this.entry([this.cmd(op, requestId)])]);
-    assert.equal(results.length, 1);
-    return results[0]!;
-  }
-
-  cmd(op: KvOp | SettingsOp, requestId?: RequestId, time = this.time): Command {
-    return { kind: 'app', data: encodeAppCommand({ op, time, proposal: 'a:1', ...(requestId ? { requestId } : {}) }) };
-  }
-}
 
 const put = (key: string, value: string, cond: { ifMatch?: number; ifAbsent?: boolean } = {}): KvOp => ({ t: 'put', key: b(key), value: b(value), ...cond });
 const del = (key: string, ifMatch?: number): KvOp => ({ t: 'delete', key: b(key), ...(ifMatch === undefined ? {} : { ifMatch }) });

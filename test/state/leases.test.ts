@@ -1,0 +1,133 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { openStores } from '../../src/stores.js';
+import { LEASE_KEYS_MAX, type KvOp, type LeaseOp, type TxnOp } from '../../src/state/command.js';
+import { Harness, b, tempDir } from './harness.js';
+
+const grant = (ttlMs: number): LeaseOp => ({ t: 'lease_grant', ttlMs });
+const tick: LeaseOp = { t: 'lease_tick' };
+const put = (key: string, value: string, lease?: number): KvOp => ({ t: 'put', key: b(key), value: b(value), ...(lease === undefined ? {} : { lease }) });
+
+/** A harness whose commands carry log time as it is (0 in a new store): `advance` moves it. */
+function clockAtZero(): Harness {
+  const h = new Harness();
+  h.time = 0;
+  return h;
+}
+
+/** Moves log time by `ms` with ticks, a second each (the most one command moves it). */
+function advance(h: Harness, ms: number): void {
+  for (let left = ms; left > 0; left -= 1000) {
+    h.time += Math.min(1000, left);
+    h.one(tick);
+  }
+}
+
+test('a lease: granted at its index, keys attach and detach, expiry deletes them at apply in log time', async () => {
+  const h = clockAtZero();
+  h.one(tick);
+  const g = h.one(grant(5_000));
+  assert.deepEqual(g, { kind: 'lease_granted', index: 2, id: 2, ttlMs: 5_000 });
+  assert.deepEqual(h.one(put('a', '1', 2)), { kind: 'put', index: 3, revision: 3 });
+  assert.deepEqual(h.one(put('b', '1', 2)), { kind: 'put', index: 4, revision: 4 });
+  assert.deepEqual(h.state.get(b('a')), { key: b('a'), value: b('1'), revision: 3, lease: 2 });
+  assert.equal(h.state.lease(2)?.keys, 2);
+  // A put without the lease detaches the key, as in etcd.
+  h.one(put('b', '2'));
+  assert.deepEqual(h.state.get(b('b')), { key: b('b'), value: b('2'), revision: 5 });
+  assert.equal(h.state.lease(2)?.keys, 1);
+  assert.deepEqual(h.one(put('c', '1', 99)), { kind: 'lease_not_found', index: 6, id: 99 });
+  assert.equal(h.state.get(b('c')), undefined, 'a refused put changes nothing');
+
+  advance(h, 4_000);
+  assert.ok(h.state.get(b('a')), 'still there a second before expiry');
+  assert.equal(h.state.lease(2)?.expiresAt, 5_000);
+  advance(h, 1_000);
+  assert.equal(h.state.get(b('a')), undefined);
+  assert.equal(h.state.lease(2), undefined);
+  assert.ok(h.state.get(b('b')), 'the detached key stays');
+  assert.equal(h.state.hasLeases(), false);
+  const last = h.state.applied().point.index;
+  const [effects] = h.state.effects(last - 1, last, 10);
+  assert.deepEqual(effects?.changes, [{ type: 'delete', key: b('a'), cause: 'lease' }]);
+  assert.deepEqual(h.one({ t: 'lease_keepalive', ids: [2] }), { kind: 'lease_kept', index: last + 1, ttls: [null] });
+  await h.stores.close();
+});
+
+test('keep-alives renew to the full TTL; revoke deletes the keys in one command', async () => {
+  const h = clockAtZero();
+  const id = (h.one(grant(3_000)) as { id: number }).id;
+  const other = (h.one(grant(3_000)) as { id: number }).id;
+  h.one(put('k', 'v', id));
+  h.one(put('o', 'v', other));
+  for (let i = 0; i < 5; i++) {
+    advance(h, 2_000);
+    const r = h.one({ t: 'lease_keepalive', ids: [id, 12345] });
+    assert.deepEqual(r.kind === 'lease_kept' && r.ttls, [3_000, null]);
+  }
+  assert.ok(h.state.get(b('k')), 'kept alive for 10 s on a 3 s TTL');
+  assert.equal(h.state.get(b('o')), undefined, 'the other one expired');
+  const r = h.one({ t: 'lease_revoke', id });
+  assert.deepEqual(r, { kind: 'lease_revoked', index: r.index, revoked: true });
+  assert.equal(h.state.get(b('k')), undefined);
+  assert.deepEqual(h.state.effects(r.index - 1, r.index, 1)[0]?.changes, [{ type: 'delete', key: b('k'), cause: 'lease' }]);
+  assert.equal(h.one({ t: 'lease_revoke', id }).kind === 'lease_revoked' && (h.state.lease(id) === undefined), true);
+  await h.stores.close();
+});
+
+test('TTL bounds, the cluster’s lease limit, and a lease’s key limit (counted through a txn, exactly)', async () => {
+  const h = clockAtZero();
+  assert.equal(h.one(grant(1_999)).kind, 'invalid');
+  assert.equal(h.one(grant(30 * 24 * 3600 * 1000 + 1)).kind, 'invalid');
+  h.one({ t: 'cluster_settings', settings: { sessionTtlMs: 3600_000, maxLeases: 2 } });
+  const a = (h.one(grant(60_000)) as { id: number }).id;
+  const c = (h.one(grant(60_000)) as { id: number }).id;
+  assert.equal(h.one(grant(60_000)).kind, 'limit_reached');
+  const puts = (n: number, lease: number, from = 0): TxnOp[] => Array.from({ length: n }, (_, i) => ({ op: 'put', key: b(`k${from + i}`), value: b('x'), lease }));
+  const txn = (success: TxnOp[]): KvOp => ({ t: 'txn', compare: [], success, failure: [] });
+  assert.equal(h.one(txn(puts(LEASE_KEYS_MAX, a))).kind, 'txn');
+  assert.equal(h.state.lease(a)?.keys, LEASE_KEYS_MAX);
+  const over = h.one(put('one-more', 'x', a));
+  assert.equal(over.kind, 'limit_reached');
+  assert.equal(h.state.get(b('one-more')), undefined);
+  // Moving a key to another lease and adding one in the same txn stays within the limit.
+  assert.equal(h.one(txn([{ op: 'put', key: b('k0'), value: b('y'), lease: c }, { op: 'put', key: b('new'), value: b('y'), lease: a }])).kind, 'txn');
+  assert.equal(h.state.lease(a)?.keys, LEASE_KEYS_MAX);
+  assert.equal(h.state.lease(c)?.keys, 1);
+  // A txn that would break the limit applies none of its ops.
+  const before = h.state.applied().point.index;
+  assert.equal(h.one(txn([{ op: 'delete', key: b('k1') }, { op: 'put', key: b('x1'), value: b('y'), lease: a }, { op: 'put', key: b('x2'), value: b('y'), lease: a }])).kind, 'limit_reached');
+  assert.ok(h.state.get(b('k1')), 'the delete in the refused txn did not apply');
+  assert.deepEqual(h.state.effects(before, before + 1, 1), []);
+  await h.stores.close();
+});
+
+test('expiry deletes at most 10,000 keys a command, in (expiresAt, id) order, and goes on with the next commands', async () => {
+  const h = clockAtZero();
+  const first = (h.one(grant(2_000)) as { id: number }).id;
+  const second = (h.one(grant(2_000)) as { id: number }).id;
+  h.one({ t: 'txn', compare: [], success: Array.from({ length: LEASE_KEYS_MAX }, (_, i): TxnOp => ({ op: 'put', key: b(`a${i}`), value: b('x'), lease: first })), failure: [] });
+  h.one({ t: 'txn', compare: [], success: Array.from({ length: 5 }, (_, i): TxnOp => ({ op: 'put', key: b(`b${i}`), value: b('x'), lease: second })), failure: [] });
+  advance(h, 2_000);
+  const at = h.state.applied().point.index;
+  h.one(tick);
+  const perIndex = h.state.effects(at - 2, at + 1, 10).map((e) => [e.index, e.changes.length, new TextDecoder().decode(e.changes[0]!.key).slice(0, 1)]);
+  assert.deepEqual(perIndex.slice(-2), [[at, LEASE_KEYS_MAX, 'a'], [at + 1, 5, 'b']]);
+  assert.equal(h.state.hasLeases(), false);
+  assert.deepEqual(h.state.range(b(''), null, 10, 1 << 20).items, []);
+  await h.stores.close();
+});
+
+test('a snapshot carries leases, attached keys and log time; the restored store expires them alike', async () => {
+  const h = clockAtZero();
+  const id = (h.one(grant(4_000)) as { id: number }).id;
+  h.one(put('k', 'v', id));
+  const snap = h.state.snapshot();
+  const other = openStores(tempDir(), {});
+  await other.state.restore(snap);
+  assert.deepEqual(other.state.lease(id), h.state.lease(id));
+  assert.deepEqual(other.state.get(b('k')), h.state.get(b('k')));
+  assert.deepEqual(other.state.leases(0, 10), { items: [h.state.lease(id)], more: false });
+  await other.close();
+  await h.stores.close();
+});
