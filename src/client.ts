@@ -17,6 +17,7 @@ import { sleep } from './sleep.js';
 import { readEvents } from './net/sse.js';
 import { deadlineSignal } from './abort.js';
 import { randomBytes } from 'node:crypto';
+import { Election, Lease, Lock, type LockOptions } from './recipes.js';
 
 export interface PangeaClientOptions {
   /** HTTP base URLs of nodes, e.g. `http://127.0.0.1:7070`; at least one. */
@@ -74,12 +75,15 @@ export interface GetResult {
   readonly revision: number;
   /** The applied index the read reflects. */
   readonly index: number;
+  /** The lease the key is attached to, if any. */
+  readonly lease?: string;
 }
 
 export interface Item {
   readonly key: string;
   readonly value: Uint8Array;
   readonly revision: number;
+  readonly lease?: string;
 }
 
 export interface ListOptions extends CallOptions {
@@ -96,7 +100,17 @@ export interface TxnCompare {
   readonly value: Value | number | boolean;
 }
 
-export type TxnOp = { readonly op: 'put'; readonly key: string; readonly value: Value } | { readonly op: 'delete' | 'get'; readonly key: string };
+export type TxnOp = { readonly op: 'put'; readonly key: string; readonly value: Value; readonly lease?: string } | { readonly op: 'delete' | 'get'; readonly key: string };
+
+/** A lease as `GET /v1/leases/{id}` shows it. */
+export interface LeaseInfo {
+  readonly id: string;
+  /** Seconds. */
+  readonly ttl: number;
+  /** In cluster time (log time), as of the read. */
+  readonly remainingMs: number;
+  readonly keys: number;
+}
 
 export interface TxnRequest {
   readonly compare?: readonly TxnCompare[];
@@ -125,6 +139,8 @@ export interface WatchChange {
   /** Puts, unless `values: false`. */
   readonly value?: Uint8Array;
   readonly revision?: number;
+  /** Puts on a lease. */
+  readonly lease?: string;
   /** Deletes: a delete command, a txn branch, or a lease's expiry. */
   readonly cause?: 'delete' | 'txn' | 'lease';
 }
@@ -141,6 +157,7 @@ interface WireChange {
   readonly key: string;
   readonly value?: string;
   readonly revision?: number;
+  readonly lease?: string;
   readonly cause?: 'delete' | 'txn' | 'lease';
 }
 
@@ -150,6 +167,7 @@ function fromWire(c: WireChange): WatchChange {
     key: c.key,
     ...(c.value !== undefined ? { value: fromBase64(c.value) } : {}),
     ...(c.revision !== undefined ? { revision: c.revision } : {}),
+    ...(c.lease !== undefined ? { lease: c.lease } : {}),
     ...(c.cause !== undefined ? { cause: c.cause } : {}),
   };
 }
@@ -225,15 +243,18 @@ export class PangeaClient {
     const q = opts.consistency ? `?consistency=${opts.consistency}` : '';
     const r = await this.request({ method: 'GET', path: `/v1/kv/${encodeKey(key)}${q}`, retry: 'idempotent', accept: [404], signal: opts.signal });
     if (r.status === 404) return null;
-    return { value: r.body, revision: Number(etagRevision(r.headers.get('etag'))), index: Number(r.headers.get('pangea-index')) };
+    const lease = r.headers.get('pangea-lease');
+    return { value: r.body, revision: Number(etagRevision(r.headers.get('etag'))), index: Number(r.headers.get('pangea-index')), ...(lease === null ? {} : { lease }) };
   }
 
-  /** Writes `value`; `ifMatch` (a revision) or `ifAbsent` make it conditional (412 otherwise). */
-  async put(key: Key, value: Value, opts: { ifMatch?: number; ifAbsent?: boolean } & CallOptions = {}): Promise<{ index: number; revision: number }> {
+  /** Writes `value`; `ifMatch` (a revision) or `ifAbsent` make it conditional (412 otherwise);
+   *  `lease` attaches the key to a lease (a put without one detaches it). */
+  async put(key: Key, value: Value, opts: { ifMatch?: number; ifAbsent?: boolean; lease?: string } & CallOptions = {}): Promise<{ index: number; revision: number }> {
     const headers: Record<string, string> = { 'content-type': 'application/octet-stream' };
     if (opts.ifMatch !== undefined) headers['if-match'] = `"${opts.ifMatch}"`;
     if (opts.ifAbsent) headers['if-none-match'] = '*';
-    return this.json(await this.write({ method: 'PUT', path: `/v1/kv/${encodeKey(key)}`, body: toBytes(value), headers, retry: 'idempotent', signal: opts.signal }));
+    const q = opts.lease === undefined ? '' : `?lease=${encodeURIComponent(opts.lease)}`;
+    return this.json(await this.write({ method: 'PUT', path: `/v1/kv/${encodeKey(key)}${q}`, body: toBytes(value), headers, retry: 'idempotent', signal: opts.signal }));
   }
 
   async delete(key: Key, opts: { ifMatch?: number } & CallOptions = {}): Promise<{ index: number; deleted: boolean }> {
@@ -249,10 +270,11 @@ export class PangeaClient {
     if (opts.after) q.push(`after=${encodeKey(opts.after)}`);
     if (opts.limit !== undefined) q.push(`limit=${opts.limit}`);
     if (opts.consistency) q.push(`consistency=${opts.consistency}`);
-    const r = await this.json<{ items: { key: string; value: string; revision: number }[]; more: boolean; index: number }>(
+    const r = await this.json<{ items: { key: string; value: string; revision: number; lease?: string }[]; more: boolean; index: number }>(
       await this.request({ method: 'GET', path: `/v1/kv?${q.join('&')}`, retry: 'idempotent', signal: opts.signal }),
     );
-    return { items: r.items.map((i) => ({ key: i.key, value: fromBase64(i.value), revision: i.revision })), more: r.more, index: r.index };
+    const items = r.items.map((i): Item => ({ key: i.key, value: fromBase64(i.value), revision: i.revision, ...(i.lease === undefined ? {} : { lease: i.lease }) }));
+    return { items, more: r.more, index: r.index };
   }
 
   /** Every item under `prefix`, page by page (each page its own read). */
@@ -268,7 +290,8 @@ export class PangeaClient {
 
   /** An atomic compare-and-then (API.md, Transactions). Values are sent and answered as bytes. */
   async txn(t: TxnRequest, opts: CallOptions = {}): Promise<{ succeeded: boolean; index: number; results: TxnResult[] }> {
-    const op = (o: TxnOp): Record<string, unknown> => (o.op === 'put' ? { op: 'put', key: o.key, value: toBase64(o.value) } : { op: o.op, key: o.key });
+    const op = (o: TxnOp): Record<string, unknown> =>
+      o.op === 'put' ? { op: 'put', key: o.key, value: toBase64(o.value), ...(o.lease === undefined ? {} : { lease: o.lease }) } : { op: o.op, key: o.key };
     const body = JSON.stringify({
       encoding: 'base64',
       compare: (t.compare ?? []).map((c) => ({ key: c.key, target: c.target, op: c.op, value: c.target === 'value' ? toBase64(c.value as Value) : c.value })),
@@ -298,6 +321,52 @@ export class PangeaClient {
       if (e instanceof PangeaError && e.code === 'precondition_failed') return { ok: false, revision: e.revision ?? null };
       throw e;
     }
+  }
+
+  // --- leases (API contract, "Leases") -------------------------------------------------
+
+  /** Grants a lease of `ttlS` seconds (2 to 2,592,000). Retried only when it surely was not
+   *  applied (a retry of one that was would grant a second lease, left to expire). */
+  async grantLease(ttlS: number, opts: CallOptions = {}): Promise<{ id: string; ttl: number; index: number }> {
+    const body = JSON.stringify({ ttl: ttlS });
+    return this.json(await this.request({ method: 'POST', path: '/v1/leases', body, headers: { 'content-type': 'application/json' }, retry: 'onlyUnsent', signal: opts.signal }));
+  }
+
+  /** Renews a lease to its full TTL; `404 lease_not_found` once it has expired. Safe to retry. */
+  async keepAliveLease(id: string, opts: CallOptions = {}): Promise<{ id: string; ttl: number; index: number }> {
+    return this.json(await this.request({ method: 'POST', path: `/v1/leases/${encodeURIComponent(id)}/keepalive`, retry: 'idempotent', signal: opts.signal }));
+  }
+
+  /** Revokes a lease, deleting its keys. Safe to retry. */
+  async revokeLease(id: string, opts: CallOptions = {}): Promise<{ index: number; revoked: boolean }> {
+    return this.json(await this.request({ method: 'DELETE', path: `/v1/leases/${encodeURIComponent(id)}`, retry: 'idempotent', signal: opts.signal }));
+  }
+
+  /** A lease's state, or null once it is unknown or expired. */
+  async leaseInfo(id: string, opts: CallOptions = {}): Promise<LeaseInfo | null> {
+    const r = await this.request({ method: 'GET', path: `/v1/leases/${encodeURIComponent(id)}`, retry: 'idempotent', accept: [404], signal: opts.signal });
+    return r.status === 404 ? null : this.json<LeaseInfo>(r);
+  }
+
+  /** One page of the live leases, by id. */
+  async leases(opts: { after?: string; limit?: number } & CallOptions = {}): Promise<{ items: LeaseInfo[]; more: boolean; index: number }> {
+    const q = [...(opts.after ? [`after=${encodeURIComponent(opts.after)}`] : []), ...(opts.limit !== undefined ? [`limit=${opts.limit}`] : [])];
+    return this.json(await this.request({ method: 'GET', path: `/v1/leases${q.length > 0 ? `?${q.join('&')}` : ''}`, retry: 'idempotent', signal: opts.signal }));
+  }
+
+  /** A lease that keeps itself alive (recipes.ts) until `revoke()` or `close()`. */
+  async lease(ttlS: number, opts: CallOptions = {}): Promise<Lease> {
+    return Lease.grant(this, ttlS, opts);
+  }
+
+  /** A mutex on `name` with fencing revisions (recipes.ts). */
+  async lock(name: string, opts: LockOptions = {}): Promise<Lock> {
+    return Lock.acquire(this, name, opts);
+  }
+
+  /** Leader election on `name` with observation (recipes.ts). */
+  elect(name: string): Election {
+    return new Election(this, name);
   }
 
   async cluster(): Promise<ClusterInfo> {

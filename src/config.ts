@@ -12,6 +12,7 @@
  * const options = resolveServeOptions({ flags: { 'archive-delay': '1m' }, file: loadConfigFile('pangea.json') });
  * ```
  */
+import { LEASE_TICK_MS_DEFAULT } from './leases.js';
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { multiaddr } from '@multiformats/multiaddr';
@@ -57,6 +58,7 @@ export const SERVE_SETTINGS = {
   'max-request-bytes': { kind: 'integer', help: 'largest request body accepted', default: maxRequestBytesDefault, min: 1 },
   'max-txn-ops': { kind: 'integer', help: 'most compares plus operations in one transaction', default: maxTxnOpsDefault, min: 1 },
   'max-watches': { kind: 'integer', help: 'watch streams this node serves at once (more are answered 503)', default: watchesMaxDefault, min: 1 },
+  'lease-tick': { kind: 'duration', help: 'how often lease keep-alives received here are proposed (one command each time), and the leader ticks while leases exist', default: formatDuration(LEASE_TICK_MS_DEFAULT), min: 10 },
   'log-level': { kind: 'string', help: 'debug, info, warn or error', default: 'info', parse: (v: string, what: string) => checkLogLevel(v, what) },
   'archive-url': {
     kind: 'string',
@@ -232,6 +234,7 @@ export interface ServeOptions {
   readonly maxRequestBytes: number;
   readonly maxTxnOps: number;
   readonly maxWatches: number;
+  readonly leaseTickMs: number;
   readonly logLevel: LogLevel;
   readonly archive: NodeArchiveOptions;
 }
@@ -363,6 +366,7 @@ export function resolveServeOptions(sources: ServeSources): ServeOptions {
     maxRequestBytes: s.get('max-request-bytes'),
     maxTxnOps: s.get('max-txn-ops'),
     maxWatches: s.get('max-watches'),
+    leaseTickMs: s.get('lease-tick'),
     logLevel: s.get('log-level'),
     archive: {
       url: s.get('archive-url'),

@@ -17,9 +17,10 @@ import type { LogStore } from './log/log-store.js';
 import type { Transport } from './net/transport.js';
 import { MembershipError, ServiceError, type ClusterView, type Consistency, type KvService } from './net/service.js';
 import type { WatchSource } from './net/watch.js';
-import { decodeAppCommand, encodeAppCommand, type ApplyResult, type ArchiveSettings, type KvOp, type RequestId, type SettingsOp } from './state/command.js';
+import { decodeAppCommand, encodeAppCommand, type ApplyResult, type ArchiveSettings, type KvOp, type LeaseOp, type RequestId, type SettingsOp } from './state/command.js';
+import { LeaseKeeper, type KeptAlive } from './leases.js';
 import type { SegmentBound } from './state/segments.js';
-import type { KeyValue, MemberRecord, StateStore } from './state/state-store.js';
+import type { KeyValue, LeaseRecord, MemberRecord, StateStore } from './state/state-store.js';
 import type { StateSnapshot } from './state/snapshot.js';
 import { Packr } from 'msgpackr';
 import { Metrics } from './metrics.js';
@@ -71,11 +72,25 @@ export interface NodeParts {
   /** The node was a member before this start (its data dir is not joining): see
    *  ReplicaOptions.wasMember. */
   readonly wasMember?: boolean;
+  /** `--lease-tick`: how often keep-alives are proposed and the leader ticks (leases.ts). */
+  readonly leaseTickMs?: number;
+}
+
+/** Moved only by `jumpClock`. */
+let clockJumpMs = 0;
+
+/**
+ * A test hook: moves this process's clock by `ms` from now on, as a stepped clock would
+ * (`serve` calls it on SIGUSR2 when PANGEA_TEST_CLOCK_JUMP_MS is set). Log time, and so
+ * every lease, must not notice more than a step (test/cluster/leases.test.ts).
+ */
+export function jumpClock(ms: number): void {
+  clockJumpMs += ms;
 }
 
 /** Node's timers and monotonic clock. */
 export const NODE_CLOCK: DriverClock = {
-  now: () => performance.now(),
+  now: () => performance.now() + clockJumpMs,
   soon: (fn) => void setImmediate(fn),
   after: (ms, fn) => {
     const t = setTimeout(fn, ms);
@@ -94,9 +109,11 @@ export function encodeMemberMeta(m: { http: string; p2p: readonly string[] }): U
   return metaPackr.pack({ http: m.http, p2p: [...m.p2p] });
 }
 
-/** Settings are never refused by admission: archiving, which frees the hot-log quota, needs them. */
-function isSettingsOp(op: { readonly t: string } | undefined): boolean {
-  return op?.t === 'archive_settings' || op?.t === 'cluster_settings';
+/** Settings are never refused by admission: archiving, which frees the hot-log quota, needs
+ *  them. Nor are lease ticks and keep-alives: refusing them would expire the leases of
+ *  clients that did everything right. */
+function bypassesAdmission(op: { readonly t: string } | undefined): boolean {
+  return op?.t === 'archive_settings' || op?.t === 'cluster_settings' || op?.t === 'lease_tick' || op?.t === 'lease_keepalive';
 }
 
 /** The durable state of a node that creates a new one-member cluster. */
@@ -115,6 +132,7 @@ export class PangeaNode implements KvService {
   private readonly logger: Logger;
   private readonly timing: NodeTiming;
   private readonly driver: Driver;
+  private readonly leaseKeeper: LeaseKeeper;
   private proposalSeq = 0;
   private members: MemberRecord[] = [];
   private segmentListener: ((bound: SegmentBound) => void) | null = null;
@@ -198,13 +216,19 @@ export class PangeaNode implements KvService {
       },
       // Writes a follower forwards pass the leader's own admission (the hot-log quota), as
       // its own do; settings never wait for it (archiving, which frees the quota, needs them).
-      admitForwarded: (cmd) => (cmd.kind === 'app' && isSettingsOp(decodeAppCommand(cmd.data)?.op) ? null : this.admission()),
+      admitForwarded: (cmd) => (cmd.kind === 'app' && bypassesAdmission(decodeAppCommand(cmd.data)?.op) ? null : this.admission()),
       onSnapshotNeeded: (from) => {
         // Peers' hot logs no longer reach back to this node's commit point: it catches up
         // through block sync (from a peer's hot log or the archive) instead of a snapshot.
         this.logger.debug('peers have pruned past this node; catching up through block sync', { from });
         this.snapshotListener?.();
       },
+    });
+    this.leaseKeeper = new LeaseKeeper({
+      write: (op) => this.write(op),
+      leads: () => this.driver.replica.currentRole === 'leader',
+      hasLeases: () => this.state.leaseCount() > 0,
+      ...(parts.leaseTickMs === undefined ? {} : { tickMs: parts.leaseTickMs }),
     });
     this.refreshMembers();
     this.registerMetrics(this.registry);
@@ -213,6 +237,7 @@ export class PangeaNode implements KvService {
   /** Starts ticking. The transport is started by the caller (it must know its addresses first). */
   start(): void {
     this.driver.start();
+    this.leaseKeeper.start();
     this.roleWatch ??= setInterval(() => this.watchRole(), ROLE_WATCH_MS).unref();
   }
 
@@ -240,6 +265,7 @@ export class PangeaNode implements KvService {
 
   async stop(): Promise<void> {
     if (this.roleWatch !== null) clearInterval(this.roleWatch);
+    this.leaseKeeper.stop(new ServiceError('unavailable', 'the node is shutting down'));
     this.driver.stop();
     await new Promise<void>((resolve) => this.driver.whenLogIdle(resolve));
   }
@@ -328,8 +354,8 @@ export class PangeaNode implements KvService {
     }
   }
 
-  write(op: KvOp | SettingsOp, requestId?: RequestId): Promise<ApplyResult> {
-    const refused = isSettingsOp(op) ? null : this.admission();
+  write(op: KvOp | SettingsOp | LeaseOp, requestId?: RequestId): Promise<ApplyResult> {
+    const refused = bypassesAdmission(op) ? null : this.admission();
     if (refused !== null) return Promise.reject(new ServiceError('unavailable', refused));
     const data = encodeAppCommand({
       op,
@@ -378,6 +404,22 @@ export class PangeaNode implements KvService {
 
   get(key: Uint8Array): KeyValue | undefined {
     return this.state.get(key);
+  }
+
+  keepAlive(id: number): Promise<KeptAlive> {
+    return this.leaseKeeper.keepAlive(id);
+  }
+
+  lease(id: number): LeaseRecord | undefined {
+    return this.state.lease(id);
+  }
+
+  leases(after: number, limit: number): { items: LeaseRecord[]; more: boolean } {
+    return this.state.leases(after, limit);
+  }
+
+  logTime(): number {
+    return this.state.logTime();
   }
 
   range(prefix: Uint8Array, after: Uint8Array | null, limit: number, bytesMax: number): { items: KeyValue[]; more: boolean } {
@@ -600,6 +642,11 @@ export class PangeaNode implements KvService {
     m.counter('pangea_linearizable_reads_total', 'Read barriers requested.', () => c.reads);
     m.counter('pangea_linearizable_reads_refused_total', 'Reads refused because too many were waiting.', () => c.readsRefused);
     m.counter('pangea_elections_total', 'Elections this node started.', () => r.stats.elections);
+    m.gauge('pangea_leases', 'Leases the cluster holds, as of the applied index.', () => this.state.leaseCount());
+    const lk = this.leaseKeeper.counts;
+    m.counter('pangea_lease_keepalives_total', 'Lease keep-alives received here and proposed.', () => lk.keepalives);
+    m.counter('pangea_lease_keepalive_commands_total', 'Keep-alive commands proposed here (one a tick carries every keep-alive of the tick).', () => lk.keepaliveCommands);
+    m.counter('pangea_lease_ticks_total', 'Lease ticks this node proposed as leader.', () => lk.ticks);
     const stats = this.transport.stats as Record<string, number> | undefined;
     for (const name of Object.keys(stats ?? {})) {
       const snake = name.replace(/[A-Z]/g, (ch) => `_${ch.toLowerCase()}`);

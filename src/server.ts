@@ -247,7 +247,7 @@ async function assemble(opts: ServeOptions, hooks: ServerHooks, parts: Started):
       (err: unknown) => onFatal(err),
     );
   };
-  const node = new PangeaNode({ clusterId: cluster.clusterId, peerId: identity.peerId, http, log: stores.log, state: stores.state, transport, logger, genesis: cluster.genesis, metrics, onFatal, onDeparted, wasMember: !cluster.joining });
+  const node = new PangeaNode({ clusterId: cluster.clusterId, peerId: identity.peerId, http, log: stores.log, state: stores.state, transport, logger, genesis: cluster.genesis, metrics, onFatal, onDeparted, wasMember: !cluster.joining, leaseTickMs: opts.leaseTickMs });
   serving = node;
   stores.state.onCommitFailure((err) => node.fail(err, 'committing applied state'));
   const archive = new NodeArchive(stores, archiveHost(node, stores, identity.privateKey), archiveKey, opts.archive, join(opts.dataDir, STAGING_DIR), logger);

@@ -106,6 +106,18 @@ class Fake implements KvService {
   metrics(): Promise<string> {
     return Promise.resolve('');
   }
+  keepAlive(): never {
+    throw new Error('no leases in this fake (test/cluster/leases.test.ts runs real nodes)');
+  }
+  lease(): undefined {
+    return undefined;
+  }
+  leases(): { items: never[]; more: boolean } {
+    return { items: [], more: false };
+  }
+  logTime(): number {
+    return 0;
+  }
   watchSource(): WatchSource {
     return { applied: () => 0, floor: () => 0, effects: () => [], subscribe: () => () => {} };
   }

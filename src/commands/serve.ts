@@ -100,6 +100,9 @@ when the cluster is bootstrapped and ignored afterwards.`;
     };
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
+    // A test hook, off unless the variable is set: SIGUSR2 steps this node's clock.
+    const jump = Number(process.env.PANGEA_TEST_CLOCK_JUMP_MS ?? NaN);
+    if (Number.isFinite(jump)) process.on('SIGUSR2', () => void import('../node.js').then((m) => m.jumpClock(jump)));
     // lmdb-js rejects promises nobody awaits when a commit fails; the node has stopped by
     // then (fail-stop above). Anything else unexpected ends the process too, loudly.
     process.on('unhandledRejection', (err) => {

@@ -6,7 +6,7 @@
 import { peerIdFromString } from '@libp2p/peer-id';
 import { multiaddr } from '@multiformats/multiaddr';
 import { createHash } from 'node:crypto';
-import { KEY_BYTES_MAX, type Compare, type KvOp, type TxnOp } from '../state/command.js';
+import { KEY_BYTES_MAX, LEASE_TTL_MS_MAX, LEASE_TTL_MS_MIN, type Compare, type KvOp, type TxnOp } from '../state/command.js';
 
 /** The longest key, in bytes of UTF-8 (API.md): the state machine's own limit. */
 /** The largest `limit` of a range request, and its default. */
@@ -146,13 +146,14 @@ export function parseRangeQuery(query: string): RangeQuery {
   utf8Text(prefix, 'prefix');
   const afterRaw = q.get('after');
   const after = afterRaw === undefined || afterRaw === '' ? null : checkKeyBytes(percentDecode(afterRaw, 'after'), 'after');
-  let limit = rangeLimitDefault;
-  const limitRaw = q.get('limit');
-  if (limitRaw !== undefined) {
-    if (!/^[1-9][0-9]{0,5}$/.test(limitRaw) || Number(limitRaw) > rangeLimitMax) throw badRequest(`limit must be an integer from 1 to ${rangeLimitMax}`);
-    limit = Number(limitRaw);
-  }
-  return { prefix, after, limit, encoding: parseEncoding(q.get('encoding')), consistency: parseConsistency(q.get('consistency')) };
+  return { prefix, after, limit: parseLimit(q.get('limit')), encoding: parseEncoding(q.get('encoding')), consistency: parseConsistency(q.get('consistency')) };
+}
+
+/** A page's `limit`: 1 to rangeLimitMax, rangeLimitDefault when absent. */
+function parseLimit(raw: string | undefined): number {
+  if (raw === undefined) return rangeLimitDefault;
+  if (!/^[1-9][0-9]{0,5}$/.test(raw) || Number(raw) > rangeLimitMax) throw badRequest(`limit must be an integer from 1 to ${rangeLimitMax}`);
+  return Number(raw);
 }
 
 export interface WatchQuery {
@@ -201,6 +202,36 @@ export function parseWatchQuery(query: string, lastEventId: string | undefined):
   return { key, prefix, after, values: valuesRaw !== 'false', encoding: parseEncoding(q.get('encoding')), progressMs };
 }
 
+/** A lease id: its grant's index, in decimal (a string in JSON, as etcd's gateway sends). */
+export function parseLeaseId(raw: unknown, what: string): number {
+  if (typeof raw !== 'string' || !/^[1-9][0-9]{0,15}$/.test(raw) || !Number.isSafeInteger(Number(raw))) throw badRequest(`${what} must be a lease id (a positive decimal integer)`);
+  return Number(raw);
+}
+
+/** `PUT /v1/kv/{key}?lease=ID`; unknown parameters are ignored. */
+export function parsePutQuery(query: string): { lease?: number } {
+  const raw = parseQuery(query).get('lease');
+  return raw === undefined ? {} : { lease: parseLeaseId(raw, 'lease') };
+}
+
+/** `POST /v1/leases`: `{"ttl": seconds}`, whole seconds from 2 to 2,592,000 (30 days). */
+export function parseLeaseGrant(body: Record<string, unknown>): { ttlMs: number } {
+  fields(body, ['ttl'], 'lease');
+  const ttl = body.ttl;
+  if (typeof ttl !== 'number' || !Number.isSafeInteger(ttl) || ttl * 1000 < LEASE_TTL_MS_MIN || ttl * 1000 > LEASE_TTL_MS_MAX) {
+    throw badRequest(`ttl must be whole seconds from ${LEASE_TTL_MS_MIN / 1000} to ${LEASE_TTL_MS_MAX / 1000}`);
+  }
+  return { ttlMs: ttl * 1000 };
+}
+
+/** `GET /v1/leases?after=ID&limit=L` (limit as in range). */
+export function parseLeaseListQuery(query: string): { after: number; limit: number } {
+  const q = parseQuery(query);
+  const afterRaw = q.get('after');
+  const after = afterRaw === undefined || afterRaw === '' ? 0 : parseLeaseId(afterRaw, 'after');
+  return { after, limit: parseLimit(q.get('limit')) };
+}
+
 /** `If-Match: "<revision>"`: exactly one quoted decimal. */
 export function parseIfMatch(header: string | undefined): number | undefined {
   if (header === undefined) return undefined;
@@ -239,10 +270,15 @@ export function opDigest(op: KvOp): Uint8Array {
   };
   const str = (s: string): void => bytes(Buffer.from(s, 'utf8'));
   const num = (n: number | undefined): void => str(n === undefined ? '-' : String(n));
+  // A lease is digested only when given, so requests without one digest as they always did.
   const txnOp = (o: TxnOp): void => {
     str(o.op);
     bytes(o.key);
     if (o.op === 'put') bytes(o.value);
+    if (o.op === 'put' && o.lease !== undefined) {
+      str('lease');
+      num(o.lease);
+    }
   };
   const compare = (c: Compare): void => {
     bytes(c.key);
@@ -259,6 +295,7 @@ export function opDigest(op: KvOp): Uint8Array {
       bytes(op.value);
       num(op.ifMatch);
       str(op.ifAbsent ? 'absent' : '-');
+      if (op.lease !== undefined) num(op.lease);
       break;
     case 'delete':
       bytes(op.key);
@@ -382,9 +419,11 @@ export function parseTxn(body: Record<string, unknown>, limits: TxnLimits): Pars
       const what = `${branch}[${i}]`;
       const o = asObject(raw, what);
       switch (o.op) {
-        case 'put':
-          fields(o, ['op', 'key', 'value'], what);
-          return { op: 'put', key: jsonKey(o.key, what), value: value(o.value, what) };
+        case 'put': {
+          fields(o, ['op', 'key', 'value', 'lease'], what);
+          const lease = o.lease === undefined ? undefined : parseLeaseId(typeof o.lease === 'number' ? String(o.lease) : o.lease, `${what}: lease`);
+          return { op: 'put', key: jsonKey(o.key, what), value: value(o.value, what), ...(lease === undefined ? {} : { lease }) };
+        }
         case 'delete':
           fields(o, ['op', 'key'], what);
           return { op: 'delete', key: jsonKey(o.key, what) };

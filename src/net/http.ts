@@ -15,14 +15,16 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { isUtf8 } from 'node:buffer';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
-import type { ApplyResult, KvOp, RequestId } from '../state/command.js';
+import type { ApplyResult, KvOp, LeaseOp, RequestId } from '../state/command.js';
+import type { LeaseRecord } from '../state/state-store.js';
 import { snapshotFileBytes } from '../state/snapshot-file.js';
 import { MembershipError, ServiceError, type Consistency, type KvService } from './service.js';
 import { Forwarder, forwardedHeader } from './http-forward.js';
 import { WatchScheduler, WatchStream } from './watch.js';
 import {
-  badRequest, encodeValue, HttpError, isJsonContentType, opDigest, parseIfMatch, parseIfNoneMatch, parseJsonObject, parseMember,
-  parseConsistency, parsePathKey, parseQuery, parseRangeQuery, parseRequestIdHeader, parseTxn, parseWatchQuery, percentDecode, tooLarge, utf8Text,
+  badRequest, encodeValue, HttpError, isJsonContentType, opDigest, parseIfMatch, parseIfNoneMatch, parseJsonObject, parseLeaseGrant, parseLeaseId,
+  parseLeaseListQuery, parseMember, parseConsistency, parsePathKey, parsePutQuery, parseQuery, parseRangeQuery, parseRequestIdHeader, parseTxn, parseWatchQuery,
+  percentDecode, tooLarge, utf8Text,
 } from './http-parse.js';
 
 /** What the HTTP layer logs: a subset of `Logger` (src/logger.ts). */
@@ -317,7 +319,7 @@ export class HttpApi {
         allow(method, ['GET', 'PUT', 'DELETE']);
         const key = parsePathKey(path.slice('/v1/kv/'.length));
         if (method === 'GET') return this.getKey(ctx, key, query);
-        if (method === 'PUT') return this.putKey(ctx, key);
+        if (method === 'PUT') return this.putKey(ctx, key, query);
         return this.deleteKey(ctx, key);
       }
       switch (path) {
@@ -342,6 +344,19 @@ export class HttpApi {
         case '/v1/cluster/leader':
           allow(method, ['POST']);
           return this.transferLeader(ctx);
+        case '/v1/leases':
+          allow(method, ['GET', 'POST']);
+          return method === 'GET' ? this.listLeases(ctx, query) : this.grantLease(ctx);
+      }
+      if (path.startsWith('/v1/leases/')) {
+        const rest = path.slice('/v1/leases/'.length);
+        if (rest.endsWith('/keepalive')) {
+          allow(method, ['POST']);
+          return this.keepAlive(ctx, parseLeaseId(rest.slice(0, -'/keepalive'.length), 'lease id'));
+        }
+        allow(method, ['GET', 'DELETE']);
+        const id = parseLeaseId(rest, 'lease id');
+        return method === 'GET' ? this.getLease(ctx, id, query) : this.revokeLease(ctx, id);
       }
       if (path.startsWith('/v1/cluster/members/')) {
         allow(method, ['DELETE']);
@@ -383,18 +398,20 @@ export class HttpApi {
       'content-length': kv.value.byteLength,
       etag: `"${kv.revision}"`,
       'pangea-index': String(index),
+      ...(kv.lease === undefined ? {} : { 'pangea-lease': String(kv.lease) }),
     });
     res.end(kv.value);
   }
 
-  private async putKey(ctx: Ctx, key: Uint8Array): Promise<void> {
+  private async putKey(ctx: Ctx, key: Uint8Array, query: string): Promise<void> {
+    const { lease } = parsePutQuery(query);
     const ifMatch = parseIfMatch(header(ctx.req, 'if-match'));
     const ifAbsent = parseIfNoneMatch(header(ctx.req, 'if-none-match'));
     if (ifMatch !== undefined && ifAbsent) throw badRequest('give If-Match or If-None-Match, not both');
     const rid = parseRequestIdHeader(header(ctx.req, 'pangea-request-id'));
     const limit = Math.min(this.maxValueBytes, this.maxRequestBytes);
     const value = await this.readBody(ctx, limit, `value over ${limit} bytes`);
-    const op: KvOp = { t: 'put', key, value, ...(ifMatch !== undefined ? { ifMatch } : {}), ...(ifAbsent ? { ifAbsent } : {}) };
+    const op: KvOp = { t: 'put', key, value, ...(ifMatch !== undefined ? { ifMatch } : {}), ...(ifAbsent ? { ifAbsent } : {}), ...(lease !== undefined ? { lease } : {}) };
     const r = await this.write(op, rid);
     if (r.kind !== 'put') return this.sendApplyError(ctx, r);
     sendJson(ctx.res, 200, { index: r.index, revision: r.revision }, { etag: `"${r.revision}"`, 'pangea-index': String(r.index) });
@@ -418,7 +435,8 @@ export class HttpApi {
     const { items, more } = this.service.range(q.prefix, q.after, q.limit, this.rangeBytesMax);
     const out = items.map((kv) => {
       if (q.encoding === 'utf8' && !isUtf8(kv.value)) throw badRequest(`the value of ${JSON.stringify(Buffer.from(kv.key).toString('utf8'))} is not UTF-8: ask with encoding=base64`);
-      return { key: Buffer.from(kv.key.buffer, kv.key.byteOffset, kv.key.byteLength).toString('utf8'), value: encodeValue(kv.value, q.encoding), revision: kv.revision };
+      const item = { key: Buffer.from(kv.key.buffer, kv.key.byteOffset, kv.key.byteLength).toString('utf8'), value: encodeValue(kv.value, q.encoding), revision: kv.revision };
+      return kv.lease === undefined ? item : { ...item, lease: String(kv.lease) };
     });
     sendJson(ctx.res, 200, { items: out, more, index }, { 'pangea-index': String(index) });
   }
@@ -468,6 +486,49 @@ export class HttpApi {
       return { revision: x.revision };
     });
     sendJson(ctx.res, 200, { succeeded: r.succeeded, index: r.index, results }, { 'pangea-index': String(r.index) });
+  }
+
+  // --- leases (API contract, "Leases") -------------------------------------------------
+
+  private async grantLease(ctx: Ctx): Promise<void> {
+    requireJson(ctx.req);
+    const body = await this.readBody(ctx, this.maxRequestBytes, `request over ${this.maxRequestBytes} bytes`);
+    const { ttlMs } = parseLeaseGrant(parseJsonObject(body));
+    const r = await this.write({ t: 'lease_grant', ttlMs }, undefined);
+    if (r.kind !== 'lease_granted') return this.sendApplyError(ctx, r);
+    sendJson(ctx.res, 200, { id: String(r.id), ttl: r.ttlMs / 1000, index: r.index }, { 'pangea-index': String(r.index) });
+  }
+
+  private async keepAlive(ctx: Ctx, id: number): Promise<void> {
+    await this.readBody(ctx, this.maxRequestBytes, `request over ${this.maxRequestBytes} bytes`);
+    const k = await this.deadline(this.service.keepAlive(id), true);
+    if (k.ttlMs === null) throw new HttpError(404, 'lease_not_found', `no lease ${id}: unknown, revoked or expired`, { index: k.index });
+    sendJson(ctx.res, 200, { id: String(id), ttl: k.ttlMs / 1000, index: k.index }, { 'pangea-index': String(k.index) });
+  }
+
+  private async getLease(ctx: Ctx, id: number, query: string): Promise<void> {
+    const index = await this.read(parseConsistencyQuery(query));
+    const lease = this.service.lease(id);
+    if (lease === undefined) throw new HttpError(404, 'lease_not_found', `no lease ${id}: unknown, revoked or expired`, { index }, { 'pangea-index': String(index) });
+    sendJson(ctx.res, 200, { ...this.leaseJson(lease), index }, { 'pangea-index': String(index) });
+  }
+
+  private async listLeases(ctx: Ctx, query: string): Promise<void> {
+    const q = parseLeaseListQuery(query);
+    const index = await this.read(parseConsistencyQuery(query));
+    const { items, more } = this.service.leases(q.after, q.limit);
+    sendJson(ctx.res, 200, { items: items.map((l) => this.leaseJson(l)), more, index }, { 'pangea-index': String(index) });
+  }
+
+  private leaseJson(l: LeaseRecord): Record<string, unknown> {
+    return { id: String(l.id), ttl: l.ttlMs / 1000, remainingMs: Math.max(0, l.expiresAt - this.service.logTime()), keys: l.keys };
+  }
+
+  private async revokeLease(ctx: Ctx, id: number): Promise<void> {
+    await this.readBody(ctx, this.maxRequestBytes, `request over ${this.maxRequestBytes} bytes`);
+    const r = await this.write({ t: 'lease_revoke', id }, undefined);
+    if (r.kind !== 'lease_revoked') return this.sendApplyError(ctx, r);
+    sendJson(ctx.res, 200, { index: r.index, revoked: r.revoked }, { 'pangea-index': String(r.index) });
   }
 
   private clusterView(ctx: Ctx): Promise<void> {
@@ -577,8 +638,8 @@ export class HttpApi {
     return this.deadline(this.service.readBarrier(consistency), false);
   }
 
-  private write(op: KvOp, rid: { client: string; seq: number } | undefined): Promise<ApplyResult> {
-    const requestId: RequestId | undefined = rid === undefined ? undefined : { client: rid.client, seq: rid.seq, digest: opDigest(op) };
+  private write(op: KvOp | LeaseOp, rid: { client: string; seq: number } | undefined): Promise<ApplyResult> {
+    const requestId: RequestId | undefined = rid === undefined || !isKvOp(op) ? undefined : { client: rid.client, seq: rid.seq, digest: opDigest(op) };
     return this.deadline(this.service.write(op, requestId), true);
   }
 
@@ -647,6 +708,10 @@ export class HttpApi {
         throw badRequest('this Pangea-Request-Id sequence is below one already applied for the client');
       case 'invalid':
         throw badRequest(r.message);
+      case 'lease_not_found':
+        throw new HttpError(404, 'lease_not_found', `no lease ${r.id}: unknown, revoked or expired`, { index: r.index });
+      case 'limit_reached':
+        throw new HttpError(409, 'limit_reached', r.message, { index: r.index });
       default:
         throw new Error(`the service answered ${r.kind} to ${ctx.req.method} ${ctx.req.url}`);
     }
@@ -688,6 +753,10 @@ export class HttpApi {
 /** The client API (every endpoint of API.md). */
 export function createHttpApi(service: KvService | (() => KvService), opts: HttpApiOptions = {}): HttpApi {
   return new HttpApi(service, opts);
+}
+
+function isKvOp(op: KvOp | LeaseOp): op is KvOp {
+  return op.t === 'put' || op.t === 'delete' || op.t === 'txn';
 }
 
 function sha256(s: string): Buffer {
@@ -758,5 +827,6 @@ function routeOf(url: string): string {
   if (url.startsWith('/v1/kv/')) return '/v1/kv/{key}';
   const path = url.split('?', 1)[0]!;
   if (path.startsWith('/v1/cluster/members/')) return '/v1/cluster/members/{peerId}';
-  return ['/v1/kv', '/v1/txn', '/v1/watch', '/v1/cluster', '/v1/cluster/members', '/v1/cluster/snapshot', '/v1/cluster/leader', '/healthz', '/readyz', '/metrics'].includes(path) ? path : 'other';
+  if (path.startsWith('/v1/leases/')) return path.endsWith('/keepalive') ? '/v1/leases/{id}/keepalive' : '/v1/leases/{id}';
+  return ['/v1/kv', '/v1/txn', '/v1/watch', '/v1/cluster', '/v1/cluster/members', '/v1/cluster/snapshot', '/v1/cluster/leader', '/v1/leases', '/healthz', '/readyz', '/metrics'].includes(path) ? path : 'other';
 }

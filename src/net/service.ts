@@ -2,8 +2,9 @@
  * What the HTTP API needs from a node. The HTTP layer (http.ts) parses, validates and maps
  * errors to the contract; the node (src/node.ts) does consensus and state.
  */
-import type { ApplyResult, ArchiveSettings, KvOp, RequestId } from '../state/command.js';
-import type { KeyValue, MemberRecord } from '../state/state-store.js';
+import type { ApplyResult, ArchiveSettings, KvOp, LeaseOp, RequestId } from '../state/command.js';
+import type { KeyValue, LeaseRecord, MemberRecord } from '../state/state-store.js';
+import type { KeptAlive } from '../leases.js';
 import type { StateSnapshot } from '../state/snapshot.js';
 import type { WatchSource } from './watch.js';
 
@@ -52,7 +53,14 @@ export class MembershipError extends Error {
 
 export interface KvService {
   /** Proposes one write on the leader and resolves with its answer once applied here. */
-  write(op: KvOp, requestId?: RequestId): Promise<ApplyResult>;
+  write(op: KvOp | LeaseOp, requestId?: RequestId): Promise<ApplyResult>;
+  /** Renews a lease with this node's next keep-alive command (src/leases.ts). */
+  keepAlive(id: number): Promise<KeptAlive>;
+  /** A live lease as of the applied index, and the leases after `after` (by id). */
+  lease(id: number): LeaseRecord | undefined;
+  leases(after: number, limit: number): { items: LeaseRecord[]; more: boolean };
+  /** Log time as of the applied index (what a lease's remaining time is counted in). */
+  logTime(): number;
   /**
    * Resolves with the applied index a read may be served at: for `linearizable`, once this
    * node has applied up to a read index confirmed by the leader; for `stale`, at once.

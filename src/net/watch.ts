@@ -180,10 +180,11 @@ export class WatchStream {
     const out = changes.map((c) => {
       const key = Buffer.from(c.key.buffer, c.key.byteOffset, c.key.byteLength).toString('utf8');
       if (c.type === 'delete') return { type: 'delete', key, cause: c.cause };
-      if (!this.spec.values) return { type: 'put', key, revision: index };
+      const lease = c.lease === undefined ? {} : { lease: String(c.lease) };
+      if (!this.spec.values) return { type: 'put', key, revision: index, ...lease };
       // A value that is not UTF-8 cannot go as text: it goes as base64 and says so.
-      if (this.spec.encoding === 'utf8' && !isUtf8(c.value)) return { type: 'put', key, value: encodeValue(c.value, 'base64'), encoding: 'base64', revision: index };
-      return { type: 'put', key, value: encodeValue(c.value, this.spec.encoding), revision: index };
+      if (this.spec.encoding === 'utf8' && !isUtf8(c.value)) return { type: 'put', key, value: encodeValue(c.value, 'base64'), encoding: 'base64', revision: index, ...lease };
+      return { type: 'put', key, value: encodeValue(c.value, this.spec.encoding), revision: index, ...lease };
     });
     return `id: ${index}\nevent: change\ndata: ${JSON.stringify({ index, changes: out })}\n\n`;
   }

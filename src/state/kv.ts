@@ -373,8 +373,8 @@ export class LmdbStateStore implements StateStore {
     return { items, more: false };
   }
 
-  hasLeases(): boolean {
-    return (this.current.leases ?? 0) > 0;
+  leaseCount(): number {
+    return this.current.leases ?? 0;
   }
 
   members(): MemberRecord[] {

@@ -75,8 +75,8 @@ export interface StateStore {
    *  not returned), and leases after `after` (by id), at most `limit`. */
   lease(id: number): LeaseRecord | undefined;
   leases(after: number, limit: number): { items: LeaseRecord[]; more: boolean };
-  /** Whether any lease is held (the leader ticks only then). */
-  hasLeases(): boolean;
+  /** Leases held, expired ones not yet reaped included (the leader ticks while any are). */
+  leaseCount(): number;
   /** Keys with `prefix`, after `after` (exclusive), at most `limit` items and `bytesMax`
    *  bytes of values; `more` is true only when further keys match. */
   range(prefix: Uint8Array, after: Uint8Array | null, limit: number, bytesMax: number): { items: KeyValue[]; more: boolean };

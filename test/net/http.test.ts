@@ -138,6 +138,18 @@ export class FakeService implements KvService {
   metrics(): Promise<string> {
     return Promise.resolve('# TYPE pangea_up gauge\npangea_up 1\n');
   }
+  keepAlive(): never {
+    throw new Error('no leases in this fake (test/cluster/leases.test.ts runs real nodes)');
+  }
+  lease(): undefined {
+    return undefined;
+  }
+  leases(): { items: never[]; more: boolean } {
+    return { items: [], more: false };
+  }
+  logTime(): number {
+    return 0;
+  }
   watchSource(): WatchSource {
     return { applied: () => 0, floor: () => 0, effects: () => [], subscribe: () => () => {} };
   }

@@ -46,7 +46,7 @@ test('a lease: granted at its index, keys attach and detach, expiry deletes them
   assert.equal(h.state.get(b('a')), undefined);
   assert.equal(h.state.lease(2), undefined);
   assert.ok(h.state.get(b('b')), 'the detached key stays');
-  assert.equal(h.state.hasLeases(), false);
+  assert.equal(h.state.leaseCount(), 0);
   const last = h.state.applied().point.index;
   const [effects] = h.state.effects(last - 1, last, 10);
   assert.deepEqual(effects?.changes, [{ type: 'delete', key: b('a'), cause: 'lease' }]);
@@ -113,7 +113,7 @@ test('expiry deletes at most 10,000 keys a command, in (expiresAt, id) order, an
   h.one(tick);
   const perIndex = h.state.effects(at - 2, at + 1, 10).map((e) => [e.index, e.changes.length, new TextDecoder().decode(e.changes[0]!.key).slice(0, 1)]);
   assert.deepEqual(perIndex.slice(-2), [[at, LEASE_KEYS_MAX, 'a'], [at + 1, 5, 'b']]);
-  assert.equal(h.state.hasLeases(), false);
+  assert.equal(h.state.leaseCount(), 0);
   assert.deepEqual(h.state.range(b(''), null, 10, 1 << 20).items, []);
   await h.stores.close();
 });
