@@ -56,7 +56,7 @@ export class Lease {
       if (this.stop.signal.aborted) return;
       const sent = Date.now();
       try {
-        await this.client.keepAliveLease(this.id, { signal: AbortSignal.any([this.stop.signal, AbortSignal.timeout(periodMs)]) });
+        await this.client.keepAliveLease(this.id, { signal: AbortSignal.any([this.stop.signal, AbortSignal.timeout(Math.ceil(periodMs))]) });
         this.renewedAt = sent;
         waitMs = periodMs;
       } catch (e) {
@@ -115,6 +115,10 @@ export class Lock {
     const lease = opts.lease ?? (await client.lease(opts.ttl ?? 10, opts));
     const prefix = name.endsWith('/') ? name : `${name}/`;
     const key = `${prefix}${lease.id}`;
+    // Rejects once the lease is lost; handled here so that a loss after the race is no one's
+    // unhandled rejection.
+    const lost = lease.lost.then((e) => Promise.reject(e));
+    lost.catch(() => undefined);
     try {
       const created = await client.txn(
         { compare: [{ key, target: 'exists', op: '==', value: false }], success: [{ op: 'put', key, value: opts.value ?? '', lease: lease.id }], failure: [{ op: 'get', key }] },
@@ -128,7 +132,7 @@ export class Lock {
         const before = items.filter((i) => i.revision < revision);
         if (before.length === 0) return new Lock(client, key, revision, lease, opts.lease === undefined);
         const next = before.reduce((a, b) => (b.revision > a.revision ? b : a));
-        await Promise.race([deleted(client, next.key, index, opts.signal), lease.lost.then((e) => Promise.reject(e))]);
+        await Promise.race([deleted(client, next.key, index, opts.signal), lost]);
       }
     } catch (e) {
       if (opts.lease === undefined) await lease.revoke().catch(() => undefined);
