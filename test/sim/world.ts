@@ -41,7 +41,7 @@ import type { WireEnvelope } from '../../src/net/transport.js';
 import { ControlledLog, MemoryLogStore } from '../../src/log/memory.js';
 import { unpack, type StoreEnv } from '../../src/storage/env.js';
 import { FrameDecoder } from '../../src/codec/frames.js';
-import { decodeAppCommand, encodeAppCommand, nextChain, type ApplyResult, type KvOp } from '../../src/state/command.js';
+import { LOG_TIME_STEP_MS, decodeAppCommand, encodeAppCommand, nextChain, type ApplyResult, type KvOp, type LeaseOp } from '../../src/state/command.js';
 import { VOUCHING_ROUNDS_MAX, chainAnswer, chainAnswerFrom, checkRange, laterVoters, leaderNamedByMajority, vouched, vouchersFor, votersWhoVouch, type ChainAnswer, type ChainSource } from '../../src/sync/range-check.js';
 import type { ConfigRecord } from '../../src/state/state-store.js';
 import { LmdbStateStore, type ApplyRules } from '../../src/state/kv.js';
@@ -122,6 +122,10 @@ export interface SimStats {
   retries: number;
   /** Monotonic clocks that jumped hours ahead. */
   clockJumps: number;
+  /** Leases granted to the lease actor, and keys the final leader's journal shows deleted by
+   *  lease expiry or revoke. */
+  leaseGrants: number;
+  leaseDeletes: number;
   garbage: number;
   pauses: number;
   acked: number;
@@ -223,6 +227,8 @@ class SimNode {
   /** How far this machine's monotonic clock has jumped ahead of true time (a suspended VM). */
   clockSkew = 0;
   wasLeader = false;
+  /** The last applied index and the log time after it (World.checkLogTime). */
+  lastLogTime: { index: number; time: number } | null = null;
 
   constructor(readonly id: NodeId) {}
 
@@ -245,7 +251,8 @@ type SimEvent =
   | { time: number; order: number; kind: 'stop'; node: NodeId }
   | { time: number; order: number; kind: 'depart'; node: NodeId; inc: number }
   | { time: number; order: number; kind: 'readd'; node: NodeId }
-  | { time: number; order: number; kind: 'clockJump' };
+  | { time: number; order: number; kind: 'clockJump' }
+  | { time: number; order: number; kind: 'lease' };
 
 type EventBody = SimEvent extends infer E ? (E extends SimEvent ? Omit<E, 'time' | 'order'> : never) : never;
 
@@ -280,6 +287,14 @@ export class World {
   private readonly buggify: number;
   /** Clock jumps draw from a stream of their own, so seeds without them run as before. */
   private readonly jumpRng: Rng;
+  /** Half the seeds run a lease actor (leaseStep), on a stream of its own too. */
+  private readonly leaseRng: Rng;
+  /** Leases the actor was granted (ids), and its proposals so far. */
+  private readonly leaseIds: number[] = [];
+  private leaseSeq = 0;
+  /** Log time after each applied index, as the first replica to apply it computed it, and
+   *  each node's last (index, log time), for the lease clock's checks (onApplied). */
+  private readonly logTimeAt = new Map<number, number>();
   /** Some seeds' nodes hold a checkpoint at every index (as `--checkpoint`): the cluster's
    *  chain value there, as the first replica to apply it computed it. */
   private readonly checkpoints: Map<number, Uint8Array> | null;
@@ -362,6 +377,8 @@ export class World {
       const faultTicks = opts.faultTicks ?? DEFAULT_FAULT_TICKS;
       for (let i = this.jumpRng.int(1, 3); i > 0; i--) this.schedule(this.jumpRng.int(5, faultTicks) * TICK, { kind: 'clockJump' });
     }
+    this.leaseRng = new Rng((opts.seed ^ 0x2545f491) >>> 0);
+    if (this.leaseRng.chance(0.5)) this.schedule(this.leaseRng.int(1, 3 * TICK), { kind: 'lease' });
   }
 
   /** Runs the fault phase and the final phase; throws SimFailure on the first violation. */
@@ -443,6 +460,8 @@ export class World {
         return this.onTimeout(ev.op, ev.attempt ?? 0);
       case 'clockJump':
         return this.jumpClock();
+      case 'lease':
+        return this.leaseStep();
       case 'retry':
         return this.submit(ev.op);
       case 'restart':
@@ -544,6 +563,7 @@ export class World {
     if (state.applied().point.epochs.some((ep) => isMember(ep.config, node.id))) node.memberSeen = true;
     node.log = log;
     node.state = state;
+    node.lastLogTime = null; // a restarted node may come back having applied less
     node.handler = null;
     node.driver = new Driver({
       clusterId: this.cluster,
@@ -864,6 +884,7 @@ export class World {
       }
     }
     const applied = node.state!.applied();
+    this.checkLogTime(node, applied.point.index);
     const chain = Buffer.from(applied.chain).toString('hex');
     const seen = this.chainAt.get(applied.point.index);
     if (seen === undefined) this.chainAt.set(applied.point.index, chain);
@@ -878,6 +899,25 @@ export class World {
         this.checkpoints.set(i, Uint8Array.prototype.slice.call(c));
       }
     }
+  }
+
+  /**
+   * The lease clock (log time): equal on every replica after each index, never back, and at
+   * most LOG_TIME_STEP_MS further a command (issue 14), whatever the proposers' clocks did.
+   */
+  private checkLogTime(node: SimNode, index: number): void {
+    const time = node.state!.logTime();
+    const seen = this.logTimeAt.get(index);
+    if (seen === undefined) this.logTimeAt.set(index, time);
+    else if (seen !== time) throw new SimFailure(`${node.id}: log time after index ${index} is ${time}, another replica's ${seen}`);
+    const last = node.lastLogTime;
+    if (last !== null && index > last.index) {
+      if (time < last.time) throw new SimFailure(`${node.id}: log time went back from ${last.time} at index ${last.index} to ${time} at ${index}`);
+      if (time - last.time > LOG_TIME_STEP_MS * (index - last.index)) {
+        throw new SimFailure(`${node.id}: log time moved ${time - last.time} ms in ${index - last.index} commands (at most ${LOG_TIME_STEP_MS} a command)`);
+      }
+    }
+    node.lastLogTime = { index, time };
   }
 
   /** A retried request (same client and sequence number) gets its first answer, at the index
@@ -1502,6 +1542,39 @@ export class World {
   /** A machine's monotonic clock jumps hours ahead (a VM suspended and resumed): its
    *  proposals carry a log time far ahead, which apply must clamp, or every client's session
    *  would expire and retried writes apply twice. */
+  /**
+   * The lease actor: grants leases of 2 to 5 s, attaches keys of its own (`L/…`, apart from
+   * the linearizability clients' keys) to them or detaches them, renews, revokes, and ticks
+   * as a leader does, through any live node. Its answers are not checked one by one: the
+   * state checks (every replica's leases, keys and journal alike) and the lease clock's
+   * checks in onApplied are what it is for.
+   */
+  private leaseStep(): void {
+    const r = this.leaseRng;
+    if (this.clientsOn) this.schedule(r.int(2, 8) * TICK, { kind: 'lease' });
+    const live = [...this.nodes.values()].filter((n) => n.alive && !n.removed && n.driver !== null);
+    if (live.length === 0) return;
+    const node = r.chance(0.7) ? (this.leaderNode() ?? r.pick(live)) : r.pick(live);
+    const known = this.leaseIds;
+    const roll = r.float();
+    let op: KvOp | LeaseOp;
+    if (known.length < 3 || roll < 0.15) op = { t: 'lease_grant', ttlMs: r.int(2, 5) * 1000 };
+    else if (roll < 0.55) op = { t: 'put', key: encoder.encode(`L/${r.int(0, 7)}`), value: encoder.encode(`l${this.leaseSeq}`), ...(r.chance(0.8) ? { lease: r.pick(known) } : {}) };
+    else if (roll < 0.75) op = { t: 'lease_keepalive', ids: [r.pick(known), ...(r.chance(0.3) ? [r.pick(known)] : [])] };
+    else if (roll < 0.85) op = { t: 'lease_revoke', id: r.pick(known) };
+    else if (roll < 0.9) op = { t: 'txn', compare: [], success: [{ op: 'put', key: encoder.encode(`L/${r.int(0, 7)}`), value: encoder.encode('t'), lease: r.pick(known) }, { op: 'delete', key: encoder.encode(`L/${r.int(0, 7)}`) }], failure: [] };
+    else op = { t: 'lease_tick' };
+    const driver = node.driver!;
+    const proposal = `lease:${++this.leaseSeq}`;
+    const data = encodeAppCommand({ op, time: driver.logNow(), proposal });
+    this.proposed.set(proposal, data);
+    driver.propose({ kind: 'app', data }, (o) => {
+      if (!o.ok || o.result.kind !== 'lease_granted' || known.includes(o.result.id)) return;
+      known.push(o.result.id);
+      this.stats.leaseGrants++;
+    });
+  }
+
   private jumpClock(): void {
     const r = this.jumpRng;
     const live = [...this.nodes.values()].filter((n) => n.alive);
@@ -1588,6 +1661,10 @@ export class World {
     }
     const leader = this.leaderNode();
     if (leader === null) throw new SimFailure(`no leader ${FINAL_TICKS} ticks after the network healed`);
+    const st = leader.state!;
+    for (const e of st.effects(st.journalFloor(), st.applied().point.index, Number.MAX_SAFE_INTEGER)) {
+      for (const c of e.changes) if (c.type === 'delete' && c.cause === 'lease') this.stats.leaseDeletes++;
+    }
     // Every write the final leader took under its current ballot must have committed, if it
     // had its time to (a retry may be handed over in the phase's last ticks: seed 304830).
     const ballot = formatBallot(leader.replica.currentBallot);
@@ -1691,7 +1768,7 @@ export class World {
 }
 
 export function emptyStats(): SimStats {
-  return { leaderChanges: 0, crashes: 0, crashesBeforeCommit: 0, stateCommitsLost: 0, stateCommitsFailed: 0, partitions: 0, oneWayLinks: 0, blockSyncs: 0, rangesRefused: 0, rogueRanges: 0, rangesPinned: 0, snapshotRestores: 0, retries: 0, clockJumps: 0, diskFailures: 0, quickRestarts: 0, longStalls: 0, membershipChanges: 0, departures: 0, readds: 0, transfers: 0, compactions: 0, rangesLearned: 0, garbage: 0, pauses: 0, acked: 0, unknown: 0, reads: 0, slots: 0 };
+  return { leaderChanges: 0, crashes: 0, crashesBeforeCommit: 0, stateCommitsLost: 0, stateCommitsFailed: 0, partitions: 0, oneWayLinks: 0, blockSyncs: 0, rangesRefused: 0, rogueRanges: 0, rangesPinned: 0, snapshotRestores: 0, retries: 0, clockJumps: 0, leaseGrants: 0, leaseDeletes: 0, diskFailures: 0, quickRestarts: 0, longStalls: 0, membershipChanges: 0, departures: 0, readds: 0, transfers: 0, compactions: 0, rangesLearned: 0, garbage: 0, pauses: 0, acked: 0, unknown: 0, reads: 0, slots: 0 };
 }
 
 /** Runs one seed. A failure carries the seed; with `trace`, the events that led to it. */
@@ -1787,7 +1864,9 @@ function sameState(a: LmdbStateStore, b: LmdbStateStore): boolean {
   const all = (st: LmdbStateStore) => st.range(new Uint8Array(0), null, Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER).items;
   const x = all(a);
   const y = all(b);
-  if (!(x.length === y.length && x.every((kv, i) => Buffer.compare(kv.key, y[i]!.key) === 0 && Buffer.compare(kv.value, y[i]!.value) === 0 && kv.revision === y[i]!.revision))) return false;
+  if (!(x.length === y.length && x.every((kv, i) => Buffer.compare(kv.key, y[i]!.key) === 0 && Buffer.compare(kv.value, y[i]!.value) === 0 && kv.revision === y[i]!.revision && kv.lease === y[i]!.lease))) return false;
+  if (a.logTime() !== b.logTime() || a.leaseCount() !== b.leaseCount()) return false;
+  if (JSON.stringify(a.leases(0, Number.MAX_SAFE_INTEGER)) !== JSON.stringify(b.leases(0, Number.MAX_SAFE_INTEGER))) return false;
   const floor = Math.max(a.journalFloor(), b.journalFloor());
   const through = a.applied().point.index;
   const journal = (st: LmdbStateStore) => JSON.stringify(st.effects(floor, through, Number.MAX_SAFE_INTEGER), (_k, v: unknown) => (v instanceof Uint8Array ? Buffer.from(v).toString('hex') : v));
