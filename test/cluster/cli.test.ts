@@ -4,38 +4,17 @@
  * output, their exit codes, and the refusals they pass on in one line.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { writeNewKeyFile } from '../../src/ces/index.js';
-import { clusterView, isReady, killAll, leaderOf, removeDir, startCluster, startNode, tempDir, waitFor } from './harness.js';
+import { clusterView, isReady, killAll, leaderOf, pangea, removeDir, startCluster, startNode, tempDir, waitFor } from './harness.js';
 
-const RUN = fileURLToPath(new URL('../../../bin/run.js', import.meta.url));
 const root = tempDir('pangea-cli-');
 after(async () => {
   await killAll();
   removeDir(root);
 });
-
-interface Ran {
-  readonly code: number;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-/** `pangea ARGS` with the cluster's endpoints; never throws for a non-zero exit. */
-function pangea(endpoints: string, args: string[], input?: string): Promise<Ran> {
-  return new Promise((resolve, reject) => {
-    const child = execFile(process.execPath, [RUN, ...args], { timeout: 60_000, env: { ...process.env, PANGEA_ENDPOINTS: endpoints } }, (err, stdout, stderr) => {
-      const code = err === null ? 0 : typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : -1;
-      if (code === -1) return reject(err);
-      resolve({ code, stdout, stderr });
-    });
-    if (input !== undefined) child.stdin!.end(input);
-  });
-}
 
 test('pangea kv, member and endpoint against a live 3-node cluster', { timeout: 180_000 }, async () => {
   // A cluster of several nodes archives to a store they share (here a directory all three

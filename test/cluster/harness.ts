@@ -3,7 +3,7 @@
  * on free loopback ports. Every process started here is killed when the test file ends,
  * whether it passed or not.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -162,4 +162,22 @@ export function memoryOf(pid: number): { rss: number; peak: number; anon: number
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = (name: string): number => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN) * 1024;
   return { rss: kb('VmRSS'), peak: kb('VmHWM'), anon: kb('RssAnon'), file: kb('RssFile') };
+}
+
+export interface Ran {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** `pangea ARGS` with the cluster's endpoints; never throws for a non-zero exit. */
+export function pangea(endpoints: string, args: string[], input?: string): Promise<Ran> {
+  return new Promise((resolve, reject) => {
+    const child = execFile(process.execPath, [RUN, ...args], { timeout: 60_000, env: { ...process.env, PANGEA_ENDPOINTS: endpoints } }, (err, stdout, stderr) => {
+      const code = err === null ? 0 : typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : -1;
+      if (code === -1) return reject(err);
+      resolve({ code, stdout, stderr });
+    });
+    if (input !== undefined) child.stdin!.end(input);
+  });
 }

@@ -12,7 +12,7 @@ import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { PangeaClient } from '../../src/client.js';
 import { readEvents } from '../../src/net/sse.js';
-import { clusterView, killAll, leaderOf, removeDir, startCluster, tempDir, waitFor, type TestNode } from './harness.js';
+import { clusterView, killAll, leaderOf, pangea, removeDir, startCluster, tempDir, waitFor, type TestNode } from './harness.js';
 
 const root = tempDir();
 let nodes: TestNode[] = [];
@@ -115,6 +115,28 @@ test('every lease endpoint through a follower; keys attach by PUT and txn, show 
     ['delete', 'l/a', 'lease'],
     ['delete', 'l/b', 'lease'],
   ]);
+});
+
+test('pangea lease grant, keepalive, list and revoke, and kv put --lease', { timeout: 60_000 }, async () => {
+  const endpoints = nodes.map((n) => n.info.http).join(',');
+  const g = await pangea(endpoints, ['lease', 'grant', '30', '--json']);
+  assert.equal(g.code, 0, g.stderr);
+  const id = (JSON.parse(g.stdout) as { id: string }).id;
+  assert.equal((await pangea(endpoints, ['kv', 'put', 'cli/leased', 'x', '--lease', id])).code, 0);
+  const got = await call(nodes[0]!, 'GET', `/v1/leases/${id}`);
+  assert.equal(got.json.keys, 1);
+  const k = await pangea(endpoints, ['lease', 'keepalive', id]);
+  assert.match(k.stdout, new RegExp(`^lease ${id} ttl 30 index \\d+`));
+  const list = await pangea(endpoints, ['lease', 'list']);
+  assert.match(list.stdout, new RegExp(`^${id}\tttl 30s\tremaining [0-9.]+s\tkeys 1$`, 'm'));
+  assert.match((await pangea(endpoints, ['lease', 'revoke', id])).stdout, /^revoked index \d+/);
+  const gone = await pangea(endpoints, ['lease', 'keepalive', id]);
+  assert.equal(gone.code, 1);
+  assert.match(gone.stderr, /not found/);
+  assert.equal((await pangea(endpoints, ['kv', 'get', 'cli/leased'])).code, 1, 'the revoke deleted the key');
+  const bad = await pangea(endpoints, ['lease', 'grant', '1']);
+  assert.notEqual(bad.code, 0);
+  assert.match(bad.stderr, /greater than or equal to 2/);
 });
 
 test('a lease nobody renews expires within TTL + 1.5 s of wall time, and not before its TTL', { timeout: 60_000 }, async () => {
