@@ -13,6 +13,7 @@
  * ```
  */
 import { LEASE_TICK_MS_DEFAULT } from './leases.js';
+import { LEASES_MAX_DEFAULT } from './state/command.js';
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { multiaddr } from '@multiformats/multiaddr';
@@ -58,6 +59,7 @@ export const SERVE_SETTINGS = {
   'max-request-bytes': { kind: 'integer', help: 'largest request body accepted', default: maxRequestBytesDefault, min: 1 },
   'max-txn-ops': { kind: 'integer', help: 'most compares plus operations in one transaction', default: maxTxnOpsDefault, min: 1 },
   'max-watches': { kind: 'integer', help: 'watch streams this node serves at once (more are answered 503)', default: watchesMaxDefault, min: 1 },
+  'max-leases': { kind: 'integer', help: 'cluster-wide: leases the cluster may hold (more grants are answered 409), recorded in the log by the node that bootstraps it', default: LEASES_MAX_DEFAULT, min: 1 },
   'lease-tick': { kind: 'duration', help: 'how often lease keep-alives received here are proposed (one command each time), and the leader ticks while leases exist', default: formatDuration(LEASE_TICK_MS_DEFAULT), min: 10 },
   'log-level': { kind: 'string', help: 'debug, info, warn or error', default: 'info', parse: (v: string, what: string) => checkLogLevel(v, what) },
   'archive-url': {
@@ -235,6 +237,7 @@ export interface ServeOptions {
   readonly maxTxnOps: number;
   readonly maxWatches: number;
   readonly leaseTickMs: number;
+  readonly maxLeases: number;
   readonly logLevel: LogLevel;
   readonly archive: NodeArchiveOptions;
 }
@@ -367,6 +370,7 @@ export function resolveServeOptions(sources: ServeSources): ServeOptions {
     maxTxnOps: s.get('max-txn-ops'),
     maxWatches: s.get('max-watches'),
     leaseTickMs: s.get('lease-tick'),
+    maxLeases: s.get('max-leases'),
     logLevel: s.get('log-level'),
     archive: {
       url: s.get('archive-url'),

@@ -17,7 +17,7 @@ import type { LogStore } from './log/log-store.js';
 import type { Transport } from './net/transport.js';
 import { MembershipError, ServiceError, type ClusterView, type Consistency, type KvService } from './net/service.js';
 import type { WatchSource } from './net/watch.js';
-import { decodeAppCommand, encodeAppCommand, type ApplyResult, type ArchiveSettings, type KvOp, type LeaseOp, type RequestId, type SettingsOp } from './state/command.js';
+import { decodeAppCommand, encodeAppCommand, type ApplyResult, type ArchiveSettings, type ClusterSettings, type KvOp, type LeaseOp, type RequestId, type SettingsOp } from './state/command.js';
 import { LeaseKeeper, type KeptAlive } from './leases.js';
 import type { SegmentBound } from './state/segments.js';
 import type { KeyValue, LeaseRecord, MemberRecord, StateStore } from './state/state-store.js';
@@ -320,6 +320,12 @@ export class PangeaNode implements KvService {
   /** Proposes the cluster's archive settings (once at bootstrap, or to change them). */
   async proposeSettings(settings: ArchiveSettings): Promise<{ index: number }> {
     const result = await this.write({ t: 'archive_settings', settings });
+    return { index: result.index };
+  }
+
+  /** Proposes the cluster settings apply reads (once at bootstrap, or to change them). */
+  async proposeClusterSettings(settings: ClusterSettings): Promise<{ index: number }> {
+    const result = await this.write({ t: 'cluster_settings', settings });
     return { index: result.index };
   }
 

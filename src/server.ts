@@ -23,6 +23,7 @@ import { ENV_FILE } from './storage/env.js';
 import { PANGEA_VERSION } from './version.js';
 import { storageFailureCause, watchDataDir } from './fail-stop.js';
 import type { ArchiveSettings } from './state/command.js';
+import { SESSION_TTL_MS_DEFAULT } from './state/kv.js';
 import type { CesKey } from './ces/index.js';
 import { NodeArchive, STAGING_DIR, archiveOffReason, bootstrapSettings, loadArchiveKey } from './archive/node-archive.js';
 import { openObjectStore, redactUrl } from './archive/open-store.js';
@@ -321,6 +322,7 @@ async function assemble(opts: ServeOptions, hooks: ServerHooks, parts: Started):
     const settings = bootstrapping ? bootstrapSettings(opts.archive, opts.dataDir, identity.peerId) : null;
     void keepRegistered(node, adminToken, logger, background.signal)
       .then(() => (settings ? proposeSettings(node, settings, logger, background.signal) : undefined))
+      .then(() => (bootstrapping ? proposeClusterSettings(node, opts.maxLeases, logger, background.signal) : undefined))
       .then(() => removeFormer(node, formerMembers, logger, background.signal));
   }
 
@@ -608,6 +610,13 @@ async function proposeSettings(node: PangeaNode, settings: ArchiveSettings, logg
     if (node.cluster().archive !== null) return;
     await node.proposeSettings(settings);
   }, 'recording the archive settings', logger, signal);
+}
+
+/** The node that bootstraps a cluster records the limits apply checks (`--max-leases`). */
+async function proposeClusterSettings(node: PangeaNode, maxLeases: number, logger: Logger, signal: AbortSignal): Promise<void> {
+  await retry(async () => {
+    await node.proposeClusterSettings({ sessionTtlMs: SESSION_TTL_MS_DEFAULT, maxLeases });
+  }, 'recording the cluster settings', logger, signal);
 }
 
 async function retry(fn: () => Promise<void>, what: string, logger: Logger, signal: AbortSignal): Promise<void> {

@@ -21,7 +21,7 @@ const children = new Set<ChildProcess>();
 before(async () => {
   // The test hook: SIGUSR2 steps a node's clock by an hour (src/commands/serve.ts).
   process.env.PANGEA_TEST_CLOCK_JUMP_MS = String(3600 * 1000);
-  nodes = await startCluster(root, 3, ['--max-txn-ops', '10001', '--max-request-bytes', '4194304']);
+  nodes = await startCluster(root, 3, ['--max-txn-ops', '10001', '--max-request-bytes', '4194304', '--max-leases', '20']);
 });
 
 after(async () => {
@@ -180,6 +180,17 @@ test('bad inputs get the contract’s errors and change nothing', { timeout: 60_
   assert.equal((await call(follower, 'GET', `/v1/leases/${id}`)).json.keys, 10_000);
   assert.equal((await call(follower, 'DELETE', `/v1/leases/${id}`)).json.revoked, true);
   assert.equal(((await call(follower, 'GET', '/v1/kv?prefix=many%2F&limit=1')).json.items as unknown[]).length, 0, 'a revoke deletes all 10,000 keys');
+});
+
+test('the cluster holds at most --max-leases leases, a setting its founder recorded in the log', { timeout: 60_000 }, async () => {
+  const { follower } = await live();
+  const held = ((await call(follower, 'GET', '/v1/leases')).json.items as unknown[]).length;
+  const mine: string[] = [];
+  for (let i = held; i < 20; i++) mine.push(await grant(follower, 60));
+  const over = await call(follower, 'POST', '/v1/leases', { ttl: 60 });
+  assert.deepEqual([over.status, (over.json.error as { code: string }).code], [409, 'limit_reached']);
+  for (const id of mine) await call(follower, 'DELETE', `/v1/leases/${id}`);
+  assert.equal((await call(follower, 'POST', '/v1/leases', { ttl: 60 })).status, 200, 'room again once revoked');
 });
 
 test('a leader whose clock steps an hour expires nothing early', { timeout: 60_000 }, async () => {
