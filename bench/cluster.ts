@@ -56,7 +56,7 @@ const CPU_PROF_INTERVAL_US = 1000;
 type Op = (typeof OPS)[number];
 type System = 'pangea' | 'etcd';
 
-interface Req {
+export interface Req {
   method: 'GET' | 'PUT' | 'POST';
   /** Path on the node, starting with `/`. */
   path: string;
@@ -66,13 +66,13 @@ interface Req {
 
 /** One HTTP client: sends a request and drains the answer; resolves to the status, 0 on a
  *  transport error or timeout. */
-interface Client {
+export interface Client {
   readonly name: 'node:http' | 'fetch';
   send(origin: string, req: Req): Promise<number>;
   close(): void;
 }
 
-function nodeHttpClient(): Client {
+export function nodeHttpClient(): Client {
   const agent = new Agent({ keepAlive: true, maxSockets: Infinity, maxFreeSockets: 1024 });
   return {
     name: 'node:http',
@@ -191,7 +191,7 @@ function pct(sorted: Float64Array, p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
 }
 
-async function closedLoop(client: Client, origins: string[], make: (i: number) => Req, concurrency: number, seconds: number): Promise<Figures> {
+export async function closedLoop(client: Client, origins: string[], make: (i: number) => Req, concurrency: number, seconds: number): Promise<Figures> {
   let recording = false;
   let running = true;
   let latencies = new Float64Array(1 << 16);
@@ -327,7 +327,7 @@ function peakRssMb(pid: number): number | null {
   }
 }
 
-interface Cluster {
+export interface Cluster {
   origins: string[];
   pids: number[];
   stop(): Promise<void>;
@@ -345,7 +345,7 @@ function cpuProfilePreload(dir: string): string {
   return `data:text/javascript,${encodeURIComponent(src)}`;
 }
 
-async function startPangea(root: string, cpuProfDir: string | null): Promise<Cluster> {
+export async function startPangea(root: string, cpuProfDir: string | null): Promise<Cluster> {
   const saved = process.env.NODE_OPTIONS;
   if (cpuProfDir) process.env.NODE_OPTIONS = `${saved ?? ''} --import ${cpuProfilePreload(cpuProfDir)}`.trim();
   const nodes: TestNode[] = [];
@@ -377,13 +377,13 @@ async function startPangea(root: string, cpuProfDir: string | null): Promise<Clu
   };
 }
 
-function etcdVersion(): string | null {
+export function etcdVersion(): string | null {
   const r = spawnSync('etcd', ['--version'], { encoding: 'utf8' });
   if (r.error || r.status !== 0) return null;
   return /etcd Version:\s*(\S+)/.exec(r.stdout)?.[1] ?? 'unknown';
 }
 
-async function startEtcd(root: string): Promise<Cluster> {
+export async function startEtcd(root: string): Promise<Cluster> {
   const ports = await freePorts(6);
   const names = ['e1', 'e2', 'e3'];
   const clientUrl = (i: number) => `http://127.0.0.1:${ports[i]}`;

@@ -25,8 +25,11 @@ export class DefectiveStagedState extends StagedState {
 }
 
 export class DefectiveApplyRules extends ApplyRules {
-  constructor(private readonly defects: StateDefects) {
-    super();
+  constructor(
+    private readonly defects: StateDefects,
+    leaseExpiryDeletesMax?: number,
+  ) {
+    super(leaseExpiryDeletesMax);
   }
 
   override logTimeAfter(logTime: number, time: number): number {

@@ -41,10 +41,10 @@ import type { WireEnvelope } from '../../src/net/transport.js';
 import { ControlledLog, MemoryLogStore } from '../../src/log/memory.js';
 import { unpack, type StoreEnv } from '../../src/storage/env.js';
 import { FrameDecoder } from '../../src/codec/frames.js';
-import { LOG_TIME_STEP_MS, decodeAppCommand, encodeAppCommand, nextChain, type ApplyResult, type KvOp, type LeaseOp } from '../../src/state/command.js';
+import { LOG_TIME_STEP_MS, decodeAppCommand, encodeAppCommand, nextChain, type ApplyResult, type KvOp, type LeaseOp, type TxnOp } from '../../src/state/command.js';
 import { VOUCHING_ROUNDS_MAX, chainAnswer, chainAnswerFrom, checkRange, laterVoters, leaderNamedByMajority, vouched, vouchersFor, votersWhoVouch, type ChainAnswer, type ChainSource } from '../../src/sync/range-check.js';
 import type { ConfigRecord } from '../../src/state/state-store.js';
-import { LmdbStateStore, type ApplyRules } from '../../src/state/kv.js';
+import { ApplyRules, LmdbStateStore } from '../../src/state/kv.js';
 import { DefectiveApplyRules, DefectiveStagedState, type StateDefects } from './defective-state.js';
 import { restoreSnapshotSync } from '../../src/state/snapshot.js';
 import { EventHeap } from './heap.js';
@@ -126,6 +126,8 @@ export interface SimStats {
    *  lease expiry or revoke. */
   leaseGrants: number;
   leaseDeletes: number;
+  /** Txns the lease actor aimed at a lease expired and still being reaped. */
+  leaseEdges: number;
   garbage: number;
   pauses: number;
   acked: number;
@@ -145,6 +147,9 @@ export interface SimResult {
 /** The tight seeds' bound on chosen values a replica keeps in memory (checked at every Ready). */
 const TIGHT_RETAIN_BYTES = 256;
 const TICK = 10; // time units per replica tick
+const SIM_LEASE_EXPIRY_DELETES_MAX = 1;
+/** Keys the lease actor writes (`L/0` …). */
+const LEASE_ACTOR_KEYS = 16;
 export const DEFAULT_FAULT_TICKS = 400;
 const ELECTION_TICKS = 10;
 const WRITE_TIMEOUT = 60 * TICK;
@@ -304,7 +309,7 @@ export class World {
   private readonly cluster = 'sim';
   private readonly genesis: LogPoint;
   private readonly traceOn: boolean;
-  private readonly applyRules: ApplyRules | undefined;
+  private readonly applyRules: ApplyRules;
   private readonly traceLines: string[] = [];
 
   // Global knowledge for the checks.
@@ -344,7 +349,9 @@ export class World {
     this.writerRng = new Rng((opts.seed ^ 0x5ea1ed) >>> 0);
     this.clientRng = this.rng.fork();
     this.traceOn = opts.trace ?? false;
-    this.applyRules = opts.stateDefects ? new DefectiveApplyRules(opts.stateDefects) : undefined;
+    // Lease expiry deletes at most 1 key a command here, so that expired leases whose keys
+    // are still being reaped are common (review found a txn attaching to one).
+    this.applyRules = opts.stateDefects ? new DefectiveApplyRules(opts.stateDefects, SIM_LEASE_EXPIRY_DELETES_MAX) : new ApplyRules(SIM_LEASE_EXPIRY_DELETES_MAX);
     // Each seed draws its own weather, so that campaigns cover calm and stormy runs.
     this.loss = this.rng.pick([0.01, 0.05, 0.1, 0.25]);
     this.dup = this.rng.pick([0, 0.03, 0.1]);
@@ -1551,19 +1558,41 @@ export class World {
    */
   private leaseStep(): void {
     const r = this.leaseRng;
-    if (this.clientsOn) this.schedule(r.int(2, 8) * TICK, { kind: 'lease' });
     const live = [...this.nodes.values()].filter((n) => n.alive && !n.removed && n.driver !== null);
-    if (live.length === 0) return;
+    if (live.length === 0) {
+      if (this.clientsOn) this.schedule(r.int(2, 8) * TICK, { kind: 'lease' });
+      return;
+    }
     const node = r.chance(0.7) ? (this.leaderNode() ?? r.pick(live)) : r.pick(live);
     const known = this.leaseIds;
+    // Recent leases mostly, so that a few gather keys and then expire with them.
+    const lease = (): number => known[Math.max(0, known.length - 1 - Math.floor(r.float() ** 2 * known.length))]!;
+    const key = (): Uint8Array => encoder.encode(`L/${r.int(0, LEASE_ACTOR_KEYS - 1)}`);
     const roll = r.float();
     let op: KvOp | LeaseOp;
-    if (known.length < 3 || roll < 0.15) op = { t: 'lease_grant', ttlMs: r.int(2, 5) * 1000 };
-    else if (roll < 0.55) op = { t: 'put', key: encoder.encode(`L/${r.int(0, 7)}`), value: encoder.encode(`l${this.leaseSeq}`), ...(r.chance(0.8) ? { lease: r.pick(known) } : {}) };
-    else if (roll < 0.75) op = { t: 'lease_keepalive', ids: [r.pick(known), ...(r.chance(0.3) ? [r.pick(known)] : [])] };
-    else if (roll < 0.85) op = { t: 'lease_revoke', id: r.pick(known) };
-    else if (roll < 0.9) op = { t: 'txn', compare: [], success: [{ op: 'put', key: encoder.encode(`L/${r.int(0, 7)}`), value: encoder.encode('t'), lease: r.pick(known) }, { op: 'delete', key: encoder.encode(`L/${r.int(0, 7)}`) }], failure: [] };
-    else op = { t: 'lease_tick' };
+    const reaping = this.reapingLease(node);
+    if (reaping !== null && r.chance(0.8)) {
+      this.stats.leaseEdges++;
+      // The edge: a lease expired whose keys are still being deleted, as this node sees it.
+      // Whatever moves keys off it and onto it now must find it gone (review found a txn that
+      // detached one of its keys, then attached others to it).
+      const on = (): TxnOp => ({ op: 'put', key: key(), value: encoder.encode('x'), lease: reaping.id });
+      op = { t: 'txn', compare: [], success: [{ op: 'put', key: encoder.encode(reaping.key), value: encoder.encode('off') }, on(), on()], failure: [] };
+    } else if (known.length < 2 || roll < 0.08) op = { t: 'lease_grant', ttlMs: r.int(2, 4) * 1000 };
+    else if (roll < 0.6) op = { t: 'put', key: key(), value: encoder.encode(`l${this.leaseSeq}`), ...(r.chance(0.9) ? { lease: lease() } : {}) };
+    else if (roll < 0.7) op = { t: 'lease_keepalive', ids: [lease(), ...(r.chance(0.3) ? [lease()] : [])] };
+    else if (roll < 0.75) op = { t: 'lease_revoke', id: lease() };
+    else if (roll < 0.9) {
+      // Puts and deletes of the actor's keys, with or without leases, in one txn: keys move
+      // between leases, live and expired ones.
+      const ops = Array.from({ length: r.int(1, 4) }, (): TxnOp => {
+        if (r.chance(0.25)) return { op: 'delete', key: key() };
+        return { op: 'put', key: key(), value: encoder.encode('t'), ...(r.chance(0.7) ? { lease: lease() } : {}) };
+      });
+      op = { t: 'txn', compare: [], success: ops, failure: [] };
+    } else op = { t: 'lease_tick' };
+    // Sooner while a lease is being reaped: the edge lasts a few commands.
+    if (this.clientsOn) this.schedule(reaping !== null ? r.int(0, 2) : r.int(2, 8) * TICK, { kind: 'lease' });
     const driver = node.driver!;
     const proposal = `lease:${++this.leaseSeq}`;
     const data = encodeAppCommand({ op, time: driver.logNow(), proposal });
@@ -1573,6 +1602,15 @@ export class World {
       known.push(o.result.id);
       this.stats.leaseGrants++;
     });
+  }
+
+  /** A lease `node` holds as expired with a key of the actor's still on it, if any. */
+  private reapingLease(node: SimNode): { id: number; key: string } | null {
+    const state = node.state!;
+    for (const kv of state.range(encoder.encode('L/'), null, 64, Number.MAX_SAFE_INTEGER).items) {
+      if (kv.lease !== undefined && state.lease(kv.lease) === undefined) return { id: kv.lease, key: decoder.decode(kv.key) };
+    }
+    return null;
   }
 
   private jumpClock(): void {
@@ -1768,7 +1806,7 @@ export class World {
 }
 
 export function emptyStats(): SimStats {
-  return { leaderChanges: 0, crashes: 0, crashesBeforeCommit: 0, stateCommitsLost: 0, stateCommitsFailed: 0, partitions: 0, oneWayLinks: 0, blockSyncs: 0, rangesRefused: 0, rogueRanges: 0, rangesPinned: 0, snapshotRestores: 0, retries: 0, clockJumps: 0, leaseGrants: 0, leaseDeletes: 0, diskFailures: 0, quickRestarts: 0, longStalls: 0, membershipChanges: 0, departures: 0, readds: 0, transfers: 0, compactions: 0, rangesLearned: 0, garbage: 0, pauses: 0, acked: 0, unknown: 0, reads: 0, slots: 0 };
+  return { leaderChanges: 0, crashes: 0, crashesBeforeCommit: 0, stateCommitsLost: 0, stateCommitsFailed: 0, partitions: 0, oneWayLinks: 0, blockSyncs: 0, rangesRefused: 0, rogueRanges: 0, rangesPinned: 0, snapshotRestores: 0, retries: 0, clockJumps: 0, leaseGrants: 0, leaseDeletes: 0, leaseEdges: 0, diskFailures: 0, quickRestarts: 0, longStalls: 0, membershipChanges: 0, departures: 0, readds: 0, transfers: 0, compactions: 0, rangesLearned: 0, garbage: 0, pauses: 0, acked: 0, unknown: 0, reads: 0, slots: 0 };
 }
 
 /** Runs one seed. A failure carries the seed; with `trace`, the events that led to it. */

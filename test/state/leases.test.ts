@@ -131,3 +131,26 @@ test('a snapshot carries leases, attached keys and log time; the restored store 
   await other.close();
   await h.stores.close();
 });
+
+test('a txn that moves a key off an expired lease still being reaped cannot attach keys to it (review)', async () => {
+  for (const extra of [1, 2]) {
+    const h = clockAtZero();
+    const big = (h.one(grant(2_000)) as { id: number }).id;
+    const small = (h.one(grant(2_000)) as { id: number }).id;
+    h.one({ t: 'txn', compare: [], success: Array.from({ length: LEASE_KEYS_MAX }, (_, i): TxnOp => ({ op: 'put', key: b(`a${i}`), value: b('x'), lease: big })), failure: [] });
+    h.one(put('k1', 'x', small));
+    advance(h, 1_000);
+    // The txn comes at the expiry: its own expiry step deletes the first lease's 10,000 keys
+    // and leaves the second expired with its key still on it.
+    h.time += 1_000;
+    const r = h.one({
+      t: 'txn',
+      compare: [],
+      success: [{ op: 'put', key: b('k1'), value: b('off') }, ...Array.from({ length: extra }, (_, i): TxnOp => ({ op: 'put', key: b(`x${i}`), value: b('on'), lease: small }))],
+      failure: [],
+    });
+    assert.equal(r.kind, 'lease_not_found', `${extra} keys onto it, one off`);
+    assert.equal(h.state.get(b('x0')), undefined);
+    await h.stores.close();
+  }
+});

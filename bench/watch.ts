@@ -1,0 +1,314 @@
+/**
+ * `npm run bench -- watch [--seconds N] [--pairs N] [--leases N] [--only pangea|etcd]`: watch
+ * fan-out and lease keep-alive cost on a 3-node Pangea cluster, and the same fan-out on a
+ * 3-node etcd 3.4 cluster when `etcd` is on PATH (`apt-get install etcd-server`), both on
+ * loopback with fsync on.
+ *
+ * - Fan-out: W prefix watchers (100, then 1,000), spread over the three nodes, while 64
+ *   clients put 100-byte values under the prefix for N seconds. Every value carries the
+ *   time it was sent, so each event's delivery latency is measured where it arrives. After
+ *   the puts, the watchers get up to 10 s to drain; a put acknowledged and not seen by a
+ *   watcher is a missing event. Pangea: `GET /v1/watch?prefix=` (Server-Sent Events); etcd:
+ *   its gRPC gateway's `POST /v3/watch` (JSON lines), the only way to watch etcd over HTTP.
+ * - Lease cost: put@64 ops/s alone and while 10,000 leases are each renewed every 3 s
+ *   (3,333 keep-alives a second, spread over the nodes), alternated `--pairs` times (single
+ *   runs vary by up to 40% on this machine); the cost is 1 - median(with) / median(alone).
+ *
+ * The load generator is this process, on the same cores as the servers, for both systems.
+ * Ends with one JSON line of every figure. Cold resume below the hot-log floor is not
+ * measured yet: watches do not read the archive yet (issue 14).
+ */
+import { cpus } from 'node:os';
+import { performance } from 'node:perf_hooks';
+import { Agent, request } from 'node:http';
+import { readEvents } from '../src/net/sse.js';
+import { killAll, removeDir, tempDir } from '../test/cluster/harness.js';
+import { closedLoop, etcdVersion, nodeHttpClient, startEtcd, startPangea, type Cluster, type Req } from './cluster.js';
+
+const CONCURRENCY = 64;
+const VALUE_BYTES = 100;
+const WATCHERS = [100, 1000] as const;
+const DRAIN_MS = 10_000;
+const RENEW_EVERY_MS = 3_000;
+const LEASE_TTL_S = 30;
+
+interface Args {
+  seconds: number;
+  pairs: number;
+  leases: number;
+  only: 'pangea' | 'etcd' | null;
+}
+
+function parseArgs(args: string[]): Args {
+  const out: Args = { seconds: 5, pairs: 3, leases: 10_000, only: null };
+  for (let i = 0; i < args.length; i += 2) {
+    const [a, v] = [args[i], args[i + 1]];
+    if (a === '--seconds' && Number(v) > 0) out.seconds = Number(v);
+    else if (a === '--pairs' && Number(v) > 0) out.pairs = Number(v);
+    else if (a === '--leases' && Number(v) > 0) out.leases = Number(v);
+    else if (a === '--only' && (v === 'pangea' || v === 'etcd')) out.only = v;
+    else throw new Error(`usage: npm run bench -- watch [--seconds N] [--pairs N] [--leases N] [--only pangea|etcd] (bad: ${a})`);
+  }
+  return out;
+}
+
+const round = (x: number, digits: number): number => Math.round(x * 10 ** digits) / 10 ** digits;
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const b64 = (s: string): string => Buffer.from(s).toString('base64');
+
+function pct(sorted: Float64Array, p: number): number {
+  if (sorted.length === 0) return 0;
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
+}
+
+/** A value that says when it was sent: `<ms since this process began>` padded to VALUE_BYTES. */
+function stamped(): string {
+  return performance.now().toFixed(3).padEnd(VALUE_BYTES, '.');
+}
+
+interface System {
+  readonly name: 'pangea' | 'etcd';
+  put(origin: string, key: string, value: string): Promise<boolean>;
+  /** Opens a prefix watch on `origin`; `onValue` gets each put's value; resolves once open. */
+  watch(origin: string, prefix: string, onValue: (value: string) => void, signal: AbortSignal): Promise<void>;
+}
+
+const agent = new Agent({ keepAlive: true, maxSockets: Infinity, maxFreeSockets: 1024 });
+
+function send(origin: string, method: string, path: string, body: string | Buffer, json: boolean): Promise<number> {
+  const url = new URL(origin);
+  return new Promise<number>((done) => {
+    const headers: Record<string, string | number> = { 'content-length': Buffer.byteLength(body) };
+    if (json) headers['content-type'] = 'application/json';
+    const req = request({ agent, host: url.hostname, port: url.port, method, path, headers }, (res) => {
+      res.on('error', () => done(0));
+      res.on('end', () => done(res.statusCode ?? 0));
+      res.resume();
+    });
+    req.setTimeout(10_000, () => req.destroy(new Error('timeout')));
+    req.on('error', () => done(0));
+    req.end(body);
+  });
+}
+
+const pangea: System = {
+  name: 'pangea',
+  put: async (origin, key, value) => (await send(origin, 'PUT', `/v1/kv/${encodeURIComponent(key)}`, value, false)) === 200,
+  async watch(origin, prefix, onValue, signal) {
+    const res = await fetch(`${origin}/v1/watch?prefix=${encodeURIComponent(prefix)}&progress=3600`, { signal });
+    if (!res.ok) throw new Error(`watch answered ${res.status}`);
+    void (async () => {
+      try {
+        for await (const ev of readEvents(res.body!)) {
+          if (ev.event !== 'change') continue;
+          for (const c of (JSON.parse(ev.data) as { changes: { type: string; value?: string }[] }).changes) if (c.type === 'put') onValue(c.value!);
+        }
+      } catch {
+        // aborted at the end
+      }
+    })();
+  },
+};
+
+const etcd: System = {
+  name: 'etcd',
+  put: async (origin, key, value) => (await send(origin, 'POST', '/v3/kv/put', JSON.stringify({ key: b64(key), value: b64(value) }), true)) === 200,
+  async watch(origin, prefix, onValue, signal) {
+    const end = Buffer.from(prefix);
+    end[end.length - 1]!++;
+    const res = await fetch(`${origin}/v3/watch`, { method: 'POST', body: JSON.stringify({ create_request: { key: b64(prefix), range_end: end.toString('base64') } }), signal });
+    if (!res.ok) throw new Error(`etcd watch answered ${res.status}`);
+    const reader = res.body!.getReader();
+    let buf = '';
+    const decoder = new TextDecoder();
+    // The first line confirms the watch was created.
+    for (;;) {
+      const r = await reader.read();
+      if (r.done) throw new Error('etcd watch ended before it was created');
+      buf += decoder.decode(r.value, { stream: true });
+      if (buf.includes('\n')) break;
+    }
+    const take = (): void => {
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        const m = JSON.parse(line) as { result?: { events?: { kv?: { value?: string } }[] } };
+        for (const e of m.result?.events ?? []) if (e.kv?.value !== undefined) onValue(Buffer.from(e.kv.value, 'base64').toString());
+      }
+    };
+    take();
+    void (async () => {
+      try {
+        for (;;) {
+          const r = await reader.read();
+          if (r.done) return;
+          buf += decoder.decode(r.value, { stream: true });
+          take();
+        }
+      } catch {
+        // aborted at the end
+      }
+    })();
+  },
+};
+
+/** W watchers on `prefix`, puts at CONCURRENCY for `seconds`, then the drain. */
+async function fanOut(system: System, origins: readonly string[], watchers: number, seconds: number, run: number): Promise<Record<string, number>> {
+  const prefix = `w${run}/`;
+  const stop = new AbortController();
+  let received = 0;
+  let latencies = new Float64Array(1 << 20);
+  let n = 0;
+  const onValue = (v: string): void => {
+    received++;
+    const ms = performance.now() - Number.parseFloat(v);
+    if (n === latencies.length) {
+      const grown = new Float64Array(n * 2);
+      grown.set(latencies);
+      latencies = grown;
+    }
+    latencies[n++] = ms;
+  };
+  for (let i = 0; i < watchers; i += 50) {
+    await Promise.all(Array.from({ length: Math.min(50, watchers - i) }, (_, j) => system.watch(origins[(i + j) % origins.length]!, prefix, onValue, stop.signal)));
+  }
+  let acked = 0;
+  let errors = 0;
+  let running = true;
+  let seq = 0;
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: CONCURRENCY }, async (_, c) => {
+      while (running) {
+        const ok = await system.put(origins[c % origins.length]!, `${prefix}${seq++ % 1000}`, stamped());
+        if (ok) acked++;
+        else errors++;
+      }
+    }).concat([sleep(seconds * 1000).then(() => void (running = false))]),
+  );
+  const putS = (performance.now() - t0) / 1000;
+  const expected = acked * watchers;
+  const drainUntil = performance.now() + DRAIN_MS;
+  while (received < expected && performance.now() < drainUntil) await sleep(50);
+  const deliverS = (performance.now() - t0) / 1000;
+  stop.abort();
+  const sorted = latencies.subarray(0, n).sort();
+  return {
+    puts_per_s: Math.round(acked / putS),
+    put_errors: errors,
+    events_per_s: Math.round(received / deliverS),
+    missing_events: Math.max(0, expected - received),
+    delivery_p50_ms: round(pct(sorted, 50), 1),
+    delivery_p99_ms: round(pct(sorted, 99), 1),
+  };
+}
+
+/** put@64 alone and while `leases` leases are renewed every 3 s, alternated `pairs` times. */
+async function leaseCost(cluster: Cluster, leases: number, seconds: number, pairs: number): Promise<Record<string, number>> {
+  const origins = cluster.origins;
+  const ids: string[] = [];
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: 64 }, async () => {
+      while (next < leases) {
+        next++;
+        const res = await fetch(`${origins[next % origins.length]}/v1/leases`, { method: 'POST', body: JSON.stringify({ ttl: LEASE_TTL_S }), headers: { 'content-type': 'application/json' } });
+        if (res.status !== 200) throw new Error(`granting a lease answered ${res.status}: ${await res.text()}`);
+        ids.push(((await res.json()) as { id: string }).id);
+      }
+    }),
+  );
+  const value = Buffer.from('v'.repeat(VALUE_BYTES));
+  const put = (i: number): Req => ({ method: 'PUT', path: `/v1/kv/lc${i}`, body: value, json: false });
+  const client = nodeHttpClient();
+  const alone: number[] = [];
+  const withLeases: number[] = [];
+  let renewed = 0;
+  let renewErrors = 0;
+  for (let p = 0; p < pairs; p++) {
+    alone.push((await closedLoop(client, origins, put, CONCURRENCY, seconds)).ops);
+    // Each lease renewed every RENEW_EVERY_MS, spread evenly, at most 512 in flight.
+    let renewing = true;
+    let inFlight = 0;
+    const started = performance.now();
+    let sent = 0;
+    const renewer = (async () => {
+      while (renewing) {
+        const due = Math.floor(((performance.now() - started) / RENEW_EVERY_MS) * ids.length);
+        while (sent < due && inFlight < 512) {
+          const id = ids[sent % ids.length]!;
+          const origin = origins[sent % origins.length]!;
+          sent++;
+          inFlight++;
+          void send(origin, 'POST', `/v1/leases/${id}/keepalive`, '', false).then((s) => {
+            inFlight--;
+            if (s === 200) renewed++;
+            else renewErrors++;
+          });
+        }
+        await sleep(5);
+      }
+    })();
+    withLeases.push((await closedLoop(client, origins, put, CONCURRENCY, seconds)).ops);
+    renewing = false;
+    await renewer;
+    while (inFlight > 0) await sleep(10);
+  }
+  client.close();
+  console.log(`  put@${CONCURRENCY} alone: ${alone.join(', ')} ops/s; with ${leases} leases renewed every ${RENEW_EVERY_MS / 1000} s: ${withLeases.join(', ')} ops/s`);
+  return {
+    put_alone_ops: median(alone),
+    put_with_leases_ops: median(withLeases),
+    keepalives_ok: renewed,
+    keepalive_errors: renewErrors,
+    lease_keepalive_cost: round(1 - median(withLeases) / median(alone), 3),
+  };
+}
+
+export async function run(args: string[]): Promise<void> {
+  const opts = parseArgs(args);
+  const root = tempDir('pangea-bench-watch-');
+  const clusters: Cluster[] = [];
+  const cleanup = async (): Promise<void> => {
+    await Promise.allSettled(clusters.map((c) => c.stop()));
+    await killAll();
+    agent.destroy();
+    removeDir(root);
+  };
+  process.once('SIGINT', () => void cleanup().finally(() => process.exit(130)));
+  const out: Record<string, unknown> = { bench: 'watch', seconds: opts.seconds, cores: cpus().length, concurrency: CONCURRENCY };
+  try {
+    const version = opts.only === 'pangea' ? null : etcdVersion();
+    out.etcd_version = version;
+    if (!version && opts.only !== 'pangea') console.log('etcd not found on PATH (apt-get install etcd-server): Pangea alone, no ratios.');
+    const results: Record<string, Record<string, number>> = {};
+    const systems = [...(opts.only !== 'etcd' ? [pangea] : []), ...(version && opts.only !== 'pangea' ? [etcd] : [])];
+    for (const system of systems) {
+      const cluster = system === pangea ? await startPangea(`${root}/pangea`, null) : await startEtcd(`${root}/etcd`);
+      clusters.push(cluster);
+      for (const [i, w] of WATCHERS.entries()) {
+        const f = await fanOut(system, cluster.origins, w, opts.seconds, i);
+        results[`${system.name}_${w}`] = f;
+        console.log(`${system.name}, ${w} watchers: ${JSON.stringify(f)}`);
+        for (const [k, v] of Object.entries(f)) out[`${system.name}_watch${w}_${k}`] = v;
+      }
+      if (system === pangea) {
+        console.log(`pangea, lease keep-alive cost (${opts.pairs} alternating pairs of ${opts.seconds} s):`);
+        Object.assign(out, await leaseCost(cluster, opts.leases, opts.seconds, opts.pairs));
+      }
+      await cluster.stop();
+    }
+    for (const w of WATCHERS) {
+      const p = results[`pangea_${w}`];
+      const e = results[`etcd_${w}`];
+      if (p && e) out[`watch_events_ratio_vs_etcd_${w}`] = round(p.events_per_s! / e.events_per_s!, 2);
+    }
+    out.watch_missing_events = WATCHERS.reduce((s, w) => s + (results[`pangea_${w}`]?.missing_events ?? 0), 0);
+    out.watch_cold_events_per_s = null; // watches do not read the archive yet
+    console.log(JSON.stringify(out));
+  } finally {
+    await cleanup();
+  }
+}
