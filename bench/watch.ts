@@ -1,5 +1,6 @@
 /**
- * `npm run bench -- watch [--seconds N] [--pairs N] [--leases N] [--only pangea|etcd]`: watch
+ * `npm run bench -- watch [--seconds N] [--pairs N] [--leases N] [--only pangea|etcd]
+ * [--part watch|leases]`: watch
  * fan-out and lease keep-alive cost on a 3-node Pangea cluster, and the same fan-out on a
  * 3-node etcd 3.4 cluster when `etcd` is on PATH (`apt-get install etcd-server`), both on
  * loopback with fsync on.
@@ -28,6 +29,7 @@ import { closedLoop, etcdVersion, nodeHttpClient, startEtcd, startPangea, type C
 const CONCURRENCY = 64;
 const VALUE_BYTES = 100;
 const WATCHERS = [100, 1000] as const;
+/** The drain ends once watchers have received nothing new for this long. */
 const DRAIN_MS = 10_000;
 const RENEW_EVERY_MS = 3_000;
 const LEASE_TTL_S = 30;
@@ -37,17 +39,19 @@ interface Args {
   pairs: number;
   leases: number;
   only: 'pangea' | 'etcd' | null;
+  part: 'watch' | 'leases' | null;
 }
 
 function parseArgs(args: string[]): Args {
-  const out: Args = { seconds: 5, pairs: 3, leases: 10_000, only: null };
+  const out: Args = { seconds: 5, pairs: 3, leases: 10_000, only: null, part: null };
   for (let i = 0; i < args.length; i += 2) {
     const [a, v] = [args[i], args[i + 1]];
     if (a === '--seconds' && Number(v) > 0) out.seconds = Number(v);
     else if (a === '--pairs' && Number(v) > 0) out.pairs = Number(v);
     else if (a === '--leases' && Number(v) > 0) out.leases = Number(v);
     else if (a === '--only' && (v === 'pangea' || v === 'etcd')) out.only = v;
-    else throw new Error(`usage: npm run bench -- watch [--seconds N] [--pairs N] [--leases N] [--only pangea|etcd] (bad: ${a})`);
+    else if (a === '--part' && (v === 'watch' || v === 'leases')) out.part = v;
+    else throw new Error(`usage: npm run bench -- watch [--seconds N] [--pairs N] [--leases N] [--only pangea|etcd] [--part watch|leases] (bad: ${a})`);
   }
   return out;
 }
@@ -190,8 +194,17 @@ async function fanOut(system: System, origins: readonly string[], watchers: numb
   );
   const putS = (performance.now() - t0) / 1000;
   const expected = acked * watchers;
-  const drainUntil = performance.now() + DRAIN_MS;
-  while (received < expected && performance.now() < drainUntil) await sleep(50);
+  // Watchers may fall behind the puts (they catch up from the journal): wait while they make
+  // progress, until DRAIN_MS pass without any.
+  let last = received;
+  let lastAt = performance.now();
+  while (received < expected && performance.now() - lastAt < DRAIN_MS) {
+    await sleep(50);
+    if (received !== last) {
+      last = received;
+      lastAt = performance.now();
+    }
+  }
   const deliverS = (performance.now() - t0) / 1000;
   stop.abort();
   const sorted = latencies.subarray(0, n).sort();
@@ -227,9 +240,12 @@ async function leaseCost(cluster: Cluster, leases: number, seconds: number, pair
   const withLeases: number[] = [];
   let renewed = 0;
   let renewErrors = 0;
+  const errorStatuses = new Map<number, number>();
   for (let p = 0; p < pairs; p++) {
     alone.push((await closedLoop(client, origins, put, CONCURRENCY, seconds)).ops);
-    // Each lease renewed every RENEW_EVERY_MS, spread evenly, at most 512 in flight.
+    // Each lease renewed every RENEW_EVERY_MS, spread evenly, as 10,000 clients would (one
+    // keep-alive in flight each at most: a node answers a keep-alive once the next tick's
+    // command commits, so thousands wait at any moment).
     let renewing = true;
     let inFlight = 0;
     const started = performance.now();
@@ -237,7 +253,7 @@ async function leaseCost(cluster: Cluster, leases: number, seconds: number, pair
     const renewer = (async () => {
       while (renewing) {
         const due = Math.floor(((performance.now() - started) / RENEW_EVERY_MS) * ids.length);
-        while (sent < due && inFlight < 512) {
+        while (sent < due && inFlight < ids.length) {
           const id = ids[sent % ids.length]!;
           const origin = origins[sent % origins.length]!;
           sent++;
@@ -245,7 +261,10 @@ async function leaseCost(cluster: Cluster, leases: number, seconds: number, pair
           void send(origin, 'POST', `/v1/leases/${id}/keepalive`, '', false).then((s) => {
             inFlight--;
             if (s === 200) renewed++;
-            else renewErrors++;
+            else {
+              renewErrors++;
+              errorStatuses.set(s, (errorStatuses.get(s) ?? 0) + 1);
+            }
           });
         }
         await sleep(5);
@@ -257,6 +276,7 @@ async function leaseCost(cluster: Cluster, leases: number, seconds: number, pair
     while (inFlight > 0) await sleep(10);
   }
   client.close();
+  if (renewErrors > 0) console.log(`  keep-alives refused, by status: ${JSON.stringify(Object.fromEntries(errorStatuses))}`);
   console.log(`  put@${CONCURRENCY} alone: ${alone.join(', ')} ops/s; with ${leases} leases renewed every ${RENEW_EVERY_MS / 1000} s: ${withLeases.join(', ')} ops/s`);
   return {
     put_alone_ops: median(alone),
@@ -284,17 +304,17 @@ export async function run(args: string[]): Promise<void> {
     out.etcd_version = version;
     if (!version && opts.only !== 'pangea') console.log('etcd not found on PATH (apt-get install etcd-server): Pangea alone, no ratios.');
     const results: Record<string, Record<string, number>> = {};
-    const systems = [...(opts.only !== 'etcd' ? [pangea] : []), ...(version && opts.only !== 'pangea' ? [etcd] : [])];
+    const systems = [...(opts.only !== 'etcd' ? [pangea] : []), ...(version && opts.only !== 'pangea' && opts.part !== 'leases' ? [etcd] : [])];
     for (const system of systems) {
       const cluster = system === pangea ? await startPangea(`${root}/pangea`, null) : await startEtcd(`${root}/etcd`);
       clusters.push(cluster);
-      for (const [i, w] of WATCHERS.entries()) {
+      for (const [i, w] of opts.part === 'leases' ? [] : WATCHERS.entries()) {
         const f = await fanOut(system, cluster.origins, w, opts.seconds, i);
         results[`${system.name}_${w}`] = f;
         console.log(`${system.name}, ${w} watchers: ${JSON.stringify(f)}`);
         for (const [k, v] of Object.entries(f)) out[`${system.name}_watch${w}_${k}`] = v;
       }
-      if (system === pangea) {
+      if (system === pangea && opts.part !== 'watch') {
         console.log(`pangea, lease keep-alive cost (${opts.pairs} alternating pairs of ${opts.seconds} s):`);
         Object.assign(out, await leaseCost(cluster, opts.leases, opts.seconds, opts.pairs));
       }

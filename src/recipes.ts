@@ -88,7 +88,9 @@ export class Lease {
 export interface LockOptions extends CallOptions {
   /** The lease's TTL in seconds when the lock makes its own (default 10). */
   readonly ttl?: number;
-  /** A lease to hold the lock on (kept alive by its owner, not revoked by `unlock`). */
+  /** A lease to hold the lock on (kept alive by its owner, not revoked by `unlock`). The
+   *  contender's key is named by the lease, so one lease contends once per name: two
+   *  acquires of one name on one lease would share a key, and both hold it (as in etcd). */
   readonly lease?: Lease;
   /** What the contender's key holds (an election's candidate value). */
   readonly value?: string;
