@@ -337,6 +337,15 @@ export class PangeaClient {
     return this.json(await this.request({ method: 'POST', path: `/v1/leases/${encodeURIComponent(id)}/keepalive`, retry: 'idempotent', signal: opts.signal }));
   }
 
+  /** Renews many leases in one request (`POST /v1/leases/keepalive`, up to 10,000): for a
+   *  client holding many. Answers the ids renewed and those unknown or expired. */
+  async keepAliveLeases(ids: readonly string[], opts: CallOptions = {}): Promise<{ index: number; renewed: string[]; notFound: string[] }> {
+    const r = await this.json<{ index: number; items: { id: string; ttl?: number; error?: string }[] }>(
+      await this.request({ method: 'POST', path: '/v1/leases/keepalive', body: JSON.stringify({ ids }), headers: { 'content-type': 'application/json' }, retry: 'idempotent', signal: opts.signal }),
+    );
+    return { index: r.index, renewed: r.items.filter((i) => i.error === undefined).map((i) => i.id), notFound: r.items.filter((i) => i.error !== undefined).map((i) => i.id) };
+  }
+
   /** Revokes a lease, deleting its keys. Safe to retry. */
   async revokeLease(id: string, opts: CallOptions = {}): Promise<{ index: number; revoked: boolean }> {
     return this.json(await this.request({ method: 'DELETE', path: `/v1/leases/${encodeURIComponent(id)}`, retry: 'idempotent', signal: opts.signal }));

@@ -31,8 +31,8 @@ export interface KeptAlive {
 }
 
 interface Waiter {
-  readonly id: number;
-  readonly resolve: (k: KeptAlive) => void;
+  readonly ids: readonly number[];
+  readonly resolve: (k: KeptAlive[]) => void;
   readonly reject: (err: unknown) => void;
 }
 
@@ -67,11 +67,13 @@ export class LeaseKeeper {
     for (const w of waiting) w.reject(err);
   }
 
-  /** Renews lease `id` with the next keep-alive command. */
-  keepAlive(id: number): Promise<KeptAlive> {
-    return new Promise<KeptAlive>((resolve, reject) => {
+  /** Renews leases `ids` (at most LEASE_KEEPALIVE_IDS_MAX) with the next keep-alive
+   *  command; answers one KeptAlive per id, in order. */
+  keepAlive(ids: readonly number[]): Promise<KeptAlive[]> {
+    return new Promise<KeptAlive[]>((resolve, reject) => {
       if (this.timer === null) return reject(new ServiceError('unavailable', 'the node is not running'));
-      this.waiting.push({ id, resolve, reject });
+      if (ids.length > LEASE_KEEPALIVE_IDS_MAX) return reject(new Error(`at most ${LEASE_KEEPALIVE_IDS_MAX} keep-alives at once`));
+      this.waiting.push({ ids, resolve, reject });
       if (this.flushTimer !== null) return;
       const waitMs = Math.max(0, this.flushedAt + this.tickMs - performance.now());
       this.flushTimer = setTimeout(() => this.flush(), waitMs);
@@ -83,13 +85,18 @@ export class LeaseKeeper {
     this.flushTimer = null;
     this.flushedAt = performance.now();
     while (this.waiting.length > 0) {
-      const batch = this.waiting.splice(0, LEASE_KEEPALIVE_IDS_MAX);
-      this.counts.keepalives += batch.length;
+      // Whole requests, up to LEASE_KEEPALIVE_IDS_MAX ids a command.
+      let n = 0;
+      let count = 0;
+      while (n < this.waiting.length && (n === 0 || count + this.waiting[n]!.ids.length <= LEASE_KEEPALIVE_IDS_MAX)) count += this.waiting[n++]!.ids.length;
+      const batch = this.waiting.splice(0, n);
+      this.counts.keepalives += count;
       this.counts.keepaliveCommands++;
-      this.parts.write({ t: 'lease_keepalive', ids: batch.map((w) => w.id) }).then(
+      this.parts.write({ t: 'lease_keepalive', ids: batch.flatMap((w) => w.ids) }).then(
         (r) => {
           if (r.kind !== 'lease_kept') throw new Error(`a keep-alive applied as ${r.kind}`);
-          batch.forEach((w, i) => w.resolve({ index: r.index, ttlMs: r.ttls[i] ?? null }));
+          let at = 0;
+          for (const w of batch) w.resolve(w.ids.map(() => ({ index: r.index, ttlMs: r.ttls[at++] ?? null })));
         },
         (err: unknown) => batch.forEach((w) => w.reject(err)),
       ).catch((err: unknown) => batch.forEach((w) => w.reject(err)));

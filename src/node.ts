@@ -412,8 +412,8 @@ export class PangeaNode implements KvService {
     return this.state.get(key);
   }
 
-  keepAlive(id: number): Promise<KeptAlive> {
-    return this.leaseKeeper.keepAlive(id);
+  keepAlive(ids: readonly number[]): Promise<KeptAlive[]> {
+    return this.leaseKeeper.keepAlive(ids);
   }
 
   lease(id: number): LeaseRecord | undefined {

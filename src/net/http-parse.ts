@@ -6,7 +6,7 @@
 import { peerIdFromString } from '@libp2p/peer-id';
 import { multiaddr } from '@multiformats/multiaddr';
 import { createHash } from 'node:crypto';
-import { KEY_BYTES_MAX, LEASE_TTL_MS_MAX, LEASE_TTL_MS_MIN, type Compare, type KvOp, type TxnOp } from '../state/command.js';
+import { KEY_BYTES_MAX, LEASE_KEEPALIVE_IDS_MAX, LEASE_TTL_MS_MAX, LEASE_TTL_MS_MIN, type Compare, type KvOp, type TxnOp } from '../state/command.js';
 
 /** The longest key, in bytes of UTF-8 (API.md): the state machine's own limit. */
 /** The largest `limit` of a range request, and its default. */
@@ -206,6 +206,14 @@ export function parseWatchQuery(query: string, lastEventId: string | undefined):
 export function parseLeaseId(raw: unknown, what: string): number {
   if (typeof raw !== 'string' || !/^[1-9][0-9]{0,15}$/.test(raw) || !Number.isSafeInteger(Number(raw))) throw badRequest(`${what} must be a lease id (a positive decimal integer)`);
   return Number(raw);
+}
+
+/** `POST /v1/leases/keepalive`: `{"ids": ["<id>", ...]}`, 1 to LEASE_KEEPALIVE_IDS_MAX. */
+export function parseLeaseIds(body: Record<string, unknown>): number[] {
+  fields(body, ['ids'], 'keepalive');
+  const ids = body.ids;
+  if (!Array.isArray(ids) || ids.length < 1 || ids.length > LEASE_KEEPALIVE_IDS_MAX) throw badRequest(`ids must be a list of 1 to ${LEASE_KEEPALIVE_IDS_MAX} lease ids`);
+  return ids.map((id, i) => parseLeaseId(id, `ids[${i}]`));
 }
 
 /** `PUT /v1/kv/{key}?lease=ID`; unknown parameters are ignored. */

@@ -22,7 +22,7 @@ import { MembershipError, ServiceError, type Consistency, type KvService } from 
 import { Forwarder, forwardedHeader } from './http-forward.js';
 import { WatchScheduler, WatchStream } from './watch.js';
 import {
-  badRequest, encodeValue, HttpError, isJsonContentType, opDigest, parseIfMatch, parseIfNoneMatch, parseJsonObject, parseLeaseGrant, parseLeaseId,
+  badRequest, encodeValue, HttpError, isJsonContentType, opDigest, parseIfMatch, parseIfNoneMatch, parseJsonObject, parseLeaseGrant, parseLeaseId, parseLeaseIds,
   parseLeaseListQuery, parseMember, parseConsistency, parsePathKey, parsePutQuery, parseQuery, parseRangeQuery, parseRequestIdHeader, parseTxn, parseWatchQuery,
   percentDecode, tooLarge, utf8Text,
 } from './http-parse.js';
@@ -348,6 +348,10 @@ export class HttpApi {
           allow(method, ['GET', 'POST']);
           return method === 'GET' ? this.listLeases(ctx, query) : this.grantLease(ctx);
       }
+      if (path === '/v1/leases/keepalive') {
+        allow(method, ['POST']);
+        return this.keepAliveMany(ctx);
+      }
       if (path.startsWith('/v1/leases/')) {
         const rest = path.slice('/v1/leases/'.length);
         if (rest.endsWith('/keepalive')) {
@@ -501,9 +505,24 @@ export class HttpApi {
 
   private async keepAlive(ctx: Ctx, id: number): Promise<void> {
     await this.readBody(ctx, this.maxRequestBytes, `request over ${this.maxRequestBytes} bytes`);
-    const k = await this.deadline(this.service.keepAlive(id), true);
+    const k = (await this.deadline(this.service.keepAlive([id]), true))[0]!;
     if (k.ttlMs === null) throw new HttpError(404, 'lease_not_found', `no lease ${id}: unknown, revoked or expired`, { index: k.index });
     sendJson(ctx.res, 200, { id: String(id), ttl: k.ttlMs / 1000, index: k.index }, { 'pangea-index': String(k.index) });
+  }
+
+  /** `POST /v1/leases/keepalive` `{"ids": [...]}` (an extension): many leases renewed in
+   *  one request, for a client that holds many; each answered as the single keep-alive is. */
+  private async keepAliveMany(ctx: Ctx): Promise<void> {
+    requireJson(ctx.req);
+    const body = await this.readBody(ctx, this.maxRequestBytes, `request over ${this.maxRequestBytes} bytes`);
+    const ids = parseLeaseIds(parseJsonObject(body));
+    const kept = await this.deadline(this.service.keepAlive(ids), true);
+    const index = kept[0]?.index ?? 0;
+    const items = ids.map((id, i) => {
+      const ttlMs = kept[i]?.ttlMs ?? null;
+      return ttlMs === null ? { id: String(id), error: 'lease_not_found' } : { id: String(id), ttl: ttlMs / 1000 };
+    });
+    sendJson(ctx.res, 200, { index, items }, { 'pangea-index': String(index) });
   }
 
   private async getLease(ctx: Ctx, id: number, query: string): Promise<void> {
@@ -827,6 +846,7 @@ function routeOf(url: string): string {
   if (url.startsWith('/v1/kv/')) return '/v1/kv/{key}';
   const path = url.split('?', 1)[0]!;
   if (path.startsWith('/v1/cluster/members/')) return '/v1/cluster/members/{peerId}';
+  if (path === '/v1/leases/keepalive') return path;
   if (path.startsWith('/v1/leases/')) return path.endsWith('/keepalive') ? '/v1/leases/{id}/keepalive' : '/v1/leases/{id}';
   return ['/v1/kv', '/v1/txn', '/v1/watch', '/v1/cluster', '/v1/cluster/members', '/v1/cluster/snapshot', '/v1/cluster/leader', '/v1/leases', '/healthz', '/readyz', '/metrics'].includes(path) ? path : 'other';
 }

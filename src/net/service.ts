@@ -54,8 +54,9 @@ export class MembershipError extends Error {
 export interface KvService {
   /** Proposes one write on the leader and resolves with its answer once applied here. */
   write(op: KvOp | LeaseOp, requestId?: RequestId): Promise<ApplyResult>;
-  /** Renews a lease with this node's next keep-alive command (src/leases.ts). */
-  keepAlive(id: number): Promise<KeptAlive>;
+  /** Renews leases with this node's next keep-alive command (src/leases.ts): one answer
+   *  per id, in order. */
+  keepAlive(ids: readonly number[]): Promise<KeptAlive[]>;
   /** A live lease as of the applied index, and the leases after `after` (by id). */
   lease(id: number): LeaseRecord | undefined;
   leases(after: number, limit: number): { items: LeaseRecord[]; more: boolean };

@@ -704,9 +704,10 @@ class ApplyBatch {
         if (op.ttlMs < LEASE_TTL_MS_MIN || op.ttlMs > LEASE_TTL_MS_MAX) return { kind: 'invalid', index, message: `a lease's TTL is ${LEASE_TTL_MS_MIN / 1000} to ${LEASE_TTL_MS_MAX / 1000} seconds` };
         const max = this.maxLeases ?? LEASES_MAX_DEFAULT;
         if (this.leaseCount >= max) return { kind: 'limit_reached', index, message: `the cluster holds ${this.leaseCount} leases, its limit (maxLeases ${max})` };
-        const lease: LeaseRecord = { id: index, ttlMs: op.ttlMs, expiresAt: this.maxTime + op.ttlMs, keys: 0 };
+        const expiresAt = this.maxTime + op.ttlMs;
+        const lease: StoredLease = { id: index, ttlMs: op.ttlMs, expiresAt, keys: 0, row: expiresAt };
         this.putLease(lease);
-        this.t.put('leaseExpiry', u64Key(lease.expiresAt, u64Key(lease.id)), EMPTY);
+        this.t.put('leaseExpiry', u64Key(lease.row, u64Key(lease.id)), EMPTY);
         this.nextLeaseExpiry = Math.min(this.nextLeaseExpiry, lease.expiresAt);
         this.leaseCount++;
         return { kind: 'lease_granted', index, id: index, ttlMs: op.ttlMs };
@@ -715,12 +716,10 @@ class ApplyBatch {
         const ttls = op.ids.map((id) => {
           const lease = liveLease(this.t, id, this.maxTime);
           if (lease === undefined) return null;
+          // The expiry row stays where it is (expireLeases moves it when its time comes): a
+          // renewal is one write, not three (measured: bench watch, lease_keepalive_cost).
           const expiresAt = this.maxTime + lease.ttlMs;
-          if (expiresAt !== lease.expiresAt) {
-            this.t.remove('leaseExpiry', u64Key(lease.expiresAt, u64Key(id)));
-            this.t.put('leaseExpiry', u64Key(expiresAt, u64Key(id)), EMPTY);
-            this.putLease({ ...lease, expiresAt });
-          }
+          if (expiresAt !== lease.expiresAt) this.putLease({ ...lease, expiresAt });
           return lease.ttlMs;
         });
         return { kind: 'lease_kept', index, ttls };
@@ -793,15 +792,15 @@ class ApplyBatch {
     this.leasedKeys--;
   }
 
-  private putLease(l: LeaseRecord): void {
-    this.t.put('leases', u64Key(l.id), pack({ ttlMs: l.ttlMs, expiresAt: l.expiresAt, keys: l.keys }));
+  private putLease(l: StoredLease): void {
+    this.t.put('leases', u64Key(l.id), pack({ ttlMs: l.ttlMs, expiresAt: l.expiresAt, keys: l.keys, row: l.row }));
   }
 
   /**
    * Deletes up to `budget` of the lease's keys (cause `lease`), and the lease itself once it
    * has none left; returns the number of keys deleted.
    */
-  private dropLease(lease: LeaseRecord, budget: number): number {
+  private dropLease(lease: StoredLease, budget: number): number {
     const prefix = u64Key(lease.id);
     const keys: Uint8Array[] = [];
     for (const k of this.t.keys('leaseKeys', { start: prefix, end: u64Key(lease.id + 1), limit: budget })) keys.push(copy(k as Uint8Array));
@@ -818,13 +817,18 @@ class ApplyBatch {
       return keys.length;
     }
     this.t.remove('leases', prefix);
-    this.t.remove('leaseExpiry', u64Key(lease.expiresAt, prefix));
+    this.t.remove('leaseExpiry', u64Key(lease.row, prefix));
     this.leaseCount--;
     return keys.length;
   }
 
-  /** Reaps leases whose expiry log time has come, oldest `(expiresAt, id)` first, deleting
-   *  at most `leaseExpiryDeletesMax` keys (LEASE_EXPIRY_DELETES_MAX) in this command. */
+  /**
+   * Reaps leases whose expiry log time has come, oldest `(expiresAt, id)` first, deleting at
+   * most `leaseExpiryDeletesMax` keys (LEASE_EXPIRY_DELETES_MAX) in this command. A lease's
+   * row in `sm.lease_expiry` is at its expiry or before it (renewals leave it, see
+   * `lease_keepalive`): a row whose time has come for a lease renewed since is moved to the
+   * lease's expiry, which costs one unit of the budget.
+   */
   private expireLeases(): void {
     if (this.nextLeaseExpiry > this.maxTime) return;
     let budget = this.rules.leaseExpiryDeletesMax;
@@ -839,6 +843,13 @@ class ApplyBatch {
       if (expiresAt > this.maxTime || budget === 0) return;
       const id = readU64(first, 8);
       const lease = decodeLease(id, this.t.get('leases', u64Key(id))!);
+      if (lease.expiresAt > expiresAt) {
+        this.t.remove('leaseExpiry', first);
+        this.t.put('leaseExpiry', u64Key(lease.expiresAt, u64Key(id)), EMPTY);
+        this.putLease({ ...lease, row: lease.expiresAt });
+        budget--;
+        continue;
+      }
       budget -= this.dropLease(lease, budget);
     }
   }
@@ -951,13 +962,19 @@ function decodeKv(key: Uint8Array, stored: Uint8Array): KeyValue {
   return { key, revision, value: copy(stored.subarray(2 * REVISION_BYTES)), lease: readU64(stored, REVISION_BYTES) };
 }
 
-function decodeLease(id: number, stored: Uint8Array): LeaseRecord {
-  const r = unpack(stored) as { ttlMs: number; expiresAt: number; keys: number };
-  return { id, ttlMs: r.ttlMs, expiresAt: r.expiresAt, keys: r.keys };
+/** A lease as `sm.leases` holds it: the record, and the time of its row in
+ *  `sm.lease_expiry` (at or before its expiry: expireLeases). */
+interface StoredLease extends LeaseRecord {
+  readonly row: number;
+}
+
+function decodeLease(id: number, stored: Uint8Array): StoredLease {
+  const r = unpack(stored) as { ttlMs: number; expiresAt: number; keys: number; row: number };
+  return { id, ttlMs: r.ttlMs, expiresAt: r.expiresAt, keys: r.keys, row: r.row };
 }
 
 /** Lease `id` if it exists and log time `now` has not reached its expiry. */
-function liveLease(t: StateTables, id: number, now: number): LeaseRecord | undefined {
+function liveLease(t: StateTables, id: number, now: number): StoredLease | undefined {
   const stored = t.get('leases', u64Key(id));
   if (stored === undefined) return undefined;
   const lease = decodeLease(id, stored);

@@ -54,6 +54,24 @@ test('a lease: granted at its index, keys attach and detach, expiry deletes them
   await h.stores.close();
 });
 
+test('a renewed lease expires a TTL after its last renewal, not before (its expiry row moves late)', async () => {
+  const h = clockAtZero();
+  const id = (h.one(grant(3_000)) as { id: number }).id;
+  h.one(put('k', 'v', id));
+  for (let i = 0; i < 4; i++) {
+    advance(h, 2_000);
+    h.one({ t: 'lease_keepalive', ids: [id] });
+  }
+  const renewedAt = h.state.logTime();
+  advance(h, 2_000);
+  assert.ok(h.state.get(b('k')), 'a second before its expiry');
+  assert.equal(h.state.lease(id)?.expiresAt, renewedAt + 3_000);
+  advance(h, 1_000);
+  assert.equal(h.state.get(b('k')), undefined, 'gone at its expiry');
+  assert.equal(h.state.leaseCount(), 0);
+  await h.stores.close();
+});
+
 test('keep-alives renew to the full TTL; revoke deletes the keys in one command', async () => {
   const h = clockAtZero();
   const id = (h.one(grant(3_000)) as { id: number }).id;
@@ -67,6 +85,7 @@ test('keep-alives renew to the full TTL; revoke deletes the keys in one command'
   }
   assert.ok(h.state.get(b('k')), 'kept alive for 10 s on a 3 s TTL');
   assert.equal(h.state.get(b('o')), undefined, 'the other one expired');
+  assert.equal(h.state.lease(id)?.expiresAt, h.state.logTime() + 3_000, 'renewed to the full TTL');
   const r = h.one({ t: 'lease_revoke', id });
   assert.deepEqual(r, { kind: 'lease_revoked', index: r.index, revoked: true });
   assert.equal(h.state.get(b('k')), undefined);
