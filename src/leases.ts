@@ -12,7 +12,7 @@
  */
 import type { ApplyResult, LeaseOp } from './state/command.js';
 import { LEASE_KEEPALIVE_IDS_MAX } from './state/command.js';
-import { ServiceError } from './net/service.js';
+import { ServiceError, type KeptAlive } from './net/service.js';
 
 export const LEASE_TICK_MS_DEFAULT = 500;
 
@@ -24,11 +24,6 @@ export interface LeaseKeeperParts {
   readonly tickMs?: number;
 }
 
-/** What a keep-alive answers: the lease's TTL, or null when it is unknown or expired. */
-export interface KeptAlive {
-  readonly index: number;
-  readonly ttlMs: number | null;
-}
 
 interface Waiter {
   readonly ids: readonly number[];

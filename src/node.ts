@@ -15,10 +15,10 @@ import { Driver, type DriverClock, type DriverRefusal, type DriverTiming } from 
 import type { Logger } from './logger.js';
 import type { LogStore } from './log/log-store.js';
 import type { Transport } from './net/transport.js';
-import { MembershipError, ServiceError, type ClusterView, type Consistency, type KvService } from './net/service.js';
+import { MembershipError, ServiceError, type ClusterView, type Consistency, type KeptAlive, type KvService } from './net/service.js';
 import type { WatchSource } from './net/watch.js';
 import { decodeAppCommand, encodeAppCommand, type ApplyResult, type ArchiveSettings, type ClusterSettings, type KvOp, type LeaseOp, type RequestId, type SettingsOp } from './state/command.js';
-import { LeaseKeeper, type KeptAlive } from './leases.js';
+import { LeaseKeeper } from './leases.js';
 import type { SegmentBound } from './state/segments.js';
 import type { KeyValue, LeaseRecord, MemberRecord, StateStore } from './state/state-store.js';
 import type { StateSnapshot } from './state/snapshot.js';

@@ -14,8 +14,54 @@
  *   remembers the highest token it saw can refuse a holder that lost the lock without
  *   knowing (a paused process whose lease expired).
  */
-import { PangeaError, type CallOptions, type Item, type PangeaClient } from './client.js';
 import { sleep } from './sleep.js';
+
+/** Per call: an `AbortSignal` that gives up on it (as client.ts's CallOptions). */
+export interface CallOptions {
+  readonly signal?: AbortSignal;
+}
+
+interface Item {
+  readonly key: string;
+  readonly value: Uint8Array;
+  readonly revision: number;
+}
+
+/**
+ * What the recipes use of PangeaClient (client.ts), which implements it and hands itself
+ * over: the recipes are built on the public API only, and client.ts imports them, not the
+ * other way round.
+ */
+export interface RecipeClient {
+  grantLease(ttlS: number, opts?: CallOptions): Promise<{ id: string; ttl: number }>;
+  keepAliveLease(id: string, opts?: CallOptions): Promise<unknown>;
+  revokeLease(id: string, opts?: CallOptions): Promise<unknown>;
+  delete(key: string): Promise<unknown>;
+  list(opts: { prefix: string; limit: number; after?: string } & CallOptions): Promise<{ items: Item[]; more: boolean; index: number }>;
+  txn(
+    t: {
+      compare: { key: string; target: 'exists'; op: '=='; value: boolean }[];
+      success: { op: 'put'; key: string; value: string; lease: string }[];
+      failure: { op: 'get'; key: string }[];
+    },
+    opts?: CallOptions,
+  ): Promise<{ results: readonly object[] }>;
+  watch(opts: { key?: string; prefix?: string; after: number; values?: boolean; signal?: AbortSignal }): AsyncGenerator<{ index: number; changes: readonly { type: 'put' | 'delete'; key: string; value?: Uint8Array }[] }>;
+}
+
+/** An error of a recipe, shaped as client.ts's PangeaError (`status` 0, a `code`). */
+export class RecipeError extends Error {
+  readonly status = 0;
+  constructor(
+    readonly code: 'lease_not_found' | 'aborted',
+    message: string,
+  ) {
+    super(message);
+    this.name = 'PangeaError';
+  }
+}
+
+const isLeaseNotFound = (e: unknown): boolean => (e as { code?: unknown } | null)?.code === 'lease_not_found';
 
 /**
  * A lease kept alive every third of its TTL until `revoke()` or `close()`. `lost` resolves
@@ -29,13 +75,13 @@ export class Lease {
   private readonly stop = new AbortController();
   private renewedAt = Date.now();
 
-  static async grant(client: PangeaClient, ttlS: number, opts: CallOptions = {}): Promise<Lease> {
+  static async grant(client: RecipeClient, ttlS: number, opts: CallOptions = {}): Promise<Lease> {
     const g = await client.grantLease(ttlS, opts);
     return new Lease(client, g.id, g.ttl);
   }
 
   constructor(
-    private readonly client: PangeaClient,
+    private readonly client: RecipeClient,
     readonly id: string,
     /** Seconds. */
     readonly ttl: number,
@@ -61,7 +107,7 @@ export class Lease {
         waitMs = periodMs;
       } catch (e) {
         if (this.stop.signal.aborted) return;
-        if (e instanceof PangeaError && e.code === 'lease_not_found') return this.end(new Error(`lease ${this.id} expired`));
+        if (isLeaseNotFound(e)) return this.end(new Error(`lease ${this.id} expired`));
         if (Date.now() - this.renewedAt >= this.ttl * 1000) return this.end(new Error(`lease ${this.id}: no keep-alive got through for its TTL of ${this.ttl} s (${(e as Error).message})`));
         waitMs = Math.min(500, periodMs); // try again soon
       }
@@ -99,7 +145,7 @@ export interface LockOptions extends CallOptions {
 /** A held lock (or won election): its key, its fencing revision and its lease. */
 export class Lock {
   private constructor(
-    private readonly client: PangeaClient,
+    private readonly client: RecipeClient,
     readonly key: string,
     /** The fencing token: higher for every later holder. */
     readonly revision: number,
@@ -113,8 +159,8 @@ export class Lock {
   }
 
   /** Waits until `name` is free and takes it (see the top of this file). */
-  static async acquire(client: PangeaClient, name: string, opts: LockOptions = {}): Promise<Lock> {
-    const lease = opts.lease ?? (await client.lease(opts.ttl ?? 10, opts));
+  static async acquire(client: RecipeClient, name: string, opts: LockOptions = {}): Promise<Lock> {
+    const lease = opts.lease ?? (await Lease.grant(client, opts.ttl ?? 10, opts));
     const prefix = name.endsWith('/') ? name : `${name}/`;
     const key = `${prefix}${lease.id}`;
     // Rejects once the lease is lost; handled here so that a loss after the race is no one's
@@ -127,10 +173,10 @@ export class Lock {
         opts,
       );
       const revision = (created.results[0] as { revision: number | null }).revision;
-      if (revision === null) throw new PangeaError(0, 'lease_not_found', `lock ${name}: its key ${key} vanished (lease ${lease.id} expired)`);
+      if (revision === null) throw new RecipeError('lease_not_found', `lock ${name}: its key ${key} vanished (lease ${lease.id} expired)`);
       for (;;) {
         const { items, index } = await listAll(client, prefix, opts);
-        if (!items.some((i) => i.key === key)) throw new PangeaError(0, 'lease_not_found', `lock ${name}: its key ${key} vanished (lease ${lease.id} expired)`);
+        if (!items.some((i) => i.key === key)) throw new RecipeError('lease_not_found', `lock ${name}: its key ${key} vanished (lease ${lease.id} expired)`);
         const before = items.filter((i) => i.revision < revision);
         if (before.length === 0) return new Lock(client, key, revision, lease, opts.lease === undefined);
         const next = before.reduce((a, b) => (b.revision > a.revision ? b : a));
@@ -162,7 +208,7 @@ export class Election {
   private readonly prefix: string;
 
   constructor(
-    private readonly client: PangeaClient,
+    private readonly client: RecipeClient,
     name: string,
   ) {
     this.prefix = name.endsWith('/') ? name : `${name}/`;
@@ -206,7 +252,7 @@ function lowest(items: readonly Leader[]): Leader | null {
 /** Every key under `prefix`, page by page, and the first page's read index. Later pages
  *  may be read at later indexes; that is enough here: a key with a revision below a
  *  contender's cannot appear after the contender's key was written. */
-async function listAll(client: PangeaClient, prefix: string, opts: CallOptions): Promise<{ items: Item[]; index: number }> {
+async function listAll(client: RecipeClient, prefix: string, opts: CallOptions): Promise<{ items: Item[]; index: number }> {
   const items: Item[] = [];
   let after: string | undefined;
   let index = 0;
@@ -220,7 +266,7 @@ async function listAll(client: PangeaClient, prefix: string, opts: CallOptions):
 }
 
 /** Resolves once `key` is deleted after index `after` (at once if it is gone by then). */
-async function deleted(client: PangeaClient, key: string, after: number, signal?: AbortSignal): Promise<void> {
+async function deleted(client: RecipeClient, key: string, after: number, signal?: AbortSignal): Promise<void> {
   const stop = new AbortController();
   const onAbort = (): void => stop.abort();
   signal?.addEventListener('abort', onAbort, { once: true });
@@ -228,7 +274,7 @@ async function deleted(client: PangeaClient, key: string, after: number, signal?
     for await (const ev of client.watch({ key, after, values: false, signal: stop.signal })) {
       if (ev.changes.some((c) => c.type === 'delete')) return;
     }
-    throw new PangeaError(0, 'aborted', `waiting for ${key} to go was given up`);
+    throw new RecipeError('aborted', `waiting for ${key} to go was given up`);
   } finally {
     stop.abort();
     signal?.removeEventListener('abort', onAbort);

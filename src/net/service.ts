@@ -4,11 +4,17 @@
  */
 import type { ApplyResult, ArchiveSettings, KvOp, LeaseOp, RequestId } from '../state/command.js';
 import type { KeyValue, LeaseRecord, MemberRecord } from '../state/state-store.js';
-import type { KeptAlive } from '../leases.js';
 import type { StateSnapshot } from '../state/snapshot.js';
 import type { WatchSource } from './watch.js';
 
 export type Consistency = 'linearizable' | 'stale';
+
+/** What a keep-alive answers: the lease's TTL, or null when it is unknown or expired, and
+ *  the index of the command that renewed it. */
+export interface KeptAlive {
+  readonly index: number;
+  readonly ttlMs: number | null;
+}
 
 export interface ClusterView {
   readonly clusterId: string;

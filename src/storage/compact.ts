@@ -15,7 +15,7 @@ import { open as openFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { open, type RootDatabase } from 'lmdb';
 import { syncDir } from '../durable-file.js';
-import { ENV_FILE } from './env.js';
+import { DBS_MAX, ENV_FILE } from './env.js';
 
 /** The named databases whose entries are counted in both files before the swap. */
 const CHECKED_DBS = ['log.meta', 'log.slots', 'log.seq', 'sm.meta', 'sm.kv', 'sm.sessions', 'sm.session_use', 'sm.members', 'sm.chain', 'sm.segments', 'sm.voters_ever', 'sm.configs', 'sm.removed', 'sm.effects', 'sm.leases', 'sm.lease_expiry', 'sm.lease_keys'] as const;
@@ -61,7 +61,7 @@ export async function compactEnvFile(dir: string): Promise<CompactResult> {
   await rm(copy, { force: true });
   await rm(`${copy}-lock`, { force: true });
   const bytesBefore = statSync(path).size;
-  const source = open({ path, noSubdir: true, maxDbs: 16, readOnly: true });
+  const source = open({ path, noSubdir: true, maxDbs: DBS_MAX, readOnly: true });
   let expected: string;
   try {
     expected = fingerprint(source);
@@ -76,7 +76,7 @@ export async function compactEnvFile(dir: string): Promise<CompactResult> {
     } finally {
       await fh.close();
     }
-    const check = open({ path: copy, noSubdir: true, maxDbs: 16, readOnly: true });
+    const check = open({ path: copy, noSubdir: true, maxDbs: DBS_MAX, readOnly: true });
     let got: string;
     try {
       got = fingerprint(check);

@@ -36,7 +36,7 @@ import { Packr } from 'msgpackr';
 /** The environment's file inside a data dir (LMDB adds `-lock` beside it). */
 export const ENV_FILE = 'pangea.mdb';
 /** Named databases above, plus room for the archive and later owners. */
-const DBS_MAX = 24;
+export const DBS_MAX = 24;
 
 export type BytesDb = Database<Uint8Array, Uint8Array>;
 export type NamedDb = Database<Uint8Array, string>;
