@@ -57,7 +57,9 @@ function catches(name: string, opts: Omit<SimOptions, 'seed'>, invariantOk = fal
   test(`simulation catches ${name}`, () => {
     const seeds = RARE[name] ?? Array.from({ length: SEEDS_MAX }, (_, i) => i + 1);
     for (const seed of seeds) {
-      const r = simulate({ seed, ...opts });
+      // Without the lease actor: the seeds that catch each defect stay those they were (it
+      // changes half the seeds' schedules, and the lease checks have a case of their own).
+      const r = simulate({ seed, leases: false, ...opts });
       if (!r.ok) {
         const error = r.error ?? '';
         const invariant = /^crash: Error: no configuration governs slot/.test(error) && error.includes('/src/consensus/');

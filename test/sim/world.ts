@@ -68,6 +68,8 @@ export interface SimOptions {
   readonly syncDefects?: SyncDefects;
   /** Keep a trace of every event (slower; used to print a failure). */
   readonly trace?: boolean;
+  /** Run the lease actor (default: half the seeds, drawn from the seed). */
+  readonly leases?: boolean;
 }
 
 /** Deliberate defects in the simulator's block sync checks, to prove it notices. */
@@ -385,7 +387,7 @@ export class World {
       for (let i = this.jumpRng.int(1, 3); i > 0; i--) this.schedule(this.jumpRng.int(5, faultTicks) * TICK, { kind: 'clockJump' });
     }
     this.leaseRng = new Rng((opts.seed ^ 0x2545f491) >>> 0);
-    if (this.leaseRng.chance(0.5)) this.schedule(this.leaseRng.int(1, 3 * TICK), { kind: 'lease' });
+    if (this.leaseRng.chance(0.5) && opts.leases !== false) this.schedule(this.leaseRng.int(1, 3 * TICK), { kind: 'lease' });
   }
 
   /** Runs the fault phase and the final phase; throws SimFailure on the first violation. */
