@@ -46,6 +46,11 @@ import {
 } from './consensus/index.js';
 import type { LoadedLog } from './log/log-store.js';
 import { LOG_TIME_STEP_MS, type ApplyResult } from './state/command.js';
+
+/** How far past the applied log time a reading may be however recently that moved (logNow):
+ *  room for a commit's latency. Nodes that were quiet can still add this much each, one
+ *  after another, so log time may lead real time by up to (nodes - 1) x this. */
+export const LOG_TIME_LEAD_MS = 100;
 import type { SegmentBound } from './state/segments.js';
 
 /** The durable log, as the driver uses it. */
@@ -253,6 +258,8 @@ export class Driver {
   private failure: string | null = null;
   /** See logNow. */
   private logClock: { base: number; at: number };
+  /** The applied log time, and when this node saw it move (logNow). */
+  private logSeen: { time: number; at: number };
   /** The commit index last seen moving, and when (stall detection). */
   private progress: { index: number; at: number };
 
@@ -282,6 +289,7 @@ export class Driver {
     this.readId = parts.defects?.reuseReadIds ? 0 : Math.floor(parts.random() * 2 ** 47) * 32;
     this.forwardId = Math.floor(parts.random() * 2 ** 47) * 32;
     this.logClock = { base: parts.state.logTime(), at: parts.clock.now() };
+    this.logSeen = { time: parts.state.logTime(), at: parts.clock.now() };
     this.progress = { index: this.replica.commit.index, at: parts.clock.now() };
     parts.net.onMessage((env) => {
       if (this.stopped) return;
@@ -508,6 +516,8 @@ export class Driver {
     const started = this.parts.clock.now();
     const results = this.parts.state.apply(entries, this.parts.onSegment);
     const now = this.parts.clock.now();
+    const logTime = this.parts.state.logTime();
+    if (logTime !== this.logSeen.time) this.logSeen = { time: logTime, at: now };
     this.parts.observe?.apply?.(now - started, entries.length);
     this.counters.commits += entries.length;
     let i = 0;
@@ -564,14 +574,24 @@ export class Driver {
    * log time never moves faster than real time: a burst of commands after a quiet spell
    * cannot expire at once sessions that are still retrying (a debt of quiet time, repaid a
    * step a command, did: found by review).
+   *
+   * Nor is it a step past the applied log time on every node: at most as far past it as the
+   * time since this node saw it move (up to a step), or LOG_TIME_LEAD_MS. Otherwise each node
+   * that had been quiet could add a step of its own, one after another, and log time run
+   * seconds ahead of real time: a lease granted just before would expire that much early (a
+   * 2 s lease gone after 1.7 s of wall time, test/cluster/leases.test.ts in CI, issue 14).
+   * The lead covers a commit's latency: without it every command lost its own (the time from
+   * its proposal to this node's apply), and log time ran at half speed under load.
    */
   logNow(): number {
     const applied = this.parts.state.logTime();
     const now = this.parts.clock.now();
+    if (applied !== this.logSeen.time) this.logSeen = { time: applied, at: now };
     let mine = this.logClock.base + (now - this.logClock.at);
     if (this.parts.defects?.logTimeUnclamped) return Math.floor(mine);
-    if (mine < applied || mine > applied + LOG_TIME_STEP_MS) {
-      mine = Math.min(Math.max(mine, applied), applied + LOG_TIME_STEP_MS);
+    const ceiling = applied + Math.min(LOG_TIME_STEP_MS, Math.max(LOG_TIME_LEAD_MS, now - this.logSeen.at));
+    if (mine < applied || mine > ceiling) {
+      mine = Math.min(Math.max(mine, applied), ceiling);
       this.logClock = { base: mine, at: now };
     }
     return Math.floor(mine);

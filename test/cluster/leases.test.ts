@@ -147,7 +147,8 @@ test('a lease nobody renews expires within TTL + 1.5 s of wall time, and not bef
   const gone = await waitFor('the key to expire', async () => ((await call(follower, 'GET', '/v1/kv/e%2F1?consistency=stale')).status === 404 ? performance.now() : null), 10_000);
   const ms = gone - sent;
   assert.ok(ms <= 2_000 + 1_500, `expired after ${Math.round(ms)} ms`);
-  assert.ok(ms >= 2_000 - 100, `expired early, after ${Math.round(ms)} ms`);
+  // Log time may lead real time by (nodes - 1) x LOG_TIME_LEAD_MS (100 ms, driver.ts).
+  assert.ok(ms >= 2_000 - 300, `expired early, after ${Math.round(ms)} ms`);
   assert.equal((await call(follower, 'POST', `/v1/leases/${id}/keepalive`)).status, 404);
 });
 

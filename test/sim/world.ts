@@ -35,7 +35,7 @@ import {
   type SlotValue,
   type StoredSlot,
 } from '../../src/consensus/index.js';
-import { Driver, type DriverClock, type DriverDefects, type ForwardMessage } from '../../src/driver.js';
+import { Driver, LOG_TIME_LEAD_MS, type DriverClock, type DriverDefects, type ForwardMessage } from '../../src/driver.js';
 import { QueuedBatch, openMemoryEnv, type MemoryRoot } from '../../src/storage/memory-env.js';
 import type { WireEnvelope } from '../../src/net/transport.js';
 import { ControlledLog, MemoryLogStore } from '../../src/log/memory.js';
@@ -130,6 +130,10 @@ export interface SimStats {
   leaseDeletes: number;
   /** Txns the lease actor aimed at a lease expired and still being reaped. */
   leaseEdges: number;
+  /** Leases seen gone, and the most any went before its TTL of real time (ms, in seeds
+   *  without clock jumps; negative: none early). */
+  leaseExpiries: number;
+  leaseEarlyMaxMs: number;
   garbage: number;
   pauses: number;
   acked: number;
@@ -302,6 +306,9 @@ export class World {
   /** Log time after each applied index, as the first replica to apply it computed it, and
    *  each node's last (index, log time), for the lease clock's checks (onApplied). */
   private readonly logTimeAt = new Map<number, number>();
+  /** The lease actor's live leases: when the last command that renewed each was proposed
+   *  (an upper bound on when it applied), and their TTLs (checkLeaseExpiry). */
+  private readonly leaseTimes = new Map<number, { renewedBefore: number; ttlMs: number }>();
   /** Some seeds' nodes hold a checkpoint at every index (as `--checkpoint`): the cluster's
    *  chain value there, as the first replica to apply it computed it. */
   private readonly checkpoints: Map<number, Uint8Array> | null;
@@ -894,6 +901,7 @@ export class World {
     }
     const applied = node.state!.applied();
     this.checkLogTime(node, applied.point.index);
+    this.checkLeaseExpiry(node);
     const chain = Buffer.from(applied.chain).toString('hex');
     const seen = this.chainAt.get(applied.point.index);
     if (seen === undefined) this.chainAt.set(applied.point.index, chain);
@@ -1599,11 +1607,45 @@ export class World {
     const proposal = `lease:${++this.leaseSeq}`;
     const data = encodeAppCommand({ op, time: driver.logNow(), proposal });
     this.proposed.set(proposal, data);
+    const proposedAt = this.now;
     driver.propose({ kind: 'app', data }, (o) => {
-      if (!o.ok || o.result.kind !== 'lease_granted' || known.includes(o.result.id)) return;
-      known.push(o.result.id);
-      this.stats.leaseGrants++;
+      if (!o.ok) return;
+      const r = o.result;
+      if (r.kind === 'lease_granted' && !known.includes(r.id)) {
+        known.push(r.id);
+        this.stats.leaseGrants++;
+        this.leaseTimes.set(r.id, { renewedBefore: proposedAt, ttlMs: r.ttlMs });
+      } else if (r.kind === 'lease_kept' && op.t === 'lease_keepalive') {
+        op.ids.forEach((id, i) => {
+          const t = this.leaseTimes.get(id);
+          if (r.ttls[i] !== null && t !== undefined) this.leaseTimes.set(id, { ...t, renewedBefore: Math.max(t.renewedBefore, proposedAt) });
+        });
+      }
     });
+    // A revoke ends a lease early on purpose: no longer checked, from its proposal on.
+    if (op.t === 'lease_revoke') this.leaseTimes.delete(op.id);
+  }
+
+  /**
+   * No lease expires early by the simulation's real time: one a replica finds gone was last
+   * renewed (granted or kept alive) by a command proposed at least its TTL ago, less the lead
+   * each node's reading may take (LOG_TIME_LEAD_MS, driver.ts) and a step a clock jump
+   * (issue 14: log time must not run ahead of real time; stacked steps of several nodes once
+   * made a 2 s lease expire after 1.7 s).
+   */
+  private checkLeaseExpiry(node: SimNode): void {
+    if (this.leaseTimes.size === 0) return;
+    const state = node.state!;
+    const applied = state.applied().point.index;
+    for (const [id, t] of this.leaseTimes) {
+      // (A replica that has not applied the grant, whose index is the id, knows nothing yet.)
+      if (applied < id || state.lease(id) !== undefined) continue;
+      this.leaseTimes.delete(id);
+      this.stats.leaseExpiries++;
+      if (this.stats.clockJumps === 0) this.stats.leaseEarlyMaxMs = Math.max(this.stats.leaseEarlyMaxMs, t.renewedBefore + t.ttlMs - this.now);
+      const allowed = t.renewedBefore + t.ttlMs - LOG_TIME_LEAD_MS * this.nodes.size - LOG_TIME_STEP_MS * this.stats.clockJumps;
+      if (this.now < allowed) throw new SimFailure(`${node.id}: lease ${id} (TTL ${t.ttlMs} ms) is gone at time ${this.now}, last renewed by a command proposed at ${t.renewedBefore}`);
+    }
   }
 
   /** A lease `node` holds as expired with a key of the actor's still on it, if any. */
@@ -1808,7 +1850,7 @@ export class World {
 }
 
 export function emptyStats(): SimStats {
-  return { leaderChanges: 0, crashes: 0, crashesBeforeCommit: 0, stateCommitsLost: 0, stateCommitsFailed: 0, partitions: 0, oneWayLinks: 0, blockSyncs: 0, rangesRefused: 0, rogueRanges: 0, rangesPinned: 0, snapshotRestores: 0, retries: 0, clockJumps: 0, leaseGrants: 0, leaseDeletes: 0, leaseEdges: 0, diskFailures: 0, quickRestarts: 0, longStalls: 0, membershipChanges: 0, departures: 0, readds: 0, transfers: 0, compactions: 0, rangesLearned: 0, garbage: 0, pauses: 0, acked: 0, unknown: 0, reads: 0, slots: 0 };
+  return { leaderChanges: 0, crashes: 0, crashesBeforeCommit: 0, stateCommitsLost: 0, stateCommitsFailed: 0, partitions: 0, oneWayLinks: 0, blockSyncs: 0, rangesRefused: 0, rogueRanges: 0, rangesPinned: 0, snapshotRestores: 0, retries: 0, clockJumps: 0, leaseGrants: 0, leaseDeletes: 0, leaseEdges: 0, leaseExpiries: 0, leaseEarlyMaxMs: -Infinity, diskFailures: 0, quickRestarts: 0, longStalls: 0, membershipChanges: 0, departures: 0, readds: 0, transfers: 0, compactions: 0, rangesLearned: 0, garbage: 0, pauses: 0, acked: 0, unknown: 0, reads: 0, slots: 0 };
 }
 
 /** Runs one seed. A failure carries the seed; with `trace`, the events that led to it. */
