@@ -51,7 +51,17 @@ const SYNC: (keyof SyncDefects)[] = ['trustSenderChain', 'checkpointTakesTail', 
  *   older value seen first; about once in 1,300 to 4,000 seeds (seed 1339 before session 10's
  *   departure and transfer cases changed the streams, 3975 since).
  */
-const RARE: Partial<Record<string, readonly number[]>> = { 'a replica with defect ignoreHighestBallot': [3975] };
+const RARE: Partial<Record<string, readonly number[]>> = {
+  'a replica with defect ignoreHighestBallot': [3975],
+  // Scans of a few hundred seeds each (session 13): replayed, to keep `npm test` within its
+  // ten minutes. A change to the simulator's streams moves them: run the scan again (delete
+  // the entry) and put the new seed here.
+  'a replica with defect acceptLowerBallot': [170],
+  'a replica with defect promiserSpeaksAtItsCommit': [359],
+  'a driver with defect markerBeforeSlots': [277],
+  'block sync with defect checkpointTakesLastSlot': [170],
+  'block sync with defect preJoinVotersVouch': [638],
+};
 
 function catches(name: string, opts: Omit<SimOptions, 'seed'>, invariantOk = false): void {
   test(`simulation catches ${name}`, () => {
