@@ -17,7 +17,7 @@ import { sleep } from './sleep.js';
 import { readEvents } from './net/sse.js';
 import { deadlineSignal } from './abort.js';
 import { randomBytes } from 'node:crypto';
-import { Election, Lease, Lock, type LockOptions } from './recipes.js';
+import { Election, Lease, Lock, type CallOptions, type LockOptions } from './recipes.js';
 
 export interface PangeaClientOptions {
   /** HTTP base URLs of nodes, e.g. `http://127.0.0.1:7070`; at least one. */
@@ -61,10 +61,9 @@ export class PangeaError extends Error {
   }
 }
 
-/** Per call: an `AbortSignal` that gives up on it (a write already sent may still apply). */
-export interface CallOptions {
-  readonly signal?: AbortSignal;
-}
+/** Per call: an `AbortSignal` that gives up on it (a write already sent may still apply).
+ *  Defined with the recipes, which take it too. */
+export type { CallOptions } from './recipes.js';
 
 export type Key = string | Uint8Array;
 export type Value = string | Uint8Array;

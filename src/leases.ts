@@ -24,7 +24,6 @@ export interface LeaseKeeperParts {
   readonly tickMs?: number;
 }
 
-
 interface Waiter {
   readonly ids: readonly number[];
   readonly resolve: (k: KeptAlive[]) => void;
