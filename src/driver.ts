@@ -51,6 +51,8 @@ import { LOG_TIME_STEP_MS, type ApplyResult } from './state/command.js';
  *  room for a commit's latency. Nodes that were quiet can still add this much each, one
  *  after another, so log time may lead real time by up to (nodes - 1) x this. */
 export const LOG_TIME_LEAD_MS = 100;
+/** Readings logNow remembers (seeLogTime): more than the commands one node has in flight. */
+const READINGS_KEPT = 4096;
 import type { SegmentBound } from './state/segments.js';
 
 /** The durable log, as the driver uses it. */
@@ -258,8 +260,11 @@ export class Driver {
   private failure: string | null = null;
   /** See logNow. */
   private logClock: { base: number; at: number };
-  /** The applied log time, and when this node saw it move (logNow). */
+  /** The applied log time, and when this node saw it move, or read it itself (logNow). */
   private logSeen: { time: number; at: number };
+  /** This node's recent readings (logNow), and when it took each: when log time lands on
+   *  one, that is when it was real here, however long its commit took. */
+  private readings = new Map<number, number>();
   /** The commit index last seen moving, and when (stall detection). */
   private progress: { index: number; at: number };
 
@@ -516,8 +521,7 @@ export class Driver {
     const started = this.parts.clock.now();
     const results = this.parts.state.apply(entries, this.parts.onSegment);
     const now = this.parts.clock.now();
-    const logTime = this.parts.state.logTime();
-    if (logTime !== this.logSeen.time) this.logSeen = { time: logTime, at: now };
+    this.seeLogTime(this.parts.state.logTime(), now);
     this.parts.observe?.apply?.(now - started, entries.length);
     this.counters.commits += entries.length;
     let i = 0;
@@ -580,13 +584,14 @@ export class Driver {
    * that had been quiet could add a step of its own, one after another, and log time run
    * seconds ahead of real time: a lease granted just before would expire that much early (a
    * 2 s lease gone after 1.7 s of wall time, test/cluster/leases.test.ts in CI, issue 14).
-   * The lead covers a commit's latency: without it every command lost its own (the time from
-   * its proposal to this node's apply), and log time ran at half speed under load.
+   * When log time lands on one of this node's own readings, it was real here when read
+   * (seeLogTime), so a commit's latency is not lost; the lead's floor covers the latency of
+   * other nodes' commands: without it, log time ran at half speed under load.
    */
   logNow(): number {
     const applied = this.parts.state.logTime();
     const now = this.parts.clock.now();
-    if (applied !== this.logSeen.time) this.logSeen = { time: applied, at: now };
+    this.seeLogTime(applied, now);
     let mine = this.logClock.base + (now - this.logClock.at);
     if (this.parts.defects?.logTimeUnclamped) return Math.floor(mine);
     const ceiling = applied + Math.min(LOG_TIME_STEP_MS, Math.max(LOG_TIME_LEAD_MS, now - this.logSeen.at));
@@ -594,7 +599,28 @@ export class Driver {
       mine = Math.min(Math.max(mine, applied), ceiling);
       this.logClock = { base: mine, at: now };
     }
-    return Math.floor(mine);
+    const reading = Math.floor(mine);
+    this.readings.delete(reading); // read again (clamped): real here now, not before
+    this.readings.set(reading, now);
+    if (this.readings.size > READINGS_KEPT) this.readings.delete(this.readings.keys().next().value!);
+    return reading;
+  }
+
+  /**
+   * Notes the applied log time `time` at `now`. When it moved, it was real here at `now`, or
+   * earlier if it is one of this node's own readings: then at the time it was read. Without
+   * that, a commit's latency was lost from every command (the next reading could lead the
+   * log by only LOG_TIME_LEAD_MS), and under load with commits slower than that lead, log
+   * time ran at half speed and leases outlived their TTLs (found by review).
+   */
+  private seeLogTime(time: number, now: number): void {
+    if (time === this.logSeen.time) return;
+    const read = this.readings.get(time);
+    this.logSeen = { time, at: read !== undefined && read < now ? read : now };
+    for (const r of this.readings.keys()) {
+      if (r > time) break;
+      this.readings.delete(r);
+    }
   }
 
   /**

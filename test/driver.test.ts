@@ -141,6 +141,30 @@ test('a burst after a quiet spell does not expire the session of a client still 
   assert.deepEqual(again, first);
 });
 
+test('log time keeps pace with real time when commits take longer than LOG_TIME_LEAD_MS, and never runs ahead of it', () => {
+  const n = oneNode(() => 0.5);
+  const enc = new TextEncoder();
+  let slot = 0;
+  let index = 0;
+  const inFlight: { due: number; time: number }[] = [];
+  const start = n.state.logTime();
+  // A command proposed every 10 ms, each committed (and applied here) 300 ms later: a
+  // loaded cluster. Its reading is taken at its proposal, as node.ts takes it.
+  for (let ms = 0; ms < 60_000; ms += 10) {
+    inFlight.push({ due: ms + 300, time: n.driver.logNow() });
+    while (inFlight.length > 0 && inFlight[0]!.due <= ms) {
+      const { time } = inFlight.shift()!;
+      const data = encodeAppCommand({ op: { t: 'put', key: enc.encode('k'), value: enc.encode('v') }, time, proposal: `a:${index}` });
+      index++;
+      n.state.apply([{ slot: ++slot, index, batch: [{ kind: 'app', data }], epochs: n.state.applied().point.epochs }]);
+      assert.ok(n.state.logTime() - start <= ms, `log time ${n.state.logTime() - start} ms in, after ${ms} ms of real time`);
+    }
+    n.advance(10);
+  }
+  const moved = n.state.logTime() - start;
+  assert.ok(moved >= 0.98 * 59_700, `log time moved ${moved} ms in 60 s of 300 ms commits (a lease would outlive its TTL)`);
+});
+
 test('a follower hands a client write to its leader on the consensus link and answers with the leader\'s reply; other replies, strangers and duplicates get nothing', () => {
   const n = oneNode(() => 0.5);
   // a follows b (a heartbeat of b's ballot).

@@ -539,8 +539,10 @@ export class HttpApi {
     sendJson(ctx.res, 200, { items: items.map((l) => this.leaseJson(l)), more, index }, { 'pangea-index': String(index) });
   }
 
+  /** `remainingMs` counts to the lease's end (its grace too: LEASE_GRACE_MS), never above
+   *  its TTL: a fresh lease shows its TTL, as in etcd. */
   private leaseJson(l: LeaseRecord): Record<string, unknown> {
-    return { id: String(l.id), ttl: l.ttlMs / 1000, remainingMs: Math.max(0, l.expiresAt - this.service.logTime()), keys: l.keys };
+    return { id: String(l.id), ttl: l.ttlMs / 1000, remainingMs: Math.max(0, Math.min(l.ttlMs, l.expiresAt - this.service.logTime())), keys: l.keys };
   }
 
   private async revokeLease(ctx: Ctx, id: number): Promise<void> {

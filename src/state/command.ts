@@ -51,6 +51,16 @@ export type LeaseOp =
 /** TTLs a lease may have (API contract: 2 s to 30 days). */
 export const LEASE_TTL_MS_MIN = 2_000;
 export const LEASE_TTL_MS_MAX = 30 * 24 * 3600 * 1000;
+/**
+ * How long past its TTL of log time a lease lives (kv.ts): a grant or renewal lands at the
+ * log time of its command, which may lag real time by up to a step (log time pauses while
+ * nothing commits, and the next command moves it by the time since its proposer saw it
+ * move, up to a step); the commands after it may then catch that lag up, and a lease with
+ * no grace would go that much before its TTL of real time (found by review: a 2 s lease
+ * granted through a lagging follower gone after 1.6 s). With a step of grace, no catch-up
+ * takes a lease before its TTL; expiry comes within TTL + this + a tick (--lease-tick).
+ */
+export const LEASE_GRACE_MS = LOG_TIME_STEP_MS;
 /** Keys one lease may hold (API contract). */
 export const LEASE_KEYS_MAX = 10_000;
 /** Leases a cluster may hold unless its `cluster_settings` say otherwise. */

@@ -17,7 +17,8 @@
  * apply reads comes from the log (`cluster_settings`, `archive_settings`) or this file.
  *
  * Leases (API contract, "Leases") live on the same clock, log time. A lease expires when
- * log time reaches its `expiresAt`; from then on it is unknown to every command and read,
+ * log time reaches its `expiresAt`, its TTL and LEASE_GRACE_MS past its grant's or last
+ * renewal's log time; from then on it is unknown to every command and read,
  * and its keys are deleted (cause `lease`) by the next commands, in `(expiresAt, id)` order,
  * at most LEASE_EXPIRY_DELETES_MAX deletions a command. Expiry happens only here, at apply,
  * never by a node's timer: the leader's ticks (node.ts) only make log time move while
@@ -26,7 +27,7 @@
  */
 import { applyChange, latestConfig, type Command, type Config, type ConfigChange, type Entry, type LogPoint } from '../consensus/index.js';
 import { pack, plain, readU64, u64Key, unpack, type StoreEnv } from '../storage/env.js';
-import { KEY_BYTES_MAX, LEASES_MAX_DEFAULT, LEASE_EXPIRY_DELETES_MAX, LEASE_KEYS_MAX, LEASE_TTL_MS_MAX, LEASE_TTL_MS_MIN, LOG_TIME_STEP_MS, chainBytesLength, decodeAppCommand, nextChain,
+import { KEY_BYTES_MAX, LEASES_MAX_DEFAULT, LEASE_EXPIRY_DELETES_MAX, LEASE_GRACE_MS, LEASE_KEYS_MAX, LEASE_TTL_MS_MAX, LEASE_TTL_MS_MIN, LOG_TIME_STEP_MS, chainBytesLength, decodeAppCommand, nextChain,
   type AppCommand, type ApplyResult, type ArchiveSettings, type Compare, type KvOp, type LeaseOp, type TxnOp, type TxnResult, type RequestId } from './command.js';
 import { chainRow, readChainRow, recordConfig, type AppliedRecord } from './applied.js';
 import { decodeChanges, encodeChanges, type Change, type DeleteCause, type Effects } from './effects.js';
@@ -704,7 +705,7 @@ class ApplyBatch {
         if (op.ttlMs < LEASE_TTL_MS_MIN || op.ttlMs > LEASE_TTL_MS_MAX) return { kind: 'invalid', index, message: `a lease's TTL is ${LEASE_TTL_MS_MIN / 1000} to ${LEASE_TTL_MS_MAX / 1000} seconds` };
         const max = this.maxLeases ?? LEASES_MAX_DEFAULT;
         if (this.leaseCount >= max) return { kind: 'limit_reached', index, message: `the cluster holds ${this.leaseCount} leases, its limit (maxLeases ${max})` };
-        const expiresAt = this.maxTime + op.ttlMs;
+        const expiresAt = this.maxTime + op.ttlMs + LEASE_GRACE_MS;
         const lease: StoredLease = { id: index, ttlMs: op.ttlMs, expiresAt, keys: 0, row: expiresAt };
         this.putLease(lease);
         this.t.put('leaseExpiry', u64Key(lease.row, u64Key(lease.id)), EMPTY);
@@ -718,7 +719,7 @@ class ApplyBatch {
           if (lease === undefined) return null;
           // The expiry row stays where it is (expireLeases moves it when its time comes): a
           // renewal is one write, not three (measured: bench watch, lease_keepalive_cost).
-          const expiresAt = this.maxTime + lease.ttlMs;
+          const expiresAt = this.maxTime + lease.ttlMs + LEASE_GRACE_MS;
           if (expiresAt !== lease.expiresAt) this.putLease({ ...lease, expiresAt });
           return lease.ttlMs;
         });

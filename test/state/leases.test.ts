@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { openStores } from '../../src/stores.js';
-import { LEASE_KEYS_MAX, type KvOp, type LeaseOp, type TxnOp } from '../../src/state/command.js';
+import { LEASE_GRACE_MS, LEASE_KEYS_MAX, type KvOp, type LeaseOp, type TxnOp } from '../../src/state/command.js';
 import { Harness, b, tempDir } from './harness.js';
 
 const grant = (ttlMs: number): LeaseOp => ({ t: 'lease_grant', ttlMs });
@@ -40,9 +40,12 @@ test('a lease: granted at its index, keys attach and detach, expiry deletes them
   assert.equal(h.state.get(b('c')), undefined, 'a refused put changes nothing');
 
   advance(h, 4_000);
-  assert.ok(h.state.get(b('a')), 'still there a second before expiry');
-  assert.equal(h.state.lease(2)?.expiresAt, 5_000);
+  assert.ok(h.state.get(b('a')), 'still there a second before its TTL');
+  assert.equal(h.state.lease(2)?.expiresAt, 5_000 + LEASE_GRACE_MS);
   advance(h, 1_000);
+  assert.ok(h.state.get(b('a')), 'and through its grace');
+  assert.equal(h.state.lease(2)?.ttlMs, 5_000);
+  advance(h, LEASE_GRACE_MS);
   assert.equal(h.state.get(b('a')), undefined);
   assert.equal(h.state.lease(2), undefined);
   assert.ok(h.state.get(b('b')), 'the detached key stays');
@@ -54,7 +57,7 @@ test('a lease: granted at its index, keys attach and detach, expiry deletes them
   await h.stores.close();
 });
 
-test('a renewed lease expires a TTL after its last renewal, not before (its expiry row moves late)', async () => {
+test('a renewed lease expires a TTL and its grace after its last renewal, not before (its expiry row moves late)', async () => {
   const h = clockAtZero();
   const id = (h.one(grant(3_000)) as { id: number }).id;
   h.one(put('k', 'v', id));
@@ -64,9 +67,11 @@ test('a renewed lease expires a TTL after its last renewal, not before (its expi
   }
   const renewedAt = h.state.logTime();
   advance(h, 2_000);
-  assert.ok(h.state.get(b('k')), 'a second before its expiry');
-  assert.equal(h.state.lease(id)?.expiresAt, renewedAt + 3_000);
+  assert.ok(h.state.get(b('k')), 'a second before its TTL');
+  assert.equal(h.state.lease(id)?.expiresAt, renewedAt + 3_000 + LEASE_GRACE_MS);
   advance(h, 1_000);
+  assert.ok(h.state.get(b('k')), 'at its TTL, in its grace');
+  advance(h, LEASE_GRACE_MS);
   assert.equal(h.state.get(b('k')), undefined, 'gone at its expiry');
   assert.equal(h.state.leaseCount(), 0);
   await h.stores.close();
@@ -85,7 +90,7 @@ test('keep-alives renew to the full TTL; revoke deletes the keys in one command'
   }
   assert.ok(h.state.get(b('k')), 'kept alive for 10 s on a 3 s TTL');
   assert.equal(h.state.get(b('o')), undefined, 'the other one expired');
-  assert.equal(h.state.lease(id)?.expiresAt, h.state.logTime() + 3_000, 'renewed to the full TTL');
+  assert.equal(h.state.lease(id)?.expiresAt, h.state.logTime() + 3_000 + LEASE_GRACE_MS, 'renewed to the full TTL');
   const r = h.one({ t: 'lease_revoke', id });
   assert.deepEqual(r, { kind: 'lease_revoked', index: r.index, revoked: true });
   assert.equal(h.state.get(b('k')), undefined);
@@ -127,7 +132,7 @@ test('expiry deletes at most 10,000 keys a command, in (expiresAt, id) order, an
   const second = (h.one(grant(2_000)) as { id: number }).id;
   h.one({ t: 'txn', compare: [], success: Array.from({ length: LEASE_KEYS_MAX }, (_, i): TxnOp => ({ op: 'put', key: b(`a${i}`), value: b('x'), lease: first })), failure: [] });
   h.one({ t: 'txn', compare: [], success: Array.from({ length: 5 }, (_, i): TxnOp => ({ op: 'put', key: b(`b${i}`), value: b('x'), lease: second })), failure: [] });
-  advance(h, 2_000);
+  advance(h, 2_000 + LEASE_GRACE_MS);
   const at = h.state.applied().point.index;
   h.one(tick);
   const perIndex = h.state.effects(at - 2, at + 1, 10).map((e) => [e.index, e.changes.length, new TextDecoder().decode(e.changes[0]!.key).slice(0, 1)]);
@@ -158,7 +163,7 @@ test('a txn that moves a key off an expired lease still being reaped cannot atta
     const small = (h.one(grant(2_000)) as { id: number }).id;
     h.one({ t: 'txn', compare: [], success: Array.from({ length: LEASE_KEYS_MAX }, (_, i): TxnOp => ({ op: 'put', key: b(`a${i}`), value: b('x'), lease: big })), failure: [] });
     h.one(put('k1', 'x', small));
-    advance(h, 1_000);
+    advance(h, 1_000 + LEASE_GRACE_MS);
     // The txn comes at the expiry: its own expiry step deletes the first lease's 10,000 keys
     // and leaves the second expired with its key still on it.
     h.time += 1_000;
