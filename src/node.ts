@@ -150,6 +150,8 @@ export class PangeaNode implements KvService {
   private staleReadsSafe = false;
   /** Watch streams to wake after each apply (net/watch.ts). */
   private readonly appliedWatchers = new Set<() => void>();
+  /** See setWatchCold. */
+  private watchCold: WatchSource['cold'] | null = null;
   private seenRole: string | null = null;
   private seenLeader: string | null = null;
   /** Why client writes are refused now (the hot-log quota), or null. */
@@ -605,6 +607,7 @@ export class PangeaNode implements KvService {
 
   watchSource(): WatchSource {
     const state = this.state;
+    const cold = this.watchCold;
     return {
       applied: () => state.applied().point.index,
       floor: () => state.journalFloor(),
@@ -613,7 +616,14 @@ export class PangeaNode implements KvService {
         this.appliedWatchers.add(wake);
         return () => this.appliedWatchers.delete(wake);
       },
+      ...(cold === null ? {} : { cold }),
     };
+  }
+
+  /** Where watchers below the journal's floor read the archive (server.ts: the archive's
+   *  cold source, through block sync's cold queue). */
+  setWatchCold(cold: NonNullable<WatchSource['cold']>): void {
+    this.watchCold = cold;
   }
 
   snapshot(): StateSnapshot {

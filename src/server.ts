@@ -229,6 +229,8 @@ async function assemble(opts: ServeOptions, hooks: ServerHooks, parts: Started):
   metrics.gauge('pangea_http_write_inflight_bytes', 'Bytes of write bodies held by requests being served (bounded; more are answered 503).', () => api.requestsInFlight.bytes);
   metrics.gauge('pangea_watch_streams', 'Watch streams open on this node (at most --max-watches).', () => api.watchStats.open);
   metrics.counter('pangea_watch_events_sent_total', 'Watch events (change and progress) sent to watchers.', () => api.watchStats.eventsSent);
+  metrics.gauge('pangea_watch_cold_streams', 'Watch streams reading history below the hot journal from the archive now.', () => api.watchStats.cold);
+  metrics.counter('pangea_watch_cold_pages_total', 'Pages of archived effects read by watch streams.', () => api.watchStats.coldPages);
   metrics.counter('pangea_watch_refused_total', 'Watch requests answered 503 because --max-watches streams were open.', () => api.watchStats.refused);
   metrics.counter('pangea_http_refused_busy_total', 'HTTP requests answered 503 because too many requests or write bytes were in flight.', () => api.refusedBusy);
   const http = opts.advertiseHttp ?? `http://${formatHost(bound.host)}:${bound.port}`;
@@ -280,6 +282,11 @@ async function assemble(opts: ServeOptions, hooks: ServerHooks, parts: Started):
     logger,
   );
   node.onSnapshotNeeded(() => blocksync.want());
+  node.setWatchCold(async (after, limit) => {
+    const cold = archive.cold();
+    if (cold === null) return { missing: 'this node cannot read the archive (no archive, or no archive key): watch through a node that can' };
+    return blocksync.coldTurn(() => cold.effects(after, limit));
+  });
   registerBlocksyncMetrics(metrics, blocksync, () => transport.peersConnected(), () => ({ first: archive.cold() ? 1 : node.compactedPoint.index + 1, last: stores.state.applied().point.index }));
   await blocksync.start();
   parts.add(() => blocksync.stop());
@@ -393,6 +400,7 @@ function archiveHost(node: PangeaNode, stores: Stores, privateKey: PrivateKey): 
     compactedPoint: () => node.compactedPoint,
     compact: (point) => node.compact(point),
     chainAt: (index) => state.chainAt(index),
+    journal: (after, through) => (state.journalFloor() <= after ? state.effectRows(after, through) : null),
     snapshot: () => state.snapshot(),
   };
 }

@@ -29,10 +29,11 @@ import type { Logger } from '../logger.js';
 import type { ArchiveSettings } from '../state/command.js';
 import type { SegmentBound } from '../state/segments.js';
 import type { StateSnapshot } from '../state/snapshot.js';
+import { digestOf, encodeEffects, type EffectsRow } from './effects-object.js';
 import { encodeSegment } from './segment.js';
 import { discardStaged, stageEncoded, uploadStaged, type StagedObject } from './objects.js';
-import { MANIFEST_VERSION, manifestKey, readBestManifest, signManifest, type ManifestBody, type SegmentRecord, type SnapshotRecord } from './manifest.js';
-import { verifySegment, verifySnapshot, type ObjectReport, type VerifyContext } from './verify.js';
+import { MANIFEST_VERSION, manifestKey, readBestManifest, signManifest, type EffectsRecord, type ManifestBody, type SegmentRecord, type SnapshotRecord } from './manifest.js';
+import { verifyEffects, verifySegment, verifySnapshot, type ObjectReport, type VerifyContext } from './verify.js';
 import type { ObjectStore } from './store.js';
 
 /** What the archiver needs of its node. */
@@ -63,6 +64,9 @@ export interface ArchiveHost {
   /** Prunes the hot log through `point` (through the consensus core). */
   compact(point: LogPoint): void;
   chainAt(index: number): Uint8Array | undefined;
+  /** The effects journal's rows for indexes in (`after`, `through`], or null when the
+   *  journal does not reach back to `after` (its floor is above: pruned, or restored). */
+  journal?(after: number, through: number): EffectsRow[] | null;
   snapshot(): StateSnapshot;
   /** The hot log is at its quota: prune as far as the archive allows, whatever the retention. */
   underPressure?(): boolean;
@@ -308,6 +312,8 @@ export class Archiver {
       await discardStaged(staged);
     }
     await this.mustVerify(verifySegment(this.verifyContext(ces), segment), 'after upload');
+    const effects = await this.archiveEffects(bound, ces);
+    if (effects !== null) segment = { ...segment, effects };
 
     // The snapshot staged at this boundary goes with its segment. It stays staged until the
     // manifest lists it, so a failed upload is retried with the segment next run.
@@ -329,6 +335,30 @@ export class Archiver {
     this.stats.archivedBytes += segment.shards.reduce((n, s) => n + s.size, 0);
     if (snapshot) this.stats.snapshotsArchived++;
     this.logger.info('archived a segment', { first: bound.first.index, last: bound.last.index, snapshot: snapshot !== null });
+  }
+
+  /**
+   * The segment's effects (effects-object.ts), from this node's journal, uploaded and
+   * verified; null when the journal does not reach back to the segment's start (the
+   * archive then cannot serve watches there: `history_unavailable`).
+   */
+  private async archiveEffects(bound: SegmentBound, ces: CesParams): Promise<EffectsRecord | null> {
+    const rows = this.host.journal?.(bound.first.index - 1, bound.last.index) ?? null;
+    if (rows === null) {
+      this.logger.warn('this leader\'s effects journal does not reach back to the segment: archived without its effects (watch cannot resume there)', { first: bound.first.index });
+      return null;
+    }
+    const prefix = `${segmentPrefix(bound)}/effects`;
+    const bytes = rows.reduce((n, r) => n + r.bytes.byteLength + 16, 0);
+    const staged = await stageEncoded(prefix, `${this.host.cluster}/effects/${bound.first.slot}-${bound.last.slot}`, encodeEffects(this.host.cluster, bound.first.index, bound.last.index, rows), this.key, ces, this.opts.stagingDir, bytes);
+    let record: EffectsRecord;
+    try {
+      record = { ...(await uploadStaged(this.store, staged)), digest: digestOf(rows) };
+    } finally {
+      await discardStaged(staged);
+    }
+    await this.mustVerify(verifyEffects(this.verifyContext(ces), { first: bound.first, last: bound.last, effects: record }), 'after upload');
+    return record;
   }
 
   private async mustVerify(report: Promise<ObjectReport>, when: string): Promise<void> {
@@ -377,6 +407,7 @@ export class Archiver {
       cluster: this.host.cluster,
       ces,
       ownChain: (i) => this.host.chainAt(i),
+      ownEffects: (after, through) => this.host.journal?.(after, through) ?? null,
       repair: true,
     };
   }
@@ -412,7 +443,11 @@ export class Archiver {
     // The segments must cover every slot from the pruned point through the target.
     const { segments, gapFrom } = coveringSegments(manifest, compacted.slot, target.point.slot);
     if (gapFrom !== null) throw new Error(`the archive does not cover slots ${gapFrom} to ${target.point.slot}; not pruning`);
-    for (const s of segments) if (!this.verified.has(s.prefix)) await this.mustVerify(verifySegment(ctx, s), 'before pruning');
+    for (const s of segments) {
+      if (!this.verified.has(s.prefix)) await this.mustVerify(verifySegment(ctx, s), 'before pruning');
+      // Its effects too, against this node's own journal: the hot journal goes with the log.
+      if (s.effects !== undefined && !this.verified.has(s.effects.prefix)) await this.mustVerify(verifyEffects(ctx, s as Required<Pick<SegmentRecord, 'first' | 'last' | 'effects'>>), 'before pruning');
+    }
     if (!this.verified.has(target.prefix)) await this.mustVerify(verifySnapshot(ctx, target), 'before pruning');
     if (this.stopped) return;
     this.host.compact(target.point);

@@ -51,6 +51,14 @@ export interface SegmentRecord extends EncodedObject {
   /** Hex chain values before the first command and after the last. */
   readonly chainBefore: string;
   readonly chainAfter: string;
+  /** What its indexes changed, for watch below the hot log (effects-object.ts). Absent for
+   *  a segment archived by a leader whose journal did not reach back to it. */
+  readonly effects?: EffectsRecord;
+}
+
+/** A segment's effects object: its rows' hash chain (effects-object.ts EffectsDigest). */
+export interface EffectsRecord extends EncodedObject {
+  readonly digest: string;
 }
 
 export interface SnapshotRecord extends EncodedObject {

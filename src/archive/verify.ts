@@ -16,13 +16,14 @@
  */
 import { MemorySink, decodeShards, bufferSource, encodeStream, type CesKey, type CesParams, type KeyRing } from '../ces/index.js';
 import { readSnapshot } from '../state/snapshot.js';
+import { decodeEffects, digestOf, type EffectsRow } from './effects-object.js';
 import { decodeSegment } from './segment.js';
 import { fetchShards, sha256Hex, shardKey } from './objects.js';
-import type { EncodedObject, ManifestBody, SegmentRecord, SnapshotRecord } from './manifest.js';
+import type { EffectsRecord, EncodedObject, ManifestBody, SegmentRecord, SnapshotRecord } from './manifest.js';
 import { ObjectStoreError, type ObjectStore } from './store.js';
 
 export interface ObjectReport {
-  readonly kind: 'segment' | 'snapshot';
+  readonly kind: 'segment' | 'snapshot' | 'effects';
   readonly prefix: string;
   readonly ok: boolean;
   /** Bad, missing and rebuilt shards, and why the object failed, if it did. */
@@ -41,6 +42,9 @@ export interface VerifyContext {
   readonly ces: CesParams;
   /** The chain value after `index` in this node's own log, when it knows it. */
   readonly ownChain?: (index: number) => Uint8Array | undefined;
+  /** This node's own effects journal rows in (after, through], or null where it does not
+   *  reach back that far. */
+  readonly ownEffects?: (after: number, through: number) => EffectsRow[] | null;
   readonly repair?: boolean;
   /**
    * With `repair`, also move damaged shards aside and rebuild them (operators' `archive
@@ -73,6 +77,20 @@ export async function verifySegment(ctx: VerifyContext, rec: SegmentRecord): Pro
   });
 }
 
+/** A segment's effects object (effects-object.ts): shards, decode, rows against the
+ *  manifest's digest, and the digest against this node's own journal where it has one. */
+export async function verifyEffects(
+  ctx: VerifyContext,
+  seg: { readonly first: { readonly index: number }; readonly last: { readonly index: number }; readonly effects: EffectsRecord },
+): Promise<ObjectReport> {
+  const problems: string[] = [];
+  const own = ctx.ownEffects?.(seg.first.index - 1, seg.last.index) ?? null;
+  if (own !== null && digestOf(own) !== seg.effects.digest) problems.push(`effects of indexes ${seg.first.index}-${seg.last.index} differ from this node's journal`);
+  return verifyObject(ctx, 'effects', seg.effects, problems, async (plain) => {
+    await decodeEffects(plain, { cluster: ctx.cluster, first: seg.first.index, last: seg.last.index, digest: seg.effects.digest });
+  });
+}
+
 export async function verifySnapshot(ctx: VerifyContext, rec: SnapshotRecord): Promise<ObjectReport> {
   return verifyObject(ctx, 'snapshot', rec, [], async (plain) => {
     const header = await readSnapshot(plain);
@@ -92,6 +110,9 @@ async function verifyObject(
   problems: string[],
   check: (plain: AsyncIterable<Uint8Array>) => Promise<void>,
 ): Promise<ObjectReport> {
+  // What the caller found already (a chain value or digest that differs from this node's
+  // own) fails the object whatever its shards say.
+  const mismatched = problems.length > 0;
   const fetched = await fetchShards(ctx.store, obj);
   problems.push(...fetched.problems);
   let rebuiltShards = 0;
@@ -122,7 +143,7 @@ async function verifyObject(
     problems.push(`${stage}: ${err.message}`);
     failed = true;
   }
-  return { kind, prefix: obj.prefix, ok: !failed, problems, rebuiltShards, quarantined };
+  return { kind, prefix: obj.prefix, ok: !failed && !mismatched, problems, rebuiltShards, quarantined };
 }
 
 /** The key a damaged shard is moved to: named by its bytes, so a second run finds it there. */
@@ -177,10 +198,13 @@ export async function verifyArchive(
   const to = range.toSlot ?? Number.MAX_SAFE_INTEGER;
   const segments = manifest.segments.filter((s) => s.last.slot >= from && s.first.slot <= to);
   const snapshots = manifest.snapshots.filter((s) => s.point.slot >= from && s.point.slot <= to);
-  const total = segments.length + snapshots.length;
+  const total = segments.length + segments.filter((s) => s.effects !== undefined).length + snapshots.length;
   const objects: ObjectReport[] = [];
   for (const s of segments) {
     objects.push(await verifySegment(ctx, s));
+    onProgress?.(objects.length, total, objects[objects.length - 1]!);
+    if (s.effects === undefined) continue;
+    objects.push(await verifyEffects(ctx, { first: s.first, last: s.last, effects: s.effects }));
     onProgress?.(objects.length, total, objects[objects.length - 1]!);
   }
   for (const s of snapshots) {

@@ -131,6 +131,7 @@ export class HttpApi {
   private readonly watchScheduler = new WatchScheduler();
   /** Watch events sent by streams now closed (`watchEventsSent` adds the open ones). */
   private watchEventsClosed = 0;
+  private watchColdPagesClosed = 0;
   /** Watches refused because `watchesMax` were open. */
   watchesRefused = 0;
 
@@ -185,10 +186,16 @@ export class HttpApi {
   }
 
   /** Watch streams open now, and the events they and the closed ones sent. */
-  get watchStats(): { readonly open: number; readonly eventsSent: number; readonly refused: number } {
+  get watchStats(): { readonly open: number; readonly eventsSent: number; readonly refused: number; readonly cold: number; readonly coldPages: number } {
     let sent = this.watchEventsClosed;
-    for (const w of this.watches) sent += w.events;
-    return { open: this.watches.size, eventsSent: sent, refused: this.watchesRefused };
+    let cold = 0;
+    let coldPages = this.watchColdPagesClosed;
+    for (const w of this.watches) {
+      sent += w.events;
+      coldPages += w.coldPages;
+      if (w.cold) cold++;
+    }
+    return { open: this.watches.size, eventsSent: sent, refused: this.watchesRefused, cold, coldPages };
   }
 
   /** Requests being served now, and the bytes of write bodies they hold. */
@@ -471,6 +478,7 @@ export class HttpApi {
     const stream = new WatchStream(source, { ...q, after }, ctx.res, (s) => {
       this.watches.delete(s);
       this.watchEventsClosed += s.events;
+      this.watchColdPagesClosed += s.coldPages;
     }, this.watchScheduler);
     this.watches.add(stream);
     ctx.release(); // bounded by watchesMax, not by the requests in flight

@@ -9,12 +9,17 @@
  * it stopped. Each change event carries every matching change of one index, in the order
  * applied, so a txn stays whole; ids are indexes, never sent twice, never skipped.
  *
- * Below the journal's floor (a node restored from a snapshot, or past the pruned hot log)
- * the stream ends with an `error` event `history_unavailable`: serving that stretch from the
- * archive is not built yet.
+ * Below the journal's floor (past the pruned hot log, or a node restored from a snapshot)
+ * the stream reads the archive's effects objects (archive/effects-object.ts) a page at a
+ * time, through the node's cold queue (shared with block sync), and writes the same events
+ * a hot reader would, byte for byte; past the archived stretch it reads the journal again.
+ * What the archive cannot give ends the stream with an `error` event: `history_unavailable`
+ * (no effects archived there), `archive_unavailable` (a read failed: resume later) or
+ * `overloaded` (the cold queue is full).
  */
 import { isUtf8 } from 'node:buffer';
 import type { ServerResponse } from 'node:http';
+import type { ColdEffects } from '../archive/cold.js';
 import type { Change, Effects } from '../state/effects.js';
 import { encodeValue, type Encoding } from './http-parse.js';
 
@@ -26,6 +31,9 @@ export interface WatchSource {
   effects(after: number, through: number, limit: number): Effects[];
   /** Calls `wake` after every apply; returns the function that stops it. */
   subscribe(wake: () => void): () => void;
+  /** The archive's effects after `after`, at most `limit` rows (archive/cold.ts); absent
+   *  when this node cannot read the archive. Throws when a read fails. */
+  cold?(after: number, limit: number): Promise<ColdEffects | 'busy'>;
 }
 
 export interface WatchSpec {
@@ -95,6 +103,10 @@ export class WatchStream {
   private readonly timers: ReturnType<typeof setInterval>[] = [];
   private stall: ReturnType<typeof setTimeout> | null = null;
   private unsubscribe: () => void = () => {};
+  /** A read of the archive is under way (readCold). */
+  private coldReading = false;
+  /** Pages read from the archive, for metrics. */
+  coldPages = 0;
   /** Events sent, for metrics. */
   events = 0;
 
@@ -150,23 +162,62 @@ export class WatchStream {
     if (this.sent >= applied) return;
     const floor = this.source.floor();
     if (this.sent < floor) {
-      this.fail('history_unavailable', `this node's journal starts after index ${floor}, and reading older history from the archive is not supported yet`, floor);
+      if (this.source.cold === undefined) {
+        this.fail('history_unavailable', `this node's journal starts after index ${floor} and this node cannot read the archive: watch through a node that can`, floor);
+      } else {
+        this.readCold(floor);
+      }
       return;
     }
     const rows = this.source.effects(this.sent, applied, PAGE_ROWS);
-    let ok = true;
+    const ok = this.send(rows);
+    if (ok && rows.length < PAGE_ROWS) this.sent = applied; // nothing else changed up to it
+    if (this.sent < this.source.applied()) this.schedule();
+  }
+
+  /** Whether the stream is reading the archive now (below the journal's floor). */
+  get cold(): boolean {
+    return this.coldReading || this.sent < this.source.floor();
+  }
+
+  /** One page from the archive; the stream goes on from where it ends (pump). */
+  private readCold(floor: number): void {
+    if (this.coldReading) return;
+    this.coldReading = true;
+    const after = this.sent;
+    this.source.cold!(after, PAGE_ROWS).then(
+      (got) => {
+        this.coldReading = false;
+        if (this.closed) return;
+        if (got === 'busy') return this.fail('overloaded', 'this node\'s queue of archive reads is full: resume later, or through another node');
+        if ('missing' in got) return this.fail('history_unavailable', got.missing, floor);
+        this.coldPages++;
+        if (this.send(got.rows)) this.sent = Math.max(this.sent, got.through);
+        this.schedule();
+      },
+      (err: unknown) => {
+        this.coldReading = false;
+        if (!this.closed) this.fail('archive_unavailable', `reading the archive failed (${(err as Error).message}): resume later`);
+      },
+    );
+  }
+
+  /** Writes the matching changes of `rows`, moving `sent` past each; false once the socket
+   *  is full (the rest is read again after `drain`). */
+  private send(rows: readonly Effects[]): boolean {
     for (const row of rows) {
+      if (row.index <= this.sent) continue;
       const changes = row.changes.filter((c) => this.matches(c.key));
+      let ok = true;
       if (changes.length > 0) {
         ok = this.write(this.changeEvent(row.index, changes));
         this.events++;
         this.lastEventAt = Date.now();
       }
       this.sent = row.index;
-      if (!ok) break;
+      if (!ok) return false;
     }
-    if (ok && rows.length < PAGE_ROWS) this.sent = applied; // nothing else changed up to it
-    if (this.sent < this.source.applied()) this.schedule();
+    return true;
   }
 
   private matches(key: Uint8Array): boolean {

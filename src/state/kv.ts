@@ -26,6 +26,7 @@
  * `sm.lease_keys` lists each lease's keys, so both a put and an expiry find what to detach.
  */
 import { applyChange, latestConfig, type Command, type Config, type ConfigChange, type Entry, type LogPoint } from '../consensus/index.js';
+import type { EffectsRow } from '../archive/effects-object.js';
 import { pack, plain, readU64, u64Key, unpack, type StoreEnv } from '../storage/env.js';
 import { KEY_BYTES_MAX, LEASES_MAX_DEFAULT, LEASE_EXPIRY_DELETES_MAX, LEASE_GRACE_MS, LEASE_KEYS_MAX, LEASE_TTL_MS_MAX, LEASE_TTL_MS_MIN, LOG_TIME_STEP_MS, chainBytesLength, decodeAppCommand, nextChain,
   type AppCommand, type ApplyResult, type ArchiveSettings, type Compare, type KvOp, type LeaseOp, type TxnOp, type TxnResult, type RequestId } from './command.js';
@@ -284,6 +285,16 @@ export class LmdbStateStore implements StateStore {
     return out;
   }
 
+  /** The journal's stored rows for indexes in (`after`, `through`], for the archive
+   *  (archive/effects-object.ts): the bytes as apply wrote them. */
+  effectRows(after: number, through: number): EffectsRow[] {
+    const out: EffectsRow[] = [];
+    if (through <= after) return out;
+    for (const { key, value } of this.t.range('effects', { start: u64Key(after + 1), end: u64Key(through + 1) })) {
+      out.push({ index: readU64(key as Uint8Array), bytes: Uint8Array.prototype.slice.call(value) });
+    }
+    return out;
+  }
 
   /** The cluster's archive settings, once the log has set them. */
   archiveSettings(): ArchiveSettings | null {

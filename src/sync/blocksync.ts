@@ -415,25 +415,42 @@ export class Blocksync {
     }
     const cold = this.host.cold();
     if (cold === null) return this.none('the range is not in this node\'s hot log and it cannot read the archive');
-    if (this.stats.coldReadsInFlight >= this.opts.coldReadsMax) {
-      if (this.coldWaiting.length >= this.opts.coldQueueMax) {
-        this.stats.coldQueueFull++;
+    const { from, fromIndex } = req;
+    try {
+      const got = await this.coldTurn(() => cold.read(from, fromIndex, to));
+      if (got === 'busy') {
         this.stats.servedBusy++;
         return { status: 'busy' };
       }
-      await new Promise<void>((resolve) => this.coldWaiting.push(resolve));
-      if (this.stopped) return this.none('shutting down');
-    }
-    this.stats.coldReadsInFlight++;
-    try {
-      const got = await cold.read(req.from, req.fromIndex, to);
       if (got === null) return this.none('the archive does not hold that range');
       this.stats.servedCold++;
       return { status: 'ok', source: 'cold', values: got.values, lastIndex: got.lastIndex, chainAfter: got.chainAfter };
     } catch (err) {
+      return this.none(this.stopped ? 'shutting down' : `cold read failed: ${(err as Error).message}`);
+    }
+  }
+
+  /**
+   * Runs one archive read in this node's cold queue: at most `coldReadsMax` at once and
+   * `coldQueueMax` waiting, shared by peers' ranges and watchers below the hot log
+   * (net/watch.ts); 'busy' when the queue is full. A read that fails is counted and thrown.
+   */
+  async coldTurn<T>(read: () => Promise<T>): Promise<T | 'busy'> {
+    if (this.stats.coldReadsInFlight >= this.opts.coldReadsMax) {
+      if (this.coldWaiting.length >= this.opts.coldQueueMax) {
+        this.stats.coldQueueFull++;
+        return 'busy';
+      }
+      await new Promise<void>((resolve) => this.coldWaiting.push(resolve));
+      if (this.stopped) throw new Error('shutting down');
+    }
+    this.stats.coldReadsInFlight++;
+    try {
+      return await read();
+    } catch (err) {
       this.stats.coldReadErrors++;
       this.stats.coldReadLastError = (err as Error).message;
-      return this.none(`cold read failed: ${(err as Error).message}`);
+      throw err;
     } finally {
       this.stats.coldReadsInFlight--;
       this.coldWaiting.shift()?.();
