@@ -1,6 +1,6 @@
 /**
  * `npm run bench -- watch [--seconds N] [--pairs N] [--leases N] [--only pangea|etcd]
- * [--part watch|leases]`: watch
+ * [--cold N] [--part watch|leases|cold]`: watch
  * fan-out and lease keep-alive cost on a 3-node Pangea cluster, and the same fan-out on a
  * 3-node etcd 3.4 cluster when `etcd` is on PATH (`apt-get install etcd-server`), both on
  * loopback with fsync on.
@@ -19,15 +19,24 @@
  *   which is mostly the cost of 3,333 HTTP requests a second on these two cores (plain
  *   `GET /healthz` requests at that rate cost put@64 about 30%, measured in this session).
  *
+ * - Cold resume: one Pangea node archiving to file:// (default 10,000-index segments, a
+ *   snapshot every segment, 1,000 indexes kept hot) takes 100,000 puts at 64 in flight and
+ *   prunes its hot log past them; then one watch from index 0 reads all 100,000 changes,
+ *   served from the archive's effects objects. `watch_cold_events_per_s` is events over the
+ *   time from the request to the last event. etcd cannot: a watch from a compacted revision
+ *   is cancelled (`compacted`), so there is no ratio.
+ *
  * The load generator is this process, on the same cores as the servers, for both systems.
- * Ends with one JSON line of every figure. Cold resume below the hot-log floor is not
- * measured yet: watches do not read the archive yet (issue 14).
+ * Ends with one JSON line of every figure.
  */
 import { cpus } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { Agent, request } from 'node:http';
 import { readEvents } from '../src/net/sse.js';
-import { killAll, removeDir, tempDir } from '../test/cluster/harness.js';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { writeNewKeyFile } from '../src/ces/index.js';
+import { isReady, killAll, metric, removeDir, startNode, tempDir, waitFor } from '../test/cluster/harness.js';
 import { closedLoop, etcdVersion, nodeHttpClient, startEtcd, startPangea, type Cluster, type Req } from './cluster.js';
 
 const CONCURRENCY = 64;
@@ -45,19 +54,21 @@ interface Args {
   pairs: number;
   leases: number;
   only: 'pangea' | 'etcd' | null;
-  part: 'watch' | 'leases' | null;
+  part: 'watch' | 'leases' | 'cold' | null;
+  cold: number;
 }
 
 function parseArgs(args: string[]): Args {
-  const out: Args = { seconds: 5, pairs: 3, leases: 10_000, only: null, part: null };
+  const out: Args = { seconds: 5, pairs: 3, leases: 10_000, only: null, part: null, cold: 100_000 };
   for (let i = 0; i < args.length; i += 2) {
     const [a, v] = [args[i], args[i + 1]];
     if (a === '--seconds' && Number(v) > 0) out.seconds = Number(v);
     else if (a === '--pairs' && Number(v) > 0) out.pairs = Number(v);
     else if (a === '--leases' && Number(v) > 0) out.leases = Number(v);
     else if (a === '--only' && (v === 'pangea' || v === 'etcd')) out.only = v;
-    else if (a === '--part' && (v === 'watch' || v === 'leases')) out.part = v;
-    else throw new Error(`usage: npm run bench -- watch [--seconds N] [--pairs N] [--leases N] [--only pangea|etcd] [--part watch|leases] (bad: ${a})`);
+    else if (a === '--part' && (v === 'watch' || v === 'leases' || v === 'cold')) out.part = v;
+    else if (a === '--cold' && Number(v) > 0) out.cold = Number(v);
+    else throw new Error(`usage: npm run bench -- watch [--seconds N] [--pairs N] [--leases N] [--cold N] [--only pangea|etcd] [--part watch|leases|cold] (bad: ${a})`);
   }
   return out;
 }
@@ -323,6 +334,53 @@ function renew(mode: RenewMode, origins: readonly string[], ids: readonly string
   };
 }
 
+/**
+ * Cold resume: `count` puts on one archiving node, its hot log pruned past them, then one
+ * watch from index 0 timed to its last change event.
+ */
+async function coldResume(root: string, count: number): Promise<Record<string, number>> {
+  const keyFile = join(root, 'archive.key');
+  await writeNewKeyFile(keyFile);
+  const node = await startNode({
+    dataDir: join(root, 'cold-node'),
+    extra: ['--archive-url', pathToFileURL(join(root, 'cold-archive')).href, '--archive-key-file', keyFile, '--snapshot-segments', '1', '--hot-retention', '1000',
+      '--archive-delay-entries', '100', '--archive-delay', '0s', '--archive-interval', '200ms', '--prune-interval', '500ms'],
+  });
+  await waitFor('the cold-resume node to be ready', () => isReady(node), 30_000);
+  const origin = node.info.http;
+  let next = 0;
+  let last = 0;
+  const value = 'v'.repeat(VALUE_BYTES);
+  const t0 = performance.now();
+  await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
+    while (next < count) {
+      const i = next++;
+      while ((await send(origin, 'PUT', `/v1/kv/cold/${i % 1000}`, value, false)) !== 200) await sleep(10);
+    }
+  }));
+  const writeS = (performance.now() - t0) / 1000;
+  last = ((await (await fetch(`${origin}/v1/cluster`)).json()) as { appliedIndex: number }).appliedIndex;
+  await waitFor(`the hot log pruned past index ${count}`, async () => {
+    await send(origin, 'PUT', '/v1/kv/tick', 'x', false);
+    return (await metric(node, 'pangea_hot_first_index')) > count;
+  }, 300_000);
+  const started = performance.now();
+  const res = await fetch(`${origin}/v1/watch?prefix=cold/&after=0&progress=3600`);
+  if (!res.ok) throw new Error(`watch answered ${res.status}`);
+  let events = 0;
+  let lastIndex = 0;
+  for await (const e of readEvents(res.body!)) {
+    if (e.event === 'error') throw new Error(`cold watch: ${e.data}`);
+    if (e.event !== 'change') continue;
+    events++;
+    lastIndex = Number(e.id);
+    if (lastIndex >= last) break;
+  }
+  const seconds = (performance.now() - started) / 1000;
+  await node.kill('SIGTERM');
+  return { indexes: last, events, write_s: round(writeS, 1), read_s: round(seconds, 2), events_per_s: Math.round(events / seconds) };
+}
+
 export async function run(args: string[]): Promise<void> {
   const opts = parseArgs(args);
   const root = tempDir('pangea-bench-watch-');
@@ -340,7 +398,7 @@ export async function run(args: string[]): Promise<void> {
     out.etcd_version = version;
     if (!version && opts.only !== 'pangea') console.log('etcd not found on PATH (apt-get install etcd-server): Pangea alone, no ratios.');
     const results: Record<string, Record<string, number>> = {};
-    const systems = [...(opts.only !== 'etcd' ? [pangea] : []), ...(version && opts.only !== 'pangea' && opts.part !== 'leases' ? [etcd] : [])];
+    const systems = opts.part === 'cold' ? [] : [...(opts.only !== 'etcd' ? [pangea] : []), ...(version && opts.only !== 'pangea' && opts.part !== 'leases' ? [etcd] : [])];
     for (const system of systems) {
       const cluster = system === pangea ? await startPangea(`${root}/pangea`, null) : await startEtcd(`${root}/etcd`);
       clusters.push(cluster);
@@ -362,7 +420,12 @@ export async function run(args: string[]): Promise<void> {
       if (p && e) out[`watch_events_ratio_vs_etcd_${w}`] = round(p.events_per_s! / e.events_per_s!, 2);
     }
     out.watch_missing_events = WATCHERS.reduce((s, w) => s + (results[`pangea_${w}`]?.missing_events ?? 0), 0);
-    out.watch_cold_events_per_s = null; // watches do not read the archive yet
+    if ((opts.part === null || opts.part === 'cold') && opts.only !== 'etcd') {
+      const c = await coldResume(root, opts.cold);
+      console.log(`pangea, cold resume of ${c.indexes} indexes below the hot log: ${JSON.stringify(c)}`);
+      for (const [k, v] of Object.entries(c)) out[`pangea_cold_${k}`] = v;
+      out.watch_cold_events_per_s = c.events_per_s;
+    }
     console.log(JSON.stringify(out));
   } finally {
     await cleanup();

@@ -47,11 +47,16 @@ import {
 import type { LoadedLog } from './log/log-store.js';
 import { LOG_TIME_STEP_MS, type ApplyResult } from './state/command.js';
 
-/** How far past the applied log time a reading may be however recently that moved (logNow):
- *  room for a commit's latency. Nodes that were quiet can still add this much each, one
- *  after another, so log time may lead real time by up to (nodes - 1) x this. */
+/** How far past the applied log time the leader's reading may be however recently that
+ *  moved (logNow): room for a commit's latency, at least this, ... */
 export const LOG_TIME_LEAD_MS = 100;
-/** Readings logNow remembers (seeLogTime): more than the commands one node has in flight. */
+/** ... and at most this, when its own commands take that long to apply (measured). */
+export const LOG_TIME_LEAD_MAX_MS = 300;
+/** How far a node that does not lead may take log time past the applied log time after a
+ *  quiet spell: what the step leaves after two leaders' leads (logNow). */
+export const LOG_TIME_CATCH_UP_MS = LOG_TIME_STEP_MS - 2 * LOG_TIME_LEAD_MAX_MS;
+/** Readings logNow remembers to measure its commits' latency: more than one node has in
+ *  flight. */
 const READINGS_KEPT = 4096;
 import type { SegmentBound } from './state/segments.js';
 
@@ -263,8 +268,11 @@ export class Driver {
   /** The applied log time, and when this node saw it move, or read it itself (logNow). */
   private logSeen: { time: number; at: number };
   /** This node's recent readings (logNow), and when it took each: when log time lands on
-   *  one, that is when it was real here, however long its commit took. */
+   *  one, the time since is a commit's latency here (leadMs). */
   private readings = new Map<number, number>();
+  /** The lead the leader's reading may take (logNow): its last commit latency, measured,
+   *  within [LOG_TIME_LEAD_MS, LOG_TIME_LEAD_MAX_MS]. */
+  private leadMs = LOG_TIME_LEAD_MS;
   /** The commit index last seen moving, and when (stall detection). */
   private progress: { index: number; at: number };
 
@@ -571,22 +579,23 @@ export class Driver {
   /**
    * Log time as this node reads it, for the commands it proposes: the applied log time when
    * this process started, plus the monotonic time since; moved up to the applied log time
-   * whenever another node's reading ran ahead, and down to one step (LOG_TIME_STEP_MS) past
-   * it when this reading ran further ahead than apply lets log time move (a quiet spell:
-   * that time is forgiven, not owed). No wall clock: a clock stepped by an hour changes
-   * nothing (issue 10, bug 4). And since no reading runs more than a step ahead of the log,
-   * log time never moves faster than real time: a burst of commands after a quiet spell
-   * cannot expire at once sessions that are still retrying (a debt of quiet time, repaid a
-   * step a command, did: found by review).
+   * whenever another node's reading ran ahead, and down to a ceiling past it when this
+   * reading ran further ahead (a quiet spell: that time is forgiven, not owed). No wall
+   * clock: a clock stepped by an hour changes nothing (issue 10, bug 4).
    *
-   * Nor is it a step past the applied log time on every node: at most as far past it as the
-   * time since this node saw it move (up to a step), or LOG_TIME_LEAD_MS. Otherwise each node
-   * that had been quiet could add a step of its own, one after another, and log time run
-   * seconds ahead of real time: a lease granted just before would expire that much early (a
-   * 2 s lease gone after 1.7 s of wall time, test/cluster/leases.test.ts in CI, issue 14).
-   * When log time lands on one of this node's own readings, it was real here when read
-   * (seeLogTime), so a commit's latency is not lost; the lead's floor covers the latency of
-   * other nodes' commands: without it, log time ran at half speed under load.
+   * The ceiling bounds how far log time can run ahead of real time, which is what could
+   * take a lease before its TTL (kv.ts gives each a grace of one step for it). Log time lags
+   * real time after a quiet spell (it pauses while nothing commits) and, by a commit's
+   * latency, under load; a lease granted in a lag ends early by as much as the commands
+   * after it catch up. The catch-up is bounded by the ceilings: the leader's reading leads
+   * the applied log time by at most the time since this node saw it move, at least its
+   * commit latency (leadMs: without that lead log time ran at half speed under load), at
+   * most a step less LOG_TIME_LEAD_MAX_MS; another node's by at most the time since, up to
+   * LOG_TIME_CATCH_UP_MS, with no lead. A node reads honestly after its own reading (its
+   * clock is clamped down with it), so what can stack is one catch-up and the leads of at
+   * most two nodes that believe they lead: a step in all. (Found by review: with a lead for
+   * every node, each added its own, one after another; with a step for every node's catch-
+   * up and a grace of one step, a 2 s lease granted through a lagging node went in 0.95 s.)
    */
   logNow(): number {
     const applied = this.parts.state.logTime();
@@ -594,29 +603,29 @@ export class Driver {
     this.seeLogTime(applied, now);
     let mine = this.logClock.base + (now - this.logClock.at);
     if (this.parts.defects?.logTimeUnclamped) return Math.floor(mine);
-    const ceiling = applied + Math.min(LOG_TIME_STEP_MS, Math.max(LOG_TIME_LEAD_MS, now - this.logSeen.at));
+    const since = now - this.logSeen.at;
+    const lead = this.replica.currentRole === 'leader'
+      ? Math.min(LOG_TIME_STEP_MS - LOG_TIME_LEAD_MAX_MS, Math.max(this.leadMs, since))
+      : Math.min(LOG_TIME_CATCH_UP_MS, since);
+    const ceiling = applied + lead;
     if (mine < applied || mine > ceiling) {
       mine = Math.min(Math.max(mine, applied), ceiling);
       this.logClock = { base: mine, at: now };
     }
     const reading = Math.floor(mine);
-    this.readings.delete(reading); // read again (clamped): real here now, not before
+    this.readings.delete(reading); // read again (clamped): the latency counts from now
     this.readings.set(reading, now);
     if (this.readings.size > READINGS_KEPT) this.readings.delete(this.readings.keys().next().value!);
     return reading;
   }
 
-  /**
-   * Notes the applied log time `time` at `now`. When it moved, it was real here at `now`, or
-   * earlier if it is one of this node's own readings: then at the time it was read. Without
-   * that, a commit's latency was lost from every command (the next reading could lead the
-   * log by only LOG_TIME_LEAD_MS), and under load with commits slower than that lead, log
-   * time ran at half speed and leases outlived their TTLs (found by review).
-   */
+  /** Notes the applied log time `time` at `now`: when it moved, and when it landed on one
+   *  of this node's readings, how long that took (leadMs). */
   private seeLogTime(time: number, now: number): void {
     if (time === this.logSeen.time) return;
+    this.logSeen = { time, at: now };
     const read = this.readings.get(time);
-    this.logSeen = { time, at: read !== undefined && read < now ? read : now };
+    if (read !== undefined) this.leadMs = Math.min(LOG_TIME_LEAD_MAX_MS, Math.max(LOG_TIME_LEAD_MS, now - read));
     for (const r of this.readings.keys()) {
       if (r > time) break;
       this.readings.delete(r);

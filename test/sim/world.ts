@@ -308,7 +308,7 @@ export class World {
   private readonly logTimeAt = new Map<number, number>();
   /** The lease actor's live leases: when the last command that renewed each was proposed
    *  (an upper bound on when it applied), and their TTLs (checkLeaseExpiry). */
-  private readonly leaseTimes = new Map<number, { renewedBefore: number; ttlMs: number }>();
+  private readonly leaseTimes = new Map<number, { renewedBefore: number; ttlMs: number; jumpsBefore: number }>();
   /** Some seeds' nodes hold a checkpoint at every index (as `--checkpoint`): the cluster's
    *  chain value there, as the first replica to apply it computed it. */
   private readonly checkpoints: Map<number, Uint8Array> | null;
@@ -1608,17 +1608,18 @@ export class World {
     const data = encodeAppCommand({ op, time: driver.logNow(), proposal });
     this.proposed.set(proposal, data);
     const proposedAt = this.now;
+    const jumpsBefore = this.stats.clockJumps;
     driver.propose({ kind: 'app', data }, (o) => {
       if (!o.ok) return;
       const r = o.result;
       if (r.kind === 'lease_granted' && !known.includes(r.id)) {
         known.push(r.id);
         this.stats.leaseGrants++;
-        this.leaseTimes.set(r.id, { renewedBefore: proposedAt, ttlMs: r.ttlMs });
+        this.leaseTimes.set(r.id, { renewedBefore: proposedAt, ttlMs: r.ttlMs, jumpsBefore });
       } else if (r.kind === 'lease_kept' && op.t === 'lease_keepalive') {
         op.ids.forEach((id, i) => {
           const t = this.leaseTimes.get(id);
-          if (r.ttls[i] !== null && t !== undefined) this.leaseTimes.set(id, { ...t, renewedBefore: Math.max(t.renewedBefore, proposedAt) });
+          if (r.ttls[i] !== null && t !== undefined && proposedAt > t.renewedBefore) this.leaseTimes.set(id, { ...t, renewedBefore: proposedAt, jumpsBefore });
         });
       }
     });
@@ -1642,8 +1643,10 @@ export class World {
       if (applied < id || state.lease(id) !== undefined) continue;
       this.leaseTimes.delete(id);
       this.stats.leaseExpiries++;
-      if (this.stats.clockJumps === 0) this.stats.leaseEarlyMaxMs = Math.max(this.stats.leaseEarlyMaxMs, t.renewedBefore + t.ttlMs - this.now);
-      const allowed = t.renewedBefore + t.ttlMs - LOG_TIME_STEP_MS * this.stats.clockJumps;
+      // Each clock jump since its renewal may cost it a step (a node's reading after one).
+      const jumps = this.stats.clockJumps - t.jumpsBefore;
+      if (jumps === 0) this.stats.leaseEarlyMaxMs = Math.max(this.stats.leaseEarlyMaxMs, t.renewedBefore + t.ttlMs - this.now);
+      const allowed = t.renewedBefore + t.ttlMs - LOG_TIME_STEP_MS * jumps;
       if (this.now < allowed) throw new SimFailure(`${node.id}: lease ${id} (TTL ${t.ttlMs} ms) is gone at time ${this.now}, last renewed by a command proposed at ${t.renewedBefore}`);
     }
   }

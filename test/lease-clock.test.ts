@@ -1,0 +1,146 @@
+/**
+ * The lease clock against schedules a review found (issue 14): log time must not run ahead
+ * of real time by more than a lease's grace (LEASE_GRACE_MS), whoever proposes, however the
+ * cluster stalled, whatever readings were in flight. Three drivers over one real clock, each
+ * applying the chosen commands as Driver.apply does; b leads (its replica was elected).
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { bootstrapState, type Entry } from '../src/consensus/index.js';
+import { Driver, type DriverClock } from '../src/driver.js';
+import { ControlledLog, MemoryLogStore } from '../src/log/memory.js';
+import { openMemoryEnv } from '../src/storage/memory-env.js';
+import { LmdbStateStore } from '../src/state/kv.js';
+import { encodeAppCommand, type AppCommand } from '../src/state/command.js';
+
+/** One real-time clock for the whole cluster (no drift, no jumps). */
+let now = 0;
+
+function node(id: string, leads = false) {
+  const timers: { at: number; fn: () => void }[] = [];
+  const clock: DriverClock = {
+    now: () => now,
+    soon: (fn) => timers.push({ at: now, fn }),
+    after: (ms, fn) => {
+      timers.push({ at: now + ms, fn });
+      return () => undefined;
+    },
+  };
+  const state = new LmdbStateStore(openMemoryEnv());
+  state.bootstrap(bootstrapState({ voters: leads ? [id] : ['a', 'b', 'f'], learners: [] }).base);
+  const log = new ControlledLog(new MemoryLogStore(), () => undefined);
+  const driver = new Driver({
+    clusterId: 'c', peerId: id,
+    log: { load: () => log.load(), write: (ops, done) => log.write(ops, done), committed: (done) => done() },
+    state, net: { send: () => undefined, onMessage: () => undefined }, clock, random: () => 0.5,
+    timing: { tickMs: 10, electionTicks: 10, heartbeatTicks: 2, proposalTimeoutMs: 1000 },
+  });
+  if (leads) {
+    // Elected alone before the schedule starts (its clock at 0 throughout).
+    driver.start();
+    for (let i = 0; i < 200 && driver.replica.currentRole !== 'leader'; i++) {
+      for (const t of timers.splice(0)) t.fn();
+      log.flush();
+    }
+    assert.equal(driver.replica.currentRole, 'leader');
+    driver.stop();
+  }
+  let slot = 0;
+  let index = 0;
+  return {
+    id, driver, state,
+    /** node.ts write(): the stamp is this node's logNow() when the client's write arrives. */
+    stamp: (op: AppCommand['op']) => ({ op, time: driver.logNow(), proposal: `${id}:${now}` }) as AppCommand,
+    /** Applies a chosen command here, as Driver.apply does (seeLogTime at the apply's now). */
+    apply: (cmd: AppCommand) => {
+      index++;
+      const e: Entry = { slot: ++slot, index, batch: [{ kind: 'app', data: encodeAppCommand(cmd) }], epochs: state.applied().point.epochs };
+      const r = state.apply([e])[0]!;
+      (driver as unknown as { seeLogTime(t: number, n: number): void }).seeLogTime(state.logTime(), now);
+      return r;
+    },
+  };
+}
+
+test('a reading held up through a stall lands after a grant through a lagging node: the lease lives its TTL of real time', () => {
+  now = 0;
+  const a = node('a'); // a follower taking client writes
+  const b = node('b', true); // the leader (ticks)
+  const f = node('f'); // a follower one command behind
+  const both = (cmd: AppCommand) => [a.apply(cmd), b.apply(cmd)][1]!;
+
+  now = 2_000;
+  const c0 = b.stamp({ t: 'lease_tick' });
+  now = 2_010;
+  both(c0); // a and b at log time 1000; f never hears of it (lagging)
+
+  // The cluster stalls (nothing commits; e.g. a leader change or an fsync stall) for > 1 s.
+  now = 3_100;
+  const w1 = a.stamp({ t: 'put', key: new Uint8Array([1]), value: new Uint8Array([1]) });
+  // w1 is forwarded to the leader and held up (network / stall) until after the grant below.
+
+  now = 4_200;
+  const p = now; // the grant's proposal
+  const grant = f.stamp({ t: 'lease_grant', ttlMs: 2_000 });
+  now = 4_210;
+  const g = both(grant) as { kind: string; id: number };
+  assert.equal(g.kind, 'lease_granted');
+
+  now = 4_220;
+  both(w1); // lands on 2000: one of a's readings, taken at 3100
+  // a keeps taking client writes (every 10 ms, 10 ms commits); b ticks every 500 ms.
+  let goneAt: number | null = null;
+  for (let t = 4_220; t < 7_000 && goneAt === null; t += 10) {
+    now = t;
+    const w = a.stamp({ t: 'put', key: new Uint8Array([2]), value: new Uint8Array([2]) });
+    const tick = (t - 4_200) % 500 === 0 ? b.stamp({ t: 'lease_tick' }) : null;
+    now = t + 10;
+    both(w);
+    if (tick) both(tick);
+    if (b.state.lease(g.id) === undefined) goneAt = now;
+  }
+  assert.ok(goneAt === null || goneAt >= p + 2_000, `lease gone ${p + 2_000 - goneAt!} ms before its TTL of real time`);
+});
+
+test('a reading lost in a stall, and a leader tick of the same value: the lease lives its TTL of real time', () => {
+  now = 0;
+  const a = node('a'); // a follower taking client writes
+  const b = node('b', true); // the leader (ticks)
+  const f = node('f'); // a follower one command behind
+  const both = (cmd: AppCommand) => [a.apply(cmd), b.apply(cmd)][1]!;
+
+  now = 2_000;
+  const c0 = b.stamp({ t: 'lease_tick' });
+  now = 2_010;
+  both(c0); // a and b at log time 1000; f never hears of it (lagging)
+
+  // The cluster stalls (nothing commits; e.g. a leader change or an fsync stall) for > 1 s.
+  now = 3_100;
+  const w1 = a.stamp({ t: 'put', key: new Uint8Array([1]), value: new Uint8Array([1]) });
+  // w1 is forwarded to the leader and held up (network / stall) until after the grant below.
+
+  now = 4_200;
+  const p = now; // the grant's proposal
+  const grant = f.stamp({ t: 'lease_grant', ttlMs: 2_000 });
+  now = 4_210;
+  const g = both(grant) as { kind: string; id: number };
+  assert.equal(g.kind, 'lease_granted');
+
+  void w1; // lost: its forward went to a leader that lost its lead (abandonForwards)
+  now = 4_210;
+  const t0 = b.stamp({ t: 'lease_tick' }); // b's first tick now that a lease exists
+  now = 4_220;
+  both(t0);
+  // a keeps taking client writes (every 10 ms, 10 ms commits); b ticks every 500 ms.
+  let goneAt: number | null = null;
+  for (let t = 4_220; t < 7_000 && goneAt === null; t += 10) {
+    now = t;
+    const w = a.stamp({ t: 'put', key: new Uint8Array([2]), value: new Uint8Array([2]) });
+    const tick = (t - 4_200) % 500 === 0 ? b.stamp({ t: 'lease_tick' }) : null;
+    now = t + 10;
+    both(w);
+    if (tick) both(tick);
+    if (b.state.lease(g.id) === undefined) goneAt = now;
+  }
+  assert.ok(goneAt === null || goneAt >= p + 2_000, `lease gone ${p + 2_000 - goneAt!} ms before its TTL of real time`);
+});
