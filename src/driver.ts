@@ -273,6 +273,8 @@ export class Driver {
   /** The lead the leader's reading may take (logNow): its last commit latency, measured,
    *  within [LOG_TIME_LEAD_MS, LOG_TIME_LEAD_MAX_MS]. */
   private leadMs = LOG_TIME_LEAD_MS;
+  /** Whether the applied log time is one of this node's own readings (logNow). */
+  private logIsMine = false;
   /** The commit index last seen moving, and when (stall detection). */
   private progress: { index: number; at: number };
 
@@ -589,8 +591,9 @@ export class Driver {
    * latency, under load; a lease granted in a lag ends early by as much as the commands
    * after it catch up. The catch-up is bounded by the ceilings: the leader's reading leads
    * the applied log time by at most the time since this node saw it move, at least its
-   * commit latency (leadMs: without that lead log time ran at half speed under load), at
-   * most a step less LOG_TIME_LEAD_MAX_MS; another node's by at most the time since, up to
+   * commit latency (leadMs: without that lead log time ran at half speed under load) when
+   * the applied log time is its own reading, at most a step less LOG_TIME_LEAD_MAX_MS;
+   * another node's by at most the time since, up to
    * LOG_TIME_CATCH_UP_MS, with no lead. A node reads honestly after its own reading (its
    * clock is clamped down with it), so what can stack is one catch-up and the leads of at
    * most two nodes that believe they lead: a step in all. (Found by review: with a lead for
@@ -604,8 +607,10 @@ export class Driver {
     let mine = this.logClock.base + (now - this.logClock.at);
     if (this.parts.defects?.logTimeUnclamped) return Math.floor(mine);
     const since = now - this.logSeen.at;
+    // The leader's lead only past its own reading: a node that takes the lead past another
+    // node's would add its lead to theirs, and leaders in turn stacked them (second review).
     const lead = this.replica.currentRole === 'leader'
-      ? Math.min(LOG_TIME_STEP_MS - LOG_TIME_LEAD_MAX_MS, Math.max(this.leadMs, since))
+      ? Math.min(LOG_TIME_STEP_MS - LOG_TIME_LEAD_MAX_MS, this.logIsMine ? Math.max(this.leadMs, since) : since)
       : Math.min(LOG_TIME_CATCH_UP_MS, since);
     const ceiling = applied + lead;
     if (mine < applied || mine > ceiling) {
@@ -625,6 +630,7 @@ export class Driver {
     if (time === this.logSeen.time) return;
     this.logSeen = { time, at: now };
     const read = this.readings.get(time);
+    this.logIsMine = read !== undefined;
     if (read !== undefined) this.leadMs = Math.min(LOG_TIME_LEAD_MAX_MS, Math.max(LOG_TIME_LEAD_MS, now - read));
     for (const r of this.readings.keys()) {
       if (r > time) break;

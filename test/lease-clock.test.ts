@@ -16,7 +16,7 @@ import { encodeAppCommand, type AppCommand } from '../src/state/command.js';
 /** One real-time clock for the whole cluster (no drift, no jumps). */
 let now = 0;
 
-function node(id: string, leads = false) {
+function node(id: string, leads = false, voters: readonly string[] = ['a', 'b', 'f']) {
   const timers: { at: number; fn: () => void }[] = [];
   const clock: DriverClock = {
     now: () => now,
@@ -27,7 +27,7 @@ function node(id: string, leads = false) {
     },
   };
   const state = new LmdbStateStore(openMemoryEnv());
-  state.bootstrap(bootstrapState({ voters: leads ? [id] : ['a', 'b', 'f'], learners: [] }).base);
+  state.bootstrap(bootstrapState({ voters: leads ? [id] : [...voters], learners: [] }).base);
   const log = new ControlledLog(new MemoryLogStore(), () => undefined);
   const driver = new Driver({
     clusterId: 'c', peerId: id,
@@ -141,6 +141,69 @@ test('a reading lost in a stall, and a leader tick of the same value: the lease 
     both(w);
     if (tick) both(tick);
     if (b.state.lease(g.id) === undefined) goneAt = now;
+  }
+  assert.ok(goneAt === null || goneAt >= p + 2_000, `lease gone ${p + 2_000 - goneAt!} ms before its TTL of real time`);
+});
+
+/** A node of five whose role the schedule sets by hand (leadership handed on in turn). */
+function handed(id: string) {
+  const n = node(id, false, ['a', 'b', 'c', 'd', 'e']);
+  let role: 'leader' | 'follower' = 'follower';
+  Object.defineProperty(n.driver.replica, 'currentRole', { get: () => role });
+  return {
+    ...n,
+    lead: (yes: boolean) => {
+      role = yes ? 'leader' : 'follower';
+    },
+    leadMs: () => (n.driver as unknown as { leadMs: number }).leadMs,
+  };
+}
+const put = (k: number) => ({ t: 'put', key: new Uint8Array([k]), value: new Uint8Array([k]) }) as AppCommand['op'];
+
+test('three leaders in turn after a quiet spell, a grant through a lagging node: the lease lives its TTL of real time (second review)', () => {
+  now = 0;
+  const [a, b, c, d, e] = ['a', 'b', 'c', 'd', 'e'].map((id) => handed(id)) as ReturnType<typeof handed>[];
+  const all = [a!, b!, c!, d!, e!];
+  const apply = (cmd: AppCommand, on = all) => on.map((n) => n.apply(cmd))[0]!;
+
+  // Warm-up under 300 ms commits: a leads; a, b and c each see one of their own readings
+  // land 300 ms after it was read (leadMs = 300 on each).
+  a!.lead(true);
+  now = 1_000; const w1 = a!.stamp(put(1)); now = 1_300; apply(w1);
+  now = 1_900; const w2 = b!.stamp(put(2)); now = 2_200; apply(w2, [a!, b!, c!, e!]); // d lags from here
+  now = 2_500; const w3 = c!.stamp(put(3)); now = 2_800; apply(w3, [a!, b!, c!, e!]);
+  assert.deepEqual([a!.leadMs(), b!.leadMs(), c!.leadMs()], [300, 300, 300]);
+  const v = a!.state.logTime();
+
+  // Quiet: no writes, no leases (so no ticks), 2.2 s. d still lags (applied 1000).
+  now = 5_000;
+  const p = now;
+  const grant = d!.stamp({ t: 'lease_grant', ttlMs: 2_000 }); // forwarded to a
+  now = 5_010;
+  const g = apply(grant, [a!, b!, c!, e!]) as { kind: string; id: number };
+  assert.equal(g.kind, 'lease_granted');
+  assert.equal(a!.state.logTime(), v);
+
+  // a (leader, quiet 2.2 s) proposes its first tick now that a lease exists.
+  const t1 = a!.stamp({ t: 'lease_tick' });
+  now = 5_020; apply(t1, [a!, b!, c!, e!]);
+  // Leadership passes to b (b learns a's tick in its phase 1 / or a transfer), b stamps a write.
+  a!.lead(false); b!.lead(true);
+  now = 5_025; const t2 = b!.stamp(put(4));
+  now = 5_035; apply(t2, [a!, b!, c!, e!]);
+  // ... and then to c.
+  b!.lead(false); c!.lead(true);
+  now = 5_040; const t3 = c!.stamp(put(5));
+  now = 5_050; apply(t3, [a!, b!, c!, e!]);
+
+  // c keeps leading; clients write to it every 10 ms (10 ms commits).
+  let goneAt: number | null = null;
+  for (let t = 5_050; t < 8_000 && goneAt === null; t += 10) {
+    now = t;
+    const w = c!.stamp(put(6));
+    now = t + 10;
+    apply(w, [a!, b!, c!, e!]);
+    if (c!.state.lease(g.id) === undefined) goneAt = now;
   }
   assert.ok(goneAt === null || goneAt >= p + 2_000, `lease gone ${p + 2_000 - goneAt!} ms before its TTL of real time`);
 });
