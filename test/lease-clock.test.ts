@@ -62,87 +62,63 @@ function node(id: string, leads = false, voters: readonly string[] = ['a', 'b', 
   };
 }
 
-test('a reading held up through a stall lands after a grant through a lagging node: the lease lives its TTL of real time', () => {
+/**
+ * The review's first schedule up to the grant: b leads and ticks, a follower `a` takes client
+ * writes, `f` lags a command; b's tick applies on a and b, the cluster stalls for over a
+ * second, a stamps a write `w1` (held up, or lost), and a 2 s lease is granted through f.
+ */
+function stalledGrant() {
   now = 0;
-  const a = node('a'); // a follower taking client writes
-  const b = node('b', true); // the leader (ticks)
-  const f = node('f'); // a follower one command behind
+  const a = node('a');
+  const b = node('b', true);
+  const f = node('f');
   const both = (cmd: AppCommand) => [a.apply(cmd), b.apply(cmd)][1]!;
-
   now = 2_000;
   const c0 = b.stamp({ t: 'lease_tick' });
   now = 2_010;
-  both(c0); // a and b at log time 1000; f never hears of it (lagging)
-
+  both(c0); // a and b at its log time; f never hears of it (lagging)
   // The cluster stalls (nothing commits; e.g. a leader change or an fsync stall) for > 1 s.
   now = 3_100;
   const w1 = a.stamp({ t: 'put', key: new Uint8Array([1]), value: new Uint8Array([1]) });
-  // w1 is forwarded to the leader and held up (network / stall) until after the grant below.
-
   now = 4_200;
   const p = now; // the grant's proposal
   const grant = f.stamp({ t: 'lease_grant', ttlMs: 2_000 });
   now = 4_210;
   const g = both(grant) as { kind: string; id: number };
   assert.equal(g.kind, 'lease_granted');
+  /** a writes every 10 ms (10 ms commits), b ticks every 500 ms, until the lease is gone:
+   *  not before its TTL of real time since its proposal. */
+  const runOut = (): void => {
+    let goneAt: number | null = null;
+    for (let t = 4_220; t < 7_000 && goneAt === null; t += 10) {
+      now = t;
+      const w = a.stamp({ t: 'put', key: new Uint8Array([2]), value: new Uint8Array([2]) });
+      const tick = (t - 4_200) % 500 === 0 ? b.stamp({ t: 'lease_tick' }) : null;
+      now = t + 10;
+      both(w);
+      if (tick) both(tick);
+      if (b.state.lease(g.id) === undefined) goneAt = now;
+    }
+    assert.ok(goneAt === null || goneAt >= p + 2_000, `lease gone ${p + 2_000 - goneAt!} ms before its TTL of real time`);
+  };
+  return { b, both, w1, runOut };
+}
 
+test('a reading held up through a stall lands after a grant through a lagging node: the lease lives its TTL of real time', () => {
+  const { both, w1, runOut } = stalledGrant();
   now = 4_220;
-  both(w1); // lands on 2000: one of a's readings, taken at 3100
-  // a keeps taking client writes (every 10 ms, 10 ms commits); b ticks every 500 ms.
-  let goneAt: number | null = null;
-  for (let t = 4_220; t < 7_000 && goneAt === null; t += 10) {
-    now = t;
-    const w = a.stamp({ t: 'put', key: new Uint8Array([2]), value: new Uint8Array([2]) });
-    const tick = (t - 4_200) % 500 === 0 ? b.stamp({ t: 'lease_tick' }) : null;
-    now = t + 10;
-    both(w);
-    if (tick) both(tick);
-    if (b.state.lease(g.id) === undefined) goneAt = now;
-  }
-  assert.ok(goneAt === null || goneAt >= p + 2_000, `lease gone ${p + 2_000 - goneAt!} ms before its TTL of real time`);
+  both(w1); // lands on one of a's readings, taken at 3100
+  runOut();
 });
 
 test('a reading lost in a stall, and a leader tick of the same value: the lease lives its TTL of real time', () => {
-  now = 0;
-  const a = node('a'); // a follower taking client writes
-  const b = node('b', true); // the leader (ticks)
-  const f = node('f'); // a follower one command behind
-  const both = (cmd: AppCommand) => [a.apply(cmd), b.apply(cmd)][1]!;
-
-  now = 2_000;
-  const c0 = b.stamp({ t: 'lease_tick' });
-  now = 2_010;
-  both(c0); // a and b at log time 1000; f never hears of it (lagging)
-
-  // The cluster stalls (nothing commits; e.g. a leader change or an fsync stall) for > 1 s.
-  now = 3_100;
-  const w1 = a.stamp({ t: 'put', key: new Uint8Array([1]), value: new Uint8Array([1]) });
-  // w1 is forwarded to the leader and held up (network / stall) until after the grant below.
-
-  now = 4_200;
-  const p = now; // the grant's proposal
-  const grant = f.stamp({ t: 'lease_grant', ttlMs: 2_000 });
-  now = 4_210;
-  const g = both(grant) as { kind: string; id: number };
-  assert.equal(g.kind, 'lease_granted');
-
-  void w1; // lost: its forward went to a leader that lost its lead (abandonForwards)
+  const { b, both, runOut } = stalledGrant();
+  // w1 is lost: its forward went to a leader that lost its lead (abandonForwards).
   now = 4_210;
   const t0 = b.stamp({ t: 'lease_tick' }); // b's first tick now that a lease exists
   now = 4_220;
   both(t0);
-  // a keeps taking client writes (every 10 ms, 10 ms commits); b ticks every 500 ms.
-  let goneAt: number | null = null;
-  for (let t = 4_220; t < 7_000 && goneAt === null; t += 10) {
-    now = t;
-    const w = a.stamp({ t: 'put', key: new Uint8Array([2]), value: new Uint8Array([2]) });
-    const tick = (t - 4_200) % 500 === 0 ? b.stamp({ t: 'lease_tick' }) : null;
-    now = t + 10;
-    both(w);
-    if (tick) both(tick);
-    if (b.state.lease(g.id) === undefined) goneAt = now;
-  }
-  assert.ok(goneAt === null || goneAt >= p + 2_000, `lease gone ${p + 2_000 - goneAt!} ms before its TTL of real time`);
+  runOut();
 });
 
 /** A node of five whose role the schedule sets by hand (leadership handed on in turn). */

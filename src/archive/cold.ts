@@ -9,7 +9,7 @@ import { KeyRing, type CesKey } from '../ces/index.js';
 import { batchBytes, type SlotValue } from '../consensus/index.js';
 import { RANGE_BYTES_MAX, type ColdSource } from '../sync/blocksync.js';
 import { nextChain } from '../state/command.js';
-import type { Effects } from '../state/effects.js';
+import type { ColdEffects, Effects } from '../state/effects.js';
 import { readBestManifest, type EffectsRecord, type ManifestBody, type SegmentRecord } from './manifest.js';
 import { readEncoded } from './objects.js';
 import { decodeEffects } from './effects-object.js';
@@ -19,10 +19,7 @@ import type { ObjectStore } from './store.js';
 /** Decoded objects kept (each up to a segment's slots, or its effects, in memory). */
 const CACHED_SEGMENTS_MAX = 4;
 
-/** What `effects` found: at most `limit` rows after the index asked for, and every change
- *  through `through` is in them (the segment's end when they are its last); `missing` when
- *  the archive holds no effects there. */
-export type ColdEffects = { readonly rows: readonly Effects[]; readonly through: number } | { readonly missing: string };
+export type { ColdEffects };
 /** A manifest older than this is read again when a range lies past its end. */
 const MANIFEST_REFRESH_MS = 2_000;
 

@@ -13,18 +13,14 @@
  */
 import { createHash } from 'node:crypto';
 import { FrameDecoder, joinFrames } from '../codec/frames.js';
-import { decodeChanges, type Effects } from '../state/effects.js';
+import { decodeChanges, type Effects, type EffectsRow } from '../state/effects.js';
 import { pack } from '../storage/env.js';
 
 export const EFFECTS_VERSION = 1;
 const FRAME_BYTES_TARGET = 1024 * 1024;
 const FRAME_BYTES_MAX = 64 * 1024 * 1024;
 
-/** One journal row as stored: its index and the encoded changes. */
-export interface EffectsRow {
-  readonly index: number;
-  readonly bytes: Uint8Array;
-}
+export type { EffectsRow };
 
 export class EffectsObjectError extends Error {
   override readonly name = 'EffectsObjectError';

@@ -19,8 +19,7 @@
  */
 import { isUtf8 } from 'node:buffer';
 import type { ServerResponse } from 'node:http';
-import type { ColdEffects } from '../archive/cold.js';
-import type { Change, Effects } from '../state/effects.js';
+import type { Change, ColdEffects, Effects } from '../state/effects.js';
 import { encodeValue, type Encoding } from './http-parse.js';
 
 /** What a stream reads: the node's applied index and its effects journal. */

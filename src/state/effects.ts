@@ -19,6 +19,19 @@ export type Change =
   | { readonly type: 'put'; readonly key: Uint8Array; readonly value: Uint8Array; readonly lease?: number }
   | { readonly type: 'delete'; readonly key: Uint8Array; readonly cause: DeleteCause };
 
+/** One journal row as stored: its index and the encoded changes (the archive's unit,
+ *  archive/effects-object.ts). */
+export interface EffectsRow {
+  readonly index: number;
+  readonly bytes: Uint8Array;
+}
+
+/** What a cold read of archived effects found (archive/cold.ts, read by net/watch.ts): at
+ *  most `limit` rows after the index asked for, and every change through `through` is in
+ *  them (the segment's end when they are its last); `missing` when the archive holds no
+ *  effects there. */
+export type ColdEffects = { readonly rows: readonly Effects[]; readonly through: number } | { readonly missing: string };
+
 /** The changes of one index, in the order they were applied. */
 export interface Effects {
   readonly index: number;

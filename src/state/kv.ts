@@ -26,12 +26,11 @@
  * `sm.lease_keys` lists each lease's keys, so both a put and an expiry find what to detach.
  */
 import { applyChange, latestConfig, type Command, type Config, type ConfigChange, type Entry, type LogPoint } from '../consensus/index.js';
-import type { EffectsRow } from '../archive/effects-object.js';
 import { pack, plain, readU64, u64Key, unpack, type StoreEnv } from '../storage/env.js';
 import { KEY_BYTES_MAX, LEASES_MAX_DEFAULT, LEASE_EXPIRY_DELETES_MAX, LEASE_GRACE_MS, LEASE_KEYS_MAX, LEASE_TTL_MS_MAX, LEASE_TTL_MS_MIN, LOG_TIME_STEP_MS, chainBytesLength, decodeAppCommand, nextChain,
   type AppCommand, type ApplyResult, type ArchiveSettings, type Compare, type KvOp, type LeaseOp, type TxnOp, type TxnResult, type RequestId } from './command.js';
 import { chainRow, readChainRow, recordConfig, type AppliedRecord } from './applied.js';
-import { decodeChanges, encodeChanges, type Change, type DeleteCause, type Effects } from './effects.js';
+import { decodeChanges, encodeChanges, type Change, type DeleteCause, type Effects, type EffectsRow } from './effects.js';
 import { StagedState, directTables, type StateTables } from './staged.js';
 import { SEGMENT_ENTRIES_DEFAULT, SLOT_OVERHEAD_BYTES, endsSegment, type OpenSegment, type SegmentBound } from './segments.js';
 import type { ConfigRecord, KeyValue, LeaseRecord, MemberRecord, StateStore } from './state-store.js';
