@@ -45,18 +45,9 @@ import {
   type TransferResult,
 } from './consensus/index.js';
 import type { LoadedLog } from './log/log-store.js';
-import { LOG_TIME_STEP_MS, type ApplyResult } from './state/command.js';
+import { LOG_TIME_STEP_MS, restampAppCommand, type ApplyResult } from './state/command.js';
 
-/** How far past the applied log time the leader's reading may be however recently that
- *  moved (logNow): room for a commit's latency, at least this, ... */
-export const LOG_TIME_LEAD_MS = 100;
-/** ... and at most this, when its own commands take that long to apply (measured). */
-export const LOG_TIME_LEAD_MAX_MS = 300;
-/** How far a node that does not lead may take log time past the applied log time after a
- *  quiet spell: what the step leaves after two leaders' leads (logNow). */
-export const LOG_TIME_CATCH_UP_MS = LOG_TIME_STEP_MS - 2 * LOG_TIME_LEAD_MAX_MS;
-/** Readings logNow remembers to measure its commits' latency: more than one node has in
- *  flight. */
+/** Readings the leader remembers (logNow, seeLogTime): more than it has in flight. */
 const READINGS_KEPT = 4096;
 import type { SegmentBound } from './state/segments.js';
 
@@ -267,14 +258,11 @@ export class Driver {
   private logClock: { base: number; at: number };
   /** The applied log time, and when this node saw it move, or read it itself (logNow). */
   private logSeen: { time: number; at: number };
-  /** This node's recent readings (logNow), and when it took each: when log time lands on
-   *  one, the time since is a commit's latency here (leadMs). */
+  /** The leader's readings in its term (logNow), and when it took each: when log time lands
+   *  on one, it was real here then, however long its commit took (seeLogTime). */
   private readings = new Map<number, number>();
-  /** The lead the leader's reading may take (logNow): its last commit latency, measured,
-   *  within [LOG_TIME_LEAD_MS, LOG_TIME_LEAD_MAX_MS]. */
-  private leadMs = LOG_TIME_LEAD_MS;
-  /** Whether the applied log time is one of this node's own readings (logNow). */
-  private logIsMine = false;
+  /** The ballot `readings` belong to: a new term starts with none. */
+  private readingsTerm: Ballot | null = null;
   /** The commit index last seen moving, and when (stall detection). */
   private progress: { index: number; at: number };
 
@@ -579,26 +567,28 @@ export class Driver {
   }
 
   /**
-   * Log time as this node reads it, for the commands it proposes: the applied log time when
-   * this process started, plus the monotonic time since; moved up to the applied log time
-   * whenever another node's reading ran ahead, and down to a ceiling past it when this
-   * reading ran further ahead (a quiet spell: that time is forgiven, not owed). No wall
-   * clock: a clock stepped by an hour changes nothing (issue 10, bug 4).
+   * Log time as this node reads it, for the commands it proposes. Only the leader's reading
+   * moves log time: it stamps every command it proposes, its clients' and those forwarded to
+   * it (proposeHere), so while a leader holds there is one clock. Any other node's reading
+   * is the applied log time, which moves nothing (its commands are stamped again by the
+   * leader; those it proposes itself while it does not lead carry it).
    *
-   * The ceiling bounds how far log time can run ahead of real time, which is what could
-   * take a lease before its TTL (kv.ts gives each a grace of one step for it). Log time lags
-   * real time after a quiet spell (it pauses while nothing commits) and, by a commit's
-   * latency, under load; a lease granted in a lag ends early by as much as the commands
-   * after it catch up. The catch-up is bounded by the ceilings: the leader's reading leads
-   * the applied log time by at most the time since this node saw it move, at least its
-   * commit latency (leadMs: without that lead log time ran at half speed under load) when
-   * the applied log time is its own reading, at most a step less LOG_TIME_LEAD_MAX_MS;
-   * another node's by at most the time since, up to
-   * LOG_TIME_CATCH_UP_MS, with no lead. A node reads honestly after its own reading (its
-   * clock is clamped down with it), so what can stack is one catch-up and the leads of at
-   * most two nodes that believe they lead: a step in all. (Found by review: with a lead for
-   * every node, each added its own, one after another; with a step for every node's catch-
-   * up and a grace of one step, a 2 s lease granted through a lagging node went in 0.95 s.)
+   * The leader's reading: the applied log time when it started, plus its monotonic time
+   * since; moved up to the applied log time whenever that ran ahead, and down to a ceiling
+   * when this reading ran further ahead: the applied log time plus the time since it was
+   * real here, at most a step (LOG_TIME_STEP_MS). A value is real here from when this node
+   * read it itself, or else from when it saw the value applied. So in a term, log time
+   * keeps pace with the leader's clock however slow commits are (its readings land in the
+   * order it took them), and after a quiet spell or a stall it moves one step and forgives
+   * the rest: a stalled cluster costs no lease its life. No wall clock: a clock stepped by an
+   * hour changes nothing (issue 10, bug 4).
+   *
+   * What can take a lease early is log time catching up after its grant: only a new leader
+   * can, once, by at most a step (its first reading past a value it saw applied late), and a
+   * lease lives a step of grace past its TTL (LEASE_GRACE_MS). Found by two reviews of
+   * earlier rules, where every node's reading moved log time: readings of different nodes
+   * (and leaders in turn) stacked their leads and catch-ups (test/lease-clock.test.ts),
+   * and followers' stamps kept log time from keeping pace.
    */
   logNow(): number {
     const applied = this.parts.state.logTime();
@@ -606,32 +596,30 @@ export class Driver {
     this.seeLogTime(applied, now);
     let mine = this.logClock.base + (now - this.logClock.at);
     if (this.parts.defects?.logTimeUnclamped) return Math.floor(mine);
-    const since = now - this.logSeen.at;
-    // The leader's lead only past its own reading: a node that takes the lead past another
-    // node's would add its lead to theirs, and leaders in turn stacked them (second review).
-    const lead = this.replica.currentRole === 'leader'
-      ? Math.min(LOG_TIME_STEP_MS - LOG_TIME_LEAD_MAX_MS, this.logIsMine ? Math.max(this.leadMs, since) : since)
-      : Math.min(LOG_TIME_CATCH_UP_MS, since);
-    const ceiling = applied + lead;
+    if (this.replica.currentRole !== 'leader') return applied;
+    const ballot = this.replica.currentBallot;
+    if (this.readingsTerm === null || !ballotEquals(this.readingsTerm, ballot)) {
+      this.readings.clear();
+      this.readingsTerm = ballot;
+    }
+    const ceiling = applied + Math.min(LOG_TIME_STEP_MS, now - this.logSeen.at);
     if (mine < applied || mine > ceiling) {
       mine = Math.min(Math.max(mine, applied), ceiling);
       this.logClock = { base: mine, at: now };
     }
     const reading = Math.floor(mine);
-    this.readings.delete(reading); // read again (clamped): the latency counts from now
+    this.readings.delete(reading); // read again (clamped): real here from now
     this.readings.set(reading, now);
     if (this.readings.size > READINGS_KEPT) this.readings.delete(this.readings.keys().next().value!);
     return reading;
   }
 
-  /** Notes the applied log time `time` at `now`: when it moved, and when it landed on one
-   *  of this node's readings, how long that took (leadMs). */
+  /** Notes the applied log time `time` at `now`: real here now, or when this node read it
+   *  itself if it is one of the leader's readings of this term (logNow). */
   private seeLogTime(time: number, now: number): void {
     if (time === this.logSeen.time) return;
-    this.logSeen = { time, at: now };
     const read = this.readings.get(time);
-    this.logIsMine = read !== undefined;
-    if (read !== undefined) this.leadMs = Math.min(LOG_TIME_LEAD_MAX_MS, Math.max(LOG_TIME_LEAD_MS, now - read));
+    this.logSeen = { time, at: read !== undefined && read < now ? read : now };
     for (const r of this.readings.keys()) {
       if (r > time) break;
       this.readings.delete(r);
@@ -651,6 +639,11 @@ export class Driver {
 
   private proposeHere(cmd: Command, done: (o: WriteOutcome) => void, mayForward: boolean): void {
     if (this.stopped) return done({ ok: false, refusal: { kind: 'unavailable', message: 'the node is shutting down' } });
+    if (cmd.kind === 'app' && this.replica.currentRole === 'leader' && !this.parts.defects?.logTimeUnclamped) {
+      // The leader's clock stamps what it proposes (logNow).
+      const data = restampAppCommand(cmd.data, this.logNow());
+      if (data !== null) cmd = { kind: 'app', data };
+    }
     const result = this.replica.propose(cmd);
     if (!result.ok) {
       if (result.reason === 'not_leader') {

@@ -131,7 +131,6 @@ function handed(id: string) {
     lead: (yes: boolean) => {
       role = yes ? 'leader' : 'follower';
     },
-    leadMs: () => (n.driver as unknown as { leadMs: number }).leadMs,
   };
 }
 const put = (k: number) => ({ t: 'put', key: new Uint8Array([k]), value: new Uint8Array([k]) }) as AppCommand['op'];
@@ -142,13 +141,12 @@ test('three leaders in turn after a quiet spell, a grant through a lagging node:
   const all = [a!, b!, c!, d!, e!];
   const apply = (cmd: AppCommand, on = all) => on.map((n) => n.apply(cmd))[0]!;
 
-  // Warm-up under 300 ms commits: a leads; a, b and c each see one of their own readings
-  // land 300 ms after it was read (leadMs = 300 on each).
+  // Warm-up under 300 ms commits: a leads; a, b and c each stamp a command that lands 300 ms
+  // later (under the second rule each then took a 300 ms lead past the next value).
   a!.lead(true);
   now = 1_000; const w1 = a!.stamp(put(1)); now = 1_300; apply(w1);
   now = 1_900; const w2 = b!.stamp(put(2)); now = 2_200; apply(w2, [a!, b!, c!, e!]); // d lags from here
   now = 2_500; const w3 = c!.stamp(put(3)); now = 2_800; apply(w3, [a!, b!, c!, e!]);
-  assert.deepEqual([a!.leadMs(), b!.leadMs(), c!.leadMs()], [300, 300, 300]);
   const v = a!.state.logTime();
 
   // Quiet: no writes, no leases (so no ticks), 2.2 s. d still lags (applied 1000).
@@ -182,4 +180,55 @@ test('three leaders in turn after a quiet spell, a grant through a lagging node:
     if (c!.state.lease(g.id) === undefined) goneAt = now;
   }
   assert.ok(goneAt === null || goneAt >= p + 2_000, `lease gone ${p + 2_000 - goneAt!} ms before its TTL of real time`);
+});
+
+/**
+ * A 10 s lease nobody renews, granted through the leader `a`, which ticks every 500 ms (not
+ * while its last tick is in flight); `b`'s clients write every `every` ms, handed to the
+ * leader, which stamps them (Driver.proposeHere); every command applies `commitMs` after its
+ * stamp. When is the lease gone, in real time after its proposal?
+ */
+function goneAfter(commitMs: number, every: number | null): number | null {
+  now = 0;
+  const [a, b, c] = ['a', 'b', 'c'].map((id) => {
+    const n = node(id, false, ['a', 'b', 'c']);
+    const role: 'leader' | 'follower' = id === 'a' ? 'leader' : 'follower';
+    Object.defineProperty(n.driver.replica, 'currentRole', { get: () => role });
+    return n;
+  });
+  const all = [a!, b!, c!];
+  const queue: { due: number; cmd: AppCommand; tick?: boolean }[] = [];
+  let ticking = false;
+  let leaseId = -1;
+  const start = 1_000;
+  now = start;
+  queue.push({ due: now + commitMs, cmd: a!.stamp({ t: 'lease_grant', ttlMs: 10_000 }) });
+  for (let t = start; t <= start + 60_000; t++) {
+    now = t;
+    while (queue.length > 0 && queue[0]!.due <= t) {
+      const q = queue.shift()!;
+      const r = all.map((n) => n.apply(q.cmd))[0] as { kind: string; id: number };
+      if (r.kind === 'lease_granted') leaseId = r.id;
+      if (q.tick) ticking = false;
+    }
+    if (leaseId >= 0 && a!.state.lease(leaseId) === undefined) return t - start;
+    if ((t - start) % 500 === 0 && leaseId >= 0 && !ticking) {
+      ticking = true;
+      queue.push({ due: t + commitMs, cmd: a!.stamp({ t: 'lease_tick' }), tick: true });
+    }
+    if (every !== null && (t - start) % every === 0) {
+      b!.stamp({ t: 'put', key: new Uint8Array([1]), value: new Uint8Array([1]) }); // b's own reading: unused
+      queue.push({ due: t + commitMs, cmd: a!.stamp({ t: 'put', key: new Uint8Array([1]), value: new Uint8Array([1]) }) });
+    }
+  }
+  return null;
+}
+
+test('a lease nobody renews is gone within TTL + 1.5 s of real time whether the leader ticks alone or followers take the writes, with commits of 10 to 250 ms (second review)', () => {
+  for (const commitMs of [10, 50, 100, 250]) {
+    for (const every of [null, 10, 100]) {
+      const gone = goneAfter(commitMs, every);
+      assert.ok(gone !== null && gone >= 10_000 && gone <= 11_500 + commitMs, `commits of ${commitMs} ms, follower writes every ${every ?? '-'} ms: gone after ${gone} ms`);
+    }
+  }
 });

@@ -154,6 +154,14 @@ export function encodeAppCommand(cmd: AppCommand): Uint8Array {
   return Uint8Array.prototype.slice.call(packr.pack(cmd));
 }
 
+/** `data` (an encoded app command) with its `time` set to `time`, or null when it is not a
+ *  valid app command (it is proposed as it is and applies as `invalid`). The leader stamps
+ *  every command it proposes (driver.ts logNow). */
+export function restampAppCommand(data: Uint8Array, time: number): Uint8Array | null {
+  const cmd = decodeAppCommand(data);
+  return cmd === null ? null : encodeAppCommand({ ...cmd, time });
+}
+
 /** Decodes without trusting: a malformed command applies as `invalid`, never as a crash. */
 export function decodeAppCommand(data: Uint8Array): AppCommand | null {
   try {

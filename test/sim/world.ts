@@ -41,7 +41,7 @@ import type { WireEnvelope } from '../../src/net/transport.js';
 import { ControlledLog, MemoryLogStore } from '../../src/log/memory.js';
 import { unpack, type StoreEnv } from '../../src/storage/env.js';
 import { FrameDecoder } from '../../src/codec/frames.js';
-import { LOG_TIME_STEP_MS, decodeAppCommand, encodeAppCommand, nextChain, type ApplyResult, type KvOp, type LeaseOp, type TxnOp } from '../../src/state/command.js';
+import { LOG_TIME_STEP_MS, decodeAppCommand, encodeAppCommand, nextChain, restampAppCommand, type ApplyResult, type KvOp, type LeaseOp, type TxnOp } from '../../src/state/command.js';
 import { VOUCHING_ROUNDS_MAX, chainAnswer, chainAnswerFrom, checkRange, laterVoters, leaderNamedByMajority, vouched, vouchersFor, votersWhoVouch, type ChainAnswer, type ChainSource } from '../../src/sync/range-check.js';
 import type { ConfigRecord } from '../../src/state/state-store.js';
 import { ApplyRules, LmdbStateStore } from '../../src/state/kv.js';
@@ -972,9 +972,12 @@ export class World {
   private checkNewlyChosen(entry: Entry): void {
     for (const cmd of entry.batch) {
       if (cmd.kind !== 'app') continue;
-      const key = decodeAppCommand(cmd.data)?.proposal ?? '?';
+      const chosen = decodeAppCommand(cmd.data);
+      const key = chosen?.proposal ?? '?';
       const sent = this.proposed.get(key);
-      if (sent === undefined || Buffer.compare(sent, cmd.data) !== 0) throw new SimFailure(`slot ${entry.slot} commits a command no client proposed: ${key}`);
+      // As proposed, but for its time: the leader stamps what it proposes (Driver.logNow).
+      const same = sent !== undefined && chosen !== null && Buffer.compare(restampAppCommand(sent, chosen.time) ?? sent, cmd.data) === 0;
+      if (!same) throw new SimFailure(`slot ${entry.slot} commits a command no client proposed: ${key}`);
       if (this.refusedNeverTaken.has(key)) throw new SimFailure(`slot ${entry.slot} commits ${key}, which was refused as never taken`);
       const earlier = this.committedCmd.get(key);
       if (earlier !== undefined) throw new SimFailure(`command ${key} committed twice, at slots ${earlier} and ${entry.slot}`);
