@@ -47,8 +47,6 @@ import {
 import type { LoadedLog } from './log/log-store.js';
 import { LOG_TIME_STEP_MS, restampAppCommand, type ApplyResult } from './state/command.js';
 
-/** Readings the leader remembers (logNow, seeLogTime): more than it has in flight. */
-const READINGS_KEPT = 4096;
 import type { SegmentBound } from './state/segments.js';
 
 /** The durable log, as the driver uses it. */
@@ -193,6 +191,9 @@ interface PendingWrite {
   readonly cancel: () => void;
   /** clock.now() when proposed (the commit latency histogram). */
   readonly at: number;
+  /** When this node, leading, stamped it (proposeHere): its time, and when the leader's
+   *  clock read that time (logNow). */
+  readonly stamp?: { readonly time: number; readonly at: number };
 }
 
 /** Latencies the driver measures on its own clock, for the node's histograms (ms). */
@@ -258,11 +259,8 @@ export class Driver {
   private logClock: { base: number; at: number };
   /** The applied log time, and when this node saw it move, or read it itself (logNow). */
   private logSeen: { time: number; at: number };
-  /** The leader's readings in its term (logNow), and when it took each: when log time lands
-   *  on one, it was real here then, however long its commit took (seeLogTime). */
-  private readings = new Map<number, number>();
-  /** The ballot `readings` belong to: a new term starts with none. */
-  private readingsTerm: Ballot | null = null;
+  /** When logNow's last reading was real on this node's clock (the clock crossed it). */
+  private readingAt = 0;
   /** The commit index last seen moving, and when (stall detection). */
   private progress: { index: number; at: number };
 
@@ -519,7 +517,7 @@ export class Driver {
     const started = this.parts.clock.now();
     const results = this.parts.state.apply(entries, this.parts.onSegment);
     const now = this.parts.clock.now();
-    this.seeLogTime(this.parts.state.logTime(), now);
+    this.seeLogTime(this.parts.state.logTime(), now, entries);
     this.parts.observe?.apply?.(now - started, entries.length);
     this.counters.commits += entries.length;
     let i = 0;
@@ -577,18 +575,19 @@ export class Driver {
    * since; moved up to the applied log time whenever that ran ahead, and down to a ceiling
    * when this reading ran further ahead: the applied log time plus the time since it was
    * real here, at most a step (LOG_TIME_STEP_MS). A value is real here from when this node
-   * read it itself, or else from when it saw the value applied. So in a term, log time
-   * keeps pace with the leader's clock however slow commits are (its readings land in the
-   * order it took them), and after a quiet spell or a stall it moves one step and forgives
-   * the rest: a stalled cluster costs no lease its life. No wall clock: a clock stepped by an
-   * hour changes nothing (issue 10, bug 4).
+   * stamped it on a command of its own that set it (seeLogTime), or else from when it saw it
+   * applied. So log time keeps pace with the leader's clock however slow commits are, and
+   * after a quiet spell or a stall it moves one step and forgives the rest: a stalled
+   * cluster costs no lease its life. No wall clock: a clock stepped by an hour changes
+   * nothing (issue 10, bug 4).
    *
-   * What can take a lease early is log time catching up after its grant: only a new leader
-   * can, once, by at most a step (its first reading past a value it saw applied late), and a
-   * lease lives a step of grace past its TTL (LEASE_GRACE_MS). Found by two reviews of
-   * earlier rules, where every node's reading moved log time: readings of different nodes
-   * (and leaders in turn) stacked their leads and catch-ups (test/lease-clock.test.ts),
-   * and followers' stamps kept log time from keeping pace.
+   * What can take a lease early is log time catching up after its grant: a leader's first
+   * reading past a value it saw applied late, once, by at most a step, and a lease lives a
+   * step of grace past its TTL (LEASE_GRACE_MS). Found by three reviews of earlier rules:
+   * readings of different nodes (and leaders in turn) stacked their leads and catch-ups;
+   * followers' stamps kept log time from keeping pace; and a value matched to this node's
+   * readings by number, not by command, credited another leader's value as this node's own,
+   * a second catch-up (test/lease-clock.test.ts holds their schedules).
    */
   logNow(): number {
     const applied = this.parts.state.logTime();
@@ -597,33 +596,35 @@ export class Driver {
     let mine = this.logClock.base + (now - this.logClock.at);
     if (this.parts.defects?.logTimeUnclamped) return Math.floor(mine);
     if (this.replica.currentRole !== 'leader') return applied;
-    const ballot = this.replica.currentBallot;
-    if (this.readingsTerm === null || !ballotEquals(this.readingsTerm, ballot)) {
-      this.readings.clear();
-      this.readingsTerm = ballot;
-    }
     const ceiling = applied + Math.min(LOG_TIME_STEP_MS, now - this.logSeen.at);
     if (mine < applied || mine > ceiling) {
       mine = Math.min(Math.max(mine, applied), ceiling);
       this.logClock = { base: mine, at: now };
     }
     const reading = Math.floor(mine);
-    this.readings.delete(reading); // read again (clamped): real here from now
-    this.readings.set(reading, now);
-    if (this.readings.size > READINGS_KEPT) this.readings.delete(this.readings.keys().next().value!);
+    // The clock crossed the whole millisecond read a fraction ago (clock.now() has fractions:
+    // counting from now lost them on every command, and log time ran at half speed under
+    // load: third review).
+    this.readingAt = now - (mine - reading);
     return reading;
   }
 
-  /** Notes the applied log time `time` at `now`: real here now, or when this node read it
-   *  itself if it is one of the leader's readings of this term (logNow). */
-  private seeLogTime(time: number, now: number): void {
+  /**
+   * Notes the applied log time `time` at `now`. When it moved, it is real here from now, or,
+   * when one of this node's own stamped commands in `entries` set it, from when this node
+   * stamped it: its commit's latency is not lost. Only commands, never values, are matched:
+   * another leader's command with the same time proves nothing about this node's clock.
+   */
+  private seeLogTime(time: number, now: number, entries: readonly Entry[] = []): void {
     if (time === this.logSeen.time) return;
-    const read = this.readings.get(time);
-    this.logSeen = { time, at: read !== undefined && read < now ? read : now };
-    for (const r of this.readings.keys()) {
-      if (r > time) break;
-      this.readings.delete(r);
+    let at = now;
+    for (const entry of entries) {
+      for (const cmd of entry.batch) {
+        const stamp = this.writes.get(cmd)?.stamp;
+        if (stamp !== undefined && stamp.time === time) at = Math.min(at, stamp.at);
+      }
     }
+    this.logSeen = { time, at };
   }
 
   /**
@@ -639,10 +640,15 @@ export class Driver {
 
   private proposeHere(cmd: Command, done: (o: WriteOutcome) => void, mayForward: boolean): void {
     if (this.stopped) return done({ ok: false, refusal: { kind: 'unavailable', message: 'the node is shutting down' } });
+    let stamp: PendingWrite['stamp'];
     if (cmd.kind === 'app' && this.replica.currentRole === 'leader' && !this.parts.defects?.logTimeUnclamped) {
       // The leader's clock stamps what it proposes (logNow).
-      const data = restampAppCommand(cmd.data, this.logNow());
-      if (data !== null) cmd = { kind: 'app', data };
+      const time = this.logNow();
+      const data = restampAppCommand(cmd.data, time);
+      if (data !== null) {
+        cmd = { kind: 'app', data };
+        stamp = { time, at: this.readingAt };
+      }
     }
     const result = this.replica.propose(cmd);
     if (!result.ok) {
@@ -664,7 +670,7 @@ export class Driver {
       if (!this.writes.delete(cmd)) return;
       done({ ok: false, refusal: { kind: 'outcome_unknown', message: `no outcome within ${this.parts.timing.proposalTimeoutMs} ms; it may still be applied` } });
     });
-    this.writes.set(cmd, { done, cancel, at: this.parts.clock.now() });
+    this.writes.set(cmd, { done, cancel, at: this.parts.clock.now(), ...(stamp === undefined ? {} : { stamp }) });
   }
 
   // ------------------------------------------------------------------------------------

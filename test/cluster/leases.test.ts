@@ -21,7 +21,7 @@ const children = new Set<ChildProcess>();
 before(async () => {
   // The test hook: SIGUSR2 steps a node's clock by an hour (src/commands/serve.ts).
   process.env.PANGEA_TEST_CLOCK_JUMP_MS = String(3600 * 1000);
-  nodes = await startCluster(root, 3, ['--max-txn-ops', '10001', '--max-request-bytes', '4194304', '--max-leases', '20']);
+  nodes = await startCluster(root, 3, ['--max-leases', '20']);
 });
 
 after(async () => {
@@ -173,17 +173,24 @@ test('bad inputs get the contract’s errors and change nothing', { timeout: 60_
 
   // The 10,001st key of a lease.
   const id = await grant(follower, 60);
-  const success = Array.from({ length: 10_000 }, (_, i) => ({ op: 'put', key: `many/${i}`, value: '', lease: id }));
-  assert.equal((await call(follower, 'POST', '/v1/txn', { compare: [], success })).status, 200);
-  // Applying that txn holds a node's event loop for 200-330 ms (measured with the state
-  // harness), more on a loaded machine: it can cost the leader its lead, and a write
-  // forwarded across the change is 504 outcome_unknown (CI). Sent again, as a client would.
-  let over = await call(follower, 'PUT', `/v1/kv/many%2Fone-more?lease=${id}`, 'x');
-  for (let i = 0; i < 3 && over.status === 504; i++) over = await call(follower, 'PUT', `/v1/kv/many%2Fone-more?lease=${id}`, 'x');
+  // In txns of 100 puts: one txn of 10,000 held a node's event loop for 200-330 ms (measured
+  // with the state harness), more on a loaded machine, and cost the leader its lead in CI
+  // (its forwarded writes were 504 outcome_unknown). A write that is 504 is sent again, as a
+  // client would.
+  const again = async (method: string, path: string, body?: unknown): ReturnType<typeof call> => {
+    let r = await call(follower, method, path, body);
+    for (let i = 0; i < 3 && (r.status === 504 || r.status === 503); i++) r = await call(follower, method, path, body);
+    return r;
+  };
+  for (let t = 0; t < 100; t++) {
+    const success = Array.from({ length: 100 }, (_, i) => ({ op: 'put', key: `many/${t * 100 + i}`, value: '', lease: id }));
+    assert.equal((await again('POST', '/v1/txn', { compare: [], success })).status, 200);
+  }
+  const over = await again('PUT', `/v1/kv/many%2Fone-more?lease=${id}`, 'x');
   assert.deepEqual([over.status, (over.json.error as { code: string }).code], [409, 'limit_reached']);
   assert.equal((await call(follower, 'GET', '/v1/kv/many%2Fone-more')).status, 404);
   assert.equal((await call(follower, 'GET', `/v1/leases/${id}`)).json.keys, 10_000);
-  assert.equal((await call(follower, 'DELETE', `/v1/leases/${id}`)).json.revoked, true);
+  assert.equal((await again('DELETE', `/v1/leases/${id}`)).json.revoked, true);
   assert.equal(((await call(follower, 'GET', '/v1/kv?prefix=many%2F&limit=1')).json.items as unknown[]).length, 0, 'a revoke deletes all 10,000 keys');
 });
 
