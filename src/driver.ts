@@ -191,9 +191,9 @@ interface PendingWrite {
   readonly cancel: () => void;
   /** clock.now() when proposed (the commit latency histogram). */
   readonly at: number;
-  /** When this node, leading, stamped it (proposeHere): its time, and when the leader's
-   *  clock read that time (logNow). */
-  readonly stamp?: { readonly time: number; readonly at: number };
+  /** When this node, leading, stamped it (proposeHere): its time, when the leader's clock
+   *  read that time (logNow), and the ballot it led under. */
+  readonly stamp?: { readonly time: number; readonly at: number; readonly ballot: Ballot };
 }
 
 /** Latencies the driver measures on its own clock, for the node's histograms (ms). */
@@ -618,10 +618,15 @@ export class Driver {
   private seeLogTime(time: number, now: number, entries: readonly Entry[] = []): void {
     if (time === this.logSeen.time) return;
     let at = now;
+    // Only stamps of the term this node leads now: a term's own slots follow every slot its
+    // phase 1 recovered, so no other leader's command lands between such a stamp and its
+    // command. An older stamp of ours recovered after another leader's grant would credit a
+    // second catch-up (fourth review: 960 ms early).
+    const ballot = this.replica.currentRole === 'leader' ? this.replica.currentBallot : null;
     for (const entry of entries) {
       for (const cmd of entry.batch) {
         const stamp = this.writes.get(cmd)?.stamp;
-        if (stamp !== undefined && stamp.time === time) at = Math.min(at, stamp.at);
+        if (stamp !== undefined && stamp.time === time && ballot !== null && ballotEquals(stamp.ballot, ballot)) at = Math.min(at, stamp.at);
       }
     }
     this.logSeen = { time, at };
@@ -647,7 +652,7 @@ export class Driver {
       const data = restampAppCommand(cmd.data, time);
       if (data !== null) {
         cmd = { kind: 'app', data };
-        stamp = { time, at: this.readingAt };
+        stamp = { time, at: this.readingAt, ballot: this.replica.currentBallot };
       }
     }
     const result = this.replica.propose(cmd);

@@ -11,7 +11,8 @@ import { Driver, type DriverClock } from '../src/driver.js';
 import { ControlledLog, MemoryLogStore } from '../src/log/memory.js';
 import { openMemoryEnv } from '../src/storage/memory-env.js';
 import { LmdbStateStore } from '../src/state/kv.js';
-import { encodeAppCommand, type AppCommand } from '../src/state/command.js';
+import { decodeAppCommand, encodeAppCommand, restampAppCommand, type AppCommand } from '../src/state/command.js';
+import { Packr } from 'msgpackr';
 
 /** One real-time clock for the whole cluster (no drift, no jumps). */
 let now = 0;
@@ -59,7 +60,7 @@ function node(id: string, leads = false, voters: readonly string[] = ['a', 'b', 
       const cmd: AppCommand = { op, time, proposal: `${id}:${now}` };
       if (driver.replica.currentRole === 'leader') {
         const proposed: Command = { kind: 'app', data: encodeAppCommand(cmd) };
-        internals.writes.set(proposed, { done: () => undefined, cancel: () => undefined, at: now, stamp: { time, at: internals.readingAt } });
+        internals.writes.set(proposed, { done: () => undefined, cancel: () => undefined, at: now, stamp: { time, at: internals.readingAt, ballot: driver.replica.currentBallot } });
         stamped.set(cmd, proposed);
       }
       return cmd;
@@ -327,4 +328,68 @@ test('log time keeps pace on a busy leader whose clock reads fractions of a mill
     const r = pace(every, commit, batch);
     assert.ok(r > 0.95, `a write every ${every} ms, commits of ${commit} ms, applied every ${batch} ms: log time at ${(r * 100).toFixed(1)}% of real time`);
   }
+});
+
+/**
+ * Fourth review: a leader's own stamp from an EARLIER TERM of its own, recovered by its own
+ * phase 1 (same Command object, still in this.writes) after a grant stamped by a lagging
+ * leader, is credited from when it was read (stamp.at), before the grant. Log time catches
+ * up twice: the stale stamp lands (+1 step past the grant), and a's next reading starts a
+ * step past it (now - stamp.at >= 1 s). A 2 s lease is gone ~960 ms early.
+ *
+ * Slots: w0@s-1 chosen; a (round 1) proposes w'@s and w@s+1, accepted by a only; a is cut off;
+ * b (round 2, quorum b,d,e, b lagging) grants at s; b loses its lead before s+1; a (round 3,
+ * quorum a,c,d) recovers grant@2 at s and its own w@1 at s+1 (its own log's object).
+ */
+for (const bLag of ['lagging', 'restarted'] as const) {
+  test(`an old-term stamp of ours recovered by our own phase 1 after a grant through a ${bLag} leader: the lease lives its TTL (fourth review)`, () => {
+    now = 0;
+    const [a, b, c, d, e] = ['a', 'b', 'c', 'd', 'e'].map((id) => handed(id)) as ReturnType<typeof handed>[];
+    const all = [a!, b!, c!, d!, e!];
+    const apply = (cmd: AppCommand, on = all) => on.map((n) => n.apply(cmd))[0]!;
+    a!.lead(true, 1);
+    now = 1_000; const w0 = a!.stamp(put(0)); now = 1_010; apply(w0, bLag === 'lagging' ? [a!, c!, d!, e!] : all);
+    const v = a!.state.logTime();
+    now = 3_000;
+    a!.stamp(put(1)); // w' at slot s: lost (b's grant takes slot s)
+    const w = a!.stamp(put(2)); // w at slot s+1: accepted by a alone
+    assert.equal(w.time, v + 1_000);
+    a!.lead(false);
+    now = 4_000;
+    let lead = b!;
+    if (bLag === 'lagging') b!.apply(w0);
+    else { lead = handed('b'); lead.apply(w0); } // b restarts (fresh driver) at 4000, w0 in its state
+    lead.lead(true, 2);
+    const p = now;
+    const grant = lead.stamp({ t: 'lease_grant', ttlMs: 2_000 });
+    now = 4_010;
+    const g = apply(grant, [a!, lead, c!, d!, e!]) as { kind: string; id: number };
+    assert.equal(g.kind, 'lease_granted');
+    lead.lead(false); a!.lead(true, 3);
+    now = 4_020; apply(w, [a!, lead, c!, d!, e!]); // a's phase 1 re-proposes its own w: chosen
+    let goneAt: number | null = null;
+    for (let t = 4_030; t < 8_000 && goneAt === null; t += 10) {
+      now = t;
+      const x = a!.stamp(put(4));
+      now = t + 10;
+      apply(x, [a!, lead, c!, d!, e!]);
+      if (a!.state.lease(g.id) === undefined) goneAt = now;
+    }
+    assert.ok(goneAt === null || goneAt >= p + 2_000, `lease gone ${p + 2_000 - goneAt!} ms before its TTL of real time`);
+  });
+}
+
+test('a stamp cannot be outvoted by a second "time" key, and a command with other keys is invalid (fourth review)', () => {
+  const packr = new Packr({ useRecords: false, moreTypes: false, mapsAsObjects: true });
+  const ours = encodeAppCommand({ op: put(1), time: 5, proposal: 'p:1' });
+  // A peer's bytes: our layout, then a second "time" (msgpack readers keep the last).
+  const body = packr.pack({ op: put(1), proposal: 'p:1', time: 9_999_999 });
+  const crafted = new Uint8Array(ours.byteLength - (ours.byteLength - 17) + body.byteLength - 3);
+  crafted.set(ours.subarray(0, 17));
+  crafted[2] = 4;
+  crafted.set(body.subarray(3), 17);
+  assert.equal(decodeAppCommand(crafted)?.time, 9_999_999);
+  assert.equal(decodeAppCommand(restampAppCommand(crafted, 42)!)?.time, 42);
+  assert.equal(decodeAppCommand(restampAppCommand(ours, 43)!)?.time, 43);
+  assert.equal(decodeAppCommand(packr.pack({ op: put(1), time: 1, proposal: 'p', extra: 1 })), null);
 });

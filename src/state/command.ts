@@ -160,7 +160,7 @@ export function encodeAppCommand(cmd: AppCommand): Uint8Array {
   // The body's map header: fixmap, or map16 (msgpackr's choice for speed).
   const b0 = body[0]!;
   const [count, skip] = (b0 & 0xf0) === 0x80 ? [b0 & 0x0f, 1] : b0 === 0xde ? [(body[1]! << 8) | body[2]!, 3] : [-1, 0];
-  if (count < 0) return Uint8Array.prototype.slice.call(packr.pack(cmd)); // no fast path
+  if (count < 0 || count >= 0xffff) return Uint8Array.prototype.slice.call(packr.pack(cmd)); // no fast path
   // pack() returns a view into msgpackr's shared output buffer (megabytes): the command gets
   // its own copy, which also makes room for the time in front.
   // A Buffer, as before (readers of its bins get Buffers), not from the shared pool.
@@ -176,6 +176,8 @@ export function encodeAppCommand(cmd: AppCommand): Uint8Array {
 /** A map16 header (its count set per command), the key "time", a float64 marker. */
 const TIME_HEADER = Uint8Array.of(0xde, 0, 0, 0xa4, 0x74, 0x69, 0x6d, 0x65, 0xcb);
 const TIME_AT = TIME_HEADER.byteLength;
+/** The key "time" as msgpack writes it. */
+const TIME_KEY = Buffer.from(TIME_HEADER.subarray(3, 8));
 
 /** `data` (an encoded app command) with its `time` set to `time`, or null when it is not a
  *  valid app command (it is proposed as it is and applies as `invalid`). The leader stamps
@@ -183,6 +185,10 @@ const TIME_AT = TIME_HEADER.byteLength;
 export function restampAppCommand(data: Uint8Array, time: number): Uint8Array | null {
   let fast = data.byteLength >= TIME_AT + 8 && data[0] === TIME_HEADER[0];
   for (let i = 3; fast && i < TIME_AT; i++) fast = data[i] === TIME_HEADER[i];
+  // A second "time" key (a peer's crafted bytes: msgpack readers keep the last) would
+  // outvote the stamp (fourth review): such bytes, or a value that merely contains them, go
+  // the slow way, which keeps one.
+  if (fast && Buffer.from(data.buffer, data.byteOffset, data.byteLength).indexOf(TIME_KEY, TIME_AT + 8) >= 0) fast = false;
   if (fast) {
     const out = Buffer.allocUnsafeSlow(data.byteLength); // every byte set below
     out.set(data);
@@ -190,7 +196,9 @@ export function restampAppCommand(data: Uint8Array, time: number): Uint8Array | 
     return out;
   }
   const cmd = decodeAppCommand(data);
-  return cmd === null ? null : encodeAppCommand({ ...cmd, time });
+  if (cmd === null) return null;
+  const { time: _theirs, ...rest } = cmd;
+  return encodeAppCommand({ time, ...rest });
 }
 
 /** Decodes without trusting: a malformed command applies as `invalid`, never as a crash. */
@@ -266,8 +274,13 @@ function isSettingsOp(v: unknown): v is SettingsOp {
     (s.local === undefined || typeof s.local === 'string');
 }
 
+const APP_COMMAND_KEYS = new Set(['op', 'requestId', 'time', 'proposal']);
+
 function isAppCommand(v: unknown): v is AppCommand {
   if (!isObj(v) || !(isKvOp(v.op) || isSettingsOp(v.op) || isLeaseOp(v.op)) || typeof v.time !== 'number' || typeof v.proposal !== 'string') return false;
+  // No other keys (a peer's command with 65,536 of them overflowed the map16 count when the
+  // leader stamped it: fourth review).
+  for (const k in v) if (!APP_COMMAND_KEYS.has(k)) return false;
   if (v.requestId === undefined) return true;
   const r = v.requestId;
   return isObj(r) && typeof r.client === 'string' && typeof r.seq === 'number' && Number.isSafeInteger(r.seq) && r.seq > 0 && isBytes(r.digest);
