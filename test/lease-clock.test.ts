@@ -391,5 +391,12 @@ test('a stamp cannot be outvoted by a second "time" key, and a command with othe
   assert.equal(decodeAppCommand(crafted)?.time, 9_999_999);
   assert.equal(decodeAppCommand(restampAppCommand(crafted, 42)!)?.time, 42);
   assert.equal(decodeAppCommand(restampAppCommand(ours, 43)!)?.time, 43);
+  // The second key as str8 or str16 (msgpack allows any string form; helper-40).
+  const at = Buffer.from(crafted).indexOf(Buffer.from([0xa4, 0x74, 0x69, 0x6d, 0x65]), 17);
+  for (const form of [[0xd9, 4], [0xda, 0, 4]]) {
+    const longer = Buffer.concat([crafted.subarray(0, at), Buffer.from(form), crafted.subarray(at + 1)]);
+    assert.equal(decodeAppCommand(longer)?.time, 9_999_999);
+    assert.equal(decodeAppCommand(restampAppCommand(longer, 44)!)?.time, 44);
+  }
   assert.equal(decodeAppCommand(packr.pack({ op: put(1), time: 1, proposal: 'p', extra: 1 })), null);
 });

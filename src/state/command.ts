@@ -176,8 +176,8 @@ export function encodeAppCommand(cmd: AppCommand): Uint8Array {
 /** A map16 header (its count set per command), the key "time", a float64 marker. */
 const TIME_HEADER = Uint8Array.of(0xde, 0, 0, 0xa4, 0x74, 0x69, 0x6d, 0x65, 0xcb);
 const TIME_AT = TIME_HEADER.byteLength;
-/** The key "time" as msgpack writes it. */
-const TIME_KEY = Buffer.from(TIME_HEADER.subarray(3, 8));
+/** The bytes of "time": in any string form (fixstr, str8, str16, str32) a key "time" holds them. */
+const TIME_KEY = Buffer.from(TIME_HEADER.subarray(4, 8));
 
 /** `data` (an encoded app command) with its `time` set to `time`, or null when it is not a
  *  valid app command (it is proposed as it is and applies as `invalid`). The leader stamps
@@ -186,8 +186,9 @@ export function restampAppCommand(data: Uint8Array, time: number): Uint8Array | 
   let fast = data.byteLength >= TIME_AT + 8 && data[0] === TIME_HEADER[0];
   for (let i = 3; fast && i < TIME_AT; i++) fast = data[i] === TIME_HEADER[i];
   // A second "time" key (a peer's crafted bytes: msgpack readers keep the last) would
-  // outvote the stamp (fourth review): such bytes, or a value that merely contains them, go
-  // the slow way, which keeps one.
+  // outvote the stamp (fourth review): such bytes in any string form (a str8 or str16 key
+  // passed the fixstr-only check: helper-40), or a value that merely contains them, go the
+  // slow way, which keeps one.
   if (fast && Buffer.from(data.buffer, data.byteOffset, data.byteLength).indexOf(TIME_KEY, TIME_AT + 8) >= 0) fast = false;
   if (fast) {
     const out = Buffer.allocUnsafeSlow(data.byteLength); // every byte set below
