@@ -16,7 +16,7 @@ import type { Logger } from './logger.js';
 import type { LogStore } from './log/log-store.js';
 import type { Transport } from './net/transport.js';
 import { MembershipError, ServiceError, type ClusterView, type Consistency, type KeptAlive, type KvService } from './net/service.js';
-import type { WatchSource } from './net/watch.js';
+import { JournalWindow, type WatchSource } from './net/watch.js';
 import { decodeAppCommand, encodeAppCommand, type ApplyResult, type ArchiveSettings, type ClusterSettings, type KvOp, type LeaseOp, type RequestId, type SettingsOp } from './state/command.js';
 import { LeaseKeeper } from './leases.js';
 import type { SegmentBound } from './state/segments.js';
@@ -152,6 +152,8 @@ export class PangeaNode implements KvService {
   private readonly appliedWatchers = new Set<() => void>();
   /** See setWatchCold. */
   private watchCold: WatchSource['cold'] | null = null;
+  /** The newest journal rows, decoded once for all of this node's watch streams. */
+  private readonly journalWindow = new JournalWindow((after, through, limit) => this.state.effects(after, through, limit));
   private seenRole: string | null = null;
   private seenLeader: string | null = null;
   /** Why client writes are refused now (the hot-log quota), or null. */
@@ -611,7 +613,7 @@ export class PangeaNode implements KvService {
     return {
       applied: () => state.applied().point.index,
       floor: () => state.journalFloor(),
-      effects: (after, through, limit) => state.effects(after, through, limit),
+      effects: (after, through, limit) => this.journalWindow.effects(after, through, limit, state.applied().point.index),
       subscribe: (wake) => {
         this.appliedWatchers.add(wake);
         return () => this.appliedWatchers.delete(wake);
