@@ -8,6 +8,7 @@ import type { LmdbLogStore } from '../log/lmdb.js';
 import type { LmdbStateStore } from '../state/kv.js';
 import { readBestManifest, type ManifestBody, type SnapshotRecord } from './manifest.js';
 import { readEncoded } from './objects.js';
+import { digestOf } from './effects-object.js';
 import { decodeSegment } from './segment.js';
 import type { SegmentBound } from '../state/segments.js';
 import { nextChain } from '../state/command.js';
@@ -118,6 +119,14 @@ export async function replaySegments(
       index += batch.length;
     }
     state.apply(entries);
+    // What apply changed must be what the archiving node's apply changed: a build that
+    // applies the log differently would otherwise restore another state without a word.
+    if (seg.effects !== undefined && index - 1 === seg.last.index) {
+      const rebuilt = digestOf(state.effectRows(seg.first.index - 1, seg.last.index));
+      if (rebuilt !== seg.effects.digest) {
+        throw new Error(`replaying indexes ${seg.first.index}-${seg.last.index} changed other keys than the archive's effects record: this build applies the log differently from the one that archived it (\`pangea version\`); restore with that build`);
+      }
+    }
     onProgress?.(state.applied().point.index);
   }
   // Applies are committed by lmdb-js's writer after `apply` returns (src/state/staged.ts).

@@ -15,6 +15,7 @@ import type { Archiver } from '../../src/archive/archiver.js';
 import { FileObjectStore } from '../../src/archive/file-store.js';
 import { manifestKey, readBestManifest, signManifest, type ManifestBody, type SegmentRecord, type SnapshotRecord } from '../../src/archive/manifest.js';
 import { sha256Hex, shardKey } from '../../src/archive/objects.js';
+import { replaySegments } from '../../src/archive/restore.js';
 import { verifySegment, verifySnapshot, type VerifyContext } from '../../src/archive/verify.js';
 import { KeyRing, type CesKey } from '../../src/ces/index.js';
 import { CLUSTER, FaultyStore, TestNode, newCesKey, newIdentity, removeTempDirs, settingsFor, tempDir, type Identity } from './fixture.js';
@@ -32,7 +33,7 @@ interface World {
   readonly a: Identity;
   readonly b: Identity;
   /** A node of the cluster (voters a and b); `ballot` null makes it a follower. */
-  node(id: Identity, ballot: { round: number } | null): TestNode;
+  node(id: Identity, ballot: { round: number } | null, effects?: boolean): TestNode;
 }
 
 async function world(): Promise<World> {
@@ -46,8 +47,8 @@ async function world(): Promise<World> {
     key: newCesKey(),
     a,
     b,
-    node: (id, ballot) => {
-      const n = new TestNode({ identity: id, voters: [a.peerId, b.peerId], settings, ballot: ballot && { round: ballot.round, leader: id.peerId } });
+    node: (id, ballot, effects) => {
+      const n = new TestNode({ identity: id, voters: [a.peerId, b.peerId], settings, ballot: ballot && { round: ballot.round, leader: id.peerId }, effects });
       nodes.push(n);
       return n;
     },
@@ -193,10 +194,10 @@ describe('1. an upload that fails midway', () => {
 });
 
 /** A leader archives `segments` segments; a follower with the same log prunes. */
-async function archivedCluster(segments: number): Promise<{ w: World; leader: TestNode; follower: TestNode; m: ManifestBody }> {
+async function archivedCluster(segments: number, effects = false): Promise<{ w: World; leader: TestNode; follower: TestNode; m: ManifestBody }> {
   const w = await world();
-  const leader = w.node(w.a, { round: 1 });
-  const follower = w.node(w.b, null);
+  const leader = w.node(w.a, { round: 1 }, effects);
+  const follower = w.node(w.b, null, effects);
   const arch = leader.archiver(w.store, w.key);
   await archiveSegments(arch, [leader, follower], segments);
   await follower.feed(12); // past the last snapshot by more than the retention
@@ -645,6 +646,20 @@ describe('other faults: wrong key, a stale object in the way, a log that differs
     assert.equal(p.stats.pruneErrors, 1);
     assert.match(p.stats.pruneLastError, new RegExp(`chain value at index ${target} differs from this node's log`));
     assert.deepEqual(follower.compactCalls, []);
+  });
+
+  test('a restore whose replay changes other keys than the archived effects stops, naming the indexes', async () => {
+    const { w, m } = await archivedCluster(2, true);
+    assert.ok(m.segments.every((s) => s.effects !== undefined), 'every segment has its effects');
+    const replay = async (body: ManifestBody): Promise<number> => {
+      const fresh = w.node(w.a, null);
+      return (await replaySegments({ store: w.store.inner, key: w.key, cluster: CLUSTER }, body, fresh.stores.state, 1)).index;
+    };
+    assert.equal(await replay(m), m.segments[1]!.last.index);
+    // What another build's apply would have archived: other effects for the second segment.
+    const other = { ...m, segments: m.segments.map((s, i) => (i === 1 ? { ...s, effects: { ...s.effects!, digest: '00'.repeat(32) } } : s)) };
+    const s1 = m.segments[1]!;
+    await assert.rejects(replay(other), new RegExp(`replaying indexes ${s1.first.index}-${s1.last.index} changed other keys than the archive's effects record`));
   });
 });
 

@@ -95,6 +95,8 @@ export interface NodeOptions {
   readonly dir?: string;
   /** Whether `compact` writes the compact op to the log (default true). */
   readonly writeCompact?: boolean;
+  /** Whether the archiver sees the effects journal (and archives effects objects). */
+  readonly effects?: boolean;
 }
 
 /**
@@ -155,6 +157,7 @@ export class TestNode {
       },
       chainAt: (index) => state.chainAt(index),
       snapshot: () => state.snapshot(),
+      ...(opts.effects === true ? { journal: (after: number, through: number) => (state.journalFloor() <= after ? state.effectRows(after, through) : null) } : {}),
     };
   }
 
