@@ -185,6 +185,9 @@ export interface ClusterInfo {
   readonly commitIndex: number;
   readonly appliedIndex: number;
   readonly members: readonly Member[];
+  /** The cluster's apply level, and the build of the node that answered (`pangea cluster upgrade`). */
+  readonly applyLevel?: number;
+  readonly build?: { readonly version: string; readonly levels: readonly [number, number] };
 }
 
 /** How a request may be retried. `idempotent`: any failure may be retried (reads, and writes
@@ -400,6 +403,13 @@ export class PangeaClient {
   async transferLeader(peerId: string): Promise<{ leader: string }> {
     const body = JSON.stringify({ peerId });
     return this.json(await this.request({ method: 'POST', path: '/v1/cluster/leader', body, headers: { 'content-type': 'application/json', ...this.adminHeaders() }, retry: 'onlyUnsent' }));
+  }
+
+  /** Raises the cluster's apply level once every member's build applies it (admin); raising
+   *  it to where it is already is a no-op, so a retry is safe. */
+  async raiseLevel(level: number): Promise<{ index: number; level: number }> {
+    const body = JSON.stringify({ level });
+    return this.json(await this.request({ method: 'POST', path: '/v1/cluster/level', body, headers: { 'content-type': 'application/json', ...this.adminHeaders() }, retry: 'idempotent' }));
   }
 
   private adminHeaders(): Record<string, string> {

@@ -24,6 +24,7 @@ import type { KeyValue, LeaseRecord, MemberRecord, StateStore } from './state/st
 import type { StateSnapshot } from './state/snapshot.js';
 import { Packr } from 'msgpackr';
 import { Metrics } from './metrics.js';
+import { BUILD_INFO, type BuildInfo } from './version.js';
 
 /** How often a node looks whether its role or leader changed, to log it. */
 const ROLE_WATCH_MS = 250;
@@ -74,6 +75,9 @@ export interface NodeParts {
   readonly wasMember?: boolean;
   /** `--lease-tick`: how often keep-alives are proposed and the leader ticks (leases.ts). */
   readonly leaseTickMs?: number;
+  /** Asks a peer which build it runs (server.ts: BUILD_PROTOCOL over libp2p); raiseLevel
+   *  needs every member's answer. */
+  readonly probeBuild?: (peerId: string) => Promise<BuildInfo | null>;
 }
 
 /** Moved only by `jumpClock`. */
@@ -113,7 +117,7 @@ export function encodeMemberMeta(m: { http: string; p2p: readonly string[] }): U
  *  them. Nor are lease ticks and keep-alives: refusing them would expire the leases of
  *  clients that did everything right. */
 function bypassesAdmission(op: { readonly t: string } | undefined): boolean {
-  return op?.t === 'archive_settings' || op?.t === 'cluster_settings' || op?.t === 'lease_tick' || op?.t === 'lease_keepalive';
+  return op?.t === 'archive_settings' || op?.t === 'cluster_settings' || op?.t === 'cluster_level' || op?.t === 'lease_tick' || op?.t === 'lease_keepalive';
 }
 
 /** The durable state of a node that creates a new one-member cluster. */
@@ -128,6 +132,7 @@ export class PangeaNode implements KvService {
   private readonly genesis: Config;
   private readonly registry: Metrics;
   private readonly state: StateStore;
+  private readonly probeBuild: NodeParts['probeBuild'];
   private readonly transport: Transport;
   private readonly logger: Logger;
   private readonly timing: NodeTiming;
@@ -167,6 +172,7 @@ export class PangeaNode implements KvService {
     this.genesis = parts.genesis;
     this.registry = parts.metrics ?? new Metrics();
     this.state = parts.state;
+    this.probeBuild = parts.probeBuild;
     this.transport = parts.transport;
     this.logger = parts.logger;
     this.timing = { ...DEFAULT_TIMING, ...parts.timing };
@@ -460,7 +466,38 @@ export class PangeaNode implements KvService {
       genesis: this.genesis,
       chain: Buffer.from(this.state.applied().chain).toString('hex'),
       archive: this.state.archiveSettings(),
+      applyLevel: this.state.applyLevel(),
+      build: BUILD_INFO,
     };
+  }
+
+  /**
+   * Raises the cluster's apply level (state/command.ts) to `level`, once every member, this
+   * one included, answers that its build applies it. A member that does not answer counts as
+   * one that does not know it. A member that changes its build after this check and cannot
+   * apply the level halts at its index (kv.ts ApplyHalt) rather than diverge.
+   */
+  async raiseLevel(level: number): Promise<{ index: number; level: number }> {
+    const current = this.state.applyLevel();
+    if (level < current) throw new MembershipError('conflict', `the cluster is at apply level ${current}, and a level is never lowered`);
+    const probe = this.probeBuild;
+    const behind: string[] = [];
+    await Promise.all(this.cluster().members.map(async (m) => {
+      let info: BuildInfo | null;
+      try {
+        info = m.peerId === this.peerId ? BUILD_INFO : probe === undefined ? null : await probe(m.peerId);
+      } catch (err) {
+        behind.push(`${m.peerId} did not say which build it runs (${(err as Error).message})`);
+        return;
+      }
+      if (info === null) behind.push(`${m.peerId} did not say which build it runs`);
+      else if (level < info.levels[0] || level > info.levels[1]) behind.push(`${m.peerId} runs pangea ${info.version}, which applies levels ${info.levels[0]} to ${info.levels[1]}`);
+    }));
+    if (behind.length > 0) throw new MembershipError('conflict', `apply level ${level} needs every member to run a build that applies it: ${behind.sort().join('; ')}`);
+    if (level === current) return { index: this.state.applied().point.index, level };
+    const r = await this.write({ t: 'cluster_level', level });
+    if (r.kind !== 'level') throw new MembershipError('conflict', r.kind === 'invalid' ? r.message : `the level command applied as ${r.kind}`);
+    return { index: r.index, level: r.level };
   }
 
   /** The configuration that governs the next slot, for tests and the banner. */

@@ -20,9 +20,9 @@ import { openStores, type Stores } from './stores.js';
 import { Metrics } from './metrics.js';
 import { ARCHIVE_KEY_FILE, CLUSTER_FILE, DATA_FORMAT, NODE_FILE, REMOVED_FILE, checkDataFormat, lockDataDir } from './data-dir.js';
 import { ENV_FILE } from './storage/env.js';
-import { PANGEA_VERSION } from './version.js';
+import { BUILD_INFO, BUILD_PROTOCOL, PANGEA_VERSION, parseBuildInfo, type BuildInfo } from './version.js';
 import { storageFailureCause, watchDataDir } from './fail-stop.js';
-import type { ArchiveSettings } from './state/command.js';
+import { APPLY_LEVEL_DEFAULT, APPLY_LEVEL_MAX, APPLY_LEVEL_MIN, type ArchiveSettings } from './state/command.js';
 import { SESSION_TTL_MS_DEFAULT } from './state/kv.js';
 import type { CesKey } from './ces/index.js';
 import { NodeArchive, STAGING_DIR, archiveOffReason, bootstrapSettings, loadArchiveKey } from './archive/node-archive.js';
@@ -37,6 +37,9 @@ import { resolveParams } from './ces/index.js';
 export type { ServeOptions } from './config.js';
 import type { ServeOptions } from './config.js';
 import { isUrl } from './config.js';
+
+/** How long `pangea cluster upgrade` waits for each member to say which build it runs. */
+const BUILD_PROBE_TIMEOUT_MS = 5_000;
 
 /**
  * What the data dir records about its cluster, durably, before the LMDB environment holds
@@ -212,6 +215,8 @@ async function assemble(opts: ServeOptions, hooks: ServerHooks, parts: Started):
   });
   await listening('--p2p-listen', opts.p2pListen.join(' '), transport.start());
   parts.add(() => transport.stop());
+  await transport.handle(BUILD_PROTOCOL, () => Promise.resolve(BUILD_INFO));
+  const probeBuild = async (peer: string): Promise<BuildInfo | null> => parseBuildInfo(await transport.request(peer, BUILD_PROTOCOL, {}, BUILD_PROBE_TIMEOUT_MS));
 
   const metrics = new Metrics();
   // The HTTP API needs the node, and the node needs the API's address: bind first.
@@ -250,7 +255,7 @@ async function assemble(opts: ServeOptions, hooks: ServerHooks, parts: Started):
       (err: unknown) => onFatal(err),
     );
   };
-  const node = new PangeaNode({ clusterId: cluster.clusterId, peerId: identity.peerId, http, log: stores.log, state: stores.state, transport, logger, genesis: cluster.genesis, metrics, onFatal, onDeparted, wasMember: !cluster.joining, leaseTickMs: opts.leaseTickMs });
+  const node = new PangeaNode({ clusterId: cluster.clusterId, peerId: identity.peerId, http, log: stores.log, state: stores.state, transport, logger, genesis: cluster.genesis, metrics, onFatal, onDeparted, wasMember: !cluster.joining, leaseTickMs: opts.leaseTickMs, probeBuild });
   serving = node;
   stores.state.onCommitFailure((err) => node.fail(err, 'committing applied state'));
   const archive = new NodeArchive(stores, archiveHost(node, stores, identity.privateKey), archiveKey, opts.archive, join(opts.dataDir, STAGING_DIR), logger);
@@ -299,7 +304,7 @@ async function assemble(opts: ServeOptions, hooks: ServerHooks, parts: Started):
   archive.start();
   parts.add(() => archive.stop());
   parts.add(watchDataDir(envPath, (why) => node.fail(new Error(why), 'checking the data dir')));
-  metrics.info('pangea_build_info', 'The Pangea build and the Node.js runtime this node runs.', { version: PANGEA_VERSION, node: process.version });
+  metrics.info('pangea_build_info', 'The Pangea build and the Node.js runtime this node runs.', { version: PANGEA_VERSION, node: process.version, apply_levels: `${BUILD_INFO.levels[0]}-${BUILD_INFO.levels[1]}` });
   metrics.gauge('pangea_db_bytes', 'Size of the LMDB file on disk, free pages included (`pangea compact` gives those back on a stopped node).', () => {
     try {
       return statSync(envPath).size;
@@ -330,6 +335,7 @@ async function assemble(opts: ServeOptions, hooks: ServerHooks, parts: Started):
     void keepRegistered(node, adminToken, logger, background.signal)
       .then(() => (settings ? proposeSettings(node, settings, logger, background.signal) : undefined))
       .then(() => (bootstrapping ? proposeClusterSettings(node, opts.maxLeases, logger, background.signal) : undefined))
+      .then(() => (bootstrapping ? proposeLevel(node, logger, background.signal) : undefined))
       .then(() => removeFormer(node, formerMembers, logger, background.signal));
   }
 
@@ -516,9 +522,15 @@ interface JoinView extends ClusterFile {
 async function fetchCluster(url: string): Promise<JoinView> {
   const res = await fetch(new URL('/v1/cluster', url), { signal: AbortSignal.timeout(10_000) });
   if (!res.ok) throw new Error(`cannot join through ${url}: GET /v1/cluster answered ${res.status}`);
-  const view = (await res.json()) as { clusterId?: unknown; genesis?: unknown; archive?: unknown; self?: { peerId?: unknown } };
+  const view = (await res.json()) as { clusterId?: unknown; genesis?: unknown; archive?: unknown; self?: { peerId?: unknown }; applyLevel?: unknown };
   if (typeof view.clusterId !== 'string' || typeof view.genesis !== 'object' || view.genesis === null) {
     throw new Error(`cannot join through ${url}: its /v1/cluster has no clusterId and genesis`);
+  }
+  // A build that cannot apply the cluster's log would halt at the first entry past its level
+  // (state/kv.ts ApplyHalt): say so before joining.
+  const level = typeof view.applyLevel === 'number' ? view.applyLevel : APPLY_LEVEL_DEFAULT;
+  if (level > APPLY_LEVEL_MAX || level < APPLY_LEVEL_MIN) {
+    throw new Error(`cannot join through ${url}: cluster ${view.clusterId} is at apply level ${level}, and this build (pangea ${PANGEA_VERSION}) applies levels ${APPLY_LEVEL_MIN} to ${APPLY_LEVEL_MAX}: run the cluster's build`);
   }
   const sponsor = typeof view.self?.peerId === 'string' ? view.self.peerId : null;
   return { clusterId: view.clusterId, genesis: view.genesis as Config, archive: (view.archive ?? null) as ArchiveSettings | null, sponsor };
@@ -625,6 +637,15 @@ async function proposeClusterSettings(node: PangeaNode, maxLeases: number, logge
   await retry(async () => {
     await node.proposeClusterSettings({ sessionTtlMs: SESSION_TTL_MS_DEFAULT, maxLeases });
   }, 'recording the cluster settings', logger, signal);
+}
+
+/** The node that bootstraps a cluster starts it at its build's newest apply level (a log
+ *  that never sets one is at APPLY_LEVEL_DEFAULT). */
+async function proposeLevel(node: PangeaNode, logger: Logger, signal: AbortSignal): Promise<void> {
+  if (APPLY_LEVEL_MAX === APPLY_LEVEL_DEFAULT) return;
+  await retry(async () => {
+    await node.raiseLevel(APPLY_LEVEL_MAX);
+  }, 'recording the apply level', logger, signal);
 }
 
 async function retry(fn: () => Promise<void>, what: string, logger: Logger, signal: AbortSignal): Promise<void> {

@@ -11,13 +11,15 @@
  */
 import type { LogPoint } from './consensus/index.js';
 import { LmdbLogStore, type LmdbLogOptions } from './log/lmdb.js';
-import { LmdbStateStore } from './state/kv.js';
+import { LmdbStateStore, type ApplyRules } from './state/kv.js';
 import { openEnv } from './storage/env.js';
 
 export interface OpenStoresOptions extends LmdbLogOptions {
   /** The point a brand-new node starts from (its epochs name the first configuration).
    *  Written once, when the data dir has no state yet; ignored afterwards. */
   readonly genesis?: LogPoint;
+  /** How apply behaves (kv.ts ApplyRules): tests build older and newer ones. */
+  readonly rules?: ApplyRules;
 }
 
 export interface Stores {
@@ -35,7 +37,15 @@ export function openStores(dir: string, opts: OpenStoresOptions = {}): Stores {
     if (--open === 0) await env.root.close();
   };
   const log = new LmdbLogStore(env, opts, release);
-  const state = new LmdbStateStore(env, release);
+  let state: LmdbStateStore;
+  try {
+    state = new LmdbStateStore(env, release, opts.rules);
+  } catch (e) {
+    // A state this build cannot apply (kv.ts ApplyHalt): nothing stays open.
+    void log.close();
+    void release();
+    throw e;
+  }
   // The applies held back ride in the log's next transaction (one fsync for both).
   log.beforeHandOver = () => state.handOver();
   if (opts.genesis !== undefined && !state.bootstrapped()) state.bootstrap(opts.genesis);

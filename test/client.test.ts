@@ -2,6 +2,7 @@
  * PangeaClient against real HttpApi servers over an in-memory KvService: the calls, typed
  * errors, failover between endpoints, and retries that reuse one request id.
  */
+import { BUILD_INFO } from '../src/version.js';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer as createNetServer, type AddressInfo } from 'node:net';
@@ -86,7 +87,7 @@ class Fake implements KvService {
   }
 
   cluster(): ClusterView {
-    return { clusterId: 'c', self: { peerId: 'p1', http: '', p2p: [] }, leader: 'p1', commitIndex: this.index, appliedIndex: this.index, members: this.members, genesis: { voters: ['p1'], learners: [] }, chain: '', archive: null };
+    return { clusterId: 'c', self: { peerId: 'p1', http: '', p2p: [] }, leader: 'p1', commitIndex: this.index, appliedIndex: this.index, members: this.members, genesis: { voters: ['p1'], learners: [] }, chain: '', archive: null, applyLevel: 1, build: BUILD_INFO };
   }
 
   addMember(m: MemberRecord): Promise<{ index: number }> {

@@ -2,7 +2,7 @@ import { Command, Flags } from '@oclif/core';
 import { clusterFlags, withClient } from '../cli/cluster-client.js';
 import { memberMetrics, samples } from '../cli/endpoints.js';
 import { DATA_FORMAT } from '../data-dir.js';
-import { PANGEA_VERSION } from '../version.js';
+import { BUILD_INFO, PANGEA_VERSION } from '../version.js';
 
 export default class Version extends Command {
   static override summary = "Print this build's version; with --cluster, every member's too.";
@@ -19,15 +19,15 @@ pangea_build_info on /metrics), so a rolling upgrade can be checked.`;
 
   async run(): Promise<void> {
     const { flags } = await this.parse(Version);
-    const self = { version: PANGEA_VERSION, node: process.version, dataFormat: DATA_FORMAT };
-    if (!flags.cluster) return this.log(flags.json ? JSON.stringify(self) : `pangea ${self.version} (node ${self.node}, data format ${self.dataFormat})`);
+    const self = { version: PANGEA_VERSION, node: process.version, dataFormat: DATA_FORMAT, applyLevels: `${BUILD_INFO.levels[0]}-${BUILD_INFO.levels[1]}` };
+    if (!flags.cluster) return this.log(flags.json ? JSON.stringify(self) : `pangea ${self.version} (node ${self.node}, data format ${self.dataFormat}, apply levels ${self.applyLevels})`);
     const all = await withClient(this, flags, (c) => memberMetrics(c));
     const members = all.map((m) => {
       const info = m.text === null ? undefined : samples(m.text, 'pangea_build_info')[0]?.labels;
-      return { peerId: m.peerId, http: m.http, ...(info ? { version: info.version, node: info.node } : { error: m.reason ?? 'no pangea_build_info' }) };
+      return { peerId: m.peerId, http: m.http, ...(info ? { version: info.version, node: info.node, applyLevels: info.apply_levels ?? '1-1' } : { error: m.reason ?? 'no pangea_build_info' }) };
     });
     if (flags.json) return this.log(JSON.stringify({ self, members }));
-    this.log(`pangea ${self.version} (node ${self.node}, data format ${self.dataFormat})`);
-    for (const m of members) this.log(`${m.peerId}  ${m.http || '-'}  ${'version' in m ? `${m.version} (node ${m.node})` : `unknown: ${m.error}`}`);
+    this.log(`pangea ${self.version} (node ${self.node}, data format ${self.dataFormat}, apply levels ${self.applyLevels})`);
+    for (const m of members) this.log(`${m.peerId}  ${m.http || '-'}  ${'version' in m ? `${m.version} (node ${m.node}, apply levels ${m.applyLevels})` : `unknown: ${m.error}`}`);
   }
 }

@@ -351,6 +351,9 @@ export class HttpApi {
         case '/v1/cluster/leader':
           allow(method, ['POST']);
           return this.transferLeader(ctx);
+        case '/v1/cluster/level':
+          allow(method, ['POST']);
+          return this.raiseLevel(ctx);
         case '/v1/leases':
           allow(method, ['GET', 'POST']);
           return method === 'GET' ? this.listLeases(ctx, query) : this.grantLease(ctx);
@@ -572,6 +575,8 @@ export class HttpApi {
       genesis: c.genesis,
       chain: c.chain,
       archive: c.archive,
+      applyLevel: c.applyLevel,
+      build: c.build,
     });
     return Promise.resolve();
   }
@@ -609,6 +614,20 @@ export class HttpApi {
     if (this.service.transferLeader === undefined) throw new HttpError(501, 'not_implemented', 'this service cannot hand leadership over');
     const r = await this.deadline(this.service.transferLeader(peerId), true);
     sendJson(ctx.res, 200, { leader: r.leader });
+  }
+
+  /** Raises the cluster's apply level (admin; `pangea cluster upgrade`): 200 `{"index",
+   *  "level"}`; 409 naming the members whose builds do not apply it. */
+  private async raiseLevel(ctx: Ctx): Promise<void> {
+    this.authorize(ctx.req);
+    requireJson(ctx.req);
+    const body = parseJsonObject(await this.readBody(ctx, this.maxRequestBytes, `request over ${this.maxRequestBytes} bytes`));
+    const level = body.level;
+    if (Object.keys(body).some((k) => k !== 'level')) throw badRequest('level: only "level" is allowed');
+    if (typeof level !== 'number' || !Number.isSafeInteger(level) || level < 1) throw badRequest('"level" must be an integer, 1 or more');
+    if (this.service.raiseLevel === undefined) throw new HttpError(501, 'not_implemented', 'this service has no apply level');
+    const r = await this.deadline(this.service.raiseLevel(level), true);
+    sendJson(ctx.res, 200, r);
   }
 
   /**
@@ -858,5 +877,5 @@ function routeOf(url: string): string {
   if (path.startsWith('/v1/cluster/members/')) return '/v1/cluster/members/{peerId}';
   if (path === '/v1/leases/keepalive') return path;
   if (path.startsWith('/v1/leases/')) return path.endsWith('/keepalive') ? '/v1/leases/{id}/keepalive' : '/v1/leases/{id}';
-  return ['/v1/kv', '/v1/txn', '/v1/watch', '/v1/cluster', '/v1/cluster/members', '/v1/cluster/snapshot', '/v1/cluster/leader', '/v1/leases', '/healthz', '/readyz', '/metrics'].includes(path) ? path : 'other';
+  return ['/v1/kv', '/v1/txn', '/v1/watch', '/v1/cluster', '/v1/cluster/members', '/v1/cluster/snapshot', '/v1/cluster/leader', '/v1/cluster/level', '/v1/leases', '/healthz', '/readyz', '/metrics'].includes(path) ? path : 'other';
 }

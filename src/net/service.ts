@@ -6,6 +6,7 @@ import type { ApplyResult, ArchiveSettings, KvOp, LeaseOp, RequestId } from '../
 import type { KeyValue, LeaseRecord, MemberRecord } from '../state/state-store.js';
 import type { StateSnapshot } from '../state/snapshot.js';
 import type { WatchSource } from './watch.js';
+import type { BuildInfo } from '../version.js';
 
 export type Consistency = 'linearizable' | 'stale';
 
@@ -29,6 +30,9 @@ export interface ClusterView {
   readonly chain: string;
   /** The cluster's archive settings (store URL, segment size, CES parameters), once set. */
   readonly archive: ArchiveSettings | null;
+  /** The cluster's apply level as of `appliedIndex`, and this node's build (src/version.ts). */
+  readonly applyLevel: number;
+  readonly build: BuildInfo;
 }
 
 /** Why a request could not be served here. */
@@ -47,7 +51,8 @@ export class ServiceError extends Error {
 
 /** A membership change the leader refuses: it names no member (`not_found`, 404), it would
  *  leave the cluster weaker than the rules allow (`conflict`, 409), or it adds back a peer
- *  the cluster removed (`removed`, 410). Nothing was proposed. */
+ *  the cluster removed (`removed`, 410); or an apply level a member's build does not know
+ *  (`conflict`). Nothing was proposed. */
 export class MembershipError extends Error {
   constructor(
     readonly code: 'not_found' | 'conflict' | 'removed',
@@ -78,6 +83,9 @@ export interface KvService {
   cluster(): ClusterView;
   addMember(member: { peerId: string; http: string; p2p: readonly string[]; role: 'voter' | 'learner' }): Promise<{ index: number }>;
   removeMember(peerId: string): Promise<{ index: number }>;
+  /** Raises the cluster's apply level once every member's build knows it (POST
+   *  /v1/cluster/level); `index` is the command's, or the applied index when it was there. */
+  raiseLevel?(level: number): Promise<{ index: number; level: number }>;
   /** Hands leadership to voter `peerId`; resolves once it leads (POST /v1/cluster/leader). */
   transferLeader?(peerId: string): Promise<{ leader: string }>;
   /**

@@ -17,6 +17,8 @@ export interface AppliedRecord {
   /** Leases held, and keys attached to any of them (absent: none; kv.ts). */
   readonly leases?: number;
   readonly leasedKeys?: number;
+  /** The cluster's apply level (command.ts), set by `cluster_level`; absent: APPLY_LEVEL_DEFAULT. */
+  readonly level?: number;
   /** The archive segment being filled (segments.ts). */
   readonly open: OpenSegment;
 }

@@ -109,7 +109,28 @@ export interface ClusterSettings {
 
 export type SettingsOp =
   | { readonly t: 'archive_settings'; readonly settings: ArchiveSettings }
-  | { readonly t: 'cluster_settings'; readonly settings: ClusterSettings };
+  | { readonly t: 'cluster_settings'; readonly settings: ClusterSettings }
+  | { readonly t: 'cluster_level'; readonly level: number };
+
+/**
+ * Apply levels: the rules by which a log is applied. A cluster's level is in its log (a
+ * `cluster_level` command raises it; absent, it is APPLY_LEVEL_DEFAULT) and a build applies
+ * the log at the levels from APPLY_LEVEL_MIN to APPLY_LEVEL_MAX alike, so the nodes of a
+ * rolling upgrade agree: a build that changes what apply does (a new op, a changed rule)
+ * keeps the old behaviour below its new level, and the new one takes effect for every node at
+ * once, at the index that raised the level, which an operator proposes (`pangea cluster
+ * upgrade`) once every member runs a build that knows it. A node asked to apply a level it
+ * does not know halts there (kv.ts ApplyHalt) instead of applying the rest differently.
+ */
+export const APPLY_LEVEL_DEFAULT = 1;
+export const APPLY_LEVEL_MIN = 1;
+export const APPLY_LEVEL_MAX = 1;
+
+/** The level an op came in at: no node proposes it below that level, and apply answers it
+ *  `invalid` there, as a build that does not know it would. Every op so far is level 1. */
+export function opLevel(_op: AppCommand['op']): number {
+  return 1;
+}
 
 export interface AppCommand {
   readonly op: KvOp | SettingsOp | LeaseOp;
@@ -144,6 +165,8 @@ export type ApplyResult =
   | { readonly kind: 'lease_not_found'; readonly index: number; readonly id: number }
   | { readonly kind: 'limit_reached'; readonly index: number; readonly message: string }
   | { readonly kind: 'settings'; readonly index: number }
+  /** The cluster's apply level after a `cluster_level` command. */
+  | { readonly kind: 'level'; readonly index: number; readonly level: number }
   | { readonly kind: 'invalid'; readonly index: number; readonly message: string };
 
 const packr = new Packr({ useRecords: false, moreTypes: false, mapsAsObjects: true, int64AsType: 'number' });
@@ -265,9 +288,10 @@ function isLeaseOp(v: unknown): v is LeaseOp {
 }
 
 function isSettingsOp(v: unknown): v is SettingsOp {
+  const int = (x: unknown): boolean => typeof x === 'number' && Number.isSafeInteger(x);
+  if (isObj(v) && v.t === 'cluster_level') return int(v.level) && (v.level as number) >= 1;
   if (!isObj(v) || !isObj(v.settings)) return false;
   const s = v.settings;
-  const int = (x: unknown): boolean => typeof x === 'number' && Number.isSafeInteger(x);
   if (v.t === 'cluster_settings') return int(s.sessionTtlMs) && (s.sessionTtlMs as number) > 0 && (s.maxLeases === undefined || (int(s.maxLeases) && (s.maxLeases as number) >= 0));
   if (v.t !== 'archive_settings') return false;
   return typeof s.url === 'string' && int(s.segmentEntries) && (s.segmentEntries as number) > 0 && int(s.snapshotSegments) &&

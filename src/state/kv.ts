@@ -27,7 +27,7 @@
  */
 import { applyChange, latestConfig, type Command, type Config, type ConfigChange, type Entry, type LogPoint } from '../consensus/index.js';
 import { pack, plain, readU64, u64Key, unpack, type StoreEnv } from '../storage/env.js';
-import { KEY_BYTES_MAX, LEASES_MAX_DEFAULT, LEASE_EXPIRY_DELETES_MAX, LEASE_GRACE_MS, LEASE_KEYS_MAX, LEASE_TTL_MS_MAX, LEASE_TTL_MS_MIN, LOG_TIME_STEP_MS, chainBytesLength, decodeAppCommand, nextChain,
+import { APPLY_LEVEL_DEFAULT, APPLY_LEVEL_MAX, APPLY_LEVEL_MIN, KEY_BYTES_MAX, LEASES_MAX_DEFAULT, LEASE_EXPIRY_DELETES_MAX, LEASE_GRACE_MS, LEASE_KEYS_MAX, LEASE_TTL_MS_MAX, LEASE_TTL_MS_MIN, LOG_TIME_STEP_MS, chainBytesLength, decodeAppCommand, nextChain, opLevel,
   type AppCommand, type ApplyResult, type ArchiveSettings, type Compare, type KvOp, type LeaseOp, type TxnOp, type TxnResult, type RequestId } from './command.js';
 import { chainRow, readChainRow, recordConfig, type AppliedRecord } from './applied.js';
 import { decodeChanges, encodeChanges, type Change, type DeleteCause, type Effects, type EffectsRow } from './effects.js';
@@ -67,7 +67,18 @@ export class ApplyRules {
     /** Keys lease expiry deletes in one command at most (the simulator makes it small, so
      *  that expiry spread over commands is common there). */
     readonly leaseExpiryDeletesMax = LEASE_EXPIRY_DELETES_MAX,
+    /** The apply levels this build knows (command.ts): tests build older and newer ones. */
+    readonly levelMin = APPLY_LEVEL_MIN,
+    readonly levelMax = APPLY_LEVEL_MAX,
   ) {}
+
+  /** Throws ApplyHalt unless this build applies the log at `level` (at `index`, or a store
+   *  or snapshot already there when `index` is null). */
+  checkLevel(level: number, index: number | null): void {
+    if (level >= this.levelMin && level <= this.levelMax) return;
+    const where = index === null ? 'this state is' : `index ${index} sets the cluster`;
+    throw new ApplyHalt(`${where} at apply level ${level}; this build applies levels ${this.levelMin} to ${this.levelMax}: run a build that applies level ${level} (\`pangea version\`)`);
+  }
 
   /** Log time after a command proposed at `time`: toward it by at most LOG_TIME_STEP_MS,
    *  never back (see the top of this file). */
@@ -83,6 +94,15 @@ export class ApplyRules {
 }
 
 const RULES = new ApplyRules();
+
+/**
+ * The log asks for an apply level this build does not know (command.ts): the node stops
+ * there (the driver's fail-stop) rather than apply the rest differently from its peers, and
+ * stops again at the same index on every restart until it runs a build that knows it.
+ */
+export class ApplyHalt extends Error {
+  override readonly name = 'ApplyHalt';
+}
 
 const utf8 = new TextEncoder();
 const EMPTY = new Uint8Array(0);
@@ -122,6 +142,7 @@ export class LmdbStateStore implements StateStore {
   ) {
     this.t = stage(env);
     this.current = this.readApplied() ?? NOT_BOOTSTRAPPED;
+    this.rules.checkLevel(this.current.level ?? APPLY_LEVEL_DEFAULT, null);
     this.committed_ = this.current.point;
     // A store from before the journal existed: it starts at the point opened.
     const journal = this.t.get('smMeta', 'journal');
@@ -295,6 +316,10 @@ export class LmdbStateStore implements StateStore {
     return out;
   }
 
+  applyLevel(): number {
+    return this.current.level ?? APPLY_LEVEL_DEFAULT;
+  }
+
   /** The cluster's archive settings, once the log has set them. */
   archiveSettings(): ArchiveSettings | null {
     return this.settings;
@@ -324,7 +349,7 @@ export class LmdbStateStore implements StateStore {
   /** Fills this empty (never bootstrapped) store from a snapshot stream (snapshot.ts). */
   async restore(source: AsyncIterable<Uint8Array>): Promise<SnapshotHeader> {
     this.t.assertIdle('restoring a snapshot');
-    const header = await restoreSnapshot(this.env, source);
+    const header = await restoreSnapshot(this.env, source, (h) => this.rules.checkLevel(h.applied.level ?? APPLY_LEVEL_DEFAULT, null));
     this.current = header.applied;
     // The history before a snapshot is not in it: the journal starts there (stored with
     // the next apply; a restart before that opens it at the same point).
@@ -473,6 +498,7 @@ class ApplyBatch {
   private maxTime: number;
   private sessionTtlMs: number | undefined;
   private maxLeases: number | undefined;
+  private level: number;
   private leaseCount: number;
   private leasedKeys: number;
   private open: OpenSegment;
@@ -498,6 +524,7 @@ class ApplyBatch {
     this.nextExpiry = nextExpiry;
     this.nextLeaseExpiry = nextLeaseExpiry;
     this.maxLeases = from.maxLeases;
+    this.level = from.level ?? APPLY_LEVEL_DEFAULT;
     this.leaseCount = from.leases ?? 0;
     this.leasedKeys = from.leasedKeys ?? 0;
     this.point = from.point;
@@ -515,6 +542,7 @@ class ApplyBatch {
       open: this.open,
       ...(this.sessionTtlMs === undefined ? {} : { sessionTtlMs: this.sessionTtlMs }),
       ...(this.maxLeases === undefined ? {} : { maxLeases: this.maxLeases }),
+      ...(this.level === APPLY_LEVEL_DEFAULT ? {} : { level: this.level }),
       ...(this.leaseCount === 0 ? {} : { leases: this.leaseCount }),
       ...(this.leasedKeys === 0 ? {} : { leasedKeys: this.leasedKeys }),
     };
@@ -559,8 +587,13 @@ class ApplyBatch {
   private applyApp(data: Uint8Array, index: number): ApplyResult {
     const cmd = decodeAppCommand(data);
     if (cmd === null) return { kind: 'invalid', index, message: 'undecodable command' };
+    // An op above the cluster's level is what a build without it sees: undecodable, with no
+    // effect at all (not even on log time).
+    if (opLevel(cmd.op) > this.level) return { kind: 'invalid', index, message: `${cmd.op.t} needs cluster apply level ${opLevel(cmd.op)}; the cluster is at ${this.level} (\`pangea cluster upgrade\`)` };
     const problem = checkCommand(cmd);
     if (problem !== null) return { kind: 'invalid', index, message: problem };
+    // Before it changes anything, as a build that knows the level applies it.
+    if (cmd.op.t === 'cluster_level') this.rules.checkLevel(Math.max(cmd.op.level, this.level), index);
     const time = this.rules.logTimeAfter(this.maxTime, cmd.time);
     if (time !== this.maxTime) {
       this.maxTime = time;
@@ -570,6 +603,11 @@ class ApplyBatch {
     if (cmd.op.t === 'archive_settings') {
       this.settings = cmd.op.settings;
       return { kind: 'settings', index };
+    }
+    if (cmd.op.t === 'cluster_level') {
+      if (cmd.op.level < this.level) return { kind: 'invalid', index, message: `the cluster's apply level is ${this.level}: it is never lowered` };
+      this.level = cmd.op.level;
+      return { kind: 'level', index, level: this.level };
     }
     if (cmd.op.t === 'cluster_settings') {
       this.sessionTtlMs = cmd.op.settings.sessionTtlMs;
@@ -919,7 +957,7 @@ function checkCommand(cmd: AppCommand): string | null {
   if (!Number.isFinite(cmd.time) || cmd.time < 0 || !Number.isSafeInteger(Math.floor(cmd.time))) return 'bad time';
   const keys: Uint8Array[] = [];
   const op = cmd.op;
-  if (op.t === 'archive_settings' || op.t === 'cluster_settings' || isLeaseOp(op)) return null;
+  if (op.t === 'archive_settings' || op.t === 'cluster_settings' || op.t === 'cluster_level' || isLeaseOp(op)) return null;
   if (op.t === 'txn') {
     for (const c of op.compare) keys.push(c.key);
     for (const o of [...op.success, ...op.failure]) keys.push(o.key);

@@ -197,9 +197,13 @@ class SnapshotReader {
  * Writes every table first and the applied record last, then waits for the flush, so a
  * crash midway leaves a store that is still "not bootstrapped" and the restore is redone.
  */
-export async function restoreSnapshot(env: StoreEnv, source: AsyncIterable<Uint8Array>): Promise<SnapshotHeader> {
+export async function restoreSnapshot(env: StoreEnv, source: AsyncIterable<Uint8Array>, accept: (header: SnapshotHeader) => void = () => {}): Promise<SnapshotHeader> {
   clearForRestore(env);
-  const header = finishRestore(env, await readSnapshot(source, restoreRecords(env)));
+  const header = await readSnapshot(source, restoreRecords(env));
+  // Refused before the applied record is written: the store stays empty (its tables are
+  // leftovers the next restore clears).
+  accept(header);
+  finishRestore(env, header);
   await env.root.flushed;
   return header;
 }

@@ -66,6 +66,8 @@ export interface StateStore {
   logTime(): number;
   /** The cluster's archive settings, once the log has set them. */
   archiveSettings(): ArchiveSettings | null;
+  /** The cluster's apply level as of the applied index (command.ts). */
+  applyLevel(): number;
   /** The state as of now, read from one read transaction (snapshot.ts); close it if unread. */
   snapshot(): StateSnapshot;
   /** Finished segments whose last slot is after `afterSlot`, in order, at most `limit`. */

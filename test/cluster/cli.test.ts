@@ -8,6 +8,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { writeNewKeyFile } from '../../src/ces/index.js';
+import { APPLY_LEVEL_MAX } from '../../src/state/command.js';
 import { clusterView, isReady, killAll, leaderOf, pangea, removeDir, startCluster, startNode, tempDir, waitFor } from './harness.js';
 
 const root = tempDir('pangea-cli-');
@@ -93,7 +94,19 @@ test('pangea kv, member and endpoint against a live 3-node cluster', { timeout: 
   const versions = JSON.parse((await pangea(ep, ['version', '--cluster', '--json'])).stdout) as { self: { version: string }; members: { version?: string }[] };
   assert.equal(versions.members.length, 3);
   assert.ok(versions.members.every((m) => m.version === versions.self.version), JSON.stringify(versions));
-  assert.match((await pangea(ep, ['version'])).stdout, /^pangea \d+\.\d+\.\d+.* \(node v\d+.*, data format \d+\)$/m);
+  assert.match((await pangea(ep, ['version'])).stdout, /^pangea \d+\.\d+\.\d+.* \(node v\d+.*, data format \d+, apply levels \d+-\d+\)$/m);
+
+  // cluster upgrade: every member asked over libp2p; a level no member's build applies is
+  // refused naming all three, and nothing is proposed; the level they all apply is a no-op.
+  const before = await clusterView(ep);
+  assert.equal(before.applyLevel, APPLY_LEVEL_MAX);
+  const tooNew = await pangea(ep, ['cluster', 'upgrade', '--level', String(APPLY_LEVEL_MAX + 1)]);
+  assert.equal(tooNew.code, 1);
+  assert.match(tooNew.stderr, new RegExp(`conflict: apply level ${APPLY_LEVEL_MAX + 1} needs every member to run a build that applies it: (\\S+ runs pangea \\S+, which applies levels 1 to ${APPLY_LEVEL_MAX}(; )?){3}$`, 'm'));
+  const same = await pangea(ep, ['cluster', 'upgrade', '--json']);
+  assert.equal(same.code, 0, same.stderr);
+  assert.equal((JSON.parse(same.stdout) as { level: number }).level, APPLY_LEVEL_MAX);
+  assert.equal((await clusterView(ep)).applyLevel, APPLY_LEVEL_MAX);
   assert.deepEqual(await pangea(ep, ['alarm', 'list']), { code: 0, stdout: '', stderr: '' });
 
   // snapshot save: the state streamed into a checked file; a damaged copy is refused (the
@@ -143,7 +156,7 @@ test('pangea kv, member and endpoint against a live 3-node cluster', { timeout: 
   assert.match(follower.output(), new RegExp(`following a leader.*${leader.info.peerId}`));
   assert.match(follower.output(), /membership change applied.*"op":"add_learner"/);
   const metrics = await (await fetch(`${leader.info.http}/metrics`)).text();
-  assert.match(metrics, /^pangea_build_info\{version="\d+\.\d+\.\d+[^"]*",node="v\d+[^"]*"\} 1$/m);
+  assert.match(metrics, /^pangea_build_info\{version="\d+\.\d+\.\d+[^"]*",node="v\d+[^"]*",apply_levels="\d+-\d+"\} 1$/m);
   assert.ok(Number(/^pangea_db_bytes (\d+)$/m.exec(metrics)?.[1]) > 0, 'the LMDB file size');
   for (const h of ['pangea_log_write_seconds', 'pangea_apply_seconds', 'pangea_commit_seconds']) {
     assert.ok(Number(new RegExp(`^${h}_count (\\d+)$`, 'm').exec(metrics)?.[1]) > 0, `${h} observed writes (forwarded ones count on the leader)`);

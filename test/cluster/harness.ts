@@ -108,7 +108,7 @@ export async function killAll(): Promise<void> {
   await Promise.all(all.map((p) => new Promise((r) => (p.exitCode !== null || p.signalCode !== null ? r(null) : p.once('exit', r)))));
 }
 
-export async function clusterView(http: string): Promise<{ clusterId: string; leader: string | null; members: { peerId: string; role: string; http: string }[]; commitIndex: number; appliedIndex: number; chain: string }> {
+export async function clusterView(http: string): Promise<{ clusterId: string; leader: string | null; members: { peerId: string; role: string; http: string }[]; commitIndex: number; appliedIndex: number; chain: string; applyLevel: number }> {
   const res = await fetch(`${http}/v1/cluster`, { signal: AbortSignal.timeout(2000) });
   if (!res.ok) throw new Error(`GET /v1/cluster: ${res.status}`);
   return (await res.json()) as never;

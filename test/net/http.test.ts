@@ -3,6 +3,7 @@
  * error and leaves the server serving; every endpoint's happy path; 503 vs 504; the admin
  * token; forwarding to a leader.
  */
+import { BUILD_INFO } from '../../src/version.js';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
@@ -116,7 +117,7 @@ export class FakeService implements KvService {
   }
 
   cluster(): ClusterView {
-    return { clusterId: 'c1', self: { peerId: 'p1', http: this.http, p2p: [] }, leader: 'p1', commitIndex: this.index, appliedIndex: this.index, members: this.members, genesis: { voters: ['p1'], learners: [] }, chain: '', archive: null };
+    return { clusterId: 'c1', self: { peerId: 'p1', http: this.http, p2p: [] }, leader: 'p1', commitIndex: this.index, appliedIndex: this.index, members: this.members, genesis: { voters: ['p1'], learners: [] }, chain: '', archive: null, applyLevel: 1, build: BUILD_INFO };
   }
 
   addMember(m: MemberRecord): Promise<{ index: number }> {
@@ -256,6 +257,10 @@ describe('HTTP API', () => {
     { name: 'GET on txn', method: 'GET', path: '/v1/txn', status: 405, code: 'method_not_allowed' },
     { name: 'DELETE on cluster', method: 'DELETE', path: '/v1/cluster', status: 405, code: 'method_not_allowed' },
     { name: 'GET on a member', method: 'GET', path: '/v1/cluster/members/p1', status: 405, code: 'method_not_allowed' },
+    { name: 'level not an integer', method: 'POST', path: '/v1/cluster/level', headers: json, body: '{"level": 1.5}', status: 400, code: 'bad_request' },
+    { name: 'level zero', method: 'POST', path: '/v1/cluster/level', headers: json, body: '{"level": 0}', status: 400, code: 'bad_request' },
+    { name: 'level with another field', method: 'POST', path: '/v1/cluster/level', headers: json, body: '{"level": 2, "force": true}', status: 400, code: 'bad_request' },
+    { name: 'GET on the level', method: 'GET', path: '/v1/cluster/level', status: 405, code: 'method_not_allowed' },
     { name: 'POST on metrics', method: 'POST', path: '/metrics', status: 405, code: 'method_not_allowed' },
     { name: 'PUT on healthz', method: 'PUT', path: '/healthz', status: 405, code: 'method_not_allowed' },
     { name: 'If-Match unquoted', method: 'PUT', path: '/v1/kv/a', headers: { 'if-match': '1' }, body: 'v', status: 400, code: 'bad_request' },
@@ -467,7 +472,7 @@ describe('HTTP API', () => {
 
   test('cluster, members, healthz, readyz, metrics', async () => {
     const c = await send(url, 'GET', '/v1/cluster');
-    assert.deepEqual(Object.keys(c.json).sort(), ['appliedIndex', 'archive', 'chain', 'clusterId', 'commitIndex', 'genesis', 'leader', 'members', 'self']);
+    assert.deepEqual(Object.keys(c.json).sort(), ['appliedIndex', 'applyLevel', 'archive', 'build', 'chain', 'clusterId', 'commitIndex', 'genesis', 'leader', 'members', 'self']);
     assert.deepEqual(c.json.members[0], { peerId: 'p1', p2p: ['/ip4/127.0.0.1/tcp/1'], http: 'http://127.0.0.1:1', role: 'voter' });
     const add = await send(url, 'POST', '/v1/cluster/members', { headers: json, body: JSON.stringify({ peerId: '12D3KooWPSRqWtnWzMNNWJDdsYP6n3T8YGq9D4G2m7DV26Ng3VNB', p2p: ['/ip4/127.0.0.1/tcp/2'], http: 'http://127.0.0.1:2', role: 'learner' }) });
     assert.equal(add.status, 200);
@@ -533,6 +538,7 @@ describe('admin token', () => {
     assertError(await send(url, 'POST', '/v1/cluster/members', { headers: { ...json, authorization: 'Bearer nope' }, body }), 403, 'forbidden');
     assertError(await send(url, 'POST', '/v1/cluster/members', { headers: { ...json, authorization: 'Basic c2VrcmV0' }, body }), 401, 'unauthorized');
     assertError(await send(url, 'DELETE', '/v1/cluster/members/p1'), 401, 'unauthorized');
+    assertError(await send(url, 'POST', '/v1/cluster/level', { headers: json, body: '{"level": 1}' }), 401, 'unauthorized');
     assertError(await send(url, 'DELETE', '/v1/cluster/members/p1', { headers: { authorization: 'Bearer sekret2' } }), 403, 'forbidden');
     assert.equal((await send(url, 'POST', '/v1/cluster/members', { headers: { ...json, authorization: 'Bearer sekret' }, body })).status, 200);
     assert.equal((await send(url, 'DELETE', '/v1/cluster/members/12D3KooWMbUdHz5myPqAUbXsBgKWKnPsNGQVrqRsgFJKYdUaR2h6', { headers: { authorization: 'Bearer sekret' } })).status, 200);
