@@ -45,7 +45,7 @@ import {
   type TransferResult,
 } from './consensus/index.js';
 import type { LoadedLog } from './log/log-store.js';
-import { LOG_TIME_STEP_MS, restampAppCommand, type ApplyResult } from './state/command.js';
+import { LEASE_GRACE_MS, LOG_TIME_STEP_MS, restampAppCommand, type ApplyResult } from './state/command.js';
 
 import type { SegmentBound } from './state/segments.js';
 
@@ -261,6 +261,8 @@ export class Driver {
   private logSeen: { time: number; at: number };
   /** When logNow's last reading was real on this node's clock (the clock crossed it). */
   private readingAt = 0;
+  /** Leases this node applied grants or renewals of, as bounds on its readings (noteLease). */
+  private leaseDue: { offset: number; until: number }[] = [];
   /** The commit index last seen moving, and when (stall detection). */
   private progress: { index: number; at: number };
 
@@ -517,7 +519,7 @@ export class Driver {
     const started = this.parts.clock.now();
     const results = this.parts.state.apply(entries, this.parts.onSegment);
     const now = this.parts.clock.now();
-    this.seeLogTime(this.parts.state.logTime(), now, entries);
+    this.seeApplied(entries, results, now);
     this.parts.observe?.apply?.(now - started, entries.length);
     this.counters.commits += entries.length;
     let i = 0;
@@ -596,7 +598,12 @@ export class Driver {
     let mine = this.logClock.base + (now - this.logClock.at);
     if (this.parts.defects?.logTimeUnclamped) return Math.floor(mine);
     if (this.replica.currentRole !== 'leader') return applied;
-    const ceiling = applied + Math.min(LOG_TIME_STEP_MS, now - this.logSeen.at);
+    let ceiling = applied + Math.min(LOG_TIME_STEP_MS, now - this.logSeen.at);
+    // No lease this node applied a grant or renewal of may reach its expiry before its TTL
+    // of this node's time since that apply (leaseDue).
+    while (this.leaseDue.length > 0 && this.leaseDue[0]!.until <= applied) this.leaseDue.shift();
+    const due = this.leaseDue[0];
+    if (due !== undefined) ceiling = Math.max(applied, Math.min(ceiling, now + due.offset + LOG_TIME_STEP_MS));
     if (mine < applied || mine > ceiling) {
       mine = Math.min(Math.max(mine, applied), ceiling);
       this.logClock = { base: mine, at: now };
@@ -607,6 +614,44 @@ export class Driver {
     // load: third review).
     this.readingAt = now - (mine - reading);
     return reading;
+  }
+
+  /** After an apply at `now`: the log time it reached (seeLogTime), and the leases it granted
+   *  or renewed (leaseDue). */
+  private seeApplied(entries: readonly Entry[], results: readonly ApplyResult[], now: number): void {
+    this.seeLogTime(this.parts.state.logTime(), now, entries);
+    for (const r of results) {
+      if (r.kind === 'lease_granted') this.noteLease(r.at, r.ttlMs, now);
+      else if (r.kind === 'lease_kept') {
+        let ttl = -1;
+        for (const t of r.ttls) if (t !== null && t > ttl) ttl = t;
+        if (ttl >= 0) this.noteLease(r.at, ttl, now);
+      }
+    }
+  }
+
+  /**
+   * A lease granted or renewed at log time `at` (its expiry is at + ttl + LEASE_GRACE_MS),
+   * applied here at `now`: from now on this node's readings stay at or below at + a step +
+   * the time since `now`, until log time passes that expiry. So log time reaches it no sooner
+   * than the TTL after this node applied it, however far log time lagged when it did: with
+   * a slow commit the lease's own stamp lags its answer, and the later stamps of the same
+   * batch had already moved log time toward real time (fifth review: a stable leader's grant
+   * applied 2.5 s after its stamp, with the leader's own tick and a write behind it, was gone
+   * 970 ms early). Each constraint is `offset` = at - now; only the lowest offset among those
+   * not yet past (`until`) binds, so the list keeps those no other one dominates: ordered by
+   * `until`, offsets rising.
+   */
+  private noteLease(at: number, ttl: number, now: number): void {
+    const offset = at - now;
+    const until = at + ttl + LEASE_GRACE_MS;
+    const list = this.leaseDue;
+    if (list.some((d) => d.until >= until && d.offset <= offset)) return;
+    const kept = list.filter((d) => !(d.until <= until && d.offset >= offset));
+    let i = kept.length;
+    while (i > 0 && kept[i - 1]!.until > until) i--;
+    kept.splice(i, 0, { offset, until });
+    this.leaseDue = kept;
   }
 
   /**

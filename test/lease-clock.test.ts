@@ -11,7 +11,7 @@ import { Driver, type DriverClock } from '../src/driver.js';
 import { ControlledLog, MemoryLogStore } from '../src/log/memory.js';
 import { openMemoryEnv } from '../src/storage/memory-env.js';
 import { LmdbStateStore } from '../src/state/kv.js';
-import { decodeAppCommand, encodeAppCommand, restampAppCommand, type AppCommand } from '../src/state/command.js';
+import { decodeAppCommand, encodeAppCommand, restampAppCommand, type AppCommand, type ApplyResult } from '../src/state/command.js';
 import { Packr } from 'msgpackr';
 
 /** One real-time clock for the whole cluster (no drift, no jumps). */
@@ -49,7 +49,7 @@ function node(id: string, leads = false, voters: readonly string[] = ['a', 'b', 
   let slot = 0;
   let index = 0;
   /** The commands this node stamped while leading, as Driver.proposeHere records them. */
-  const internals = driver as unknown as { writes: Map<Command, unknown>; readingAt: number; seeLogTime(t: number, n: number, e: readonly Entry[]): void };
+  const internals = driver as unknown as { writes: Map<Command, unknown>; readingAt: number; seeApplied(e: readonly Entry[], r: readonly ApplyResult[], n: number): void };
   const stamped = new WeakMap<AppCommand, Command>();
   return {
     id, driver, state,
@@ -70,7 +70,7 @@ function node(id: string, leads = false, voters: readonly string[] = ['a', 'b', 
       index++;
       const e: Entry = { slot: ++slot, index, batch: [stamped.get(cmd) ?? { kind: 'app', data: encodeAppCommand(cmd) }], epochs: state.applied().point.epochs };
       const r = state.apply([e])[0]!;
-      internals.seeLogTime(state.logTime(), now, [e]);
+      internals.seeApplied([e], [r], now);
       return r;
     },
   };
@@ -400,3 +400,37 @@ test('a stamp cannot be outvoted by a second "time" key, and a command with othe
   }
   assert.equal(decodeAppCommand(packr.pack({ op: put(1), time: 1, proposal: 'p', extra: 1 })), null);
 });
+
+/**
+ * Fifth review: one leader, one clock, no leader change. The leader stamps a grant, then its
+ * own tick (and a client write), and the log stalls (a slow fsync) until 3500: all apply at
+ * once and the grant is answered at 3500. The later stamps had moved log time toward real
+ * time, so the next reading's catch-up was a second one: 970 ms early (470 with the tick
+ * alone). Now the leader's readings stay within a step of the grant's log time plus the time
+ * since it applied it (Driver.noteLease).
+ */
+for (const withWrite of [true, false]) {
+  test(`a stable leader's grant applied after a 2.5 s stall behind its own later stamps${withWrite ? ' (tick and write)' : ' (tick only)'}: the lease lives its TTL from its answer (fifth review)`, () => {
+    now = 0;
+    const a = handed('a');
+    a.lead(true, 1);
+    now = 1_000; const t0 = a.stamp({ t: 'lease_tick' }); now = 1_010; a.apply(t0);
+    now = 1_010; const grant = a.stamp({ t: 'lease_grant', ttlMs: 2_000 });
+    now = 1_500; const tick = a.stamp({ t: 'lease_tick' });
+    const w = withWrite ? (now = 2_000, a.stamp(put(1))) : null;
+    now = 3_500;
+    const g = a.apply(grant) as { kind: string; id: number };
+    assert.equal(g.kind, 'lease_granted');
+    a.apply(tick);
+    if (w) a.apply(w);
+    const T = now;
+    let goneAt: number | null = null;
+    for (let t = 3_510; t < 8_000 && goneAt === null; t += 10) {
+      now = t; const x = a.stamp(put(4)); now = t + 10; a.apply(x);
+      if (a.state.lease(g.id) === undefined) goneAt = now;
+    }
+    assert.ok(goneAt !== null, 'the lease expires');
+    assert.ok(goneAt >= T + 2_000, `lease gone ${T + 2_000 - goneAt} ms before its TTL of real time (answered at ${T}, gone at ${goneAt})`);
+    assert.ok(goneAt <= T + 2_000 + 1_500, `lease gone ${goneAt - T - 2_000} ms after its TTL`);
+  });
+}

@@ -110,7 +110,9 @@ export interface ClusterSettings {
 export type SettingsOp =
   | { readonly t: 'archive_settings'; readonly settings: ArchiveSettings }
   | { readonly t: 'cluster_settings'; readonly settings: ClusterSettings }
-  | { readonly t: 'cluster_level'; readonly level: number };
+  /** `members`: every member (voters and learners, sorted) that said its build applies
+   *  `level`; the command is refused unless they are the members where it applies. */
+  | { readonly t: 'cluster_level'; readonly level: number; readonly members: readonly string[] };
 
 /**
  * Apply levels: the rules by which a log is applied. A cluster's level is in its log (a
@@ -157,9 +159,10 @@ export type ApplyResult =
   | { readonly kind: 'request_id_conflict'; readonly index: number }
   | { readonly kind: 'request_id_stale'; readonly index: number }
   | { readonly kind: 'config'; readonly index: number }
-  | { readonly kind: 'lease_granted'; readonly index: number; readonly id: number; readonly ttlMs: number }
+  /** `at`: the log time the lease counts from (it expires at at + ttlMs + LEASE_GRACE_MS). */
+  | { readonly kind: 'lease_granted'; readonly index: number; readonly id: number; readonly ttlMs: number; readonly at: number }
   /** One per id of the keep-alive, in order: its TTL, or null for an unknown or expired lease. */
-  | { readonly kind: 'lease_kept'; readonly index: number; readonly ttls: readonly (number | null)[] }
+  | { readonly kind: 'lease_kept'; readonly index: number; readonly ttls: readonly (number | null)[]; readonly at: number }
   | { readonly kind: 'lease_revoked'; readonly index: number; readonly revoked: boolean }
   | { readonly kind: 'tick'; readonly index: number }
   | { readonly kind: 'lease_not_found'; readonly index: number; readonly id: number }
@@ -241,14 +244,25 @@ const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object
 const isId = (x: unknown): x is number => typeof x === 'number' && Number.isSafeInteger(x) && x > 0;
 const optLease = (x: unknown): boolean => x === undefined || isId(x);
 
+/**
+ * Whether `v` has no keys but `keys`. Every op and its parts are checked so: a field a
+ * later apply level adds to an op (command.ts levels) is then undecodable to a build that
+ * does not know it, as a new op is, instead of being silently ignored by one build and
+ * obeyed by another (review of the apply levels).
+ */
+function only(v: Record<string, unknown>, ...keys: string[]): boolean {
+  for (const k in v) if (!keys.includes(k)) return false;
+  return true;
+}
+
 function isTxnOp(v: unknown): v is TxnOp {
   if (!isObj(v) || !isBytes(v.key)) return false;
-  if (v.op === 'put') return isBytes(v.value) && optLease(v.lease);
-  return v.op === 'delete' || v.op === 'get';
+  if (v.op === 'put') return isBytes(v.value) && optLease(v.lease) && only(v, 'op', 'key', 'value', 'lease');
+  return (v.op === 'delete' || v.op === 'get') && only(v, 'op', 'key');
 }
 
 function isCompare(v: unknown): v is Compare {
-  if (!isObj(v) || !isBytes(v.key)) return false;
+  if (!isObj(v) || !isBytes(v.key) || !only(v, 'key', 'target', 'op', 'value')) return false;
   if (!['==', '!=', '<', '>'].includes(v.op as string)) return false;
   if (v.target === 'value') return isBytes(v.value);
   if (v.target === 'revision') return typeof v.value === 'number';
@@ -261,11 +275,13 @@ function isKvOp(v: unknown): v is KvOp {
   const optNum = (x: unknown) => x === undefined || (typeof x === 'number' && Number.isSafeInteger(x) && x >= 0);
   switch (v.t) {
     case 'put':
-      return isBytes(v.key) && isBytes(v.value) && optNum(v.ifMatch) && (v.ifAbsent === undefined || typeof v.ifAbsent === 'boolean') && optLease(v.lease);
+      return isBytes(v.key) && isBytes(v.value) && optNum(v.ifMatch) && (v.ifAbsent === undefined || typeof v.ifAbsent === 'boolean') && optLease(v.lease) &&
+        only(v, 't', 'key', 'value', 'ifMatch', 'ifAbsent', 'lease');
     case 'delete':
-      return isBytes(v.key) && optNum(v.ifMatch);
+      return isBytes(v.key) && optNum(v.ifMatch) && only(v, 't', 'key', 'ifMatch');
     case 'txn':
-      return Array.isArray(v.compare) && v.compare.every(isCompare) && Array.isArray(v.success) && v.success.every(isTxnOp) && Array.isArray(v.failure) && v.failure.every(isTxnOp);
+      return Array.isArray(v.compare) && v.compare.every(isCompare) && Array.isArray(v.success) && v.success.every(isTxnOp) && Array.isArray(v.failure) && v.failure.every(isTxnOp) &&
+        only(v, 't', 'compare', 'success', 'failure');
     default:
       return false;
   }
@@ -275,13 +291,13 @@ function isLeaseOp(v: unknown): v is LeaseOp {
   if (!isObj(v)) return false;
   switch (v.t) {
     case 'lease_grant':
-      return typeof v.ttlMs === 'number' && Number.isSafeInteger(v.ttlMs);
+      return typeof v.ttlMs === 'number' && Number.isSafeInteger(v.ttlMs) && only(v, 't', 'ttlMs');
     case 'lease_keepalive':
-      return Array.isArray(v.ids) && v.ids.length <= LEASE_KEEPALIVE_IDS_MAX && v.ids.every(isId);
+      return Array.isArray(v.ids) && v.ids.length <= LEASE_KEEPALIVE_IDS_MAX && v.ids.every(isId) && only(v, 't', 'ids');
     case 'lease_revoke':
-      return isId(v.id);
+      return isId(v.id) && only(v, 't', 'id');
     case 'lease_tick':
-      return true;
+      return only(v, 't');
     default:
       return false;
   }
@@ -289,14 +305,19 @@ function isLeaseOp(v: unknown): v is LeaseOp {
 
 function isSettingsOp(v: unknown): v is SettingsOp {
   const int = (x: unknown): boolean => typeof x === 'number' && Number.isSafeInteger(x);
-  if (isObj(v) && v.t === 'cluster_level') return int(v.level) && (v.level as number) >= 1;
-  if (!isObj(v) || !isObj(v.settings)) return false;
+  if (isObj(v) && v.t === 'cluster_level') {
+    return int(v.level) && (v.level as number) >= 1 && Array.isArray(v.members) && v.members.length <= 1024 && v.members.every((m) => typeof m === 'string') && only(v, 't', 'level', 'members');
+  }
+  if (!isObj(v) || !isObj(v.settings) || !only(v, 't', 'settings')) return false;
   const s = v.settings;
-  if (v.t === 'cluster_settings') return int(s.sessionTtlMs) && (s.sessionTtlMs as number) > 0 && (s.maxLeases === undefined || (int(s.maxLeases) && (s.maxLeases as number) >= 0));
+  if (v.t === 'cluster_settings') {
+    return int(s.sessionTtlMs) && (s.sessionTtlMs as number) > 0 && (s.maxLeases === undefined || (int(s.maxLeases) && (s.maxLeases as number) >= 0)) && only(s, 'sessionTtlMs', 'maxLeases');
+  }
   if (v.t !== 'archive_settings') return false;
   return typeof s.url === 'string' && int(s.segmentEntries) && (s.segmentEntries as number) > 0 && int(s.snapshotSegments) &&
     (s.snapshotSegments as number) > 0 && isObj(s.ces) && int(s.ces.dataShards) && int(s.ces.parityShards) && int(s.ces.stripeBytes) && int(s.ces.level) &&
-    (s.local === undefined || typeof s.local === 'string');
+    only(s.ces, 'dataShards', 'parityShards', 'stripeBytes', 'level') && (s.local === undefined || typeof s.local === 'string') &&
+    only(s, 'url', 'segmentEntries', 'snapshotSegments', 'ces', 'local');
 }
 
 const APP_COMMAND_KEYS = new Set(['op', 'requestId', 'time', 'proposal']);

@@ -25,7 +25,7 @@
  * nothing else commits. A key's `sm.kv` value names its lease (encodeKv), and
  * `sm.lease_keys` lists each lease's keys, so both a put and an expiry find what to detach.
  */
-import { applyChange, latestConfig, type Command, type Config, type ConfigChange, type Entry, type LogPoint } from '../consensus/index.js';
+import { applyChange, latestConfig, type Command, type Config, type ConfigChange, type ConfigEpoch, type Entry, type LogPoint } from '../consensus/index.js';
 import { pack, plain, readU64, u64Key, unpack, type StoreEnv } from '../storage/env.js';
 import { APPLY_LEVEL_DEFAULT, APPLY_LEVEL_MAX, APPLY_LEVEL_MIN, KEY_BYTES_MAX, LEASES_MAX_DEFAULT, LEASE_EXPIRY_DELETES_MAX, LEASE_GRACE_MS, LEASE_KEYS_MAX, LEASE_TTL_MS_MAX, LEASE_TTL_MS_MIN, LOG_TIME_STEP_MS, chainBytesLength, decodeAppCommand, nextChain, opLevel,
   type AppCommand, type ApplyResult, type ArchiveSettings, type Compare, type KvOp, type LeaseOp, type TxnOp, type TxnResult, type RequestId } from './command.js';
@@ -499,6 +499,8 @@ class ApplyBatch {
   private sessionTtlMs: number | undefined;
   private maxLeases: number | undefined;
   private level: number;
+  /** The configurations as of the entry being applied (its own changes included). */
+  private entryEpochs: readonly ConfigEpoch[] = [];
   private leaseCount: number;
   private leasedKeys: number;
   private open: OpenSegment;
@@ -554,6 +556,7 @@ class ApplyBatch {
       throw new Error(`apply: entry slot ${entry.slot} index ${entry.index} does not follow applied slot ${this.point.slot} index ${this.point.index}`);
     }
     let bytes = this.open.bytes + SLOT_OVERHEAD_BYTES;
+    this.entryEpochs = entry.epochs;
     entry.batch.forEach((cmd, i) => {
       const index = entry.index + i;
       out.push(cmd.kind === 'app' ? this.applyApp(cmd.data, index) : this.applyConfig(cmd.change, index));
@@ -592,8 +595,18 @@ class ApplyBatch {
     if (opLevel(cmd.op) > this.level) return { kind: 'invalid', index, message: `${cmd.op.t} needs cluster apply level ${opLevel(cmd.op)}; the cluster is at ${this.level} (\`pangea cluster upgrade\`)` };
     const problem = checkCommand(cmd);
     if (problem !== null) return { kind: 'invalid', index, message: problem };
-    // Before it changes anything, as a build that knows the level applies it.
-    if (cmd.op.t === 'cluster_level') this.rules.checkLevel(Math.max(cmd.op.level, this.level), index);
+    const op = cmd.op;
+    if (op.t === 'cluster_level') {
+      // The members that said they apply the level must be the members here: one added
+      // since the check may not (review of the apply levels). Refused before anything moves.
+      const config = latestConfig(this.entryEpochs);
+      const here = [...config.voters, ...config.learners].sort();
+      if (here.length !== op.members.length || here.some((m, i) => m !== op.members[i])) {
+        return { kind: 'invalid', index, message: `the members changed since their builds were checked (now ${here.join(', ')}): run the upgrade again` };
+      }
+      // Before it changes anything, as a build that knows the level applies it.
+      this.rules.checkLevel(Math.max(op.level, this.level), index);
+    }
     const time = this.rules.logTimeAfter(this.maxTime, cmd.time);
     if (time !== this.maxTime) {
       this.maxTime = time;
@@ -759,7 +772,7 @@ class ApplyBatch {
         this.t.put('leaseExpiry', u64Key(lease.row, u64Key(lease.id)), EMPTY);
         this.nextLeaseExpiry = Math.min(this.nextLeaseExpiry, lease.expiresAt);
         this.leaseCount++;
-        return { kind: 'lease_granted', index, id: index, ttlMs: op.ttlMs };
+        return { kind: 'lease_granted', index, id: index, ttlMs: op.ttlMs, at: this.maxTime };
       }
       case 'lease_keepalive': {
         const ttls = op.ids.map((id) => {
@@ -771,7 +784,7 @@ class ApplyBatch {
           if (expiresAt !== lease.expiresAt) this.putLease({ ...lease, expiresAt });
           return lease.ttlMs;
         });
-        return { kind: 'lease_kept', index, ttls };
+        return { kind: 'lease_kept', index, ttls, at: this.maxTime };
       }
       case 'lease_revoke': {
         const stored = this.t.get('leases', u64Key(op.id));
