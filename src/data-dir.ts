@@ -34,7 +34,13 @@ export const ARCHIVE_KEY_FILE = 'archive.key';
  * archive). A build that changes what it keeps on disk raises DATA_FORMAT and migrates older
  * dirs at start, durably, before it serves.
  */
-export const DATA_FORMAT = 1;
+export const DATA_FORMAT = 2;
+/*
+ * Format 2: apply levels (state/command.ts). Nothing on disk moved, and a format-1 dir is
+ * raised to 2 when this build first opens it; the format only keeps builds from before apply
+ * levels out of a dir a later build has served (they would apply its log their own way and
+ * never know it: review of the apply levels).
+ */
 
 /** The format `cluster.json`'s parsed contents record; throws what to do if this build cannot
  *  read it. */

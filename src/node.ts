@@ -17,7 +17,7 @@ import type { LogStore } from './log/log-store.js';
 import type { Transport } from './net/transport.js';
 import { MembershipError, ServiceError, type ClusterView, type Consistency, type KeptAlive, type KvService } from './net/service.js';
 import { JournalWindow, type WatchSource } from './net/watch.js';
-import { decodeAppCommand, encodeAppCommand, type ApplyResult, type ArchiveSettings, type ClusterSettings, type KvOp, type LeaseOp, type RequestId, type SettingsOp } from './state/command.js';
+import { APPLY_LEVEL_DEFAULT, decodeAppCommand, encodeAppCommand, opLevel, type ApplyResult, type ArchiveSettings, type ClusterSettings, type KvOp, type LeaseOp, type RequestId, type SettingsOp } from './state/command.js';
 import { LeaseKeeper } from './leases.js';
 import type { SegmentBound } from './state/segments.js';
 import type { KeyValue, LeaseRecord, MemberRecord, StateStore } from './state/state-store.js';
@@ -373,6 +373,9 @@ export class PangeaNode implements KvService {
   write(op: KvOp | SettingsOp | LeaseOp, requestId?: RequestId): Promise<ApplyResult> {
     const refused = bypassesAdmission(op) ? null : this.admission();
     if (refused !== null) return Promise.reject(new ServiceError('unavailable', refused));
+    // Apply would answer it `invalid` (the level only rises): refused before it is proposed.
+    const level = this.state.applyLevel();
+    if (opLevel(op) > level) return Promise.reject(new MembershipError('conflict', `${op.t} needs cluster apply level ${opLevel(op)}; the cluster is at ${level}: \`pangea cluster upgrade\` once every member runs a build that has it`));
     const data = encodeAppCommand({
       op,
       ...(requestId ? { requestId } : {}),
@@ -482,7 +485,8 @@ export class PangeaNode implements KvService {
     if (level < current) throw new MembershipError('conflict', `the cluster is at apply level ${current}, and a level is never lowered`);
     const probe = this.probeBuild;
     const behind: string[] = [];
-    await Promise.all(this.cluster().members.map(async (m) => {
+    const members = this.cluster().members;
+    await Promise.all(members.map(async (m) => {
       let info: BuildInfo | null;
       try {
         info = m.peerId === this.peerId ? BUILD_INFO : probe === undefined ? null : await probe(m.peerId);
@@ -495,7 +499,8 @@ export class PangeaNode implements KvService {
     }));
     if (behind.length > 0) throw new MembershipError('conflict', `apply level ${level} needs every member to run a build that applies it: ${behind.sort().join('; ')}`);
     if (level === current) return { index: this.state.applied().point.index, level };
-    const r = await this.write({ t: 'cluster_level', level });
+    // Apply refuses it unless these are the members where it lands.
+    const r = await this.write({ t: 'cluster_level', level, members: members.map((m) => m.peerId).sort() });
     if (r.kind !== 'level') throw new MembershipError('conflict', r.kind === 'invalid' ? r.message : `the level command applied as ${r.kind}`);
     return { index: r.index, level: r.level };
   }
@@ -560,7 +565,27 @@ export class PangeaNode implements KvService {
     }
     const meta = encodeMemberMeta(member);
     const op = member.role === 'voter' ? 'add_voter' : 'add_learner';
-    return this.proposeConfig({ kind: 'config', change: { op, node: member.peerId, meta } });
+    const propose = (): Promise<{ index: number }> => this.proposeConfig({ kind: 'config', change: { op, node: member.peerId, meta } });
+    const level = this.state.applyLevel();
+    if (r.currentRole !== 'leader' || config.voters.includes(member.peerId) || config.learners.includes(member.peerId) || level === APPLY_LEVEL_DEFAULT) return propose();
+    // Above the first level a new member must run a build that applies the cluster's level
+    // (a build from before levels would apply the log differently and never know it).
+    return this.buildOf(member).then((info) => {
+      if (info === null) throw new MembershipError('conflict', `cannot ask ${member.peerId} which build it runs, and the cluster is at apply level ${level}: start it first (pangea serve --join adds itself)`);
+      if (level < info.levels[0] || level > info.levels[1]) throw new MembershipError('conflict', `${member.peerId} runs pangea ${info.version}, which applies levels ${info.levels[0]} to ${info.levels[1]}; the cluster is at apply level ${level}: run a build that applies it`);
+      return propose();
+    });
+  }
+
+  /** Which build a peer runs, or null when it does not say. */
+  private async buildOf(member: { peerId: string; p2p: readonly string[] }): Promise<BuildInfo | null> {
+    if (this.probeBuild === undefined) return null;
+    if (member.p2p.length > 0) this.transport.setPeerAddresses(member.peerId, member.p2p);
+    try {
+      return await this.probeBuild(member.peerId);
+    } catch {
+      return null;
+    }
   }
 
   /** Removes a member; refused for a peer that is no member, or when the voters left would

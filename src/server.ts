@@ -23,7 +23,7 @@ import { ENV_FILE } from './storage/env.js';
 import { BUILD_INFO, BUILD_PROTOCOL, PANGEA_VERSION, parseBuildInfo, type BuildInfo } from './version.js';
 import { storageFailureCause, watchDataDir } from './fail-stop.js';
 import { APPLY_LEVEL_DEFAULT, APPLY_LEVEL_MAX, APPLY_LEVEL_MIN, type ArchiveSettings } from './state/command.js';
-import { SESSION_TTL_MS_DEFAULT } from './state/kv.js';
+import { ApplyHalt, SESSION_TTL_MS_DEFAULT } from './state/kv.js';
 import type { CesKey } from './ces/index.js';
 import { NodeArchive, STAGING_DIR, archiveOffReason, bootstrapSettings, loadArchiveKey } from './archive/node-archive.js';
 import { openObjectStore, redactUrl } from './archive/open-store.js';
@@ -169,6 +169,12 @@ async function assemble(opts: ServeOptions, hooks: ServerHooks, parts: Started):
   if (!resuming && stores.state.bootstrapped()) {
     throw new Error(`${opts.dataDir} holds a node's ${ENV_FILE} but no ${CLUSTER_FILE}: it was removed, or written by a version that could lose it in a crash; restore ${CLUSTER_FILE} from a backup, or move ${ENV_FILE} away to start afresh`);
   }
+  if (resuming && (cluster.format ?? 1) < DATA_FORMAT) {
+    // Migrated (data-dir.ts): only the format changes, so that an older build refuses the dir.
+    logger.info('raising the data dir format', { from: cluster.format ?? 1, to: DATA_FORMAT });
+    cluster = { ...cluster, format: DATA_FORMAT };
+    await writeFileDurable(clusterPath, JSON.stringify(cluster, null, 2));
+  }
   // The key first, then the cluster file, then the log: each is durable before the next
   // names it, so a power cut anywhere leaves a data dir that restarts. A cluster restored
   // from an archive is recorded once restored (a cut midway redoes the restore).
@@ -243,7 +249,8 @@ async function assemble(opts: ServeOptions, hooks: ServerHooks, parts: Started):
   let sponsor: string | null = joining?.sponsor ?? null;
   const envPath = join(opts.dataDir, ENV_FILE);
   const onFatal = (err: unknown): void => {
-    const cause = storageFailureCause(err, opts.dataDir, envPath);
+    // A log this build cannot apply is no storage failure: its message says what to run.
+    const cause = err instanceof ApplyHalt ? err.message : storageFailureCause(err, opts.dataDir, envPath);
     logger.error(`stopping: ${cause}`);
     hooks.onFatal?.(cause);
   };

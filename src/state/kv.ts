@@ -72,12 +72,11 @@ export class ApplyRules {
     readonly levelMax = APPLY_LEVEL_MAX,
   ) {}
 
-  /** Throws ApplyHalt unless this build applies the log at `level` (at `index`, or a store
-   *  or snapshot already there when `index` is null). */
-  checkLevel(level: number, index: number | null): void {
+  /** Throws ApplyHalt unless this build applies the log at `level`; `what` says where it
+   *  is ("index 7 raises the cluster to", "this state is"). */
+  checkLevel(level: number, what: string): void {
     if (level >= this.levelMin && level <= this.levelMax) return;
-    const where = index === null ? 'this state is' : `index ${index} sets the cluster`;
-    throw new ApplyHalt(`${where} at apply level ${level}; this build applies levels ${this.levelMin} to ${this.levelMax}: run a build that applies level ${level} (\`pangea version\`)`);
+    throw new ApplyHalt(`${what} apply level ${level}; this build applies levels ${this.levelMin} to ${this.levelMax}: run a build that applies level ${level} (\`pangea version\`)`);
   }
 
   /** Log time after a command proposed at `time`: toward it by at most LOG_TIME_STEP_MS,
@@ -141,8 +140,9 @@ export class LmdbStateStore implements StateStore {
     stage: (env: StoreEnv) => StagedState = (e) => new StagedState(e),
   ) {
     this.t = stage(env);
-    this.current = this.readApplied() ?? NOT_BOOTSTRAPPED;
-    this.rules.checkLevel(this.current.level ?? APPLY_LEVEL_DEFAULT, null);
+    const applied = this.readApplied();
+    this.current = applied ?? NOT_BOOTSTRAPPED;
+    if (applied !== null && applied !== undefined) this.rules.checkLevel(applied.level ?? APPLY_LEVEL_DEFAULT, 'this state is at');
     this.committed_ = this.current.point;
     // A store from before the journal existed: it starts at the point opened.
     const journal = this.t.get('smMeta', 'journal');
@@ -349,7 +349,7 @@ export class LmdbStateStore implements StateStore {
   /** Fills this empty (never bootstrapped) store from a snapshot stream (snapshot.ts). */
   async restore(source: AsyncIterable<Uint8Array>): Promise<SnapshotHeader> {
     this.t.assertIdle('restoring a snapshot');
-    const header = await restoreSnapshot(this.env, source, (h) => this.rules.checkLevel(h.applied.level ?? APPLY_LEVEL_DEFAULT, null));
+    const header = await restoreSnapshot(this.env, source, (h) => this.rules.checkLevel(h.applied.level ?? APPLY_LEVEL_DEFAULT, 'this snapshot is at'));
     this.current = header.applied;
     // The history before a snapshot is not in it: the journal starts there (stored with
     // the next apply; a restart before that opens it at the same point).
@@ -555,6 +555,9 @@ class ApplyBatch {
     if (entry.slot !== this.point.slot + 1 || entry.index !== this.point.index + 1) {
       throw new Error(`apply: entry slot ${entry.slot} index ${entry.index} does not follow applied slot ${this.point.slot} index ${this.point.index}`);
     }
+    // A build that no longer applies the level the log is at (APPLY_LEVEL_MIN raised) halts
+    // before anything of the entry applies.
+    if (this.level < this.rules.levelMin) this.rules.checkLevel(this.level, `index ${entry.index} is at`);
     let bytes = this.open.bytes + SLOT_OVERHEAD_BYTES;
     this.entryEpochs = entry.epochs;
     entry.batch.forEach((cmd, i) => {
@@ -605,7 +608,7 @@ class ApplyBatch {
         return { kind: 'invalid', index, message: `the members changed since their builds were checked (now ${here.join(', ')}): run the upgrade again` };
       }
       // Before it changes anything, as a build that knows the level applies it.
-      this.rules.checkLevel(Math.max(op.level, this.level), index);
+      this.rules.checkLevel(Math.max(op.level, this.level), `index ${index} raises the cluster to`);
     }
     const time = this.rules.logTimeAfter(this.maxTime, cmd.time);
     if (time !== this.maxTime) {

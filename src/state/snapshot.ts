@@ -142,8 +142,10 @@ export class StateSnapshot implements AsyncIterable<Uint8Array> {
 export async function readSnapshot(
   source: AsyncIterable<Uint8Array>,
   onRecords: (table: Table, records: readonly Uint8Array[]) => void = () => {},
+  /** Sees the header before any records; throwing refuses the snapshot there. */
+  onHeader: (header: SnapshotHeader) => void = () => {},
 ): Promise<SnapshotHeader & { records: number }> {
-  const reader = new SnapshotReader(onRecords);
+  const reader = new SnapshotReader(onRecords, onHeader);
   for await (const chunk of source) reader.push(chunk);
   return reader.end();
 }
@@ -162,7 +164,10 @@ class SnapshotReader {
   private records = 0;
   private ended = false;
 
-  constructor(private readonly onRecords: (table: Table, records: readonly Uint8Array[]) => void) {}
+  constructor(
+    private readonly onRecords: (table: Table, records: readonly Uint8Array[]) => void,
+    private readonly onHeader: (header: SnapshotHeader) => void = () => {},
+  ) {}
 
   push(chunk: Uint8Array): void {
     for (const frame of this.decoder.push(chunk)) {
@@ -171,6 +176,7 @@ class SnapshotReader {
       if (this.header === null) {
         if (f.t !== 'header' || !SNAPSHOT_VERSIONS_READ.includes(f.v) || typeof f.applied !== 'object') throw new Error('snapshot: missing or unknown header');
         this.header = { applied: f.applied, settings: f.settings ?? null };
+        this.onHeader(this.header);
         continue;
       }
       if (f.t === 'end') {
@@ -199,10 +205,8 @@ class SnapshotReader {
  */
 export async function restoreSnapshot(env: StoreEnv, source: AsyncIterable<Uint8Array>, accept: (header: SnapshotHeader) => void = () => {}): Promise<SnapshotHeader> {
   clearForRestore(env);
-  const header = await readSnapshot(source, restoreRecords(env));
-  // Refused before the applied record is written: the store stays empty (its tables are
-  // leftovers the next restore clears).
-  accept(header);
+  // A header refused (`accept` throws) stops the restore before any record is written.
+  const header = await readSnapshot(source, restoreRecords(env), accept);
   finishRestore(env, header);
   await env.root.flushed;
   return header;

@@ -27,7 +27,7 @@ test('a lease: granted at its index, keys attach and detach, expiry deletes them
   const h = clockAtZero();
   h.one(tick);
   const g = h.one(grant(5_000));
-  assert.deepEqual(g, { kind: 'lease_granted', index: 2, id: 2, ttlMs: 5_000 });
+  assert.deepEqual(g, { kind: 'lease_granted', index: 2, id: 2, ttlMs: 5_000, at: 0 });
   assert.deepEqual(h.one(put('a', '1', 2)), { kind: 'put', index: 3, revision: 3 });
   assert.deepEqual(h.one(put('b', '1', 2)), { kind: 'put', index: 4, revision: 4 });
   assert.deepEqual(h.state.get(b('a')), { key: b('a'), value: b('1'), revision: 3, lease: 2 });
@@ -53,7 +53,7 @@ test('a lease: granted at its index, keys attach and detach, expiry deletes them
   const last = h.state.applied().point.index;
   const [effects] = h.state.effects(last - 1, last, 10);
   assert.deepEqual(effects?.changes, [{ type: 'delete', key: b('a'), cause: 'lease' }]);
-  assert.deepEqual(h.one({ t: 'lease_keepalive', ids: [2] }), { kind: 'lease_kept', index: last + 1, ttls: [null] });
+  assert.deepEqual(h.one({ t: 'lease_keepalive', ids: [2] }), { kind: 'lease_kept', index: last + 1, ttls: [null], at: h.state.logTime() });
   await h.stores.close();
 });
 

@@ -10,6 +10,7 @@ import { test } from 'node:test';
 import { ApplyHalt, ApplyRules } from '../../src/state/kv.js';
 import { Harness, b, tempDir } from './harness.js';
 import { openStores } from '../../src/stores.js';
+import { Packr } from 'msgpackr';
 import { LEASE_EXPIRY_DELETES_MAX } from '../../src/state/command.js';
 
 const older = new ApplyRules(LEASE_EXPIRY_DELETES_MAX, 1, 1);
@@ -22,8 +23,8 @@ test('a build halts at the index that raises the level past it, changing nothing
   assert.equal(old.state.applyLevel(), 1);
   const before = old.state.applied();
   // One slot: a put, the raise, a put. None of it applies.
-  const entry = old.entry([old.cmd({ t: 'put', key: b('b'), value: b('2') }), old.cmd({ t: 'cluster_level', level: 2 }), old.cmd({ t: 'put', key: b('c'), value: b('3') })]);
-  assert.throws(() => old.state.apply([entry]), (e: unknown) => e instanceof ApplyHalt && /index 3 sets the cluster at apply level 2; this build applies levels 1 to 1/.test(e.message));
+  const entry = old.entry([old.cmd({ t: 'put', key: b('b'), value: b('2') }), old.cmd({ t: 'cluster_level', level: 2, members: ['a'] }), old.cmd({ t: 'put', key: b('c'), value: b('3') })]);
+  assert.throws(() => old.state.apply([entry]), (e: unknown) => e instanceof ApplyHalt && /index 3 raises the cluster to apply level 2; this build applies levels 1 to 1/.test(e.message));
   assert.deepEqual(old.state.applied().point, before.point);
   assert.equal(old.state.get(b('b')), undefined);
   await old.stores.close();
@@ -39,8 +40,8 @@ test('a build halts at the index that raises the level past it, changing nothing
   assert.deepEqual(results.map((r) => r.kind), ['put', 'level', 'put']);
   assert.equal(upgraded.state.applyLevel(), 2);
   // Lowering is refused; raising to where it is, a no-op.
-  assert.equal(upgraded.one({ t: 'cluster_level', level: 1 }).kind, 'invalid');
-  assert.deepEqual(upgraded.one({ t: 'cluster_level', level: 2 }), { kind: 'level', index: 6, level: 2 });
+  assert.equal(upgraded.one({ t: 'cluster_level', level: 1, members: ['a'] }).kind, 'invalid');
+  assert.deepEqual(upgraded.one({ t: 'cluster_level', level: 2, members: ['a'] }), { kind: 'level', index: 6, level: 2 });
   await upgraded.stores.close();
 
   // Back to the old build: the store is past it, refused at open.
@@ -53,7 +54,7 @@ test('the same log applies alike on both builds below the new level', () => {
   const ops = [
     { t: 'put', key: b('x'), value: b('1') },
     { t: 'txn', compare: [{ key: b('x'), target: 'value', op: '==', value: b('1') }], success: [{ op: 'put', key: b('y'), value: b('2') }], failure: [] },
-    { t: 'cluster_level', level: 1 },
+    { t: 'cluster_level', level: 1, members: ['a'] },
     { t: 'delete', key: b('x') },
   ] as const;
   for (const op of ops) assert.deepEqual(a.one(op as never), c.one(op as never));
@@ -63,18 +64,32 @@ test('the same log applies alike on both builds below the new level', () => {
 test('a snapshot at a level the build does not know is refused, and the store stays empty', async () => {
   const src = new Harness(tempDir(), { rules: newer });
   src.one({ t: 'put', key: b('k'), value: b('v') });
-  src.one({ t: 'cluster_level', level: 2 });
+  src.one({ t: 'cluster_level', level: 2, members: ['a'] });
   await src.state.committed();
   const frames: Uint8Array[] = [];
   const snap = src.state.snapshot();
   for (const f of snap.frames()) frames.push(f);
   const dir = tempDir();
   const dst = openStores(dir, { rules: older });
-  await assert.rejects(dst.state.restore((async function* () { yield* frames; })()), /this state is at apply level 2/);
+  await assert.rejects(dst.state.restore((async function* () { yield* frames; })()), /this snapshot is at apply level 2/);
   assert.equal(dst.state.bootstrapped(), false);
+  assert.equal(dst.state.get(b('k')), undefined, 'no record of the refused snapshot was written');
   await dst.close();
   const ok = openStores(dir, { rules: newer });
   await ok.state.restore((async function* () { yield* frames; })());
   assert.equal(ok.state.applyLevel(), 2);
   await ok.close();
+});
+
+test('an op with a field this build does not know is undecodable, and a raise names the members it was checked on', () => {
+  const h = new Harness(tempDir(), { rules: newer });
+  // A field a later level might add to put: refused whole, nothing applied.
+  const data = new Packr({ useRecords: false, mapsAsObjects: true }).pack({ op: { t: 'put', key: b('k'), value: b('v'), prevKv: true }, time: h.time, proposal: 'a:1' });
+  assert.deepEqual(h.state.apply([h.entry([{ kind: 'app', data }])]).map((r) => r.kind), ['invalid']);
+  assert.equal(h.state.get(b('k')), undefined);
+  // Checked on members a and x, landing where a alone is a member: refused.
+  const r = h.one({ t: 'cluster_level', level: 2, members: ['a', 'x'] });
+  assert.equal(r.kind, 'invalid');
+  assert.match((r as { message: string }).message, /the members changed since their builds were checked \(now a\)/);
+  assert.equal(h.state.applyLevel(), 1);
 });
