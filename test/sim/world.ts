@@ -134,6 +134,7 @@ export interface SimStats {
    *  without clock jumps; negative: none early). */
   leaseExpiries: number;
   leaseEarlyMaxMs: number;
+  leaseEarlyFromApplyMaxMs: number;
   garbage: number;
   pauses: number;
   acked: number;
@@ -307,8 +308,10 @@ export class World {
    *  each node's last (index, log time), for the lease clock's checks (onApplied). */
   private readonly logTimeAt = new Map<number, number>();
   /** The lease actor's live leases: when the last command that renewed each was proposed
-   *  (an upper bound on when it applied), and their TTLs (checkLeaseExpiry). */
-  private readonly leaseTimes = new Map<number, { renewedBefore: number; ttlMs: number; jumpsBefore: number }>();
+   *  and first applied, and their TTLs (checkLeaseExpiry). */
+  private readonly leaseTimes = new Map<number, { renewedBefore: number; appliedAt: number; ttlMs: number; jumpsBefore: number }>();
+  /** When the first replica applied each index (the lease actor's renewals count from it). */
+  private readonly firstAppliedAt = new Map<number, number>();
   /** Some seeds' nodes hold a checkpoint at every index (as `--checkpoint`): the cluster's
    *  chain value there, as the first replica to apply it computed it. */
   private readonly checkpoints: Map<number, Uint8Array> | null;
@@ -884,6 +887,7 @@ export class World {
       const known = this.chosen.get(entry.slot);
       if (known === undefined) {
         this.chosen.set(entry.slot, { fp, index: entry.index, batch: entry.batch });
+        for (let i = 0; i < entry.batch.length; i++) this.firstAppliedAt.set(entry.index + i, this.now);
         this.stats.slots++;
         this.checkNewlyChosen(entry);
         this.checkAppliedOnce(entry, results.slice(r, r + entry.batch.length));
@@ -1615,14 +1619,15 @@ export class World {
     driver.propose({ kind: 'app', data }, (o) => {
       if (!o.ok) return;
       const r = o.result;
+      const appliedAt = this.firstAppliedAt.get(r.index) ?? this.now;
       if (r.kind === 'lease_granted' && !known.includes(r.id)) {
         known.push(r.id);
         this.stats.leaseGrants++;
-        this.leaseTimes.set(r.id, { renewedBefore: proposedAt, ttlMs: r.ttlMs, jumpsBefore });
+        this.leaseTimes.set(r.id, { renewedBefore: proposedAt, appliedAt, ttlMs: r.ttlMs, jumpsBefore });
       } else if (r.kind === 'lease_kept' && op.t === 'lease_keepalive') {
         op.ids.forEach((id, i) => {
           const t = this.leaseTimes.get(id);
-          if (r.ttls[i] !== null && t !== undefined && proposedAt > t.renewedBefore) this.leaseTimes.set(id, { ...t, renewedBefore: proposedAt, jumpsBefore });
+          if (r.ttls[i] !== null && t !== undefined && proposedAt > t.renewedBefore) this.leaseTimes.set(id, { ...t, renewedBefore: proposedAt, appliedAt, jumpsBefore });
         });
       }
     });
@@ -1632,8 +1637,8 @@ export class World {
 
   /**
    * No lease expires early by the simulation's real time: one a replica finds gone was last
-   * renewed (granted or kept alive) by a command proposed at least its TTL ago, less a step a
-   * clock jump (issue 14: log time must not run ahead of real time; stacked steps of several
+   * renewed (granted or kept alive) by a command first applied (anywhere) at least its TTL
+   * ago, less a step a clock jump (issue 14: log time must not run ahead of real time; stacked steps of several
    * nodes once made a 2 s lease expire after 1.7 s, and a grant through a lagging node lost
    * the lag: LEASE_GRACE_MS).
    */
@@ -1649,8 +1654,11 @@ export class World {
       // Each clock jump since its renewal may cost it a step (a node's reading after one).
       const jumps = this.stats.clockJumps - t.jumpsBefore;
       if (jumps === 0) this.stats.leaseEarlyMaxMs = Math.max(this.stats.leaseEarlyMaxMs, t.renewedBefore + t.ttlMs - this.now);
-      const allowed = t.renewedBefore + t.ttlMs - LOG_TIME_STEP_MS * jumps;
-      if (this.now < allowed) throw new SimFailure(`${node.id}: lease ${id} (TTL ${t.ttlMs} ms) is gone at time ${this.now}, last renewed by a command proposed at ${t.renewedBefore}`);
+      if (jumps === 0) this.stats.leaseEarlyFromApplyMaxMs = Math.max(this.stats.leaseEarlyFromApplyMaxMs, t.appliedAt + t.ttlMs - this.now);
+      // Counted from the renewal's first apply anywhere, not its proposal: a slow commit must
+      // not eat the lease's life (fifth review of the lease clock).
+      const allowed = t.appliedAt + t.ttlMs - LOG_TIME_STEP_MS * jumps;
+      if (this.now < allowed) throw new SimFailure(`${node.id}: lease ${id} (TTL ${t.ttlMs} ms) is gone at time ${this.now}, last renewed by a command proposed at ${t.renewedBefore} and first applied at ${t.appliedAt}`);
     }
   }
 
@@ -1856,7 +1864,7 @@ export class World {
 }
 
 export function emptyStats(): SimStats {
-  return { leaderChanges: 0, crashes: 0, crashesBeforeCommit: 0, stateCommitsLost: 0, stateCommitsFailed: 0, partitions: 0, oneWayLinks: 0, blockSyncs: 0, rangesRefused: 0, rogueRanges: 0, rangesPinned: 0, snapshotRestores: 0, retries: 0, clockJumps: 0, leaseGrants: 0, leaseDeletes: 0, leaseEdges: 0, leaseExpiries: 0, leaseEarlyMaxMs: -Infinity, diskFailures: 0, quickRestarts: 0, longStalls: 0, membershipChanges: 0, departures: 0, readds: 0, transfers: 0, compactions: 0, rangesLearned: 0, garbage: 0, pauses: 0, acked: 0, unknown: 0, reads: 0, slots: 0 };
+  return { leaderChanges: 0, crashes: 0, crashesBeforeCommit: 0, stateCommitsLost: 0, stateCommitsFailed: 0, partitions: 0, oneWayLinks: 0, blockSyncs: 0, rangesRefused: 0, rogueRanges: 0, rangesPinned: 0, snapshotRestores: 0, retries: 0, clockJumps: 0, leaseGrants: 0, leaseDeletes: 0, leaseEdges: 0, leaseExpiries: 0, leaseEarlyMaxMs: -Infinity, leaseEarlyFromApplyMaxMs: -Infinity, diskFailures: 0, quickRestarts: 0, longStalls: 0, membershipChanges: 0, departures: 0, readds: 0, transfers: 0, compactions: 0, rangesLearned: 0, garbage: 0, pauses: 0, acked: 0, unknown: 0, reads: 0, slots: 0 };
 }
 
 /** Runs one seed. A failure carries the seed; with `trace`, the events that led to it. */
