@@ -309,7 +309,7 @@ export class World {
   private readonly logTimeAt = new Map<number, number>();
   /** The lease actor's live leases: when the last command that renewed each was proposed
    *  and first applied, and their TTLs (checkLeaseExpiry). */
-  private readonly leaseTimes = new Map<number, { renewedBefore: number; appliedAt: number; ttlMs: number; jumpsBefore: number }>();
+  private readonly leaseTimes = new Map<number, { renewedBefore: number; appliedAt: number; ttlMs: number; jumpsBefore: number; byLeader: { at: number; changes: number } | null }>();
   /** When the first replica applied each index (the lease actor's renewals count from it). */
   private readonly firstAppliedAt = new Map<number, number>();
   /** Some seeds' nodes hold a checkpoint at every index (as `--checkpoint`): the cluster's
@@ -748,8 +748,11 @@ export class World {
     let latency = this.netRng.chance(this.slowSync) ? this.netRng.int(10, 60) : this.netRng.int(1, 4);
     if (this.faultsOn && this.netRng.chance(this.longStall)) {
       // A disk that hangs for several election timeouts (ending with the fault phase, so the
-      // final phase's liveness bound still means something).
-      latency = Math.max(1, Math.min(this.netRng.int(20, 80) * TICK, this.faultEnd - this.now));
+      // final phase's liveness bound still means something); sometimes for longer than a step
+      // of log time, so that a lease granted before it commits after it (fifth review of the
+      // lease clock: stalls under a step could not show a grant's commit eating its life).
+      const ticks = this.netRng.chance(0.3) ? this.netRng.int(100, 300) : this.netRng.int(20, 80);
+      latency = Math.max(1, Math.min(ticks * TICK, this.faultEnd - this.now));
       this.stats.longStalls++;
       if (this.traceOn) this.trace(`fsync stall on ${node.id}: ${latency / TICK} ticks`);
     }
@@ -1596,6 +1599,7 @@ export class World {
       const on = (): TxnOp => ({ op: 'put', key: key(), value: encoder.encode('x'), lease: reaping.id });
       op = { t: 'txn', compare: [], success: [{ op: 'put', key: encoder.encode(reaping.key), value: encoder.encode('off') }, on(), on()], failure: [] };
     } else if (known.length < 2 || roll < 0.08) op = { t: 'lease_grant', ttlMs: r.int(2, 4) * 1000 };
+    else if (roll < 0.13) op = { t: 'lease_grant', ttlMs: 2_000 }; // a probe (below)
     else if (roll < 0.6) op = { t: 'put', key: key(), value: encoder.encode(`l${this.leaseSeq}`), ...(r.chance(0.9) ? { lease: lease() } : {}) };
     else if (roll < 0.7) op = { t: 'lease_keepalive', ids: [lease(), ...(r.chance(0.3) ? [lease()] : [])] };
     else if (roll < 0.75) op = { t: 'lease_revoke', id: lease() };
@@ -1616,18 +1620,25 @@ export class World {
     this.proposed.set(proposal, data);
     const proposedAt = this.now;
     const jumpsBefore = this.stats.clockJumps;
+    const probe = op.t === 'lease_grant' && known.length >= 2 && roll >= 0.08 && roll < 0.13;
     driver.propose({ kind: 'app', data }, (o) => {
       if (!o.ok) return;
       const r = o.result;
       const appliedAt = this.firstAppliedAt.get(r.index) ?? this.now;
+      // Answered by the leader: with no leader change until it expires, it lives its TTL from
+      // this answer (the fifth review's stable leader, whose own disk held the grant back).
+      const byLeader = driver.replica.currentRole === 'leader' ? { at: this.now, changes: this.stats.leaderChanges } : null;
       if (r.kind === 'lease_granted' && !known.includes(r.id)) {
-        known.push(r.id);
+        // A probe is never renewed nor used: it only expires, which checkLeaseExpiry times
+        // from its first apply (the fifth review's grant committed slowly behind later
+        // stamps lost most of a step).
+        if (!probe) known.push(r.id);
         this.stats.leaseGrants++;
-        this.leaseTimes.set(r.id, { renewedBefore: proposedAt, appliedAt, ttlMs: r.ttlMs, jumpsBefore });
+        this.leaseTimes.set(r.id, { renewedBefore: proposedAt, appliedAt, ttlMs: r.ttlMs, jumpsBefore, byLeader });
       } else if (r.kind === 'lease_kept' && op.t === 'lease_keepalive') {
         op.ids.forEach((id, i) => {
           const t = this.leaseTimes.get(id);
-          if (r.ttls[i] !== null && t !== undefined && proposedAt > t.renewedBefore) this.leaseTimes.set(id, { ...t, renewedBefore: proposedAt, appliedAt, jumpsBefore });
+          if (r.ttls[i] !== null && t !== undefined && proposedAt > t.renewedBefore) this.leaseTimes.set(id, { ...t, renewedBefore: proposedAt, appliedAt, jumpsBefore, byLeader });
         });
       }
     });
@@ -1657,8 +1668,9 @@ export class World {
       if (jumps === 0) this.stats.leaseEarlyFromApplyMaxMs = Math.max(this.stats.leaseEarlyFromApplyMaxMs, t.appliedAt + t.ttlMs - this.now);
       // Counted from the renewal's first apply anywhere, not its proposal: a slow commit must
       // not eat the lease's life (fifth review of the lease clock).
-      const allowed = t.appliedAt + t.ttlMs - LOG_TIME_STEP_MS * jumps;
-      if (this.now < allowed) throw new SimFailure(`${node.id}: lease ${id} (TTL ${t.ttlMs} ms) is gone at time ${this.now}, last renewed by a command proposed at ${t.renewedBefore} and first applied at ${t.appliedAt}`);
+      const stable = t.byLeader !== null && t.byLeader.changes === this.stats.leaderChanges;
+      const allowed = (stable ? t.byLeader!.at : t.appliedAt) + t.ttlMs - LOG_TIME_STEP_MS * jumps;
+      if (this.now < allowed) throw new SimFailure(`${node.id}: lease ${id} (TTL ${t.ttlMs} ms) is gone at time ${this.now}, last renewed by a command proposed at ${t.renewedBefore}, first applied at ${t.appliedAt}${stable ? `, answered by the leader at ${t.byLeader!.at}` : ''}`);
     }
   }
 
