@@ -33,7 +33,7 @@ import { cpus } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { Agent, request } from 'node:http';
 import { readEvents } from '../src/net/sse.js';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { writeNewKeyFile } from '../src/ces/index.js';
 import { isReady, killAll, metric, removeDir, startNode, tempDir, waitFor } from '../test/cluster/harness.js';
@@ -56,10 +56,13 @@ interface Args {
   only: 'pangea' | 'etcd' | null;
   part: 'watch' | 'leases' | 'cold' | null;
   cold: number;
+  /** Which ways of renewing the lease cost measures (both by default). */
+  renew: readonly RenewMode[];
+  cpuProfDir: string | null;
 }
 
 function parseArgs(args: string[]): Args {
-  const out: Args = { seconds: 5, pairs: 3, leases: 10_000, only: null, part: null, cold: 100_000 };
+  const out: Args = { seconds: 5, pairs: 3, leases: 10_000, only: null, part: null, cold: 100_000, renew: ['each', 'batched'], cpuProfDir: null };
   for (let i = 0; i < args.length; i += 2) {
     const [a, v] = [args[i], args[i + 1]];
     if (a === '--seconds' && Number(v) > 0) out.seconds = Number(v);
@@ -68,7 +71,9 @@ function parseArgs(args: string[]): Args {
     else if (a === '--only' && (v === 'pangea' || v === 'etcd')) out.only = v;
     else if (a === '--part' && (v === 'watch' || v === 'leases' || v === 'cold')) out.part = v;
     else if (a === '--cold' && Number(v) > 0) out.cold = Number(v);
-    else throw new Error(`usage: npm run bench -- watch [--seconds N] [--pairs N] [--leases N] [--cold N] [--only pangea|etcd] [--part watch|leases|cold] (bad: ${a})`);
+    else if (a === '--renew' && (v === 'each' || v === 'batched')) out.renew = [v];
+    else if (a === '--cpu-prof' && v) out.cpuProfDir = resolve(v);
+    else throw new Error(`usage: npm run bench -- watch [--seconds N] [--pairs N] [--leases N] [--cold N] [--only pangea|etcd] [--part watch|leases|cold] [--renew each|batched] [--cpu-prof DIR] (bad: ${a})`);
   }
   return out;
 }
@@ -236,7 +241,7 @@ async function fanOut(system: System, origins: readonly string[], watchers: numb
 }
 
 /** put@64 alone and while `leases` leases are renewed every 3 s, alternated `pairs` times. */
-async function leaseCost(cluster: Cluster, leases: number, seconds: number, pairs: number): Promise<Record<string, number>> {
+async function leaseCost(cluster: Cluster, leases: number, seconds: number, pairs: number, modes: readonly RenewMode[]): Promise<Record<string, number>> {
   const origins = cluster.origins;
   const ids: string[] = [];
   let next = 0;
@@ -257,7 +262,7 @@ async function leaseCost(cluster: Cluster, leases: number, seconds: number, pair
   const counts = { renewed: 0, errors: 0 };
   const errorStatuses = new Map<number, number>();
   for (let p = 0; p < pairs; p++) {
-    for (const mode of ['alone', 'each', 'batched'] as const) {
+    for (const mode of ['alone', ...modes] as const) {
       const stop = mode === 'alone' ? async () => {} : renew(mode, origins, ids, counts, errorStatuses);
       runs[mode].push((await closedLoop(client, origins, put, CONCURRENCY, seconds)).ops);
       await stop();
@@ -266,16 +271,14 @@ async function leaseCost(cluster: Cluster, leases: number, seconds: number, pair
   client.close();
   if (counts.errors > 0) console.log(`  keep-alives refused, by status: ${JSON.stringify(Object.fromEntries(errorStatuses))}`);
   console.log(`  put@${CONCURRENCY} alone: ${runs.alone.join(', ')} ops/s`);
-  console.log(`  with ${leases} leases renewed every ${RENEW_EVERY_MS / 1000} s, a request each: ${runs.each.join(', ')} ops/s`);
-  console.log(`  with ${leases} leases renewed every ${RENEW_EVERY_MS / 1000} s, batched (POST /v1/leases/keepalive every ${BATCH_EVERY_MS} ms): ${runs.batched.join(', ')} ops/s`);
+  if (modes.includes('each')) console.log(`  with ${leases} leases renewed every ${RENEW_EVERY_MS / 1000} s, a request each: ${runs.each.join(', ')} ops/s`);
+  if (modes.includes('batched')) console.log(`  with ${leases} leases renewed every ${RENEW_EVERY_MS / 1000} s, batched (POST /v1/leases/keepalive every ${BATCH_EVERY_MS} ms): ${runs.batched.join(', ')} ops/s`);
   return {
     put_alone_ops: median(runs.alone),
-    put_with_leases_each_ops: median(runs.each),
-    put_with_leases_batched_ops: median(runs.batched),
+    ...(modes.includes('each') ? { put_with_leases_each_ops: median(runs.each), lease_keepalive_cost_request_each: round(1 - median(runs.each) / median(runs.alone), 3) } : {}),
+    ...(modes.includes('batched') ? { put_with_leases_batched_ops: median(runs.batched), lease_keepalive_cost: round(1 - median(runs.batched) / median(runs.alone), 3) } : {}),
     keepalives_ok: counts.renewed,
     keepalive_errors: counts.errors,
-    lease_keepalive_cost: round(1 - median(runs.batched) / median(runs.alone), 3),
-    lease_keepalive_cost_request_each: round(1 - median(runs.each) / median(runs.alone), 3),
   };
 }
 
@@ -400,7 +403,7 @@ export async function run(args: string[]): Promise<void> {
     const results: Record<string, Record<string, number>> = {};
     const systems = opts.part === 'cold' ? [] : [...(opts.only !== 'etcd' ? [pangea] : []), ...(version && opts.only !== 'pangea' && opts.part !== 'leases' ? [etcd] : [])];
     for (const system of systems) {
-      const cluster = system === pangea ? await startPangea(`${root}/pangea`, null) : await startEtcd(`${root}/etcd`);
+      const cluster = system === pangea ? await startPangea(`${root}/pangea`, opts.cpuProfDir) : await startEtcd(`${root}/etcd`);
       clusters.push(cluster);
       for (const [i, w] of opts.part === 'leases' ? [] : WATCHERS.entries()) {
         const f = await fanOut(system, cluster.origins, w, opts.seconds, i);
@@ -410,7 +413,7 @@ export async function run(args: string[]): Promise<void> {
       }
       if (system === pangea && opts.part !== 'watch') {
         console.log(`pangea, lease keep-alive cost (${opts.pairs} alternating pairs of ${opts.seconds} s):`);
-        Object.assign(out, await leaseCost(cluster, opts.leases, opts.seconds, opts.pairs));
+        Object.assign(out, await leaseCost(cluster, opts.leases, opts.seconds, opts.pairs, opts.renew));
       }
       await cluster.stop();
     }
