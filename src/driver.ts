@@ -196,6 +196,9 @@ interface PendingWrite {
   readonly stamp?: { readonly time: number; readonly at: number; readonly ballot: Ballot };
 }
 
+/** noteLease rounds its constraints' offsets down to this (stricter by less than it). */
+const OFFSET_GRAIN_MS = 50;
+
 /** Latencies the driver measures on its own clock, for the node's histograms (ms). */
 export interface DriverObserver {
   /** A log batch: handed to the log until durable. */
@@ -619,20 +622,28 @@ export class Driver {
   /** After an apply at `now`: the log time it reached (seeLogTime), and the leases it granted
    *  or renewed (leaseDue). */
   private seeApplied(entries: readonly Entry[], results: readonly ApplyResult[], now: number): void {
-    this.seeLogTime(this.parts.state.logTime(), now, entries);
-    for (const r of results) {
-      if (r.kind === 'lease_granted') this.noteLease(r.at, r.ttlMs, now);
-      else if (r.kind === 'lease_kept') {
-        let ttl = -1;
-        for (const t of r.ttls) if (t !== null && t > ttl) ttl = t;
-        if (ttl >= 0) this.noteLease(r.at, ttl, now);
+    const logTime = this.parts.state.logTime();
+    this.seeLogTime(logTime, now, entries);
+    // Only the grants and renewals this node answers: another node's answer is that node's
+    // to keep (a backlog of them applied at once froze log time: review of noteLease).
+    let i = 0;
+    for (const entry of entries) {
+      for (const cmd of entry.batch) {
+        const r = results[i++];
+        if (r === undefined || !this.writes.has(cmd)) continue;
+        if (r.kind === 'lease_granted') this.noteLease(r.at, r.ttlMs, now, logTime);
+        else if (r.kind === 'lease_kept') {
+          let ttl = -1;
+          for (const t of r.ttls) if (t !== null && t > ttl) ttl = t;
+          if (ttl >= 0) this.noteLease(r.at, ttl, now, logTime);
+        }
       }
     }
   }
 
   /**
    * A lease granted or renewed at log time `at` (its expiry is at + ttl + LEASE_GRACE_MS),
-   * applied here at `now`: from now on this node's readings stay at or below at + a step +
+   * applied here at `now` and answered by this node: from now on this node's readings stay at or below at + a step +
    * the time since `now`, until log time passes that expiry. So log time reaches it no sooner
    * than the TTL after this node applied it, however far log time lagged when it did: with
    * a slow commit the lease's own stamp lags its answer, and the later stamps of the same
@@ -641,10 +652,20 @@ export class Driver {
    * 970 ms early). Each constraint is `offset` = at - now; only the lowest offset among those
    * not yet past (`until`) binds, so the list keeps those no other one dominates: ordered by
    * `until`, offsets rising.
+   *
+   * Never below the log time this apply reached less a step: a node applying a backlog
+   * (catching up, or elected with what its phase 1 brought in) applies long-answered grants
+   * whose log time is far behind; bound by them, it froze log time as leader for as long as
+   * the backlog spanned (review: a 2 s lease gone 13 s late). A slow commit of this node's
+   * own never moves log time more than a step past the grant's (its readings all wait on
+   * the same applied value), so the floor does not weaken the case above. Offsets are
+   * rounded down to OFFSET_GRAIN_MS, so that a catch-up's thousands of renewals, whose offsets
+   * all differ, collapse into a few (each a little stricter); the list stays short.
    */
-  private noteLease(at: number, ttl: number, now: number): void {
-    const offset = at - now;
+  private noteLease(at: number, ttl: number, now: number, logTime: number): void {
+    const offset = Math.floor((Math.max(at, logTime - LOG_TIME_STEP_MS) - now) / OFFSET_GRAIN_MS) * OFFSET_GRAIN_MS;
     const until = at + ttl + LEASE_GRACE_MS;
+    while (this.leaseDue.length > 0 && this.leaseDue[0]!.until <= logTime) this.leaseDue.shift();
     const list = this.leaseDue;
     if (list.some((d) => d.until >= until && d.offset <= offset)) return;
     const kept = list.filter((d) => !(d.until <= until && d.offset >= offset));
