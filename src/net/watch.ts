@@ -115,6 +115,13 @@ export class JournalWindow {
     return out;
   }
 
+  /** Drops every row. A node's state never goes back while it runs (a restore fills only an
+   *  empty store, before the node starts), so nothing calls this but tests of a state that
+   *  does; `applied` below the window (checked on each query) catches a dip seen meanwhile. */
+  forget(): void {
+    this.reset(0);
+  }
+
   private reset(at: number): void {
     this.rows = [];
     this.bytes = 0;

@@ -50,6 +50,10 @@ test('the window answers every query as the journal does', () => {
             // Back to an earlier point; then the same indexes are applied again.
             j.applied = Math.min(j.applied, act.to);
             j.rows = j.rows.filter((r) => r.index <= j.applied);
+            // The window sees a dip only through a query made during it, else its owner must
+            // say so (CI seed 518079696: a restore, then the same index applied again).
+            if (act.to % 2 === 0) w.forget();
+            else w.effects(0, j.applied, 1, j.applied);
           } else {
             const after = Math.max(0, j.applied - act.back);
             const through = Math.max(after, j.applied - act.short);
@@ -58,7 +62,7 @@ test('the window answers every query as the journal does', () => {
         }
       },
     ),
-    { numRuns: 300 },
+    { numRuns: Number(process.env.WINDOW_RUNS ?? 300) },
   );
 });
 
