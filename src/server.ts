@@ -649,7 +649,7 @@ async function proposeClusterSettings(node: PangeaNode, maxLeases: number, logge
 /** The node that bootstraps a cluster starts it at its build's newest apply level (a log
  *  that never sets one is at APPLY_LEVEL_DEFAULT). */
 async function proposeLevel(node: PangeaNode, logger: Logger, signal: AbortSignal): Promise<void> {
-  if (APPLY_LEVEL_MAX === APPLY_LEVEL_DEFAULT) return;
+  if ((APPLY_LEVEL_MAX as number) === APPLY_LEVEL_DEFAULT) return;
   await retry(async () => {
     await node.raiseLevel(APPLY_LEVEL_MAX);
   }, 'recording the apply level', logger, signal);

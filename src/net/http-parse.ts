@@ -7,6 +7,7 @@ import { peerIdFromString } from '@libp2p/peer-id';
 import { multiaddr } from '@multiformats/multiaddr';
 import { createHash } from 'node:crypto';
 import { KEY_BYTES_MAX, LEASE_KEEPALIVE_IDS_MAX, LEASE_TTL_MS_MAX, LEASE_TTL_MS_MIN, type Compare, type KvOp, type TxnOp } from '../state/command.js';
+import { BLOCK_ID } from '../state/blocks.js';
 
 /** The longest key, in bytes of UTF-8 (API.md): the state machine's own limit. */
 /** The largest `limit` of a range request, and its default. */
@@ -157,15 +158,20 @@ function parseLimit(raw: string | undefined): number {
 }
 
 export interface WatchQuery {
-  /** Exactly one of the two. */
+  /** Exactly one of the three. */
   readonly key: Uint8Array | null;
   readonly prefix: Uint8Array | null;
+  /** Block ids (API contract, "Blocks"), up to WATCH_BLOCKS_MAX. */
+  readonly blocks: readonly string[] | null;
   /** Exclusive start; null: from a linearizable read index. */
   readonly after: number | null;
   readonly values: boolean;
   readonly encoding: Encoding;
   readonly progressMs: number;
 }
+
+/** Block ids one watch may name (API contract). */
+export const WATCH_BLOCKS_MAX = 100;
 
 /** Most seconds between progress events a watcher may ask for. */
 export const watchProgressSecondsMax = 3600;
@@ -176,7 +182,14 @@ export function parseWatchQuery(query: string, lastEventId: string | undefined):
   const q = parseQuery(query);
   const keyRaw = q.get('key');
   const prefixRaw = q.get('prefix');
-  if ((keyRaw === undefined) === (prefixRaw === undefined)) throw badRequest('a watch takes exactly one of key and prefix');
+  const blocksRaw = q.get('blocks');
+  if ([keyRaw, prefixRaw, blocksRaw].filter((x) => x !== undefined).length !== 1) throw badRequest('a watch takes exactly one of key, prefix and blocks');
+  let blocks: string[] | null = null;
+  if (blocksRaw !== undefined) {
+    blocks = [...new Set(blocksRaw.split(','))];
+    if (blocks.length > WATCH_BLOCKS_MAX) throw badRequest(`blocks: at most ${WATCH_BLOCKS_MAX} ids`);
+    for (const id of blocks) if (!BLOCK_ID.test(id)) throw badRequest(`blocks: ${JSON.stringify(id.slice(0, 80))} is not a block id (1 to 256 of [A-Za-z0-9._~-])`);
+  }
   const key = keyRaw === undefined ? null : checkKeyBytes(percentDecode(keyRaw, 'key'), 'key');
   let prefix: Uint8Array | null = null;
   if (prefixRaw !== undefined) {
@@ -199,7 +212,7 @@ export function parseWatchQuery(query: string, lastEventId: string | undefined):
     if (!/^[1-9][0-9]{0,3}$/.test(progressRaw) || Number(progressRaw) > watchProgressSecondsMax) throw badRequest(`progress must be whole seconds from 1 to ${watchProgressSecondsMax}`);
     progressMs = Number(progressRaw) * 1000;
   }
-  return { key, prefix, after, values: valuesRaw !== 'false', encoding: parseEncoding(q.get('encoding')), progressMs };
+  return { key, prefix, blocks, after, values: valuesRaw !== 'false', encoding: parseEncoding(q.get('encoding')), progressMs };
 }
 
 /** A lease id: its grant's index, in decimal (a string in JSON, as etcd's gateway sends). */

@@ -38,6 +38,7 @@ export interface WatchSource {
 export interface WatchSpec {
   readonly key: Uint8Array | null;
   readonly prefix: Uint8Array | null;
+  readonly blocks?: readonly string[] | null;
   /** The last index already seen (exclusive start). */
   readonly after: number;
   readonly values: boolean;
@@ -151,7 +152,7 @@ export class JournalWindow {
 
 function rowBytes(row: Effects): number {
   let n = 64;
-  for (const c of row.changes) n += 48 + c.key.byteLength + (c.type === 'put' ? c.value.byteLength : 0);
+  for (const c of row.changes) n += c.type === 'block' ? 48 + c.id.length + c.transform.length : 48 + c.key.byteLength + (c.type === 'put' ? c.value.byteLength : 0);
   return n;
 }
 
@@ -211,6 +212,8 @@ export class WatchStream {
   events = 0;
   /** What makes two streams' events alike: selector, values and encoding (eventTexts). */
   private readonly kind: string;
+  /** The block ids a `blocks=` stream selects, or null for a key or prefix stream. */
+  private readonly blockIds: ReadonlySet<string> | null;
 
   constructor(
     private readonly source: WatchSource,
@@ -221,7 +224,8 @@ export class WatchStream {
     private readonly timing: WatchTiming = WATCH_TIMING,
   ) {
     this.sent = spec.after;
-    const sel = spec.key !== null ? `k${Buffer.from(spec.key).toString('hex')}` : `p${Buffer.from(spec.prefix!).toString('hex')}`;
+    const sel = spec.key !== null ? `k${Buffer.from(spec.key).toString('hex')}` : spec.prefix !== null ? `p${Buffer.from(spec.prefix).toString('hex')}` : `b${spec.blocks!.join(',')}`;
+    this.blockIds = spec.blocks ? new Set(spec.blocks) : null;
     this.kind = `${sel} ${spec.values ? spec.encoding : '-'}`;
   }
 
@@ -336,14 +340,17 @@ export class WatchStream {
     let texts = eventTexts.get(row);
     const known = texts?.get(this.kind);
     if (known !== undefined) return known;
-    const changes = row.changes.filter((c) => this.matches(c.key));
+    const changes = row.changes.filter((c) => this.matches(c));
     const text = changes.length === 0 ? null : this.changeEvent(row.index, changes);
     if (texts === undefined) eventTexts.set(row, (texts = new Map()));
     if (texts.size < TEXTS_PER_ROW) texts.set(this.kind, text);
     return text;
   }
 
-  private matches(key: Uint8Array): boolean {
+  private matches(c: Change): boolean {
+    if (c.type === 'block') return this.blockIds?.has(c.id) ?? false;
+    if (this.blockIds !== null) return false;
+    const key = c.key;
     const { key: k, prefix } = this.spec;
     if (k !== null) return Buffer.compare(key, k) === 0;
     if (key.byteLength < prefix!.byteLength) return false;
@@ -352,6 +359,7 @@ export class WatchStream {
 
   private changeEvent(index: number, changes: readonly Change[]): string {
     const out = changes.map((c) => {
+      if (c.type === 'block') return { type: 'block', id: c.id, revision: index, transform: JSON.parse(c.transform) as unknown };
       const key = Buffer.from(c.key.buffer, c.key.byteOffset, c.key.byteLength).toString('utf8');
       if (c.type === 'delete') return { type: 'delete', key, cause: c.cause };
       const lease = c.lease === undefined ? {} : { lease: String(c.lease) };

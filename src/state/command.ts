@@ -48,6 +48,29 @@ export type LeaseOp =
   | { readonly t: 'lease_revoke'; readonly id: number }
   | { readonly t: 'lease_tick' };
 
+/**
+ * Block commands (API contract, "Blocks"; applied in state/block-apply.ts). `transform` is
+ * the transform's canonical JSON (RFC 8785, checked at apply by blocks.ts as at the HTTP
+ * layer): JSON, not msgpack maps, so field names such as `__proto__` reach the judge as the
+ * client wrote them. `block_commit` without `transform` commits a pended action; with it
+ * (and `reads`) it pends and commits in one command.
+ */
+export type BlockCmd =
+  | { readonly t: 'block_pend'; readonly actionId: string; readonly reads: readonly BlockReadCmd[]; readonly transform: string; readonly ttlMs: number }
+  | { readonly t: 'block_commit'; readonly actionId: string; readonly reads?: readonly BlockReadCmd[]; readonly transform?: string }
+  | { readonly t: 'block_cancel'; readonly actionId: string };
+
+export interface BlockReadCmd {
+  readonly id: string;
+  readonly revision: number;
+}
+
+/** How long a pend holds its blocks, in log time (API contract: default 30 s, at most 300). */
+export const PEND_TTL_MS_DEFAULT = 30_000;
+export const PEND_TTL_MS_MAX = 300_000;
+/** Blocks one action may read or change at most (a pend holds each). */
+export const ACTION_BLOCKS_MAX = 1_000;
+
 /** TTLs a lease may have (API contract: 2 s to 30 days). */
 export const LEASE_TTL_MS_MIN = 2_000;
 export const LEASE_TTL_MS_MAX = 30 * 24 * 3600 * 1000;
@@ -126,16 +149,16 @@ export type SettingsOp =
  */
 export const APPLY_LEVEL_DEFAULT = 1;
 export const APPLY_LEVEL_MIN = 1;
-export const APPLY_LEVEL_MAX = 1;
+export const APPLY_LEVEL_MAX = 2;
 
 /** The level an op came in at: no node proposes it below that level, and apply answers it
- *  `invalid` there, as a build that does not know it would. Every op so far is level 1. */
-export function opLevel(_op: AppCommand['op']): number {
-  return 1;
+ *  `invalid` there, as a build that does not know it would. Level 2 added blocks. */
+export function opLevel(op: AppCommand['op']): number {
+  return op.t === 'block_pend' || op.t === 'block_commit' || op.t === 'block_cancel' ? 2 : 1;
 }
 
 export interface AppCommand {
-  readonly op: KvOp | SettingsOp | LeaseOp;
+  readonly op: KvOp | SettingsOp | LeaseOp | BlockCmd;
   readonly requestId?: RequestId;
   /** The proposer's reading of log time, in milliseconds (node.ts: the applied log time
    *  plus the monotonic time elapsed since). Apply moves log time toward it by at most
@@ -170,7 +193,19 @@ export type ApplyResult =
   | { readonly kind: 'settings'; readonly index: number }
   /** The cluster's apply level after a `cluster_level` command. */
   | { readonly kind: 'level'; readonly index: number; readonly level: number }
-  | { readonly kind: 'invalid'; readonly index: number; readonly message: string };
+  | { readonly kind: 'invalid'; readonly index: number; readonly message: string }
+  // Blocks (block-apply.ts). A conflict names each stale read; the node that answers adds
+  // the transforms the client missed from its own history (which is local: pruned with the
+  // hot log), so that what apply answers stays the same on every replica.
+  | { readonly kind: 'block_pended'; readonly index: number; readonly actionId: string; readonly expiresAt: number }
+  | { readonly kind: 'block_committed'; readonly index: number; readonly revisions: Readonly<Record<string, number>> }
+  | { readonly kind: 'block_cancelled'; readonly index: number; readonly cancelled: boolean }
+  | { readonly kind: 'block_conflict'; readonly index: number; readonly conflicts: readonly { readonly id: string; readonly expected: number; readonly current: number }[] }
+  | { readonly kind: 'block_pending'; readonly index: number; readonly pending: readonly { readonly id: string; readonly actionId: string; readonly expiresAt: number }[] }
+  | { readonly kind: 'action_not_found'; readonly index: number; readonly actionId: string }
+  /** The actionId was committed before, at `committed`. */
+  | { readonly kind: 'action_reused'; readonly index: number; readonly actionId: string; readonly committed: number }
+  | { readonly kind: 'invalid_operation'; readonly index: number; readonly message: string };
 
 const packr = new Packr({ useRecords: false, moreTypes: false, mapsAsObjects: true, int64AsType: 'number' });
 
@@ -303,6 +338,23 @@ function isLeaseOp(v: unknown): v is LeaseOp {
   }
 }
 
+const isReadCmd = (r: unknown): boolean => isObj(r) && typeof r.id === 'string' && typeof r.revision === 'number' && only(r, 'id', 'revision');
+
+function isBlockCmd(v: unknown): v is BlockCmd {
+  if (!isObj(v) || typeof v.actionId !== 'string') return false;
+  const reads = (x: unknown): boolean => Array.isArray(x) && x.length <= ACTION_BLOCKS_MAX && x.every(isReadCmd);
+  switch (v.t) {
+    case 'block_pend':
+      return reads(v.reads) && typeof v.transform === 'string' && typeof v.ttlMs === 'number' && only(v, 't', 'actionId', 'reads', 'transform', 'ttlMs');
+    case 'block_commit':
+      return (v.transform === undefined ? v.reads === undefined : typeof v.transform === 'string' && reads(v.reads)) && only(v, 't', 'actionId', 'reads', 'transform');
+    case 'block_cancel':
+      return only(v, 't', 'actionId');
+    default:
+      return false;
+  }
+}
+
 function isSettingsOp(v: unknown): v is SettingsOp {
   const int = (x: unknown): boolean => typeof x === 'number' && Number.isSafeInteger(x);
   if (isObj(v) && v.t === 'cluster_level') {
@@ -323,7 +375,7 @@ function isSettingsOp(v: unknown): v is SettingsOp {
 const APP_COMMAND_KEYS = new Set(['op', 'requestId', 'time', 'proposal']);
 
 function isAppCommand(v: unknown): v is AppCommand {
-  if (!isObj(v) || !(isKvOp(v.op) || isSettingsOp(v.op) || isLeaseOp(v.op)) || typeof v.time !== 'number' || typeof v.proposal !== 'string') return false;
+  if (!isObj(v) || !(isKvOp(v.op) || isSettingsOp(v.op) || isLeaseOp(v.op) || isBlockCmd(v.op)) || typeof v.time !== 'number' || typeof v.proposal !== 'string') return false;
   // No other keys (a peer's command with 65,536 of them overflowed the map16 count when the
   // leader stamped it: fourth review).
   for (const k in v) if (!APP_COMMAND_KEYS.has(k)) return false;

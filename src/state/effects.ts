@@ -17,7 +17,19 @@ export type DeleteCause = 'delete' | 'txn' | 'lease';
 
 export type Change =
   | { readonly type: 'put'; readonly key: Uint8Array; readonly value: Uint8Array; readonly lease?: number }
-  | { readonly type: 'delete'; readonly key: Uint8Array; readonly cause: DeleteCause };
+  | { readonly type: 'delete'; readonly key: Uint8Array; readonly cause: DeleteCause }
+  /** A block changed (block-apply.ts): `transform` is its part of the action's transform,
+   *  canonical JSON (`{"inserts":{id:body}}`, `{"updates":{id:[ops]}}` or `{"deletes":[id]}`). */
+  | BlockChange;
+
+export interface BlockChange {
+  readonly type: 'block';
+  readonly id: string;
+  readonly transform: string;
+}
+
+/** The key/value changes (puts and deletes), as opposed to blocks'. */
+export type KeyChange = Exclude<Change, BlockChange>;
 
 /** One journal row as stored: its index and the encoded changes (the archive's unit,
  *  archive/effects-object.ts). */
@@ -40,17 +52,20 @@ export interface Effects {
 
 const CAUSES: readonly DeleteCause[] = ['delete', 'txn', 'lease'];
 
-/** Stored as a msgpack list of `[0, key, value]` or `[0, key, value, lease]` (put) and
- *  `[1, key, cause]` (delete). */
+/** Stored as a msgpack list of `[0, key, value]` or `[0, key, value, lease]` (put),
+ *  `[1, key, cause]` (delete) and `[2, id, transform]` (block). */
 export function encodeChanges(changes: readonly Change[]): Uint8Array {
-  return pack(changes.map((c) => (c.type === 'put' ? (c.lease === undefined ? [0, c.key, c.value] : [0, c.key, c.value, c.lease]) : [1, c.key, CAUSES.indexOf(c.cause)])));
+  return pack(changes.map((c) => {
+    if (c.type === 'block') return [2, c.id, c.transform];
+    return c.type === 'put' ? (c.lease === undefined ? [0, c.key, c.value] : [0, c.key, c.value, c.lease]) : [1, c.key, CAUSES.indexOf(c.cause)];
+  }));
 }
 
 export function decodeChanges(stored: Uint8Array): Change[] {
-  const rows = unpack(stored) as [number, Uint8Array, Uint8Array | number, number?][];
-  return rows.map(([t, key, x, lease]) =>
-    t === 0
-      ? lease === undefined ? { type: 'put', key, value: x as Uint8Array } : { type: 'put', key, value: x as Uint8Array, lease }
-      : { type: 'delete', key, cause: CAUSES[x as number] ?? 'delete' },
-  );
+  const rows = unpack(stored) as [number, Uint8Array | string, Uint8Array | number | string, number?][];
+  return rows.map(([t, key, x, lease]): Change => {
+    if (t === 2) return { type: 'block', id: key as string, transform: x as string };
+    if (t === 0) return lease === undefined ? { type: 'put', key: key as Uint8Array, value: x as Uint8Array } : { type: 'put', key: key as Uint8Array, value: x as Uint8Array, lease };
+    return { type: 'delete', key: key as Uint8Array, cause: CAUSES[x as number] ?? 'delete' };
+  });
 }

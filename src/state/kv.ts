@@ -35,6 +35,8 @@ import { StagedState, directTables, type StateTables } from './staged.js';
 import { SEGMENT_ENTRIES_DEFAULT, SLOT_OVERHEAD_BYTES, endsSegment, type OpenSegment, type SegmentBound } from './segments.js';
 import type { ConfigRecord, KeyValue, LeaseRecord, MemberRecord, StateStore } from './state-store.js';
 import { StateSnapshot, restoreSnapshot, type SnapshotHeader } from './snapshot.js';
+import { applyBlockCmd, blockAt, blockMissing, blockRevisions, expireActions, pruneBlockHistory, readBlock, type BlockRevision, type BlockState } from './block-apply.js';
+import type { BlockCmd } from './command.js';
 
 export { KEY_BYTES_MAX } from './command.js';
 /** Request-id client ids are 1 to 64 characters (API contract). */
@@ -124,6 +126,8 @@ export class LmdbStateStore implements StateStore {
   private nextExpiry = 0;
   /** See ApplyBatch.nextLeaseExpiry; 0 forces the first scan after opening. */
   private nextLeaseExpiry = 0;
+  /** See ApplyBatch.nextActionExpiry; 0 forces the first scan after opening. */
+  private nextActionExpiry = 0;
   private settings: ArchiveSettings | null;
   private closed = false;
   /** Every read and write of the state tables (staged.ts). */
@@ -258,7 +262,7 @@ export class LmdbStateStore implements StateStore {
     // is sealed (and visible to a snapshot, staged writes included) before the next entry
     // is applied.
     while (next < entries.length) {
-      const batch = new ApplyBatch(this.t, this.rules, this.current, this.nextExpiry, this.nextLeaseExpiry, this.settings);
+      const batch = new ApplyBatch(this.t, this.rules, this.current, this.nextExpiry, this.nextLeaseExpiry, this.nextActionExpiry, this.settings);
       let bound: SegmentBound | null = null;
       let end = next;
       const done = out.length;
@@ -283,6 +287,7 @@ export class LmdbStateStore implements StateStore {
       this.current = batch.record();
       this.nextExpiry = batch.nextExpiry;
       this.nextLeaseExpiry = batch.nextLeaseExpiry;
+      this.nextActionExpiry = batch.nextActionExpiry;
       this.settings = batch.settings;
       if (bound !== null) onSegment?.(bound);
     }
@@ -337,6 +342,7 @@ export class LmdbStateStore implements StateStore {
       for (const key of [...this.t.keys('effects', { end: u64Key(index) })]) this.t.remove('effects', key);
       this.journalFrom = index - 1;
       this.t.put('smMeta', 'journal', pack({ from: this.journalFrom }));
+      pruneBlockHistory(this.t, this.journalFrom);
     }
     this.t.commit();
   }
@@ -359,6 +365,7 @@ export class LmdbStateStore implements StateStore {
     this.settings = header.settings;
     this.nextExpiry = 0;
     this.nextLeaseExpiry = 0;
+    this.nextActionExpiry = 0;
     return header;
   }
 
@@ -417,6 +424,23 @@ export class LmdbStateStore implements StateStore {
 
   leaseCount(): number {
     return this.current.leases ?? 0;
+  }
+
+  block(id: string): BlockState | undefined {
+    const b = readBlock(this.t, id);
+    return b === undefined ? undefined : blockAt(this.t, id, b.revision, 0) as BlockState;
+  }
+
+  blockAt(id: string, at: number): BlockState | 'unavailable' {
+    return blockAt(this.t, id, at, this.journalFrom);
+  }
+
+  blockRevisions(id: string, after: number, limit: number): { items: BlockRevision[]; more: boolean } {
+    return blockRevisions(this.t, id, after, limit);
+  }
+
+  blockMissing(id: string, expected: number, current: number): { items: BlockRevision[]; more: boolean } {
+    return blockMissing(this.t, id, expected, current);
   }
 
   members(): MemberRecord[] {
@@ -513,6 +537,8 @@ class ApplyBatch {
    *  needed while log time is below it. An expired lease with keys left keeps it at or
    *  below log time, so the next command goes on reaping. */
   nextLeaseExpiry: number;
+  /** A lower bound on the earliest pend expiry (block-apply.ts), a cache like the others. */
+  nextActionExpiry: number;
 
   constructor(
     private readonly t: StateTables,
@@ -520,11 +546,13 @@ class ApplyBatch {
     from: AppliedRecord,
     nextExpiry: number,
     nextLeaseExpiry: number,
+    nextActionExpiry: number,
     /** Replaced (never mutated) when a settings command applies. */
     public settings: ArchiveSettings | null,
   ) {
     this.nextExpiry = nextExpiry;
     this.nextLeaseExpiry = nextLeaseExpiry;
+    this.nextActionExpiry = nextActionExpiry;
     this.maxLeases = from.maxLeases;
     this.level = from.level ?? APPLY_LEVEL_DEFAULT;
     this.leaseCount = from.leases ?? 0;
@@ -616,6 +644,12 @@ class ApplyBatch {
       this.expireSessions();
     }
     this.expireLeases();
+    if (this.nextActionExpiry <= this.maxTime) this.nextActionExpiry = expireActions(this.t, this.maxTime);
+    if (isBlockCmd(cmd.op)) {
+      const r = applyBlockCmd({ t: this.t, now: this.maxTime, index, changes: this.changes }, cmd.op);
+      if (r.kind === 'block_pended') this.nextActionExpiry = Math.min(this.nextActionExpiry, r.expiresAt);
+      return r;
+    }
     if (cmd.op.t === 'archive_settings') {
       this.settings = cmd.op.settings;
       return { kind: 'settings', index };
@@ -973,7 +1007,7 @@ function checkCommand(cmd: AppCommand): string | null {
   if (!Number.isFinite(cmd.time) || cmd.time < 0 || !Number.isSafeInteger(Math.floor(cmd.time))) return 'bad time';
   const keys: Uint8Array[] = [];
   const op = cmd.op;
-  if (op.t === 'archive_settings' || op.t === 'cluster_settings' || op.t === 'cluster_level' || isLeaseOp(op)) return null;
+  if (op.t === 'archive_settings' || op.t === 'cluster_settings' || op.t === 'cluster_level' || isLeaseOp(op) || isBlockCmd(op)) return null;
   if (op.t === 'txn') {
     for (const c of op.compare) keys.push(c.key);
     for (const o of [...op.success, ...op.failure]) keys.push(o.key);
@@ -1056,6 +1090,10 @@ function liveLease(t: StateTables, id: number, now: number): StoredLease | undef
   if (stored === undefined) return undefined;
   const lease = decodeLease(id, stored);
   return lease.expiresAt > now ? lease : undefined;
+}
+
+function isBlockCmd(op: AppCommand['op']): op is BlockCmd {
+  return op.t === 'block_pend' || op.t === 'block_commit' || op.t === 'block_cancel';
 }
 
 function isLeaseOp(op: AppCommand['op']): op is LeaseOp {

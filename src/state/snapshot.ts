@@ -11,11 +11,15 @@
  *   { t: DB, r: [key, value, key, value, ...] }   records of one table, in key order, DB in
  *                                                 `kv`, `sessions`, `session_use`, `members`,
  *                                                 `voters_ever`, `configs`, `removed`,
- *                                                 `leases`, `lease_expiry`, `lease_keys`
+ *                                                 `leases`, `lease_expiry`, `lease_keys`,
+ *                                                 `blocks`, `actions`, `action_expiry`,
+ *                                                 `block_holds`
  *   { t: 'end', records: N }                      the number of records: a cut stream fails
  *
  * What is not in a snapshot: the log, per-index chain values other than the applied one,
- * and the segments table (the archive's manifest lists finished segments).
+ * the segments table (the archive's manifest lists finished segments), and the effects
+ * journal and block history (local, back to the hot-log floor: a restored node's start
+ * there).
  */
 import type { Transaction } from 'lmdb';
 import { FrameDecoder, joinFrames } from '../codec/frames.js';
@@ -24,16 +28,16 @@ import type { ArchiveSettings } from './command.js';
 import { chainRow, recordConfig, type AppliedRecord } from './applied.js';
 import { directTables, type FrozenStage, type StateTable } from './staged.js';
 
-/** 2 added the `configs` table, 3 the `removed` table, 4 the lease tables; older snapshots
- *  (without them) still restore. */
-export const SNAPSHOT_VERSION = 4;
-const SNAPSHOT_VERSIONS_READ: readonly unknown[] = [1, 2, 3, 4];
+/** 2 added the `configs` table, 3 the `removed` table, 4 the lease tables, 5 the block
+ *  tables; older snapshots (without them) still restore. */
+export const SNAPSHOT_VERSION = 5;
+const SNAPSHOT_VERSIONS_READ: readonly unknown[] = [1, 2, 3, 4, 5];
 /** Record bytes gathered into one frame before it is handed out. */
 const FRAME_BYTES_TARGET = 1024 * 1024;
 /** Bound on one frame when reading (a record is at most a key and a value, well below). */
 const FRAME_BYTES_MAX = 64 * 1024 * 1024;
 
-const TABLES = ['kv', 'sessions', 'session_use', 'members', 'voters_ever', 'configs', 'removed', 'leases', 'lease_expiry', 'lease_keys'] as const;
+const TABLES = ['kv', 'sessions', 'session_use', 'members', 'voters_ever', 'configs', 'removed', 'leases', 'lease_expiry', 'lease_keys', 'blocks', 'actions', 'action_expiry', 'block_holds'] as const;
 type Table = (typeof TABLES)[number];
 
 /** The `StoreEnv` table a snapshot table is. */
@@ -47,6 +51,10 @@ function stateTable(t: Table): StateTable {
       return 'leaseExpiry';
     case 'lease_keys':
       return 'leaseKeys';
+    case 'action_expiry':
+      return 'actionExpiry';
+    case 'block_holds':
+      return 'blockHolds';
     default:
       return t;
   }

@@ -37,7 +37,7 @@
 import { plain, type BytesDb, type NamedDb, type StoreEnv } from '../storage/env.js';
 
 /** The state machine's tables in `StoreEnv` (the log's are not staged). */
-export type StateTable = 'smMeta' | 'kv' | 'sessions' | 'sessionUse' | 'members' | 'chain' | 'segments' | 'votersEver' | 'configs' | 'removed' | 'effects' | 'leases' | 'leaseExpiry' | 'leaseKeys';
+export type StateTable = 'smMeta' | 'kv' | 'sessions' | 'sessionUse' | 'members' | 'chain' | 'segments' | 'votersEver' | 'configs' | 'removed' | 'effects' | 'leases' | 'leaseExpiry' | 'leaseKeys' | 'blocks' | 'actions' | 'actionExpiry' | 'blockHolds' | 'blockLog' | 'blockRevs';
 
 type Key = Uint8Array | string;
 
@@ -67,6 +67,8 @@ export interface RangeOptions {
   /** Exclusive. */
   readonly end?: Key;
   readonly limit?: number;
+  /** As lmdb-js: descending, from `start` (inclusive) down to `end` (exclusive). */
+  readonly reverse?: boolean;
 }
 
 /** Bytes as a string whose code units are the bytes: string order is byte order (LMDB's). */
@@ -141,16 +143,19 @@ export class StagedState implements StateTables {
   *range(t: StateTable, opts: RangeOptions = {}): Generator<{ key: Key; value: Uint8Array }> {
     const limit = opts.limit ?? Number.POSITIVE_INFINITY;
     if (limit <= 0) return;
-    const bounds = { ...(opts.start === undefined ? {} : { start: opts.start }), ...(opts.end === undefined ? {} : { end: opts.end }) };
+    const rev = opts.reverse === true;
+    const bounds = { ...(opts.start === undefined ? {} : { start: opts.start }), ...(opts.end === undefined ? {} : { end: opts.end }), ...(rev ? { reverse: true } : {}) };
     const table = this.pending.get(t);
-    const lo = opts.start === undefined ? null : keyString(opts.start);
-    const hi = opts.end === undefined ? null : keyString(opts.end);
-    const staged = table === undefined ? [] : sortedEntries(table, (k) => (lo === null || k >= lo) && (hi === null || k < hi));
+    const from = opts.start === undefined ? null : keyString(opts.start);
+    const to = opts.end === undefined ? null : keyString(opts.end);
+    const inRange = rev ? (k: string) => (from === null || k <= from) && (to === null || k > to) : (k: string) => (from === null || k >= from) && (to === null || k < to);
+    const staged = table === undefined ? [] : sortedEntries(table, inRange);
+    if (rev) staged.reverse();
     // Without staged writes in range LMDB's own limit applies; with them, removals may drop
     // records, so the limit applies to the merged stream.
     const lmdb = (this.db(t) as BytesDb).getRange({ ...bounds, ...(staged.length === 0 && Number.isFinite(limit) ? { limit } : {}) } as { start?: Uint8Array });
     let n = 0;
-    for (const r of merge(staged, copies(lmdb))) {
+    for (const r of merge(staged, copies(lmdb), rev)) {
       yield r;
       if (++n >= limit) return;
     }
@@ -338,15 +343,17 @@ function sortedEntries(table: ReadonlyMap<string, Staged>, keep: (k: string) => 
 
 /** `records` (in key order) with `staged` (sorted by key string) written over them:
  *  a staged value replaces or adds its record, a staged removal drops it. */
-function* merge(staged: readonly [string, Staged][], records: Iterable<{ key: Key; value: Uint8Array }>): Generator<{ key: Key; value: Uint8Array }> {
+function* merge(staged: readonly [string, Staged][], records: Iterable<{ key: Key; value: Uint8Array }>, reverse = false): Generator<{ key: Key; value: Uint8Array }> {
   let i = 0;
+  /** Whether staged key `a` comes before record key `b` in the order walked. */
+  const before = reverse ? (a: string, b: string) => a > b : (a: string, b: string) => a < b;
   for (const r of records) {
     if (i === staged.length) {
       yield r;
       continue;
     }
     const rk = keyString(r.key);
-    for (; i < staged.length && staged[i]![0] < rk; i++) {
+    for (; i < staged.length && before(staged[i]![0], rk); i++) {
       const s = staged[i]![1];
       if (s.value !== undefined) yield { key: s.key, value: s.value };
     }

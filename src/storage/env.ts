@@ -22,6 +22,12 @@
 | `sm.leases`     | u64 lease id (its grant's index) | msgpack lease record (TTL, expiry in log time, key count) | state |
 | `sm.lease_expiry` | u64 expiry (log time) + u64 lease id | empty: the expiry order | state |
 | `sm.lease_keys` | u64 lease id + key bytes     | empty: the keys attached to a lease (the key's `sm.kv` value names the lease too) | state |
+| `sm.blocks`     | block id (ASCII)             | msgpack [revision, canonical body or null (a tombstone), revisions so far] (state/block-apply.ts) | state |
+| `sm.actions`    | action id (ASCII)            | msgpack pending action (blocks held, reads, transform, expiry) or committed one (its index) | state |
+| `sm.action_expiry` | u64 expiry (log time) + action id | empty: when pending actions let go | state |
+| `sm.block_holds`| block id (ASCII)             | the id of the pending action holding it | state |
+| `sm.block_log`  | block id + 0x00 + u64 revision | msgpack history row: action, this block's part of the transform, a full body every 32 revisions (local: pruned with the hot log, not in snapshots) | state |
+| `sm.block_revs` | u64 revision + block id      | empty: the history in revision order, for pruning | state |
  *
  * Durability: lmdb-js commits asynchronous writes on its writer thread and, with
  * `overlappingSync` (on by default outside Windows), flushes to disk after the commit.
@@ -36,7 +42,7 @@ import { Packr } from 'msgpackr';
 /** The environment's file inside a data dir (LMDB adds `-lock` beside it). */
 export const ENV_FILE = 'pangea.mdb';
 /** Named databases above, plus room for the archive and later owners. */
-export const DBS_MAX = 24;
+export const DBS_MAX = 40;
 
 export type BytesDb = Database<Uint8Array, Uint8Array>;
 export type NamedDb = Database<Uint8Array, string>;
@@ -61,6 +67,12 @@ export interface StoreEnv {
   readonly leases: BytesDb;
   readonly leaseExpiry: BytesDb;
   readonly leaseKeys: BytesDb;
+  readonly blocks: BytesDb;
+  readonly actions: BytesDb;
+  readonly actionExpiry: BytesDb;
+  readonly blockHolds: BytesDb;
+  readonly blockLog: BytesDb;
+  readonly blockRevs: BytesDb;
 }
 
 export function openEnv(dir: string): StoreEnv {
@@ -87,6 +99,12 @@ export function openEnv(dir: string): StoreEnv {
     leases: bytes('sm.leases'),
     leaseExpiry: bytes('sm.lease_expiry'),
     leaseKeys: bytes('sm.lease_keys'),
+    blocks: bytes('sm.blocks'),
+    actions: bytes('sm.actions'),
+    actionExpiry: bytes('sm.action_expiry'),
+    blockHolds: bytes('sm.block_holds'),
+    blockLog: bytes('sm.block_log'),
+    blockRevs: bytes('sm.block_revs'),
   };
 }
 

@@ -21,6 +21,8 @@ interface RangeOptions {
   readonly start?: Uint8Array | string;
   readonly end?: Uint8Array | string;
   readonly limit?: number;
+  /** As lmdb-js: descending, from `start` (inclusive) down to `end` (exclusive). */
+  readonly reverse?: boolean;
 }
 
 /** Bytes as a string whose code units are the bytes: string order is byte order. */
@@ -191,9 +193,11 @@ class MemoryDb {
     const start = opts.start === undefined ? null : keyString(opts.start);
     const end = opts.end === undefined ? null : keyString(opts.end);
     let n = 0;
-    for (const k of this.keysSorted()) {
-      if (start !== null && k < start) continue;
-      if (end !== null && k >= end) break;
+    const rev = opts.reverse === true;
+    const sorted = this.keysSorted();
+    for (const k of rev ? [...sorted].reverse() : sorted) {
+      if (start !== null && (rev ? k > start : k < start)) continue;
+      if (end !== null && (rev ? k <= end : k >= end)) break;
       if (opts.limit !== undefined && n >= opts.limit) break;
       const row = this.rows.get(k);
       if (row === undefined) continue; // removed while iterating
@@ -225,7 +229,7 @@ class MemoryDb {
 const RESOLVED_TRUE = Promise.resolve(true);
 const RESOLVED_FALSE = Promise.resolve(false);
 
-const TABLES = ['logMeta', 'logSlots', 'logSeq', 'smMeta', 'kv', 'sessions', 'sessionUse', 'members', 'chain', 'segments', 'votersEver', 'configs', 'removed', 'effects', 'leases', 'leaseExpiry', 'leaseKeys'] as const;
+const TABLES = ['logMeta', 'logSlots', 'logSeq', 'smMeta', 'kv', 'sessions', 'sessionUse', 'members', 'chain', 'segments', 'votersEver', 'configs', 'removed', 'effects', 'leases', 'leaseExpiry', 'leaseKeys', 'blocks', 'actions', 'actionExpiry', 'blockHolds', 'blockLog', 'blockRevs'] as const;
 
 /** A fresh in-memory environment with every table of `openEnv`. */
 export function openMemoryEnv(): StoreEnv {

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { openStores } from '../../src/stores.js';
 import { LEASE_GRACE_MS, LEASE_KEYS_MAX, type KvOp, type LeaseOp, type TxnOp } from '../../src/state/command.js';
+import type { KeyChange } from '../../src/state/effects.js';
 import { Harness, b, tempDir } from './harness.js';
 
 const grant = (ttlMs: number): LeaseOp => ({ t: 'lease_grant', ttlMs });
@@ -135,7 +136,7 @@ test('expiry deletes at most 10,000 keys a command, in (expiresAt, id) order, an
   advance(h, 2_000 + LEASE_GRACE_MS);
   const at = h.state.applied().point.index;
   h.one(tick);
-  const perIndex = h.state.effects(at - 2, at + 1, 10).map((e) => [e.index, e.changes.length, new TextDecoder().decode(e.changes[0]!.key).slice(0, 1)]);
+  const perIndex = h.state.effects(at - 2, at + 1, 10).map((e) => [e.index, e.changes.length, new TextDecoder().decode((e.changes[0] as KeyChange).key).slice(0, 1)]);
   assert.deepEqual(perIndex.slice(-2), [[at, LEASE_KEYS_MAX, 'a'], [at + 1, 5, 'b']]);
   assert.equal(h.state.leaseCount(), 0);
   assert.deepEqual(h.state.range(b(''), null, 10, 1 << 20).items, []);

@@ -1,0 +1,386 @@
+/**
+ * Blocks on the log (API contract, "Blocks"): what `block_pend`, `block_commit` and
+ * `block_cancel` do at apply, the reads beside them, and the blocks' history.
+ *
+ * State (in snapshots, equal on every replica):
+ * - `sm.blocks`: id -> [revision, canonical body or null (a tombstone), revisions so far];
+ * - `sm.actions`: action id -> a pending action (the blocks it holds, its reads and
+ *   transform, when it lets go) or a committed one (its index: an action id commits once);
+ * - `sm.block_holds`: block id -> the pending action holding it;
+ * - `sm.action_expiry`: u64 expiry (log time) + action id, the order pends let go in.
+ *
+ * A pend holds every block it reads or changes, so that nothing it based its transform on
+ * can change before it commits (holding only the changed ones would let two pends of a
+ * write-skew pair both commit). Holds end by commit, cancel or expiry, which happens at apply
+ * when log time passes the pend's `expiresAt` (its TTL plus LEASE_GRACE_MS, as leases': no
+ * catch-up of log time lets go early), so a client that died holds nothing for long.
+ *
+ * History (`sm.block_log`, id + 0x00 + u64 revision, and `sm.block_revs` in revision order)
+ * is local, as the effects journal is: written at apply, pruned with the hot log, not in
+ * snapshots. A row holds the action and this block's part of its transform (`part`), and a
+ * full copy of the body every HISTORY_FULL_EVERY revisions of the block (deletes and inserts
+ * say the whole state by themselves), so any revision is rebuilt from at most that many
+ * rows. A block whose previous revision has no row (its history was pruned, or the node was
+ * restored from a snapshot) gets one holding the previous body before its next revision is
+ * written; pruning keeps each block's newest row below the floor, as a full copy. So every
+ * state from the floor on can be rebuilt.
+ */
+import canonicalize from 'canonicalize';
+import { pack, readU64, u64Key, unpack } from '../storage/env.js';
+import { ACTION_BLOCKS_MAX, LEASE_GRACE_MS, PEND_TTL_MS_MAX, type ApplyResult, type BlockCmd } from './command.js';
+import type { Change } from './effects.js';
+import { BlockError, applyTransform, canonicalBody, checkActionId, decodeBody, parseReads, parseTransform, touchedBlocks, type Body, type BlockRead, type Transform } from './blocks.js';
+import type { StateTables } from './staged.js';
+
+/** A body is copied whole into a block's history once every this many revisions. */
+export const HISTORY_FULL_EVERY = 32;
+/** Pending actions let go in one command at most; the rest go with the next ones. */
+export const ACTION_EXPIRIES_MAX = 1_000;
+/** Missing transforms a conflict carries per block at most (API contract). */
+export const CONFLICT_MISSING_MAX = 16;
+/** History rows a conflict's missing transforms are looked for in at most, per block. */
+const MISSING_SCAN_MAX = 4_096;
+
+const EMPTY = new Uint8Array(0);
+const utf8 = new TextEncoder();
+const fromUtf8 = new TextDecoder();
+
+/** A block as `sm.blocks` holds it. */
+export interface StoredBlock {
+  readonly revision: number;
+  /** Canonical JSON, or null: deleted (a tombstone at `revision`). */
+  readonly body: Uint8Array | null;
+  /** Revisions the block has had (its history's full copies are counted by it). */
+  readonly n: number;
+}
+
+type PendingAction = { readonly s: 'p'; readonly blocks: readonly string[]; readonly reads: readonly BlockRead[]; readonly transform: string; readonly expiresAt: number };
+type CommittedAction = { readonly s: 'c'; readonly index: number };
+type StoredAction = PendingAction | CommittedAction;
+
+/** A row of a block's history. */
+interface HistoryRow {
+  /** The action and this block's part of its transform (absent in a row that only keeps a
+   *  body whose own revision is below the history). */
+  readonly a?: string;
+  readonly t?: string;
+  /** The body after this revision, whole; `x`: the block is absent after it. */
+  readonly f?: Uint8Array;
+  readonly x?: true;
+}
+
+/** A block's state at a revision: its body, or null when absent (deleted or never made). */
+export interface BlockState {
+  readonly revision: number;
+  readonly body: Body | null;
+}
+
+/** A revision as history lists it. */
+export interface BlockRevision {
+  readonly revision: number;
+  readonly actionId: string;
+  readonly transform: string;
+}
+
+/** What one command's block work needs from the apply around it (kv.ts ApplyBatch). */
+export interface BlockApplyContext {
+  readonly t: StateTables;
+  /** Log time as of this command. */
+  readonly now: number;
+  readonly index: number;
+  /** The journal's changes of this command (effects.ts). */
+  readonly changes: Change[];
+}
+
+const idBytes = (id: string): Uint8Array => utf8.encode(id);
+
+export function readBlock(t: StateTables, id: string): StoredBlock | undefined {
+  const v = t.get('blocks', idBytes(id));
+  if (v === undefined) return undefined;
+  const [revision, body, n] = unpack(v) as [number, Uint8Array | null, number];
+  return { revision, body, n };
+}
+
+function readAction(t: StateTables, actionId: string): StoredAction | undefined {
+  const v = t.get('actions', idBytes(actionId));
+  return v === undefined ? undefined : (unpack(v) as StoredAction);
+}
+
+function historyKey(id: string, revision: number): Uint8Array {
+  const head = idBytes(id);
+  const out = new Uint8Array(head.byteLength + 9);
+  out.set(head);
+  out.set(u64Key(revision), head.byteLength + 1);
+  return out;
+}
+
+/** The bounds of one block's history rows: [id + 0x00, id + 0x01). */
+function historyBounds(id: string): { lo: Uint8Array; hi: Uint8Array } {
+  const head = idBytes(id);
+  const lo = new Uint8Array(head.byteLength + 1);
+  lo.set(head);
+  const hi = Uint8Array.prototype.slice.call(lo);
+  hi[head.byteLength] = 1;
+  return { lo, hi };
+}
+
+const revisionOf = (key: Uint8Array): number => readU64(key, key.byteLength - 8);
+
+/** The part of `t` that touches block `id`, as a transform of its own (canonical JSON). */
+export function partOf(t: Transform, id: string): string {
+  const part: Record<string, unknown> = {};
+  if (Object.hasOwn(t.inserts, id)) part.inserts = { [id]: t.inserts[id] };
+  if (Object.hasOwn(t.updates, id)) part.updates = { [id]: t.updates[id] };
+  if (t.deletes.includes(id)) part.deletes = [id];
+  return canonicalize(part) as string;
+}
+
+/** A transform as a command carries it (canonical JSON), parsed and judged; BlockError
+ *  when it is not one. */
+export function transformOf(json: string): Transform {
+  let v: unknown;
+  try {
+    v = JSON.parse(json);
+  } catch {
+    throw new BlockError('bad_request', 'transform: not JSON');
+  }
+  return parseTransform(v);
+}
+
+/** Applies one block command (the caller has reaped expired pends first). */
+export function applyBlockCmd(ctx: BlockApplyContext, op: BlockCmd): ApplyResult {
+  const { t, index } = ctx;
+  try {
+    checkActionId(op.actionId);
+    const action = readAction(t, op.actionId);
+    if (op.t === 'block_cancel') {
+      if (action?.s !== 'p') return { kind: 'action_not_found', index, actionId: op.actionId };
+      release(t, op.actionId, action);
+      t.remove('actions', idBytes(op.actionId));
+      return { kind: 'block_cancelled', index, cancelled: true };
+    }
+    if (op.t === 'block_commit' && op.transform === undefined) {
+      if (action?.s !== 'p') return { kind: 'action_not_found', index, actionId: op.actionId };
+      // Its blocks were held since the pend: its reads still hold and its transform still
+      // applies. Checked again all the same; a failure finishes the action.
+      release(t, op.actionId, action);
+      t.remove('actions', idBytes(op.actionId));
+      const transform = transformOf(action.transform);
+      return decide(ctx, op.actionId, action.reads, transform) ?? commit(ctx, op.actionId, transform);
+    }
+    if (action?.s === 'c') return { kind: 'action_reused', index, actionId: op.actionId, committed: action.index };
+    if (action?.s === 'p') return { kind: 'block_pending', index, pending: action.blocks.map((id) => ({ id, actionId: op.actionId, expiresAt: action.expiresAt })) };
+    const transform = transformOf(op.transform!);
+    const reads = parseReads(op.reads, transform);
+    const blocks = [...new Set([...reads.map((r) => r.id), ...touchedBlocks(transform)])].sort();
+    if (blocks.length > ACTION_BLOCKS_MAX) throw new BlockError('bad_request', `an action reads or changes ${blocks.length} blocks; at most ${ACTION_BLOCKS_MAX}`);
+    const pending: { id: string; actionId: string; expiresAt: number }[] = [];
+    for (const id of blocks) {
+      const holder = t.get('blockHolds', idBytes(id));
+      if (holder === undefined) continue;
+      const actionId = fromUtf8.decode(holder);
+      const held = readAction(t, actionId);
+      pending.push({ id, actionId, expiresAt: held?.s === 'p' ? held.expiresAt : 0 });
+    }
+    if (pending.length > 0) return { kind: 'block_pending', index, pending };
+    const refused = decide(ctx, op.actionId, reads, transform);
+    if (refused !== null) return refused;
+    if (op.t === 'block_commit') return commit(ctx, op.actionId, transform);
+    if (!Number.isSafeInteger(op.ttlMs) || op.ttlMs < 1 || op.ttlMs > PEND_TTL_MS_MAX) throw new BlockError('bad_request', `a pend's ttl is 1 ms to ${PEND_TTL_MS_MAX / 1000} s`);
+    const expiresAt = ctx.now + op.ttlMs + LEASE_GRACE_MS;
+    const stored: PendingAction = { s: 'p', blocks, reads, transform: op.transform!, expiresAt };
+    t.put('actions', idBytes(op.actionId), pack(stored));
+    t.put('actionExpiry', u64Key(expiresAt, idBytes(op.actionId)), EMPTY);
+    for (const id of blocks) t.put('blockHolds', idBytes(id), idBytes(op.actionId));
+    return { kind: 'block_pended', index, actionId: op.actionId, expiresAt };
+  } catch (e) {
+    if (!(e instanceof BlockError)) throw e;
+    return e.code === 'invalid_operation' ? { kind: 'invalid_operation', index, message: e.message } : { kind: 'invalid', index, message: e.message };
+  }
+}
+
+/** Null when `reads` are current and `transform` applies; else the answer that refuses. */
+function decide(ctx: BlockApplyContext, _actionId: string, reads: readonly BlockRead[], transform: Transform): ApplyResult | null {
+  const conflicts: { id: string; expected: number; current: number }[] = [];
+  for (const r of reads) {
+    const current = readBlock(ctx.t, r.id)?.revision ?? 0;
+    if (current !== r.revision) conflicts.push({ id: r.id, expected: r.revision, current });
+  }
+  if (conflicts.length > 0) return { kind: 'block_conflict', index: ctx.index, conflicts };
+  try {
+    applyTransform((id) => bodyOf(readBlock(ctx.t, id)), transform);
+  } catch (e) {
+    if (e instanceof BlockError) return { kind: e.code === 'invalid_operation' ? 'invalid_operation' : 'invalid', index: ctx.index, message: e.message };
+    throw e;
+  }
+  return null;
+}
+
+function bodyOf(b: StoredBlock | undefined): Body | undefined {
+  return b?.body == null ? undefined : decodeBody(b.body);
+}
+
+/** Applies `transform` at this index (decided already): new revisions, history, journal. */
+function commit(ctx: BlockApplyContext, actionId: string, transform: Transform): ApplyResult {
+  const { t, index } = ctx;
+  const changed = applyTransform((id) => bodyOf(readBlock(t, id)), transform);
+  const revisions: Record<string, number> = {};
+  for (const [id, bytes] of changed) {
+    const old = readBlock(t, id);
+    const n = (old?.n ?? 0) + 1;
+    if (old !== undefined && t.get('blockLog', historyKey(id, old.revision)) === undefined) {
+      // The previous revision's row is gone (pruned, or before a restore): keep its body,
+      // so the revisions from here on can be rebuilt.
+      putHistory(t, id, old.revision, old.body === null ? { x: true } : { f: old.body });
+    }
+    const part = partOf(transform, id);
+    putHistory(t, id, index, { a: actionId, t: part, ...(bytes === null ? { x: true } : n % HISTORY_FULL_EVERY === 0 ? { f: bytes } : {}) });
+    t.put('blocks', idBytes(id), pack([index, bytes, n]));
+    ctx.changes.push({ type: 'block', id, transform: part });
+    revisions[id] = index;
+  }
+  t.put('actions', idBytes(actionId), pack({ s: 'c', index } satisfies CommittedAction));
+  return { kind: 'block_committed', index, revisions };
+}
+
+function putHistory(t: StateTables, id: string, revision: number, row: HistoryRow): void {
+  t.put('blockLog', historyKey(id, revision), pack(row));
+  t.put('blockRevs', u64Key(revision, idBytes(id)), EMPTY);
+}
+
+function release(t: StateTables, actionId: string, action: PendingAction): void {
+  for (const id of action.blocks) t.remove('blockHolds', idBytes(id));
+  t.remove('actionExpiry', u64Key(action.expiresAt, idBytes(actionId)));
+}
+
+/**
+ * Lets go of pends whose expiry log time `now` has reached, oldest first, at most
+ * ACTION_EXPIRIES_MAX; returns a lower bound on the next expiry (`now` when some are left).
+ */
+export function expireActions(t: StateTables, now: number): number {
+  const due = [...t.keys('actionExpiry', { end: u64Key(now + 1), limit: ACTION_EXPIRIES_MAX })].map((k) => Uint8Array.prototype.slice.call(k as Uint8Array));
+  for (const row of due) {
+    const actionId = fromUtf8.decode(row.subarray(8));
+    const action = readAction(t, actionId);
+    if (action?.s === 'p') {
+      release(t, actionId, action);
+      t.remove('actions', idBytes(actionId));
+    } else t.remove('actionExpiry', row);
+  }
+  if (due.length === ACTION_EXPIRIES_MAX) return now;
+  const next = [...t.keys('actionExpiry', { limit: 1 })][0] as Uint8Array | undefined;
+  return next === undefined ? Number.MAX_SAFE_INTEGER : readU64(next);
+}
+
+// --- reads (not at apply: on the applied state) --------------------------------------------
+
+/** The newest history row of `id` at or below `revision`, and its revision. */
+function rowAtOrBelow(t: StateTables, id: string, revision: number): { revision: number; row: HistoryRow } | undefined {
+  const { lo } = historyBounds(id);
+  for (const { key, value } of t.range('blockLog', { start: historyKey(id, revision), end: lo, reverse: true, limit: 1 })) {
+    return { revision: revisionOf(key as Uint8Array), row: unpack(value) as HistoryRow };
+  }
+  return undefined;
+}
+
+/** The state a row says by itself (a full copy, a deletion, or an insert: the block was
+ *  absent before it), or undefined when it needs the rows before it. */
+function stateOfRow(id: string, r: HistoryRow): Body | null | undefined {
+  if (r.f !== undefined) return decodeBody(r.f);
+  if (r.x === true) return null;
+  if (r.t === undefined) return undefined;
+  const part = transformOf(r.t);
+  if (!Object.hasOwn(part.inserts, id)) return undefined;
+  const out = applyTransform(() => undefined, part).get(id);
+  return out == null ? null : decodeBody(out);
+}
+
+/** The body after a history row, rebuilt from the rows before it when it has no copy (at
+ *  most HISTORY_FULL_EVERY of them). */
+function stateAt(t: StateTables, id: string, revision: number, row: HistoryRow): Body | null {
+  const own = stateOfRow(id, row);
+  if (own !== undefined) return own;
+  const chain: HistoryRow[] = [row];
+  // No row before says the state: the block was absent before its first row.
+  let body: Body | null = null;
+  const { lo } = historyBounds(id);
+  for (const { value } of t.range('blockLog', { start: historyKey(id, revision - 1), end: lo, reverse: true })) {
+    const r = unpack(value) as HistoryRow;
+    const known = stateOfRow(id, r);
+    if (known !== undefined) {
+      body = known;
+      break;
+    }
+    chain.push(r);
+  }
+  for (let i = chain.length - 1; i >= 0; i--) {
+    const r = chain[i]!;
+    if (r.t === undefined) continue;
+    const before = body;
+    const out = applyTransform((x) => (x === id && before !== null ? before : undefined), transformOf(r.t)).get(id);
+    if (out !== undefined) body = out === null ? null : decodeBody(out);
+  }
+  return body;
+}
+
+/**
+ * Block `id` as of index `at`: its state then, `'unavailable'` when that is below `floor`
+ * (the history's start, the journal's floor) and not the current state.
+ */
+export function blockAt(t: StateTables, id: string, at: number, floor: number): BlockState | 'unavailable' {
+  const cur = readBlock(t, id);
+  if (cur === undefined) return { revision: 0, body: null };
+  if (cur.revision <= at) return { revision: cur.revision, body: cur.body === null ? null : decodeBody(cur.body) };
+  if (at < floor) return 'unavailable';
+  const found = rowAtOrBelow(t, id, at);
+  if (found === undefined) return { revision: 0, body: null };
+  return { revision: found.revision, body: stateAt(t, id, found.revision, found.row) };
+}
+
+/** The revisions of `id` after `after`, oldest first, at most `limit`. */
+export function blockRevisions(t: StateTables, id: string, after: number, limit: number, through = Number.MAX_SAFE_INTEGER): { items: BlockRevision[]; more: boolean } {
+  const items: BlockRevision[] = [];
+  const { hi } = historyBounds(id);
+  let scanned = 0;
+  for (const { key, value } of t.range('blockLog', { start: historyKey(id, after + 1), end: hi })) {
+    const revision = revisionOf(key as Uint8Array);
+    if (revision > through) break;
+    const row = unpack(value) as HistoryRow;
+    if (++scanned > MISSING_SCAN_MAX && through !== Number.MAX_SAFE_INTEGER) return { items, more: true };
+    if (row.t === undefined || row.a === undefined) continue;
+    if (items.length === limit) return { items, more: true };
+    items.push({ revision, actionId: row.a, transform: row.t });
+  }
+  return { items, more: false };
+}
+
+/** The transforms a read at `expected` missed, up to the block's revision `current`
+ *  (for a conflict's `missing`). */
+export function blockMissing(t: StateTables, id: string, expected: number, current: number): { items: BlockRevision[]; more: boolean } {
+  return blockRevisions(t, id, expected, CONFLICT_MISSING_MAX, current);
+}
+
+/**
+ * Prunes history at or below `floor`: each block keeps its newest row there, made a full
+ * copy, and loses the older ones. Walks `sm.block_revs` up to the floor once (rows already
+ * kept as copies were taken off it).
+ */
+export function pruneBlockHistory(t: StateTables, floor: number): void {
+  const newest = new Map<string, number>();
+  const visited: Uint8Array[] = [];
+  for (const k of t.keys('blockRevs', { end: u64Key(floor + 1) })) {
+    const key = Uint8Array.prototype.slice.call(k as Uint8Array);
+    visited.push(key);
+    newest.set(fromUtf8.decode(key.subarray(8)), readU64(key));
+  }
+  for (const key of visited) t.remove('blockRevs', key);
+  for (const [id, revision] of newest) {
+    const row = unpack(t.get('blockLog', historyKey(id, revision))!) as HistoryRow;
+    if (row.f === undefined && row.x !== true) {
+      const body = stateAt(t, id, revision, row);
+      t.put('blockLog', historyKey(id, revision), pack({ ...row, ...(body === null ? { x: true } : { f: canonicalBody(body) }) }));
+    }
+    const { lo } = historyBounds(id);
+    for (const k of [...t.keys('blockLog', { start: lo, end: historyKey(id, revision) })]) t.remove('blockLog', k);
+  }
+}

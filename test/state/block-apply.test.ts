@@ -1,0 +1,219 @@
+/**
+ * Blocks at apply (src/state/block-apply.ts) on a real LMDB store: pend, commit, cancel,
+ * conflicts with what a rebase needs, holds that expire on log time, history at any index
+ * from the floor on (across pruning and a restore), and bad input that changes nothing.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import canonicalize from 'canonicalize';
+import fc from 'fast-check';
+import { openStores } from '../../src/stores.js';
+import type { ApplyResult } from '../../src/state/command.js';
+import { applyTransform, decodeBody, parseTransform, type Body } from '../../src/state/blocks.js';
+import { HISTORY_FULL_EVERY } from '../../src/state/block-apply.js';
+import { Harness, tempDir } from './harness.js';
+
+function level2(): Harness {
+  const h = new Harness();
+  const r = h.one({ t: 'cluster_level', level: 2, members: ['a'] });
+  assert.equal(r.kind, 'level');
+  return h;
+}
+
+const tf = (t: unknown): string => canonicalize(t) as string;
+
+function commit(h: Harness, actionId: string, reads: { id: string; revision: number }[], transform: unknown): ApplyResult {
+  return h.one({ t: 'block_commit', actionId, reads, transform: tf(transform) });
+}
+
+function body(h: Harness, id: string): Body | null | undefined {
+  return h.state.block(id)?.body;
+}
+
+test('blocks need apply level 2: below it a block command is invalid and changes nothing', () => {
+  const h = new Harness();
+  const r = commit(h, 'a1', [], { inserts: { x: { v: 1 } } });
+  assert.equal(r.kind, 'invalid');
+  assert.equal(h.state.block('x'), undefined);
+});
+
+test('a one-shot commit inserts; two commits on one read: one wins, the other conflicts with what it missed, and its rebase commits', () => {
+  const h = level2();
+  const ins = commit(h, 'a1', [], { inserts: { doc: { n: 0, items: [] } } });
+  assert.equal(ins.kind, 'block_committed');
+  const rev = (ins as { revisions: Record<string, number> }).revisions.doc!;
+  assert.deepEqual(h.state.block('doc'), { revision: rev, body: { n: 0, items: [] } });
+
+  const win = commit(h, 'a2', [{ id: 'doc', revision: rev }], { updates: { doc: [{ op: 'splice', field: 'items', index: 0, deleteCount: 0, insert: ['w'] }] } });
+  assert.equal(win.kind, 'block_committed');
+  const lose = commit(h, 'a3', [{ id: 'doc', revision: rev }], { updates: { doc: [{ op: 'set', field: 'n', value: 1 }] } });
+  assert.equal(lose.kind, 'block_conflict');
+  const conflict = lose.kind === 'block_conflict' ? lose.conflicts : [];
+  assert.deepEqual(conflict, [{ id: 'doc', expected: rev, current: win.index }]);
+  const missing = h.state.blockMissing('doc', rev, win.index);
+  assert.deepEqual(missing.items.map((m) => [m.revision, m.actionId, JSON.parse(m.transform)]), [[win.index, 'a2', { updates: { doc: [{ op: 'splice', field: 'items', index: 0, deleteCount: 0, insert: ['w'] }] } }]]);
+  assert.equal(missing.more, false);
+  // The rebase: the same change on the winner's revision.
+  const rebased = commit(h, 'a3', [{ id: 'doc', revision: win.index }], { updates: { doc: [{ op: 'set', field: 'n', value: 1 }] } });
+  assert.equal(rebased.kind, 'block_committed');
+  assert.deepEqual(body(h, 'doc'), { n: 1, items: ['w'] });
+  // An action id commits once.
+  const again = commit(h, 'a3', [{ id: 'doc', revision: rebased.index }], { updates: { doc: [{ op: 'set', field: 'n', value: 2 }] } });
+  assert.deepEqual(again, { kind: 'action_reused', index: again.index, actionId: 'a3', committed: rebased.index });
+  const effects = h.state.effects(rebased.index - 1, rebased.index, 1)[0]!;
+  assert.deepEqual(effects.changes, [{ type: 'block', id: 'doc', transform: tf({ updates: { doc: [{ op: 'set', field: 'n', value: 1 }] } }) }]);
+});
+
+test('a write-skew pair: exactly one commits, one-shot or pended', () => {
+  for (const pended of [false, true]) {
+    const h = level2();
+    const setup = commit(h, 's', [], { inserts: { x: { on: true }, y: { on: true } } });
+    const r0 = setup.index;
+    const reads = [{ id: 'x', revision: r0 }, { id: 'y', revision: r0 }];
+    const offX = { updates: { x: [{ op: 'set', field: 'on', value: false }] } };
+    const offY = { updates: { y: [{ op: 'set', field: 'on', value: false }] } };
+    let results: ApplyResult[];
+    if (pended) {
+      const p1 = h.one({ t: 'block_pend', actionId: 'p1', reads, transform: tf(offX), ttlMs: 30_000 });
+      const p2 = h.one({ t: 'block_pend', actionId: 'p2', reads, transform: tf(offY), ttlMs: 30_000 });
+      assert.equal(p1.kind, 'block_pended');
+      assert.equal(p2.kind, 'block_pending', 'a pend holds what it read, not only what it changes');
+      results = [h.one({ t: 'block_commit', actionId: 'p1' }), h.one({ t: 'block_commit', actionId: 'p2' })];
+      assert.equal(results[1]!.kind, 'action_not_found');
+    } else {
+      results = [commit(h, 'c1', reads, offX), commit(h, 'c2', reads, offY)];
+      assert.equal(results[1]!.kind, 'block_conflict');
+    }
+    assert.equal(results[0]!.kind, 'block_committed');
+    assert.deepEqual([body(h, 'x'), body(h, 'y')], [{ on: false }, { on: true }]);
+  }
+});
+
+test('a pend holds its blocks until its TTL of log time passes; then a competing pend goes through; cancel releases', () => {
+  const h = level2();
+  const r0 = commit(h, 's', [], { inserts: { k: { v: 0 } } }).index;
+  h.time = h.state.logTime(); // log time stands still until the test moves it
+  const t = { updates: { k: [{ op: 'set', field: 'v', value: 1 }] } };
+  const first = h.one({ t: 'block_pend', actionId: 'first', reads: [{ id: 'k', revision: r0 }], transform: tf(t), ttlMs: 2_000 });
+  assert.equal(first.kind, 'block_pended');
+  const expiresAt = (first as { expiresAt: number }).expiresAt;
+  const second = (): ApplyResult => h.one({ t: 'block_pend', actionId: 'second', reads: [{ id: 'k', revision: r0 }], transform: tf(t), ttlMs: 2_000 });
+  assert.deepEqual(second(), { kind: 'block_pending', index: h.state.applied().point.index, pending: [{ id: 'k', actionId: 'first', expiresAt }] });
+  // A one-shot commit on a held block is refused too.
+  assert.equal(commit(h, 'oneshot', [{ id: 'k', revision: r0 }], t).kind, 'block_pending');
+  for (let i = 0; i < 20; i++) assert.equal(second().kind, 'block_pending', 'while log time stands still, the hold stays');
+  // Log time moves a step a command at most: 3 s of TTL and grace take at least 3 commands.
+  h.time += 60_000;
+  let tries = 0;
+  let r = second();
+  while (r.kind === 'block_pending') {
+    tries++;
+    r = second();
+  }
+  assert.equal(r.kind, 'block_pended');
+  assert.equal(tries, 2, 'the hold went once log time passed its TTL and grace, three steps on');
+  assert.ok(h.state.logTime() >= expiresAt);
+  assert.equal(h.one({ t: 'block_commit', actionId: 'first' }).kind, 'action_not_found', 'an expired pend is gone');
+  assert.deepEqual(h.one({ t: 'block_cancel', actionId: 'second' }), { kind: 'block_cancelled', index: h.state.applied().point.index, cancelled: true });
+  assert.equal(h.one({ t: 'block_cancel', actionId: 'second' }).kind, 'action_not_found');
+  const done = commit(h, 'third', [{ id: 'k', revision: r0 }], t);
+  assert.equal(done.kind, 'block_committed', 'cancel let go of the block');
+});
+
+test('bad input is refused at apply and changes nothing', () => {
+  const h = level2();
+  const r0 = commit(h, 's', [], { inserts: { k: { list: [1, 2, 3] } } }).index;
+  const before = h.state.block('k');
+  const read = [{ id: 'k', revision: r0 }];
+  const splice = (index: number, deleteCount: number): unknown => ({ updates: { k: [{ op: 'set', field: 'x', value: 1 }, { op: 'splice', field: 'list', index, deleteCount, insert: [] }] } });
+  for (const [t, kind] of [
+    [splice(2, 2), 'invalid_operation'],
+    [splice(-1, 1), 'invalid_operation'],
+    [splice(0.5, 1), 'invalid_operation'],
+    [{ updates: { k: [{ op: 'splice', field: 'x', index: 0, deleteCount: 0 }] } }, 'invalid_operation'],
+    [{ inserts: { k: { a: 1 } } }, 'invalid_operation'],
+    [{ deletes: ['nope'] }, 'invalid'], // not among the reads
+    [{ updates: { k: [{ op: 'push', field: 'list' }] } }, 'invalid'],
+  ] as const) {
+    const r = commit(h, `bad${Math.random()}`.slice(0, 20), read, t);
+    assert.equal(r.kind, kind, JSON.stringify(t));
+  }
+  for (const transform of ['{"inserts":{"k2":{"__proto__":{"x":1}}}}', '{"inserts":{"k2":{"a":{"constructor":1}}}}', '{"inserts":{"k2":[]}}', '{"inserts":{"bad id":{}}}', 'not json', `{"inserts":{"k2":${'['.repeat(70)}${']'.repeat(70)}}}`]) {
+    const r = h.one({ t: 'block_commit', actionId: 'x1', reads: [], transform });
+    assert.equal(r.kind, 'invalid', transform.slice(0, 60));
+  }
+  assert.equal(h.one({ t: 'block_commit', actionId: 'bad id!', reads: [], transform: '{}' }).kind, 'invalid');
+  assert.deepEqual(h.state.block('k'), before);
+  assert.equal(h.state.block('k2'), undefined);
+});
+
+/** Random transforms on a few blocks, with a model of every revision. */
+test('?at= over many revisions equals a model, after pruning from the floor on, and after a restore', async () => {
+  const h = level2();
+  const ids = ['a', 'b', 'c'];
+  const model = new Map<string, { revision: number; body: Body | null }[]>(ids.map((id) => [id, []]));
+  const current = (id: string): { revision: number; body: Body | null } => model.get(id)!.at(-1) ?? { revision: 0, body: null };
+  const rng = fc.sample(fc.array(fc.tuple(fc.constantFrom(...ids), fc.nat(5), fc.integer({ min: -1, max: 4 })), { minLength: 150, maxLength: 150 }), { seed: 7, numRuns: 1 })[0]!;
+  let n = 0;
+  for (const [id, kind, x] of rng) {
+    const cur = current(id);
+    let t: unknown;
+    if (cur.body === null) t = { inserts: { [id]: { n: x, list: [] } } };
+    else if (kind === 0) t = { deletes: [id] };
+    else if (kind === 1) t = { updates: { [id]: [{ op: 'splice', field: 'list', index: x === -1 ? -1 : 0, deleteCount: 0, insert: [x, { at: n }] }] } };
+    else t = { updates: { [id]: [{ op: 'set', field: 'n', value: x * 10 + n }] } };
+    const r = commit(h, `m${n++}`, cur.revision === 0 ? [] : [{ id, revision: cur.revision }], t);
+    if (x === -1 && cur.body !== null && kind === 1) {
+      assert.equal(r.kind, 'invalid_operation', 'a negative splice');
+      continue;
+    }
+    const expected = applyTransform((y) => (y === id && cur.body !== null ? cur.body : undefined), parseTransform(t)).get(id);
+    assert.equal(r.kind, 'block_committed', JSON.stringify([t, r]));
+    model.get(id)!.push({ revision: r.index, body: expected === null || expected === undefined ? null : decodeBody(expected) });
+  }
+  const last = h.state.applied().point.index;
+  const stateAt = (id: string, at: number): { revision: number; body: Body | null } => [...model.get(id)!].reverse().find((s) => s.revision <= at) ?? { revision: 0, body: null };
+  const check = (from: number, what: string): void => {
+    for (let at = from; at <= last; at++) for (const id of ids) assert.deepEqual(h.state.blockAt(id, at), stateAt(id, at), `${what}: ${id} at ${at}`);
+  };
+  assert.ok(model.get('a')!.length > HISTORY_FULL_EVERY, 'more revisions than a full copy spans');
+  check(0, 'whole history');
+  // Pruned through an index in the middle: every index from the floor on still answers.
+  const floor = Math.floor(last / 2);
+  h.state.pruneChain(floor + 1);
+  await h.state.committed();
+  check(floor, 'pruned');
+  for (const id of ids) {
+    const below = h.state.blockAt(id, floor - 5);
+    const cur = current(id);
+    if (cur.revision <= floor - 5) assert.deepEqual(below, cur, 'below the floor, the current state is still an answer');
+    else assert.equal(below, 'unavailable');
+  }
+  // The revisions listed are the model's from the floor on.
+  for (const id of ids) {
+    const listed = h.state.blockRevisions(id, floor, 10_000).items.map((r) => r.revision);
+    assert.deepEqual(listed, model.get(id)!.filter((s) => s.revision > floor).map((s) => s.revision));
+  }
+
+  // A node restored from a snapshot has no history: from its point on, every index answers
+  // once more revisions come (the previous body is kept before the next revision).
+  const snap = h.state.snapshot();
+  const dir = tempDir();
+  const restored = openStores(dir);
+  await restored.state.restore(snap);
+  await restored.close();
+  await h.stores.close();
+  const h2 = new Harness(dir);
+  const point = h2.state.applied().point.index;
+  for (let i = 0; i < 40; i++) {
+    const id = ids[i % 3]!;
+    const cur = current(id);
+    const t = cur.body === null ? { inserts: { [id]: { n: i, list: [] } } } : { updates: { [id]: [{ op: 'set', field: 'n', value: i }] } };
+    const r = commit(h2, `r${i}`, cur.revision === 0 ? [] : [{ id, revision: cur.revision }], t);
+    assert.equal(r.kind, 'block_committed');
+    model.get(id)!.push({ revision: r.index, body: cur.body === null ? { n: i, list: [] } : { ...cur.body, n: i } });
+  }
+  const end = h2.state.applied().point.index;
+  for (let at = point; at <= end; at++) for (const id of ids) assert.deepEqual(h2.state.blockAt(id, at), stateAt(id, at), `restored: ${id} at ${at}`);
+  await h2.stores.close();
+});
