@@ -18,6 +18,8 @@ import { readEvents } from './net/sse.js';
 import { deadlineSignal } from './abort.js';
 import { randomBytes } from 'node:crypto';
 import { Election, Lease, Lock, type CallOptions, type LockOptions } from './recipes.js';
+import { newActionId, transact, type BlockBody, type BlockRead, type BlockReadRef, type BlockRevisionInfo, type BlockTransform, type TransactFn, type TransactOptions, type TransactResult } from './client-blocks.js';
+export type { BlockBody, BlockRead, BlockReadRef, BlockRevisionInfo, BlockTransform, TransactFn, TransactOptions, TransactResult } from './client-blocks.js';
 
 export interface PangeaClientOptions {
   /** HTTP base URLs of nodes, e.g. `http://127.0.0.1:7070`; at least one. */
@@ -49,6 +51,8 @@ export class PangeaError extends Error {
     message: string,
     /** For `412`: the key's current revision, or null when it is absent. */
     readonly revision?: number | null,
+    /** The error body's other fields (a block conflict's `conflicts`, `pending`, `index`). */
+    readonly details: Readonly<Record<string, unknown>> = {},
   ) {
     super(message);
     this.name = 'PangeaError';
@@ -380,6 +384,58 @@ export class PangeaClient {
     return new Election(this, name);
   }
 
+  // --- blocks (API contract, "Blocks") ---------------------------------------------------
+
+  /** Block `id` now, or as of index `at`; null when absent (`revision`: 0, or a tombstone's). */
+  async getBlock(id: string, opts: { at?: number; consistency?: Consistency } & CallOptions = {}): Promise<BlockRead> {
+    const q = [...(opts.at === undefined ? [] : [`at=${opts.at}`]), ...(opts.consistency ? [`consistency=${opts.consistency}`] : [])];
+    const r = await this.request({ method: 'GET', path: `/v1/blocks/${encodeURIComponent(id)}${q.length ? `?${q.join('&')}` : ''}`, retry: 'idempotent', accept: [404], signal: opts.signal });
+    const j = this.json<{ revision: number; body?: BlockBody; index: number }>(r);
+    return { id, revision: j.revision, body: r.status === 404 ? null : j.body!, deleted: r.status === 404 && j.revision > 0, index: j.index };
+  }
+
+  /** Blocks `ids` (up to 1,000) in one consistent read, now or as of index `at`. */
+  async getBlocks(ids: readonly string[], opts: { at?: number; consistency?: Consistency } & CallOptions = {}): Promise<{ index: number; items: BlockRead[] }> {
+    const body = JSON.stringify({ ids, ...(opts.at === undefined ? {} : { at: opts.at }), ...(opts.consistency ? { consistency: opts.consistency } : {}) });
+    const r = await this.json<{ index: number; items: Omit<BlockRead, 'index'>[] }>(await this.request({ method: 'POST', path: '/v1/blocks/get', body, headers: { 'content-type': 'application/json' }, retry: 'idempotent', signal: opts.signal }));
+    return { index: r.index, items: r.items.map((i) => ({ ...i, index: r.index })) };
+  }
+
+  /** A block's history after revision `after`: each revision's action and transform. */
+  async blockRevisions(id: string, opts: { after?: number; limit?: number } & CallOptions = {}): Promise<{ items: BlockRevisionInfo[]; more: boolean; index: number }> {
+    const q = [`after=${opts.after ?? 0}`, ...(opts.limit === undefined ? [] : [`limit=${opts.limit}`])];
+    return this.json(await this.request({ method: 'GET', path: `/v1/blocks/${encodeURIComponent(id)}/revisions?${q.join('&')}`, retry: 'idempotent', signal: opts.signal }));
+  }
+
+  /** Checks `reads` and holds the blocks for `ttl` seconds of cluster time (default 30). A
+   *  stale read is a PangeaError `conflict` (its `details.conflicts` carry what was missed),
+   *  a held block `pending`. Retried only when it surely was not applied. */
+  async pend(a: { actionId?: string; reads: readonly BlockReadRef[]; transform: BlockTransform; ttl?: number }, opts: CallOptions = {}): Promise<{ index: number; actionId: string; expiresAt: number }> {
+    const body = JSON.stringify({ actionId: a.actionId ?? newActionId(), reads: a.reads, transform: a.transform, ...(a.ttl === undefined ? {} : { ttl: a.ttl }) });
+    return this.json(await this.request({ method: 'POST', path: '/v1/blocks/pend', body, headers: { 'content-type': 'application/json' }, retry: 'onlyUnsent', signal: opts.signal }));
+  }
+
+  /** Commits a pended action (`{actionId}`), or pends and commits in one command (`{actionId,
+   *  reads, transform}`). Retried only when it surely was not applied. */
+  async commit(a: { actionId: string; reads?: readonly BlockReadRef[]; transform?: BlockTransform }, opts: CallOptions = {}): Promise<{ index: number; revisions: Record<string, number> }> {
+    const body = JSON.stringify(a.transform === undefined ? { actionId: a.actionId } : { actionId: a.actionId, reads: a.reads ?? [], transform: a.transform });
+    return this.json(await this.request({ method: 'POST', path: '/v1/blocks/commit', body, headers: { 'content-type': 'application/json' }, retry: 'onlyUnsent', signal: opts.signal }));
+  }
+
+  async cancel(actionId: string, opts: CallOptions = {}): Promise<{ index: number; cancelled: boolean }> {
+    return this.json(await this.request({ method: 'POST', path: '/v1/blocks/cancel', body: JSON.stringify({ actionId }), headers: { 'content-type': 'application/json' }, retry: 'onlyUnsent', signal: opts.signal }));
+  }
+
+  /**
+   * Reads `ids`, asks `fn` for a transform of them, and commits it in one command; on a
+   * conflict it rebases (the missed transforms applied to its copies, or the blocks read
+   * again) and asks `fn` again, until it commits or `attempts` (default 16) are spent.
+   * `fn` returns null to commit nothing. See src/client-blocks.ts.
+   */
+  transact(ids: readonly string[], fn: TransactFn, opts: TransactOptions = {}): Promise<TransactResult> {
+    return transact(this, ids, fn, opts);
+  }
+
   async cluster(): Promise<ClusterInfo> {
     return this.json(await this.request({ method: 'GET', path: '/v1/cluster', retry: 'idempotent' }));
   }
@@ -644,7 +700,10 @@ interface Answer {
 function toError(status: number, body: Uint8Array): PangeaError {
   try {
     const j = JSON.parse(new TextDecoder().decode(body)) as { error?: { code?: string; message?: string }; revision?: number | null };
-    if (j.error && typeof j.error.code === 'string') return new PangeaError(status, j.error.code, j.error.message ?? j.error.code, status === 412 ? (j.revision ?? null) : undefined);
+    if (j.error && typeof j.error.code === 'string') {
+      const { error: _e, ...details } = j;
+      return new PangeaError(status, j.error.code, j.error.message ?? j.error.code, status === 412 ? (j.revision ?? null) : undefined, details);
+    }
   } catch {
     // not the contract's JSON: a proxy's page, say
   }

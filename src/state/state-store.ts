@@ -6,6 +6,7 @@ import type { Entry, LogPoint } from '../consensus/index.js';
 import type { ApplyResult, ArchiveSettings } from './command.js';
 import type { Effects } from './effects.js';
 import type { SegmentBound } from './segments.js';
+import type { BlockRevision, BlockState } from './block-apply.js';
 import type { StateSnapshot } from './snapshot.js';
 
 export interface KeyValue {
@@ -40,7 +41,18 @@ export interface ConfigRecord {
   readonly voters: readonly string[];
 }
 
-export interface StateStore {
+/** Blocks as of the applied index (block-apply.ts): the state, any index's from the
+ *  history's floor on, and the history. */
+export interface BlockReader {
+  /** Undefined: never made; a tombstone has `body` null. */
+  block(id: string): BlockState | undefined;
+  blockAt(id: string, at: number): BlockState | 'unavailable';
+  blockRevisions(id: string, after: number, limit: number): { items: BlockRevision[]; more: boolean };
+  /** The revisions of `id` in (`expected`, `current`]: a conflict's missing transforms. */
+  blockMissing(id: string, expected: number, current: number): { items: BlockRevision[]; more: boolean };
+}
+
+export interface StateStore extends BlockReader {
   /** The last applied point (configurations included) and the hash chain value there. */
   applied(): { point: LogPoint; chain: Uint8Array };
   /**

@@ -1,0 +1,229 @@
+/**
+ * Blocks (API.md "Blocks") over HTTP against a real 3-node cluster, every request through a
+ * follower: insert, read (now, at an index, in a batch), history, two commits on one read
+ * (one wins, the other's 409 carries the winner's transform and its rebase commits), a
+ * write-skew pair, pend against pend until the first's TTL of cluster time passes, cancel,
+ * action ids, the watch `blocks=` selector, `client.transact` under contention, and bad
+ * inputs that each get the contract's error and change nothing.
+ */
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { PangeaClient } from '../../src/client.js';
+import { readEvents } from '../../src/net/sse.js';
+import { clusterView, killAll, leaderOf, removeDir, startCluster, tempDir, type TestNode } from './harness.js';
+
+const root = tempDir();
+let nodes: TestNode[] = [];
+let follower: TestNode;
+
+before(async () => {
+  nodes = await startCluster(root, 3);
+  const leader = await leaderOf(nodes);
+  follower = nodes.find((n) => n !== leader)!;
+});
+
+after(async () => {
+  await killAll();
+  removeDir(root);
+});
+
+type Json = Record<string, unknown>;
+
+async function call(method: string, path: string, body?: unknown, node = follower): Promise<{ status: number; json: Json; headers: Headers }> {
+  const init: RequestInit = { method, signal: AbortSignal.timeout(15_000) };
+  if (body !== undefined) {
+    init.body = typeof body === 'string' ? body : JSON.stringify(body);
+    init.headers = { 'content-type': 'application/json' };
+  }
+  const res = await fetch(`${node.info.http}${path}`, init);
+  const text = await res.text();
+  let json: Json = {};
+  try {
+    json = JSON.parse(text) as Json;
+  } catch {
+    json = { raw: text };
+  }
+  return { status: res.status, json, headers: res.headers };
+}
+
+async function ok(method: string, path: string, body?: unknown): Promise<Json> {
+  const r = await call(method, path, body);
+  assert.equal(r.status, 200, `${method} ${path}: ${JSON.stringify(r.json)}`);
+  return r.json;
+}
+
+test('the cluster starts at apply level 2, where blocks are', async () => {
+  assert.equal((await clusterView(follower.info.http)).applyLevel, 2);
+});
+
+test('insert, read now, at an index and in a batch, and the history', async () => {
+  const c1 = await ok('POST', '/v1/blocks/commit', { actionId: 'h1', reads: [], transform: { inserts: { 'doc.1': { title: 'a', tags: [] } } } });
+  const r1 = (c1.revisions as Record<string, number>)['doc.1']!;
+  assert.equal(r1, c1.index);
+  const got = await call('GET', '/v1/blocks/doc.1');
+  assert.equal(got.status, 200);
+  assert.deepEqual([got.json.id, got.json.revision, got.json.body], ['doc.1', r1, { tags: [], title: 'a' }]);
+  assert.equal(got.headers.get('etag'), `"${r1}"`);
+  const c2 = await ok('POST', '/v1/blocks/commit', { actionId: 'h2', reads: [{ id: 'doc.1', revision: r1 }], transform: { updates: { 'doc.1': [{ op: 'splice', field: 'tags', index: 0, deleteCount: 0, insert: ['x', 'y'] }, { op: 'set', field: 'title', value: 'b' }] } } });
+  const r2 = c2.index as number;
+  assert.deepEqual((await ok('GET', `/v1/blocks/doc.1?at=${r2 - 1}`)).body, { tags: [], title: 'a' });
+  assert.deepEqual((await ok('GET', `/v1/blocks/doc.1?at=${r2}`)).body, { tags: ['x', 'y'], title: 'b' });
+  const before = await call('GET', `/v1/blocks/doc.1?at=${r1 - 1}`);
+  assert.deepEqual([before.status, before.json.revision], [404, 0]);
+  const batch = await ok('POST', '/v1/blocks/get', { ids: ['doc.1', 'nope'] });
+  assert.deepEqual(batch.items, [
+    { id: 'doc.1', revision: r2, deleted: false, body: { tags: ['x', 'y'], title: 'b' } },
+    { id: 'nope', revision: 0, deleted: false, body: null },
+  ]);
+  const hist = await ok('GET', '/v1/blocks/doc.1/revisions?after=0');
+  assert.deepEqual((hist.items as Json[]).map((i) => [i.revision, i.actionId]), [[r1, 'h1'], [r2, 'h2']]);
+  assert.deepEqual((hist.items as Json[])[1]!.transform, { updates: { 'doc.1': [{ op: 'splice', field: 'tags', index: 0, deleteCount: 0, insert: ['x', 'y'] }, { op: 'set', field: 'title', value: 'b' }] } });
+  // Deleted: 404 with the tombstone's revision; a block named like an operation is a block.
+  const d = await ok('POST', '/v1/blocks/commit', { actionId: 'h3', reads: [{ id: 'doc.1', revision: r2 }], transform: { deletes: ['doc.1'] } });
+  const gone = await call('GET', '/v1/blocks/doc.1');
+  assert.deepEqual([gone.status, gone.json.revision, (gone.json.error as Json).code], [404, d.index, 'not_found']);
+  await ok('POST', '/v1/blocks/commit', { actionId: 'h4', reads: [], transform: { inserts: { get: { v: 1 } } } });
+  assert.deepEqual((await ok('GET', '/v1/blocks/get')).body, { v: 1 });
+  assert.equal((await call('PUT', '/v1/blocks/get')).status, 405);
+  assert.equal((await call('GET', `/v1/blocks/get?at=${Number.MAX_SAFE_INTEGER}`)).status, 400);
+});
+
+test('two commits on one read: one wins; the other gets 409 with the winner\'s transform, and its rebase commits', async () => {
+  const base = (await ok('POST', '/v1/blocks/commit', { actionId: 'c0', reads: [], transform: { inserts: { counter: { n: 0 } } } })).index as number;
+  const inc = (id: string, rev: number, n: number): Promise<{ status: number; json: Json }> =>
+    call('POST', '/v1/blocks/commit', { actionId: id, reads: [{ id: 'counter', revision: rev }], transform: { updates: { counter: [{ op: 'set', field: 'n', value: n }] } } });
+  const [a, b] = await Promise.all([inc('c1', base, 1), inc('c2', base, 1)]);
+  const [win, lose] = a.status === 200 ? [a, b] : [b, a];
+  assert.equal(win.status, 200);
+  assert.equal(lose.status, 409);
+  assert.equal((lose.json.error as Json).code, 'conflict');
+  const conflict = (lose.json.conflicts as Json[])[0]!;
+  assert.deepEqual([conflict.id, conflict.expected, conflict.current, conflict.more], ['counter', base, win.json.index, false]);
+  const missing = conflict.missing as Json[];
+  assert.deepEqual(missing, [{ revision: win.json.index, actionId: win === a ? 'c1' : 'c2', transform: { updates: { counter: [{ op: 'set', field: 'n', value: 1 }] } } }]);
+  // Rebased on what it missed (n was 1): n becomes 2.
+  const rebased = await inc(win === a ? 'c2' : 'c1', conflict.current as number, 2);
+  assert.equal(rebased.status, 200);
+  assert.deepEqual((await ok('GET', '/v1/blocks/counter')).body, { n: 2 });
+  // An action id commits once.
+  const again = await inc('c1', rebased.json.index as number, 3);
+  assert.equal(again.status, 409);
+  assert.equal(typeof again.json.committed, 'number');
+});
+
+test('a write-skew pair: exactly one commits', async () => {
+  const r0 = (await ok('POST', '/v1/blocks/commit', { actionId: 'w0', reads: [], transform: { inserts: { 'oncall.a': { on: true }, 'oncall.b': { on: true } } } })).index as number;
+  const reads = [{ id: 'oncall.a', revision: r0 }, { id: 'oncall.b', revision: r0 }];
+  const off = (id: string, actionId: string): Promise<{ status: number }> => call('POST', '/v1/blocks/commit', { actionId, reads, transform: { updates: { [id]: [{ op: 'set', field: 'on', value: false }] } } });
+  const results = await Promise.all([off('oncall.a', 'w1'), off('oncall.b', 'w2')]);
+  assert.deepEqual(results.map((r) => r.status).sort(), [200, 409]);
+  const items = (await ok('POST', '/v1/blocks/get', { ids: ['oncall.a', 'oncall.b'] })).items as Json[];
+  assert.equal(items.filter((i) => (i.body as Json).on === true).length, 1);
+});
+
+test('pend holds; a competing pend gets 409 pending until the first TTL of cluster time passes; commit, cancel', async () => {
+  const r0 = (await ok('POST', '/v1/blocks/commit', { actionId: 'p0', reads: [], transform: { inserts: { held: { v: 0 } } } })).index as number;
+  const pend = (actionId: string, ttl: number): Promise<{ status: number; json: Json }> =>
+    call('POST', '/v1/blocks/pend', { actionId, reads: [{ id: 'held', revision: r0 }], transform: { updates: { held: [{ op: 'set', field: 'v', value: actionId }] } }, ttl });
+  const first = await pend('p1', 1);
+  assert.equal(first.status, 200, JSON.stringify(first.json));
+  const started = Date.now();
+  const second = await pend('p2', 30);
+  assert.equal(second.status, 409);
+  assert.equal((second.json.error as Json).code, 'pending');
+  assert.deepEqual((second.json.pending as Json[])[0], { id: 'held', actionId: 'p1', expiresAt: first.json.expiresAt });
+  let r = second;
+  while (r.status === 409) {
+    assert.ok(Date.now() - started < 10_000, 'the first pend let go within 10 s');
+    await new Promise((res) => setTimeout(res, 200));
+    r = await pend('p2', 30);
+  }
+  assert.equal(r.status, 200);
+  assert.ok(Date.now() - started >= 900, `the hold lasted ${Date.now() - started} ms, its TTL is 1 s`);
+  assert.equal((await call('POST', '/v1/blocks/commit', { actionId: 'p1' })).status, 404, 'the expired pend is gone');
+  const committed = await ok('POST', '/v1/blocks/commit', { actionId: 'p2' });
+  assert.deepEqual((await ok('GET', '/v1/blocks/held')).body, { v: 'p2' });
+  assert.equal((committed.revisions as Json).held, committed.index);
+  // Cancel releases; a second cancel finds nothing.
+  const p3 = await call('POST', '/v1/blocks/pend', { actionId: 'p3', reads: [{ id: 'held', revision: committed.index }], transform: { deletes: ['held'] } });
+  assert.equal(p3.status, 200);
+  assert.deepEqual((await ok('POST', '/v1/blocks/cancel', { actionId: 'p3' })).cancelled, true);
+  assert.equal((await call('POST', '/v1/blocks/cancel', { actionId: 'p3' })).status, 404);
+  assert.equal((await call('POST', '/v1/blocks/commit', { actionId: 'p3' })).status, 404);
+  assert.deepEqual((await ok('GET', '/v1/blocks/held')).body, { v: 'p2' });
+});
+
+test('watch blocks= streams block changes, and only those', async () => {
+  const from = (await clusterView(follower.info.http)).appliedIndex;
+  const ctl = new AbortController();
+  const res = await fetch(`${follower.info.http}/v1/watch?blocks=w.1,w.2&after=${from}`, { signal: ctl.signal });
+  assert.equal(res.status, 200);
+  const c = await ok('POST', '/v1/blocks/commit', { actionId: 'wa', reads: [], transform: { inserts: { 'w.1': { a: 1 }, 'w.3': { a: 3 } } } });
+  await fetch(`${follower.info.http}/v1/kv/w.1`, { method: 'PUT', body: 'not a block' });
+  const c2 = await ok('POST', '/v1/blocks/commit', { actionId: 'wb', reads: [{ id: 'w.1', revision: c.index }], transform: { updates: { 'w.1': [{ op: 'set', field: 'a', value: 2 }] } } });
+  const seen: Json[] = [];
+  for await (const ev of readEvents(res.body!)) {
+    if (ev.event !== 'change') continue;
+    seen.push(JSON.parse(ev.data) as Json);
+    if (seen.length === 2) break;
+  }
+  ctl.abort();
+  assert.deepEqual(seen, [
+    { index: c.index, changes: [{ type: 'block', id: 'w.1', revision: c.index, transform: { inserts: { 'w.1': { a: 1 } } } }] },
+    { index: c2.index, changes: [{ type: 'block', id: 'w.1', revision: c2.index, transform: { updates: { 'w.1': [{ op: 'set', field: 'a', value: 2 }] } } }] },
+  ]);
+  assert.equal((await call('GET', '/v1/watch?blocks=bad%20id')).status, 400);
+  assert.equal((await call('GET', '/v1/watch?blocks=a&prefix=b')).status, 400);
+});
+
+test('client.transact: 8 clients add to one list at once through different nodes; every add lands once', async () => {
+  const clients = nodes.map((n) => new PangeaClient({ endpoints: [n.info.http] }));
+  await clients[0]!.commit({ actionId: 'list0', reads: [], transform: { inserts: { list: { items: [] } } } });
+  const adds = Array.from({ length: 8 }, (_, i) => clients[i % clients.length]!.transact(['list'], (blocks) => {
+    const list = blocks.get('list')!.body!;
+    return { updates: { list: [{ op: 'splice', field: 'items', index: (list.items as unknown[]).length, deleteCount: 0, insert: [i] }] } };
+  }));
+  const results = await Promise.all(adds);
+  const list = await clients[1]!.getBlock('list');
+  assert.deepEqual([...(list.body!.items as number[])].sort((a, b) => a - b), [0, 1, 2, 3, 4, 5, 6, 7]);
+  assert.ok(results.some((r) => r.attempts > 1), 'some rebased');
+});
+
+test('bad inputs: each the contract\'s error, and nothing changes', async () => {
+  const r0 = (await ok('POST', '/v1/blocks/commit', { actionId: 'b0', reads: [], transform: { inserts: { target: { list: [1, 2], n: 1 } } } })).index as number;
+  const read = [{ id: 'target', revision: r0 }];
+  const deep = JSON.parse(`{"x":${'['.repeat(70)}${']'.repeat(70)}}`) as unknown;
+  const cases: [string, unknown, number][] = [
+    ['bad block id', { actionId: 'b1', reads: [], transform: { inserts: { 'no/slash': {} } } }, 400],
+    ['bad action id', { actionId: 'no spaces', reads: [], transform: { inserts: { fresh: {} } } }, 400],
+    ['an update missing from reads', { actionId: 'b2', reads: [], transform: { updates: { target: [{ op: 'set', field: 'n', value: 2 }] } } }, 400],
+    ['an unknown op', { actionId: 'b3', reads: read, transform: { updates: { target: [{ op: 'push', field: 'list', value: 3 }] } } }, 400],
+    ['a negative splice', { actionId: 'b4', reads: read, transform: { updates: { target: [{ op: 'splice', field: 'list', index: -1, deleteCount: 0 }] } } }, 422],
+    ['a fractional splice', { actionId: 'b5', reads: read, transform: { updates: { target: [{ op: 'splice', field: 'list', index: 0.5, deleteCount: 0 }] } } }, 422],
+    ['a splice past the end', { actionId: 'b6', reads: read, transform: { updates: { target: [{ op: 'set', field: 'n', value: 9 }, { op: 'splice', field: 'list', index: 1, deleteCount: 2 }] } } }, 422],
+    ['a field __proto__', `{"actionId":"b7","reads":[],"transform":{"inserts":{"fresh":{"__proto__":{"a":1}}}}}`, 400],
+    ['a field constructor', { actionId: 'b8', reads: [], transform: { inserts: { fresh: { constructor: 1 } } } }, 400],
+    ['a field prototype', { actionId: 'b9', reads: read, transform: { updates: { target: [{ op: 'set', field: 'prototype', value: 1 }] } } }, 400],
+    ['a body that is not an object', { actionId: 'b10', reads: [], transform: { inserts: { fresh: [1] } } }, 400],
+    ['nesting deeper than 64', { actionId: 'b11', reads: [], transform: { inserts: { fresh: deep } } }, 400],
+    ['an insert of a block that exists', { actionId: 'b12', reads: [], transform: { inserts: { target: {} } } }, 422],
+    ['an unknown field', { actionId: 'b13', reads: [], transform: { inserts: { fresh: {} } }, extra: 1 }, 400],
+    ['a pend ttl over 300 s', { actionId: 'b14', reads: [], transform: { inserts: { fresh: {} } }, ttl: 301 }, 400],
+  ];
+  const index = (await clusterView(follower.info.http)).appliedIndex;
+  for (const [what, body, status] of cases) {
+    const path = what.startsWith('a pend') ? '/v1/blocks/pend' : '/v1/blocks/commit';
+    const r = await call('POST', path, body);
+    assert.equal(r.status, status, `${what}: ${JSON.stringify(r.json)}`);
+  }
+  assert.equal((await call('GET', '/v1/blocks/bad%2Fid')).status, 400);
+  assert.equal((await call('POST', '/v1/blocks/get', { ids: [] })).status, 400);
+  assert.equal((await call('POST', '/v1/blocks/commit', '{"actionId":')).status, 400);
+  const plain = await fetch(`${follower.info.http}/v1/blocks/commit`, { method: 'POST', body: '{}', headers: { 'content-type': 'text/plain' } });
+  assert.equal(plain.status, 415);
+  assert.deepEqual((await ok('GET', '/v1/blocks/target')).body, { list: [1, 2], n: 1 });
+  assert.equal((await call('GET', '/v1/blocks/fresh')).status, 404);
+  // Apply-time refusals (422) take an index; nothing else was written.
+  const now = (await clusterView(follower.info.http)).appliedIndex;
+  assert.ok(now - index <= 4, `only the 422s reached the log (${now - index} indexes)`);
+});
