@@ -14,8 +14,7 @@ import { randomBytes } from 'node:crypto';
 import { applyTransform, decodeBody, parseTransform, type Body, type Json } from './state/blocks.js';
 import { sleep } from './sleep.js';
 import type { CallOptions } from './recipes.js';
-import type { PangeaClient } from './client.js';
-import { PangeaError } from './client.js';
+import { PangeaError } from './client-error.js';
 
 export type BlockBody = { [field: string]: Json };
 export type BlockOp = { op: 'set'; field: string; value: Json } | { op: 'splice'; field: string; index: number; deleteCount: number; insert?: Json[] };
@@ -57,6 +56,12 @@ export interface TransactResult {
   readonly attempts: number;
 }
 
+/** What transact needs of PangeaClient (its methods of the same names). */
+export interface BlockClient {
+  getBlocks(ids: readonly string[], opts?: CallOptions): Promise<{ index: number; items: BlockRead[] }>;
+  commit(a: { actionId: string; reads?: readonly BlockReadRef[]; transform?: BlockTransform }, opts?: CallOptions): Promise<{ index: number; revisions: Record<string, number> }>;
+}
+
 export function newActionId(): string {
   return `a-${randomBytes(12).toString('base64url')}`;
 }
@@ -68,7 +73,7 @@ interface Conflict {
   readonly more: boolean;
 }
 
-export async function transact(client: PangeaClient, ids: readonly string[], fn: TransactFn, opts: TransactOptions = {}): Promise<TransactResult> {
+export async function transact(client: BlockClient, ids: readonly string[], fn: TransactFn, opts: TransactOptions = {}): Promise<TransactResult> {
   const attempts = opts.attempts ?? 16;
   const call = opts.signal ? { signal: opts.signal } : {};
   const blocks = new Map<string, BlockRead>();
@@ -102,7 +107,7 @@ export async function transact(client: PangeaClient, ids: readonly string[], fn:
 
 /** One commit; an outcome unknown is tried again with the same action id, whose commit
  *  the cluster applies once. */
-async function commitOnce(client: PangeaClient, actionId: string, reads: readonly BlockReadRef[], transform: BlockTransform, call: CallOptions): Promise<{ index: number; revisions: Record<string, number> }> {
+async function commitOnce(client: BlockClient, actionId: string, reads: readonly BlockReadRef[], transform: BlockTransform, call: CallOptions): Promise<{ index: number; revisions: Record<string, number> }> {
   for (let tries = 0; ; tries++) {
     try {
       return await client.commit({ actionId, reads, transform }, call);

@@ -17,6 +17,7 @@ import { sleep } from './sleep.js';
 import { readEvents } from './net/sse.js';
 import { deadlineSignal } from './abort.js';
 import { randomBytes } from 'node:crypto';
+import { PangeaError } from './client-error.js';
 import { Election, Lease, Lock, type CallOptions, type LockOptions } from './recipes.js';
 import { newActionId, transact, type BlockBody, type BlockRead, type BlockReadRef, type BlockRevisionInfo, type BlockTransform, type TransactFn, type TransactOptions, type TransactResult } from './client-blocks.js';
 export type { BlockBody, BlockRead, BlockReadRef, BlockRevisionInfo, BlockTransform, TransactFn, TransactOptions, TransactResult } from './client-blocks.js';
@@ -43,27 +44,7 @@ export interface PangeaClientOptions {
 
 /** An error of the contract (`status`, `code`), or of the transport (`status` 0; codes
  *  `unavailable`, `outcome_unknown`, `aborted`, `closed`). */
-export class PangeaError extends Error {
-  constructor(
-    readonly status: number,
-    /** The contract's code (`not_found`, `precondition_failed`, `unavailable`, `outcome_unknown`, …). */
-    readonly code: string,
-    message: string,
-    /** For `412`: the key's current revision, or null when it is absent. */
-    readonly revision?: number | null,
-    /** The error body's other fields (a block conflict's `conflicts`, `pending`, `index`). */
-    readonly details: Readonly<Record<string, unknown>> = {},
-  ) {
-    super(message);
-    this.name = 'PangeaError';
-  }
-
-  /** Whether the write may have been applied (or may still be): its outcome is unknown.
-   *  Otherwise it surely was not. */
-  get mayHaveApplied(): boolean {
-    return this.code === 'outcome_unknown';
-  }
-}
+export { PangeaError } from './client-error.js';
 
 /** Per call: an `AbortSignal` that gives up on it (a write already sent may still apply).
  *  Defined with the recipes, which take it too. */
@@ -124,9 +105,11 @@ export interface TxnRequest {
 export type TxnResult = { readonly revision: number } | { readonly deleted: boolean } | { readonly value: Uint8Array | null; readonly revision: number | null };
 
 export interface WatchOptions {
-  /** Exactly one of `key` and `prefix`. */
+  /** Exactly one of `key`, `prefix` and `blocks` (block ids, up to 100: their changes come
+   *  as `type: 'block'`). */
   readonly key?: string;
   readonly prefix?: string;
+  readonly blocks?: readonly string[];
   /** The last index already seen: changes after it come. Default: a linearizable read index. */
   readonly after?: number;
   /** False: puts come without their values. */
@@ -137,8 +120,12 @@ export interface WatchOptions {
 }
 
 export interface WatchChange {
-  readonly type: 'put' | 'delete';
+  readonly type: 'put' | 'delete' | 'block';
+  /** Puts and deletes. */
   readonly key: string;
+  /** Blocks: the id and its part of the action's transform (`revision` is the index). */
+  readonly id?: string;
+  readonly transform?: BlockTransform;
   /** Puts, unless `values: false`. */
   readonly value?: Uint8Array;
   readonly revision?: number;
@@ -156,8 +143,10 @@ export interface WatchEvent {
 }
 
 interface WireChange {
-  readonly type: 'put' | 'delete';
-  readonly key: string;
+  readonly type: 'put' | 'delete' | 'block';
+  readonly key?: string;
+  readonly id?: string;
+  readonly transform?: BlockTransform;
   readonly value?: string;
   readonly revision?: number;
   readonly lease?: string;
@@ -165,9 +154,10 @@ interface WireChange {
 }
 
 function fromWire(c: WireChange): WatchChange {
+  if (c.type === 'block') return { type: 'block', key: '', id: c.id!, revision: c.revision!, transform: c.transform! };
   return {
     type: c.type,
-    key: c.key,
+    key: c.key!,
     ...(c.value !== undefined ? { value: fromBase64(c.value) } : {}),
     ...(c.revision !== undefined ? { revision: c.revision } : {}),
     ...(c.lease !== undefined ? { lease: c.lease } : {}),
@@ -500,8 +490,8 @@ export class PangeaClient {
    * ```
    */
   async *watch(opts: WatchOptions): AsyncGenerator<WatchEvent> {
-    if ((opts.key === undefined) === (opts.prefix === undefined)) throw new PangeaError(0, 'bad_request', 'watch: give exactly one of key and prefix');
-    const selector = opts.key !== undefined ? `key=${percentEncode(toBytes(opts.key))}` : `prefix=${percentEncode(toBytes(opts.prefix!))}`;
+    if ([opts.key, opts.prefix, opts.blocks].filter((x) => x !== undefined).length !== 1) throw new PangeaError(0, 'bad_request', 'watch: give exactly one of key, prefix and blocks');
+    const selector = opts.key !== undefined ? `key=${percentEncode(toBytes(opts.key))}` : opts.prefix !== undefined ? `prefix=${percentEncode(toBytes(opts.prefix))}` : `blocks=${opts.blocks!.map(encodeURIComponent).join(',')}`;
     const query = `${selector}&encoding=base64${opts.values === false ? '&values=false' : ''}${opts.progressS !== undefined ? `&progress=${opts.progressS}` : ''}`;
     let after = opts.after ?? null;
     let failures = 0;

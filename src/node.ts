@@ -571,11 +571,17 @@ export class PangeaNode implements KvService {
     const op = member.role === 'voter' ? 'add_voter' : 'add_learner';
     const propose = (): Promise<{ index: number }> => this.proposeConfig({ kind: 'config', change: { op, node: member.peerId, meta } });
     const level = this.state.applyLevel();
-    if (r.currentRole !== 'leader' || config.voters.includes(member.peerId) || config.learners.includes(member.peerId) || level === APPLY_LEVEL_DEFAULT) return propose();
-    // Above the first level a new member must run a build that applies the cluster's level
-    // (a build from before levels would apply the log differently and never know it).
+    const promoting = member.role === 'voter' && config.learners.includes(member.peerId);
+    const isNew = !config.voters.includes(member.peerId) && !config.learners.includes(member.peerId);
+    if (r.currentRole !== 'leader' || !(isNew || promoting) || level === APPLY_LEVEL_DEFAULT) return propose();
+    // Above the first level a member must run a build that applies the cluster's level
+    // (a build from before levels would apply the log differently and never know it). A new
+    // learner that cannot be asked yet (added before it is started, as etcd's `member add`)
+    // is added all the same: it counts in no quorum, a build that does not know the level
+    // refuses to join or halts at it, and it is asked again before it becomes a voter.
     return this.buildOf(member).then((info) => {
-      if (info === null) throw new MembershipError('conflict', `cannot ask ${member.peerId} which build it runs, and the cluster is at apply level ${level}: start it first (pangea serve --join adds itself)`);
+      if (info === null && !promoting) return propose();
+      if (info === null) throw new MembershipError('conflict', `cannot ask ${member.peerId} which build it runs, and the cluster is at apply level ${level}: it becomes a voter once it answers`);
       if (level < info.levels[0] || level > info.levels[1]) throw new MembershipError('conflict', `${member.peerId} runs pangea ${info.version}, which applies levels ${info.levels[0]} to ${info.levels[1]}; the cluster is at apply level ${level}: run a build that applies it`);
       return propose();
     });

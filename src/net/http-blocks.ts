@@ -95,8 +95,9 @@ export class BlockHttp<C extends { readonly req: IncomingMessage; readonly res: 
     }
     await this.d.read(parseConsistency(q.get('consistency')));
     const index = this.d.applied();
-    const { items, more } = this.d.blocks().blockRevisions(id, after, limit);
-    this.d.send(ctx.res, 200, { items: items.map(revisionJson), more, index }, { 'pangea-index': String(index) });
+    const { items, more, complete } = this.d.blocks().blockRevisions(id, after, limit);
+    // Below the history's floor (the hot log's) revisions are not listed: said, not hidden.
+    this.d.send(ctx.res, 200, { items: items.map(revisionJson), more, index, ...(complete ? {} : { complete: false }) }, { 'pangea-index': String(index) });
   }
 
   private async pend(ctx: C): Promise<void> {
@@ -142,10 +143,13 @@ export class BlockHttp<C extends { readonly req: IncomingMessage; readonly res: 
   }
 
   /** The contract's error for an apply that refused. */
-  private refused(r: ApplyResult): never {
+  private async refused(r: ApplyResult): Promise<never> {
     const index = r.index;
     switch (r.kind) {
       case 'block_conflict': {
+        // The answer may come from the leader before this node applied that index: the
+        // missed transforms are read from this node's history once it has.
+        if (this.d.applied() < index) await this.d.read('linearizable');
         const blocks = this.d.blocks();
         const conflicts = r.conflicts.map((c) => {
           const { items, more } = blocks.blockMissing(c.id, c.expected, c.current);

@@ -67,6 +67,9 @@ interface HistoryRow {
   /** The body after this revision, whole; `x`: the block is absent after it. */
   readonly f?: Uint8Array;
   readonly x?: true;
+  /** The block's revision before this one, when it had one: rows are walked back by it
+   *  (point reads only: a range over the history staged in one prune was quadratic). */
+  readonly p?: number;
 }
 
 /** A block's state at a revision: its body, or null when absent (deleted or never made). */
@@ -147,29 +150,33 @@ export function transformOf(json: string): Transform {
   return parseTransform(v);
 }
 
-/** Applies one block command (the caller has reaped expired pends first). */
+/** Applies one block command (the caller has reaped expired pends first, up to
+ *  ACTION_EXPIRIES_MAX of them: any left past their time are treated as gone here). */
 export function applyBlockCmd(ctx: BlockApplyContext, op: BlockCmd): ApplyResult {
   const { t, index } = ctx;
   try {
     checkActionId(op.actionId);
-    const action = readAction(t, op.actionId);
+    const action = live(ctx, op.actionId);
     if (op.t === 'block_cancel') {
       if (action?.s !== 'p') return { kind: 'action_not_found', index, actionId: op.actionId };
-      release(t, op.actionId, action);
-      t.remove('actions', idBytes(op.actionId));
+      drop(t, op.actionId, action);
       return { kind: 'block_cancelled', index, cancelled: true };
     }
     if (op.t === 'block_commit' && op.transform === undefined) {
       if (action?.s !== 'p') return { kind: 'action_not_found', index, actionId: op.actionId };
       // Its blocks were held since the pend: its reads still hold and its transform still
-      // applies. Checked again all the same; a failure finishes the action.
-      release(t, op.actionId, action);
-      t.remove('actions', idBytes(op.actionId));
-      const transform = transformOf(action.transform);
-      return decide(ctx, op.actionId, action.reads, transform) ?? commit(ctx, op.actionId, transform);
+      // applies. Judged again all the same, before anything changes.
+      const decided = decide(ctx, action.reads, transformOf(action.transform));
+      if ('refused' in decided) return decided.refused;
+      drop(t, op.actionId, action);
+      return commit(ctx, op.actionId, action.transform, transformOf(action.transform), decided.changed);
     }
     if (action?.s === 'c') return { kind: 'action_reused', index, actionId: op.actionId, committed: action.index };
-    if (action?.s === 'p') return { kind: 'block_pending', index, pending: action.blocks.map((id) => ({ id, actionId: op.actionId, expiresAt: action.expiresAt })) };
+    if (action?.s === 'p') {
+      // The same pend again (a retry after an unknown outcome): its first answer.
+      if (op.t === 'block_pend' && op.transform === action.transform && sameReads(op.reads, action.reads)) return { kind: 'block_pended', index, actionId: op.actionId, expiresAt: action.expiresAt };
+      return { kind: 'block_pending', index, pending: action.blocks.map((id) => ({ id, actionId: op.actionId, expiresAt: action.expiresAt })) };
+    }
     const transform = transformOf(op.transform!);
     const reads = parseReads(op.reads, transform);
     const blocks = [...new Set([...reads.map((r) => r.id), ...touchedBlocks(transform)])].sort();
@@ -179,13 +186,13 @@ export function applyBlockCmd(ctx: BlockApplyContext, op: BlockCmd): ApplyResult
       const holder = t.get('blockHolds', idBytes(id));
       if (holder === undefined) continue;
       const actionId = fromUtf8.decode(holder);
-      const held = readAction(t, actionId);
-      pending.push({ id, actionId, expiresAt: held?.s === 'p' ? held.expiresAt : 0 });
+      const held = live(ctx, actionId);
+      if (held?.s === 'p') pending.push({ id, actionId, expiresAt: held.expiresAt });
     }
     if (pending.length > 0) return { kind: 'block_pending', index, pending };
-    const refused = decide(ctx, op.actionId, reads, transform);
-    if (refused !== null) return refused;
-    if (op.t === 'block_commit') return commit(ctx, op.actionId, transform);
+    const decided = decide(ctx, reads, transform);
+    if ('refused' in decided) return decided.refused;
+    if (op.t === 'block_commit') return commit(ctx, op.actionId, op.transform!, transform, decided.changed);
     if (!Number.isSafeInteger(op.ttlMs) || op.ttlMs < 1 || op.ttlMs > PEND_TTL_MS_MAX) throw new BlockError('bad_request', `a pend's ttl is 1 ms to ${PEND_TTL_MS_MAX / 1000} s`);
     const expiresAt = ctx.now + op.ttlMs + LEASE_GRACE_MS;
     const stored: PendingAction = { s: 'p', blocks, reads, transform: op.transform!, expiresAt };
@@ -199,32 +206,48 @@ export function applyBlockCmd(ctx: BlockApplyContext, op: BlockCmd): ApplyResult
   }
 }
 
-/** Null when `reads` are current and `transform` applies; else the answer that refuses. */
-function decide(ctx: BlockApplyContext, _actionId: string, reads: readonly BlockRead[], transform: Transform): ApplyResult | null {
+/** Action `actionId` as of this command: a pend whose time has come is let go here, as the
+ *  reaper would have (which lets go of at most ACTION_EXPIRIES_MAX a command). */
+function live(ctx: BlockApplyContext, actionId: string): StoredAction | undefined {
+  const action = readAction(ctx.t, actionId);
+  if (action?.s === 'p' && action.expiresAt <= ctx.now) {
+    drop(ctx.t, actionId, action);
+    return undefined;
+  }
+  return action;
+}
+
+function sameReads(a: readonly { id: string; revision: number }[], b: readonly BlockRead[]): boolean {
+  return a.length === b.length && a.every((r, i) => r.id === b[i]!.id && r.revision === b[i]!.revision);
+}
+
+/** The blocks `transform` changes, or the answer that refuses it: a stale read (conflict)
+ *  or an op that cannot apply. */
+function decide(ctx: BlockApplyContext, reads: readonly BlockRead[], transform: Transform): { refused: ApplyResult } | { changed: Map<string, Uint8Array | null> } {
   const conflicts: { id: string; expected: number; current: number }[] = [];
   for (const r of reads) {
     const current = readBlock(ctx.t, r.id)?.revision ?? 0;
     if (current !== r.revision) conflicts.push({ id: r.id, expected: r.revision, current });
   }
-  if (conflicts.length > 0) return { kind: 'block_conflict', index: ctx.index, conflicts };
+  if (conflicts.length > 0) return { refused: { kind: 'block_conflict', index: ctx.index, conflicts } };
   try {
-    applyTransform((id) => bodyOf(readBlock(ctx.t, id)), transform);
+    return { changed: applyTransform((id) => bodyOf(readBlock(ctx.t, id)), transform, true) };
   } catch (e) {
-    if (e instanceof BlockError) return { kind: e.code === 'invalid_operation' ? 'invalid_operation' : 'invalid', index: ctx.index, message: e.message };
+    if (e instanceof BlockError) return { refused: { kind: e.code === 'invalid_operation' ? 'invalid_operation' : 'invalid', index: ctx.index, message: e.message } };
     throw e;
   }
-  return null;
 }
 
 function bodyOf(b: StoredBlock | undefined): Body | undefined {
   return b?.body == null ? undefined : decodeBody(b.body);
 }
 
-/** Applies `transform` at this index (decided already): new revisions, history, journal. */
-function commit(ctx: BlockApplyContext, actionId: string, transform: Transform): ApplyResult {
+/** Writes what `decide` found `transform` changes, at this index: new revisions, history,
+ *  the journal. */
+function commit(ctx: BlockApplyContext, actionId: string, _json: string, transform: Transform, changed: Map<string, Uint8Array | null>): ApplyResult {
   const { t, index } = ctx;
-  const changed = applyTransform((id) => bodyOf(readBlock(t, id)), transform);
-  const revisions: Record<string, number> = {};
+  // No prototype: a block may be called __proto__ (review of the blocks apply).
+  const revisions = Object.create(null) as Record<string, number>;
   for (const [id, bytes] of changed) {
     const old = readBlock(t, id);
     const n = (old?.n ?? 0) + 1;
@@ -234,7 +257,8 @@ function commit(ctx: BlockApplyContext, actionId: string, transform: Transform):
       putHistory(t, id, old.revision, old.body === null ? { x: true } : { f: old.body });
     }
     const part = partOf(transform, id);
-    putHistory(t, id, index, { a: actionId, t: part, ...(bytes === null ? { x: true } : n % HISTORY_FULL_EVERY === 0 ? { f: bytes } : {}) });
+    const full = bytes === null ? { x: true as const } : n % HISTORY_FULL_EVERY === 0 ? { f: bytes } : {};
+    putHistory(t, id, index, { a: actionId, t: part, ...full, ...(old === undefined ? {} : { p: old.revision }) });
     t.put('blocks', idBytes(id), pack([index, bytes, n]));
     ctx.changes.push({ type: 'block', id, transform: part });
     revisions[id] = index;
@@ -248,9 +272,11 @@ function putHistory(t: StateTables, id: string, revision: number, row: HistoryRo
   t.put('blockRevs', u64Key(revision, idBytes(id)), EMPTY);
 }
 
-function release(t: StateTables, actionId: string, action: PendingAction): void {
+/** Lets go of a pending action: its holds, its expiry row, itself. */
+function drop(t: StateTables, actionId: string, action: PendingAction): void {
   for (const id of action.blocks) t.remove('blockHolds', idBytes(id));
   t.remove('actionExpiry', u64Key(action.expiresAt, idBytes(actionId)));
+  t.remove('actions', idBytes(actionId));
 }
 
 /**
@@ -262,10 +288,8 @@ export function expireActions(t: StateTables, now: number): number {
   for (const row of due) {
     const actionId = fromUtf8.decode(row.subarray(8));
     const action = readAction(t, actionId);
-    if (action?.s === 'p') {
-      release(t, actionId, action);
-      t.remove('actions', idBytes(actionId));
-    } else t.remove('actionExpiry', row);
+    if (action?.s === 'p' && action.expiresAt === readU64(row)) drop(t, actionId, action);
+    else t.remove('actionExpiry', row);
   }
   if (due.length === ACTION_EXPIRIES_MAX) return now;
   const next = [...t.keys('actionExpiry', { limit: 1 })][0] as Uint8Array | undefined;
@@ -296,28 +320,30 @@ function stateOfRow(id: string, r: HistoryRow): Body | null | undefined {
 }
 
 /** The body after a history row, rebuilt from the rows before it when it has no copy (at
- *  most HISTORY_FULL_EVERY of them). */
-function stateAt(t: StateTables, id: string, revision: number, row: HistoryRow): Body | null {
+ *  most HISTORY_FULL_EVERY of them); undefined when a row it needs is gone. */
+function stateAt(t: StateTables, id: string, row: HistoryRow): Body | null | undefined {
   const own = stateOfRow(id, row);
   if (own !== undefined) return own;
   const chain: HistoryRow[] = [row];
   // No row before says the state: the block was absent before its first row.
   let body: Body | null = null;
-  const { lo } = historyBounds(id);
-  for (const { value } of t.range('blockLog', { start: historyKey(id, revision - 1), end: lo, reverse: true })) {
-    const r = unpack(value) as HistoryRow;
+  for (let prev = row.p; prev !== undefined; ) {
+    const v = t.get('blockLog', historyKey(id, prev));
+    if (v === undefined) return undefined;
+    const r = unpack(v) as HistoryRow;
     const known = stateOfRow(id, r);
     if (known !== undefined) {
       body = known;
       break;
     }
     chain.push(r);
+    prev = r.p;
   }
   for (let i = chain.length - 1; i >= 0; i--) {
     const r = chain[i]!;
     if (r.t === undefined) continue;
     const before = body;
-    const out = applyTransform((x) => (x === id && before !== null ? before : undefined), transformOf(r.t)).get(id);
+    const out = applyTransform((x) => (x === id && before !== null ? before : undefined), transformOf(r.t), true).get(id);
     if (out !== undefined) body = out === null ? null : decodeBody(out);
   }
   return body;
@@ -334,36 +360,42 @@ export function blockAt(t: StateTables, id: string, at: number, floor: number): 
   if (at < floor) return 'unavailable';
   const found = rowAtOrBelow(t, id, at);
   if (found === undefined) return { revision: 0, body: null };
-  return { revision: found.revision, body: stateAt(t, id, found.revision, found.row) };
+  const body = stateAt(t, id, found.row);
+  return body === undefined ? 'unavailable' : { revision: found.revision, body };
 }
 
-/** The revisions of `id` after `after`, oldest first, at most `limit`. */
-export function blockRevisions(t: StateTables, id: string, after: number, limit: number, through = Number.MAX_SAFE_INTEGER): { items: BlockRevision[]; more: boolean } {
+/** The revisions of `id` after `after`, oldest first, at most `limit` (and none past
+ *  `through`). History starts at `floor`: below it `complete` is false. */
+export function blockRevisions(t: StateTables, id: string, after: number, limit: number, floor: number, through = Number.MAX_SAFE_INTEGER): { items: BlockRevision[]; more: boolean; complete: boolean } {
   const items: BlockRevision[] = [];
+  const complete = after >= floor;
+  if (after >= Number.MAX_SAFE_INTEGER) return { items, more: false, complete };
   const { hi } = historyBounds(id);
   let scanned = 0;
   for (const { key, value } of t.range('blockLog', { start: historyKey(id, after + 1), end: hi })) {
     const revision = revisionOf(key as Uint8Array);
     if (revision > through) break;
+    if (++scanned > MISSING_SCAN_MAX && through !== Number.MAX_SAFE_INTEGER) return { items, more: true, complete };
     const row = unpack(value) as HistoryRow;
-    if (++scanned > MISSING_SCAN_MAX && through !== Number.MAX_SAFE_INTEGER) return { items, more: true };
     if (row.t === undefined || row.a === undefined) continue;
-    if (items.length === limit) return { items, more: true };
+    if (items.length === limit) return { items, more: true, complete };
     items.push({ revision, actionId: row.a, transform: row.t });
   }
-  return { items, more: false };
+  return { items, more: false, complete };
 }
 
-/** The transforms a read at `expected` missed, up to the block's revision `current`
- *  (for a conflict's `missing`). */
-export function blockMissing(t: StateTables, id: string, expected: number, current: number): { items: BlockRevision[]; more: boolean } {
-  return blockRevisions(t, id, expected, CONFLICT_MISSING_MAX, current);
+/** The transforms a read at `expected` missed, up to the block's revision `current` (a
+ *  conflict's `missing`); `more` when they are not all here (past CONFLICT_MISSING_MAX, or
+ *  below the history's `floor`: a rebase on them would lose the ones not listed). */
+export function blockMissing(t: StateTables, id: string, expected: number, current: number, floor: number): { items: BlockRevision[]; more: boolean } {
+  const { items, more, complete } = blockRevisions(t, id, expected, CONFLICT_MISSING_MAX, floor, current);
+  return { items, more: more || !complete };
 }
 
 /**
  * Prunes history at or below `floor`: each block keeps its newest row there, made a full
- * copy, and loses the older ones. Walks `sm.block_revs` up to the floor once (rows already
- * kept as copies were taken off it).
+ * copy, and loses the rows before it (walked back by their `p`: point reads and writes only).
+ * Walks `sm.block_revs` up to the floor once (rows made copies are taken off it).
  */
 export function pruneBlockHistory(t: StateTables, floor: number): void {
   const newest = new Map<string, number>();
@@ -375,12 +407,18 @@ export function pruneBlockHistory(t: StateTables, floor: number): void {
   }
   for (const key of visited) t.remove('blockRevs', key);
   for (const [id, revision] of newest) {
-    const row = unpack(t.get('blockLog', historyKey(id, revision))!) as HistoryRow;
-    if (row.f === undefined && row.x !== true) {
-      const body = stateAt(t, id, revision, row);
-      t.put('blockLog', historyKey(id, revision), pack({ ...row, ...(body === null ? { x: true } : { f: canonicalBody(body) }) }));
+    const stored = t.get('blockLog', historyKey(id, revision));
+    if (stored === undefined) continue;
+    const row = unpack(stored) as HistoryRow;
+    const body = stateAt(t, id, row);
+    if (body === undefined) continue; // cannot happen: the rows it needs are above the last floor
+    const { p: _p, f: _f, x: _x, ...rest } = row;
+    t.put('blockLog', historyKey(id, revision), pack({ ...rest, ...(body === null ? { x: true } : { f: canonicalBody(body) }) }));
+    for (let prev = row.p; prev !== undefined; ) {
+      const v = t.get('blockLog', historyKey(id, prev));
+      if (v === undefined) break;
+      t.remove('blockLog', historyKey(id, prev));
+      prev = (unpack(v) as HistoryRow).p;
     }
-    const { lo } = historyBounds(id);
-    for (const k of [...t.keys('blockLog', { start: lo, end: historyKey(id, revision) })]) t.remove('blockLog', k);
   }
 }

@@ -47,7 +47,9 @@ export interface BlockReader {
   /** Undefined: never made; a tombstone has `body` null. */
   block(id: string): BlockState | undefined;
   blockAt(id: string, at: number): BlockState | 'unavailable';
-  blockRevisions(id: string, after: number, limit: number): { items: BlockRevision[]; more: boolean };
+  /** `complete`: false when `after` is below the history's floor (revisions there are not
+   *  listed). */
+  blockRevisions(id: string, after: number, limit: number): { items: BlockRevision[]; more: boolean; complete: boolean };
   /** The revisions of `id` in (`expected`, `current`]: a conflict's missing transforms. */
   blockMissing(id: string, expected: number, current: number): { items: BlockRevision[]; more: boolean };
 }

@@ -217,3 +217,64 @@ test('?at= over many revisions equals a model, after pruning from the floor on, 
   for (let at = point; at <= end; at++) for (const id of ids) assert.deepEqual(h2.state.blockAt(id, at), stateAt(id, at), `restored: ${id} at ${at}`);
   await h2.stores.close();
 });
+
+test('review of the blocks apply: crafted commands apply as invalid, never throw out of apply', () => {
+  const h = level2();
+  const deep = (n: number): string => `{"deletes":[${'['.repeat(n)}${']'.repeat(n)}]}`;
+  for (const transform of [
+    deep(100_000),
+    `{"updates":{"k":[{"op":${'['.repeat(100_000)}${']'.repeat(100_000)},"field":"a"}]}}`,
+    '{"inserts":{"a":{"x":"\\ud800"}}}',
+    '{"inserts":{"a":{"\\udc00":1}}}',
+    `{"updates":{"k":[${Array.from({ length: 1_001 }, () => '{"op":"set","field":"a","value":1}').join(',')}]}}`,
+  ]) {
+    const r = h.one({ t: 'block_commit', actionId: 'c', reads: [{ id: 'k', revision: 0 }], transform });
+    assert.equal(r.kind, 'invalid', transform.slice(0, 40));
+  }
+  // A fractional time (proposers stamp whole milliseconds) would key no expiry row.
+  const results = h.state.apply([h.entry([h.cmd({ t: 'block_pend', actionId: 'p', reads: [], transform: tf({ inserts: { z: {} } }), ttlMs: 2_000 }, undefined, h.time + 0.5)])]);
+  assert.equal(results[0]!.kind, 'invalid');
+});
+
+test('review of the blocks apply: splices bounded in work; a block named __proto__; an expired pend not yet reaped is gone; a pend retried is answered again', () => {
+  const h = level2();
+  const big = Array.from({ length: 400_000 }, () => 0);
+  const r0 = commit(h, 'big', [], { inserts: { big: { list: big } } });
+  assert.equal(r0.kind, 'block_committed');
+  const splices = Array.from({ length: 20 }, () => ({ op: 'splice', field: 'list', index: 0, deleteCount: 1, insert: [1] }));
+  const started = performance.now();
+  const r = commit(h, 'many', [{ id: 'big', revision: r0.index }], { updates: { big: splices } });
+  assert.equal(r.kind, 'invalid_operation', 'over the splice work bound');
+  assert.ok(performance.now() - started < 5_000);
+  assert.equal(h.state.block('big')!.revision, r0.index);
+
+  const proto = h.one({ t: 'block_commit', actionId: 'proto', reads: [], transform: '{"inserts":{"__proto__":{"a":1},"b":{"a":2}}}' });
+  assert.deepEqual(Object.keys((proto as { revisions: object }).revisions).sort(), ['__proto__', 'b']);
+  assert.deepEqual(h.state.block('__proto__')?.body, { a: 1 });
+
+  // 1,005 pends that expire at the same log time: the reaper lets 1,000 go a command; the
+  // rest are gone all the same.
+  h.time = h.state.logTime();
+  const rev = h.state.block('b')!.revision;
+  for (let i = 0; i < 1_005; i++) assert.equal(h.one({ t: 'block_pend', actionId: `p${i}`, reads: [], transform: tf({ inserts: { [`n${i}`]: {} } }), ttlMs: 2_000 }).kind, 'block_pended');
+  const again = h.one({ t: 'block_pend', actionId: 'p3', reads: [], transform: tf({ inserts: { n3: {} } }), ttlMs: 2_000 });
+  assert.equal(again.kind, 'block_pended', 'the same pend again: its first answer');
+  h.time += 10_000;
+  for (let i = 0; i < 4; i++) h.one({ t: 'block_cancel', actionId: 'none' });
+  assert.equal(h.one({ t: 'block_commit', actionId: 'p1004' }).kind, 'action_not_found');
+  assert.equal(commit(h, 'after', [{ id: 'b', revision: rev }], { inserts: { n1003: {} } }).kind, 'block_committed', 'its hold went with it');
+});
+
+test('review of the blocks apply: a conflict below the history floor says its missing list is not whole', async () => {
+  const h = level2();
+  const r1 = commit(h, 'i', [], { inserts: { x: { n: 0 } } }).index;
+  let rev = r1;
+  for (let i = 1; i <= 3; i++) rev = commit(h, `u${i}`, [{ id: 'x', revision: rev }], { updates: { x: [{ op: 'set', field: `f${i}`, value: i }] } }).index;
+  h.state.pruneChain(rev); // floor: rev - 1
+  await h.state.committed();
+  const missing = h.state.blockMissing('x', r1, rev);
+  assert.equal(missing.more, true, 'a rebase on them would lose the pruned ones');
+  assert.deepEqual(h.state.blockMissing('x', rev - 1, rev).items.map((m) => m.revision), [rev]);
+  assert.equal(h.state.blockMissing('x', rev - 1, rev).more, false);
+  assert.equal(h.state.blockRevisions('x', 0, 100).complete, false);
+});
