@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { PangeaClient } from '../../src/client.js';
 import { readEvents } from '../../src/net/sse.js';
-import { clusterView, killAll, leaderOf, removeDir, startCluster, tempDir, type TestNode } from './harness.js';
+import { clusterView, killAll, leaderOf, pangea, removeDir, startCluster, tempDir, type TestNode } from './harness.js';
 
 const root = tempDir();
 let nodes: TestNode[] = [];
@@ -85,6 +85,14 @@ test('insert, read now, at an index and in a batch, and the history', async () =
   await ok('POST', '/v1/blocks/commit', { actionId: 'h4', reads: [], transform: { inserts: { get: { v: 1 } } } });
   assert.deepEqual((await ok('GET', '/v1/blocks/get')).body, { v: 1 });
   assert.equal((await call('PUT', '/v1/blocks/get')).status, 405);
+  // pangea blocks get, now and at an index; a deleted block exits 1.
+  const now = await pangea(follower.info.http, ['blocks', 'get', 'get']);
+  assert.deepEqual([now.code, JSON.parse(now.stdout)], [0, { v: 1 }]);
+  const at = await pangea(follower.info.http, ['blocks', 'get', 'doc.1', '--at', String(r2 - 1), '--json']);
+  assert.deepEqual(JSON.parse(at.stdout), { id: 'doc.1', revision: r1, body: { tags: [], title: 'a' }, index: JSON.parse(at.stdout).index });
+  const deleted = await pangea(follower.info.http, ['blocks', 'get', 'doc.1']);
+  assert.equal(deleted.code, 1);
+  assert.match(deleted.stderr, /deleted at/);
   assert.equal((await call('GET', `/v1/blocks/get?at=${Number.MAX_SAFE_INTEGER}`)).status, 400);
 });
 
