@@ -1,13 +1,13 @@
 /** Shared by the simulator's test files: runs a range of seeds and reports the first failure
  *  with the command that replays it. */
 import assert from 'node:assert/strict';
-import { emptyStats, simulate, type SimStats } from './world.js';
+import { emptyStats, simulate, type SimOptions, type SimStats } from './world.js';
 
-export function runSeeds(from: number, count: number): SimStats {
+export function runSeeds(from: number, count: number, opts: Omit<SimOptions, 'seed'> = {}): SimStats {
   const totals = emptyStats();
   for (let seed = from; seed < from + count; seed++) {
-    const r = simulate({ seed });
-    if (!r.ok) assert.fail(`simulation seed ${seed} failed: ${r.error}\nreplay with: npm run sim -- --seed ${seed}`);
+    const r = simulate({ seed, ...opts });
+    if (!r.ok) assert.fail(`simulation seed ${seed} failed: ${r.error}\nreplay with: npm run sim -- --seed ${seed}${opts.blocks ? ' --blocks' : ''}`);
     for (const k of Object.keys(totals) as (keyof SimStats)[]) totals[k] = k.endsWith('MaxMs') ? Math.max(totals[k], r.stats[k]) : totals[k] + r.stats[k];
   }
   return totals;

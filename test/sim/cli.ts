@@ -34,6 +34,8 @@ const defects = {
   ...(driverDefectIndex > 0 ? { driverDefects: { [process.argv[driverDefectIndex + 1]!]: true } } : {}),
   ...(syncDefectIndex > 0 ? { syncDefects: { [process.argv[syncDefectIndex + 1]!]: true } } : {}),
   ...(stateDefectIndex > 0 ? { stateDefects: { [process.argv[stateDefectIndex + 1]!]: true } } : {}),
+  // `--blocks`: the block actor runs too (world.ts blockStep).
+  ...(process.argv.includes('--blocks') ? { blocks: true } : {}),
 };
 
 function shrink(seed: number): { faultTicks: number; error: string; trace: readonly string[] } | null {
@@ -75,7 +77,7 @@ const started = Date.now();
 for (let s = from; s < from + count; s++) {
   const r = simulate({ seed: s, ...defects });
   if (!r.ok) {
-    console.log(`\nseed ${s} FAILED: ${r.error}\nreplay: npm run sim -- --seed ${s}`);
+    console.log(`\nseed ${s} FAILED: ${r.error}\nreplay: npm run sim -- --seed ${s}${defects.blocks ? ' --blocks' : ''}`);
     process.exit(1);
   }
   // Counts add up; a `...MaxMs` figure is the most of any seed.

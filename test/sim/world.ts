@@ -41,7 +41,10 @@ import type { WireEnvelope } from '../../src/net/transport.js';
 import { ControlledLog, MemoryLogStore } from '../../src/log/memory.js';
 import { unpack, type StoreEnv } from '../../src/storage/env.js';
 import { FrameDecoder } from '../../src/codec/frames.js';
-import { LOG_TIME_STEP_MS, decodeAppCommand, encodeAppCommand, nextChain, restampAppCommand, type ApplyResult, type KvOp, type LeaseOp, type TxnOp } from '../../src/state/command.js';
+import { LOG_TIME_STEP_MS, decodeAppCommand, encodeAppCommand, nextChain, restampAppCommand, type AppCommand, type ApplyResult, type KvOp, type LeaseOp, type TxnOp } from '../../src/state/command.js';
+import { applyTransform, decodeBody, parseTransform, type Body } from '../../src/state/blocks.js';
+import canonicalize from 'canonicalize';
+import { isDeepStrictEqual } from 'node:util';
 import { VOUCHING_ROUNDS_MAX, chainAnswer, chainAnswerFrom, checkRange, laterVoters, leaderNamedByMajority, vouched, vouchersFor, votersWhoVouch, type ChainAnswer, type ChainSource } from '../../src/sync/range-check.js';
 import type { ConfigRecord } from '../../src/state/state-store.js';
 import { ApplyRules, LmdbStateStore } from '../../src/state/kv.js';
@@ -70,6 +73,9 @@ export interface SimOptions {
   readonly trace?: boolean;
   /** Run the lease actor (default: half the seeds, drawn from the seed). */
   readonly leases?: boolean;
+  /** Run the block actor (blockStep; default off, so that the seeds of the other checks,
+   *  the defect seeds above all, run as they did). */
+  readonly blocks?: boolean;
 }
 
 /** Deliberate defects in the simulator's block sync checks, to prove it notices. */
@@ -135,6 +141,10 @@ export interface SimStats {
   leaseExpiries: number;
   leaseEarlyMaxMs: number;
   leaseEarlyFromApplyMaxMs: number;
+  /** Members whose blocks checkBlocks compared, and block revisions applied (block actor
+   *  seeds). */
+  blockChecks: number;
+  blockRevisions: number;
   garbage: number;
   pauses: number;
   acked: number;
@@ -264,7 +274,8 @@ type SimEvent =
   | { time: number; order: number; kind: 'depart'; node: NodeId; inc: number }
   | { time: number; order: number; kind: 'readd'; node: NodeId }
   | { time: number; order: number; kind: 'clockJump' }
-  | { time: number; order: number; kind: 'lease' };
+  | { time: number; order: number; kind: 'lease' }
+  | { time: number; order: number; kind: 'block' };
 
 type EventBody = SimEvent extends infer E ? (E extends SimEvent ? Omit<E, 'time' | 'order'> : never) : never;
 
@@ -304,6 +315,14 @@ export class World {
   /** Leases the actor was granted (ids), and its proposals so far. */
   private readonly leaseIds: number[] = [];
   private leaseSeq = 0;
+  /** The block actor (blockStep): its stream, proposals, pends it was answered, when it last
+   *  asked for apply level 2, and every block's states by index, replayed from the effects
+   *  journal where each index was first applied (the model `blockAt` is checked against). */
+  private readonly blockRng: Rng;
+  private blockSeq = 0;
+  private readonly blockPends: string[] = [];
+  private levelAskedAt = -Infinity;
+  private readonly blockModel = new Map<string, { revision: number; body: Body | null }[]>();
   /** Log time after each applied index, as the first replica to apply it computed it, and
    *  each node's last (index, log time), for the lease clock's checks (onApplied). */
   private readonly logTimeAt = new Map<number, number>();
@@ -398,6 +417,8 @@ export class World {
     }
     this.leaseRng = new Rng((opts.seed ^ 0x2545f491) >>> 0);
     if (this.leaseRng.chance(0.5) && opts.leases !== false) this.schedule(this.leaseRng.int(1, 3 * TICK), { kind: 'lease' });
+    this.blockRng = new Rng((opts.seed ^ 0x5bd1e995) >>> 0);
+    if (opts.blocks === true) this.schedule(this.blockRng.int(1, 3 * TICK), { kind: 'block' });
   }
 
   /** Runs the fault phase and the final phase; throws SimFailure on the first violation. */
@@ -481,6 +502,8 @@ export class World {
         return this.jumpClock();
       case 'lease':
         return this.leaseStep();
+      case 'block':
+        return this.blockStep();
       case 'retry':
         return this.submit(ev.op);
       case 'restart':
@@ -894,6 +917,7 @@ export class World {
         this.stats.slots++;
         this.checkNewlyChosen(entry);
         this.checkAppliedOnce(entry, results.slice(r, r + entry.batch.length));
+        if (this.opts.blocks === true) this.noteBlocks(node, entry);
       } else if (known.fp !== fp || known.index !== entry.index) {
         throw new SimFailure(
           `agreement violated at slot ${entry.slot}: ${node.id} applies index ${entry.index} [${readable(entry.batch)}], another replica applied index ${known.index} [${readable(known.batch)}]`,
@@ -903,7 +927,8 @@ export class World {
       for (const cmd of entry.batch) {
         const result = results[r++];
         if (cmd.kind !== 'app' || result === undefined) continue;
-        if (result.kind === 'invalid') throw new SimFailure(`${node.id}: a client command applied as invalid: ${result.message}`);
+        // (The block actor's level command is refused when membership changed since it read it.)
+        if (result.kind === 'invalid' && decodeAppCommand(cmd.data)?.op.t !== 'cluster_level') throw new SimFailure(`${node.id}: a client command applied as invalid: ${result.message}`);
       }
     }
     const applied = node.state!.applied();
@@ -1647,6 +1672,103 @@ export class World {
   }
 
   /**
+   * The block actor (issue 15): asks for apply level 2 until the cluster is there, then
+   * proposes block commands through any live node, with reads as that node has applied them
+   * (stale reads are common): one-shot commits, pends of 1 to 3 s of log time, commits and
+   * cancels of its pends, and action ids used again. Answers are not checked one by one: the
+   * state checks (every replica's blocks, pends and holds alike at every snapshot point) and
+   * checkBlocks (each node's history from its floor on, against the journal) are what it is for.
+   */
+  private blockStep(): void {
+    const r = this.blockRng;
+    const live = [...this.nodes.values()].filter((n) => n.alive && !n.removed && n.driver !== null);
+    if (this.clientsOn) this.schedule(r.int(1, 6) * TICK, { kind: 'block' });
+    if (live.length === 0) return;
+    const node = r.chance(0.7) ? (this.leaderNode() ?? r.pick(live)) : r.pick(live);
+    const state = node.state!;
+    let op: AppCommand['op'];
+    if (state.applyLevel() < 2) {
+      if (this.now - this.levelAskedAt < 20 * TICK) return;
+      this.levelAskedAt = this.now;
+      const c = node.replica.latestConfig;
+      op = { t: 'cluster_level', level: 2, members: [...c.voters, ...c.learners].sort() };
+    } else {
+      const ids = [...new Set(Array.from({ length: r.int(1, 3) }, () => `B${r.int(0, 5)}`))];
+      const transform: { inserts?: Record<string, unknown>; updates?: Record<string, unknown[]>; deletes?: string[] } = {};
+      for (const id of ids) {
+        const body = state.block(id)?.body ?? null;
+        if (body === null) (transform.inserts ??= {})[id] = { n: r.int(0, 9), list: [] };
+        else if (r.chance(0.1)) (transform.deletes ??= []).push(id);
+        else {
+          const len = Array.isArray(body.list) ? body.list.length : 0;
+          (transform.updates ??= {})[id] = [r.chance(0.5) ? { op: 'set', field: 'n', value: r.int(0, 99) } : { op: 'splice', field: 'list', index: r.int(0, len + (r.chance(0.1) ? 1 : 0)), deleteCount: r.int(0, 1), insert: [r.int(0, 9)] }];
+        }
+      }
+      const touched = [...ids.filter((id) => (state.block(id)?.revision ?? 0) > 0), ...(r.chance(0.3) ? [`B${r.int(0, 5)}`] : [])];
+      const reads = [...new Set(touched)].map((id) => ({ id, revision: state.block(id)?.revision ?? 0 }));
+      const json = canonicalize(transform) as string;
+      const roll = r.float();
+      const actionId = `a${this.blockSeq + 1}`;
+      if (roll < 0.45) op = { t: 'block_commit', actionId, reads, transform: json };
+      else if (roll < 0.7) op = { t: 'block_pend', actionId, reads, transform: json, ttlMs: r.int(1, 3) * 1000 };
+      else if (roll < 0.85 && this.blockPends.length > 0) op = { t: 'block_commit', actionId: r.pick(this.blockPends) };
+      else if (roll < 0.95 && this.blockPends.length > 0) op = { t: 'block_cancel', actionId: r.pick(this.blockPends) };
+      else op = { t: 'block_commit', actionId: `a${r.int(1, Math.max(1, this.blockSeq))}`, reads, transform: json };
+    }
+    const driver = node.driver!;
+    const proposal = `block:${++this.blockSeq}`;
+    const data = encodeAppCommand({ op, time: driver.logNow(), proposal });
+    this.proposed.set(proposal, data);
+    driver.propose({ kind: 'app', data }, (o) => {
+      if (o.ok && o.result.kind === 'block_pended' && !this.blockPends.includes(o.result.actionId)) {
+        this.blockPends.push(o.result.actionId);
+        if (this.blockPends.length > 16) this.blockPends.shift();
+      }
+    });
+  }
+
+  /** Replays the block changes of a newly chosen entry from the journal of the replica that
+   *  applied it first. */
+  private noteBlocks(node: SimNode, entry: Entry): void {
+    const state = node.state!;
+    for (const e of state.effects(entry.index - 1, entry.index + entry.batch.length - 1, entry.batch.length)) {
+      for (const c of e.changes) {
+        if (c.type !== 'block') continue;
+        const states = this.blockModel.get(c.id) ?? [];
+        const before = states.at(-1)?.body ?? null;
+        const out = applyTransform((id) => (id === c.id && before !== null ? before : undefined), parseTransform(JSON.parse(c.transform))).get(c.id);
+        states.push({ revision: e.index, body: out === undefined ? before : out === null ? null : decodeBody(out) });
+        this.stats.blockRevisions++;
+        this.blockModel.set(c.id, states);
+      }
+    }
+  }
+
+  /** Every live member's blocks, now and at indexes from its history's floor on, are the
+   *  journal's (noteBlocks); below the floor a block not changed since answers too. */
+  private checkBlocks(members: readonly NodeId[]): void {
+    const r = new Rng(this.opts.seed ^ 0x3c6ef372);
+    for (const id of members) {
+      const n = this.nodes.get(id);
+      if (n === undefined || !n.alive) continue;
+      const state = n.state!;
+      const floor = state.journalFloor();
+      const applied = state.applied().point.index;
+      for (const [block, states] of this.blockModel) {
+        const at = (i: number): { revision: number; body: Body | null } => [...states].reverse().find((s) => s.revision <= i) ?? { revision: 0, body: null };
+        const now = state.block(block) ?? { revision: 0, body: null };
+        if (!isDeepStrictEqual(now, at(applied))) throw new SimFailure(`${id}: block ${block} is ${JSON.stringify(now)}, the journal says ${JSON.stringify(at(applied))}`);
+        for (let k = 0; k < 20; k++) {
+          const i = k === 0 ? floor : k === 1 ? applied : r.int(floor, applied);
+          const got = state.blockAt(block, i);
+          if (got === 'unavailable' || !isDeepStrictEqual(got, at(i))) throw new SimFailure(`${id}: block ${block} at ${i} (history from ${floor}) is ${JSON.stringify(got)}, the journal says ${JSON.stringify(at(i))}`);
+        }
+      }
+      this.stats.blockChecks++;
+    }
+  }
+
+  /**
    * No lease expires early by the simulation's real time: one a replica finds gone was last
    * renewed (granted or kept alive) by a command first applied (anywhere) at least its TTL
    * ago, less a step a clock jump (issue 14: log time must not run ahead of real time; stacked steps of several
@@ -1835,6 +1957,7 @@ export class World {
     for (let i = 0; i < 200 * TICK && staying().length > 0; i++) this.step();
     const left = staying();
     if (left.length > 0) throw new SimFailure(`removed members ${left.map((n) => n.id).join(', ')} were never told they may leave (${leader.id} leads)`);
+    if (this.opts.blocks === true) this.checkBlocks(members);
     for (const n of this.nodes.values()) if (n.alive) this.stats.leaderChanges += n.replica.stats.leaderTerms - n.leaderTermsBefore;
     this.checkHistory();
   }
@@ -1876,7 +1999,7 @@ export class World {
 }
 
 export function emptyStats(): SimStats {
-  return { leaderChanges: 0, crashes: 0, crashesBeforeCommit: 0, stateCommitsLost: 0, stateCommitsFailed: 0, partitions: 0, oneWayLinks: 0, blockSyncs: 0, rangesRefused: 0, rogueRanges: 0, rangesPinned: 0, snapshotRestores: 0, retries: 0, clockJumps: 0, leaseGrants: 0, leaseDeletes: 0, leaseEdges: 0, leaseExpiries: 0, leaseEarlyMaxMs: -Infinity, leaseEarlyFromApplyMaxMs: -Infinity, diskFailures: 0, quickRestarts: 0, longStalls: 0, membershipChanges: 0, departures: 0, readds: 0, transfers: 0, compactions: 0, rangesLearned: 0, garbage: 0, pauses: 0, acked: 0, unknown: 0, reads: 0, slots: 0 };
+  return { leaderChanges: 0, crashes: 0, crashesBeforeCommit: 0, stateCommitsLost: 0, stateCommitsFailed: 0, partitions: 0, oneWayLinks: 0, blockSyncs: 0, rangesRefused: 0, rogueRanges: 0, rangesPinned: 0, snapshotRestores: 0, retries: 0, clockJumps: 0, leaseGrants: 0, leaseDeletes: 0, leaseEdges: 0, leaseExpiries: 0, leaseEarlyMaxMs: -Infinity, leaseEarlyFromApplyMaxMs: -Infinity, blockChecks: 0, blockRevisions: 0, diskFailures: 0, quickRestarts: 0, longStalls: 0, membershipChanges: 0, departures: 0, readds: 0, transfers: 0, compactions: 0, rangesLearned: 0, garbage: 0, pauses: 0, acked: 0, unknown: 0, reads: 0, slots: 0 };
 }
 
 /** Runs one seed. A failure carries the seed; with `trace`, the events that led to it. */
