@@ -110,6 +110,8 @@ export interface WatchOptions {
   readonly key?: string;
   readonly prefix?: string;
   readonly blocks?: readonly string[];
+  /** A key whose provider records to follow (`type: 'provider'`). */
+  readonly providers?: string;
   /** The last index already seen: changes after it come. Default: a linearizable read index. */
   readonly after?: number;
   /** False: puts come without their values. */
@@ -120,9 +122,13 @@ export interface WatchOptions {
 }
 
 export interface WatchChange {
-  readonly type: 'put' | 'delete' | 'block';
-  /** Puts and deletes. */
+  readonly type: 'put' | 'delete' | 'block' | 'provider';
+  /** Puts, deletes and providers. */
   readonly key: string;
+  /** Providers: put or delete, whose record, and its addresses (puts). */
+  readonly op?: 'put' | 'delete';
+  readonly provider?: string;
+  readonly addrs?: readonly string[];
   /** Blocks: the id and its part of the action's transform (`revision` is the index). */
   readonly id?: string;
   readonly transform?: BlockTransform;
@@ -143,8 +149,11 @@ export interface WatchEvent {
 }
 
 interface WireChange {
-  readonly type: 'put' | 'delete' | 'block';
+  readonly type: 'put' | 'delete' | 'block' | 'provider';
   readonly key?: string;
+  readonly op?: 'put' | 'delete';
+  readonly provider?: string;
+  readonly addrs?: string[];
   readonly id?: string;
   readonly transform?: BlockTransform;
   readonly value?: string;
@@ -155,6 +164,9 @@ interface WireChange {
 
 function fromWire(c: WireChange): WatchChange {
   if (c.type === 'block') return { type: 'block', key: '', id: c.id!, revision: c.revision!, transform: c.transform! };
+  if (c.type === 'provider') {
+    return { type: 'provider', key: c.key!, op: c.op!, provider: c.provider!, ...(c.addrs ? { addrs: c.addrs } : {}), ...(c.lease ? { lease: c.lease } : {}), ...(c.revision ? { revision: c.revision } : {}), ...(c.cause ? { cause: c.cause } : {}) };
+  }
   return {
     type: c.type,
     key: c.key!,
@@ -374,6 +386,31 @@ export class PangeaClient {
     return new Election(this, name);
   }
 
+  // --- providers (API contract, "Providers") ---------------------------------------------
+
+  /** Records that `provider` holds `key`, reachable at `addrs`, for as long as `lease` lives.
+   *  At most 20 providers a key (`limit_reached`). */
+  async putProvider(key: string, p: { provider: string; addrs?: readonly string[]; lease: string }, opts: CallOptions = {}): Promise<{ index: number }> {
+    const body = JSON.stringify({ provider: p.provider, addrs: p.addrs ?? [], lease: p.lease });
+    return this.json(await this.request({ method: 'PUT', path: `/v1/providers/${encodeKey(key)}`, body, headers: { 'content-type': 'application/json' }, retry: 'idempotent', signal: opts.signal }));
+  }
+
+  /** Who provides `key`. */
+  async providers(key: string, opts: { consistency?: Consistency } & CallOptions = {}): Promise<{ items: { provider: string; addrs: string[]; lease: string; revision: number }[]; index: number }> {
+    const q = opts.consistency ? `?consistency=${opts.consistency}` : '';
+    return this.json(await this.request({ method: 'GET', path: `/v1/providers/${encodeKey(key)}${q}`, retry: 'idempotent', signal: opts.signal }));
+  }
+
+  /** What `provider` provides, by key (continue with `after` = the last key while `more`). */
+  async provided(provider: string, opts: { after?: string; limit?: number } & CallOptions = {}): Promise<{ items: { key: string; addrs: string[]; lease: string; revision: number }[]; more: boolean; index: number }> {
+    const q = [`provider=${encodeURIComponent(provider)}`, ...(opts.after === undefined ? [] : [`after=${encodeKey(opts.after)}`]), ...(opts.limit === undefined ? [] : [`limit=${opts.limit}`])];
+    return this.json(await this.request({ method: 'GET', path: `/v1/providers?${q.join('&')}`, retry: 'idempotent', signal: opts.signal }));
+  }
+
+  async deleteProvider(key: string, provider: string, opts: CallOptions = {}): Promise<{ index: number; deleted: boolean }> {
+    return this.json(await this.request({ method: 'DELETE', path: `/v1/providers/${encodeKey(key)}/${encodeURIComponent(provider)}`, retry: 'idempotent', signal: opts.signal }));
+  }
+
   // --- blocks (API contract, "Blocks") ---------------------------------------------------
 
   /** Block `id` now, or as of index `at`; null when absent (`revision`: 0, or a tombstone's). */
@@ -490,8 +527,9 @@ export class PangeaClient {
    * ```
    */
   async *watch(opts: WatchOptions): AsyncGenerator<WatchEvent> {
-    if ([opts.key, opts.prefix, opts.blocks].filter((x) => x !== undefined).length !== 1) throw new PangeaError(0, 'bad_request', 'watch: give exactly one of key, prefix and blocks');
-    const selector = opts.key !== undefined ? `key=${percentEncode(toBytes(opts.key))}` : opts.prefix !== undefined ? `prefix=${percentEncode(toBytes(opts.prefix))}` : `blocks=${opts.blocks!.map(encodeURIComponent).join(',')}`;
+    if ([opts.key, opts.prefix, opts.blocks, opts.providers].filter((x) => x !== undefined).length !== 1) throw new PangeaError(0, 'bad_request', 'watch: give exactly one of key, prefix, blocks and providers');
+    const selector = opts.key !== undefined ? `key=${percentEncode(toBytes(opts.key))}` : opts.prefix !== undefined ? `prefix=${percentEncode(toBytes(opts.prefix))}`
+      : opts.blocks !== undefined ? `blocks=${opts.blocks.map(encodeURIComponent).join(',')}` : `providers=${percentEncode(toBytes(opts.providers!))}`;
     const query = `${selector}&encoding=base64${opts.values === false ? '&values=false' : ''}${opts.progressS !== undefined ? `&progress=${opts.progressS}` : ''}`;
     let after = opts.after ?? null;
     let failures = 0;

@@ -17,10 +17,10 @@ import type { LogStore } from './log/log-store.js';
 import type { Transport } from './net/transport.js';
 import { MembershipError, ServiceError, type ClusterView, type Consistency, type KeptAlive, type KvService } from './net/service.js';
 import { JournalWindow, type WatchSource } from './net/watch.js';
-import { APPLY_LEVEL_DEFAULT, decodeAppCommand, encodeAppCommand, opLevel, type ApplyResult, type ArchiveSettings, type BlockCmd, type ClusterSettings, type KvOp, type LeaseOp, type RequestId, type SettingsOp } from './state/command.js';
+import { APPLY_LEVEL_DEFAULT, decodeAppCommand, encodeAppCommand, opLevel, type ApplyResult, type ArchiveSettings, type BlockCmd, type ClusterSettings, type ProviderCmd, type KvOp, type LeaseOp, type RequestId, type SettingsOp } from './state/command.js';
 import { LeaseKeeper } from './leases.js';
 import type { SegmentBound } from './state/segments.js';
-import type { BlockReader, KeyValue, LeaseRecord, MemberRecord, StateStore } from './state/state-store.js';
+import type { BlockReader, KeyValue, LeaseRecord, MemberRecord, ProviderReader, StateStore } from './state/state-store.js';
 import type { StateSnapshot } from './state/snapshot.js';
 import { Packr } from 'msgpackr';
 import { Metrics } from './metrics.js';
@@ -370,7 +370,7 @@ export class PangeaNode implements KvService {
     }
   }
 
-  write(op: KvOp | SettingsOp | LeaseOp | BlockCmd, requestId?: RequestId): Promise<ApplyResult> {
+  write(op: KvOp | SettingsOp | LeaseOp | BlockCmd | ProviderCmd, requestId?: RequestId): Promise<ApplyResult> {
     const refused = bypassesAdmission(op) ? null : this.admission();
     if (refused !== null) return Promise.reject(new ServiceError('unavailable', refused));
     // Apply would answer it `invalid` (the level only rises): refused before it is proposed.
@@ -426,6 +426,10 @@ export class PangeaNode implements KvService {
   }
 
   blocks(): BlockReader {
+    return this.state;
+  }
+
+  providers(): ProviderReader {
     return this.state;
   }
 

@@ -46,7 +46,7 @@ export interface RecipeClient {
     },
     opts?: CallOptions,
   ): Promise<{ results: readonly object[] }>;
-  watch(opts: { key?: string; prefix?: string; after: number; values?: boolean; signal?: AbortSignal }): AsyncGenerator<{ index: number; changes: readonly { type: 'put' | 'delete' | 'block'; key: string; value?: Uint8Array }[] }>;
+  watch(opts: { key?: string; prefix?: string; after: number; values?: boolean; signal?: AbortSignal }): AsyncGenerator<{ index: number; changes: readonly { type: 'put' | 'delete' | 'block' | 'provider'; key: string; value?: Uint8Array }[] }>;
 }
 
 /** An error of a recipe, shaped as client.ts's PangeaError (`status` 0, a `code`). */

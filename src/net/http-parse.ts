@@ -163,6 +163,8 @@ export interface WatchQuery {
   readonly prefix: Uint8Array | null;
   /** Block ids (API contract, "Blocks"), up to WATCH_BLOCKS_MAX. */
   readonly blocks: readonly string[] | null;
+  /** A key whose provider records the stream follows (API contract, "Providers"). */
+  readonly providers: Uint8Array | null;
   /** Exclusive start; null: from a linearizable read index. */
   readonly after: number | null;
   readonly values: boolean;
@@ -183,7 +185,9 @@ export function parseWatchQuery(query: string, lastEventId: string | undefined):
   const keyRaw = q.get('key');
   const prefixRaw = q.get('prefix');
   const blocksRaw = q.get('blocks');
-  if ([keyRaw, prefixRaw, blocksRaw].filter((x) => x !== undefined).length !== 1) throw badRequest('a watch takes exactly one of key, prefix and blocks');
+  const providersRaw = q.get('providers');
+  if ([keyRaw, prefixRaw, blocksRaw, providersRaw].filter((x) => x !== undefined).length !== 1) throw badRequest('a watch takes exactly one of key, prefix, blocks and providers');
+  const providers = providersRaw === undefined ? null : checkKeyBytes(percentDecode(providersRaw, 'providers'), 'providers');
   let blocks: string[] | null = null;
   if (blocksRaw !== undefined) {
     blocks = [...new Set(blocksRaw.split(','))];
@@ -212,7 +216,7 @@ export function parseWatchQuery(query: string, lastEventId: string | undefined):
     if (!/^[1-9][0-9]{0,3}$/.test(progressRaw) || Number(progressRaw) > watchProgressSecondsMax) throw badRequest(`progress must be whole seconds from 1 to ${watchProgressSecondsMax}`);
     progressMs = Number(progressRaw) * 1000;
   }
-  return { key, prefix, blocks, after, values: valuesRaw !== 'false', encoding: parseEncoding(q.get('encoding')), progressMs };
+  return { key, prefix, blocks, providers, after, values: valuesRaw !== 'false', encoding: parseEncoding(q.get('encoding')), progressMs };
 }
 
 /** A lease id: its grant's index, in decimal (a string in JSON, as etcd's gateway sends). */

@@ -15,8 +15,9 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { isUtf8 } from 'node:buffer';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
-import type { ApplyResult, BlockCmd, KvOp, LeaseOp, RequestId } from '../state/command.js';
+import type { ApplyResult, BlockCmd, KvOp, LeaseOp, ProviderCmd, RequestId } from '../state/command.js';
 import { BlockHttp } from './http-blocks.js';
+import { ProviderHttp } from './http-providers.js';
 import type { LeaseRecord } from '../state/state-store.js';
 import { snapshotFileBytes } from '../state/snapshot-file.js';
 import { MembershipError, ServiceError, type Consistency, type KvService } from './service.js';
@@ -149,6 +150,23 @@ export class HttpApi {
     write: (op) => this.write(op, undefined),
     read: (consistency) => this.read(consistency),
     send: sendJson,
+  });
+  private readonly providerHttp = new ProviderHttp<Ctx>({
+    providers: () => {
+      const s = this.service;
+      if (s.providers === undefined) throw new HttpError(404, 'not_found', 'this node serves no provider records');
+      return s.providers();
+    },
+    applied: () => this.service.watchSource().applied(),
+    readJson: async (ctx) => {
+      requireJson(ctx.req);
+      return parseJsonObject(await this.readBody(ctx, this.maxRequestBytes, `request over ${this.maxRequestBytes} bytes`));
+    },
+    readNothing: async (ctx) => void (await this.readBody(ctx, this.maxRequestBytes, `request over ${this.maxRequestBytes} bytes`)),
+    write: (op) => this.write(op, undefined),
+    read: (consistency) => this.read(consistency),
+    send: sendJson,
+    refused: (ctx, r) => this.sendApplyError(ctx, r) as never,
   });
 
   /** `service` may be a getter, for a node built after its API is bound (its address is the node's). */
@@ -339,6 +357,8 @@ export class HttpApi {
     const query = q < 0 ? '' : url.slice(q + 1);
     if (mode === 'client') {
       if (path.startsWith('/v1/blocks/')) return this.blockHttp.route(ctx, method, path.slice('/v1/blocks/'.length), query);
+      if (path === '/v1/providers') return this.providerHttp.route(ctx, method, null, query);
+      if (path.startsWith('/v1/providers/')) return this.providerHttp.route(ctx, method, path.slice('/v1/providers/'.length), query);
       if (path.startsWith('/v1/kv/')) {
         allow(method, ['GET', 'PUT', 'DELETE']);
         const key = parsePathKey(path.slice('/v1/kv/'.length));
@@ -703,7 +723,7 @@ export class HttpApi {
     return this.deadline(this.service.readBarrier(consistency), false);
   }
 
-  private write(op: KvOp | LeaseOp | BlockCmd, rid: { client: string; seq: number } | undefined): Promise<ApplyResult> {
+  private write(op: KvOp | LeaseOp | BlockCmd | ProviderCmd, rid: { client: string; seq: number } | undefined): Promise<ApplyResult> {
     const requestId: RequestId | undefined = rid === undefined || !isKvOp(op) ? undefined : { client: rid.client, seq: rid.seq, digest: opDigest(op) };
     return this.deadline(this.service.write(op, requestId), true);
   }
@@ -820,7 +840,7 @@ export function createHttpApi(service: KvService | (() => KvService), opts: Http
   return new HttpApi(service, opts);
 }
 
-function isKvOp(op: KvOp | LeaseOp | BlockCmd): op is KvOp {
+function isKvOp(op: KvOp | LeaseOp | BlockCmd | ProviderCmd): op is KvOp {
   return op.t === 'put' || op.t === 'delete' || op.t === 'txn';
 }
 
@@ -894,9 +914,10 @@ function routeOf(url: string): string {
   if (path.startsWith('/v1/cluster/members/')) return '/v1/cluster/members/{peerId}';
   if (path === '/v1/leases/keepalive') return path;
   if (path.startsWith('/v1/leases/')) return path.endsWith('/keepalive') ? '/v1/leases/{id}/keepalive' : '/v1/leases/{id}';
+  if (path.startsWith('/v1/providers/')) return '/v1/providers/{key}';
   if (path.startsWith('/v1/blocks/')) {
     const rest = path.slice('/v1/blocks/'.length);
     return ['get', 'pend', 'commit', 'cancel'].includes(rest) ? path : rest.endsWith('/revisions') ? '/v1/blocks/{id}/revisions' : '/v1/blocks/{id}';
   }
-  return ['/v1/kv', '/v1/txn', '/v1/watch', '/v1/cluster', '/v1/cluster/members', '/v1/cluster/snapshot', '/v1/cluster/leader', '/v1/cluster/level', '/v1/leases', '/healthz', '/readyz', '/metrics'].includes(path) ? path : 'other';
+  return ['/v1/kv', '/v1/txn', '/v1/watch', '/v1/cluster', '/v1/cluster/members', '/v1/cluster/snapshot', '/v1/cluster/leader', '/v1/cluster/level', '/v1/leases', '/v1/providers', '/healthz', '/readyz', '/metrics'].includes(path) ? path : 'other';
 }

@@ -39,6 +39,8 @@ export interface WatchSpec {
   readonly key: Uint8Array | null;
   readonly prefix: Uint8Array | null;
   readonly blocks?: readonly string[] | null;
+  /** A key whose provider records (API contract, "Providers") the stream follows. */
+  readonly providers?: Uint8Array | null;
   /** The last index already seen (exclusive start). */
   readonly after: number;
   readonly values: boolean;
@@ -152,7 +154,11 @@ export class JournalWindow {
 
 function rowBytes(row: Effects): number {
   let n = 64;
-  for (const c of row.changes) n += c.type === 'block' ? 48 + c.id.length + c.transform.length : 48 + c.key.byteLength + (c.type === 'put' ? c.value.byteLength : 0);
+  for (const c of row.changes) {
+    if (c.type === 'block') n += 48 + c.id.length + c.transform.length;
+    else if (c.type === 'provider') n += 96 + c.key.byteLength + c.provider.length + (c.addrs?.reduce((a, x) => a + x.length, 0) ?? 0);
+    else n += 48 + c.key.byteLength + (c.type === 'put' ? c.value.byteLength : 0);
+  }
   return n;
 }
 
@@ -224,7 +230,8 @@ export class WatchStream {
     private readonly timing: WatchTiming = WATCH_TIMING,
   ) {
     this.sent = spec.after;
-    const sel = spec.key !== null ? `k${Buffer.from(spec.key).toString('hex')}` : spec.prefix !== null ? `p${Buffer.from(spec.prefix).toString('hex')}` : `b${spec.blocks!.join(',')}`;
+    const sel = spec.key !== null ? `k${Buffer.from(spec.key).toString('hex')}` : spec.prefix !== null ? `p${Buffer.from(spec.prefix).toString('hex')}`
+      : spec.blocks ? `b${spec.blocks.join(',')}` : `v${Buffer.from(spec.providers!).toString('hex')}`;
     this.blockIds = spec.blocks ? new Set(spec.blocks) : null;
     this.kind = `${sel} ${spec.values ? spec.encoding : '-'}`;
   }
@@ -349,7 +356,8 @@ export class WatchStream {
 
   private matches(c: Change): boolean {
     if (c.type === 'block') return this.blockIds?.has(c.id) ?? false;
-    if (this.blockIds !== null) return false;
+    if (c.type === 'provider') return this.spec.providers != null && Buffer.compare(c.key, this.spec.providers) === 0;
+    if (this.blockIds !== null || this.spec.providers != null) return false;
     const key = c.key;
     const { key: k, prefix } = this.spec;
     if (k !== null) return Buffer.compare(key, k) === 0;
@@ -360,6 +368,10 @@ export class WatchStream {
   private changeEvent(index: number, changes: readonly Change[]): string {
     const out = changes.map((c) => {
       if (c.type === 'block') return { type: 'block', id: c.id, revision: index, transform: JSON.parse(c.transform) as unknown };
+      if (c.type === 'provider') {
+        const pk = Buffer.from(c.key.buffer, c.key.byteOffset, c.key.byteLength).toString('utf8');
+        return c.cause === undefined ? { type: 'provider', op: 'put', key: pk, provider: c.provider, addrs: c.addrs, lease: String(c.lease), revision: index } : { type: 'provider', op: 'delete', key: pk, provider: c.provider, cause: c.cause };
+      }
       const key = Buffer.from(c.key.buffer, c.key.byteOffset, c.key.byteLength).toString('utf8');
       if (c.type === 'delete') return { type: 'delete', key, cause: c.cause };
       const lease = c.lease === undefined ? {} : { lease: String(c.lease) };

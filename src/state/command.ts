@@ -65,6 +65,21 @@ export interface BlockReadCmd {
   readonly revision: number;
 }
 
+/**
+ * Provider records (API contract, "Providers"; applied in state/providers.ts): who holds
+ * what, each on a lease, so a provider that stops renewing disappears with it.
+ */
+export type ProviderCmd =
+  | { readonly t: 'provider_put'; readonly key: Uint8Array; readonly provider: string; readonly addrs: readonly string[]; readonly lease: number }
+  | { readonly t: 'provider_delete'; readonly key: Uint8Array; readonly provider: string };
+
+/** Providers one key may have (Kademlia's k), addresses one record may list, and the
+ *  bytes of a provider's name and of an address. */
+export const PROVIDERS_PER_KEY_MAX = 20;
+export const PROVIDER_ADDRS_MAX = 8;
+export const PROVIDER_BYTES_MAX = 256;
+export const PROVIDER_ADDR_BYTES_MAX = 1024;
+
 /** How long a pend holds its blocks, in log time (API contract: default 30 s, at most 300). */
 export const PEND_TTL_MS_DEFAULT = 30_000;
 export const PEND_TTL_MS_MAX = 300_000;
@@ -154,11 +169,11 @@ export const APPLY_LEVEL_MAX = 2;
 /** The level an op came in at: no node proposes it below that level, and apply answers it
  *  `invalid` there, as a build that does not know it would. Level 2 added blocks. */
 export function opLevel(op: AppCommand['op']): number {
-  return op.t === 'block_pend' || op.t === 'block_commit' || op.t === 'block_cancel' ? 2 : 1;
+  return op.t === 'block_pend' || op.t === 'block_commit' || op.t === 'block_cancel' || op.t === 'provider_put' || op.t === 'provider_delete' ? 2 : 1;
 }
 
 export interface AppCommand {
-  readonly op: KvOp | SettingsOp | LeaseOp | BlockCmd;
+  readonly op: KvOp | SettingsOp | LeaseOp | BlockCmd | ProviderCmd;
   readonly requestId?: RequestId;
   /** The proposer's reading of log time, in milliseconds (node.ts: the applied log time
    *  plus the monotonic time elapsed since). Apply moves log time toward it by at most
@@ -205,7 +220,10 @@ export type ApplyResult =
   | { readonly kind: 'action_not_found'; readonly index: number; readonly actionId: string }
   /** The actionId was committed before, at `committed`. */
   | { readonly kind: 'action_reused'; readonly index: number; readonly actionId: string; readonly committed: number }
-  | { readonly kind: 'invalid_operation'; readonly index: number; readonly message: string };
+  | { readonly kind: 'invalid_operation'; readonly index: number; readonly message: string }
+  /** A provider record written (`revision`: this index), or deleted (`deleted`: it existed). */
+  | { readonly kind: 'provider_put'; readonly index: number; readonly revision: number }
+  | { readonly kind: 'provider_deleted'; readonly index: number; readonly deleted: boolean };
 
 const packr = new Packr({ useRecords: false, moreTypes: false, mapsAsObjects: true, int64AsType: 'number' });
 
@@ -355,6 +373,13 @@ function isBlockCmd(v: unknown): v is BlockCmd {
   }
 }
 
+function isProviderCmd(v: unknown): v is ProviderCmd {
+  if (!isObj(v) || !isBytes(v.key) || typeof v.provider !== 'string') return false;
+  if (v.t === 'provider_delete') return only(v, 't', 'key', 'provider');
+  return v.t === 'provider_put' && Array.isArray(v.addrs) && v.addrs.length <= PROVIDER_ADDRS_MAX && v.addrs.every((a) => typeof a === 'string') && isId(v.lease) &&
+    only(v, 't', 'key', 'provider', 'addrs', 'lease');
+}
+
 function isSettingsOp(v: unknown): v is SettingsOp {
   const int = (x: unknown): boolean => typeof x === 'number' && Number.isSafeInteger(x);
   if (isObj(v) && v.t === 'cluster_level') {
@@ -375,7 +400,7 @@ function isSettingsOp(v: unknown): v is SettingsOp {
 const APP_COMMAND_KEYS = new Set(['op', 'requestId', 'time', 'proposal']);
 
 function isAppCommand(v: unknown): v is AppCommand {
-  if (!isObj(v) || !(isKvOp(v.op) || isSettingsOp(v.op) || isLeaseOp(v.op) || isBlockCmd(v.op)) || typeof v.time !== 'number' || typeof v.proposal !== 'string') return false;
+  if (!isObj(v) || !(isKvOp(v.op) || isSettingsOp(v.op) || isLeaseOp(v.op) || isBlockCmd(v.op) || isProviderCmd(v.op)) || typeof v.time !== 'number' || typeof v.proposal !== 'string') return false;
   // No other keys (a peer's command with 65,536 of them overflowed the map16 count when the
   // leader stamped it: fourth review).
   for (const k in v) if (!APP_COMMAND_KEYS.has(k)) return false;

@@ -20,7 +20,19 @@ export type Change =
   | { readonly type: 'delete'; readonly key: Uint8Array; readonly cause: DeleteCause }
   /** A block changed (block-apply.ts): `transform` is its part of the action's transform,
    *  canonical JSON (`{"inserts":{id:body}}`, `{"updates":{id:[ops]}}` or `{"deletes":[id]}`). */
-  | BlockChange;
+  | BlockChange
+  | ProviderChange;
+
+/** A provider record written (`addrs`, `lease`) or deleted (`cause`: a delete command, or its
+ *  lease's end). */
+export interface ProviderChange {
+  readonly type: 'provider';
+  readonly key: Uint8Array;
+  readonly provider: string;
+  readonly addrs?: readonly string[];
+  readonly lease?: number;
+  readonly cause?: 'delete' | 'lease';
+}
 
 export interface BlockChange {
   readonly type: 'block';
@@ -29,7 +41,7 @@ export interface BlockChange {
 }
 
 /** The key/value changes (puts and deletes), as opposed to blocks'. */
-export type KeyChange = Exclude<Change, BlockChange>;
+export type KeyChange = Exclude<Change, BlockChange | ProviderChange>;
 
 /** One journal row as stored: its index and the encoded changes (the archive's unit,
  *  archive/effects-object.ts). */
@@ -53,18 +65,23 @@ export interface Effects {
 const CAUSES: readonly DeleteCause[] = ['delete', 'txn', 'lease'];
 
 /** Stored as a msgpack list of `[0, key, value]` or `[0, key, value, lease]` (put),
- *  `[1, key, cause]` (delete) and `[2, id, transform]` (block). */
+ *  `[1, key, cause]` (delete), `[2, id, transform]` (block), `[3, key, provider, addrs,
+ *  lease]` (a provider record written) and `[4, key, provider, cause]` (deleted). */
 export function encodeChanges(changes: readonly Change[]): Uint8Array {
   return pack(changes.map((c) => {
     if (c.type === 'block') return [2, c.id, c.transform];
+    if (c.type === 'provider') return c.cause === undefined ? [3, c.key, c.provider, c.addrs ?? [], c.lease ?? 0] : [4, c.key, c.provider, c.cause === 'lease' ? 1 : 0];
     return c.type === 'put' ? (c.lease === undefined ? [0, c.key, c.value] : [0, c.key, c.value, c.lease]) : [1, c.key, CAUSES.indexOf(c.cause)];
   }));
 }
 
 export function decodeChanges(stored: Uint8Array): Change[] {
-  const rows = unpack(stored) as [number, Uint8Array | string, Uint8Array | number | string, number?][];
-  return rows.map(([t, key, x, lease]): Change => {
+  const rows = unpack(stored) as [number, Uint8Array | string, Uint8Array | number | string, unknown?, number?][];
+  return rows.map(([t, key, x, y, z]): Change => {
+    const lease = y as number | undefined;
     if (t === 2) return { type: 'block', id: key as string, transform: x as string };
+    if (t === 3) return { type: 'provider', key: key as Uint8Array, provider: x as string, addrs: y as string[], lease: z! };
+    if (t === 4) return { type: 'provider', key: key as Uint8Array, provider: x as string, cause: y === 1 ? 'lease' : 'delete' };
     if (t === 0) return lease === undefined ? { type: 'put', key: key as Uint8Array, value: x as Uint8Array } : { type: 'put', key: key as Uint8Array, value: x as Uint8Array, lease };
     return { type: 'delete', key: key as Uint8Array, cause: CAUSES[x as number] ?? 'delete' };
   });

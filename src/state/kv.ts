@@ -37,6 +37,7 @@ import type { ConfigRecord, KeyValue, LeaseRecord, MemberRecord, StateStore } fr
 import { StateSnapshot, restoreSnapshot, type SnapshotHeader } from './snapshot.js';
 import { applyBlockCmd, blockAt, blockMissing, blockRevisions, expireActions, pruneBlockHistory, readBlock, type BlockRevision, type BlockState } from './block-apply.js';
 import type { BlockCmd } from './command.js';
+import { applyProviderCmd, dropLeaseProviders, providedBy, providersOf, type ProviderApplyContext, type ProviderRecord } from './providers.js';
 
 export { KEY_BYTES_MAX } from './command.js';
 /** Request-id client ids are 1 to 64 characters (API contract). */
@@ -426,6 +427,14 @@ export class LmdbStateStore implements StateStore {
     return this.current.leases ?? 0;
   }
 
+  providers(key: Uint8Array): ProviderRecord[] {
+    return providersOf(this.t, key);
+  }
+
+  provided(provider: string, after: Uint8Array | null, limit: number): { items: ProviderRecord[]; more: boolean } {
+    return providedBy(this.t, provider, after, limit);
+  }
+
   block(id: string): BlockState | undefined {
     const b = readBlock(this.t, id);
     return b === undefined ? undefined : blockAt(this.t, id, b.revision, 0) as BlockState;
@@ -649,6 +658,7 @@ class ApplyBatch {
     }
     this.expireLeases();
     if (this.nextActionExpiry <= this.maxTime) this.nextActionExpiry = expireActions(this.t, this.maxTime);
+    if (cmd.op.t === 'provider_put' || cmd.op.t === 'provider_delete') return applyProviderCmd(this.providerContext(index), cmd.op);
     if (isBlockCmd(cmd.op)) {
       const r = applyBlockCmd({ t: this.t, now: this.maxTime, index, changes: this.changes }, cmd.op);
       if (r.kind === 'block_pended') this.nextActionExpiry = Math.min(this.nextActionExpiry, r.expiresAt);
@@ -914,15 +924,37 @@ class ApplyBatch {
       this.changes.push({ type: 'delete', key, cause: 'lease' });
     }
     this.leasedKeys -= keys.length;
-    if (keys.length === budget) {
+    // Then its provider records (providers.ts), in the same budget.
+    const n = keys.length + dropLeaseProviders(this.providerContext(0), lease.id, budget - keys.length);
+    if (n === budget) {
       // Perhaps more left: the lease goes once a command finds fewer keys than it may delete.
-      this.putLease({ ...lease, keys: lease.keys - keys.length });
-      return keys.length;
+      this.putLease({ ...lease, keys: lease.keys - n });
+      return n;
     }
     this.t.remove('leases', prefix);
     this.t.remove('leaseExpiry', u64Key(lease.row, prefix));
     this.leaseCount--;
-    return keys.length;
+    return n;
+  }
+
+  /** What provider records need from this apply (providers.ts). */
+  private providerContext(index: number): ProviderApplyContext {
+    return {
+      t: this.t,
+      index,
+      changes: this.changes,
+      leaseRoom: (id) => {
+        const lease = liveLease(this.t, id, this.maxTime);
+        return lease === undefined ? null : LEASE_KEYS_MAX - lease.keys;
+      },
+      onLease: (id, delta) => {
+        const stored = this.t.get('leases', u64Key(id));
+        if (stored !== undefined) {
+          const lease = decodeLease(id, stored);
+          this.putLease({ ...lease, keys: lease.keys + delta });
+        }
+      },
+    };
   }
 
   /**
@@ -1011,7 +1043,7 @@ function checkCommand(cmd: AppCommand): string | null {
   if (!Number.isFinite(cmd.time) || cmd.time < 0 || !Number.isSafeInteger(Math.floor(cmd.time))) return 'bad time';
   const keys: Uint8Array[] = [];
   const op = cmd.op;
-  if (op.t === 'archive_settings' || op.t === 'cluster_settings' || op.t === 'cluster_level' || isLeaseOp(op) || isBlockCmd(op)) return null;
+  if (op.t === 'archive_settings' || op.t === 'cluster_settings' || op.t === 'cluster_level' || isLeaseOp(op) || isBlockCmd(op) || op.t === 'provider_put' || op.t === 'provider_delete') return null;
   if (op.t === 'txn') {
     for (const c of op.compare) keys.push(c.key);
     for (const o of [...op.success, ...op.failure]) keys.push(o.key);

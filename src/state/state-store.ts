@@ -7,6 +7,7 @@ import type { ApplyResult, ArchiveSettings } from './command.js';
 import type { Effects } from './effects.js';
 import type { SegmentBound } from './segments.js';
 import type { BlockRevision, BlockState } from './block-apply.js';
+import type { ProviderRecord } from './providers.js';
 import type { StateSnapshot } from './snapshot.js';
 
 export interface KeyValue {
@@ -54,7 +55,14 @@ export interface BlockReader {
   blockMissing(id: string, expected: number, current: number): { items: BlockRevision[]; more: boolean };
 }
 
-export interface StateStore extends BlockReader {
+/** Provider records as of the applied index (providers.ts). */
+export interface ProviderReader {
+  providers(key: Uint8Array): ProviderRecord[];
+  /** What `provider` provides, by key after `after`, at most `limit`. */
+  provided(provider: string, after: Uint8Array | null, limit: number): { items: ProviderRecord[]; more: boolean };
+}
+
+export interface StateStore extends BlockReader, ProviderReader {
   /** The last applied point (configurations included) and the hash chain value there. */
   applied(): { point: LogPoint; chain: Uint8Array };
   /**

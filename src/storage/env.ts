@@ -28,6 +28,9 @@
 | `sm.block_holds`| block id (ASCII)             | the id of the pending action holding it | state |
 | `sm.block_log`  | block id + 0x00 + u64 revision | msgpack history row: action, this block's part of the transform, a full body every 32 revisions (local: pruned with the hot log, not in snapshots) | state |
 | `sm.block_revs` | u64 revision + block id      | empty: the history in revision order, for pruning | state |
+| `sm.providers`  | u16 key length + key + provider | msgpack [revision, addrs, lease] (state/providers.ts) | state |
+| `sm.provided`   | u16 provider length + provider + key | empty: what each provider provides | state |
+| `sm.lease_providers` | u64 lease id + u16 key length + key + provider | empty: the provider records on a lease | state |
  *
  * Durability: lmdb-js commits asynchronous writes on its writer thread and, with
  * `overlappingSync` (on by default outside Windows), flushes to disk after the commit.
@@ -73,6 +76,9 @@ export interface StoreEnv {
   readonly blockHolds: BytesDb;
   readonly blockLog: BytesDb;
   readonly blockRevs: BytesDb;
+  readonly providers: BytesDb;
+  readonly provided: BytesDb;
+  readonly leaseProviders: BytesDb;
 }
 
 export function openEnv(dir: string): StoreEnv {
@@ -105,6 +111,9 @@ export function openEnv(dir: string): StoreEnv {
     blockHolds: bytes('sm.block_holds'),
     blockLog: bytes('sm.block_log'),
     blockRevs: bytes('sm.block_revs'),
+    providers: bytes('sm.providers'),
+    provided: bytes('sm.provided'),
+    leaseProviders: bytes('sm.lease_providers'),
   };
 }
 

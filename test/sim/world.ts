@@ -1944,10 +1944,17 @@ export class World {
     // removed while it was down, whose peers can serve its next slot neither from memory nor
     // from their hot logs, must catch up through block sync, whose ranges no leader vouches
     // for to a stranger (seeds 6117, 101115): it runs on, never ready, until the operator
-    // stops it. A known gap, left for block sync.)
+    // stops it. A known gap, left for block sync.) Its peers are those it can catch up from:
+    // the voters of its own configuration for its next slot (Replica.onCommitReply) and the
+    // leader it follows, not the leader's members (seed 50978: a learner added since held the
+    // slot in memory, but the removed node never asks a node its configuration does not name).
+    // Only a node behind the leader: one caught up has a next slot no one holds yet, and must
+    // leave (without this, every caught-up removed node passed: a replica that never left
+    // passed seeds 1 to 200).
     const prunedPast = (n: SimNode): boolean =>
-      members.every((id) => {
-        const m = this.nodes.get(id);
+      n.replica.commit.slot < leader.replica.commit.slot &&
+      [...n.replica.config.voters, n.replica.currentLeader].every((id) => {
+        const m = id === null || id === n.id ? undefined : this.nodes.get(id);
         const next = n.replica.commit.slot + 1;
         return m === undefined || !m.alive || m.replica.compactedPoint.slot >= next || m.replica.chosenAt(next) === undefined;
       });

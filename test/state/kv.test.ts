@@ -458,7 +458,7 @@ test('the effects journal: what each index changed, in order; nothing for no-ops
   h.one(put('c', '3'), rid); // 6: a retry, answered from its session
   h.one(del('b')); // 7
   const rows = (after: number, through = 100, limit = 100) =>
-    h.state.effects(after, through, limit).map((e) => [e.index, e.changes.map((c) => (c.type === 'put' ? `put ${Buffer.from(c.key)}=${Buffer.from(c.value)}` : c.type === 'delete' ? `delete ${Buffer.from(c.key)} (${c.cause})` : `block ${c.id}`))]);
+    h.state.effects(after, through, limit).map((e) => [e.index, e.changes.map((c) => (c.type === 'put' ? `put ${Buffer.from(c.key)}=${Buffer.from(c.value)}` : c.type === 'delete' ? `delete ${Buffer.from(c.key)} (${c.cause})` : c.type))]);
   assert.deepEqual(rows(0), [
     [1, ['put a=1']],
     [4, ['put b=2', 'delete a (txn)']],

@@ -1,5 +1,5 @@
 /**
- * Blocks (API.md "Blocks") over HTTP against a real 3-node cluster, every request through a
+ * Blocks and providers (API.md "Blocks", "Providers") over HTTP. Blocks against a real 3-node cluster, every request through a
  * follower: insert, read (now, at an index, in a batch), history, two commits on one read
  * (one wins, the other's 409 carries the winner's transform and its rebase commits), a
  * write-skew pair, pend against pend until the first's TTL of cluster time passes, cancel,
@@ -234,4 +234,56 @@ test('bad inputs: each the contract\'s error, and nothing changes', async () => 
   // Apply-time refusals (422) take an index; nothing else was written.
   const now = (await clusterView(follower.info.http)).appliedIndex;
   assert.ok(now - index <= 4, `only the 422s reached the log (${now - index} indexes)`);
+});
+
+test('providers: put, get, list by provider, the 21st refused, delete, watch, and a provider that stops renewing is gone within TTL + 1.5 s', async () => {
+  const lease = (await ok('POST', '/v1/leases', { ttl: 30 })).id as string;
+  const put = (key: string, provider: string, l = lease, addrs = ['/ip4/127.0.0.1/tcp/4001']): Promise<{ status: number; json: Json }> => call('PUT', `/v1/providers/${key}`, { provider, addrs, lease: l });
+  const from = (await clusterView(follower.info.http)).appliedIndex;
+  const ctl = new AbortController();
+  const res = await fetch(`${follower.info.http}/v1/watch?providers=cid%2F1&after=${from}`, { signal: ctl.signal });
+  for (let i = 0; i < 20; i++) assert.equal((await put('cid%2F1', `peer${i}`)).status, 200);
+  const over = await put('cid%2F1', 'peer20');
+  assert.deepEqual([over.status, (over.json.error as Json).code], [409, 'limit_reached']);
+  const got = await ok('GET', '/v1/providers/cid%2F1');
+  assert.equal((got.items as Json[]).length, 20);
+  assert.deepEqual((got.items as Json[])[0], { provider: 'peer0', addrs: ['/ip4/127.0.0.1/tcp/4001'], lease, revision: (got.items as Json[])[0]!.revision });
+  await ok('PUT', '/v1/providers/cid%2F2', { provider: 'peer0', addrs: [], lease });
+  const provided = await ok('GET', '/v1/providers?provider=peer0');
+  assert.deepEqual((provided.items as Json[]).map((i) => i.key), ['cid/1', 'cid/2']);
+  const del = await ok('DELETE', '/v1/providers/cid%2F1/peer5');
+  assert.equal(del.deleted, true);
+  assert.equal((await ok('DELETE', '/v1/providers/cid%2F1/peer5')).deleted, false);
+  assert.equal((await put('cid%2F1', 'peer20')).status, 200, 'room again after a delete');
+  const seen: Json[] = [];
+  for await (const ev of readEvents(res.body!)) {
+    if (ev.event !== 'change') continue;
+    seen.push(...((JSON.parse(ev.data) as Json).changes as Json[]));
+    if (seen.length === 22) break;
+  }
+  ctl.abort();
+  assert.deepEqual(seen[0], { type: 'provider', op: 'put', key: 'cid/1', provider: 'peer0', addrs: ['/ip4/127.0.0.1/tcp/4001'], lease, revision: seen[0]!.revision });
+  assert.deepEqual(seen[20], { type: 'provider', op: 'delete', key: 'cid/1', provider: 'peer5', cause: 'delete' });
+  assert.equal(seen[21]!.provider, 'peer20');
+
+  // Bad inputs: no lease, an unknown one, a bad address, a name with "/".
+  for (const [body, status] of [
+    [{ provider: 'x', addrs: [] }, 400],
+    [{ provider: 'x', addrs: [], lease: '999999999' }, 404],
+    [{ provider: 'x', addrs: ['not a multiaddr'], lease }, 400],
+    [{ provider: 'a/b', addrs: [], lease }, 400],
+  ] as const) assert.equal((await call('PUT', '/v1/providers/cid%2F3', body)).status, status, JSON.stringify(body));
+  assert.deepEqual((await ok('GET', '/v1/providers/cid%2F3')).items, []);
+
+  // A provider that stops renewing: gone with its lease, within TTL + 1.5 s.
+  const short = await ok('POST', '/v1/leases', { ttl: 2 });
+  const granted = Date.now();
+  await ok('PUT', '/v1/providers/cid%2F4', { provider: 'mortal', addrs: [], lease: short.id });
+  let gone = 0;
+  while (gone === 0) {
+    if (((await ok('GET', '/v1/providers/cid%2F4')).items as Json[]).length === 0) gone = Date.now() - granted;
+    else await new Promise((r) => setTimeout(r, 50));
+    assert.ok(Date.now() - granted < 10_000, 'the record outlived its lease by far');
+  }
+  assert.ok(gone >= 1_900 && gone <= 3_500 + 500, `the record went ${gone} ms after its 2 s lease was granted (TTL + 1.5 s, and the poll)`);
 });
