@@ -10,4 +10,5 @@ test('simulation with blocks: seeds 2001 to 2080 keep every replica\'s blocks an
   console.log(`block seeds 2001-2080: ${JSON.stringify(totals)}`);
   assert.ok(totals.blockChecks >= 240, `checkBlocks ran for ${totals.blockChecks} members`);
   assert.ok(totals.blockRevisions >= 20 * 80, `only ${totals.blockRevisions} block revisions in 80 seeds`);
+  assert.ok(totals.providerPuts >= 80, `only ${totals.providerPuts} provider records written in 80 seeds`);
 });

@@ -145,6 +145,8 @@ export interface SimStats {
    *  seeds). */
   blockChecks: number;
   blockRevisions: number;
+  /** Provider records written (block actor seeds). */
+  providerPuts: number;
   garbage: number;
   pauses: number;
   acked: number;
@@ -1692,6 +1694,14 @@ export class World {
       this.levelAskedAt = this.now;
       const c = node.replica.latestConfig;
       op = { t: 'cluster_level', level: 2, members: [...c.voters, ...c.learners].sort() };
+    } else if (r.chance(0.2)) {
+      // Provider records on the lease actor's leases (or its own), so that lease expiry and
+      // revoke take records too, in the budget of keys a command deletes.
+      const key = encoder.encode(`P/${r.int(0, 3)}`);
+      const lease = this.leaseIds.length > 0 && r.chance(0.8) ? r.pick(this.leaseIds) : null;
+      if (lease === null) op = { t: 'lease_grant', ttlMs: r.int(2, 4) * 1000 };
+      else if (r.chance(0.8)) op = { t: 'provider_put', key, provider: `p${r.int(0, 24)}`, addrs: [`/ip4/10.0.0.${r.int(1, 9)}/tcp/4001`], lease };
+      else op = { t: 'provider_delete', key, provider: `p${r.int(0, 24)}` };
     } else {
       const ids = [...new Set(Array.from({ length: r.int(1, 3) }, () => `B${r.int(0, 5)}`))];
       const transform: { inserts?: Record<string, unknown>; updates?: Record<string, unknown[]>; deletes?: string[] } = {};
@@ -1720,6 +1730,8 @@ export class World {
     const data = encodeAppCommand({ op, time: driver.logNow(), proposal });
     this.proposed.set(proposal, data);
     driver.propose({ kind: 'app', data }, (o) => {
+      if (o.ok && o.result.kind === 'lease_granted' && !this.leaseIds.includes(o.result.id)) this.leaseIds.push(o.result.id);
+      if (o.ok && o.result.kind === 'provider_put') this.stats.providerPuts++;
       if (o.ok && o.result.kind === 'block_pended' && !this.blockPends.includes(o.result.actionId)) {
         this.blockPends.push(o.result.actionId);
         if (this.blockPends.length > 16) this.blockPends.shift();
@@ -2006,7 +2018,7 @@ export class World {
 }
 
 export function emptyStats(): SimStats {
-  return { leaderChanges: 0, crashes: 0, crashesBeforeCommit: 0, stateCommitsLost: 0, stateCommitsFailed: 0, partitions: 0, oneWayLinks: 0, blockSyncs: 0, rangesRefused: 0, rogueRanges: 0, rangesPinned: 0, snapshotRestores: 0, retries: 0, clockJumps: 0, leaseGrants: 0, leaseDeletes: 0, leaseEdges: 0, leaseExpiries: 0, leaseEarlyMaxMs: -Infinity, leaseEarlyFromApplyMaxMs: -Infinity, blockChecks: 0, blockRevisions: 0, diskFailures: 0, quickRestarts: 0, longStalls: 0, membershipChanges: 0, departures: 0, readds: 0, transfers: 0, compactions: 0, rangesLearned: 0, garbage: 0, pauses: 0, acked: 0, unknown: 0, reads: 0, slots: 0 };
+  return { leaderChanges: 0, crashes: 0, crashesBeforeCommit: 0, stateCommitsLost: 0, stateCommitsFailed: 0, partitions: 0, oneWayLinks: 0, blockSyncs: 0, rangesRefused: 0, rogueRanges: 0, rangesPinned: 0, snapshotRestores: 0, retries: 0, clockJumps: 0, leaseGrants: 0, leaseDeletes: 0, leaseEdges: 0, leaseExpiries: 0, leaseEarlyMaxMs: -Infinity, leaseEarlyFromApplyMaxMs: -Infinity, blockChecks: 0, blockRevisions: 0, providerPuts: 0, diskFailures: 0, quickRestarts: 0, longStalls: 0, membershipChanges: 0, departures: 0, readds: 0, transfers: 0, compactions: 0, rangesLearned: 0, garbage: 0, pauses: 0, acked: 0, unknown: 0, reads: 0, slots: 0 };
 }
 
 /** Runs one seed. A failure carries the seed; with `trace`, the events that led to it. */
