@@ -29,13 +29,17 @@ import canonicalize from 'canonicalize';
 import { pack, readU64, u64Key, unpack } from '../storage/env.js';
 import { ACTION_BLOCKS_MAX, LEASE_GRACE_MS, PEND_TTL_MS_MAX, type ApplyResult, type BlockCmd } from './command.js';
 import type { Change } from './effects.js';
-import { BlockError, applyTransform, canonicalBody, checkActionId, decodeBody, parseReads, parseTransform, touchedBlocks, type Body, type BlockRead, type Transform } from './blocks.js';
+import { BlockError, applyTransform, canonicalBody, checkActionId, decodeBody, parseReads, parseTransform, replayPart, touchedBlocks, type Body, type BlockRead, type Transform } from './blocks.js';
 import type { StateTables } from './staged.js';
 
 /** A body is copied whole into a block's history once every this many revisions. */
 export const HISTORY_FULL_EVERY = 32;
 /** Pending actions let go in one command at most; the rest go with the next ones. */
 export const ACTION_EXPIRIES_MAX = 1_000;
+/** Bytes of stored bodies one action may change in all (each block is at most 1 MiB):
+ *  decoding them costs apply time and heap on every replica (review: one small command
+ *  updating 24 blocks of 1 MiB ran a 400 MB heap out). */
+export const ACTION_BODY_BYTES_MAX = 8 * 1024 * 1024;
 /** Missing transforms a conflict carries per block at most (API contract). */
 export const CONFLICT_MISSING_MAX = 16;
 /** History rows a conflict's missing transforms are looked for in at most, per block. */
@@ -97,11 +101,29 @@ export interface BlockApplyContext {
 
 const idBytes = (id: string): Uint8Array => utf8.encode(id);
 
+/** A block as `sm.blocks` holds it: u64 revision, u32 revisions so far, a byte (1: a
+ *  tombstone), then the canonical body. Not msgpack: its revision is read without decoding a
+ *  body of up to 1 MiB (review: a stale-read check unpacked every body it named). */
+export function encodeBlock(revision: number, body: Uint8Array | null, n: number): Uint8Array {
+  const out = new Uint8Array(13 + (body?.byteLength ?? 0));
+  out.set(u64Key(revision));
+  new DataView(out.buffer).setUint32(8, n);
+  out[12] = body === null ? 1 : 0;
+  if (body !== null) out.set(body, 13);
+  return out;
+}
+
 export function readBlock(t: StateTables, id: string): StoredBlock | undefined {
   const v = t.get('blocks', idBytes(id));
   if (v === undefined) return undefined;
-  const [revision, body, n] = unpack(v) as [number, Uint8Array | null, number];
-  return { revision, body, n };
+  const n = new DataView(v.buffer, v.byteOffset, v.byteLength).getUint32(8);
+  return { revision: readU64(v), body: v[12] === 1 ? null : v.subarray(13), n };
+}
+
+/** A block's revision and stored body size, without its body. */
+export function blockHead(t: StateTables, id: string): { revision: number; bytes: number } {
+  const v = t.get('blocks', idBytes(id));
+  return v === undefined ? { revision: 0, bytes: 0 } : { revision: readU64(v), bytes: v.byteLength - 13 };
 }
 
 function readAction(t: StateTables, actionId: string): StoredAction | undefined {
@@ -185,9 +207,11 @@ export function applyBlockCmd(ctx: BlockApplyContext, op: BlockCmd): ApplyResult
     for (const id of blocks) {
       const holder = t.get('blockHolds', idBytes(id));
       if (holder === undefined) continue;
-      const actionId = fromUtf8.decode(holder);
-      const held = live(ctx, actionId);
-      if (held?.s === 'p') pending.push({ id, actionId, expiresAt: held.expiresAt });
+      // The hold names its action and when it lets go: the action itself (its reads and
+      // transform, up to megabytes) is read only to drop it (review: 5 s a command).
+      const [actionId, expiresAt] = unpack(holder) as [string, number];
+      if (expiresAt > ctx.now) pending.push({ id, actionId, expiresAt });
+      else live(ctx, actionId);
     }
     if (pending.length > 0) return { kind: 'block_pending', index, pending };
     const decided = decide(ctx, reads, transform);
@@ -198,7 +222,8 @@ export function applyBlockCmd(ctx: BlockApplyContext, op: BlockCmd): ApplyResult
     const stored: PendingAction = { s: 'p', blocks, reads, transform: op.transform!, expiresAt };
     t.put('actions', idBytes(op.actionId), pack(stored));
     t.put('actionExpiry', u64Key(expiresAt, idBytes(op.actionId)), EMPTY);
-    for (const id of blocks) t.put('blockHolds', idBytes(id), idBytes(op.actionId));
+    const hold = pack([op.actionId, expiresAt]);
+    for (const id of blocks) t.put('blockHolds', idBytes(id), hold);
     return { kind: 'block_pended', index, actionId: op.actionId, expiresAt };
   } catch (e) {
     if (!(e instanceof BlockError)) throw e;
@@ -226,10 +251,15 @@ function sameReads(a: readonly { id: string; revision: number }[], b: readonly B
 function decide(ctx: BlockApplyContext, reads: readonly BlockRead[], transform: Transform): { refused: ApplyResult } | { changed: Map<string, Uint8Array | null> } {
   const conflicts: { id: string; expected: number; current: number }[] = [];
   for (const r of reads) {
-    const current = readBlock(ctx.t, r.id)?.revision ?? 0;
+    const current = blockHead(ctx.t, r.id).revision;
     if (current !== r.revision) conflicts.push({ id: r.id, expected: r.revision, current });
   }
   if (conflicts.length > 0) return { refused: { kind: 'block_conflict', index: ctx.index, conflicts } };
+  let bytes = 0;
+  for (const id of touchedBlocks(transform)) bytes += blockHead(ctx.t, id).bytes;
+  if (bytes > ACTION_BODY_BYTES_MAX) {
+    return { refused: { kind: 'invalid_operation', index: ctx.index, message: `the action changes blocks of ${bytes} bytes in all; at most ${ACTION_BODY_BYTES_MAX}` } };
+  }
   try {
     return { changed: applyTransform((id) => bodyOf(readBlock(ctx.t, id)), transform, true) };
   } catch (e) {
@@ -259,7 +289,7 @@ function commit(ctx: BlockApplyContext, actionId: string, _json: string, transfo
     const part = partOf(transform, id);
     const full = bytes === null ? { x: true as const } : n % HISTORY_FULL_EVERY === 0 ? { f: bytes } : {};
     putHistory(t, id, index, { a: actionId, t: part, ...full, ...(old === undefined ? {} : { p: old.revision }) });
-    t.put('blocks', idBytes(id), pack([index, bytes, n]));
+    t.put('blocks', idBytes(id), encodeBlock(index, bytes, n));
     ctx.changes.push({ type: 'block', id, transform: part });
     revisions[id] = index;
   }
@@ -315,8 +345,7 @@ function stateOfRow(id: string, r: HistoryRow): Body | null | undefined {
   if (r.t === undefined) return undefined;
   const part = transformOf(r.t);
   if (!Object.hasOwn(part.inserts, id)) return undefined;
-  const out = applyTransform(() => undefined, part).get(id);
-  return out == null ? null : decodeBody(out);
+  return replayPart(null, part, id);
 }
 
 /** The body after a history row, rebuilt from the rows before it when it has no copy (at
@@ -339,12 +368,10 @@ function stateAt(t: StateTables, id: string, row: HistoryRow): Body | null | und
     chain.push(r);
     prev = r.p;
   }
+  // The base is this call's own copy: every revision after it applies in place.
   for (let i = chain.length - 1; i >= 0; i--) {
     const r = chain[i]!;
-    if (r.t === undefined) continue;
-    const before = body;
-    const out = applyTransform((x) => (x === id && before !== null ? before : undefined), transformOf(r.t), true).get(id);
-    if (out !== undefined) body = out === null ? null : decodeBody(out);
+    if (r.t !== undefined) body = replayPart(body, transformOf(r.t), id);
   }
   return body;
 }

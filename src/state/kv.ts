@@ -35,7 +35,7 @@ import { StagedState, directTables, type StateTables } from './staged.js';
 import { SEGMENT_ENTRIES_DEFAULT, SLOT_OVERHEAD_BYTES, endsSegment, type OpenSegment, type SegmentBound } from './segments.js';
 import type { ConfigRecord, KeyValue, LeaseRecord, MemberRecord, StateStore } from './state-store.js';
 import { StateSnapshot, restoreSnapshot, type SnapshotHeader } from './snapshot.js';
-import { applyBlockCmd, blockAt, blockMissing, blockRevisions, expireActions, pruneBlockHistory, readBlock, type BlockRevision, type BlockState } from './block-apply.js';
+import { applyBlockCmd, blockAt, blockHead, blockMissing, blockRevisions, expireActions, pruneBlockHistory, readBlock, type BlockRevision, type BlockState } from './block-apply.js';
 import type { BlockCmd } from './command.js';
 import { applyProviderCmd, dropLeaseProviders, providedBy, providersOf, type ProviderApplyContext, type ProviderRecord } from './providers.js';
 
@@ -440,6 +440,10 @@ export class LmdbStateStore implements StateStore {
     return b === undefined ? undefined : blockAt(this.t, id, b.revision, 0) as BlockState;
   }
 
+  blockBytes(id: string): number {
+    return blockHead(this.t, id).bytes;
+  }
+
   blockAt(id: string, at: number): BlockState | 'unavailable' {
     return blockAt(this.t, id, at, this.journalFrom);
   }
@@ -639,6 +643,9 @@ class ApplyBatch {
     // log time fractional, which no expiry row can key. Refused from level 2 on (review of
     // the blocks apply); below, as before.
     if (this.level >= 2 && !Number.isSafeInteger(cmd.time)) return { kind: 'invalid', index, message: 'time must be whole milliseconds' };
+    // And a fractional log time a level-1 command left is rounded up once, here (review:
+    // carried into level 2, it made a pend's expiry row throw).
+    if (this.level >= 2 && !Number.isSafeInteger(this.maxTime)) this.maxTime = Math.ceil(this.maxTime);
     const op = cmd.op;
     if (op.t === 'cluster_level') {
       // The members that said they apply the level must be the members here: one added

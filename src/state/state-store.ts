@@ -47,6 +47,8 @@ export interface ConfigRecord {
 export interface BlockReader {
   /** Undefined: never made; a tombstone has `body` null. */
   block(id: string): BlockState | undefined;
+  /** The bytes of its body as stored now (0: absent), read without decoding it. */
+  blockBytes(id: string): number;
   blockAt(id: string, at: number): BlockState | 'unavailable';
   /** `complete`: false when `after` is below the history's floor (revisions there are not
    *  listed). */

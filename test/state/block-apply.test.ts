@@ -278,3 +278,24 @@ test('review of the blocks apply: a conflict below the history floor says its mi
   assert.equal(h.state.blockMissing('x', rev - 1, rev).more, false);
   assert.equal(h.state.blockRevisions('x', 0, 100).complete, false);
 });
+
+test('second review of the blocks apply: an action changing more than 8 MiB of bodies is refused before any is decoded; a fractional log time from level 1 is rounded at level 2', () => {
+  const h = level2();
+  const big = { s: 'x'.repeat(1_000_000) };
+  const ids = Array.from({ length: 9 }, (_, i) => `big${i}`);
+  const revs: { id: string; revision: number }[] = [];
+  for (const id of ids) revs.push({ id, revision: commit(h, `i-${id}`, [], { inserts: { [id]: big } }).index });
+  const r = commit(h, 'all', revs, { updates: Object.fromEntries(ids.map((id) => [id, [{ op: 'set', field: 'n', value: 1 }]])) });
+  assert.equal(r.kind, 'invalid_operation');
+  assert.match((r as { message: string }).message, /at most 8388608/);
+  assert.equal(commit(h, 'some', revs.slice(0, 7), { updates: Object.fromEntries(ids.slice(0, 7).map((id) => [id, [{ op: 'set', field: 'n', value: 1 }]])) }).kind, 'block_committed');
+
+  const h1 = new Harness();
+  h1.time = 1_000;
+  h1.one({ t: 'put', key: new TextEncoder().encode('a'), value: new Uint8Array(0) });
+  h1.state.apply([h1.entry([h1.cmd({ t: 'put', key: new TextEncoder().encode('a'), value: new Uint8Array(0) }, undefined, 1_000.5)])]);
+  assert.equal(h1.one({ t: 'cluster_level', level: 2, members: ['a'] }).kind, 'level');
+  const pend = h1.one({ t: 'block_pend', actionId: 'p', reads: [], transform: tf({ inserts: { z: {} } }), ttlMs: 2_000 });
+  assert.equal(pend.kind, 'block_pended');
+  assert.ok(Number.isSafeInteger((pend as { expiresAt: number }).expiresAt));
+});
