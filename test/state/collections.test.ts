@@ -1,0 +1,83 @@
+/**
+ * The collections judge (src/state/collections.ts): definitions, schema validation through
+ * Ajv 2020-12 with RE2 for patterns, primary keys, index values and their ordered keys.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import fc from 'fast-check';
+import { CollectionError, checkRecord, indexValue, orderedKey, parseDefinition, pkOf } from '../../src/state/collections.js';
+
+const users = {
+  kind: 'table',
+  schema: { type: 'object', properties: { id: { type: 'string' }, age: { type: 'integer', minimum: 0 }, email: { type: 'string', format: 'email' }, tag: { type: 'string', pattern: '^[a-z]+$' } }, required: ['id'] },
+  primaryKey: { field: 'id', type: 'string' },
+  indexes: [{ name: 'by_age', field: 'age', type: 'integer' }, { name: 'by_email', field: 'email', type: 'string', unique: true }],
+};
+
+function code(f: () => unknown): string {
+  try {
+    f();
+  } catch (e) {
+    if (e instanceof CollectionError) return e.code;
+    throw e;
+  }
+  return 'ok';
+}
+
+test('a definition is checked whole: kind, schema (compiled), primary key, up to 8 indexes', () => {
+  const def = parseDefinition(users);
+  assert.deepEqual(def.indexes.map((i) => [i.name, i.unique]), [['by_age', false], ['by_email', true]]);
+  for (const bad of [
+    { ...users, kind: 'heap' },
+    { ...users, schema: { $ref: 'https://example.com/s.json' } },
+    { ...users, schema: { type: 'object', properties: { a: { $ref: 'http://x/y' } } } },
+    { ...users, schema: { type: 'strng' } },
+    { ...users, schema: { type: 'string', pattern: '(a)\\1' } }, // a backreference: RE2 has none
+    { ...users, schema: { type: 'string', pattern: '(?=a)' } }, // lookahead
+    { ...users, primaryKey: { field: 'id', type: 'number' } },
+    { ...users, primaryKey: { field: '__proto__', type: 'string' } },
+    { ...users, indexes: Array.from({ length: 9 }, (_, i) => ({ name: `i${i}`, field: 'age', type: 'integer' })) },
+    { ...users, indexes: [{ name: 'a', field: 'age', type: 'integer' }, { name: 'a', field: 'id', type: 'string' }] },
+    { ...users, extra: 1 },
+    { ...users, kind: 'diary', primaryKey: { field: 'id', type: 'string' } },
+    { ...users, schema: { type: 'object', description: 'x'.repeat(70_000) } },
+  ]) assert.equal(code(() => parseDefinition(bad)), 'bad_request', JSON.stringify(bad).slice(0, 120));
+});
+
+test('records: valid ones pass; the schema\'s refusals say where, at most 10; a catastrophic pattern cannot stall', () => {
+  const def = parseDefinition(users);
+  assert.equal(pkOf(def, checkRecord(def, { id: 'u1', age: 30, email: 'a@b.example', tag: 'abc' })), 'u1');
+  try {
+    checkRecord(def, { id: 'u2', age: -1, email: 'nope', tag: 'ABC' });
+    assert.fail('refused');
+  } catch (e) {
+    assert.ok(e instanceof CollectionError && e.code === 'schema_violation');
+    assert.deepEqual(e.errors.map((x) => [x.path, x.keyword]).sort(), [['/age', 'minimum'], ['/email', 'format'], ['/tag', 'pattern']]);
+  }
+  const many = parseDefinition({ kind: 'table', schema: { type: 'object', additionalProperties: { type: 'integer' } }, primaryKey: { field: 'id', type: 'integer' } });
+  try {
+    checkRecord(many, Object.fromEntries(Array.from({ length: 30 }, (_, i) => [`f${i}`, 'x'])));
+    assert.fail('refused');
+  } catch (e) {
+    assert.equal((e as CollectionError).errors.length, 10);
+  }
+  const evil = parseDefinition({ kind: 'table', schema: { type: 'object', properties: { s: { type: 'string', pattern: '^(a+)+$' } } }, primaryKey: { field: 'id', type: 'integer' } });
+  const started = performance.now();
+  assert.equal(code(() => checkRecord(evil, { id: 1, s: `${'a'.repeat(50_000)}!` })), 'schema_violation');
+  assert.ok(performance.now() - started < 2_000, `the pattern took ${performance.now() - started} ms on 50 KB`);
+  for (const bad of [null, [], 'x', { id: 1, __proto__x: 1, constructor: 2 }]) assert.notEqual(code(() => checkRecord(many, bad)), 'ok');
+});
+
+test('index values: missing or null is not indexed; a wrong type is invalid_operation; ordered keys sort as the values', () => {
+  const def = parseDefinition(users);
+  const [byAge, byEmail] = def.indexes as [typeof def.indexes[0], typeof def.indexes[0]];
+  assert.equal(indexValue(byAge, { id: 'a' }), null);
+  assert.equal(indexValue(byAge, { id: 'a', age: null }), null);
+  assert.equal(indexValue(byAge, { id: 'a', age: 5 }), 5);
+  assert.equal(code(() => indexValue(byAge, { id: 'a', age: 5.5 })), 'invalid_operation');
+  assert.equal(code(() => indexValue(byEmail, { id: 'a', email: 3 })), 'invalid_operation');
+  const cmp = (a: Uint8Array, b: Uint8Array): number => Buffer.compare(a, b);
+  fc.assert(fc.property(fc.double({ noNaN: true, noDefaultInfinity: false }), fc.double({ noNaN: true }), (a, b) => Math.sign(cmp(orderedKey(a), orderedKey(b))) === Math.sign(a === b || (a === 0 && b === 0) ? 0 : a < b ? -1 : 1)), { numRuns: 2_000 });
+  fc.assert(fc.property(fc.string({ unit: 'binary' }), fc.string({ unit: 'binary' }), (a, b) => Math.sign(cmp(orderedKey(a), orderedKey(b))) === Math.sign(Buffer.compare(Buffer.from(a), Buffer.from(b)))), { numRuns: 2_000 });
+  assert.ok(cmp(orderedKey(false), orderedKey(true)) < 0 && cmp(orderedKey(true), orderedKey(-1e300)) < 0 && cmp(orderedKey(1e300), orderedKey('')) < 0);
+});
