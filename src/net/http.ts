@@ -136,36 +136,34 @@ export class HttpApi {
   private watchColdPagesClosed = 0;
   /** Watches refused because `watchesMax` were open. */
   watchesRefused = 0;
+  /** What the data models' endpoints (http-blocks.ts, http-providers.ts) share of this API. */
+  private readonly modelDeps = {
+    applied: () => this.service.watchSource().applied(),
+    readJson: async (ctx: Ctx) => {
+      requireJson(ctx.req);
+      return parseJsonObject(await this.readBody(ctx, this.maxRequestBytes, `request over ${this.maxRequestBytes} bytes`));
+    },
+    read: (consistency: Consistency) => this.read(consistency),
+    send: sendJson,
+  };
   private readonly blockHttp = new BlockHttp<Ctx>({
+    ...this.modelDeps,
     blocks: () => {
       const s = this.service;
       if (s.blocks === undefined) throw new HttpError(404, 'not_found', 'this node serves no blocks');
       return s.blocks();
     },
-    applied: () => this.service.watchSource().applied(),
-    readJson: async (ctx) => {
-      requireJson(ctx.req);
-      return parseJsonObject(await this.readBody(ctx, this.maxRequestBytes, `request over ${this.maxRequestBytes} bytes`));
-    },
     write: (op) => this.write(op, undefined),
-    read: (consistency) => this.read(consistency),
-    send: sendJson,
   });
   private readonly providerHttp = new ProviderHttp<Ctx>({
+    ...this.modelDeps,
     providers: () => {
       const s = this.service;
       if (s.providers === undefined) throw new HttpError(404, 'not_found', 'this node serves no provider records');
       return s.providers();
     },
-    applied: () => this.service.watchSource().applied(),
-    readJson: async (ctx) => {
-      requireJson(ctx.req);
-      return parseJsonObject(await this.readBody(ctx, this.maxRequestBytes, `request over ${this.maxRequestBytes} bytes`));
-    },
     readNothing: async (ctx) => void (await this.readBody(ctx, this.maxRequestBytes, `request over ${this.maxRequestBytes} bytes`)),
     write: (op) => this.write(op, undefined),
-    read: (consistency) => this.read(consistency),
-    send: sendJson,
     refused: (ctx, r) => this.sendApplyError(ctx, r) as never,
   });
 
