@@ -178,13 +178,24 @@ test('a 3-node cluster archives to file://; a new cluster restored from it at a 
   // One writer, so the log's order is the order of the answers (the leader may change: the
   // answer's index says where each write went).
   const byIndex = new Map<number, Op>();
+  // A block changed every tenth write too (blocks are state like keys: issue 15).
+  const blockAt = new Map<number, number>();
+  let blockRev = 0;
   for (let k = 0; k < 200; k++) {
     const op = randomOp(k);
     const index = await send(n1.info.http, op);
     assert.ok(index !== null, `write ${k} not acknowledged`);
     byIndex.set(index, op);
+    if (k % 10 === 5) {
+      const transform = blockRev === 0 ? { inserts: { doc: { n: k } } } : { updates: { doc: [{ op: 'set', field: 'n', value: k }] } };
+      const res = await fetch(`${n1.info.http}/v1/blocks/commit`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ actionId: `a${k}`, reads: blockRev === 0 ? [] : [{ id: 'doc', revision: blockRev }], transform }) });
+      assert.equal(res.status, 200);
+      blockRev = ((await res.json()) as { index: number }).index;
+      blockAt.set(blockRev, k);
+    }
   }
   const target = [...byIndex.keys()].sort((a, b) => a - b)[130]!;
+  const blockN = [...blockAt].filter(([i]) => i <= target).sort((a, b) => a[0] - b[0]).at(-1)![1];
   await waitFor('the archive to pass the target index', async () => (await metric(n1, 'pangea_archive_last_index')) >= target + 40, 60_000);
 
   // The state at `target`, by the model.
@@ -216,6 +227,8 @@ test('a 3-node cluster archives to file://; a new cluster restored from it at a 
   assert.notEqual(view.clusterId, original.clusterId, 'a restored cluster is a new cluster');
   assert.equal(view.members.length, 1);
   assert.deepEqual(await dump(restored), expected);
+  const doc = (await (await fetch(`${restored.info.http}/v1/blocks/doc`)).json()) as { body: unknown };
+  assert.deepEqual(doc.body, { n: blockN }, 'the block as it was at the index');
   // It takes writes, and archives them to a store of its own.
   assert.ok((await send(restored.info.http, { t: 'put', key: 'after', value: 'restore' })) !== null);
 });
