@@ -42,6 +42,9 @@ export const ACTION_EXPIRIES_MAX = 1_000;
 export const ACTION_BODY_BYTES_MAX = 8 * 1024 * 1024;
 /** Missing transforms a conflict carries per block at most (API contract). */
 export const CONFLICT_MISSING_MAX = 16;
+/** Characters of transforms one page of history (or one block's missed transforms) holds
+ *  at most, past its first item. */
+export const REVISIONS_PAGE_BYTES_MAX = 1024 * 1024;
 /** History rows a conflict's missing transforms are looked for in at most, per block. */
 const MISSING_SCAN_MAX = 4_096;
 
@@ -399,13 +402,17 @@ export function blockRevisions(t: StateTables, id: string, after: number, limit:
   if (after >= Number.MAX_SAFE_INTEGER) return { items, more: false, complete };
   const { hi } = historyBounds(id);
   let scanned = 0;
+  let bytes = 0;
   for (const { key, value } of t.range('blockLog', { start: historyKey(id, after + 1), end: hi })) {
     const revision = revisionOf(key as Uint8Array);
     if (revision > through) break;
     if (++scanned > MISSING_SCAN_MAX && through !== Number.MAX_SAFE_INTEGER) return { items, more: true, complete };
     const row = unpack(value) as HistoryRow;
     if (row.t === undefined || row.a === undefined) continue;
-    if (items.length === limit) return { items, more: true, complete };
+    // A page always carries one item; past REVISIONS_PAGE_BYTES_MAX of transforms (an insert's
+    // holds its whole body), the rest is `more`.
+    if (items.length === limit || (items.length > 0 && bytes + row.t.length > REVISIONS_PAGE_BYTES_MAX)) return { items, more: true, complete };
+    bytes += row.t.length;
     items.push({ revision, actionId: row.a, transform: row.t });
   }
   return { items, more: false, complete };

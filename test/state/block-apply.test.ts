@@ -299,3 +299,16 @@ test('second review of the blocks apply: an action changing more than 8 MiB of b
   assert.equal(pend.kind, 'block_pended');
   assert.ok(Number.isSafeInteger((pend as { expiresAt: number }).expiresAt));
 });
+
+test('history pages stop at 1 MiB of transforms (an insert holds its whole body), past their first item', () => {
+  const h = level2();
+  const r1 = commit(h, 'i', [], { inserts: { big: { s: 'x'.repeat(500_000) } } }).index;
+  const r2 = commit(h, 'u', [{ id: 'big', revision: r1 }], { updates: { big: [{ op: 'set', field: 's', value: 'y'.repeat(600_000) }] } }).index;
+  const r3 = commit(h, 'v', [{ id: 'big', revision: r2 }], { updates: { big: [{ op: 'set', field: 'n', value: 1 }] } }).index;
+  const first = h.state.blockRevisions('big', 0, 100);
+  assert.deepEqual([first.items.map((i) => i.revision), first.more], [[r1], true]);
+  const second = h.state.blockRevisions('big', r1, 100);
+  assert.deepEqual([second.items.map((i) => i.revision), second.more], [[r2, r3], false]);
+  const missing = h.state.blockMissing('big', 0, r3);
+  assert.equal(missing.more, true, 'a rebase re-reads');
+});
