@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- blocks [--seconds N] [--only pangea|etcd]`: optimistic commits on a
+ * `npm run bench -- blocks [--seconds N] [--only pangea|etcd] [--cpu-prof DIR]`: optimistic commits on a
  * 3-node Pangea cluster, against the same pattern on a 3-node etcd 3.4 cluster (a txn that
  * compares the key's mod_revision and puts) when `etcd` is on PATH; both on loopback with
  * fsync on, 64 clients spread over the nodes, this process the load generator.
@@ -13,6 +13,7 @@
  * Ends with one JSON line of every figure.
  */
 import { Agent, request } from 'node:http';
+import { resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { etcdVersion, startEtcd, startPangea, type Cluster } from './cluster.js';
 import { removeDir, tempDir } from '../test/cluster/harness.js';
@@ -129,10 +130,12 @@ async function phase(cluster: Cluster, commit: Commit, system: 'pangea' | 'etcd'
 export async function run(args: string[]): Promise<void> {
   let seconds = 5;
   let only: 'pangea' | 'etcd' | null = null;
+  let cpuProf: string | null = null;
   for (let i = 0; i < args.length; i += 2) {
     if (args[i] === '--seconds' && Number(args[i + 1]) > 0) seconds = Number(args[i + 1]);
+    else if (args[i] === '--cpu-prof' && args[i + 1]) cpuProf = resolve(args[i + 1]!);
     else if (args[i] === '--only' && (args[i + 1] === 'pangea' || args[i + 1] === 'etcd')) only = args[i + 1] as 'pangea' | 'etcd';
-    else throw new Error(`usage: npm run bench -- blocks [--seconds N] [--only pangea|etcd] (bad: ${args[i]})`);
+    else throw new Error(`usage: npm run bench -- blocks [--seconds N] [--only pangea|etcd] [--cpu-prof DIR] (bad: ${args[i]})`);
   }
   const out: Record<string, number> = {};
   const systems: ('pangea' | 'etcd')[] = [];
@@ -143,7 +146,7 @@ export async function run(args: string[]): Promise<void> {
   }
   for (const system of systems) {
     const root = tempDir(`bench-blocks-${system}-`);
-    const cluster = system === 'pangea' ? await startPangea(root, null) : await startEtcd(root);
+    const cluster = system === 'pangea' ? await startPangea(root, cpuProf) : await startEtcd(root);
     try {
       for (const hot of [false, true]) {
         const f = await phase(cluster, system === 'pangea' ? pangeaCommit : etcdCommit, system, hot, seconds);
