@@ -112,11 +112,15 @@ test('a 3-node cluster keeps every acknowledged write through a SIGKILLed leader
   assert.equal(code, 1, victim.output());
   assert.match(victim.output(), /removed from cluster \S+: the voters left no longer need this node, so it stops/);
   // The cluster does not take it back under its old peer id (etcd's removed ids): 410.
-  const readd = await fetch(`${n4.info.http}/v1/cluster/members`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ peerId: victim.info.peerId, http: victim.info.http, p2p: victim.info.p2p, role: 'learner' }),
-  });
+  // (503 while the node asked knows no leader yet is the contract's "safe to retry": CI once.)
+  const readd = await waitFor('an answer other than 503', async () => {
+    const res = await fetch(`${n4.info.http}/v1/cluster/members`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ peerId: victim.info.peerId, http: victim.info.http, p2p: victim.info.p2p, role: 'learner' }),
+    });
+    return res.status === 503 ? null : res;
+  }, 15_000);
   assert.equal(readd.status, 410, await readd.clone().text());
   assert.match(((await readd.json()) as { error: { message: string } }).error.message, /was removed from this cluster and does not come back: start it on a fresh data dir/);
   // ... and does not start again on its data dir.
