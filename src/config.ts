@@ -15,12 +15,12 @@
 import { LEASE_TICK_MS_DEFAULT } from './leases.js';
 import { LEASES_MAX_DEFAULT } from './state/command.js';
 import { readFileSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import { multiaddr } from '@multiformats/multiaddr';
 import { parseFileUrl, parseS3Url, redactUrl } from './archive/open-store.js';
 import { NODE_ARCHIVE_DEFAULTS, SEGMENT_ENTRIES_DEFAULT, SEGMENT_ENTRIES_MAX, SNAPSHOT_SEGMENTS_DEFAULT, type NodeArchiveOptions } from './archive/options.js';
 import { ObjectStoreError } from './archive/store.js';
 import { readKeyFile } from './ces/keys.js';
+import { readAdminTokenFile } from './admin-token-file.js';
 import { isLogLevel, type LogLevel } from './logger.js';
 import { maxRequestBytesDefault, maxTxnOpsDefault, maxValueBytesDefault, watchesMaxDefault } from './net/http.js';
 
@@ -398,19 +398,6 @@ export function resolveServeOptions(sources: ServeSources): ServeOptions {
     throw new Error('--restore-index needs --restore-from (the archive to restore from)');
   }
   return options;
-}
-
-/** The token in an `--admin-token-file` (serve, and the commands that change membership);
- *  throws an Error naming the flag, never the token. */
-export async function readAdminTokenFile(path: string): Promise<string> {
-  let token: string;
-  try {
-    token = (await readFile(path, 'utf8')).trim();
-  } catch (err) {
-    throw new Error(`--admin-token-file: cannot read ${path}: ${(err as Error).message}`);
-  }
-  if (token === '') throw new Error(`--admin-token-file: ${path} is empty`);
-  return token;
 }
 
 /**

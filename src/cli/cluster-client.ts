@@ -5,7 +5,7 @@
  */
 import { Flags, type Command } from '@oclif/core';
 import { PangeaClient, PangeaError } from '../client.js';
-import { readAdminTokenFile } from '../config.js';
+import { readAdminTokenFile } from '../admin-token-file.js';
 
 export const ENDPOINTS_DEFAULT = 'http://127.0.0.1:7070';
 

@@ -2,7 +2,7 @@ import { Args, Command } from '@oclif/core';
 import { formatBytes } from '../../archive/inspect.js';
 import { clusterFlags, endpointList, fail } from '../../cli/cluster-client.js';
 import { SnapshotSaveError, saveSnapshot } from '../../cli/snapshot-save.js';
-import { readAdminTokenFile } from '../../config.js';
+import { readAdminTokenFile } from '../../admin-token-file.js';
 
 export default class SnapshotSave extends Command {
   static override summary = "Save a running cluster's state to FILE, which `serve --restore-from FILE` restores.";
