@@ -81,7 +81,7 @@ export function utf8Text(bytes: Uint8Array, what: string): string {
   }
 }
 
-function checkKeyBytes(bytes: Uint8Array, what: string): Uint8Array {
+export function checkKeyBytes(bytes: Uint8Array, what: string): Uint8Array {
   if (bytes.byteLength === 0) throw badRequest(`${what}: empty key`);
   if (bytes.byteLength > KEY_BYTES_MAX) throw badRequest(`${what}: key of ${bytes.byteLength} bytes, over ${KEY_BYTES_MAX}`);
   utf8Text(bytes, what);

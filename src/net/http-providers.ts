@@ -13,7 +13,7 @@ import { multiaddr } from '@multiformats/multiaddr';
 import { PROVIDER_ADDR_BYTES_MAX, PROVIDER_ADDRS_MAX, PROVIDER_BYTES_MAX, type ApplyResult, type ProviderCmd } from '../state/command.js';
 import type { ProviderRecord } from '../state/providers.js';
 import type { ProviderReader } from '../state/state-store.js';
-import { HttpError, badRequest, parseConsistency, parseLeaseId, parsePathKey, parseQuery, percentDecode } from './http-parse.js';
+import { HttpError, badRequest, checkKeyBytes, parseConsistency, parseLeaseId, parsePathKey, parseQuery, percentDecode } from './http-parse.js';
 import type { Consistency } from './service.js';
 
 const LIST_LIMIT_DEFAULT = 100;
@@ -71,7 +71,8 @@ export class ProviderHttp<C extends { readonly req: IncomingMessage; readonly re
     if (raw === undefined) throw badRequest('GET /v1/providers needs ?provider=P');
     const provider = providerName(text(percentDecode(raw, 'provider')));
     const afterRaw = q.get('after');
-    const after = afterRaw === undefined || afterRaw === '' ? null : percentDecode(afterRaw, 'after');
+    // A key (1 to 1024 bytes): a longer one threw in the range read (helper-48).
+    const after = afterRaw === undefined || afterRaw === '' ? null : checkKeyBytes(percentDecode(afterRaw, 'after'), 'after');
     const limitRaw = q.get('limit');
     let limit = LIST_LIMIT_DEFAULT;
     if (limitRaw !== undefined) {

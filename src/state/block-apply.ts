@@ -50,7 +50,9 @@ const MISSING_SCAN_MAX = 4_096;
 
 const EMPTY = new Uint8Array(0);
 const utf8 = new TextEncoder();
-const fromUtf8 = new TextDecoder();
+// ignoreBOM: a name or key may start with U+FEFF, which the default decoder drops (helper-48:
+// a provider "\uFEFFp" was reaped as "p", another lease's record).
+const fromUtf8 = new TextDecoder('utf-8', { ignoreBOM: true });
 
 /** A block as `sm.blocks` holds it. */
 export interface StoredBlock {

@@ -108,7 +108,9 @@ export class ApplyHalt extends Error {
 
 const utf8 = new TextEncoder();
 const EMPTY = new Uint8Array(0);
-const fromUtf8 = new TextDecoder();
+// ignoreBOM: a name or key may start with U+FEFF, which the default decoder drops (helper-48:
+// a provider "\uFEFFp" was reaped as "p", another lease's record).
+const fromUtf8 = new TextDecoder('utf-8', { ignoreBOM: true });
 /** The top bit of a stored revision: the value names a lease (encodeKv). */
 const LEASED = 0x80;
 const NOT_BOOTSTRAPPED: AppliedRecord = { point: { slot: 0, index: 0, epochs: [] }, chain: CHAIN_ZERO, maxTime: 0, open: openAfter({ slot: 0, index: 0 }, CHAIN_ZERO) };

@@ -16,7 +16,9 @@ import type { StateTables } from './staged.js';
 
 const EMPTY = new Uint8Array(0);
 const utf8 = new TextEncoder();
-const fromUtf8 = new TextDecoder();
+// ignoreBOM: a name or key may start with U+FEFF, which the default decoder drops (helper-48:
+// a provider "\uFEFFp" was reaped as "p", another lease's record).
+const fromUtf8 = new TextDecoder('utf-8', { ignoreBOM: true });
 
 export interface ProviderRecord {
   readonly key: Uint8Array;
@@ -132,7 +134,8 @@ export function dropLeaseProviders(ctx: ProviderApplyContext, lease: number, bud
     const key = rec.slice(2, 2 + keyLength);
     const provider = fromUtf8.decode(rec.subarray(2 + keyLength));
     const r = readRecord(ctx.t, key, provider);
-    if (r === undefined) ctx.t.remove('leaseProviders', row);
+    // A row whose record is gone or on another lease is stale: never another lease's record.
+    if (r === undefined || r.lease !== lease) ctx.t.remove('leaseProviders', row);
     else remove(ctx, r, 'lease');
   }
   return rows.length;

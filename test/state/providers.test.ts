@@ -75,3 +75,18 @@ test('provider records: an unknown lease, bad names, and level 1 are refused and
   assert.equal(h.one({ t: 'provider_put', key: new Uint8Array(0), provider: 'a', addrs: [], lease }).kind, 'invalid');
   assert.deepEqual(h.state.providers(b('k')), []);
 });
+
+test('a provider named with a leading U+FEFF is its own record: its lease takes it, not another lease\'s "p" (helper-48)', () => {
+  const h = level2();
+  const long = grant(h, 60_000);
+  const short = grant(h, 2_000);
+  h.one({ t: 'provider_put', key: b('k'), provider: 'p', addrs: [], lease: long });
+  h.one({ t: 'provider_put', key: b('k'), provider: '\uFEFFp', addrs: [], lease: short });
+  assert.deepEqual(h.state.providers(b('k')).map((p) => p.provider).sort(), ['p', '\uFEFFp'].sort());
+  h.time += 2_000 + LEASE_GRACE_MS + 5_000;
+  for (let i = 0; i < 8; i++) h.one({ t: 'lease_tick' });
+  assert.equal(h.state.lease(short), undefined);
+  assert.deepEqual(h.state.providers(b('k')).map((p) => [p.provider, p.lease]), [['p', long]]);
+  assert.equal(h.state.lease(long)!.keys, 1);
+  assert.deepEqual(h.state.provided('\uFEFFp', null, 10).items, []);
+});
