@@ -17,10 +17,13 @@ import type { LogStore } from './log/log-store.js';
 import type { Transport } from './net/transport.js';
 import { MembershipError, ServiceError, type ClusterView, type Consistency, type KeptAlive, type KvService } from './net/service.js';
 import { JournalWindow, type WatchSource } from './net/watch.js';
-import { APPLY_LEVEL_DEFAULT, decodeAppCommand, encodeAppCommand, opLevel, type ApplyResult, type ArchiveSettings, type BlockCmd, type ClusterSettings, type ProviderCmd, type KvOp, type LeaseOp, type RequestId, type SettingsOp } from './state/command.js';
+import { APPLY_LEVEL_DEFAULT, decodeAppCommand, encodeAppCommand, opLevel, type ApplyResult, type ArchiveSettings, type BlockCmd, type ClusterSettings, type ProviderCmd, type CollectionCmd, type KvOp, type LeaseOp, type RequestId, type SettingsOp } from './state/command.js';
 import { LeaseKeeper } from './leases.js';
+import { IndexBuilder } from './backfill.js';
+import { nextBackfill } from './state/records.js';
 import type { SegmentBound } from './state/segments.js';
 import type { BlockReader, KeyValue, LeaseRecord, MemberRecord, ProviderReader, StateStore } from './state/state-store.js';
+import type { StateTables } from './state/staged.js';
 import type { StateSnapshot } from './state/snapshot.js';
 import { Packr } from 'msgpackr';
 import { Metrics } from './metrics.js';
@@ -138,6 +141,7 @@ export class PangeaNode implements KvService {
   private readonly timing: NodeTiming;
   private readonly driver: Driver;
   private readonly leaseKeeper: LeaseKeeper;
+  private readonly indexBuilder: IndexBuilder;
   private proposalSeq = 0;
   private members: MemberRecord[] = [];
   private segmentListener: ((bound: SegmentBound) => void) | null = null;
@@ -240,6 +244,11 @@ export class PangeaNode implements KvService {
       hasLeases: () => this.state.leaseCount() > 0,
       ...(parts.leaseTickMs === undefined ? {} : { tickMs: parts.leaseTickMs }),
     });
+    this.indexBuilder = new IndexBuilder({
+      write: (op) => this.write(op),
+      leads: () => this.driver.replica.currentRole === 'leader',
+      next: () => (this.state.applyLevel() >= 3 ? nextBackfill(this.state.tables) : null),
+    });
     this.refreshMembers();
     this.registerMetrics(this.registry);
   }
@@ -248,6 +257,7 @@ export class PangeaNode implements KvService {
   start(): void {
     this.driver.start();
     this.leaseKeeper.start();
+    this.indexBuilder.start();
     this.roleWatch ??= setInterval(() => this.watchRole(), ROLE_WATCH_MS).unref();
   }
 
@@ -276,6 +286,7 @@ export class PangeaNode implements KvService {
   async stop(): Promise<void> {
     if (this.roleWatch !== null) clearInterval(this.roleWatch);
     this.leaseKeeper.stop(new ServiceError('unavailable', 'the node is shutting down'));
+    this.indexBuilder.stop();
     this.driver.stop();
     await new Promise<void>((resolve) => this.driver.whenLogIdle(resolve));
   }
@@ -370,7 +381,7 @@ export class PangeaNode implements KvService {
     }
   }
 
-  write(op: KvOp | SettingsOp | LeaseOp | BlockCmd | ProviderCmd, requestId?: RequestId): Promise<ApplyResult> {
+  write(op: KvOp | SettingsOp | LeaseOp | BlockCmd | ProviderCmd | CollectionCmd, requestId?: RequestId): Promise<ApplyResult> {
     const refused = bypassesAdmission(op) ? null : this.admission();
     if (refused !== null) return Promise.reject(new ServiceError('unavailable', refused));
     // Apply would answer it `invalid` (the level only rises): refused before it is proposed.
@@ -431,6 +442,10 @@ export class PangeaNode implements KvService {
 
   providers(): ProviderReader {
     return this.state;
+  }
+
+  collections(): StateTables {
+    return this.state.tables;
   }
 
   keepAlive(ids: readonly number[]): Promise<KeptAlive[]> {
@@ -741,6 +756,7 @@ export class PangeaNode implements KvService {
     m.counter('pangea_lease_keepalives_total', 'Lease keep-alives received here and proposed.', () => lk.keepalives);
     m.counter('pangea_lease_keepalive_commands_total', 'Keep-alive commands proposed here (one a tick carries every keep-alive of the tick).', () => lk.keepaliveCommands);
     m.counter('pangea_lease_ticks_total', 'Lease ticks this node proposed as leader.', () => lk.ticks);
+    m.counter('pangea_index_backfill_steps_total', 'Index build steps this node proposed as leader.', () => this.indexBuilder.steps);
     const stats = this.transport.stats as Record<string, number> | undefined;
     for (const name of Object.keys(stats ?? {})) {
       const snake = name.replace(/[A-Z]/g, (ch) => `_${ch.toLowerCase()}`);

@@ -165,6 +165,8 @@ export interface WatchQuery {
   readonly blocks: readonly string[] | null;
   /** A key whose provider records the stream follows (API contract, "Providers"). */
   readonly providers: Uint8Array | null;
+  /** A collection whose records the stream follows (API contract, "Collections"). */
+  readonly collection: string | null;
   /** Exclusive start; null: from a linearizable read index. */
   readonly after: number | null;
   readonly values: boolean;
@@ -186,7 +188,10 @@ export function parseWatchQuery(query: string, lastEventId: string | undefined):
   const prefixRaw = q.get('prefix');
   const blocksRaw = q.get('blocks');
   const providersRaw = q.get('providers');
-  if ([keyRaw, prefixRaw, blocksRaw, providersRaw].filter((x) => x !== undefined).length !== 1) throw badRequest('a watch takes exactly one of key, prefix, blocks and providers');
+  const collectionRaw = q.get('collection');
+  if ([keyRaw, prefixRaw, blocksRaw, providersRaw, collectionRaw].filter((x) => x !== undefined).length !== 1) throw badRequest('a watch takes exactly one of key, prefix, blocks, providers and collection');
+  if (collectionRaw !== undefined && !/^[a-z0-9_-]{1,64}$/.test(collectionRaw)) throw badRequest('collection: a collection name is 1 to 64 of [a-z0-9_-]');
+  const collection = collectionRaw ?? null;
   const providers = providersRaw === undefined ? null : checkKeyBytes(percentDecode(providersRaw, 'providers'), 'providers');
   let blocks: string[] | null = null;
   if (blocksRaw !== undefined) {
@@ -216,7 +221,7 @@ export function parseWatchQuery(query: string, lastEventId: string | undefined):
     if (!/^[1-9][0-9]{0,3}$/.test(progressRaw) || Number(progressRaw) > watchProgressSecondsMax) throw badRequest(`progress must be whole seconds from 1 to ${watchProgressSecondsMax}`);
     progressMs = Number(progressRaw) * 1000;
   }
-  return { key, prefix, blocks, providers, after, values: valuesRaw !== 'false', encoding: parseEncoding(q.get('encoding')), progressMs };
+  return { key, prefix, blocks, providers, collection, after, values: valuesRaw !== 'false', encoding: parseEncoding(q.get('encoding')), progressMs };
 }
 
 /** A lease id: its grant's index, in decimal (a string in JSON, as etcd's gateway sends). */

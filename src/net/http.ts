@@ -15,9 +15,10 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { isUtf8 } from 'node:buffer';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
-import type { ApplyResult, BlockCmd, KvOp, LeaseOp, ProviderCmd, RequestId } from '../state/command.js';
+import type { ApplyResult, BlockCmd, KvOp, LeaseOp, ProviderCmd, CollectionCmd, RequestId } from '../state/command.js';
 import { BlockHttp } from './http-blocks.js';
 import { ProviderHttp } from './http-providers.js';
+import { CollectionHttp } from './http-collections.js';
 import type { LeaseRecord } from '../state/state-store.js';
 import { snapshotFileBytes } from '../state/snapshot-file.js';
 import { MembershipError, ServiceError, type Consistency, type KvService } from './service.js';
@@ -161,6 +162,17 @@ export class HttpApi {
       const s = this.service;
       if (s.providers === undefined) throw new HttpError(404, 'not_found', 'this node serves no provider records');
       return s.providers();
+    },
+    readNothing: async (ctx) => void (await this.readBody(ctx, this.maxRequestBytes, `request over ${this.maxRequestBytes} bytes`)),
+    write: (op) => this.write(op, undefined),
+    refused: (ctx, r) => this.sendApplyError(ctx, r) as never,
+  });
+  private readonly collectionHttp = new CollectionHttp<Ctx>({
+    ...this.modelDeps,
+    tables: () => {
+      const s = this.service;
+      if (s.collections === undefined) throw new HttpError(404, 'not_found', 'this node serves no collections');
+      return s.collections();
     },
     readNothing: async (ctx) => void (await this.readBody(ctx, this.maxRequestBytes, `request over ${this.maxRequestBytes} bytes`)),
     write: (op) => this.write(op, undefined),
@@ -357,6 +369,8 @@ export class HttpApi {
       if (path.startsWith('/v1/blocks/')) return this.blockHttp.route(ctx, method, path.slice('/v1/blocks/'.length), query);
       if (path === '/v1/providers') return this.providerHttp.route(ctx, method, null, query);
       if (path.startsWith('/v1/providers/')) return this.providerHttp.route(ctx, method, path.slice('/v1/providers/'.length), query);
+      if (path === '/v1/collections') return this.collectionHttp.route(ctx, method, null, query);
+      if (path.startsWith('/v1/collections/')) return this.collectionHttp.route(ctx, method, path.slice('/v1/collections/'.length), query);
       if (path.startsWith('/v1/kv/')) {
         allow(method, ['GET', 'PUT', 'DELETE']);
         const key = parsePathKey(path.slice('/v1/kv/'.length));
@@ -721,7 +735,7 @@ export class HttpApi {
     return this.deadline(this.service.readBarrier(consistency), false);
   }
 
-  private write(op: KvOp | LeaseOp | BlockCmd | ProviderCmd, rid: { client: string; seq: number } | undefined): Promise<ApplyResult> {
+  private write(op: KvOp | LeaseOp | BlockCmd | ProviderCmd | CollectionCmd, rid: { client: string; seq: number } | undefined): Promise<ApplyResult> {
     const requestId: RequestId | undefined = rid === undefined || !isKvOp(op) ? undefined : { client: rid.client, seq: rid.seq, digest: opDigest(op) };
     return this.deadline(this.service.write(op, requestId), true);
   }
@@ -838,7 +852,7 @@ export function createHttpApi(service: KvService | (() => KvService), opts: Http
   return new HttpApi(service, opts);
 }
 
-function isKvOp(op: KvOp | LeaseOp | BlockCmd | ProviderCmd): op is KvOp {
+function isKvOp(op: KvOp | LeaseOp | BlockCmd | ProviderCmd | CollectionCmd): op is KvOp {
   return op.t === 'put' || op.t === 'delete' || op.t === 'txn';
 }
 
@@ -913,9 +927,10 @@ function routeOf(url: string): string {
   if (path === '/v1/leases/keepalive') return path;
   if (path.startsWith('/v1/leases/')) return path.endsWith('/keepalive') ? '/v1/leases/{id}/keepalive' : '/v1/leases/{id}';
   if (path.startsWith('/v1/providers/')) return '/v1/providers/{key}';
+  if (path.startsWith('/v1/collections/')) return path.includes('/records') ? (path.split('/').length > 5 ? '/v1/collections/{c}/records/{pk}' : '/v1/collections/{c}/records') : '/v1/collections/{c}';
   if (path.startsWith('/v1/blocks/')) {
     const rest = path.slice('/v1/blocks/'.length);
     return ['get', 'pend', 'commit', 'cancel'].includes(rest) ? path : rest.endsWith('/revisions') ? '/v1/blocks/{id}/revisions' : '/v1/blocks/{id}';
   }
-  return ['/v1/kv', '/v1/txn', '/v1/watch', '/v1/cluster', '/v1/cluster/members', '/v1/cluster/snapshot', '/v1/cluster/leader', '/v1/cluster/level', '/v1/leases', '/v1/providers', '/healthz', '/readyz', '/metrics'].includes(path) ? path : 'other';
+  return ['/v1/kv', '/v1/txn', '/v1/watch', '/v1/cluster', '/v1/cluster/members', '/v1/cluster/snapshot', '/v1/cluster/leader', '/v1/cluster/level', '/v1/leases', '/v1/providers', '/v1/collections', '/healthz', '/readyz', '/metrics'].includes(path) ? path : 'other';
 }

@@ -2,8 +2,9 @@
  * What the HTTP API needs from a node. The HTTP layer (http.ts) parses, validates and maps
  * errors to the contract; the node (src/node.ts) does consensus and state.
  */
-import type { ApplyResult, ArchiveSettings, BlockCmd, KvOp, LeaseOp, ProviderCmd, RequestId } from '../state/command.js';
+import type { ApplyResult, ArchiveSettings, BlockCmd, KvOp, LeaseOp, ProviderCmd, CollectionCmd, RequestId } from '../state/command.js';
 import type { BlockReader, KeyValue, LeaseRecord, MemberRecord, ProviderReader } from '../state/state-store.js';
+import type { StateTables } from '../state/staged.js';
 import type { StateSnapshot } from '../state/snapshot.js';
 import type { WatchSource } from './watch.js';
 import type { BuildInfo } from '../version.js';
@@ -64,11 +65,13 @@ export class MembershipError extends Error {
 
 export interface KvService {
   /** Proposes one write on the leader and resolves with its answer once applied here. */
-  write(op: KvOp | LeaseOp | BlockCmd | ProviderCmd, requestId?: RequestId): Promise<ApplyResult>;
+  write(op: KvOp | LeaseOp | BlockCmd | ProviderCmd | CollectionCmd, requestId?: RequestId): Promise<ApplyResult>;
   /** Blocks and provider records as of the applied index (API contract, "Blocks",
    *  "Providers"); absent: the node has none. */
   blocks?(): BlockReader;
   providers?(): ProviderReader;
+  /** The state's tables, for the collections' reads (state/records.ts); absent: none. */
+  collections?(): StateTables;
   /** Renews leases with this node's next keep-alive command (src/leases.ts): one answer
    *  per id, in order. */
   keepAlive(ids: readonly number[]): Promise<KeptAlive[]>;

@@ -41,6 +41,8 @@ export interface WatchSpec {
   readonly blocks?: readonly string[] | null;
   /** A key whose provider records (API contract, "Providers") the stream follows. */
   readonly providers?: Uint8Array | null;
+  /** A collection whose records (API contract, "Collections") the stream follows. */
+  readonly collection?: string | null;
   /** The last index already seen (exclusive start). */
   readonly after: number;
   readonly values: boolean;
@@ -156,6 +158,7 @@ function rowBytes(row: Effects): number {
   let n = 64;
   for (const c of row.changes) {
     if (c.type === 'block') n += 48 + c.id.length + c.transform.length;
+    else if (c.type === 'record') n += 64 + c.collection.length + String(c.pk).length + (c.record?.length ?? 0);
     else if (c.type === 'provider') n += 96 + c.key.byteLength + c.provider.length + (c.addrs?.reduce((a, x) => a + x.length, 0) ?? 0);
     else n += 48 + c.key.byteLength + (c.type === 'put' ? c.value.byteLength : 0);
   }
@@ -231,7 +234,7 @@ export class WatchStream {
   ) {
     this.sent = spec.after;
     const sel = spec.key !== null ? `k${Buffer.from(spec.key).toString('hex')}` : spec.prefix !== null ? `p${Buffer.from(spec.prefix).toString('hex')}`
-      : spec.blocks ? `b${spec.blocks.join(',')}` : `v${Buffer.from(spec.providers!).toString('hex')}`;
+      : spec.blocks ? `b${spec.blocks.join(',')}` : spec.collection != null ? `c${spec.collection}` : `v${Buffer.from(spec.providers!).toString('hex')}`;
     this.blockIds = spec.blocks ? new Set(spec.blocks) : null;
     this.kind = `${sel} ${spec.values ? spec.encoding : '-'}`;
   }
@@ -357,7 +360,8 @@ export class WatchStream {
   private matches(c: Change): boolean {
     if (c.type === 'block') return this.blockIds?.has(c.id) ?? false;
     if (c.type === 'provider') return this.spec.providers != null && Buffer.compare(c.key, this.spec.providers) === 0;
-    if (this.blockIds !== null || this.spec.providers != null) return false;
+    if (c.type === 'record') return this.spec.collection === c.collection;
+    if (this.blockIds !== null || this.spec.providers != null || this.spec.collection != null) return false;
     const key = c.key;
     const { key: k, prefix } = this.spec;
     if (k !== null) return Buffer.compare(key, k) === 0;
@@ -368,6 +372,9 @@ export class WatchStream {
   private changeEvent(index: number, changes: readonly Change[]): string {
     const out = changes.map((c) => {
       if (c.type === 'block') return { type: 'block', id: c.id, revision: index, transform: JSON.parse(c.transform) as unknown };
+      if (c.type === 'record') {
+        return c.record === undefined ? { type: 'delete', collection: c.collection, pk: c.pk } : { type: 'put', collection: c.collection, pk: c.pk, record: JSON.parse(c.record) as unknown, revision: index };
+      }
       if (c.type === 'provider') {
         const pk = Buffer.from(c.key.buffer, c.key.byteOffset, c.key.byteLength).toString('utf8');
         return c.cause === undefined ? { type: 'provider', op: 'put', key: pk, provider: c.provider, addrs: c.addrs, lease: String(c.lease), revision: index } : { type: 'provider', op: 'delete', key: pk, provider: c.provider, cause: c.cause };

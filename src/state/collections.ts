@@ -7,9 +7,8 @@
  * no remote `$ref`. Bounded: a schema of at most 64 KiB, a record of at most 1 MiB nested at
  * most 64 deep (blocks.ts checkJson), at most 10 errors reported.
  *
- * Not wired yet: the commands, tables, HTTP and backfill that use it are the next step (see
- * the notes of issue 15). Collections take apply level 3 (level 2 is blocks and providers,
- * which builds without collections already apply).
+ * Used at apply by state/records.ts (the tables, apply level 3) and before proposing by
+ * net/http-collections.ts.
  */
 import { Ajv2020, type ValidateFunction } from 'ajv/dist/2020.js';
 import addFormatsModule from 'ajv-formats';
@@ -81,7 +80,10 @@ const addFormats = addFormatsModule as unknown as (ajv: Ajv2020) => Ajv2020;
 /** Ajv as every replica configures it. One instance per compile: a schema's `$id` must not
  *  leak into another's (and no schema is fetched: `loadSchema` is not set). */
 function newAjv(): Ajv2020 {
-  const ajv = new Ajv2020({ strict: true, allErrors: true, code: { regExp: re2 as never }, $data: false, unicodeRegExp: true, validateSchema: true, addUsedSchema: false });
+  // Strict about keywords (an unknown one, a typo, is refused rather than ignored), not about
+  // what JSON Schema allows: `required` naming a field `properties` does not, `properties`
+  // without `type: "object"` (Ajv's strictRequired and strictTypes refused both).
+  const ajv = new Ajv2020({ strict: true, strictRequired: false, strictTypes: false, strictTuples: false, allErrors: true, code: { regExp: re2 as never }, $data: false, unicodeRegExp: true, validateSchema: true, addUsedSchema: false });
   return addFormats(ajv);
 }
 

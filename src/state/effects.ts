@@ -21,7 +21,16 @@ export type Change =
   /** A block changed (block-apply.ts): `transform` is its part of the action's transform,
    *  canonical JSON (`{"inserts":{id:body}}`, `{"updates":{id:[ops]}}` or `{"deletes":[id]}`). */
   | BlockChange
-  | ProviderChange;
+  | ProviderChange
+  | RecordChange;
+
+/** A record written (`record`: its canonical JSON) or deleted (no `record`), records.ts. */
+export interface RecordChange {
+  readonly type: 'record';
+  readonly collection: string;
+  readonly pk: string | number;
+  readonly record?: string;
+}
 
 /** A provider record written (`addrs`, `lease`) or deleted (`cause`: a delete command, or its
  *  lease's end). */
@@ -41,7 +50,7 @@ export interface BlockChange {
 }
 
 /** The key/value changes (puts and deletes), as opposed to blocks'. */
-export type KeyChange = Exclude<Change, BlockChange | ProviderChange>;
+export type KeyChange = Exclude<Change, BlockChange | ProviderChange | RecordChange>;
 
 /** One journal row as stored: its index and the encoded changes (the archive's unit,
  *  archive/effects-object.ts). */
@@ -66,10 +75,12 @@ const CAUSES: readonly DeleteCause[] = ['delete', 'txn', 'lease'];
 
 /** Stored as a msgpack list of `[0, key, value]` or `[0, key, value, lease]` (put),
  *  `[1, key, cause]` (delete), `[2, id, transform]` (block), `[3, key, provider, addrs,
- *  lease]` (a provider record written) and `[4, key, provider, cause]` (deleted). */
+ *  lease]` (a provider record written), `[4, key, provider, cause]` (deleted), `[5,
+ *  collection, pk, record]` (a record written) and `[6, collection, pk]` (deleted). */
 export function encodeChanges(changes: readonly Change[]): Uint8Array {
   return pack(changes.map((c) => {
     if (c.type === 'block') return [2, c.id, c.transform];
+    if (c.type === 'record') return c.record === undefined ? [6, c.collection, c.pk] : [5, c.collection, c.pk, c.record];
     if (c.type === 'provider') return c.cause === undefined ? [3, c.key, c.provider, c.addrs ?? [], c.lease ?? 0] : [4, c.key, c.provider, c.cause === 'lease' ? 1 : 0];
     return c.type === 'put' ? (c.lease === undefined ? [0, c.key, c.value] : [0, c.key, c.value, c.lease]) : [1, c.key, CAUSES.indexOf(c.cause)];
   }));
@@ -80,6 +91,8 @@ export function decodeChanges(stored: Uint8Array): Change[] {
   return rows.map(([t, key, x, y, z]): Change => {
     const lease = y as number | undefined;
     if (t === 2) return { type: 'block', id: key as string, transform: x as string };
+    if (t === 5) return { type: 'record', collection: key as string, pk: x as string | number, record: y as string };
+    if (t === 6) return { type: 'record', collection: key as string, pk: x as string | number };
     if (t === 3) return { type: 'provider', key: key as Uint8Array, provider: x as string, addrs: y as string[], lease: z! };
     if (t === 4) return { type: 'provider', key: key as Uint8Array, provider: x as string, cause: y === 1 ? 'lease' : 'delete' };
     if (t === 0) return lease === undefined ? { type: 'put', key: key as Uint8Array, value: x as Uint8Array } : { type: 'put', key: key as Uint8Array, value: x as Uint8Array, lease };

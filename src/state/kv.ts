@@ -36,7 +36,8 @@ import { SEGMENT_ENTRIES_DEFAULT, SLOT_OVERHEAD_BYTES, endsSegment, type OpenSeg
 import type { ConfigRecord, KeyValue, LeaseRecord, MemberRecord, StateStore } from './state-store.js';
 import { StateSnapshot, restoreSnapshot, type SnapshotHeader } from './snapshot.js';
 import { applyBlockCmd, blockAt, blockHead, blockMissing, blockRevisions, expireActions, pruneBlockHistory, readBlock, type BlockRevision, type BlockState } from './block-apply.js';
-import type { BlockCmd } from './command.js';
+import { isCollectionCmd, type BlockCmd } from './command.js';
+import { applyCollectionCmd, reclaim } from './records.js';
 import { applyProviderCmd, dropLeaseProviders, providedBy, providersOf, type ProviderApplyContext, type ProviderRecord } from './providers.js';
 
 export { KEY_BYTES_MAX } from './command.js';
@@ -131,6 +132,8 @@ export class LmdbStateStore implements StateStore {
   private nextLeaseExpiry = 0;
   /** See ApplyBatch.nextActionExpiry; 0 forces the first scan after opening. */
   private nextActionExpiry = 0;
+  /** See ApplyBatch.garbage; undefined forces a look after opening. */
+  private garbage: boolean | undefined = undefined;
   private settings: ArchiveSettings | null;
   private closed = false;
   /** Every read and write of the state tables (staged.ts). */
@@ -265,7 +268,7 @@ export class LmdbStateStore implements StateStore {
     // is sealed (and visible to a snapshot, staged writes included) before the next entry
     // is applied.
     while (next < entries.length) {
-      const batch = new ApplyBatch(this.t, this.rules, this.current, this.nextExpiry, this.nextLeaseExpiry, this.nextActionExpiry, this.settings);
+      const batch = new ApplyBatch(this.t, this.rules, this.current, this.nextExpiry, this.nextLeaseExpiry, this.nextActionExpiry, this.garbage, this.settings);
       let bound: SegmentBound | null = null;
       let end = next;
       const done = out.length;
@@ -291,6 +294,7 @@ export class LmdbStateStore implements StateStore {
       this.nextExpiry = batch.nextExpiry;
       this.nextLeaseExpiry = batch.nextLeaseExpiry;
       this.nextActionExpiry = batch.nextActionExpiry;
+      this.garbage = batch.garbage;
       this.settings = batch.settings;
       if (bound !== null) onSegment?.(bound);
     }
@@ -369,6 +373,7 @@ export class LmdbStateStore implements StateStore {
     this.nextExpiry = 0;
     this.nextLeaseExpiry = 0;
     this.nextActionExpiry = 0;
+    this.garbage = undefined;
     return header;
   }
 
@@ -435,6 +440,11 @@ export class LmdbStateStore implements StateStore {
 
   provided(provider: string, after: Uint8Array | null, limit: number): { items: ProviderRecord[]; more: boolean } {
     return providedBy(this.t, provider, after, limit);
+  }
+
+  /** The state tables, for the collection reads (records.ts). */
+  get tables(): StateTables {
+    return this.t;
   }
 
   block(id: string): BlockState | undefined {
@@ -554,6 +564,10 @@ class ApplyBatch {
   nextLeaseExpiry: number;
   /** A lower bound on the earliest pend expiry (block-apply.ts), a cache like the others. */
   nextActionExpiry: number;
+  /** Whether dropped collection rows wait to be reclaimed (records.ts), a cache of whether
+   *  `sm.coll_garbage` has rows: undefined when not known, set after every collection
+   *  command (only those add rows). */
+  garbage: boolean | undefined;
 
   constructor(
     private readonly t: StateTables,
@@ -562,12 +576,14 @@ class ApplyBatch {
     nextExpiry: number,
     nextLeaseExpiry: number,
     nextActionExpiry: number,
+    garbage: boolean | undefined,
     /** Replaced (never mutated) when a settings command applies. */
     public settings: ArchiveSettings | null,
   ) {
     this.nextExpiry = nextExpiry;
     this.nextLeaseExpiry = nextLeaseExpiry;
     this.nextActionExpiry = nextActionExpiry;
+    this.garbage = garbage;
     this.maxLeases = from.maxLeases;
     this.level = from.level ?? APPLY_LEVEL_DEFAULT;
     this.leaseCount = from.leases ?? 0;
@@ -667,6 +683,12 @@ class ApplyBatch {
     }
     this.expireLeases();
     if (this.nextActionExpiry <= this.maxTime) this.nextActionExpiry = expireActions(this.t, this.maxTime);
+    // Dropped collections and indexes go in bounded steps, one a command while any are left.
+    if (this.level >= 3 && this.garbage !== false) this.garbage = reclaim(this.t);
+    if (isCollectionCmd(cmd.op)) {
+      this.garbage = undefined;
+      return applyCollectionCmd({ t: this.t, index, changes: this.changes }, cmd.op);
+    }
     if (cmd.op.t === 'provider_put' || cmd.op.t === 'provider_delete') return applyProviderCmd(this.providerContext(index), cmd.op);
     if (isBlockCmd(cmd.op)) {
       const r = applyBlockCmd({ t: this.t, now: this.maxTime, index, changes: this.changes }, cmd.op);
@@ -1052,7 +1074,7 @@ function checkCommand(cmd: AppCommand): string | null {
   if (!Number.isFinite(cmd.time) || cmd.time < 0 || !Number.isSafeInteger(Math.floor(cmd.time))) return 'bad time';
   const keys: Uint8Array[] = [];
   const op = cmd.op;
-  if (op.t === 'archive_settings' || op.t === 'cluster_settings' || op.t === 'cluster_level' || isLeaseOp(op) || isBlockCmd(op) || op.t === 'provider_put' || op.t === 'provider_delete') return null;
+  if (op.t === 'archive_settings' || op.t === 'cluster_settings' || op.t === 'cluster_level' || isLeaseOp(op) || isBlockCmd(op) || op.t === 'provider_put' || op.t === 'provider_delete' || isCollectionCmd(op)) return null;
   if (op.t === 'txn') {
     for (const c of op.compare) keys.push(c.key);
     for (const o of [...op.success, ...op.failure]) keys.push(o.key);

@@ -14,7 +14,9 @@
  *                                                 `leases`, `lease_expiry`, `lease_keys`,
  *                                                 `blocks`, `actions`, `action_expiry`,
  *                                                 `block_holds`, `providers`, `provided`,
- *                                                 `lease_providers`
+ *                                                 `lease_providers`, `collections`,
+ *                                                 `coll_defs`, `records`, `rec_index`,
+ *                                                 `coll_garbage`
  *   { t: 'end', records: N }                      the number of records: a cut stream fails
  *
  * What is not in a snapshot: the log, per-index chain values other than the applied one,
@@ -30,15 +32,16 @@ import { chainRow, recordConfig, type AppliedRecord } from './applied.js';
 import { directTables, type FrozenStage, type StateTable } from './staged.js';
 
 /** 2 added the `configs` table, 3 the `removed` table, 4 the lease tables, 5 the block
- *  and provider tables; older snapshots (without them) still restore. */
-export const SNAPSHOT_VERSION = 5;
-const SNAPSHOT_VERSIONS_READ: readonly unknown[] = [1, 2, 3, 4, 5];
+ *  and provider tables, 6 the collection tables; older snapshots (without them) still
+ *  restore. */
+export const SNAPSHOT_VERSION = 6;
+const SNAPSHOT_VERSIONS_READ: readonly unknown[] = [1, 2, 3, 4, 5, 6];
 /** Record bytes gathered into one frame before it is handed out. */
 const FRAME_BYTES_TARGET = 1024 * 1024;
 /** Bound on one frame when reading (a record is at most a key and a value, well below). */
 const FRAME_BYTES_MAX = 64 * 1024 * 1024;
 
-const TABLES = ['kv', 'sessions', 'session_use', 'members', 'voters_ever', 'configs', 'removed', 'leases', 'lease_expiry', 'lease_keys', 'blocks', 'actions', 'action_expiry', 'block_holds', 'providers', 'provided', 'lease_providers'] as const;
+const TABLES = ['kv', 'sessions', 'session_use', 'members', 'voters_ever', 'configs', 'removed', 'leases', 'lease_expiry', 'lease_keys', 'blocks', 'actions', 'action_expiry', 'block_holds', 'providers', 'provided', 'lease_providers', 'collections', 'coll_defs', 'records', 'rec_index', 'coll_garbage'] as const;
 type Table = (typeof TABLES)[number];
 
 /** The `StoreEnv` table a snapshot table is. */
@@ -58,6 +61,12 @@ function stateTable(t: Table): StateTable {
       return 'blockHolds';
     case 'lease_providers':
       return 'leaseProviders';
+    case 'coll_defs':
+      return 'collDefs';
+    case 'rec_index':
+      return 'recIndex';
+    case 'coll_garbage':
+      return 'collGarbage';
     default:
       return t;
   }

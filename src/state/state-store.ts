@@ -2,6 +2,7 @@
  * The obligations of the key/value state machine. Apply must be deterministic: the same
  * entries give the same answers and the same state on every replica.
  */
+import type { StateTables } from './staged.js';
 import type { Entry, LogPoint } from '../consensus/index.js';
 import type { ApplyResult, ArchiveSettings } from './command.js';
 import type { Effects } from './effects.js';
@@ -65,6 +66,8 @@ export interface ProviderReader {
 }
 
 export interface StateStore extends BlockReader, ProviderReader {
+  /** Every read of the state tables (staged.ts), for the collections' reads (records.ts). */
+  readonly tables: StateTables;
   /** The last applied point (configurations included) and the hash chain value there. */
   applied(): { point: LogPoint; chain: Uint8Array };
   /**

@@ -31,6 +31,11 @@
 | `sm.providers`  | u16 key length + key + provider | msgpack [revision, addrs, lease] (state/providers.ts) | state |
 | `sm.provided`   | u16 provider length + provider + key | empty: what each provider provides | state |
 | `sm.lease_providers` | u64 lease id + u16 key length + key + provider | empty: the provider records on a lease | state |
+| `sm.collections`| collection name (ASCII)      | msgpack meta: id, version, record count, indexes and their states (state/records.ts) | state |
+| `sm.coll_defs`  | u64 collection id            | the definition in force, canonical JSON | state |
+| `sm.records`    | u64 collection id + ordered pk | msgpack [revision, canonical record JSON] | state |
+| `sm.rec_index`  | u64 collection id + u16 index id + ordered value + ordered pk | empty: index entries | state |
+| `sm.coll_garbage` | u64 collection id + u16 index id (0xffff: all) | empty: dropped rows still to reclaim | state |
  *
  * Durability: lmdb-js commits asynchronous writes on its writer thread and, with
  * `overlappingSync` (on by default outside Windows), flushes to disk after the commit.
@@ -79,6 +84,11 @@ export interface StoreEnv {
   readonly providers: BytesDb;
   readonly provided: BytesDb;
   readonly leaseProviders: BytesDb;
+  readonly collections: BytesDb;
+  readonly collDefs: BytesDb;
+  readonly records: BytesDb;
+  readonly recIndex: BytesDb;
+  readonly collGarbage: BytesDb;
 }
 
 export function openEnv(dir: string): StoreEnv {
@@ -114,6 +124,11 @@ export function openEnv(dir: string): StoreEnv {
     providers: bytes('sm.providers'),
     provided: bytes('sm.provided'),
     leaseProviders: bytes('sm.lease_providers'),
+    collections: bytes('sm.collections'),
+    collDefs: bytes('sm.coll_defs'),
+    records: bytes('sm.records'),
+    recIndex: bytes('sm.rec_index'),
+    collGarbage: bytes('sm.coll_garbage'),
   };
 }
 

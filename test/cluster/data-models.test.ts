@@ -1,5 +1,5 @@
 /**
- * Blocks and providers (API.md "Blocks", "Providers") over HTTP. Blocks against a real 3-node cluster, every request through a
+ * Blocks, providers and collections (API.md "Blocks", "Providers", "Collections") over HTTP. Blocks against a real 3-node cluster, every request through a
  * follower: insert, read (now, at an index, in a batch), history, two commits on one read
  * (one wins, the other's 409 carries the winner's transform and its rebase commits), a
  * write-skew pair, pend against pend until the first's TTL of cluster time passes, cancel,
@@ -52,8 +52,8 @@ async function ok(method: string, path: string, body?: unknown): Promise<Json> {
   return r.json;
 }
 
-test('the cluster starts at apply level 2, where blocks are', async () => {
-  assert.equal((await clusterView(follower.info.http)).applyLevel, 2);
+test('the cluster starts at apply level 3, where blocks, providers and collections are', async () => {
+  assert.equal((await clusterView(follower.info.http)).applyLevel, 3);
 });
 
 test('insert, read now, at an index and in a batch, and the history', async () => {
@@ -286,4 +286,140 @@ test('providers: put, get, list by provider, the 21st refused, delete, watch, an
     assert.ok(Date.now() - granted < 10_000, 'the record outlived its lease by far');
   }
   assert.ok(gone >= 1_900 && gone <= 3_500 + 500, `the record went ${gone} ms after its 2 s lease was granted (TTL + 1.5 s, and the poll)`);
+});
+
+const PEOPLE = {
+  kind: 'table',
+  schema: { type: 'object', properties: { id: { type: 'string' }, email: { type: 'string', format: 'email' }, age: { type: 'integer' } }, required: ['id', 'email'] },
+  primaryKey: { field: 'id', type: 'string' },
+  indexes: [{ name: 'by_email', field: 'email', type: 'string', unique: true }, { name: 'by_age', field: 'age', type: 'integer' }],
+};
+
+test('collections: define, list, get; put, get, query by pk and by index with paging, update, delete; conditions; watch collection=', async () => {
+  const d = await ok('PUT', '/v1/collections/people', PEOPLE);
+  assert.equal(d.version, d.index);
+  assert.equal((await call('PUT', '/v1/collections/people', PEOPLE, follower)).status, 200, 'a define again (no condition) is fine');
+  const again = await call('GET', '/v1/collections/people');
+  const version = again.json.version as number;
+  assert.equal((await fetch(`${follower.info.http}/v1/collections/people`, { method: 'PUT', body: JSON.stringify(PEOPLE), headers: { 'content-type': 'application/json', 'if-none-match': '*' } })).status, 412);
+  assert.equal((await fetch(`${follower.info.http}/v1/collections/people`, { method: 'PUT', body: JSON.stringify(PEOPLE), headers: { 'content-type': 'application/json', 'if-match': `"${version + 1000}"` } })).status, 412);
+  const from = (await clusterView(follower.info.http)).appliedIndex;
+  const ctl = new AbortController();
+  const watch = await fetch(`${follower.info.http}/v1/watch?collection=people&after=${from}`, { signal: ctl.signal });
+  assert.equal(watch.status, 200);
+  const puts: number[] = [];
+  for (let i = 0; i < 7; i++) puts.push((await ok('PUT', `/v1/collections/people/records/p${i}`, { id: `p${i}`, email: `p${i}@x.org`, age: 30 + (i % 2) })).revision as number);
+  const got = await call('GET', '/v1/collections/people/records/p3');
+  assert.deepEqual([got.status, got.json.pk, got.json.record, got.json.revision, got.headers.get('etag')], [200, 'p3', { age: 31, email: 'p3@x.org', id: 'p3' }, puts[3], `"${puts[3]}"`]);
+  assert.equal((await call('GET', '/v1/collections/people/records/nobody')).status, 404);
+  const info = await ok('GET', '/v1/collections/people');
+  assert.deepEqual([info.name, info.kind, info.count, (info.indexes as Json[]).map((x) => [x.name, x.state])], ['people', 'table', 7, [['by_email', 'ready'], ['by_age', 'ready']]]);
+  assert.deepEqual(((await ok('GET', '/v1/collections')).items as Json[]).map((x) => x.name), ['people']);
+  // By pk, in pages.
+  const p1 = await ok('GET', '/v1/collections/people/records?limit=3');
+  assert.deepEqual([(p1.items as Json[]).map((x) => x.pk), p1.more], [['p0', 'p1', 'p2'], true]);
+  const p2 = await ok('GET', `/v1/collections/people/records?limit=3&cursor=${p1.cursor as string}`);
+  assert.deepEqual((p2.items as Json[]).map((x) => x.pk), ['p3', 'p4', 'p5']);
+  assert.deepEqual(((await ok('GET', '/v1/collections/people/records?after=p5')).items as Json[]).map((x) => x.pk), ['p6']);
+  // By index: eq, a range, paging by cursor.
+  assert.deepEqual(((await ok('GET', '/v1/collections/people/records?index=by_age&eq=31')).items as Json[]).map((x) => x.pk), ['p1', 'p3', 'p5']);
+  assert.deepEqual(((await ok('GET', `/v1/collections/people/records?index=by_email&eq=${encodeURIComponent('p4@x.org')}`)).items as Json[]).map((x) => x.pk), ['p4']);
+  const r1 = await ok('GET', '/v1/collections/people/records?index=by_age&gte=30&lt=32&limit=4');
+  assert.deepEqual([(r1.items as Json[]).map((x) => x.pk), r1.more], [['p0', 'p2', 'p4', 'p6'], true]);
+  const r2 = await ok('GET', `/v1/collections/people/records?index=by_age&gte=30&lt=32&limit=4&cursor=${r1.cursor as string}`);
+  assert.deepEqual([(r2.items as Json[]).map((x) => x.pk), r2.more, r2.cursor], [['p1', 'p3', 'p5'], false, null]);
+  // An update moves its entries; conditions; a unique clash names the holder; delete.
+  const up = await fetch(`${follower.info.http}/v1/collections/people/records/p3`, { method: 'PUT', body: JSON.stringify({ id: 'p3', email: 'p3@x.org', age: 99 }), headers: { 'content-type': 'application/json', 'if-match': `"${puts[3]}"` } });
+  assert.equal(up.status, 200);
+  assert.deepEqual(((await ok('GET', '/v1/collections/people/records?index=by_age&eq=31')).items as Json[]).map((x) => x.pk), ['p1', 'p5']);
+  const stale = await fetch(`${follower.info.http}/v1/collections/people/records/p3`, { method: 'PUT', body: JSON.stringify({ id: 'p3', email: 'p3@x.org' }), headers: { 'content-type': 'application/json', 'if-match': `"${puts[3]}"` } });
+  assert.equal(stale.status, 412);
+  const clash = await call('PUT', '/v1/collections/people/records/zz', { id: 'zz', email: 'p4@x.org' });
+  assert.deepEqual([clash.status, (clash.json.error as Json).code, clash.json.pk], [409, 'unique_violation', 'p4']);
+  const bad = await call('PUT', '/v1/collections/people/records/zz', { id: 'zz', email: 'nope', age: 'old' });
+  assert.equal(bad.status, 422);
+  assert.equal((bad.json.error as Json).code, 'schema_violation');
+  assert.deepEqual(((bad.json.errors as Json[]).map((e) => e.keyword) as string[]).sort(), ['format', 'type']);
+  const del = await ok('DELETE', '/v1/collections/people/records/p0');
+  assert.equal(del.deleted, true);
+  assert.equal((await ok('DELETE', '/v1/collections/people/records/p0')).deleted, false);
+  const seen: Json[] = [];
+  for await (const ev of readEvents(watch.body!)) {
+    if (ev.event !== 'change') continue;
+    for (const c of (JSON.parse(ev.data) as { changes: Json[] }).changes) seen.push(c);
+    if (seen.length === 9) break;
+  }
+  ctl.abort();
+  assert.deepEqual(seen[0], { type: 'put', collection: 'people', pk: 'p0', record: { age: 30, email: 'p0@x.org', id: 'p0' }, revision: puts[0] });
+  assert.deepEqual(seen[7]!.record, { age: 99, email: 'p3@x.org', id: 'p3' });
+  assert.deepEqual(seen[8], { type: 'delete', collection: 'people', pk: 'p0' });
+});
+
+test('collections: an index added to records builds to ready; a diary appends; a drop empties it; bad inputs get the contract\'s errors', async () => {
+  await ok('PUT', '/v1/collections/later', { primaryKey: { field: 'n', type: 'integer' } });
+  for (let i = 0; i < 50; i++) await ok('PUT', `/v1/collections/later/records/${i - 10}`, { n: i - 10, color: i % 2 === 0 ? 'red' : 'blue' });
+  await ok('PUT', '/v1/collections/later', { primaryKey: { field: 'n', type: 'integer' }, indexes: [{ name: 'by_color', field: 'color', type: 'string' }] });
+  let state = '';
+  for (let i = 0; i < 100 && state !== 'ready'; i++) {
+    const info = await ok('GET', '/v1/collections/later');
+    state = (info.indexes as Json[])[0]!.state as string;
+    if (state === 'building') {
+      const early = await call('GET', '/v1/collections/later/records?index=by_color&eq=red');
+      assert.equal(early.status, 409);
+      assert.equal((early.json.error as Json).code, 'index_not_ready');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  assert.equal(state, 'ready', 'the leader built the index');
+  const reds = ((await ok('GET', '/v1/collections/later/records?index=by_color&eq=red&limit=100')).items as Json[]).map((x) => x.pk);
+  assert.deepEqual(reds, Array.from({ length: 25 }, (_, i) => 2 * i - 10));
+  assert.deepEqual(((await ok('GET', '/v1/collections/later/records?after=-2&limit=2')).items as Json[]).map((x) => x.pk), [-1, 0]);
+  // A diary: appends numbered by their index.
+  await ok('PUT', '/v1/collections/log', { kind: 'diary', primaryKey: { field: 'seq', type: 'integer' } });
+  const a = await ok('POST', '/v1/collections/log/records', { what: 'start' });
+  assert.equal(a.pk, a.index);
+  assert.deepEqual((await ok('GET', `/v1/collections/log/records/${a.pk as number}`)).record, { seq: a.pk, what: 'start' });
+  assert.equal((await call('PUT', '/v1/collections/log/records/1', { seq: 1 })).status, 422);
+  // Drop: gone at once for readers.
+  assert.equal((await ok('DELETE', '/v1/collections/later')).dropped, true);
+  assert.equal((await call('GET', '/v1/collections/later')).status, 404);
+  assert.equal(((await call('GET', '/v1/collections/later/records/1')).json.error as Json).code, 'collection_not_found');
+  // Bad inputs: each its error, nothing changes.
+  const before = await ok('GET', '/v1/collections/people');
+  const cases: [string, string, unknown, number, string?][] = [
+    ['PUT', '/v1/collections/Bad', PEOPLE, 400],
+    ['PUT', '/v1/collections/_sys', PEOPLE, 400],
+    ['PUT', '/v1/collections/remote', { ...PEOPLE, schema: { $ref: 'https://example.com/s.json' } }, 400],
+    ['PUT', '/v1/collections/regex', { ...PEOPLE, schema: { type: 'object', properties: { note: { type: 'string', pattern: '^(a+)+$' } } } }, 200],
+    ['PUT', '/v1/collections/people/records/p9', { id: 'other', email: 'x@x.org' }, 400],
+    ['PUT', '/v1/collections/people/records/p9', { email: 'x@x.org' }, 400],
+    ['PUT', '/v1/collections/people/records/p9', '[1]', 400],
+    ['PUT', '/v1/collections/people/records/p9', '{"id":"p9","email":"x@x.org","__proto__":{"x":1}}', 400],
+    ['PUT', '/v1/collections/people/records/p9', { id: 'p9', email: 'x@x.org', nested: { constructor: 1 } }, 400],
+    ['PUT', '/v1/collections/people/records/p9', { id: 'p9', email: 'x@x.org', deep: JSON.parse('['.repeat(70) + ']'.repeat(70)) as unknown }, 400],
+    ['PUT', '/v1/collections/ints', { primaryKey: { field: 'n', type: 'integer' } }, 200],
+    ['PUT', '/v1/collections/ints/records/9007199254740993', { n: 9007199254740993 }, 400],
+    ['PUT', '/v1/collections/ints/records/1.5', { n: 1.5 }, 400],
+    ['PUT', '/v1/collections/nobody/records/x', { id: 'x' }, 404, 'collection_not_found'],
+    ['GET', '/v1/collections/people/records?index=nope&eq=1', undefined, 400],
+    ['GET', '/v1/collections/people/records?index=by_age&eq=old', undefined, 400],
+    ['GET', '/v1/collections/people/records?limit=0', undefined, 400],
+    ['PATCH', '/v1/collections/people', {}, 405],
+  ];
+  for (const [method, path, body, status, code] of cases) {
+    const r = await call(method, path, body);
+    assert.equal(r.status, status, `${method} ${path}: ${JSON.stringify(r.json)}`);
+    if (code !== undefined) assert.equal((r.json.error as Json).code, code);
+  }
+  // A catastrophic pattern runs in linear time (RE2): 50 KB of input answers at once.
+  const t0 = Date.now();
+  assert.equal((await call('PUT', '/v1/collections/regex/records/x', { id: `${'a'.repeat(50_000)}!`, email: 'a@x.org' })).status, 400, 'a pk over 1024 bytes');
+  const slow = await call('PUT', '/v1/collections/regex/records/y', { id: 'y', email: 'a@x.org', note: `${'a'.repeat(50_000)}!` });
+  assert.equal(slow.status, 422, 'no match, found in linear time');
+  assert.ok(Date.now() - t0 < 5_000);
+  const wrongType = await fetch(`${follower.info.http}/v1/collections/people/records/p8`, { method: 'PUT', body: JSON.stringify({ id: 'p8', email: 'a@x.org' }), headers: { 'content-type': 'text/plain' } });
+  assert.equal(wrongType.status, 415);
+  const afterwards = await ok('GET', '/v1/collections/people');
+  assert.equal(afterwards.count, before.count, 'nothing was added');
+  assert.equal((await call('GET', '/v1/collections/people/records/p9')).status, 404);
 });
