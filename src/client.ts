@@ -21,6 +21,9 @@ import { PangeaError } from './client-error.js';
 import { Election, Lease, Lock, type CallOptions, type LockOptions } from './recipes.js';
 import { newActionId, transact, type BlockBody, type BlockRead, type BlockReadRef, type BlockRevisionInfo, type BlockTransform, type TransactFn, type TransactOptions, type TransactResult } from './client-blocks.js';
 export type { BlockBody, BlockRead, BlockReadRef, BlockRevisionInfo, BlockTransform, TransactFn, TransactOptions, TransactResult } from './client-blocks.js';
+import { Collection, type CollectionInfo } from './client-collections.js';
+export { Collection } from './client-collections.js';
+export type { CollectionDefinition, CollectionIndexInfo, CollectionInfo, RecordPk, RecordQuery, StoredRecord } from './client-collections.js';
 
 export interface PangeaClientOptions {
   /** HTTP base URLs of nodes, e.g. `http://127.0.0.1:7070`; at least one. */
@@ -112,6 +115,8 @@ export interface WatchOptions {
   readonly blocks?: readonly string[];
   /** A key whose provider records to follow (`type: 'provider'`). */
   readonly providers?: string;
+  /** A collection whose records to follow (`type` put or delete, with `collection`, `pk`). */
+  readonly collection?: string;
   /** The last index already seen: changes after it come. Default: a linearizable read index. */
   readonly after?: number;
   /** False: puts come without their values. */
@@ -139,6 +144,10 @@ export interface WatchChange {
   readonly lease?: string;
   /** Deletes: a delete command, a txn branch, or a lease's expiry. */
   readonly cause?: 'delete' | 'txn' | 'lease';
+  /** Records (a `collection=` watch): the collection, the pk and (puts) the record. */
+  readonly collection?: string;
+  readonly pk?: string | number;
+  readonly record?: unknown;
 }
 
 /** One index's changes (`change`), or the index every change up to has been seen (`progress`). */
@@ -160,9 +169,15 @@ interface WireChange {
   readonly revision?: number;
   readonly lease?: string;
   readonly cause?: 'delete' | 'txn' | 'lease';
+  readonly collection?: string;
+  readonly pk?: string | number;
+  readonly record?: unknown;
 }
 
 function fromWire(c: WireChange): WatchChange {
+  if (c.collection !== undefined) {
+    return { type: c.type, key: '', collection: c.collection, pk: c.pk!, ...(c.record !== undefined ? { record: c.record } : {}), ...(c.revision !== undefined ? { revision: c.revision } : {}) };
+  }
   if (c.type === 'block') return { type: 'block', key: '', id: c.id!, revision: c.revision!, transform: c.transform! };
   if (c.type === 'provider') {
     return { type: 'provider', key: c.key!, op: c.op!, provider: c.provider!, ...(c.addrs ? { addrs: c.addrs } : {}), ...(c.lease ? { lease: c.lease } : {}), ...(c.revision ? { revision: c.revision } : {}), ...(c.cause ? { cause: c.cause } : {}) };
@@ -411,6 +426,19 @@ export class PangeaClient {
     return this.json(await this.request({ method: 'DELETE', path: `/v1/providers/${encodeKey(key)}/${encodeURIComponent(provider)}`, retry: 'idempotent', signal: opts.signal }));
   }
 
+  // --- collections (API contract, "Collections") -----------------------------------------
+
+  /** Typed access to collection `name` (src/client-collections.ts). */
+  collection<T extends { [k: string]: unknown } = { [k: string]: unknown }>(name: string): Collection<T> {
+    return new Collection<T>(name, (a) => this.request(a));
+  }
+
+  /** The collections, by name (continue with `after` = the last name while `more`). */
+  async collections(opts: { after?: string; limit?: number } & CallOptions = {}): Promise<{ items: Omit<CollectionInfo, 'index'>[]; more: boolean; index: number }> {
+    const q = [...(opts.after === undefined ? [] : [`after=${encodeURIComponent(opts.after)}`]), ...(opts.limit === undefined ? [] : [`limit=${opts.limit}`])];
+    return this.json(await this.request({ method: 'GET', path: `/v1/collections${q.length ? `?${q.join('&')}` : ''}`, retry: 'idempotent', signal: opts.signal }));
+  }
+
   // --- blocks (API contract, "Blocks") ---------------------------------------------------
 
   /** Block `id` now, or as of index `at`; null when absent (`revision`: 0, or a tombstone's). */
@@ -527,9 +555,9 @@ export class PangeaClient {
    * ```
    */
   async *watch(opts: WatchOptions): AsyncGenerator<WatchEvent> {
-    if ([opts.key, opts.prefix, opts.blocks, opts.providers].filter((x) => x !== undefined).length !== 1) throw new PangeaError(0, 'bad_request', 'watch: give exactly one of key, prefix, blocks and providers');
+    if ([opts.key, opts.prefix, opts.blocks, opts.providers, opts.collection].filter((x) => x !== undefined).length !== 1) throw new PangeaError(0, 'bad_request', 'watch: give exactly one of key, prefix, blocks, providers and collection');
     const selector = opts.key !== undefined ? `key=${percentEncode(toBytes(opts.key))}` : opts.prefix !== undefined ? `prefix=${percentEncode(toBytes(opts.prefix))}`
-      : opts.blocks !== undefined ? `blocks=${opts.blocks.map(encodeURIComponent).join(',')}` : `providers=${percentEncode(toBytes(opts.providers!))}`;
+      : opts.blocks !== undefined ? `blocks=${opts.blocks.map(encodeURIComponent).join(',')}` : opts.collection !== undefined ? `collection=${encodeURIComponent(opts.collection)}` : `providers=${percentEncode(toBytes(opts.providers!))}`;
     const query = `${selector}&encoding=base64${opts.values === false ? '&values=false' : ''}${opts.progressS !== undefined ? `&progress=${opts.progressS}` : ''}`;
     let after = opts.after ?? null;
     let failures = 0;

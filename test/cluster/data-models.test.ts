@@ -423,3 +423,51 @@ test('collections: an index added to records builds to ready; a diary appends; a
   assert.equal(afterwards.count, before.count, 'nothing was added');
   assert.equal((await call('GET', '/v1/collections/people/records/p9')).status, 404);
 });
+
+test('collections through PangeaClient (typed put, get, query, scan, watch) and `pangea collections define|list|get`', async () => {
+  const file = `${root}/tasks.json`;
+  const { writeFileSync } = await import('node:fs');
+  writeFileSync(file, JSON.stringify({ primaryKey: { field: 'id', type: 'integer' }, schema: { type: 'object', properties: { title: { type: 'string' }, done: { type: 'boolean' } } }, indexes: [{ name: 'by_done', field: 'done', type: 'boolean' }] }));
+  const defined = await pangea(follower.info.http, ['collections', 'define', 'tasks', file, '--if-absent']);
+  assert.equal(defined.code, 0, defined.stderr);
+  assert.match(defined.stdout, /^version \d+ index \d+$/m);
+  assert.equal((await pangea(follower.info.http, ['collections', 'define', 'tasks', file, '--if-absent'])).code, 1, 'it exists');
+  type Task = { id: number; title: string; done: boolean };
+  const client = new PangeaClient({ endpoints: nodes.map((n) => n.info.http) });
+  try {
+    const tasks = client.collection<Task>('tasks');
+    const from = (await clusterView(follower.info.http)).appliedIndex;
+    for (let i = 1; i <= 12; i++) await tasks.put(i, { id: i, title: `task ${i}`, done: i % 3 === 0 });
+    const three = await tasks.get(3);
+    assert.deepEqual(three?.record, { id: 3, title: 'task 3', done: true });
+    assert.equal(await tasks.get(99), null);
+    await assert.rejects(client.collection('nope').get(1), (e: unknown) => (e as { code?: string }).code === 'collection_not_found');
+    const put = await tasks.put(3, { id: 3, title: 'task 3', done: false }, { ifMatch: three!.revision });
+    await assert.rejects(tasks.put(3, { id: 3, title: 'x', done: false }, { ifMatch: three!.revision }), (e: unknown) => (e as { status?: number }).status === 412);
+    assert.ok(put.revision > three!.revision);
+    const done: number[] = [];
+    for await (const r of tasks.scan({ index: 'by_done', eq: true, limit: 2 })) done.push(r.pk as number);
+    assert.deepEqual(done, [6, 9, 12]);
+    const page = await tasks.query({ after: 10 });
+    assert.deepEqual(page.items.map((r) => r.pk), [11, 12]);
+    const ctl = new AbortController();
+    const seen: unknown[] = [];
+    for await (const ev of client.watch({ collection: 'tasks', after: from, signal: ctl.signal })) {
+      for (const c of ev.changes) seen.push([c.type, c.pk]);
+      if (seen.length >= 13) break;
+    }
+    ctl.abort();
+    assert.deepEqual(seen.slice(0, 3), [['put', 1], ['put', 2], ['put', 3]]);
+    assert.deepEqual(seen[12], ['put', 3]);
+    const info = (await client.collection('tasks').info())!;
+    assert.deepEqual([info.count, info.indexes[0]!.state], [12, 'ready']);
+  } finally {
+    client.close();
+  }
+  const list = await pangea(follower.info.http, ['collections', 'list']);
+  assert.equal(list.code, 0, list.stderr);
+  assert.match(list.stdout, /^tasks {2}table {2}version \d+ {2}12 records {2}by_done:ready$/m);
+  const got = await pangea(follower.info.http, ['collections', 'get', 'tasks']);
+  assert.equal((JSON.parse(got.stdout) as { count: number }).count, 12);
+  assert.equal((await pangea(follower.info.http, ['collections', 'get', 'nope'])).code, 1);
+});
