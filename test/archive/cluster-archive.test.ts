@@ -181,6 +181,10 @@ test('a 3-node cluster archives to file://; a new cluster restored from it at a 
   // A block changed every tenth write too (blocks are state like keys: issue 15).
   const blockAt = new Map<number, number>();
   let blockRev = 0;
+  // And records of a collection with an index (issue 15).
+  const defined = await fetch(`${n1.info.http}/v1/collections/notes`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ primaryKey: { field: 'id', type: 'string' }, indexes: [{ name: 'by_k', field: 'k', type: 'integer' }] }) });
+  assert.equal(defined.status, 200);
+  const recordAt = new Map<number, { id: string; k: number }>();
   for (let k = 0; k < 200; k++) {
     const op = randomOp(k);
     const index = await send(n1.info.http, op);
@@ -193,9 +197,17 @@ test('a 3-node cluster archives to file://; a new cluster restored from it at a 
       blockRev = ((await res.json()) as { index: number }).index;
       blockAt.set(blockRev, k);
     }
+    if (k % 10 === 7) {
+      const rec = { id: `r${k % 3}`, k };
+      const res = await fetch(`${n1.info.http}/v1/collections/notes/records/${rec.id}`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify(rec) });
+      assert.equal(res.status, 200);
+      recordAt.set(((await res.json()) as { index: number }).index, rec);
+    }
   }
   const target = [...byIndex.keys()].sort((a, b) => a - b)[130]!;
   const blockN = [...blockAt].filter(([i]) => i <= target).sort((a, b) => a[0] - b[0]).at(-1)![1];
+  const records = new Map<string, number>();
+  for (const [, r] of [...recordAt].filter(([i]) => i <= target).sort((a, b) => a[0] - b[0])) records.set(r.id, r.k);
   await waitFor('the archive to pass the target index', async () => (await metric(n1, 'pangea_archive_last_index')) >= target + 40, 60_000);
 
   // The state at `target`, by the model.
@@ -229,6 +241,8 @@ test('a 3-node cluster archives to file://; a new cluster restored from it at a 
   assert.deepEqual(await dump(restored), expected);
   const doc = (await (await fetch(`${restored.info.http}/v1/blocks/doc`)).json()) as { body: unknown };
   assert.deepEqual(doc.body, { n: blockN }, 'the block as it was at the index');
+  const notes = (await (await fetch(`${restored.info.http}/v1/collections/notes/records?index=by_k&gte=0&lt=1000`)).json()) as { items: { pk: string; record: { k: number } }[] };
+  assert.deepEqual(notes.items.map((r) => [r.pk, r.record.k]), [...records].sort((a, b) => a[1] - b[1]), 'the records and their index as they were at the index');
   // It takes writes, and archives them to a store of its own.
   assert.ok((await send(restored.info.http, { t: 'put', key: 'after', value: 'restore' })) !== null);
 });
