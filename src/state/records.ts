@@ -581,3 +581,46 @@ export function reclaim(t: StateTables): boolean {
   }
   return hasGarbage(t);
 }
+
+/**
+ * What must hold of the collection tables, checked from scratch (the simulator and tests):
+ * each collection's count is its records'; each `ready` index holds exactly its records'
+ * entries and, unique, no value twice; a `building` one no entry a record does not have.
+ * Returns the first problem found, or null. Reads everything: not for apply.
+ */
+export function auditCollections(t: StateTables): string | null {
+  for (const { key } of t.range('collections')) {
+    const name = fromUtf8.decode(key as Uint8Array);
+    const m = readMeta(t, name)!;
+    const prefix = u64Key(m.id);
+    const derived = m.indexes.map(() => new Set<string>());
+    let count = 0;
+    for (const { key: k, value } of t.range('records', { start: prefix, end: prefixEnd(prefix) })) {
+      count++;
+      const pkKey = (k as Uint8Array).subarray(8);
+      const rec = JSON.parse(decodeRecord(pkFromKey(pkKey), value).record) as Record<string, Json>;
+      entriesOf(0, m, rec, pkKey, true).forEach((e, i) => {
+        if (e !== null) derived[i]!.add(Buffer.from(e).toString('hex'));
+      });
+    }
+    if (count !== m.count) return `${name}: count ${m.count}, ${count} records`;
+    for (const [i, x] of m.indexes.entries()) {
+      if (x.state === 'failed') continue;
+      const p = indexPrefix(m.id, x.id);
+      const values = new Set<string>();
+      let n = 0;
+      for (const k of t.keys('recIndex', { start: p, end: prefixEnd(p) })) {
+        const e = k as Uint8Array;
+        n++;
+        if (!derived[i]!.has(Buffer.from(e).toString('hex'))) return `${name}.${x.def.name} (${x.state}): an entry no record has (${Buffer.from(e).toString('hex')})`;
+        if (x.def.unique && x.state === 'ready') {
+          const value = Buffer.from(e.subarray(p.byteLength, e.byteLength - pkKeyOfEntry(e.subarray(p.byteLength)).byteLength)).toString('hex');
+          if (values.has(value)) return `${name}.${x.def.name}: a unique index holds a value twice`;
+          values.add(value);
+        }
+      }
+      if (x.state === 'ready' && n !== derived[i]!.size) return `${name}.${x.def.name}: ${n} entries, its records have ${derived[i]!.size}`;
+    }
+  }
+  return null;
+}

@@ -43,6 +43,7 @@ import { unpack, type StoreEnv } from '../../src/storage/env.js';
 import { FrameDecoder } from '../../src/codec/frames.js';
 import { LOG_TIME_STEP_MS, decodeAppCommand, encodeAppCommand, nextChain, restampAppCommand, type AppCommand, type ApplyResult, type KvOp, type LeaseOp, type TxnOp } from '../../src/state/command.js';
 import { applyTransform, decodeBody, parseTransform, type Body } from '../../src/state/blocks.js';
+import { auditCollections, nextBackfill, readMeta } from '../../src/state/records.js';
 import canonicalize from 'canonicalize';
 import { isDeepStrictEqual } from 'node:util';
 import { VOUCHING_ROUNDS_MAX, chainAnswer, chainAnswerFrom, checkRange, laterVoters, leaderNamedByMajority, vouched, vouchersFor, votersWhoVouch, type ChainAnswer, type ChainSource } from '../../src/sync/range-check.js';
@@ -147,6 +148,9 @@ export interface SimStats {
   blockRevisions: number;
   /** Provider records written (block actor seeds). */
   providerPuts: number;
+  /** Records the block actor wrote and index steps it proposed (collections, level 3). */
+  recordPuts: number;
+  backfillSteps: number;
   garbage: number;
   pauses: number;
   acked: number;
@@ -1689,11 +1693,13 @@ export class World {
     const node = r.chance(0.7) ? (this.leaderNode() ?? r.pick(live)) : r.pick(live);
     const state = node.state!;
     let op: AppCommand['op'];
-    if (state.applyLevel() < 2) {
+    if (state.applyLevel() < 3) {
       if (this.now - this.levelAskedAt < 20 * TICK) return;
       this.levelAskedAt = this.now;
       const c = node.replica.latestConfig;
-      op = { t: 'cluster_level', level: 2, members: [...c.voters, ...c.learners].sort() };
+      op = { t: 'cluster_level', level: 3, members: [...c.voters, ...c.learners].sort() };
+    } else if (r.chance(0.3)) {
+      op = this.collectionOp(state);
     } else if (r.chance(0.2)) {
       // Provider records on the lease actor's leases (or its own), so that lease expiry and
       // revoke take records too, in the budget of keys a command deletes.
@@ -1732,11 +1738,41 @@ export class World {
     driver.propose({ kind: 'app', data }, (o) => {
       if (o.ok && o.result.kind === 'lease_granted' && !this.leaseIds.includes(o.result.id)) this.leaseIds.push(o.result.id);
       if (o.ok && o.result.kind === 'provider_put') this.stats.providerPuts++;
+      if (o.ok && o.result.kind === 'record_put') this.stats.recordPuts++;
+      if (o.ok && o.result.kind === 'backfilled') this.stats.backfillSteps++;
       if (o.ok && o.result.kind === 'block_pended' && !this.blockPends.includes(o.result.actionId)) {
         this.blockPends.push(o.result.actionId);
         if (this.blockPends.length > 16) this.blockPends.shift();
       }
     });
+  }
+
+  /**
+   * Collections for the block actor: two collections defined and redefined with indexes that
+   * come and go (so indexes are built over records, and unique ones fail on clashes), records
+   * put and deleted with values that clash, drops, and index steps proposed with the cursor the
+   * proposing node sees (stale ones are common). auditCollections and the snapshot checks
+   * judge the outcome.
+   */
+  private collectionOp(state: LmdbStateStore): AppCommand['op'] {
+    const r = this.blockRng;
+    const name = `c${r.int(0, 1)}`;
+    const roll = r.float();
+    if (roll < 0.1 || readMeta(state.tables, name) === undefined) {
+      const indexes = [
+        ...(r.chance(0.7) ? [{ name: 'n', field: 'n', type: 'integer' }] : []),
+        ...(r.chance(0.5) ? [{ name: 'u', field: 'u', type: 'integer', unique: true }] : []),
+        ...(r.chance(0.3) ? [{ name: 's', field: 's', type: 'string' }] : []),
+      ];
+      return { t: 'collection_define', name, definition: JSON.stringify({ primaryKey: { field: 'id', type: 'string' }, schema: { type: 'object', properties: { n: { type: 'integer', maximum: 90 } } }, indexes }) };
+    }
+    if (roll < 0.13) return { t: 'collection_drop', name };
+    const step = nextBackfill(state.tables);
+    if (roll < 0.3 && step !== null) return step;
+    const id = `r${r.int(0, 40)}`;
+    if (roll < 0.4) return { t: 'record_delete', collection: name, pk: id };
+    const record = { id, n: r.int(0, 99), u: r.int(0, 60), ...(r.chance(0.5) ? { s: r.chance(0.1) ? 7 : `s${r.int(0, 5)}\u0000${r.int(0, 3)}` } : {}) };
+    return { t: 'record_put', collection: name, pk: id, record: JSON.stringify(record) };
   }
 
   /** Replays the block changes of a newly chosen entry from the journal of the replica that
@@ -1776,6 +1812,8 @@ export class World {
           if (got === 'unavailable' || !isDeepStrictEqual(got, at(i))) throw new SimFailure(`${id}: block ${block} at ${i} (history from ${floor}) is ${JSON.stringify(got)}, the journal says ${JSON.stringify(at(i))}`);
         }
       }
+      const audit = auditCollections(state.tables);
+      if (audit !== null) throw new SimFailure(`${id}: collections: ${audit}`);
       this.stats.blockChecks++;
     }
   }
@@ -2018,7 +2056,7 @@ export class World {
 }
 
 export function emptyStats(): SimStats {
-  return { leaderChanges: 0, crashes: 0, crashesBeforeCommit: 0, stateCommitsLost: 0, stateCommitsFailed: 0, partitions: 0, oneWayLinks: 0, blockSyncs: 0, rangesRefused: 0, rogueRanges: 0, rangesPinned: 0, snapshotRestores: 0, retries: 0, clockJumps: 0, leaseGrants: 0, leaseDeletes: 0, leaseEdges: 0, leaseExpiries: 0, leaseEarlyMaxMs: -Infinity, leaseEarlyFromApplyMaxMs: -Infinity, blockChecks: 0, blockRevisions: 0, providerPuts: 0, diskFailures: 0, quickRestarts: 0, longStalls: 0, membershipChanges: 0, departures: 0, readds: 0, transfers: 0, compactions: 0, rangesLearned: 0, garbage: 0, pauses: 0, acked: 0, unknown: 0, reads: 0, slots: 0 };
+  return { leaderChanges: 0, crashes: 0, crashesBeforeCommit: 0, stateCommitsLost: 0, stateCommitsFailed: 0, partitions: 0, oneWayLinks: 0, blockSyncs: 0, rangesRefused: 0, rogueRanges: 0, rangesPinned: 0, snapshotRestores: 0, retries: 0, clockJumps: 0, leaseGrants: 0, leaseDeletes: 0, leaseEdges: 0, leaseExpiries: 0, leaseEarlyMaxMs: -Infinity, leaseEarlyFromApplyMaxMs: -Infinity, blockChecks: 0, blockRevisions: 0, providerPuts: 0, recordPuts: 0, backfillSteps: 0, diskFailures: 0, quickRestarts: 0, longStalls: 0, membershipChanges: 0, departures: 0, readds: 0, transfers: 0, compactions: 0, rangesLearned: 0, garbage: 0, pauses: 0, acked: 0, unknown: 0, reads: 0, slots: 0 };
 }
 
 /** Runs one seed. A failure carries the seed; with `trace`, the events that led to it. */

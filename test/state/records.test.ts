@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { ApplyResult } from '../../src/state/command.js';
 import type { RecordChange } from '../../src/state/effects.js';
-import { BACKFILL_RECORDS_MAX, RECLAIM_ROWS_MAX, collectionInfo, getRecord, listCollections, readMeta, recordsByIndex, recordsByPk, type CollectionMeta } from '../../src/state/records.js';
+import { BACKFILL_RECORDS_MAX, RECLAIM_ROWS_MAX, auditCollections, collectionInfo, getRecord, listCollections, readMeta, recordsByIndex, recordsByPk, type CollectionMeta } from '../../src/state/records.js';
 import { Harness } from './harness.js';
 
 function level3(): Harness {
@@ -77,6 +77,7 @@ test('collections: define, put, get, index queries with paging, an update moving
     { type: 'record', collection: 'people', pk: 'p1' },
   ]);
   assert.deepEqual(listCollections(t, null, 10).items.map((m) => m.name), ['people']);
+  assert.equal(auditCollections(h.state.tables), null);
 });
 
 test('collections: conditions, unique indexes, schema and type refusals change nothing', () => {
@@ -112,6 +113,7 @@ test('collections: conditions, unique indexes, schema and type refusals change n
   assert.equal(define(h, 'people', { ...PEOPLE, kind: 'diary', primaryKey: { field: 'id', type: 'integer' } }).kind, 'invalid_operation');
   assert.equal(define(h, 'people', PEOPLE, { ifAbsent: true }).kind, 'precondition_failed');
   assert.equal(define(h, 'people', PEOPLE, { ifVersion: 1 }).kind, 'precondition_failed');
+  assert.equal(auditCollections(h.state.tables), null);
 });
 
 test('collections: a schema change leaves old records as they were; a new index is built in bounded steps to ready', () => {
@@ -147,6 +149,7 @@ test('collections: a schema change leaves old records as they were; a new index 
   assert.equal(byAge(h, { eq: 3, limit: 1000 }).items.some((r) => r.pk === 'p00003'), false, 'the update moved it');
   // Unique now enforced.
   assert.equal(put(h, 'people', { id: 'zz', email: 'p5@x.org', name: 'z' }).kind, 'unique_violation');
+  assert.equal(auditCollections(h.state.tables), null);
 });
 
 test('collections: a unique index added over clashing records fails, naming both', () => {
@@ -170,6 +173,7 @@ test('collections: a unique index added over clashing records fails, naming both
   assert.notEqual(again.id, x.id);
   assert.equal(h.one({ t: 'index_backfill', collection: 'people', indexId: again.id, cursor: null }).kind, 'backfilled');
   assert.equal(meta(h, 'people').indexes.find((y) => y.def.name === 'by_email')!.state, 'ready');
+  assert.equal(auditCollections(h.state.tables), null);
 });
 
 test('collections: a drop is immediate and reclaimed in bounded steps; a new collection of the same name starts empty', () => {
@@ -191,6 +195,7 @@ test('collections: a drop is immediate and reclaimed in bounded steps; a new col
   assert.equal(rows('recIndex'), 1);
   assert.deepEqual([...h.state.tables.keys('collGarbage')], []);
   assert.equal(h.one({ t: 'collection_drop', name: 'nobody' }).kind, 'collection_dropped');
+  assert.equal(auditCollections(h.state.tables), null);
 });
 
 test('collections: a diary takes appends, numbered by their index', () => {
@@ -205,6 +210,7 @@ test('collections: a diary takes appends, numbered by their index', () => {
   const m = meta(h, 'events');
   assert.deepEqual(recordsByPk(h.state.tables, m, null, 10).items.map((r) => [r.pk, JSON.parse(r.record).what]), [[a.index, 'start'], [a.index + 1, 'stop']]);
   assert.deepEqual(recordsByIndex(h.state.tables, m, m.indexes[0]!, { eq: 'stop', limit: 10 }).items.map((r) => r.pk), [a.index + 1]);
+  assert.equal(auditCollections(h.state.tables), null);
 });
 
 test('collections: string values with NUL bytes, prefixes of each other and integers sort and page as values do', () => {
@@ -221,4 +227,5 @@ test('collections: string values with NUL bytes, prefixes of each other and inte
   assert.deepEqual(byN, [-1e300, -1.5, 0, 0, 2, 3, 1e300]);
   assert.deepEqual(recordsByPk(h.state.tables, m, null, 100).items.map((r) => r.pk), [-3, -2, -1, 0, 1, 2, 3]);
   assert.deepEqual(recordsByPk(h.state.tables, m, -1, 2).items.map((r) => r.pk), [0, 1]);
+  assert.equal(auditCollections(h.state.tables), null);
 });
