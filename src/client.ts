@@ -80,14 +80,16 @@ export interface ListOptions extends CallOptions {
   readonly consistency?: Consistency;
 }
 
-export interface TxnCompare {
-  readonly key: string;
-  readonly target: 'value' | 'revision' | 'exists';
-  readonly op: '==' | '!=' | '<' | '>';
-  readonly value: Value | number | boolean;
-}
+export type TxnCompare =
+  | { readonly key: string; readonly target: 'value' | 'revision' | 'exists'; readonly op: '==' | '!=' | '<' | '>'; readonly value: Value | number | boolean }
+  /** A record's revision (0: absent) or existence (API contract, "Collections"). */
+  | { readonly collection: string; readonly pk: string | number; readonly target: 'revision' | 'exists'; readonly op: '==' | '!=' | '<' | '>'; readonly value: number | boolean };
 
-export type TxnOp = { readonly op: 'put'; readonly key: string; readonly value: Value; readonly lease?: string } | { readonly op: 'delete' | 'get'; readonly key: string };
+export type TxnOp =
+  | { readonly op: 'put'; readonly key: string; readonly value: Value; readonly lease?: string }
+  | { readonly op: 'delete' | 'get'; readonly key: string }
+  | { readonly op: 'putRecord'; readonly collection: string; readonly pk: string | number; readonly record: { readonly [k: string]: unknown } }
+  | { readonly op: 'deleteRecord' | 'getRecord'; readonly collection: string; readonly pk: string | number };
 
 /** A lease as `GET /v1/leases/{id}` shows it. */
 export interface LeaseInfo {
@@ -105,7 +107,12 @@ export interface TxnRequest {
   readonly failure?: readonly TxnOp[];
 }
 
-export type TxnResult = { readonly revision: number } | { readonly deleted: boolean } | { readonly value: Uint8Array | null; readonly revision: number | null };
+export type TxnResult =
+  | { readonly revision: number }
+  | { readonly deleted: boolean }
+  | { readonly value: Uint8Array | null; readonly revision: number | null }
+  /** A getRecord's answer. */
+  | { readonly record: unknown; readonly revision: number | null };
 
 export interface WatchOptions {
   /** Exactly one of `key`, `prefix` and `blocks` (block ids, up to 100: their changes come
@@ -314,10 +321,10 @@ export class PangeaClient {
   /** An atomic compare-and-then (API.md, Transactions). Values are sent and answered as bytes. */
   async txn(t: TxnRequest, opts: CallOptions = {}): Promise<{ succeeded: boolean; index: number; results: TxnResult[] }> {
     const op = (o: TxnOp): Record<string, unknown> =>
-      o.op === 'put' ? { op: 'put', key: o.key, value: toBase64(o.value), ...(o.lease === undefined ? {} : { lease: o.lease }) } : { op: o.op, key: o.key };
+      o.op === 'put' ? { op: 'put', key: o.key, value: toBase64(o.value), ...(o.lease === undefined ? {} : { lease: o.lease }) } : { ...o };
     const body = JSON.stringify({
       encoding: 'base64',
-      compare: (t.compare ?? []).map((c) => ({ key: c.key, target: c.target, op: c.op, value: c.target === 'value' ? toBase64(c.value as Value) : c.value })),
+      compare: (t.compare ?? []).map((c) => ('collection' in c ? { ...c } : { key: c.key, target: c.target, op: c.op, value: c.target === 'value' ? toBase64(c.value as Value) : c.value })),
       success: (t.success ?? []).map(op),
       failure: (t.failure ?? []).map(op),
     });
@@ -326,6 +333,7 @@ export class PangeaClient {
     );
     const results = r.results.map((x): TxnResult => {
       if ('value' in x) return { value: x.value === null ? null : fromBase64(x.value as string), revision: x.revision as number | null };
+      if ('record' in x) return { record: x.record, revision: x.revision as number | null };
       if ('deleted' in x) return { deleted: x.deleted as boolean };
       return { revision: x.revision as number };
     });

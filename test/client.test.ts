@@ -65,6 +65,7 @@ class Fake implements KvService {
         return { revision: index };
       }
       if (o.op === 'delete') return { deleted: this.data.delete(hex(o.key)) };
+      if (o.op !== 'get') throw new Error(`${o.op}: not in this fake`);
       const kv = this.data.get(hex(o.key));
       return { value: kv?.value ?? null, revision: kv?.revision ?? null };
     });

@@ -229,19 +229,9 @@ export class CollectionHttp<C extends { readonly req: IncomingMessage; readonly 
     this.d.send(ctx.res, 200, { items, more: page.more, cursor: page.cursor, index }, { 'pangea-index': String(index) });
   }
 
+  /** The contract's error (http.ts sendApplyError maps the collections' refusals too). */
   private refused(ctx: C, r: ApplyResult): never {
-    switch (r.kind) {
-      case 'collection_not_found':
-        throw new HttpError(404, 'collection_not_found', `no collection ${r.name}`, { index: r.index });
-      case 'unique_violation':
-        throw new HttpError(409, 'unique_violation', `index ${r.indexName}: record ${JSON.stringify(r.pk)} holds this value`, { pk: r.pk, index: r.index });
-      case 'schema_violation':
-        throw new HttpError(422, 'schema_violation', r.message, { errors: r.errors, index: r.index });
-      case 'invalid_operation':
-        throw new HttpError(422, 'invalid_operation', r.message, { index: r.index });
-      default:
-        return this.d.refused(ctx, r);
-    }
+    return this.d.refused(ctx, r);
   }
 }
 

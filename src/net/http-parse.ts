@@ -6,7 +6,8 @@
 import { peerIdFromString } from '@libp2p/peer-id';
 import { multiaddr } from '@multiformats/multiaddr';
 import { createHash } from 'node:crypto';
-import { KEY_BYTES_MAX, LEASE_KEEPALIVE_IDS_MAX, LEASE_TTL_MS_MAX, LEASE_TTL_MS_MIN, type Compare, type KvOp, type TxnOp } from '../state/command.js';
+import { KEY_BYTES_MAX, LEASE_KEEPALIVE_IDS_MAX, LEASE_TTL_MS_MAX, LEASE_TTL_MS_MIN, isRecordTxnOp, type Compare, type KvOp, type RecordCompare, type TxnOp } from '../state/command.js';
+import canonicalize from 'canonicalize';
 import { BLOCK_ID } from '../state/blocks.js';
 
 /** The longest key, in bytes of UTF-8 (API.md): the state machine's own limit. */
@@ -303,6 +304,12 @@ export function opDigest(op: KvOp): Uint8Array {
   // A lease is digested only when given, so requests without one digest as they always did.
   const txnOp = (o: TxnOp): void => {
     str(o.op);
+    if (isRecordTxnOp(o)) {
+      str(o.collection);
+      str(`${typeof o.pk}:${o.pk}`);
+      if (o.op === 'putRecord') str(o.record);
+      return;
+    }
     bytes(o.key);
     if (o.op === 'put') bytes(o.value);
     if (o.op === 'put' && o.lease !== undefined) {
@@ -338,6 +345,18 @@ export function opDigest(op: KvOp): Uint8Array {
       op.success.forEach(txnOp);
       num(op.failure.length);
       op.failure.forEach(txnOp);
+      // Only when present, so that a txn without them digests as it always did.
+      if (op.recordCompare !== undefined) {
+        str('records');
+        num(op.recordCompare.length);
+        for (const c of op.recordCompare) {
+          str(c.collection);
+          str(`${typeof c.pk}:${c.pk}`);
+          str(c.target);
+          str(c.op);
+          str(String(c.value));
+        }
+      }
       break;
   }
   return new Uint8Array(h.digest());
@@ -422,9 +441,22 @@ export function parseTxn(body: Record<string, unknown>, limits: TxnLimits): Pars
     if (bytes.byteLength > limits.maxValueBytes) throw tooLarge(`${what}: value of ${bytes.byteLength} bytes, over ${limits.maxValueBytes}`);
     return bytes;
   };
-  const compare = compareIn.map((raw, i): Compare => {
+  const recordCompare: RecordCompare[] = [];
+  const compare = compareIn.flatMap((raw, i): Compare[] => {
     const what = `compare[${i}]`;
     const c = asObject(raw, what);
+    if (c.collection !== undefined) {
+      fields(c, ['collection', 'pk', 'target', 'op', 'value'], what);
+      const target = c.target;
+      if (!compareOps.includes(c.op as never)) throw badRequest(`${what}: op must be one of == != < >`);
+      if (target === 'revision') {
+        if (typeof c.value !== 'number' || !Number.isSafeInteger(c.value) || c.value < 0) throw badRequest(`${what}: a revision compare takes a non-negative integer`);
+      } else if (target === 'exists') {
+        if (typeof c.value !== 'boolean' || (c.op !== '==' && c.op !== '!=')) throw badRequest(`${what}: an exists compare takes a boolean, with == or !=`);
+      } else throw badRequest(`${what}: a record compare's target is revision or exists`);
+      recordCompare.push({ collection: collectionName(c.collection, what), pk: recordPk(c.pk, what), target, op: c.op as RecordCompare['op'], value: c.value as number | boolean });
+      return [];
+    }
     fields(c, ['key', 'target', 'op', 'value'], what);
     const key = jsonKey(c.key, what);
     const op = c.op;
@@ -432,14 +464,14 @@ export function parseTxn(body: Record<string, unknown>, limits: TxnLimits): Pars
     const o = op as Compare['op'];
     switch (c.target) {
       case 'value':
-        return { key, target: 'value', op: o, value: value(c.value, what) };
+        return [{ key, target: 'value', op: o, value: value(c.value, what) }];
       case 'revision':
         if (typeof c.value !== 'number' || !Number.isSafeInteger(c.value) || c.value < 0) throw badRequest(`${what}: a revision compare takes a non-negative integer`);
-        return { key, target: 'revision', op: o, value: c.value };
+        return [{ key, target: 'revision', op: o, value: c.value }];
       case 'exists':
         if (typeof c.value !== 'boolean') throw badRequest(`${what}: an exists compare takes a boolean`);
         if (o !== '==' && o !== '!=') throw badRequest(`${what}: an exists compare takes only == or !=`);
-        return { key, target: 'exists', op: o, value: c.value };
+        return [{ key, target: 'exists', op: o, value: c.value }];
       default:
         throw badRequest(`${what}: target must be value, revision or exists`);
     }
@@ -460,11 +492,37 @@ export function parseTxn(body: Record<string, unknown>, limits: TxnLimits): Pars
         case 'get':
           fields(o, ['op', 'key'], what);
           return { op: 'get', key: jsonKey(o.key, what) };
+        case 'putRecord': {
+          fields(o, ['op', 'collection', 'pk', 'record'], what);
+          if (typeof o.record !== 'object' || o.record === null || Array.isArray(o.record)) throw badRequest(`${what}: record is a JSON object`);
+          const record = canonicalize(o.record) as string;
+          if (Buffer.byteLength(record) > limits.maxValueBytes) throw tooLarge(`${what}: a record of ${Buffer.byteLength(record)} bytes, over ${limits.maxValueBytes}`);
+          return { op: 'putRecord', collection: collectionName(o.collection, what), pk: recordPk(o.pk, what), record };
+        }
+        case 'deleteRecord':
+        case 'getRecord':
+          fields(o, ['op', 'collection', 'pk'], what);
+          return { op: o.op, collection: collectionName(o.collection, what), pk: recordPk(o.pk, what) };
         default:
-          throw badRequest(`${what}: op must be put, delete or get`);
+          throw badRequest(`${what}: op must be put, delete, get, putRecord, deleteRecord or getRecord`);
       }
     });
-  return { op: { t: 'txn', compare, success: ops(successIn, 'success'), failure: ops(failureIn, 'failure') }, encoding };
+  const success = ops(successIn, 'success');
+  const failure = ops(failureIn, 'failure');
+  return { op: { t: 'txn', compare, success, failure, ...(recordCompare.length > 0 ? { recordCompare } : {}) }, encoding };
+}
+
+function collectionName(v: unknown, what: string): string {
+  if (typeof v !== 'string' || !/^[a-z0-9_-]{1,64}$/.test(v)) throw badRequest(`${what}: collection is a name of 1 to 64 of [a-z0-9_-]`);
+  return v;
+}
+
+/** A record's pk in a txn: a string of 1 to 1024 bytes, or a safe integer (the collection's
+ *  type is judged at apply). */
+function recordPk(v: unknown, what: string): string | number {
+  if (typeof v === 'number' && Number.isSafeInteger(v)) return v;
+  if (typeof v === 'string' && v !== '' && Buffer.byteLength(v) <= 1024 && (v as unknown as { isWellFormed(): boolean }).isWellFormed()) return v;
+  throw badRequest(`${what}: pk is a string of 1 to 1024 bytes or a safe integer`);
 }
 
 export interface MemberRequest {

@@ -546,6 +546,7 @@ export class HttpApi {
     if (r.kind !== 'txn') return this.sendApplyError(ctx, r);
     const results = r.results.map((x) => {
       if ('value' in x) return { value: x.value === null ? null : encodeValue(x.value, encoding), revision: x.revision };
+      if ('record' in x) return { record: x.record === null ? null : (JSON.parse(x.record) as unknown), revision: x.revision };
       if ('deleted' in x) return { deleted: x.deleted };
       return { revision: x.revision };
     });
@@ -809,6 +810,15 @@ export class HttpApi {
         throw new HttpError(404, 'lease_not_found', `no lease ${r.id}: unknown, revoked or expired`, { index: r.index });
       case 'limit_reached':
         throw new HttpError(409, 'limit_reached', r.message, { index: r.index });
+      // Collections' refusals (a txn's record ops, and http-collections.ts).
+      case 'collection_not_found':
+        throw new HttpError(404, 'collection_not_found', `no collection ${r.name}`, { index: r.index });
+      case 'unique_violation':
+        throw new HttpError(409, 'unique_violation', `index ${r.indexName}: record ${JSON.stringify(r.pk)} holds this value`, { pk: r.pk, index: r.index });
+      case 'schema_violation':
+        throw new HttpError(422, 'schema_violation', r.message, { errors: r.errors, index: r.index });
+      case 'invalid_operation':
+        throw new HttpError(422, 'invalid_operation', r.message, { index: r.index });
       default:
         throw new Error(`the service answered ${r.kind} to ${ctx.req.method} ${ctx.req.url}`);
     }

@@ -29,12 +29,38 @@ export interface Compare {
 export type TxnOp =
   | { readonly op: 'put'; readonly key: Uint8Array; readonly value: Uint8Array; readonly lease?: number }
   | { readonly op: 'delete'; readonly key: Uint8Array }
-  | { readonly op: 'get'; readonly key: Uint8Array };
+  | { readonly op: 'get'; readonly key: Uint8Array }
+  | RecordTxnOp;
+
+/** A txn's record ops (API contract, "Collections", level 3): `record` is canonical JSON. */
+export type RecordTxnOp =
+  | { readonly op: 'putRecord'; readonly collection: string; readonly pk: string | number; readonly record: string }
+  | { readonly op: 'deleteRecord' | 'getRecord'; readonly collection: string; readonly pk: string | number };
+
+/** A txn's compare of a record (level 3): its revision (0: absent), or whether it exists. */
+export interface RecordCompare {
+  readonly collection: string;
+  readonly pk: string | number;
+  readonly target: 'revision' | 'exists';
+  readonly op: '==' | '!=' | '<' | '>';
+  readonly value: number | boolean;
+}
 
 export type KvOp =
   | { readonly t: 'put'; readonly key: Uint8Array; readonly value: Uint8Array; readonly ifMatch?: number; readonly ifAbsent?: boolean; readonly lease?: number }
   | { readonly t: 'delete'; readonly key: Uint8Array; readonly ifMatch?: number }
-  | { readonly t: 'txn'; readonly compare: readonly Compare[]; readonly success: readonly TxnOp[]; readonly failure: readonly TxnOp[] };
+  | {
+    readonly t: 'txn';
+    readonly compare: readonly Compare[];
+    readonly success: readonly TxnOp[];
+    readonly failure: readonly TxnOp[];
+    /** Compares of records (level 3): every one must hold too. */
+    readonly recordCompare?: readonly RecordCompare[];
+  };
+
+export function isRecordTxnOp(o: TxnOp): o is RecordTxnOp {
+  return o.op === 'putRecord' || o.op === 'deleteRecord' || o.op === 'getRecord';
+}
 
 /**
  * Lease commands (API contract, "Leases"; applied in kv.ts). A lease's id is its grant's
@@ -192,6 +218,7 @@ export function isCollectionCmd(op: AppCommand['op']): op is CollectionCmd {
  *  providers, level 3 collections. */
 export function opLevel(op: AppCommand['op']): number {
   if (isCollectionCmd(op)) return 3;
+  if (op.t === 'txn' && (op.recordCompare !== undefined || op.success.some(isRecordTxnOp) || op.failure.some(isRecordTxnOp))) return 3;
   return op.t === 'block_pend' || op.t === 'block_commit' || op.t === 'block_cancel' || op.t === 'provider_put' || op.t === 'provider_delete' ? 2 : 1;
 }
 
@@ -209,7 +236,9 @@ export interface AppCommand {
 export type TxnResult =
   | { readonly revision: number }
   | { readonly deleted: boolean }
-  | { readonly value: Uint8Array | null; readonly revision: number | null };
+  | { readonly value: Uint8Array | null; readonly revision: number | null }
+  /** A getRecord: the record's canonical JSON, or null. */
+  | { readonly record: string | null; readonly revision: number | null };
 
 /** The answer to one applied command, at its log index. */
 export type ApplyResult =
@@ -345,6 +374,10 @@ function only(v: Record<string, unknown>, ...keys: string[]): boolean {
 }
 
 function isTxnOp(v: unknown): v is TxnOp {
+  if (isObj(v) && (v.op === 'putRecord' || v.op === 'deleteRecord' || v.op === 'getRecord')) {
+    if (!isName(v.collection) || !isPk(v.pk)) return false;
+    return v.op === 'putRecord' ? typeof v.record === 'string' && only(v, 'op', 'collection', 'pk', 'record') : only(v, 'op', 'collection', 'pk');
+  }
   if (!isObj(v) || !isBytes(v.key)) return false;
   if (v.op === 'put') return isBytes(v.value) && optLease(v.lease) && only(v, 'op', 'key', 'value', 'lease');
   return (v.op === 'delete' || v.op === 'get') && only(v, 'op', 'key');
@@ -359,6 +392,13 @@ function isCompare(v: unknown): v is Compare {
   return false;
 }
 
+function isRecordCompare(v: unknown): v is RecordCompare {
+  if (!isObj(v) || !isName(v.collection) || !isPk(v.pk) || !only(v, 'collection', 'pk', 'target', 'op', 'value')) return false;
+  if (!['==', '!=', '<', '>'].includes(v.op as string)) return false;
+  if (v.target === 'revision') return typeof v.value === 'number';
+  return v.target === 'exists' && typeof v.value === 'boolean' && (v.op === '==' || v.op === '!=');
+}
+
 function isKvOp(v: unknown): v is KvOp {
   if (!isObj(v)) return false;
   const optNum = (x: unknown) => x === undefined || (typeof x === 'number' && Number.isSafeInteger(x) && x >= 0);
@@ -370,7 +410,7 @@ function isKvOp(v: unknown): v is KvOp {
       return isBytes(v.key) && optNum(v.ifMatch) && only(v, 't', 'key', 'ifMatch');
     case 'txn':
       return Array.isArray(v.compare) && v.compare.every(isCompare) && Array.isArray(v.success) && v.success.every(isTxnOp) && Array.isArray(v.failure) && v.failure.every(isTxnOp) &&
-        only(v, 't', 'compare', 'success', 'failure');
+        (v.recordCompare === undefined || (Array.isArray(v.recordCompare) && v.recordCompare.every(isRecordCompare))) && only(v, 't', 'compare', 'success', 'failure', 'recordCompare');
     default:
       return false;
   }

@@ -36,8 +36,8 @@ import { SEGMENT_ENTRIES_DEFAULT, SLOT_OVERHEAD_BYTES, endsSegment, type OpenSeg
 import type { ConfigRecord, KeyValue, LeaseRecord, MemberRecord, StateStore } from './state-store.js';
 import { StateSnapshot, restoreSnapshot, type SnapshotHeader } from './snapshot.js';
 import { applyBlockCmd, blockAt, blockHead, blockMissing, blockRevisions, expireActions, pruneBlockHistory, readBlock, type BlockRevision, type BlockState } from './block-apply.js';
-import { isCollectionCmd, type BlockCmd } from './command.js';
-import { applyCollectionCmd, reclaim } from './records.js';
+import { isCollectionCmd, isRecordTxnOp, type BlockCmd, type RecordCompare, type RecordTxnOp } from './command.js';
+import { applyCollectionCmd, reclaim, recordTxnCompare, recordTxnGet } from './records.js';
 import { applyProviderCmd, dropLeaseProviders, providedBy, providersOf, type ProviderApplyContext, type ProviderRecord } from './providers.js';
 
 export { KEY_BYTES_MAX } from './command.js';
@@ -570,7 +570,7 @@ class ApplyBatch {
   garbage: boolean | undefined;
 
   constructor(
-    private readonly t: StateTables,
+    private readonly t: StagedState,
     private readonly rules: ApplyRules,
     from: AppliedRecord,
     nextExpiry: number,
@@ -777,11 +777,38 @@ class ApplyBatch {
         return { kind: 'delete', index, deleted: cur !== undefined };
       }
       case 'txn': {
-        const succeeded = op.compare.every((c) => this.holds(c));
+        const succeeded = op.compare.every((c) => this.holds(c)) && (op.recordCompare ?? []).every((c: RecordCompare) => recordTxnCompare(this.t, c));
         const branch = succeeded ? op.success : op.failure;
         const refused = this.checkLeases(branch, index);
         if (refused !== null) return refused;
-        const results = branch.map((o) => this.txnOp(o, index));
+        if (!branch.some(isRecordTxnOp)) return { kind: 'txn', index, succeeded, results: branch.map((o) => this.txnOp(o as Exclude<TxnOp, RecordTxnOp>, index)) };
+        // A record op may be refused (its schema, a unique index, no such collection): then
+        // the txn applies nothing, so everything it did before that op is undone.
+        const mark = this.t.mark();
+        const changes = this.changes.length;
+        const leasedKeys = this.leasedKeys;
+        this.garbage = undefined;
+        const results: TxnResult[] = [];
+        for (const o of branch) {
+          if (!isRecordTxnOp(o)) {
+            results.push(this.txnOp(o, index));
+            continue;
+          }
+          if (o.op === 'getRecord') {
+            results.push(recordTxnGet(this.t, o.collection, o.pk));
+            continue;
+          }
+          const ctx = { t: this.t, index, changes: this.changes };
+          const r = o.op === 'putRecord' ? applyCollectionCmd(ctx, { t: 'record_put', collection: o.collection, pk: o.pk, record: o.record }) : applyCollectionCmd(ctx, { t: 'record_delete', collection: o.collection, pk: o.pk });
+          if (r.kind === 'record_put') results.push({ revision: r.revision });
+          else if (r.kind === 'record_deleted') results.push({ deleted: r.deleted });
+          else {
+            this.t.rollbackTo(mark);
+            this.changes.length = changes;
+            this.leasedKeys = leasedKeys;
+            return r;
+          }
+        }
         return { kind: 'txn', index, succeeded, results };
       }
     }
@@ -802,7 +829,7 @@ class ApplyBatch {
     }
   }
 
-  private txnOp(o: TxnOp, index: number): TxnResult {
+  private txnOp(o: Exclude<TxnOp, RecordTxnOp>, index: number): TxnResult {
     switch (o.op) {
       case 'put':
         this.put(o.key, o.value, index, o.lease);
@@ -894,7 +921,7 @@ class ApplyBatch {
     const delta = new Map<number, number>();
     const add = (lease: number, n: number): void => void delta.set(lease, (delta.get(lease) ?? 0) + n);
     for (const o of ops) {
-      if (o.op === 'get') continue;
+      if (o.op === 'get' || isRecordTxnOp(o)) continue;
       const k = Buffer.from(o.key.buffer, o.key.byteOffset, o.key.byteLength).toString('latin1');
       const cur = leaseOf.has(k) ? leaseOf.get(k) : readLeaseOf(this.t, o.key);
       const next = o.op === 'put' ? o.lease : undefined;
@@ -1077,7 +1104,7 @@ function checkCommand(cmd: AppCommand): string | null {
   if (op.t === 'archive_settings' || op.t === 'cluster_settings' || op.t === 'cluster_level' || isLeaseOp(op) || isBlockCmd(op) || op.t === 'provider_put' || op.t === 'provider_delete' || isCollectionCmd(op)) return null;
   if (op.t === 'txn') {
     for (const c of op.compare) keys.push(c.key);
-    for (const o of [...op.success, ...op.failure]) keys.push(o.key);
+    for (const o of [...op.success, ...op.failure]) if (!isRecordTxnOp(o)) keys.push(o.key);
   } else keys.push(op.key);
   if (keys.some((k) => k.byteLength < 1 || k.byteLength > KEY_BYTES_MAX)) return `key must be 1 to ${KEY_BYTES_MAX} bytes`;
   const rid = cmd.requestId;

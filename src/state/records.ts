@@ -23,7 +23,7 @@
  */
 import canonicalize from 'canonicalize';
 import { pack, u64Key, unpack } from '../storage/env.js';
-import type { ApplyResult, CollectionCmd } from './command.js';
+import type { ApplyResult, CollectionCmd, RecordCompare } from './command.js';
 import type { Change } from './effects.js';
 import { CollectionError, checkCollectionName, checkRecord, indexValue, orderedKey, parseDefinition, pkOf, type CollectionDef, type IndexDef, type Pk, type SchemaError } from './collections.js';
 import type { Json } from './blocks.js';
@@ -549,6 +549,23 @@ export function nextBackfill(t: StateTables): Extract<CollectionCmd, { t: 'index
 }
 
 const COLLECTIONS_SCANNED_MAX = 10_000;
+
+/** A txn's compare of a record (command.ts RecordCompare): an absent record (or
+ *  collection) has revision 0 and does not exist. */
+export function recordTxnCompare(t: StateTables, c: RecordCompare): boolean {
+  const m = readMeta(t, c.collection);
+  const r = m === undefined ? undefined : getRecord(t, m, c.pk);
+  if (c.target === 'exists') return c.op === '==' ? (r !== undefined) === c.value : (r !== undefined) !== c.value;
+  const d = Math.sign((r?.revision ?? 0) - (c.value as number));
+  return c.op === '==' ? d === 0 : c.op === '!=' ? d !== 0 : c.op === '<' ? d < 0 : d > 0;
+}
+
+/** A txn's getRecord: the record's canonical JSON and revision, or nulls. */
+export function recordTxnGet(t: StateTables, collection: string, pk: Pk): { record: string | null; revision: number | null } {
+  const m = readMeta(t, collection);
+  const r = m === undefined ? undefined : getRecord(t, m, pk);
+  return r === undefined ? { record: null, revision: null } : { record: r.record, revision: r.revision };
+}
 
 /** Whether anything dropped waits to be reclaimed. */
 export function hasGarbage(t: StateTables): boolean {

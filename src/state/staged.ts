@@ -187,6 +187,21 @@ export class StagedState implements StateTables {
     table.set(k, staged);
   }
 
+  /** Where the writes staged so far end: `rollbackTo` it forgets the ones after it (a txn
+   *  one of whose record ops was refused applies nothing). */
+  mark(): number {
+    return this.queued.length;
+  }
+
+  rollbackTo(mark: number): void {
+    for (let i = this.queued.length - 1; i >= mark; i--) {
+      const { table, k, replaced } = this.queued[i]!;
+      if (replaced === undefined) this.pending.get(table)!.delete(k);
+      else this.pending.get(table)!.set(k, replaced);
+    }
+    this.queued.length = Math.min(this.queued.length, mark);
+  }
+
   /** Forgets the writes staged since the last `commit()` (an apply that threw). */
   rollback(): void {
     for (let i = this.queued.length - 1; i >= 0; i--) {

@@ -471,3 +471,24 @@ test('collections through PangeaClient (typed put, get, query, scan, watch) and 
   assert.equal((JSON.parse(got.stdout) as { count: number }).count, 12);
   assert.equal((await pangea(follower.info.http, ['collections', 'get', 'nope'])).code, 1);
 });
+
+test('collections in POST /v1/txn: record ops and compares; a txn over two collections that breaks uniqueness applies nothing', async () => {
+  await ok('PUT', '/v1/collections/accounts', { primaryKey: { field: 'id', type: 'string' }, indexes: [{ name: 'by_handle', field: 'handle', type: 'string', unique: true }] });
+  await ok('PUT', '/v1/collections/audit', { primaryKey: { field: 'id', type: 'integer' } });
+  const first = await ok('POST', '/v1/txn', {
+    compare: [{ collection: 'accounts', pk: 'a1', target: 'exists', op: '==', value: false }],
+    success: [{ op: 'putRecord', collection: 'accounts', pk: 'a1', record: { id: 'a1', handle: 'ann' } }, { op: 'putRecord', collection: 'audit', pk: 1, record: { id: 1, what: 'a1 created' } }, { op: 'getRecord', collection: 'accounts', pk: 'a1' }],
+  });
+  assert.equal(first.succeeded, true);
+  assert.deepEqual((first.results as Json[])[2], { record: { handle: 'ann', id: 'a1' }, revision: first.index });
+  const clash = await call('POST', '/v1/txn', {
+    success: [{ op: 'put', key: 'side-effect', value: 'x' }, { op: 'putRecord', collection: 'audit', pk: 2, record: { id: 2, what: 'a2 created' } }, { op: 'putRecord', collection: 'accounts', pk: 'a2', record: { id: 'a2', handle: 'ann' } }],
+  });
+  assert.deepEqual([clash.status, (clash.json.error as Json).code, clash.json.pk], [409, 'unique_violation', 'a1']);
+  assert.equal((await call('GET', '/v1/kv/side-effect')).status, 404);
+  assert.equal((await call('GET', '/v1/collections/audit/records/2')).status, 404);
+  const bad = await call('POST', '/v1/txn', { success: [{ op: 'putRecord', collection: 'accounts', pk: 'a3', record: [1] }] });
+  assert.equal(bad.status, 400);
+  const notThere = await call('POST', '/v1/txn', { success: [{ op: 'deleteRecord', collection: 'nope', pk: 'x' }] });
+  assert.equal((notThere.json.error as Json).code, 'collection_not_found');
+});

@@ -88,6 +88,7 @@ export class FakeService implements KvService {
       return { revision: index };
     }
     if (o.op === 'delete') return { deleted: this.data.delete(hex(o.key)) };
+    if (o.op !== 'get') throw new Error(`${o.op}: not in this fake`);
     const cur = this.data.get(hex(o.key));
     return { value: cur?.value ?? null, revision: cur?.revision ?? null };
   }

@@ -229,3 +229,43 @@ test('collections: string values with NUL bytes, prefixes of each other and inte
   assert.deepEqual(recordsByPk(h.state.tables, m, -1, 2).items.map((r) => r.pk), [0, 1]);
   assert.equal(auditCollections(h.state.tables), null);
 });
+
+test('collections in a txn: a txn over two collections that breaks a unique index applies nothing, its key puts included; compares on records; a get sees an earlier put', () => {
+  const h = level3();
+  define(h, 'people', PEOPLE);
+  define(h, 'teams', { primaryKey: { field: 'id', type: 'string' } });
+  const a = put(h, 'people', { id: 'a', email: 'a@x.org' });
+  const before = h.state.applied().point.index;
+  const te = new TextEncoder();
+  const bad = h.one({
+    t: 'txn', compare: [], failure: [],
+    success: [
+      { op: 'put', key: te.encode('k'), value: te.encode('v') },
+      { op: 'putRecord', collection: 'teams', pk: 't1', record: '{"id":"t1"}' },
+      { op: 'putRecord', collection: 'people', pk: 'b', record: '{"email":"a@x.org","id":"b"}' },
+    ],
+  });
+  assert.deepEqual(bad, { kind: 'unique_violation', index: bad.index, indexName: 'by_email', pk: 'a' });
+  assert.equal(h.state.get(te.encode('k')), undefined, 'the key put was undone');
+  assert.equal(getRecord(h.state.tables, meta(h, 'teams'), 't1'), undefined, 'the other collection\'s put was undone');
+  assert.equal(meta(h, 'teams').count, 0);
+  assert.deepEqual(h.state.effects(before, bad.index, 10), [], 'nothing in the journal');
+  const good = h.one({
+    t: 'txn', compare: [], failure: [],
+    recordCompare: [{ collection: 'people', pk: 'a', target: 'revision', op: '==', value: a.index }, { collection: 'teams', pk: 't1', target: 'exists', op: '==', value: false }],
+    success: [
+      { op: 'putRecord', collection: 'teams', pk: 't1', record: '{"id":"t1"}' },
+      { op: 'getRecord', collection: 'teams', pk: 't1' },
+      { op: 'deleteRecord', collection: 'people', pk: 'a' },
+      { op: 'put', key: te.encode('k'), value: te.encode('v') },
+    ],
+  });
+  assert.deepEqual(good, { kind: 'txn', index: good.index, succeeded: true, results: [{ revision: good.index }, { record: '{"id":"t1"}', revision: good.index }, { deleted: true }, { revision: good.index }] });
+  const failed = h.one({ t: 'txn', compare: [], recordCompare: [{ collection: 'people', pk: 'a', target: 'exists', op: '==', value: true }], success: [], failure: [{ op: 'getRecord', collection: 'nobody', pk: 1 }] });
+  assert.deepEqual(failed, { kind: 'txn', index: failed.index, succeeded: false, results: [{ record: null, revision: null }] });
+  assert.equal(h.one({ t: 'txn', compare: [], failure: [], success: [{ op: 'putRecord', collection: 'nobody', pk: 'x', record: '{"id":"x"}' }] }).kind, 'collection_not_found');
+  const h2 = new Harness();
+  assert.equal(h2.one({ t: 'cluster_level', level: 2, members: ['a'] }).kind, 'level');
+  assert.equal(h2.one({ t: 'txn', compare: [], failure: [], success: [{ op: 'getRecord', collection: 'people', pk: 'a' }] }).kind, 'invalid', 'level 2 knows no record ops');
+  assert.equal(auditCollections(h.state.tables), null);
+});
