@@ -1771,8 +1771,21 @@ export class World {
     if (roll < 0.3 && step !== null) return step;
     const id = `r${r.int(0, 40)}`;
     if (roll < 0.4) return { t: 'record_delete', collection: name, pk: id };
-    const record = { id, n: r.int(0, 99), u: r.int(0, 60), ...(r.chance(0.5) ? { s: r.chance(0.1) ? 7 : `s${r.int(0, 5)}\u0000${r.int(0, 3)}` } : {}) };
-    return { t: 'record_put', collection: name, pk: id, record: JSON.stringify(record) };
+    const record = (pk: string): string => JSON.stringify({ id: pk, n: r.int(0, 99), u: r.int(0, 60), ...(r.chance(0.5) ? { s: r.chance(0.1) ? 7 : `s${r.int(0, 5)}\u0000${r.int(0, 3)}` } : {}) });
+    if (roll < 0.5) {
+      // A txn over both collections: a refused op (a clash, a schema, a type) undoes it all.
+      const other = `r${r.int(0, 40)}`;
+      return {
+        t: 'txn', compare: [], failure: [],
+        ...(r.chance(0.3) ? { recordCompare: [{ collection: 'c0', pk: other, target: 'exists' as const, op: '==' as const, value: r.chance(0.5) }] } : {}),
+        success: [
+          { op: 'putRecord', collection: 'c0', pk: id, record: record(id) },
+          { op: 'getRecord', collection: 'c1', pk: other },
+          r.chance(0.5) ? { op: 'putRecord', collection: 'c1', pk: other, record: record(other) } : { op: 'deleteRecord', collection: 'c1', pk: other },
+        ],
+      };
+    }
+    return { t: 'record_put', collection: name, pk: id, record: record(id) };
   }
 
   /** Replays the block changes of a newly chosen entry from the journal of the replica that
