@@ -43,6 +43,7 @@ export interface StoredRecord<T> {
   readonly pk: RecordPk;
   readonly record: T;
   readonly revision: number;
+  readonly lease?: string;
 }
 
 export interface RecordQuery {
@@ -100,10 +101,12 @@ export class Collection<T extends { [k: string]: unknown }> {
     return this.json(await this.request({ method: 'DELETE', path: this.base, retry: 'idempotent', signal: opts.signal }));
   }
 
-  /** Writes `record` under `pk` (which must be its primary key field's value). */
-  async put(pk: RecordPk, record: T, opts: { ifMatch?: number; ifAbsent?: boolean } & CallOptions = {}): Promise<{ index: number; revision: number }> {
+  /** Writes `record` under `pk` (which must be its primary key field's value), on `lease`
+   *  if given (it goes when the lease ends; a put without one takes it off its lease). */
+  async put(pk: RecordPk, record: T, opts: { ifMatch?: number; ifAbsent?: boolean; lease?: string } & CallOptions = {}): Promise<{ index: number; revision: number }> {
     const headers = { ...JSON_TYPE, ...conditions(opts.ifMatch, opts.ifAbsent) };
-    return this.json(await this.request({ method: 'PUT', path: this.recordPath(pk), body: JSON.stringify(record), headers, retry: conditional(opts.ifMatch, opts.ifAbsent), signal: opts.signal }));
+    const lease = opts.lease === undefined ? '' : `?lease=${encodeURIComponent(opts.lease)}`;
+    return this.json(await this.request({ method: 'PUT', path: `${this.recordPath(pk)}${lease}`, body: JSON.stringify(record), headers, retry: conditional(opts.ifMatch, opts.ifAbsent), signal: opts.signal }));
   }
 
   /** Appends to a diary: the record's pk is the index it lands at. Never repeated by a

@@ -17,7 +17,7 @@ import type { ApplyResult, CollectionCmd } from '../state/command.js';
 import { CollectionError, checkCollectionName, checkPk, parseDefinition, type CollectionDef, type IndexType, type Pk } from '../state/collections.js';
 import { collectionInfo, getRecord, listCollections, recordsByIndex, recordsByPk, type CollectionMeta, type IndexMeta, type StoredRecord } from '../state/records.js';
 import type { StateTables } from '../state/staged.js';
-import { HttpError, badRequest, parseConsistency, parseIfMatch, parseIfNoneMatch, parseQuery, percentDecode, utf8Text } from './http-parse.js';
+import { HttpError, badRequest, parseConsistency, parseIfMatch, parseLeaseId, parseIfNoneMatch, parseQuery, percentDecode, utf8Text } from './http-parse.js';
 import type { Consistency } from './service.js';
 
 const LIMIT_DEFAULT = 100;
@@ -146,11 +146,13 @@ export class CollectionHttp<C extends { readonly req: IncomingMessage; readonly 
     const pk = parsePk(def, rawPk);
     const r = getRecord(this.d.tables(), meta, pk);
     if (r === undefined) throw new HttpError(404, 'not_found', `no record ${JSON.stringify(String(pk).slice(0, 80))} in ${name}`, { index });
-    this.d.send(ctx.res, 200, { pk, record: JSON.parse(r.record) as unknown, revision: r.revision, index }, { etag: `"${r.revision}"`, 'pangea-index': String(index) });
+    const lease = r.lease === undefined ? {} : { lease: String(r.lease) };
+    this.d.send(ctx.res, 200, { pk, record: JSON.parse(r.record) as unknown, revision: r.revision, ...lease, index }, { etag: `"${r.revision}"`, 'pangea-index': String(index), ...(r.lease === undefined ? {} : { 'pangea-lease': String(r.lease) }) });
   }
 
   private async putRecord(ctx: C, name: string, rawPk: string, query: string): Promise<void> {
-    if (parseQuery(query).get('lease') !== undefined) throw badRequest('records on leases (?lease=) are not supported by this build yet');
+    const leaseRaw = parseQuery(query).get('lease');
+    const lease = leaseRaw === undefined ? undefined : parseLeaseId(leaseRaw, 'lease');
     const ifMatch = parseIfMatch(header(ctx.req, 'if-match'));
     const ifAbsent = parseIfNoneMatch(header(ctx.req, 'if-none-match'));
     if (ifMatch !== undefined && ifAbsent) throw badRequest('give If-Match or If-None-Match, not both');
@@ -160,7 +162,7 @@ export class CollectionHttp<C extends { readonly req: IncomingMessage; readonly 
     const pk = parsePk(def, rawPk);
     if (!Object.hasOwn(body, def.primaryKey.field)) throw badRequest(`the record has no ${def.primaryKey.field} (its primary key)`);
     if (body[def.primaryKey.field] !== pk) throw badRequest(`the record's ${def.primaryKey.field} is not the path's primary key`);
-    const r = await this.d.write({ t: 'record_put', collection: name, pk, record: canonicalize(body) as string, ...(ifMatch !== undefined ? { ifMatch } : {}), ...(ifAbsent ? { ifAbsent } : {}) });
+    const r = await this.d.write({ t: 'record_put', collection: name, pk, record: canonicalize(body) as string, ...(ifMatch !== undefined ? { ifMatch } : {}), ...(ifAbsent ? { ifAbsent } : {}), ...(lease !== undefined ? { lease } : {}) });
     if (r.kind !== 'record_put') return this.refused(ctx, r);
     this.d.send(ctx.res, 200, { index: r.index, revision: r.revision }, { etag: `"${r.revision}"`, 'pangea-index': String(r.index) });
   }
@@ -225,7 +227,7 @@ export class CollectionHttp<C extends { readonly req: IncomingMessage; readonly 
       });
       page = { items: r.items, more: r.more, cursor: r.cursor === null ? null : b64(r.cursor) };
     }
-    const items = page.items.map((r) => ({ pk: r.pk, record: JSON.parse(r.record) as unknown, revision: r.revision }));
+    const items = page.items.map((r) => ({ pk: r.pk, record: JSON.parse(r.record) as unknown, revision: r.revision, ...(r.lease === undefined ? {} : { lease: String(r.lease) }) }));
     this.d.send(ctx.res, 200, { items, more: page.more, cursor: page.cursor, index }, { 'pangea-index': String(index) });
   }
 

@@ -109,7 +109,7 @@ export type ProviderCmd =
 export type CollectionCmd =
   | { readonly t: 'collection_define'; readonly name: string; readonly definition: string; readonly ifVersion?: number; readonly ifAbsent?: boolean }
   | { readonly t: 'collection_drop'; readonly name: string }
-  | { readonly t: 'record_put'; readonly collection: string; readonly pk: string | number; readonly record: string; readonly ifMatch?: number; readonly ifAbsent?: boolean }
+  | { readonly t: 'record_put'; readonly collection: string; readonly pk: string | number; readonly record: string; readonly ifMatch?: number; readonly ifAbsent?: boolean; readonly lease?: number }
   | { readonly t: 'record_append'; readonly collection: string; readonly record: string }
   | { readonly t: 'record_delete'; readonly collection: string; readonly pk: string | number; readonly ifMatch?: number }
   | { readonly t: 'index_backfill'; readonly collection: string; readonly indexId: number; readonly cursor: Uint8Array | null };
@@ -469,7 +469,7 @@ function isCollectionOp(v: unknown): v is CollectionCmd {
     case 'collection_drop':
       return isName(v.name) && only(v, 't', 'name');
     case 'record_put':
-      return isName(v.collection) && isPk(v.pk) && typeof v.record === 'string' && optRevision(v.ifMatch) && optFlag(v.ifAbsent) && only(v, 't', 'collection', 'pk', 'record', 'ifMatch', 'ifAbsent');
+      return isName(v.collection) && isPk(v.pk) && typeof v.record === 'string' && optRevision(v.ifMatch) && optFlag(v.ifAbsent) && optLease(v.lease) && only(v, 't', 'collection', 'pk', 'record', 'ifMatch', 'ifAbsent', 'lease');
     case 'record_append':
       return isName(v.collection) && typeof v.record === 'string' && only(v, 't', 'collection', 'record');
     case 'record_delete':

@@ -37,7 +37,7 @@ import type { ConfigRecord, KeyValue, LeaseRecord, MemberRecord, StateStore } fr
 import { StateSnapshot, restoreSnapshot, type SnapshotHeader } from './snapshot.js';
 import { applyBlockCmd, blockAt, blockHead, blockMissing, blockRevisions, expireActions, pruneBlockHistory, readBlock, type BlockRevision, type BlockState } from './block-apply.js';
 import { isCollectionCmd, isRecordTxnOp, type BlockCmd, type RecordCompare, type RecordTxnOp } from './command.js';
-import { applyCollectionCmd, reclaim, recordTxnCompare, recordTxnGet } from './records.js';
+import { applyCollectionCmd, dropLeaseRecords, reclaim, recordTxnCompare, recordTxnGet } from './records.js';
 import { applyProviderCmd, dropLeaseProviders, providedBy, providersOf, type ProviderApplyContext, type ProviderRecord } from './providers.js';
 
 export { KEY_BYTES_MAX } from './command.js';
@@ -684,10 +684,10 @@ class ApplyBatch {
     this.expireLeases();
     if (this.nextActionExpiry <= this.maxTime) this.nextActionExpiry = expireActions(this.t, this.maxTime);
     // Dropped collections and indexes go in bounded steps, one a command while any are left.
-    if (this.level >= 3 && this.garbage !== false) this.garbage = reclaim(this.t);
+    if (this.level >= 3 && this.garbage !== false) this.garbage = reclaim(this.t, this.providerContext(index).onLease);
     if (isCollectionCmd(cmd.op)) {
       this.garbage = undefined;
-      return applyCollectionCmd({ t: this.t, index, changes: this.changes }, cmd.op);
+      return applyCollectionCmd(this.providerContext(index), cmd.op);
     }
     if (cmd.op.t === 'provider_put' || cmd.op.t === 'provider_delete') return applyProviderCmd(this.providerContext(index), cmd.op);
     if (isBlockCmd(cmd.op)) {
@@ -798,7 +798,7 @@ class ApplyBatch {
             results.push(recordTxnGet(this.t, o.collection, o.pk));
             continue;
           }
-          const ctx = { t: this.t, index, changes: this.changes };
+          const ctx = this.providerContext(index);
           const r = o.op === 'putRecord' ? applyCollectionCmd(ctx, { t: 'record_put', collection: o.collection, pk: o.pk, record: o.record }) : applyCollectionCmd(ctx, { t: 'record_delete', collection: o.collection, pk: o.pk });
           if (r.kind === 'record_put') results.push({ revision: r.revision });
           else if (r.kind === 'record_deleted') results.push({ deleted: r.deleted });
@@ -982,8 +982,9 @@ class ApplyBatch {
       this.changes.push({ type: 'delete', key, cause: 'lease' });
     }
     this.leasedKeys -= keys.length;
-    // Then its provider records (providers.ts), in the same budget.
-    const n = keys.length + dropLeaseProviders(this.providerContext(0), lease.id, budget - keys.length);
+    // Then its provider records (providers.ts) and records (records.ts), in the same budget.
+    let n = keys.length + dropLeaseProviders(this.providerContext(0), lease.id, budget - keys.length);
+    n += dropLeaseRecords(this.providerContext(0), lease.id, budget - n);
     if (n === budget) {
       // Perhaps more left: the lease goes once a command finds fewer keys than it may delete.
       this.putLease({ ...lease, keys: lease.keys - n });
@@ -995,7 +996,8 @@ class ApplyBatch {
     return n;
   }
 
-  /** What provider records need from this apply (providers.ts). */
+  /** What provider records and collections need from this apply (providers.ts, records.ts):
+   *  the tables, the journal, and the leases. */
   private providerContext(index: number): ProviderApplyContext {
     return {
       t: this.t,

@@ -10,7 +10,10 @@
  *   clashing pks). Small: rewritten by each insert and delete (its count).
  * - `sm.coll_defs`: u64 id -> the definition in force, canonical JSON (schema included:
  *   up to 64 KiB, rewritten only by a define).
- * - `sm.records`: u64 id + orderedKey(pk) -> [revision, canonical record JSON].
+ * - `sm.records`: u64 id + orderedKey(pk) -> [revision, canonical record JSON, lease?].
+ * - `sm.lease_records`: u64 lease + u64 id + orderedKey(pk) -> the collection's name: a
+ *   lease's records, deleted with it (kv.ts dropLease, in the budget of its keys) and
+ *   counted in its keys. A drop's reclaim takes its records off their leases.
  * - `sm.rec_index`: u64 id + u16 index id + indexKey(value) + orderedKey(pk) -> empty. A
  *   unique index has at most one pk under a value; one being built may hold clashes until its
  *   backfill finds them and marks it `failed`.
@@ -22,7 +25,7 @@
  * a changed index's old entries apart from its new ones.
  */
 import canonicalize from 'canonicalize';
-import { pack, u64Key, unpack } from '../storage/env.js';
+import { pack, readU64, u64Key, unpack } from '../storage/env.js';
 import type { ApplyResult, CollectionCmd, RecordCompare } from './command.js';
 import type { Change } from './effects.js';
 import { CollectionError, checkCollectionName, checkRecord, indexValue, orderedKey, parseDefinition, pkOf, type CollectionDef, type IndexDef, type Pk, type SchemaError } from './collections.js';
@@ -65,11 +68,15 @@ export interface CollectionMeta {
   readonly nextIndexId: number;
 }
 
-/** What apply needs around it: the tables, this index and the journal's changes. */
+/** What apply needs around it: the tables, this index, the journal's changes, and whether
+ *  a lease is live (and a way to count a record on it or off it), as providers.ts's. */
 export interface RecordApplyContext {
   readonly t: StateTables;
   readonly index: number;
   readonly changes: Change[];
+  /** Keys (records included) the lease may still take, or null when it is not live. */
+  readonly leaseRoom: (lease: number) => number | null;
+  readonly onLease: (lease: number, delta: number) => void;
 }
 
 // --- keys ----------------------------------------------------------------------------------
@@ -189,12 +196,15 @@ export interface StoredRecord {
   readonly revision: number;
   /** Canonical JSON. */
   readonly record: string;
+  readonly lease?: number;
 }
 
 function decodeRecord(pk: Pk, v: Uint8Array): StoredRecord {
-  const [revision, record] = unpack(v) as [number, string];
-  return { pk, revision, record };
+  const [revision, record, lease] = unpack(v) as [number, string, number?];
+  return lease === undefined ? { pk, revision, record } : { pk, revision, record, lease };
 }
+
+const leaseRow = (lease: number, id: number, pkKey: Uint8Array): Uint8Array => concat(u64Key(lease), u64Key(id), pkKey);
 
 export function getRecord(t: StateTables, m: CollectionMeta, pk: Pk): StoredRecord | undefined {
   const v = t.get('records', recordKey(m.id, pk));
@@ -437,6 +447,12 @@ function put(ctx: RecordApplyContext, op: Extract<CollectionCmd, { t: 'record_pu
   if (op.t === 'record_put' && ((op.ifAbsent === true && old !== undefined) || (op.ifMatch !== undefined && old?.revision !== op.ifMatch))) {
     return { kind: 'precondition_failed', index, revision: old?.revision ?? null };
   }
+  const lease = op.t === 'record_put' ? op.lease : undefined;
+  if (lease !== undefined) {
+    const room = ctx.leaseRoom(lease);
+    if (room === null) return { kind: 'lease_not_found', index, id: lease };
+    if (old?.lease !== lease && room < 1) return { kind: 'limit_reached', index, message: `lease ${lease} holds as many keys and records as a lease may` };
+  }
   const entries = entriesOf(index, m, record, pkKey);
   const oldEntries = old === undefined ? m.indexes.map(() => null) : entriesOf(index, m, JSON.parse(old.record) as Record<string, Json>, pkKey, true);
   // Unique indexes: a ready one refuses a value another record holds; one being built cannot
@@ -451,7 +467,18 @@ function put(ctx: RecordApplyContext, op: Extract<CollectionCmd, { t: 'record_pu
     indexes = indexes.map((y) => (y === x ? { id: x.id, def: x.def, state: 'failed', clash: [pkFromKey(other), pk] } : y));
   });
   const json = canonicalize(record) as string;
-  t.put('records', key, pack([index, json]));
+  t.put('records', key, pack(lease === undefined ? [index, json] : [index, json, lease]));
+  // A put without a lease takes the record off the one it was on (as a key's, in etcd).
+  if (old?.lease !== lease) {
+    if (old?.lease !== undefined) {
+      t.remove('leaseRecords', leaseRow(old.lease, m.id, pkKey));
+      ctx.onLease(old.lease, -1);
+    }
+    if (lease !== undefined) {
+      t.put('leaseRecords', leaseRow(lease, m.id, pkKey), utf8.encode(m.name));
+      ctx.onLease(lease, 1);
+    }
+  }
   m.indexes.forEach((x, i) => {
     if (indexes[i] !== x) return; // failed by this write: its entries are reclaimed
     const before = oldEntries[i] ?? null;
@@ -475,11 +502,42 @@ function remove(ctx: RecordApplyContext, op: Extract<CollectionCmd, { t: 'record
   const old = oldRow === undefined ? undefined : decodeRecord(op.pk, oldRow);
   if (op.ifMatch !== undefined && old?.revision !== op.ifMatch) return { kind: 'precondition_failed', index, revision: old?.revision ?? null };
   if (old === undefined) return { kind: 'record_deleted', index, deleted: false };
-  for (const e of entriesOf(index, m, JSON.parse(old.record) as Record<string, Json>, pkKey, true)) if (e !== null) t.remove('recIndex', e);
-  t.remove('records', key);
-  writeMeta(t, { ...m, count: m.count - 1 });
+  if (old.lease !== undefined) ctx.onLease(old.lease, -1);
+  deleteRecord(t, m, old, pkKey);
   ctx.changes.push({ type: 'record', collection: m.name, pk: op.pk });
   return { kind: 'record_deleted', index, deleted: true };
+}
+
+/** Removes a record, its index entries and its lease row (the caller counts it off). */
+function deleteRecord(t: StateTables, m: CollectionMeta, old: StoredRecord, pkKey: Uint8Array): void {
+  for (const e of entriesOf(0, m, JSON.parse(old.record) as Record<string, Json>, pkKey, true)) if (e !== null) t.remove('recIndex', e);
+  if (old.lease !== undefined) t.remove('leaseRecords', leaseRow(old.lease, m.id, pkKey));
+  t.remove('records', concat(u64Key(m.id), pkKey));
+  writeMeta(t, { ...m, count: m.count - 1 });
+}
+
+/** Deletes up to `budget` of the records on `lease` (its end) as deletes in the journal;
+ *  returns how many lease rows it took. The caller counts them off the lease. A row whose
+ *  record is gone, on another lease or in a dropped collection is only removed. */
+export function dropLeaseRecords(ctx: RecordApplyContext, lease: number, budget: number): number {
+  if (budget <= 0) return 0;
+  const rows: { row: Uint8Array; name: string }[] = [];
+  for (const { key, value } of ctx.t.range('leaseRecords', { start: u64Key(lease), end: u64Key(lease + 1), limit: budget })) {
+    rows.push({ row: Uint8Array.prototype.slice.call(key as Uint8Array), name: fromUtf8.decode(value) });
+  }
+  for (const { row, name } of rows) {
+    ctx.t.remove('leaseRecords', row);
+    const id = readU64(row.subarray(8, 16));
+    const pkKey = row.subarray(16);
+    const m = readMeta(ctx.t, name);
+    if (m === undefined || m.id !== id) continue;
+    const v = ctx.t.get('records', concat(u64Key(id), pkKey));
+    const old = v === undefined ? undefined : decodeRecord(pkFromKey(pkKey), v);
+    if (old === undefined || old.lease !== lease) continue;
+    deleteRecord(ctx.t, m, old, pkKey);
+    ctx.changes.push({ type: 'record', collection: m.name, pk: old.pk });
+  }
+  return rows.length;
 }
 
 /** One bounded step of building an index: the records after its cursor get their entries;
@@ -575,7 +633,7 @@ export function hasGarbage(t: StateTables): boolean {
 
 /** Deletes up to RECLAIM_ROWS_MAX rows of dropped collections and indexes; returns whether
  *  any are left. Every replica reclaims the same rows at the same command. */
-export function reclaim(t: StateTables): boolean {
+export function reclaim(t: StateTables, onLease: (lease: number, delta: number) => void): boolean {
   let budget = RECLAIM_ROWS_MAX;
   const work: Uint8Array[] = [];
   for (const k of t.keys('collGarbage', { limit: 16 })) work.push(Uint8Array.prototype.slice.call(k as Uint8Array));
@@ -588,7 +646,18 @@ export function reclaim(t: StateTables): boolean {
       const rows: Uint8Array[] = [];
       for (const k of t.keys(table, { start: prefix, end: prefixEnd(prefix), limit: budget + 1 })) rows.push(Uint8Array.prototype.slice.call(k as Uint8Array));
       const now = rows.slice(0, budget);
-      for (const r of now) t.remove(table, r);
+      for (const r of now) {
+        // A dropped record on a lease leaves it (and its count) now.
+        if (table === 'records') {
+          const v = t.get('records', r);
+          const lease = v === undefined ? undefined : decodeRecord(0, v).lease;
+          if (lease !== undefined) {
+            t.remove('leaseRecords', leaseRow(lease, readU64(r), r.subarray(8)));
+            onLease(lease, -1);
+          }
+        }
+        t.remove(table, r);
+      }
       budget -= now.length;
       if (rows.length > now.length) left = true;
       if (left) break;
@@ -615,7 +684,9 @@ export function auditCollections(t: StateTables): string | null {
     for (const { key: k, value } of t.range('records', { start: prefix, end: prefixEnd(prefix) })) {
       count++;
       const pkKey = (k as Uint8Array).subarray(8);
-      const rec = JSON.parse(decodeRecord(pkFromKey(pkKey), value).record) as Record<string, Json>;
+      const stored = decodeRecord(pkFromKey(pkKey), value);
+      if (stored.lease !== undefined && t.get('leaseRecords', leaseRow(stored.lease, m.id, pkKey)) === undefined) return `${name}: record ${JSON.stringify(stored.pk)} on lease ${stored.lease} has no lease row`;
+      const rec = JSON.parse(stored.record) as Record<string, Json>;
       entriesOf(0, m, rec, pkKey, true).forEach((e, i) => {
         if (e !== null) derived[i]!.add(Buffer.from(e).toString('hex'));
       });

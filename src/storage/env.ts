@@ -36,6 +36,7 @@
 | `sm.records`    | u64 collection id + ordered pk | msgpack [revision, canonical record JSON] | state |
 | `sm.rec_index`  | u64 collection id + u16 index id + ordered value + ordered pk | empty: index entries | state |
 | `sm.coll_garbage` | u64 collection id + u16 index id (0xffff: all) | empty: dropped rows still to reclaim | state |
+| `sm.lease_records` | u64 lease id + u64 collection id + ordered pk | the collection's name: the records on a lease | state |
  *
  * Durability: lmdb-js commits asynchronous writes on its writer thread and, with
  * `overlappingSync` (on by default outside Windows), flushes to disk after the commit.
@@ -89,6 +90,7 @@ export interface StoreEnv {
   readonly records: BytesDb;
   readonly recIndex: BytesDb;
   readonly collGarbage: BytesDb;
+  readonly leaseRecords: BytesDb;
 }
 
 export function openEnv(dir: string): StoreEnv {
@@ -129,6 +131,7 @@ export function openEnv(dir: string): StoreEnv {
     records: bytes('sm.records'),
     recIndex: bytes('sm.rec_index'),
     collGarbage: bytes('sm.coll_garbage'),
+    leaseRecords: bytes('sm.lease_records'),
   };
 }
 

@@ -340,6 +340,14 @@ test('collections: define, list, get; put, get, query by pk and by index with pa
   assert.equal(bad.status, 422);
   assert.equal((bad.json.error as Json).code, 'schema_violation');
   assert.deepEqual(((bad.json.errors as Json[]).map((e) => e.keyword) as string[]).sort(), ['format', 'type']);
+  // On a lease: shown with it, and gone with its revoke.
+  const lease = (await ok('POST', '/v1/leases', { ttl: 60 })).id as string;
+  await ok('PUT', `/v1/collections/people/records/tmp?lease=${lease}`, { id: 'tmp', email: 'tmp@x.org' });
+  const tmp = await call('GET', '/v1/collections/people/records/tmp');
+  assert.deepEqual([tmp.json.lease, tmp.headers.get('pangea-lease')], [lease, lease]);
+  assert.equal((await call('PUT', '/v1/collections/people/records/tmp2?lease=999999999', { id: 'tmp2', email: 't2@x.org' })).status, 404);
+  await ok('DELETE', `/v1/leases/${lease}`);
+  assert.equal((await call('GET', '/v1/collections/people/records/tmp')).status, 404);
   const del = await ok('DELETE', '/v1/collections/people/records/p0');
   assert.equal(del.deleted, true);
   assert.equal((await ok('DELETE', '/v1/collections/people/records/p0')).deleted, false);
@@ -347,12 +355,13 @@ test('collections: define, list, get; put, get, query by pk and by index with pa
   for await (const ev of readEvents(watch.body!)) {
     if (ev.event !== 'change') continue;
     for (const c of (JSON.parse(ev.data) as { changes: Json[] }).changes) seen.push(c);
-    if (seen.length === 9) break;
+    if (seen.length === 11) break;
   }
   ctl.abort();
   assert.deepEqual(seen[0], { type: 'put', collection: 'people', pk: 'p0', record: { age: 30, email: 'p0@x.org', id: 'p0' }, revision: puts[0] });
   assert.deepEqual(seen[7]!.record, { age: 99, email: 'p3@x.org', id: 'p3' });
-  assert.deepEqual(seen[8], { type: 'delete', collection: 'people', pk: 'p0' });
+  assert.deepEqual([seen[8]!.type, seen[8]!.pk, seen[9]!.type, seen[9]!.pk], ['put', 'tmp', 'delete', 'tmp'], 'the lease\'s revoke deletes it');
+  assert.deepEqual(seen[10], { type: 'delete', collection: 'people', pk: 'p0' });
 });
 
 test('collections: an index added to records builds to ready; a diary appends; a drop empties it; bad inputs get the contract\'s errors', async () => {

@@ -1785,7 +1785,8 @@ export class World {
         ],
       };
     }
-    return { t: 'record_put', collection: name, pk: id, record: record(id) };
+    const lease = this.leaseIds.length > 0 && r.chance(0.25) ? { lease: r.pick(this.leaseIds) } : {};
+    return { t: 'record_put', collection: name, pk: id, record: record(id), ...lease };
   }
 
   /** Replays the block changes of a newly chosen entry from the journal of the replica that

@@ -33,6 +33,10 @@ function put(h: Harness, collection: string, record: Record<string, unknown>, pk
 }
 
 const meta = (h: Harness, name: string): CollectionMeta => readMeta(h.state.tables, name)!;
+const byIndex = (h: Harness, name: string, index: string, eq: string | number): (string | number)[] => {
+  const m = meta(h, name);
+  return recordsByIndex(h.state.tables, m, m.indexes.find((x) => x.def.name === index)!, { eq, limit: 1000 }).items.map((r) => r.pk);
+};
 const byAge = (h: Harness, q: Parameters<typeof recordsByIndex>[3]) => {
   const m = meta(h, 'people');
   return recordsByIndex(h.state.tables, m, m.indexes.find((x) => x.def.name === 'by_age')!, q);
@@ -267,5 +271,40 @@ test('collections in a txn: a txn over two collections that breaks a unique inde
   const h2 = new Harness();
   assert.equal(h2.one({ t: 'cluster_level', level: 2, members: ['a'] }).kind, 'level');
   assert.equal(h2.one({ t: 'txn', compare: [], failure: [], success: [{ op: 'getRecord', collection: 'people', pk: 'a' }] }).kind, 'invalid', 'level 2 knows no record ops');
+  assert.equal(auditCollections(h.state.tables), null);
+});
+
+test('records on leases: counted in the lease, gone with its expiry (in the budget) and revoke, off it by a put without one, and off it when their collection is dropped', () => {
+  const h = level3();
+  h.time = h.state.logTime();
+  define(h, 'sessions', { primaryKey: { field: 'id', type: 'string' }, indexes: [{ name: 'by_user', field: 'user', type: 'string' }] });
+  const grant = (ttlMs: number): number => (h.one({ t: 'lease_grant', ttlMs }) as { id: number }).id;
+  const short = grant(2_000);
+  const long = grant(60_000);
+  const on = (id: string, lease?: number): ApplyResult => h.one({ t: 'record_put', collection: 'sessions', pk: id, record: JSON.stringify({ id, user: 'u' }), ...(lease === undefined ? {} : { lease }) });
+  assert.equal(on('s1', short).kind, 'record_put');
+  assert.equal(on('s2', short).kind, 'record_put');
+  assert.equal(on('s3', long).kind, 'record_put');
+  assert.equal(on('s4', 999_999).kind, 'lease_not_found');
+  assert.equal(h.state.lease(short)!.keys, 2);
+  assert.equal(getRecord(h.state.tables, meta(h, 'sessions'), 's1')!.lease, short);
+  assert.equal(on('s2').kind, 'record_put', 'a put without a lease takes it off');
+  assert.equal(h.state.lease(short)!.keys, 1);
+  const from = h.state.applied().point.index;
+  h.time += 2_000 + 1_000 + 5_000;
+  for (let i = 0; i < 8; i++) h.one({ t: 'lease_tick' });
+  assert.equal(h.state.lease(short), undefined);
+  assert.deepEqual(recordsByPk(h.state.tables, meta(h, 'sessions'), null, 10).items.map((r) => r.pk), ['s2', 's3']);
+  assert.deepEqual(byIndex(h, 'sessions', 'by_user', 'u'), ['s2', 's3']);
+  assert.deepEqual(h.state.effects(from, h.state.applied().point.index, 100).flatMap((e) => e.changes), [{ type: 'record', collection: 'sessions', pk: 's1' }]);
+  assert.equal(meta(h, 'sessions').count, 2);
+  assert.equal(auditCollections(h.state.tables), null);
+  // A dropped collection's records leave their lease as the drop is reclaimed.
+  assert.equal(h.state.lease(long)!.keys, 1);
+  h.one({ t: 'collection_drop', name: 'sessions' });
+  h.one({ t: 'lease_tick' });
+  assert.equal(h.state.lease(long)!.keys, 0);
+  assert.deepEqual([...h.state.tables.keys('leaseRecords')], []);
+  assert.equal(h.one({ t: 'lease_revoke', id: long }).kind, 'lease_revoked');
   assert.equal(auditCollections(h.state.tables), null);
 });
