@@ -47,9 +47,9 @@ function post(origin: string, path: string, body: unknown): Promise<{ status: nu
 
 /** One optimistic commit of `id` based on `revision`: the new revision, or the current one
  *  when refused (`ok` false), or null on an error. */
-type Commit = (origin: string, id: string, revision: number, n: number) => Promise<{ ok: boolean; revision: number } | null>;
+export type Commit = (origin: string, id: string, revision: number, n: number) => Promise<{ ok: boolean; revision: number } | null>;
 
-const pangeaCommit: Commit = async (origin, id, revision, n) => {
+export const pangeaCommit: Commit = async (origin, id, revision, n) => {
   const transform = revision === 0 ? { inserts: { [id]: { n } } } : { updates: { [id]: [{ op: 'set', field: 'n', value: n }] } };
   const r = await post(origin, '/v1/blocks/commit', { actionId: `a${process.pid}-${id}-${n}-${Math.random().toString(36).slice(2)}`, reads: revision === 0 ? [] : [{ id, revision }], transform });
   if (r.status === 200) return { ok: true, revision: (r.json.revisions as Record<string, number>)[id]! };
@@ -59,7 +59,7 @@ const pangeaCommit: Commit = async (origin, id, revision, n) => {
 };
 
 const b64 = (s: string): string => Buffer.from(s).toString('base64');
-const etcdCommit: Commit = async (origin, id, revision, n) => {
+export const etcdCommit: Commit = async (origin, id, revision, n) => {
   const key = b64(`blocks/${id}`);
   const r = await post(origin, '/v3/kv/txn', {
     compare: [{ key, target: 'MOD', result: 'EQUAL', mod_revision: String(revision) }],
@@ -79,16 +79,19 @@ async function pangeaRevision(origin: string, id: string): Promise<number> {
   return ((r.json.items as { revision: number }[] | undefined)?.[0]?.revision) ?? 0;
 }
 
-interface Figures {
+export interface Figures {
   commitsPerS: number;
   p50Ms: number;
   p99Ms: number;
   refusedShare: number;
   errors: number;
+  /** The longest an action took from its first attempt to its commit (rebases included). */
+  maxActionMs: number;
 }
 
-async function phase(cluster: Cluster, commit: Commit, system: 'pangea' | 'etcd', hot: boolean, seconds: number): Promise<Figures> {
+export async function phase(cluster: Cluster, commit: Commit, system: 'pangea' | 'etcd', hot: boolean, seconds: number, hotBlocks = HOT_BLOCKS): Promise<Figures> {
   const latencies: number[] = [];
+  let maxActionMs = 0;
   let refused = 0;
   let errors = 0;
   let running = true;
@@ -96,12 +99,17 @@ async function phase(cluster: Cluster, commit: Commit, system: 'pangea' | 'etcd'
   const tag = `${hot ? 'h' : 'd'}${Date.now() % 1e6}`;
   const loop = async (c: number): Promise<void> => {
     const origin = cluster.origins[c % cluster.origins.length]!;
-    const id = hot ? `${tag}-${c % HOT_BLOCKS}` : `${tag}-${c}`;
+    const id = hot ? `${tag}-${c % hotBlocks}` : `${tag}-${c}`;
     let revision = 0;
+    let actionStart = performance.now();
     for (let n = 0; running; n++) {
       const t0 = performance.now();
       const r = await commit(origin, id, revision, n);
       const ms = performance.now() - t0;
+      if (r?.ok === true) {
+        if (recording) maxActionMs = Math.max(maxActionMs, performance.now() - actionStart);
+        actionStart = performance.now();
+      }
       if (r === null) {
         if (recording) errors++;
         await new Promise((res) => setTimeout(res, 10));
@@ -124,7 +132,7 @@ async function phase(cluster: Cluster, commit: Commit, system: 'pangea' | 'etcd'
   await Promise.all(loops);
   latencies.sort((a, b) => a - b);
   const q = (p: number): number => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))] ?? NaN;
-  return { commitsPerS: latencies.length / elapsed, p50Ms: q(0.5), p99Ms: q(0.99), refusedShare: refused / Math.max(1, refused + latencies.length), errors };
+  return { commitsPerS: latencies.length / elapsed, p50Ms: q(0.5), p99Ms: q(0.99), refusedShare: refused / Math.max(1, refused + latencies.length), errors, maxActionMs };
 }
 
 export async function run(args: string[]): Promise<void> {
