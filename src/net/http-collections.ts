@@ -15,7 +15,7 @@ import canonicalize from 'canonicalize';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ApplyResult, CollectionCmd } from '../state/command.js';
 import { CollectionError, checkCollectionName, checkPk, parseDefinition, type CollectionDef, type IndexType, type Pk } from '../state/collections.js';
-import { collectionInfo, getRecord, listCollections, recordsByIndex, recordsByPk, type CollectionMeta, type IndexMeta, type StoredRecord } from '../state/records.js';
+import { collectionInfo, getRecord, indexKeyPart, listCollections, recordsByIndex, recordsByPk, type CollectionMeta, type IndexMeta, type StoredRecord } from '../state/records.js';
 import type { StateTables } from '../state/staged.js';
 import { HttpError, badRequest, parseConsistency, parseIfMatch, parseLeaseId, parseIfNoneMatch, parseQuery, percentDecode, utf8Text } from './http-parse.js';
 import type { Consistency } from './service.js';
@@ -97,7 +97,7 @@ export class CollectionHttp<C extends { readonly req: IncomingMessage; readonly 
       info = collectionInfo(this.d.tables(), name);
     }
     if (info === undefined) throw notFound(name);
-    return { ...info, def: parseDefinition(JSON.parse(info.definition)) };
+    return { ...info, def: judged(() => parseDefinition(JSON.parse(info!.definition))) };
   }
 
   private async list(ctx: C, query: string): Promise<void> {
@@ -191,7 +191,7 @@ export class CollectionHttp<C extends { readonly req: IncomingMessage; readonly 
     const cursorRaw = q.get('cursor');
     let cursor: Uint8Array | undefined;
     if (cursorRaw !== undefined && cursorRaw !== '') {
-      if (!/^[A-Za-z0-9_-]{1,4096}$/.test(cursorRaw)) throw badRequest('cursor: the cursor a page returned');
+      if (!/^[A-Za-z0-9_-]{1,2600}$/.test(cursorRaw)) throw badRequest('cursor: the cursor a page returned');
       cursor = new Uint8Array(Buffer.from(cursorRaw, 'base64url'));
     }
     await this.d.read(parseConsistency(q.get('consistency')));
@@ -212,7 +212,7 @@ export class CollectionHttp<C extends { readonly req: IncomingMessage; readonly 
       if (q.has('after')) throw badRequest('after pages by primary key: with index=, use cursor');
       const x = meta.indexes.find((y) => y.def.name === indexName);
       if (x === undefined) throw badRequest(`${name} has no index ${JSON.stringify(indexName.slice(0, 64))}`);
-      if (x.state !== 'ready') throw new HttpError(409, 'index_not_ready', `index ${x.def.name} is ${x.state}${x.state === 'failed' ? ` (${JSON.stringify(x.clash?.[0])} and ${JSON.stringify(x.clash?.[1])} hold the same value)` : ''}`, { state: x.state });
+      if (x.state !== 'ready') throw new HttpError(409, 'index_not_ready', `index ${x.def.name} is ${x.state}${x.why ? `: ${x.why}` : ''}${x.clash ? ` (${JSON.stringify(x.clash[0])} and ${JSON.stringify(x.clash[1])})` : ''}`, { state: x.state });
       const eq = param(q, 'eq');
       const gte = param(q, 'gte');
       const lt = param(q, 'lt');
@@ -260,7 +260,11 @@ function parsePk(def: CollectionDef, raw: string, what = 'the primary key'): Pk 
 /** An index value from a query, as the index's type reads it. */
 function parseValue(x: IndexMeta, raw: string, what: string): boolean | number | string {
   const type: IndexType = x.def.type;
-  if (type === 'string') return raw;
+  // No stored value is longer (and a longer one made the range read throw: helper-49).
+  if (type === 'string') {
+    if (Buffer.byteLength(raw) > 1024 || indexKeyPart(raw).byteLength > 1900) throw badRequest(`${what}: at most 1024 bytes (index ${x.def.name} holds none longer)`);
+    return raw;
+  }
   if (type === 'boolean') {
     if (raw !== 'true' && raw !== 'false') throw badRequest(`${what}: true or false (index ${x.def.name} is boolean)`);
     return raw === 'true';
@@ -277,7 +281,7 @@ function describe(m: CollectionMeta, definition: string): Record<string, unknown
     kind: def.kind,
     schema: def.schema,
     primaryKey: def.primaryKey,
-    indexes: m.indexes.map((x) => ({ ...x.def, state: x.state, ...(x.clash ? { clash: x.clash } : {}) })),
+    indexes: m.indexes.map((x) => ({ ...x.def, state: x.state, ...(x.clash ? { clash: x.clash } : {}), ...(x.why ? { why: x.why } : {}) })),
     version: m.version,
     count: m.count,
   };

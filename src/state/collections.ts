@@ -75,7 +75,7 @@ function re2(pattern: string, flags: string): { test(s: string): boolean; toStri
 }
 re2.code = 're2';
 
-const addFormats = addFormatsModule as unknown as (ajv: Ajv2020) => Ajv2020;
+const addFormats = addFormatsModule as unknown as (ajv: Ajv2020, opts: { keywords: boolean }) => Ajv2020;
 
 /** Ajv as every replica configures it. One instance per compile: a schema's `$id` must not
  *  leak into another's (and no schema is fetched: `loadSchema` is not set). */
@@ -83,8 +83,22 @@ function newAjv(): Ajv2020 {
   // Strict about keywords (an unknown one, a typo, is refused rather than ignored), not about
   // what JSON Schema allows: `required` naming a field `properties` does not, `properties`
   // without `type: "object"` (Ajv's strictRequired and strictTypes refused both).
-  const ajv = new Ajv2020({ strict: true, strictRequired: false, strictTypes: false, strictTuples: false, allErrors: true, code: { regExp: re2 as never }, $data: false, unicodeRegExp: true, validateSchema: true, addUsedSchema: false });
-  return addFormats(ajv);
+  // inlineRefs off: inlining every $ref to a ref-free definition made a 20 KiB schema
+  // compile for 39 s in 2.7 GB (helper-49).
+  const ajv = new Ajv2020({ strict: true, strictRequired: false, strictTypes: false, strictTuples: false, inlineRefs: false, allErrors: true, code: { regExp: re2 as never }, $data: false, unicodeRegExp: true, validateSchema: true, addUsedSchema: false });
+  // No formatMinimum/formatMaximum: they compare through `new Date`, which reads a bound with
+  // no zone in the local timezone (helper-49: a record judged apart on two replicas). The
+  // `regex` format by RE2, not `new RegExp` (which V8 versions judge apart).
+  addFormats(ajv, { keywords: false });
+  ajv.addFormat('regex', (s: string) => {
+    try {
+      RE2JS.compile(s);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+  return ajv;
 }
 
 export function checkCollectionName(v: unknown): string {
@@ -113,6 +127,137 @@ function checkRefs(schema: unknown): void {
   }
 }
 
+/** Schemas one record node may be judged by at most (in-place applicators and `$ref`s
+ *  counted with their multiplicity), in-place nesting at most, and steps the bound may take. */
+export const APPLICATIONS_PER_NODE_MAX = 64;
+const IN_PLACE_DEPTH_MAX = 32;
+const BOUND_STEPS_MAX = 20_000;
+/** Records nest at most this deep (blocks.ts checkJson). */
+const RECORD_DEPTH_MAX = 64;
+/** `uniqueItems` compares every pair: it needs a `maxItems` of at most this beside it. */
+export const UNIQUE_ITEMS_MAX = 1_000;
+
+const IN_PLACE_ONE = ['not', 'if', 'then', 'else'] as const;
+const IN_PLACE_MANY = ['allOf', 'anyOf', 'oneOf'] as const;
+const REFUSED_KEYWORDS = ['$id', '$anchor', '$dynamicAnchor', '$dynamicRef', '$recursiveRef', '$recursiveAnchor'];
+
+/**
+ * Refuses a schema whose judging of one record could take unbounded time or stack (review
+ * of the collections apply, helper-49: an `allOf` of two `$ref`s to itself through `items`
+ * doubled the work with each level of a 67-byte record; a chain of 150 `$ref`s overflowed
+ * the stack at apply; `uniqueItems` over a 1 MB array took 18 s). Bounds, statically: the
+ * schemas that apply at one place of a record (in-place applicators and `$ref`s, with their
+ * multiplicity) are at most APPLICATIONS_PER_NODE_MAX, following them nests at most
+ * IN_PLACE_DEPTH_MAX deep (a `$ref` cycle that does not descend into the data never ends),
+ * at every place a record of RECORD_DEPTH_MAX levels can reach; `uniqueItems` needs a
+ * `maxItems` of at most UNIQUE_ITEMS_MAX beside it. Conservative: every pattern property is
+ * taken to match, every branch to apply. With the record's size bound this bounds the work
+ * of judging it; refs resolve only as JSON pointers into the schema (no `$id`, anchors or
+ * dynamic refs).
+ */
+function boundSchema(root: unknown): void {
+  const resolve = (ref: string): unknown => {
+    if (ref === '#') return root;
+    if (!ref.startsWith('#/')) throw bad(`schema: $ref ${JSON.stringify(ref.slice(0, 80))} must be a JSON pointer into the schema (#/...)`);
+    let node: unknown = root;
+    for (const raw of ref.slice(2).split('/')) {
+      let seg: string;
+      try {
+        seg = decodeURIComponent(raw).replaceAll('~1', '/').replaceAll('~0', '~');
+      } catch {
+        throw bad(`schema: $ref ${JSON.stringify(ref.slice(0, 80))} is not a JSON pointer`);
+      }
+      if (Array.isArray(node) && /^(0|[1-9][0-9]*)$/.test(seg)) node = node[Number(seg)];
+      else if (isObj(node) && Object.hasOwn(node, seg)) node = node[seg];
+      else throw bad(`schema: $ref ${JSON.stringify(ref.slice(0, 80))} points at nothing`);
+    }
+    return node;
+  };
+  // Every schema object: refused keywords, uniqueItems.
+  const stack: unknown[] = [root];
+  while (stack.length > 0) {
+    const v = stack.pop();
+    if (Array.isArray(v)) stack.push(...v);
+    else if (isObj(v)) {
+      for (const k of REFUSED_KEYWORDS) if (Object.hasOwn(v, k)) throw bad(`schema: ${k} is not supported (refs are JSON pointers into the schema)`);
+      if (v.uniqueItems === true && !(typeof v.maxItems === 'number' && v.maxItems <= UNIQUE_ITEMS_MAX)) {
+        throw bad(`schema: uniqueItems needs "maxItems" of at most ${UNIQUE_ITEMS_MAX} beside it (it compares every pair of items)`);
+      }
+      stack.push(...Object.values(v));
+    }
+  }
+  const inPlace = (s: unknown): unknown[] => {
+    if (!isObj(s)) return [];
+    const out: unknown[] = [];
+    for (const k of IN_PLACE_MANY) if (Array.isArray(s[k])) out.push(...(s[k] as unknown[]));
+    for (const k of IN_PLACE_ONE) if (s[k] !== undefined) out.push(s[k]);
+    if (isObj(s.dependentSchemas)) out.push(...Object.values(s.dependentSchemas));
+    if (typeof s.$ref === 'string') out.push(resolve(s.$ref));
+    return out;
+  };
+  // Schema objects get ids (identity), so multisets of them can be compared.
+  const ids = new Map<unknown, number>();
+  const idOf = (s: unknown): number => {
+    let id = ids.get(s);
+    if (id === undefined) ids.set(s, (id = ids.size));
+    return id;
+  };
+  let steps = 0;
+  const step = (): void => {
+    if (++steps > BOUND_STEPS_MAX) throw bad('schema: too complex to bound the cost of judging a record by it');
+  };
+  /** Every schema applied where `start` apply, with multiplicity. */
+  const closure = (start: readonly unknown[]): unknown[] => {
+    const out: unknown[] = [];
+    const visit = (s: unknown, depth: number): void => {
+      step();
+      if (depth > IN_PLACE_DEPTH_MAX) throw bad(`schema: applicators and $refs nest more than ${IN_PLACE_DEPTH_MAX} deep at one place of a record (or a $ref cycle does not descend into the data)`);
+      out.push(s);
+      if (out.length > APPLICATIONS_PER_NODE_MAX) throw bad(`schema: more than ${APPLICATIONS_PER_NODE_MAX} schemas would judge one place of a record (allOf, anyOf, oneOf, $ref, ... multiply)`);
+      for (const c of inPlace(s)) visit(c, depth + 1);
+    };
+    for (const s of start) visit(s, 0);
+    return out;
+  };
+  const seen = new Set<string>();
+  const explore = (start: readonly unknown[], depth: number): void => {
+    if (start.length === 0 || depth > RECORD_DEPTH_MAX) return;
+    const key = `${depth}:${start.map(idOf).sort((a, b) => a - b).join(',')}`;
+    if (seen.has(key)) return;
+    seen.add(key);
+    step();
+    const here = closure(start).filter(isObj);
+    // Array items: every item schema (conservatively all of prefixItems too).
+    const items: unknown[] = [];
+    const common: unknown[] = [];
+    const names = new Set<string>();
+    const keys: unknown[] = [];
+    for (const s of here) {
+      if (Array.isArray(s.prefixItems)) items.push(...(s.prefixItems as unknown[]));
+      for (const k of ['items', 'contains', 'unevaluatedItems'] as const) if (s[k] !== undefined) items.push(s[k]);
+      if (isObj(s.patternProperties)) common.push(...Object.values(s.patternProperties));
+      if (s.unevaluatedProperties !== undefined) common.push(s.unevaluatedProperties);
+      if (s.propertyNames !== undefined) keys.push(s.propertyNames);
+      if (isObj(s.properties)) for (const n of Object.keys(s.properties)) names.add(n);
+    }
+    explore(items, depth + 1);
+    explore(keys, depth + 1);
+    // A property's value: its own schemas (or additionalProperties where it has none).
+    const child = (name: string | null): unknown[] => {
+      const out = [...common];
+      for (const s of here) {
+        const own = name !== null && isObj(s.properties) && Object.hasOwn(s.properties, name) ? s.properties[name] : undefined;
+        if (own !== undefined) out.push(own);
+        else if (s.additionalProperties !== undefined) out.push(s.additionalProperties);
+      }
+      return out;
+    };
+    for (const n of names) explore(child(n), depth + 1);
+    explore(child(null), depth + 1);
+  };
+  explore([root], 0);
+}
+
 /** A definition from untrusted JSON (`PUT /v1/collections/{c}`), its schema compiled once to
  *  check it; throws CollectionError. */
 export function parseDefinition(v: unknown): CollectionDef {
@@ -126,6 +271,7 @@ export function parseDefinition(v: unknown): CollectionDef {
   const bytes = Buffer.byteLength(canonicalize(schema) as string);
   if (bytes > SCHEMA_BYTES_MAX) throw bad(`schema: ${bytes} bytes; at most ${SCHEMA_BYTES_MAX}`);
   checkRefs(schema);
+  boundSchema(schema);
   if (!isObj(v.primaryKey)) throw bad('primaryKey: {"field", "type": "string" or "integer"}');
   for (const k of Object.keys(v.primaryKey)) if (!['field', 'type'].includes(k)) throw bad(`primaryKey: unknown field ${JSON.stringify(k.slice(0, 40))}`);
   const pkType = v.primaryKey.type;
@@ -170,9 +316,15 @@ function compile(def: CollectionDef): ValidateFunction {
   if (known !== undefined) return known;
   let validate: ValidateFunction;
   try {
-    validate = newAjv().compile(def.schema as object | boolean as object);
+    // From the canonical form, whatever order the caller's object has: the judge (and the
+    // order of its errors) is then the same on a replica that compiled it from the log and
+    // one that compiled it from its stored definition (helper-49).
+    validate = newAjv().compile(JSON.parse(key) as object);
   } catch (e) {
-    throw bad(`schema: ${(e as Error).message.slice(0, 300)}`);
+    // Only Ajv's refusals of the schema: anything else (the stack, the heap) is no judgment
+    // of the schema, and must not become one that replicas could make apart (helper-49).
+    if (e instanceof RangeError || !(e instanceof Error)) throw e;
+    throw bad(`schema: ${e.message.slice(0, 300)}`);
   }
   if (compiled.size >= COMPILED_MAX) compiled.delete(compiled.keys().next().value!);
   compiled.set(key, validate);

@@ -17,6 +17,9 @@
  * - `sm.rec_index`: u64 id + u16 index id + indexKey(value) + orderedKey(pk) -> empty. A
  *   unique index has at most one pk under a value; one being built may hold clashes until its
  *   backfill finds them and marks it `failed`.
+ * - `sm.coll_building`: name -> empty while one of its indexes is being built: where the
+ *   leader finds its next backfill step (a scan of every collection stopped at 10,000 and
+ *   left the ones after it building for ever: helper-49).
  * - `sm.coll_garbage`: u64 id + u16 index id (0xffff: the whole collection) -> empty: what a
  *   drop or a define left to reclaim, RECLAIM_ROWS_MAX rows a command (`reclaim`), so a
  *   drop is immediate for readers and bounded at apply.
@@ -57,6 +60,8 @@ export interface IndexMeta {
   readonly cursor?: Uint8Array | null;
   /** Failed: two records whose values clash. */
   readonly clash?: readonly [Pk, Pk];
+  /** Failed: why, in words. */
+  readonly why?: string;
 }
 
 export interface CollectionMeta {
@@ -131,6 +136,7 @@ export function prefixEnd(prefix: Uint8Array): Uint8Array {
 /** A pk back from its orderedKey (type tag 0x03: a number; 0x04: a string). */
 export function pkFromKey(k: Uint8Array): Pk {
   if (k[0] === 0x04) return fromUtf8.decode(k.subarray(1));
+  if (k[0] !== 0x03 || k.byteLength !== 9) throw new Error(`records: ${Buffer.from(k.subarray(0, 16)).toString('hex')} is no primary key`);
   const b = Buffer.from(k.subarray(1, 9));
   if ((b[0]! & 0x80) !== 0) b[0]! &= 0x7f;
   else for (let i = 0; i < 8; i++) b[i] = ~b[i]! & 0xff;
@@ -142,20 +148,25 @@ export function pkFromKey(k: Uint8Array): Pk {
 export function readMeta(t: StateTables, name: string): CollectionMeta | undefined {
   const v = t.get('collections', metaKey(name));
   if (v === undefined) return undefined;
-  const [id, version, count, indexes, nextIndexId] = unpack(v) as [number, number, number, [number, IndexDef, IndexState, (Uint8Array | null)?, [Pk, Pk]?][], number];
+  const [id, version, count, indexes, nextIndexId] = unpack(v) as [number, number, number, [number, IndexDef, IndexState, (Uint8Array | null)?, ([Pk, Pk] | null)?, string?][], number];
   return {
     name,
     id,
     version,
     count,
     nextIndexId,
-    indexes: indexes.map(([iid, def, state, cursor, clash]) => ({ id: iid, def, state, ...(state === 'building' ? { cursor: cursor ?? null } : {}), ...(clash ? { clash } : {}) })),
+    indexes: indexes.map(([iid, def, state, cursor, clash, why]) => ({ id: iid, def, state, ...(state === 'building' ? { cursor: cursor ?? null } : {}), ...(clash ? { clash } : {}), ...(why !== undefined ? { why } : {}) })),
   };
 }
 
 function writeMeta(t: StateTables, m: CollectionMeta): void {
-  const indexes = m.indexes.map((x) => (x.state === 'building' ? [x.id, x.def, x.state, x.cursor ?? null] : x.state === 'failed' ? [x.id, x.def, x.state, null, x.clash] : [x.id, x.def, x.state]));
+  const indexes = m.indexes.map((x) => (x.state === 'building' ? [x.id, x.def, x.state, x.cursor ?? null] : x.state === 'failed' ? [x.id, x.def, x.state, null, x.clash ?? null, x.why ?? ''] : [x.id, x.def, x.state]));
   t.put('collections', metaKey(m.name), pack([m.id, m.version, m.count, indexes, m.nextIndexId]));
+  const building = m.indexes.some((x) => x.state === 'building');
+  if (building !== (t.get('collBuilding', metaKey(m.name)) !== undefined)) {
+    if (building) t.put('collBuilding', metaKey(m.name), EMPTY);
+    else t.remove('collBuilding', metaKey(m.name));
+  }
 }
 
 /** Parsed definitions by their canonical JSON: parsing compiles the schema (collections.ts
@@ -385,6 +396,7 @@ function drop(ctx: RecordApplyContext, name: string): ApplyResult {
   const m = readMeta(t, name);
   if (m === undefined) return { kind: 'collection_dropped', index, dropped: false };
   t.remove('collections', metaKey(name));
+  t.remove('collBuilding', metaKey(name));
   t.remove('collDefs', u64Key(m.id));
   t.put('collGarbage', u64Key(m.id, u16(WHOLE)), EMPTY);
   return { kind: 'collection_dropped', index, dropped: true };
@@ -418,7 +430,9 @@ function entriesOf(index: number, m: CollectionMeta, record: Record<string, Json
 /** Another record holding `entry`'s value in a unique index, or null. */
 function holder(t: StateTables, entry: Uint8Array, pkKey: Uint8Array): Uint8Array | null {
   const valuePrefix = entry.subarray(0, entry.byteLength - pkKey.byteLength);
-  for (const k of t.keys('recIndex', { start: valuePrefix, end: prefixEnd(valuePrefix), limit: 2 })) {
+  // The value then a pk (0x03 or 0x04 first): not a longer string, whose escaped 0x00 goes
+  // on with 0xff (helper-49: "a" found "a\0"'s entry and read its tail as a pk).
+  for (const k of t.keys('recIndex', { start: valuePrefix, end: concat(valuePrefix, Uint8Array.of(0xff)), limit: 2 })) {
     const other = (k as Uint8Array).subarray(valuePrefix.byteLength);
     if (Buffer.compare(other, pkKey) !== 0) return Uint8Array.prototype.slice.call(other);
   }
@@ -464,7 +478,7 @@ function put(ctx: RecordApplyContext, op: Extract<CollectionCmd, { t: 'record_pu
     const other = holder(t, e, pkKey);
     if (other === null) return;
     if (x.state === 'ready') throw new Refused({ kind: 'unique_violation', index, indexName: x.def.name, pk: pkFromKey(other) });
-    indexes = indexes.map((y) => (y === x ? { id: x.id, def: x.def, state: 'failed', clash: [pkFromKey(other), pk] } : y));
+    indexes = indexes.map((y) => (y === x ? { id: x.id, def: x.def, state: 'failed', clash: [pkFromKey(other), pk], why: 'two records hold the same value' } : y));
   });
   const json = canonicalize(record) as string;
   t.put('records', key, pack(lease === undefined ? [index, json] : [index, json, lease]));
@@ -577,11 +591,17 @@ function backfill(ctx: RecordApplyContext, op: Extract<CollectionCmd, { t: 'inde
     }
     if (v === null) continue;
     const entry = concat(indexPrefix(m.id, x.id), indexKeyPart(v), pkKey);
-    if (entry.byteLength > LMDB_KEY_BYTES_MAX) continue;
+    // A record the index cannot hold fails it: skipping it would leave a ready index that
+    // misses a record (and a unique one that lets its value be taken again: helper-49).
+    if (entry.byteLength > LMDB_KEY_BYTES_MAX) {
+      next = { id: x.id, def: x.def, state: 'failed', why: `record ${JSON.stringify(stored.pk).slice(0, 80)}: its value and primary key take ${entry.byteLength} bytes, over ${LMDB_KEY_BYTES_MAX}` };
+      t.put('collGarbage', u64Key(m.id, u16(x.id)), EMPTY);
+      break;
+    }
     if (x.def.unique) {
       const other = holder(t, entry, pkKey);
       if (other !== null) {
-        next = { id: x.id, def: x.def, state: 'failed', clash: [pkFromKey(other), stored.pk] };
+        next = { id: x.id, def: x.def, state: 'failed', clash: [pkFromKey(other), stored.pk], why: 'two records hold the same value' };
         t.put('collGarbage', u64Key(m.id, u16(x.id)), EMPTY);
         break;
       }
@@ -594,19 +614,15 @@ function backfill(ctx: RecordApplyContext, op: Extract<CollectionCmd, { t: 'inde
 }
 
 /** The first index being built (by collection name), at its cursor: the next backfill step
- *  to propose. Looks at COLLECTIONS_SCANNED_MAX collections at most. */
+ *  to propose. */
 export function nextBackfill(t: StateTables): Extract<CollectionCmd, { t: 'index_backfill' }> | null {
-  let n = 0;
-  for (const { key, value } of t.range('collections')) {
-    if (++n > COLLECTIONS_SCANNED_MAX) break;
-    const indexes = (unpack(value) as [number, number, number, [number, IndexDef, IndexState, (Uint8Array | null)?][]])[3];
-    const x = indexes.find((y) => y[2] === 'building');
-    if (x !== undefined) return { t: 'index_backfill', collection: fromUtf8.decode(key as Uint8Array), indexId: x[0], cursor: x[3] ?? null };
+  for (const key of t.keys('collBuilding', { limit: 1 })) {
+    const name = fromUtf8.decode(key as Uint8Array);
+    const x = readMeta(t, name)?.indexes.find((y) => y.state === 'building');
+    if (x !== undefined) return { t: 'index_backfill', collection: name, indexId: x.id, cursor: x.cursor ?? null };
   }
   return null;
 }
-
-const COLLECTIONS_SCANNED_MAX = 10_000;
 
 /** A txn's compare of a record (command.ts RecordCompare): an absent record (or
  *  collection) has revision 0 and does not exist. */
@@ -692,6 +708,7 @@ export function auditCollections(t: StateTables): string | null {
       });
     }
     if (count !== m.count) return `${name}: count ${m.count}, ${count} records`;
+    if (m.indexes.some((x) => x.state === 'building') !== (t.get('collBuilding', key) !== undefined)) return `${name}: sm.coll_building disagrees with its indexes`;
     for (const [i, x] of m.indexes.entries()) {
       if (x.state === 'failed') continue;
       const p = indexPrefix(m.id, x.id);

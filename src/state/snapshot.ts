@@ -16,7 +16,8 @@
  *                                                 `block_holds`, `providers`, `provided`,
  *                                                 `lease_providers`, `collections`,
  *                                                 `coll_defs`, `records`, `rec_index`,
- *                                                 `coll_garbage`, `lease_records`
+ *                                                 `coll_garbage`, `lease_records`,
+ *                                                 `coll_building`
  *   { t: 'end', records: N }                      the number of records: a cut stream fails
  *
  * What is not in a snapshot: the log, per-index chain values other than the applied one,
@@ -41,7 +42,7 @@ const FRAME_BYTES_TARGET = 1024 * 1024;
 /** Bound on one frame when reading (a record is at most a key and a value, well below). */
 const FRAME_BYTES_MAX = 64 * 1024 * 1024;
 
-const TABLES = ['kv', 'sessions', 'session_use', 'members', 'voters_ever', 'configs', 'removed', 'leases', 'lease_expiry', 'lease_keys', 'blocks', 'actions', 'action_expiry', 'block_holds', 'providers', 'provided', 'lease_providers', 'collections', 'coll_defs', 'records', 'rec_index', 'coll_garbage', 'lease_records'] as const;
+const TABLES = ['kv', 'sessions', 'session_use', 'members', 'voters_ever', 'configs', 'removed', 'leases', 'lease_expiry', 'lease_keys', 'blocks', 'actions', 'action_expiry', 'block_holds', 'providers', 'provided', 'lease_providers', 'collections', 'coll_defs', 'records', 'rec_index', 'coll_garbage', 'lease_records', 'coll_building'] as const;
 type Table = (typeof TABLES)[number];
 
 /** The `StoreEnv` table a snapshot table is. */
@@ -69,6 +70,8 @@ function stateTable(t: Table): StateTable {
       return 'collGarbage';
     case 'lease_records':
       return 'leaseRecords';
+    case 'coll_building':
+      return 'collBuilding';
     default:
       return t;
   }

@@ -37,7 +37,7 @@
 import { plain, type BytesDb, type NamedDb, type StoreEnv } from '../storage/env.js';
 
 /** The state machine's tables in `StoreEnv` (the log's are not staged). */
-export type StateTable = 'smMeta' | 'kv' | 'sessions' | 'sessionUse' | 'members' | 'chain' | 'segments' | 'votersEver' | 'configs' | 'removed' | 'effects' | 'leases' | 'leaseExpiry' | 'leaseKeys' | 'blocks' | 'actions' | 'actionExpiry' | 'blockHolds' | 'blockLog' | 'blockRevs' | 'providers' | 'provided' | 'leaseProviders' | 'collections' | 'collDefs' | 'records' | 'recIndex' | 'collGarbage' | 'leaseRecords';
+export type StateTable = 'smMeta' | 'kv' | 'sessions' | 'sessionUse' | 'members' | 'chain' | 'segments' | 'votersEver' | 'configs' | 'removed' | 'effects' | 'leases' | 'leaseExpiry' | 'leaseKeys' | 'blocks' | 'actions' | 'actionExpiry' | 'blockHolds' | 'blockLog' | 'blockRevs' | 'providers' | 'provided' | 'leaseProviders' | 'collections' | 'collDefs' | 'records' | 'recIndex' | 'collGarbage' | 'leaseRecords' | 'collBuilding';
 
 type Key = Uint8Array | string;
 

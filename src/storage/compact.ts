@@ -18,7 +18,7 @@ import { syncDir } from '../durable-file.js';
 import { DBS_MAX, ENV_FILE } from './env.js';
 
 /** The named databases whose entries are counted in both files before the swap. */
-const CHECKED_DBS = ['log.meta', 'log.slots', 'log.seq', 'sm.meta', 'sm.kv', 'sm.sessions', 'sm.session_use', 'sm.members', 'sm.chain', 'sm.segments', 'sm.voters_ever', 'sm.configs', 'sm.removed', 'sm.effects', 'sm.leases', 'sm.lease_expiry', 'sm.lease_keys', 'sm.blocks', 'sm.actions', 'sm.action_expiry', 'sm.block_holds', 'sm.block_log', 'sm.block_revs', 'sm.providers', 'sm.provided', 'sm.lease_providers', 'sm.collections', 'sm.coll_defs', 'sm.records', 'sm.rec_index', 'sm.coll_garbage', 'sm.lease_records'] as const;
+const CHECKED_DBS = ['log.meta', 'log.slots', 'log.seq', 'sm.meta', 'sm.kv', 'sm.sessions', 'sm.session_use', 'sm.members', 'sm.chain', 'sm.segments', 'sm.voters_ever', 'sm.configs', 'sm.removed', 'sm.effects', 'sm.leases', 'sm.lease_expiry', 'sm.lease_keys', 'sm.blocks', 'sm.actions', 'sm.action_expiry', 'sm.block_holds', 'sm.block_log', 'sm.block_revs', 'sm.providers', 'sm.provided', 'sm.lease_providers', 'sm.collections', 'sm.coll_defs', 'sm.records', 'sm.rec_index', 'sm.coll_garbage', 'sm.lease_records', 'sm.coll_building'] as const;
 /** Records compared byte for byte: the log's promise, commit and compaction points, and
  *  the state's applied point and archive settings. */
 const CHECKED_RECORDS: readonly (readonly [string, string])[] = [

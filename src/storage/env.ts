@@ -37,6 +37,7 @@
 | `sm.rec_index`  | u64 collection id + u16 index id + ordered value + ordered pk | empty: index entries | state |
 | `sm.coll_garbage` | u64 collection id + u16 index id (0xffff: all) | empty: dropped rows still to reclaim | state |
 | `sm.lease_records` | u64 lease id + u64 collection id + ordered pk | the collection's name: the records on a lease | state |
+| `sm.coll_building` | collection name              | empty: the collections with an index being built | state |
  *
  * Durability: lmdb-js commits asynchronous writes on its writer thread and, with
  * `overlappingSync` (on by default outside Windows), flushes to disk after the commit.
@@ -91,6 +92,7 @@ export interface StoreEnv {
   readonly recIndex: BytesDb;
   readonly collGarbage: BytesDb;
   readonly leaseRecords: BytesDb;
+  readonly collBuilding: BytesDb;
 }
 
 export function openEnv(dir: string): StoreEnv {
@@ -132,6 +134,7 @@ export function openEnv(dir: string): StoreEnv {
     recIndex: bytes('sm.rec_index'),
     collGarbage: bytes('sm.coll_garbage'),
     leaseRecords: bytes('sm.lease_records'),
+    collBuilding: bytes('sm.coll_building'),
   };
 }
 

@@ -229,7 +229,7 @@ class MemoryDb {
 const RESOLVED_TRUE = Promise.resolve(true);
 const RESOLVED_FALSE = Promise.resolve(false);
 
-const TABLES = ['logMeta', 'logSlots', 'logSeq', 'smMeta', 'kv', 'sessions', 'sessionUse', 'members', 'chain', 'segments', 'votersEver', 'configs', 'removed', 'effects', 'leases', 'leaseExpiry', 'leaseKeys', 'blocks', 'actions', 'actionExpiry', 'blockHolds', 'blockLog', 'blockRevs', 'providers', 'provided', 'leaseProviders', 'collections', 'collDefs', 'records', 'recIndex', 'collGarbage', 'leaseRecords'] as const;
+const TABLES = ['logMeta', 'logSlots', 'logSeq', 'smMeta', 'kv', 'sessions', 'sessionUse', 'members', 'chain', 'segments', 'votersEver', 'configs', 'removed', 'effects', 'leases', 'leaseExpiry', 'leaseKeys', 'blocks', 'actions', 'actionExpiry', 'blockHolds', 'blockLog', 'blockRevs', 'providers', 'provided', 'leaseProviders', 'collections', 'collDefs', 'records', 'recIndex', 'collGarbage', 'leaseRecords', 'collBuilding'] as const;
 
 /** A fresh in-memory environment with every table of `openEnv`. */
 export function openMemoryEnv(): StoreEnv {

@@ -308,3 +308,30 @@ test('records on leases: counted in the lease, gone with its expiry (in the budg
   assert.equal(h.one({ t: 'lease_revoke', id: long }).kind, 'lease_revoked');
   assert.equal(auditCollections(h.state.tables), null);
 });
+
+test('unique string values that are prefixes with NUL bytes are distinct values; a record an index cannot hold fails its build (helper-49)', () => {
+  const h = level3();
+  define(h, 'c', { primaryKey: { field: 'id', type: 'string' }, indexes: [{ name: 'u', field: 'u', type: 'string', unique: true }] });
+  assert.equal(put(h, 'c', { id: 'A', u: 'a\u0000' }).kind, 'record_put');
+  assert.equal(put(h, 'c', { id: 'B', u: 'a' }).kind, 'record_put', '"a" is not "a\\0"');
+  assert.equal(put(h, 'c', { id: 'LONGER-PK', u: 'a' }).kind, 'unique_violation');
+  // Built over records: the same.
+  define(h, 'd', { primaryKey: { field: 'id', type: 'string' } });
+  put(h, 'd', { id: 'B', u: 'a\u0000' });
+  put(h, 'd', { id: 'C', u: 'a' });
+  define(h, 'd', { primaryKey: { field: 'id', type: 'string' }, indexes: [{ name: 'u', field: 'u', type: 'string', unique: true }] });
+  const x = meta(h, 'd').indexes[0]!;
+  assert.equal(h.one({ t: 'index_backfill', collection: 'd', indexId: x.id, cursor: null }).kind, 'backfilled');
+  assert.equal(meta(h, 'd').indexes[0]!.state, 'ready');
+  // A value and pk too long to be an entry: the build fails, naming the record.
+  define(h, 'e', { primaryKey: { field: 'id', type: 'string' } });
+  put(h, 'e', { id: 'a'.repeat(1000), u: 'x'.repeat(1024) });
+  define(h, 'e', { primaryKey: { field: 'id', type: 'string' }, indexes: [{ name: 'u', field: 'u', type: 'string', unique: true }] });
+  const y = meta(h, 'e').indexes[0]!;
+  h.one({ t: 'index_backfill', collection: 'e', indexId: y.id, cursor: null });
+  const failed = meta(h, 'e').indexes[0]!;
+  assert.equal(failed.state, 'failed');
+  assert.match(failed.why!, /over 1978/);
+  assert.deepEqual([...h.state.tables.keys('collBuilding')], []);
+  assert.equal(auditCollections(h.state.tables), null);
+});
