@@ -14,7 +14,7 @@ import { BlockError, checkActionId, checkBlockId, parseReads, parseTransform, ty
 import type { BlockRevision, BlockState } from '../state/block-apply.js';
 import type { BlockReader } from '../state/state-store.js';
 import { HttpError, badRequest, parseConsistency, parseQuery } from './http-parse.js';
-import type { Consistency } from './service.js';
+import type { ModelHttpDeps } from './http-models.js';
 
 /** Ids one `POST /v1/blocks/get` reads at most (API contract). */
 export const BLOCKS_GET_MAX = 1_000;
@@ -25,14 +25,9 @@ export const REVISIONS_LIMIT_MAX = 1_000;
 const REVISIONS_LIMIT_DEFAULT = 100;
 
 /** What the blocks endpoints need from the HTTP API around them (http.ts). */
-export interface BlockHttpDeps<C> {
+export interface BlockHttpDeps<C> extends ModelHttpDeps<C> {
   readonly blocks: () => BlockReader;
-  /** The node's applied index now. */
-  readonly applied: () => number;
-  readonly readJson: (ctx: C) => Promise<Record<string, unknown>>;
   readonly write: (op: BlockCmd) => Promise<ApplyResult>;
-  readonly read: (consistency: Consistency) => Promise<number>;
-  readonly send: (res: ServerResponse, status: number, body: unknown, headers?: Record<string, string>) => void;
 }
 
 export class BlockHttp<C extends { readonly req: IncomingMessage; readonly res: ServerResponse }> {

@@ -18,24 +18,17 @@ import { CollectionError, checkCollectionName, checkPk, parseDefinition, type Co
 import { collectionInfo, getRecord, indexKeyPart, listCollections, recordsByIndex, recordsByPk, type CollectionMeta, type IndexMeta, type StoredRecord } from '../state/records.js';
 import type { StateTables } from '../state/staged.js';
 import { HttpError, badRequest, parseConsistency, parseIfMatch, parseLeaseId, parseIfNoneMatch, parseQuery, percentDecode, utf8Text } from './http-parse.js';
-import type { Consistency } from './service.js';
+import type { ModelHttpDeps } from './http-models.js';
 
 const LIMIT_DEFAULT = 100;
 const LIMIT_MAX = 10_000;
 /** Characters of records one page holds at most past its first (a record is up to 1 MiB). */
 export const PAGE_BYTES_MAX = 4 * 1024 * 1024;
 
-export interface CollectionHttpDeps<C> {
+export interface CollectionHttpDeps<C> extends ModelHttpDeps<C> {
   /** The state's tables, read as records.ts reads them. */
   readonly tables: () => StateTables;
-  readonly applied: () => number;
-  readonly readJson: (ctx: C) => Promise<Record<string, unknown>>;
-  readonly readNothing: (ctx: C) => Promise<void>;
   readonly write: (op: CollectionCmd) => Promise<ApplyResult>;
-  readonly read: (consistency: Consistency) => Promise<number>;
-  readonly send: (res: ServerResponse, status: number, body: unknown, headers?: Record<string, string>) => void;
-  /** Throws the contract's error for the refusals every model shares (http.ts). */
-  readonly refused: (ctx: C, r: ApplyResult) => never;
 }
 
 const notAllowed = (method: string, allow: string): HttpError => new HttpError(405, 'method_not_allowed', `${method} is not allowed here`, {}, { allow });

@@ -3,6 +3,7 @@
  * query parameters, conditional headers, request ids, transaction JSON, and the canonical
  * digest a request id is checked against. Everything malformed throws `HttpError`.
  */
+import { wellFormed } from '../text.js';
 import { peerIdFromString } from '@libp2p/peer-id';
 import { multiaddr } from '@multiformats/multiaddr';
 import { createHash } from 'node:crypto';
@@ -521,7 +522,7 @@ function collectionName(v: unknown, what: string): string {
  *  type is judged at apply). */
 function recordPk(v: unknown, what: string): string | number {
   if (typeof v === 'number' && Number.isSafeInteger(v)) return v;
-  if (typeof v === 'string' && v !== '' && Buffer.byteLength(v) <= 1024 && (v as unknown as { isWellFormed(): boolean }).isWellFormed()) return v;
+  if (typeof v === 'string' && v !== '' && Buffer.byteLength(v) <= 1024 && wellFormed(v)) return v;
   throw badRequest(`${what}: pk is a string of 1 to 1024 bytes or a safe integer`);
 }
 

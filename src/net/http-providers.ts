@@ -8,27 +8,21 @@
  * - `DELETE /v1/providers/{key}/{provider}` -> `{"index","deleted"}` (the provider is what
  *   follows the last `/`: a provider's name holds none).
  */
+import { wellFormed } from '../text.js';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { multiaddr } from '@multiformats/multiaddr';
 import { PROVIDER_ADDR_BYTES_MAX, PROVIDER_ADDRS_MAX, PROVIDER_BYTES_MAX, type ApplyResult, type ProviderCmd } from '../state/command.js';
 import type { ProviderRecord } from '../state/providers.js';
 import type { ProviderReader } from '../state/state-store.js';
 import { HttpError, badRequest, checkKeyBytes, parseConsistency, parseLeaseId, parsePathKey, parseQuery, percentDecode } from './http-parse.js';
-import type { Consistency } from './service.js';
+import type { ModelHttpDeps } from './http-models.js';
 
 const LIST_LIMIT_DEFAULT = 100;
 const LIST_LIMIT_MAX = 10_000;
 
-export interface ProviderHttpDeps<C> {
+export interface ProviderHttpDeps<C> extends ModelHttpDeps<C> {
   readonly providers: () => ProviderReader;
-  readonly applied: () => number;
-  readonly readJson: (ctx: C) => Promise<Record<string, unknown>>;
-  readonly readNothing: (ctx: C) => Promise<void>;
   readonly write: (op: ProviderCmd) => Promise<ApplyResult>;
-  readonly read: (consistency: Consistency) => Promise<number>;
-  readonly send: (res: ServerResponse, status: number, body: unknown, headers?: Record<string, string>) => void;
-  /** Throws the contract's error for an apply that refused (http.ts sendApplyError). */
-  readonly refused: (ctx: C, r: ApplyResult) => never;
 }
 
 const utf8 = new TextEncoder();
@@ -115,7 +109,7 @@ export class ProviderHttp<C extends { readonly req: IncomingMessage; readonly re
 }
 
 function providerName(v: unknown): string {
-  if (typeof v !== 'string' || v === '' || utf8.encode(v).byteLength > PROVIDER_BYTES_MAX || v.includes('/') || !(v as unknown as { isWellFormed(): boolean }).isWellFormed()) {
+  if (typeof v !== 'string' || v === '' || utf8.encode(v).byteLength > PROVIDER_BYTES_MAX || v.includes('/') || !wellFormed(v)) {
     throw badRequest(`provider must be a peer id or name: 1 to ${PROVIDER_BYTES_MAX} bytes of UTF-8 without "/"`);
   }
   return v;

@@ -19,6 +19,7 @@ import type { ApplyResult, BlockCmd, KvOp, LeaseOp, ProviderCmd, CollectionCmd, 
 import { BlockHttp } from './http-blocks.js';
 import { ProviderHttp } from './http-providers.js';
 import { CollectionHttp } from './http-collections.js';
+import type { ModelHttpDeps } from './http-models.js';
 import type { LeaseRecord } from '../state/state-store.js';
 import { snapshotFileBytes } from '../state/snapshot-file.js';
 import { MembershipError, ServiceError, type Consistency, type KvService } from './service.js';
@@ -137,47 +138,21 @@ export class HttpApi {
   private watchColdPagesClosed = 0;
   /** Watches refused because `watchesMax` were open. */
   watchesRefused = 0;
-  /** What the data models' endpoints (http-blocks.ts, http-providers.ts) share of this API. */
-  private readonly modelDeps = {
+  /** What the data models' endpoints (http-models.ts) share of this API. */
+  private readonly modelDeps: ModelHttpDeps<Ctx> = {
     applied: () => this.service.watchSource().applied(),
     readJson: async (ctx: Ctx) => {
       requireJson(ctx.req);
       return parseJsonObject(await this.readBody(ctx, this.maxRequestBytes, `request over ${this.maxRequestBytes} bytes`));
     },
+    readNothing: async (ctx) => void (await this.readBody(ctx, this.maxRequestBytes, `request over ${this.maxRequestBytes} bytes`)),
     read: (consistency: Consistency) => this.read(consistency),
     send: sendJson,
+    refused: (ctx, r) => this.sendApplyError(ctx, r) as never,
   };
-  private readonly blockHttp = new BlockHttp<Ctx>({
-    ...this.modelDeps,
-    blocks: () => {
-      const s = this.service;
-      if (s.blocks === undefined) throw new HttpError(404, 'not_found', 'this node serves no blocks');
-      return s.blocks();
-    },
-    write: (op) => this.write(op, undefined),
-  });
-  private readonly providerHttp = new ProviderHttp<Ctx>({
-    ...this.modelDeps,
-    providers: () => {
-      const s = this.service;
-      if (s.providers === undefined) throw new HttpError(404, 'not_found', 'this node serves no provider records');
-      return s.providers();
-    },
-    readNothing: async (ctx) => void (await this.readBody(ctx, this.maxRequestBytes, `request over ${this.maxRequestBytes} bytes`)),
-    write: (op) => this.write(op, undefined),
-    refused: (ctx, r) => this.sendApplyError(ctx, r) as never,
-  });
-  private readonly collectionHttp = new CollectionHttp<Ctx>({
-    ...this.modelDeps,
-    tables: () => {
-      const s = this.service;
-      if (s.collections === undefined) throw new HttpError(404, 'not_found', 'this node serves no collections');
-      return s.collections();
-    },
-    readNothing: async (ctx) => void (await this.readBody(ctx, this.maxRequestBytes, `request over ${this.maxRequestBytes} bytes`)),
-    write: (op) => this.write(op, undefined),
-    refused: (ctx, r) => this.sendApplyError(ctx, r) as never,
-  });
+  private readonly blockHttp = new BlockHttp<Ctx>({ ...this.modelDeps, blocks: () => served(this.service.blocks?.(), 'blocks'), write: (op) => this.write(op, undefined) });
+  private readonly providerHttp = new ProviderHttp<Ctx>({ ...this.modelDeps, providers: () => served(this.service.providers?.(), 'provider records'), write: (op) => this.write(op, undefined) });
+  private readonly collectionHttp = new CollectionHttp<Ctx>({ ...this.modelDeps, tables: () => served(this.service.collections?.(), 'collections'), write: (op) => this.write(op, undefined) });
 
   /** `service` may be a getter, for a node built after its API is bound (its address is the node's). */
   constructor(service: KvService | (() => KvService), opts: HttpApiOptions = {}) {
@@ -860,6 +835,13 @@ export class HttpApi {
 /** The client API (every endpoint of API.md). */
 export function createHttpApi(service: KvService | (() => KvService), opts: HttpApiOptions = {}): HttpApi {
   return new HttpApi(service, opts);
+}
+
+/** What a service serves, or 404 when it serves none of it (a service without a state
+ *  machine of its own: tests' fakes). */
+function served<T>(x: T | undefined, what: string): T {
+  if (x === undefined) throw new HttpError(404, 'not_found', `this node serves no ${what}`);
+  return x;
 }
 
 function isKvOp(op: KvOp | LeaseOp | BlockCmd | ProviderCmd | CollectionCmd): op is KvOp {

@@ -14,6 +14,7 @@
  * This module is the state machine's judge of blocks; the commands, HTTP and history that use
  * it are wired on top (the next session's work, see the notes of issue 15).
  */
+import { wellFormed } from '../text.js';
 import canonicalize from 'canonicalize';
 
 /** A block id: 1 to 256 of `[A-Za-z0-9._~-]`. */
@@ -67,9 +68,6 @@ export class BlockError extends Error {
 }
 
 const bad = (message: string): BlockError => new BlockError('bad_request', message);
-/** Whether `s` has no lone surrogate (String.prototype.isWellFormed, Node 20 on; not yet in
- *  TypeScript's ES2023 lib). */
-const wellFormed = (s: string): boolean => (s as unknown as { isWellFormed(): boolean }).isWellFormed();
 /** An untrusted value named in a message: never stringified whole (a value nested 100,000
  *  deep overflows JSON.stringify's stack: review of the blocks apply). */
 function shown(v: unknown): string {

@@ -10,6 +10,7 @@
  * Used at apply by state/records.ts (the tables, apply level 3) and before proposing by
  * net/http-collections.ts.
  */
+import { wellFormed } from '../text.js';
 import { Ajv2020, type ValidateFunction } from 'ajv/dist/2020.js';
 import addFormatsModule from 'ajv-formats';
 import { RE2JS } from 're2js';
@@ -355,7 +356,7 @@ export function checkPk(def: CollectionDef, v: unknown): Pk {
     if (typeof v !== 'number' || !Number.isSafeInteger(v)) throw bad('the primary key is a safe integer');
     return v;
   }
-  if (typeof v !== 'string' || v === '' || Buffer.byteLength(v) > 1024 || !(v as unknown as { isWellFormed(): boolean }).isWellFormed()) throw bad('the primary key is a string of 1 to 1024 bytes');
+  if (typeof v !== 'string' || v === '' || Buffer.byteLength(v) > 1024 || !wellFormed(v)) throw bad('the primary key is a string of 1 to 1024 bytes');
   return v;
 }
 

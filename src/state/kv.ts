@@ -26,7 +26,7 @@
  * `sm.lease_keys` lists each lease's keys, so both a put and an expiry find what to detach.
  */
 import { applyChange, latestConfig, type Command, type Config, type ConfigChange, type ConfigEpoch, type Entry, type LogPoint } from '../consensus/index.js';
-import { pack, plain, readU64, u64Key, unpack, type StoreEnv } from '../storage/env.js';
+import { pack, plain, prefixEnd, readU64, u64Key, unpack, type StoreEnv } from '../storage/env.js';
 import { APPLY_LEVEL_DEFAULT, APPLY_LEVEL_MAX, APPLY_LEVEL_MIN, KEY_BYTES_MAX, LEASES_MAX_DEFAULT, LEASE_EXPIRY_DELETES_MAX, LEASE_GRACE_MS, LEASE_KEYS_MAX, LEASE_TTL_MS_MAX, LEASE_TTL_MS_MIN, LOG_TIME_STEP_MS, chainBytesLength, decodeAppCommand, nextChain, opLevel,
   type AppCommand, type ApplyResult, type ArchiveSettings, type Compare, type KvOp, type LeaseOp, type TxnOp, type TxnResult, type RequestId } from './command.js';
 import { chainRow, readChainRow, recordConfig, type AppliedRecord } from './applied.js';
@@ -1232,18 +1232,6 @@ function startsWith(key: Uint8Array, prefix: Uint8Array): boolean {
   return true;
 }
 
-/** The first key after every key with `prefix`, or null when there is none. */
-function prefixEnd(prefix: Uint8Array): Uint8Array | null {
-  for (let i = prefix.byteLength - 1; i >= 0; i--) {
-    if (prefix[i]! < 0xff) {
-      // A copy, never a view: the prefix may be a Buffer, whose slice() shares its bytes.
-      const end = Uint8Array.prototype.slice.call(prefix, 0, i + 1);
-      end[i]!++;
-      return end;
-    }
-  }
-  return null;
-}
 
 function sameStrings(a: readonly string[], b: readonly string[]): boolean {
   return a.length === b.length && a.every((s, i) => s === b[i]);

@@ -9,7 +9,8 @@
  * lease]), `sm.provided` (u16 provider length, provider, key: what a provider provides),
  * `sm.lease_providers` (u64 lease, u16 key length, key, provider: a lease's records).
  */
-import { pack, u64Key, unpack } from '../storage/env.js';
+import { wellFormed } from '../text.js';
+import { pack, prefixEnd, u64Key, unpack } from '../storage/env.js';
 import { KEY_BYTES_MAX, PROVIDER_ADDR_BYTES_MAX, PROVIDER_BYTES_MAX, PROVIDERS_PER_KEY_MAX, type ApplyResult, type ProviderCmd } from './command.js';
 import type { Change } from './effects.js';
 import type { StateTables } from './staged.js';
@@ -54,21 +55,12 @@ const recordKey = (key: Uint8Array, provider: string): Uint8Array => lengthPrefi
 const providedKey = (provider: string, key: Uint8Array): Uint8Array => lengthPrefixed(utf8.encode(provider), key);
 const leaseRow = (lease: number, key: Uint8Array, provider: string): Uint8Array => u64Key(lease, recordKey(key, provider));
 
-/** The first key after every key starting with `prefix` (prefixes here never end in 0xff
- *  runs that long: they start with a length byte below 0x04). */
-function prefixEnd(prefix: Uint8Array): Uint8Array {
-  const end = Uint8Array.prototype.slice.call(prefix);
-  let i = end.byteLength - 1;
-  while (i >= 0 && end[i] === 0xff) i--;
-  end[i]!++;
-  return end.subarray(0, i + 1);
-}
 
 /** Why a provider command is malformed, or null. */
 function problem(op: ProviderCmd): string | null {
   if (op.key.byteLength < 1 || op.key.byteLength > KEY_BYTES_MAX) return `key must be 1 to ${KEY_BYTES_MAX} bytes`;
   const p = utf8.encode(op.provider).byteLength;
-  if (p < 1 || p > PROVIDER_BYTES_MAX || op.provider.includes('/') || !(op.provider as unknown as { isWellFormed(): boolean }).isWellFormed()) return `provider must be 1 to ${PROVIDER_BYTES_MAX} bytes of UTF-8 without "/"`;
+  if (p < 1 || p > PROVIDER_BYTES_MAX || op.provider.includes('/') || !wellFormed(op.provider)) return `provider must be 1 to ${PROVIDER_BYTES_MAX} bytes of UTF-8 without "/"`;
   if (op.t === 'provider_put' && op.addrs.some((a) => a.length < 1 || utf8.encode(a).byteLength > PROVIDER_ADDR_BYTES_MAX)) return `addresses must be 1 to ${PROVIDER_ADDR_BYTES_MAX} bytes`;
   return null;
 }
@@ -96,7 +88,7 @@ export function applyProviderCmd(ctx: ProviderApplyContext, op: ProviderCmd): Ap
   if (old === undefined) {
     let n = 0;
     const prefix = keyPrefix(op.key);
-    for (const _ of t.keys('providers', { start: prefix, end: prefixEnd(prefix), limit: PROVIDERS_PER_KEY_MAX })) n++;
+    for (const _ of t.keys('providers', { start: prefix, end: prefixEnd(prefix)!, limit: PROVIDERS_PER_KEY_MAX })) n++;
     if (n >= PROVIDERS_PER_KEY_MAX) return { kind: 'limit_reached', index, message: `this key has ${PROVIDERS_PER_KEY_MAX} providers, the most it may have` };
   }
   if (old !== undefined && old.lease !== op.lease) {
@@ -145,7 +137,7 @@ export function dropLeaseProviders(ctx: ProviderApplyContext, lease: number, bud
 export function providersOf(t: StateTables, key: Uint8Array): ProviderRecord[] {
   const out: ProviderRecord[] = [];
   const prefix = keyPrefix(key);
-  for (const { key: k, value } of t.range('providers', { start: prefix, end: prefixEnd(prefix) })) {
+  for (const { key: k, value } of t.range('providers', { start: prefix, end: prefixEnd(prefix)! })) {
     const [revision, addrs, lease] = unpack(value) as [number, string[], number];
     out.push({ key, provider: fromUtf8.decode((k as Uint8Array).subarray(prefix.byteLength)), addrs, lease, revision });
   }
@@ -157,7 +149,7 @@ export function providedBy(t: StateTables, provider: string, after: Uint8Array |
   const items: ProviderRecord[] = [];
   const prefix = lengthPrefixed(utf8.encode(provider), EMPTY);
   const start = after === null ? prefix : lengthPrefixed(utf8.encode(provider), Uint8Array.of(...after, 0));
-  for (const k of t.keys('provided', { start, end: prefixEnd(prefix) })) {
+  for (const k of t.keys('provided', { start, end: prefixEnd(prefix)! })) {
     const key = (k as Uint8Array).slice(prefix.byteLength);
     const r = readRecord(t, key, provider);
     if (r === undefined) continue;

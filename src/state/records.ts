@@ -28,9 +28,9 @@
  * a changed index's old entries apart from its new ones.
  */
 import canonicalize from 'canonicalize';
-import { pack, readU64, u64Key, unpack } from '../storage/env.js';
+import { pack, prefixEnd, readU64, u64Key, unpack } from '../storage/env.js';
 import type { ApplyResult, CollectionCmd, RecordCompare } from './command.js';
-import type { Change } from './effects.js';
+import type { ProviderApplyContext } from './providers.js';
 import { CollectionError, checkCollectionName, checkRecord, indexValue, orderedKey, parseDefinition, pkOf, type CollectionDef, type IndexDef, type Pk, type SchemaError } from './collections.js';
 import type { Json } from './blocks.js';
 import type { StateTables } from './staged.js';
@@ -73,16 +73,9 @@ export interface CollectionMeta {
   readonly nextIndexId: number;
 }
 
-/** What apply needs around it: the tables, this index, the journal's changes, and whether
- *  a lease is live (and a way to count a record on it or off it), as providers.ts's. */
-export interface RecordApplyContext {
-  readonly t: StateTables;
-  readonly index: number;
-  readonly changes: Change[];
-  /** Keys (records included) the lease may still take, or null when it is not live. */
-  readonly leaseRoom: (lease: number) => number | null;
-  readonly onLease: (lease: number, delta: number) => void;
-}
+/** What apply needs around it: the tables, this index, the journal's changes, and the
+ *  leases (records on them count in their keys), as provider records need. */
+export type RecordApplyContext = ProviderApplyContext;
 
 // --- keys ----------------------------------------------------------------------------------
 
@@ -123,15 +116,6 @@ export function indexKeyPart(v: boolean | number | string): Uint8Array {
 
 const indexPrefix = (id: number, indexId: number): Uint8Array => u64Key(id, u16(indexId));
 
-/** The first key after every key starting with `prefix`. */
-export function prefixEnd(prefix: Uint8Array): Uint8Array {
-  const end = Uint8Array.prototype.slice.call(prefix);
-  let i = end.byteLength - 1;
-  while (i >= 0 && end[i] === 0xff) i--;
-  if (i < 0) throw new Error('prefixEnd: a prefix of 0xff bytes has no end');
-  end[i]!++;
-  return end.subarray(0, i + 1);
-}
 
 /** A pk back from its orderedKey (type tag 0x03: a number; 0x04: a string). */
 export function pkFromKey(k: Uint8Array): Pk {
@@ -229,7 +213,7 @@ export function recordsByPk(t: StateTables, m: CollectionMeta, after: Pk | null,
   const start = after === null ? prefix : concat(recordKey(m.id, after), Uint8Array.of(0));
   const items: StoredRecord[] = [];
   let bytes = 0;
-  for (const { key, value } of t.range('records', { start, end: prefixEnd(prefix) })) {
+  for (const { key, value } of t.range('records', { start, end: prefixEnd(prefix)! })) {
     if (items.length === limit || (items.length > 0 && bytes >= bytesMax)) return { items, more: true };
     const r = decodeRecord(pkFromKey((key as Uint8Array).subarray(8)), value);
     bytes += r.record.length;
@@ -253,7 +237,7 @@ export interface IndexQuery {
 export function recordsByIndex(t: StateTables, m: CollectionMeta, idx: IndexMeta, q: IndexQuery): { items: StoredRecord[]; more: boolean; cursor: Uint8Array | null } {
   const prefix = indexPrefix(m.id, idx.id);
   let start = prefix;
-  let end = prefixEnd(prefix);
+  let end = prefixEnd(prefix)!;
   if (q.eq !== undefined) {
     // The value then a pk (which starts 0x03 or 0x04): a longer string's escaped 0x00 goes
     // on with 0xff, past the end.
@@ -570,7 +554,7 @@ function backfill(ctx: RecordApplyContext, op: Extract<CollectionCmd, { t: 'inde
   let cursor: Uint8Array | null = op.cursor;
   let done = true;
   let next: IndexMeta = x;
-  for (const { key, value } of t.range('records', { start, end: prefixEnd(prefix) })) {
+  for (const { key, value } of t.range('records', { start, end: prefixEnd(prefix)! })) {
     if (visited === BACKFILL_RECORDS_MAX || bytes >= BACKFILL_BYTES_MAX) {
       done = false;
       break;
@@ -660,7 +644,7 @@ export function reclaim(t: StateTables, onLease: (lease: number, delta: number) 
     let left = false;
     for (const [table, prefix] of scopes) {
       const rows: Uint8Array[] = [];
-      for (const k of t.keys(table, { start: prefix, end: prefixEnd(prefix), limit: budget + 1 })) rows.push(Uint8Array.prototype.slice.call(k as Uint8Array));
+      for (const k of t.keys(table, { start: prefix, end: prefixEnd(prefix)!, limit: budget + 1 })) rows.push(Uint8Array.prototype.slice.call(k as Uint8Array));
       const now = rows.slice(0, budget);
       for (const r of now) {
         // A dropped record on a lease leaves it (and its count) now.
@@ -697,7 +681,7 @@ export function auditCollections(t: StateTables): string | null {
     const prefix = u64Key(m.id);
     const derived = m.indexes.map(() => new Set<string>());
     let count = 0;
-    for (const { key: k, value } of t.range('records', { start: prefix, end: prefixEnd(prefix) })) {
+    for (const { key: k, value } of t.range('records', { start: prefix, end: prefixEnd(prefix)! })) {
       count++;
       const pkKey = (k as Uint8Array).subarray(8);
       const stored = decodeRecord(pkFromKey(pkKey), value);
@@ -714,7 +698,7 @@ export function auditCollections(t: StateTables): string | null {
       const p = indexPrefix(m.id, x.id);
       const values = new Set<string>();
       let n = 0;
-      for (const k of t.keys('recIndex', { start: p, end: prefixEnd(p) })) {
+      for (const k of t.keys('recIndex', { start: p, end: prefixEnd(p)! })) {
         const e = k as Uint8Array;
         n++;
         if (!derived[i]!.has(Buffer.from(e).toString('hex'))) return `${name}.${x.def.name} (${x.state}): an entry no record has (${Buffer.from(e).toString('hex')})`;

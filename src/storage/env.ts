@@ -138,6 +138,19 @@ export function openEnv(dir: string): StoreEnv {
   };
 }
 
+/** The first key after every key with `prefix`, or null when there is none. */
+export function prefixEnd(prefix: Uint8Array): Uint8Array | null {
+  for (let i = prefix.byteLength - 1; i >= 0; i--) {
+    if (prefix[i]! < 0xff) {
+      // A copy, never a view: the prefix may be a Buffer, whose slice() shares its bytes.
+      const end = Uint8Array.prototype.slice.call(prefix, 0, i + 1);
+      end[i]!++;
+      return end;
+    }
+  }
+  return null;
+}
+
 /** The msgpack options every stored record uses: plain objects, integers as numbers, and
  *  byte strings decoded as copies (never views into LMDB's buffers). */
 export const packr = new Packr({ useRecords: false, moreTypes: false, mapsAsObjects: true, int64AsType: 'number', copyBuffers: true });
