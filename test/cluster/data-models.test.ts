@@ -251,6 +251,13 @@ test('providers: put, get, list by provider, the 21st refused, delete, watch, an
   await ok('PUT', '/v1/providers/cid%2F2', { provider: 'peer0', addrs: [], lease });
   const provided = await ok('GET', '/v1/providers?provider=peer0');
   assert.deepEqual((provided.items as Json[]).map((i) => i.key), ['cid/1', 'cid/2']);
+  // Pages: limit and after (a key), more.
+  const page1 = await ok('GET', '/v1/providers?provider=peer0&limit=1');
+  assert.deepEqual([(page1.items as Json[]).map((i) => i.key), page1.more], [['cid/1'], true]);
+  const page2 = await ok('GET', '/v1/providers?provider=peer0&limit=1&after=cid%2F1');
+  assert.deepEqual([(page2.items as Json[]).map((i) => i.key), page2.more], [['cid/2'], false]);
+  assert.equal((await call('GET', `/v1/providers?provider=peer0&after=${'k'.repeat(5000)}`)).status, 400, 'an after over 1024 bytes');
+  assert.equal((await call('GET', '/v1/providers?provider=peer0&limit=0')).status, 400);
   const del = await ok('DELETE', '/v1/providers/cid%2F1/peer5');
   assert.equal(del.deleted, true);
   assert.equal((await ok('DELETE', '/v1/providers/cid%2F1/peer5')).deleted, false);
@@ -500,4 +507,14 @@ test('collections in POST /v1/txn: record ops and compares; a txn over two colle
   assert.equal(bad.status, 400);
   const notThere = await call('POST', '/v1/txn', { success: [{ op: 'deleteRecord', collection: 'nope', pk: 'x' }] });
   assert.equal((notThere.json.error as Json).code, 'collection_not_found');
+});
+
+test('a batch get over 8 MiB of bodies is 413; fewer of the same blocks answer', async () => {
+  const big = 'x'.repeat(1_000_000);
+  const ids = Array.from({ length: 9 }, (_, i) => `big.${i}`);
+  for (const id of ids) await ok('POST', '/v1/blocks/commit', { actionId: `big-${id}`, reads: [], transform: { inserts: { [id]: { big } } } });
+  const over = await call('POST', '/v1/blocks/get', { ids });
+  assert.deepEqual([over.status, (over.json.error as Json).code], [413, 'payload_too_large']);
+  const fewer = await ok('POST', '/v1/blocks/get', { ids: ids.slice(0, 4) });
+  assert.equal((fewer.items as Json[]).length, 4);
 });
