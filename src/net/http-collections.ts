@@ -15,7 +15,7 @@ import canonicalize from 'canonicalize';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ApplyResult, CollectionCmd } from '../state/command.js';
 import { CollectionError, checkCollectionName, checkPk, parseDefinition, type CollectionDef, type IndexType, type Pk } from '../state/collections.js';
-import { collectionInfo, getRecord, indexKeyPart, listCollections, recordsByIndex, recordsByPk, type CollectionMeta, type IndexMeta, type StoredRecord } from '../state/records.js';
+import { collectionInfo, definitionOf, getRecord, indexKeyPart, readMeta, listCollections, recordsByIndex, recordsByPk, type CollectionMeta, type IndexMeta, type StoredRecord } from '../state/records.js';
 import type { StateTables } from '../state/staged.js';
 import { HttpError, badRequest, parseConsistency, parseIfMatch, parseLeaseId, parseIfNoneMatch, parseQuery, percentDecode, utf8Text } from './http-parse.js';
 import type { ModelHttpDeps } from './http-models.js';
@@ -83,14 +83,14 @@ export class CollectionHttp<C extends { readonly req: IncomingMessage; readonly 
 
   /** The collection as this node has applied it; for a write, one this node has not seen
    *  yet is looked for again after a linearizable read (a lagging follower). */
-  private async meta(name: string, write: boolean): Promise<{ meta: CollectionMeta; def: CollectionDef; definition: string }> {
-    let info = collectionInfo(this.d.tables(), name);
-    if (info === undefined && write) {
+  private async meta(name: string, write: boolean): Promise<{ meta: CollectionMeta; def: CollectionDef }> {
+    let meta = readMeta(this.d.tables(), name);
+    if (meta === undefined && write) {
       await this.d.read('linearizable');
-      info = collectionInfo(this.d.tables(), name);
+      meta = readMeta(this.d.tables(), name);
     }
-    if (info === undefined) throw notFound(name);
-    return { ...info, def: judged(() => parseDefinition(JSON.parse(info!.definition))) };
+    if (meta === undefined) throw notFound(name);
+    return { meta, def: judged(() => definitionOf(this.d.tables(), meta!)) };
   }
 
   private async list(ctx: C, query: string): Promise<void> {

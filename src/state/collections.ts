@@ -311,7 +311,19 @@ function judgedJson<T>(f: () => T): T {
 const compiled = new Map<string, ValidateFunction>();
 const COMPILED_MAX = 256;
 
+/** The judge of each definition object (definitions are cached by their users, records.ts):
+ *  no canonical form of the schema to compute per record. */
+const judges = new WeakMap<CollectionDef, ValidateFunction>();
+
 function compile(def: CollectionDef): ValidateFunction {
+  const mine = judges.get(def);
+  if (mine !== undefined) return mine;
+  const validate = compileSchema(def);
+  judges.set(def, validate);
+  return validate;
+}
+
+function compileSchema(def: CollectionDef): ValidateFunction {
   const key = canonicalize(def.schema) as string;
   const known = compiled.get(key);
   if (known !== undefined) return known;
@@ -336,16 +348,22 @@ function compile(def: CollectionDef): ValidateFunction {
  *  the schema; returns it. Throws CollectionError (`schema_violation` with up to
  *  SCHEMA_ERRORS_MAX errors). */
 export function checkRecord(def: CollectionDef, record: unknown): Record<string, Json> {
+  return judgeRecord(def, record).record;
+}
+
+/** checkRecord, with the record's canonical JSON (computed once). */
+export function judgeRecord(def: CollectionDef, record: unknown): { record: Record<string, Json>; json: string } {
   if (!isObj(record)) throw bad('a record is a JSON object');
   judgedJson(() => checkJson(record, 'record'));
-  const bytes = Buffer.byteLength(canonicalize(record) as string);
+  const json = canonicalize(record) as string;
+  const bytes = Buffer.byteLength(json);
   if (bytes > RECORD_BYTES_MAX) throw bad(`record: ${bytes} bytes; at most ${RECORD_BYTES_MAX}`);
   const validate = compile(def);
   if (!validate(record)) {
     const errors = (validate.errors ?? []).slice(0, SCHEMA_ERRORS_MAX).map((e) => ({ path: e.instancePath, keyword: e.keyword, message: e.message ?? e.keyword }));
     throw new CollectionError('schema_violation', `the record does not match the schema of its collection (${errors.length} error${errors.length === 1 ? '' : 's'} shown)`, errors);
   }
-  return record as Record<string, Json>;
+  return { record: record as Record<string, Json>, json };
 }
 
 /** A primary key value: a string of 1 to 1024 bytes, or a safe integer. */

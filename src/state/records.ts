@@ -31,7 +31,7 @@ import canonicalize from 'canonicalize';
 import { pack, prefixEnd, readU64, u64Key, unpack } from '../storage/env.js';
 import type { ApplyResult, CollectionCmd, RecordCompare } from './command.js';
 import type { ProviderApplyContext } from './providers.js';
-import { CollectionError, checkCollectionName, checkRecord, indexValue, orderedKey, parseDefinition, pkOf, type CollectionDef, type IndexDef, type Pk, type SchemaError } from './collections.js';
+import { CollectionError, checkCollectionName, indexValue, judgeRecord, orderedKey, parseDefinition, pkOf, type CollectionDef, type IndexDef, type Pk, type SchemaError } from './collections.js';
 import type { Json } from './blocks.js';
 import type { StateTables } from './staged.js';
 
@@ -156,15 +156,26 @@ function writeMeta(t: StateTables, m: CollectionMeta): void {
 /** Parsed definitions by their canonical JSON: parsing compiles the schema (collections.ts
  *  caches the judge; this saves the walk). Bounded. */
 const parsed = new Map<string, CollectionDef>();
+/** The same by collection id and version, with the stored bytes they were parsed from: a
+ *  record put compares the row (memcmp) rather than decode and hash it (up to 64 KiB). The
+ *  bytes are compared, not trusted: another store in this process (a test's, the
+ *  simulator's other histories) may hold another definition under the same id and version. */
+const byVersion = new Map<string, { readonly bytes: Uint8Array; readonly def: CollectionDef }>();
 
-function definitionOf(t: StateTables, m: CollectionMeta): CollectionDef {
-  const json = fromUtf8.decode(t.get('collDefs', u64Key(m.id))!);
+export function definitionOf(t: StateTables, m: CollectionMeta): CollectionDef {
+  const row = t.get('collDefs', u64Key(m.id))!;
+  const at = `${m.id}:${m.version}`;
+  const known = byVersion.get(at);
+  if (known !== undefined && Buffer.compare(known.bytes, row) === 0) return known.def;
+  const json = fromUtf8.decode(row);
   let def = parsed.get(json);
   if (def === undefined) {
     def = parseDefinition(JSON.parse(json));
     if (parsed.size >= 256) parsed.delete(parsed.keys().next().value!);
     parsed.set(json, def);
   }
+  if (byVersion.size >= 256) byVersion.delete(byVersion.keys().next().value!);
+  byVersion.set(at, { bytes: Uint8Array.prototype.slice.call(row), def });
   return def;
 }
 
@@ -435,7 +446,7 @@ function put(ctx: RecordApplyContext, op: Extract<CollectionCmd, { t: 'record_pu
     if (Object.hasOwn(raw, def.primaryKey.field)) return { kind: 'invalid', index, message: `an appended record has no ${def.primaryKey.field}: its primary key is the index it is appended at` };
     Object.defineProperty(raw, def.primaryKey.field, { value: index, enumerable: true, writable: true, configurable: true });
   }
-  const record = judged(index, () => checkRecord(def, raw));
+  const { record, json } = judged(index, () => judgeRecord(def, raw));
   const pk = judged(index, () => pkOf(def, record));
   if (!append && pk !== (op as { pk: Pk }).pk) return { kind: 'invalid', index, message: 'the record\'s primary key is not the one the command names' };
   const pkKey = orderedKey(pk);
@@ -464,7 +475,6 @@ function put(ctx: RecordApplyContext, op: Extract<CollectionCmd, { t: 'record_pu
     if (x.state === 'ready') throw new Refused({ kind: 'unique_violation', index, indexName: x.def.name, pk: pkFromKey(other) });
     indexes = indexes.map((y) => (y === x ? { id: x.id, def: x.def, state: 'failed', clash: [pkFromKey(other), pk], why: 'two records hold the same value' } : y));
   });
-  const json = canonicalize(record) as string;
   t.put('records', key, pack(lease === undefined ? [index, json] : [index, json, lease]));
   // A put without a lease takes the record off the one it was on (as a key's, in etcd).
   if (old?.lease !== lease) {
