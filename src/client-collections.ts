@@ -69,7 +69,7 @@ export type CollectionRequest = (a: {
   readonly retry: 'idempotent' | 'onlyUnsent';
   readonly accept?: readonly number[];
   readonly signal?: AbortSignal | undefined;
-}) => Promise<{ readonly status: number; readonly body: Uint8Array }>;
+}) => Promise<{ readonly status: number; readonly headers: Headers; readonly body: Uint8Array }>;
 
 const JSON_TYPE = { 'content-type': 'application/json' };
 const decoder = new TextDecoder();
@@ -118,7 +118,10 @@ export class Collection<T extends { [k: string]: unknown }> {
   /** The record under `pk`, or null. */
   async get(pk: RecordPk, opts: { consistency?: 'linearizable' | 'stale' } & CallOptions = {}): Promise<(StoredRecord<T> & { index: number }) | null> {
     const r = await this.request({ method: 'GET', path: `${this.recordPath(pk)}${opts.consistency ? `?consistency=${opts.consistency}` : ''}`, retry: 'idempotent', accept: [404], signal: opts.signal });
-    if (r.status !== 404) return this.json(r);
+    if (r.status !== 404) {
+      const lease = r.headers.get('pangea-lease');
+      return { pk, record: this.json<T>(r), revision: Number(r.headers.get('etag')?.replaceAll('"', '')), index: Number(r.headers.get('pangea-index')), ...(lease === null ? {} : { lease }) };
+    }
     const j = this.json<{ error?: { code?: string; message?: string } }>(r);
     if (j.error?.code === 'collection_not_found') throw new PangeaError(404, 'collection_not_found', j.error.message ?? 'no such collection');
     return null;

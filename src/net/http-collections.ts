@@ -9,7 +9,8 @@
  * - `GET /v1/collections/{c}/records?after=PK | index=I&(eq=V | gte=V&lt=W)`, `limit`,
  *   `cursor` -> `{"items":[{"pk","record","revision"}],"more","cursor","index"}`;
  * - `POST /v1/collections/{c}/records` (a diary's append) -> `{"index","pk"}`;
- * - `GET|PUT|DELETE /v1/collections/{c}/records/{pk}`.
+ * - `GET|PUT|DELETE /v1/collections/{c}/records/{pk}` (GET answers the record itself, its
+ *   revision in `ETag`, its lease in `Pangea-Lease`).
  */
 import canonicalize from 'canonicalize';
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -139,8 +140,8 @@ export class CollectionHttp<C extends { readonly req: IncomingMessage; readonly 
     const pk = parsePk(def, rawPk);
     const r = getRecord(this.d.tables(), meta, pk);
     if (r === undefined) throw new HttpError(404, 'not_found', `no record ${JSON.stringify(String(pk).slice(0, 80))} in ${name}`, { index });
-    const lease = r.lease === undefined ? {} : { lease: String(r.lease) };
-    this.d.send(ctx.res, 200, { pk, record: JSON.parse(r.record) as unknown, revision: r.revision, ...lease, index }, { etag: `"${r.revision}"`, 'pangea-index': String(index), ...(r.lease === undefined ? {} : { 'pangea-lease': String(r.lease) }) });
+    // The record itself (API contract); its revision in the ETag, its lease in Pangea-Lease.
+    this.d.send(ctx.res, 200, JSON.parse(r.record) as unknown, { etag: `"${r.revision}"`, 'pangea-index': String(index), ...(r.lease === undefined ? {} : { 'pangea-lease': String(r.lease) }) });
   }
 
   private async putRecord(ctx: C, name: string, rawPk: string, query: string): Promise<void> {
