@@ -92,6 +92,11 @@ test('a 3-node cluster archives to S3 and prunes; a 4th node restores from the a
     return view.members.filter((m) => m.role === 'voter').length === 3;
   }, 60_000);
 
+  // Records of a collection too (issue 15): in the snapshot node 4 restores.
+  const json = { 'content-type': 'application/json' };
+  assert.equal((await fetch(`${n1.info.http}/v1/collections/things`, { method: 'PUT', headers: json, body: JSON.stringify({ primaryKey: { field: 'id', type: 'integer' }, indexes: [{ name: 'by_tag', field: 'tag', type: 'string' }] }) })).status, 200);
+  for (let r = 0; r < 20; r++) assert.equal((await fetch(`${nodes[r % 3]!.info.http}/v1/collections/things/records/${r}`, { method: 'PUT', headers: json, body: JSON.stringify({ id: r, tag: `t${r % 4}` }) })).status, 200);
+
   // Writers through every node while archiving and pruning go on.
   let i = 0;
   const writer = async (): Promise<void> => {
@@ -127,6 +132,8 @@ test('a 3-node cluster archives to S3 and prunes; a 4th node restores from the a
   for (const s of states.slice(1)) assert.deepEqual(s, states[0]);
   assert.ok(Object.keys(states[0]!).length > 10);
   assert.ok((await metric(n4, 'pangea_hot_first_index')) > 200, 'node 4 holds no log before its restored snapshot');
+  const things = (await (await fetch(`${n4.info.http}/v1/collections/things/records?index=by_tag&eq=t1&consistency=stale`)).json()) as { items: { pk: number }[] };
+  assert.deepEqual(things.items.map((r) => r.pk), [1, 5, 9, 13, 17], 'node 4 restored the records and their index');
   for (const n of all) assert.equal(await metric(n, 'pangea_archive_errors_total'), 0, `archive errors on ${n.dataDir}:\n${n.output()}`);
 
   // A 5th node without the archive key cannot restore by itself: peers have pruned, so it
