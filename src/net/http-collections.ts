@@ -141,7 +141,7 @@ export class CollectionHttp<C extends { readonly req: IncomingMessage; readonly 
     const r = getRecord(this.d.tables(), meta, pk);
     if (r === undefined) throw new HttpError(404, 'not_found', `no record ${JSON.stringify(String(pk).slice(0, 80))} in ${name}`, { index });
     // The record itself (API contract); its revision in the ETag, its lease in Pangea-Lease.
-    this.d.send(ctx.res, 200, JSON.parse(r.record) as unknown, { etag: `"${r.revision}"`, 'pangea-index': String(index), ...(r.lease === undefined ? {} : { 'pangea-lease': String(r.lease) }) });
+    this.d.sendJsonText(ctx.res, 200, r.record, { etag: `"${r.revision}"`, 'pangea-index': String(index), ...(r.lease === undefined ? {} : { 'pangea-lease': String(r.lease) }) });
   }
 
   private async putRecord(ctx: C, name: string, rawPk: string, query: string): Promise<void> {
@@ -221,8 +221,9 @@ export class CollectionHttp<C extends { readonly req: IncomingMessage; readonly 
       });
       page = { items: r.items, more: r.more, cursor: r.cursor === null ? null : b64(r.cursor) };
     }
-    const items = page.items.map((r) => ({ pk: r.pk, record: JSON.parse(r.record) as unknown, revision: r.revision, ...(r.lease === undefined ? {} : { lease: String(r.lease) }) }));
-    this.d.send(ctx.res, 200, { items, more: page.more, cursor: page.cursor, index }, { 'pangea-index': String(index) });
+    // Records are stored as canonical JSON: spliced in as they are.
+    const items = page.items.map((r) => `{"pk":${JSON.stringify(r.pk)},"record":${r.record},"revision":${r.revision}${r.lease === undefined ? '' : `,"lease":"${r.lease}"`}}`);
+    this.d.sendJsonText(ctx.res, 200, `{"items":[${items.join(',')}],"more":${page.more},"cursor":${JSON.stringify(page.cursor)},"index":${index}}`, { 'pangea-index': String(index) });
   }
 
   /** The contract's error (http.ts sendApplyError maps the collections' refusals too). */

@@ -15,6 +15,8 @@ export interface ModelHttpDeps<C> {
   readonly readNothing: (ctx: C) => Promise<void>;
   readonly read: (consistency: Consistency) => Promise<number>;
   readonly send: (res: ServerResponse, status: number, body: unknown, headers?: Record<string, string>) => void;
+  /** Sends `text`, already JSON (stored records are canonical JSON: no parse and stringify). */
+  readonly sendJsonText: (res: ServerResponse, status: number, text: string, headers?: Record<string, string>) => void;
   /** Throws the contract's error for an apply that refused (http.ts sendApplyError). */
   readonly refused: (ctx: C, r: ApplyResult) => never;
 }

@@ -148,6 +148,7 @@ export class HttpApi {
     readNothing: async (ctx) => void (await this.readBody(ctx, this.maxRequestBytes, `request over ${this.maxRequestBytes} bytes`)),
     read: (consistency: Consistency) => this.read(consistency),
     send: sendJson,
+    sendJsonText,
     refused: (ctx, r) => this.sendApplyError(ctx, r) as never,
   };
   private readonly blockHttp = new BlockHttp<Ctx>({ ...this.modelDeps, blocks: () => served(this.service.blocks?.(), 'blocks'), write: (op) => this.write(op, undefined) });
@@ -881,7 +882,10 @@ function member(m: { peerId: string; http: string; p2p: readonly string[]; role:
 }
 
 function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
-  const text = JSON.stringify(body);
+  sendJsonText(res, status, JSON.stringify(body), headers);
+}
+
+function sendJsonText(res: ServerResponse, status: number, text: string, headers: Record<string, string> = {}): void {
   res.writeHead(status, { ...headers, 'content-type': jsonType, 'content-length': Buffer.byteLength(text) });
   res.end(text);
 }
