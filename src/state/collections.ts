@@ -12,7 +12,7 @@
  */
 import { wellFormed } from '../text.js';
 import { Ajv2020, type ValidateFunction } from 'ajv/dist/2020.js';
-import addFormatsModule from 'ajv-formats';
+import formatsModule from 'ajv-formats/dist/formats.js';
 import { RE2JS } from 're2js';
 import canonicalize from 'canonicalize';
 import { BlockError, checkJson, type Json } from './blocks.js';
@@ -72,11 +72,69 @@ const FORBIDDEN_FIELDS = new Set(['__proto__', 'constructor', 'prototype']);
  *  RE2 cannot run (backreferences, lookaround) fails to compile: the schema is refused. */
 function re2(pattern: string, flags: string): { test(s: string): boolean; toString(): string } {
   const re = RE2JS.compile(pattern, flags.includes('i') ? RE2JS.CASE_INSENSITIVE : 0);
-  return { test: (s: string) => re.matcher(s).find(), toString: () => `/${pattern}/${flags}` };
+  const size = (re as unknown as { re2Input: { prog: { inst: unknown[] } } }).re2Input.prog.inst.length;
+  return {
+    test: (s: string) => {
+      meter(s.length * size);
+      return re.matcher(s).find();
+    },
+    toString: () => `/${pattern}/${flags}`,
+  };
 }
 re2.code = 're2';
 
-const addFormats = addFormatsModule as unknown as (ajv: Ajv2020, opts: { keywords: boolean }) => Ajv2020;
+/**
+ * What a record's patterns may cost to judge: the characters each pattern runs over times
+ * the size of its program (RE2's time), summed over the record. Past it the record is
+ * refused, alike on every replica (the count is of the record and the schema, never of
+ * time): a pattern over a megabyte, or 63 of them over the same string, took minutes
+ * (helper-50). Reset before each record (judgeRecord).
+ */
+export const PATTERN_WORK_MAX = 32 * 1024 * 1024;
+let patternWork = 0;
+
+function meter(n: number): void {
+  patternWork += n;
+  if (patternWork > PATTERN_WORK_MAX) throw new CollectionError('schema_violation', `judging the record by its schema's patterns would take over ${PATTERN_WORK_MAX} steps: shorter strings, or fewer or smaller patterns`, [{ path: '', keyword: 'pattern', message: 'too costly to judge' }]);
+}
+
+/** Formats judge strings of at most this many characters (longer ones fail them): some of
+ *  ajv-formats' checks are V8 regexps, quadratic on crafted input (`url` over 200 KB took
+ *  23 s: helper-50). */
+export const FORMAT_CHARS_MAX = 4096;
+/** The `regex` format compiles the string with RE2 (not `new RegExp`, which V8 versions
+ *  judge apart): strings of at most this many characters. */
+const REGEX_FORMAT_CHARS_MAX = 256;
+
+type FormatCheck = RegExp | ((s: string) => boolean) | boolean | { readonly type?: string; readonly validate: RegExp | ((x: never) => boolean) };
+
+/** ajv-formats' full formats, each behind the length bound, without their comparison
+ *  keywords (formatMinimum and formatMaximum compare through `new Date`, which reads a bound
+ *  with no zone in the local timezone: helper-49). */
+function addBoundedFormats(ajv: Ajv2020): void {
+  const { fullFormats, formatNames } = formatsModule as unknown as { fullFormats: Record<string, FormatCheck>; formatNames: string[] };
+  for (const name of formatNames) {
+    const f = fullFormats[name]!;
+    if (name === 'regex') continue;
+    if (typeof f === 'boolean') ajv.addFormat(name, f as never);
+    else if (f instanceof RegExp) ajv.addFormat(name, (s: string) => s.length <= FORMAT_CHARS_MAX && f.test(s));
+    else if (typeof f === 'function') ajv.addFormat(name, (s: string) => s.length <= FORMAT_CHARS_MAX && f(s));
+    else if (f.type === 'number') ajv.addFormat(name, { type: 'number', validate: f.validate as (n: number) => boolean });
+    else {
+      const v = f.validate;
+      ajv.addFormat(name, (s: string) => s.length <= FORMAT_CHARS_MAX && (v instanceof RegExp ? v.test(s) : (v as (s: string) => boolean)(s)));
+    }
+  }
+  ajv.addFormat('regex', (s: string) => {
+    if (s.length > REGEX_FORMAT_CHARS_MAX) return false;
+    try {
+      RE2JS.compile(s);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+}
 
 /** Ajv as every replica configures it. One instance per compile: a schema's `$id` must not
  *  leak into another's (and no schema is fetched: `loadSchema` is not set). */
@@ -85,20 +143,12 @@ function newAjv(): Ajv2020 {
   // what JSON Schema allows: `required` naming a field `properties` does not, `properties`
   // without `type: "object"` (Ajv's strictRequired and strictTypes refused both).
   // inlineRefs off: inlining every $ref to a ref-free definition made a 20 KiB schema
-  // compile for 39 s in 2.7 GB (helper-49).
-  const ajv = new Ajv2020({ strict: true, strictRequired: false, strictTypes: false, strictTuples: false, inlineRefs: false, allErrors: true, code: { regExp: re2 as never }, $data: false, unicodeRegExp: true, validateSchema: true, addUsedSchema: false });
-  // No formatMinimum/formatMaximum: they compare through `new Date`, which reads a bound with
-  // no zone in the local timezone (helper-49: a record judged apart on two replicas). The
-  // `regex` format by RE2, not `new RegExp` (which V8 versions judge apart).
-  addFormats(ajv, { keywords: false });
-  ajv.addFormat('regex', (s: string) => {
-    try {
-      RE2JS.compile(s);
-      return true;
-    } catch {
-      return false;
-    }
-  });
+  // compile for 39 s in 2.7 GB (helper-49). allErrors off: Ajv stops at a record's first
+  // error; with it on, it gathered every error without bound (a 1 MB record ran the heap
+  // out), merged them quadratically through refs, and ran uniqueItems past a failed maxItems
+  // (helper-50). A refusal names that one error.
+  const ajv = new Ajv2020({ strict: true, strictRequired: false, strictTypes: false, strictTuples: false, inlineRefs: false, allErrors: false, code: { regExp: re2 as never }, $data: false, unicodeRegExp: true, validateSchema: true, addUsedSchema: false });
+  addBoundedFormats(ajv);
   return ajv;
 }
 
@@ -140,7 +190,30 @@ export const UNIQUE_ITEMS_MAX = 1_000;
 
 const IN_PLACE_ONE = ['not', 'if', 'then', 'else'] as const;
 const IN_PLACE_MANY = ['allOf', 'anyOf', 'oneOf'] as const;
-const REFUSED_KEYWORDS = ['$id', '$anchor', '$dynamicAnchor', '$dynamicRef', '$recursiveRef', '$recursiveAnchor'];
+/** The keywords a schema may use: what boundSchema models, the validation keywords whose
+ *  cost is bounded here, and annotations. Any other (the legacy `dependencies`, which let a
+ *  schema recurse in place past the bound: helper-50; `$id`, anchors, dynamic refs) is
+ *  refused, so that no keyword Ajv knows slips past the bound. */
+const KEYWORDS = new Set([
+  // applicators (boundSchema follows each)
+  'allOf', 'anyOf', 'oneOf', 'not', 'if', 'then', 'else', 'dependentSchemas', '$ref', 'properties', 'patternProperties', 'additionalProperties',
+  'propertyNames', 'items', 'prefixItems', 'contains', 'unevaluatedItems', 'unevaluatedProperties', '$defs',
+  // validation
+  'type', 'enum', 'const', 'multipleOf', 'maximum', 'exclusiveMaximum', 'minimum', 'exclusiveMinimum', 'maxLength', 'minLength', 'pattern', 'maxItems',
+  'minItems', 'uniqueItems', 'maxContains', 'minContains', 'maxProperties', 'minProperties', 'required', 'dependentRequired', 'format',
+  // annotations and the dialect
+  '$schema', '$comment', 'title', 'description', 'default', 'examples', 'deprecated', 'readOnly', 'writeOnly', 'contentMediaType', 'contentEncoding',
+]);
+/** A schema's weight at one place: 1, plus what its keywords do beyond a constant. The
+ *  weights applied at one place of a record are bounded (WEIGHT_PER_PLACE_MAX) as their
+ *  count is (helper-50: 31 refs to an enum of 12,000 values took 17 s on a 120 KB record). */
+const WEIGHT_PER_PLACE_MAX = 4_096;
+/** $refs a record's judging may be inside at once, along any path (the stack at apply). */
+const REF_CALLS_MAX = 128;
+/** Patterns: their source, and a counted repeat's bound, at most (RE2's program grows with
+ *  both: `[a-z]{1000}[0-9]` took 19 s over 1 MB). */
+export const PATTERN_CHARS_MAX = 256;
+const PATTERN_REPEAT_MAX = 64;
 
 /**
  * Refuses a schema whose judging of one record could take unbounded time or stack (review
@@ -174,18 +247,34 @@ function boundSchema(root: unknown): void {
     }
     return node;
   };
-  // Every schema object: refused keywords, uniqueItems.
-  const stack: unknown[] = [root];
-  while (stack.length > 0) {
-    const v = stack.pop();
-    if (Array.isArray(v)) stack.push(...v);
-    else if (isObj(v)) {
-      for (const k of REFUSED_KEYWORDS) if (Object.hasOwn(v, k)) throw bad(`schema: ${k} is not supported (refs are JSON pointers into the schema)`);
-      if (v.uniqueItems === true && !(typeof v.maxItems === 'number' && v.maxItems <= UNIQUE_ITEMS_MAX)) {
-        throw bad(`schema: uniqueItems needs "maxItems" of at most ${UNIQUE_ITEMS_MAX} beside it (it compares every pair of items)`);
-      }
-      stack.push(...Object.values(v));
+  // Every schema object (not the data in enum, const, default, examples): its keywords,
+  // patterns, uniqueItems, its weight.
+  const weights = new Map<unknown, number>();
+  const walk: unknown[] = [root];
+  while (walk.length > 0) {
+    const v = walk.pop();
+    if (!isObj(v) || weights.has(v)) continue;
+    let w = 1;
+    for (const [k, x] of Object.entries(v)) {
+      if (!KEYWORDS.has(k)) throw bad(`schema: the keyword ${JSON.stringify(k.slice(0, 40))} is not supported`);
+      if (k === 'properties' || k === 'patternProperties' || k === '$defs' || k === 'dependentSchemas') {
+        if (isObj(x)) walk.push(...Object.values(x));
+        if (k !== '$defs') w += isObj(x) ? Object.keys(x).length : 0;
+      } else if (k === 'allOf' || k === 'anyOf' || k === 'oneOf' || k === 'prefixItems') {
+        if (Array.isArray(x)) walk.push(...x);
+      } else if (['not', 'if', 'then', 'else', 'additionalProperties', 'propertyNames', 'items', 'contains', 'unevaluatedItems', 'unevaluatedProperties'].includes(k)) {
+        walk.push(x);
+      } else if (k === 'enum' && Array.isArray(x)) w += x.reduce((n: number, e) => n + jsonWeight(e), 0);
+      else if (k === 'const') w += jsonWeight(x);
+      else if (k === 'required' && Array.isArray(x)) w += x.length;
+      else if (k === 'dependentRequired' && isObj(x)) w += Object.values(x).reduce((n: number, e) => n + 1 + (Array.isArray(e) ? e.length : 0), 0);
+      else if (k === 'pattern' && typeof x === 'string') w += checkPattern(x);
     }
+    if (isObj(v.patternProperties)) for (const p of Object.keys(v.patternProperties)) w += checkPattern(p);
+    if (v.uniqueItems === true && !(typeof v.maxItems === 'number' && v.maxItems <= UNIQUE_ITEMS_MAX)) {
+      throw bad(`schema: uniqueItems needs "maxItems" of at most ${UNIQUE_ITEMS_MAX} beside it (it compares every pair of items)`);
+    }
+    weights.set(v, w);
   }
   const inPlace = (s: unknown): unknown[] => {
     if (!isObj(s)) return [];
@@ -207,27 +296,37 @@ function boundSchema(root: unknown): void {
   const step = (): void => {
     if (++steps > BOUND_STEPS_MAX) throw bad('schema: too complex to bound the cost of judging a record by it');
   };
-  /** Every schema applied where `start` apply, with multiplicity. */
-  const closure = (start: readonly unknown[]): unknown[] => {
+  /** Every schema applied where `start` apply, with multiplicity, and the most $refs
+   *  followed in place on the way to one. */
+  const closure = (start: readonly unknown[]): { all: unknown[]; refs: number } => {
     const out: unknown[] = [];
-    const visit = (s: unknown, depth: number): void => {
+    let weight = 0;
+    let refs = 0;
+    const visit = (s: unknown, depth: number, refsHere: number): void => {
       step();
       if (depth > IN_PLACE_DEPTH_MAX) throw bad(`schema: applicators and $refs nest more than ${IN_PLACE_DEPTH_MAX} deep at one place of a record (or a $ref cycle does not descend into the data)`);
       out.push(s);
       if (out.length > APPLICATIONS_PER_NODE_MAX) throw bad(`schema: more than ${APPLICATIONS_PER_NODE_MAX} schemas would judge one place of a record (allOf, anyOf, oneOf, $ref, ... multiply)`);
-      for (const c of inPlace(s)) visit(c, depth + 1);
+      weight += weights.get(s) ?? 1;
+      if (weight > WEIGHT_PER_PLACE_MAX) throw bad(`schema: the schemas that would judge one place of a record weigh more than ${WEIGHT_PER_PLACE_MAX} (enum and const values, properties, required names, patterns: multiplied by allOf, $ref, ...)`);
+      refs = Math.max(refs, refsHere);
+      for (const c of inPlace(s)) visit(c, depth + 1, refsHere + (isObj(s) && typeof s.$ref === 'string' && c === resolve(s.$ref) ? 1 : 0));
     };
-    for (const s of start) visit(s, 0);
-    return out;
+    for (const s of start) visit(s, 0, 0);
+    return { all: out, refs };
   };
-  const seen = new Set<string>();
-  const explore = (start: readonly unknown[], depth: number): void => {
+  const seen = new Map<string, number>();
+  const explore = (start: readonly unknown[], depth: number, calls: number): void => {
     if (start.length === 0 || depth > RECORD_DEPTH_MAX) return;
     const key = `${depth}:${start.map(idOf).sort((a, b) => a - b).join(',')}`;
-    if (seen.has(key)) return;
-    seen.add(key);
+    // Explored again only with more $refs around it: the stack is what that bounds.
+    if ((seen.get(key) ?? -1) >= calls) return;
+    seen.set(key, calls);
     step();
-    const here = closure(start).filter(isObj);
+    const { all, refs } = closure(start);
+    const here = all.filter(isObj);
+    calls += refs + 1;
+    if (calls > REF_CALLS_MAX) throw bad(`schema: judging a record would go through more than ${REF_CALLS_MAX} $refs and levels at once (the stack)`);
     // Array items: every item schema (conservatively all of prefixItems too).
     const items: unknown[] = [];
     const common: unknown[] = [];
@@ -241,8 +340,8 @@ function boundSchema(root: unknown): void {
       if (s.propertyNames !== undefined) keys.push(s.propertyNames);
       if (isObj(s.properties)) for (const n of Object.keys(s.properties)) names.add(n);
     }
-    explore(items, depth + 1);
-    explore(keys, depth + 1);
+    explore(items, depth + 1, calls);
+    explore(keys, depth + 1, calls);
     // A property's value: its own schemas (or additionalProperties where it has none).
     const child = (name: string | null): unknown[] => {
       const out = [...common];
@@ -253,10 +352,26 @@ function boundSchema(root: unknown): void {
       }
       return out;
     };
-    for (const n of names) explore(child(n), depth + 1);
-    explore(child(null), depth + 1);
+    for (const n of names) explore(child(n), depth + 1, calls);
+    explore(child(null), depth + 1, calls);
   };
-  explore([root], 0);
+  explore([root], 0, 0);
+}
+
+/** What a JSON value weighs in an enum or const (comparing a record's value to it). */
+function jsonWeight(v: unknown): number {
+  return typeof v === 'object' && v !== null ? Math.ceil((canonicalize(v) as string).length / 64) + 1 : 1;
+}
+
+/** A pattern's weight, or a refusal: at most PATTERN_CHARS_MAX characters, counted repeats
+ *  of at most PATTERN_REPEAT_MAX. RE2 runs it in time linear in the string, times the size
+ *  of its program, which this bounds; records meter what their patterns cost (re2 below). */
+function checkPattern(p: string): number {
+  if (p.length > PATTERN_CHARS_MAX) throw bad(`schema: a pattern of ${p.length} characters; at most ${PATTERN_CHARS_MAX}`);
+  for (const m of p.matchAll(/\{(\d+)(?:,(\d*))?\}/g)) {
+    if (Number(m[1]) > PATTERN_REPEAT_MAX || (m[2] !== undefined && m[2] !== '' && Number(m[2]) > PATTERN_REPEAT_MAX)) throw bad(`schema: a counted repeat over ${PATTERN_REPEAT_MAX} in a pattern`);
+  }
+  return Math.ceil(p.length / 8);
 }
 
 /** A definition from untrusted JSON (`PUT /v1/collections/{c}`), its schema compiled once to
@@ -359,6 +474,7 @@ export function judgeRecord(def: CollectionDef, record: unknown): { record: Reco
   const bytes = Buffer.byteLength(json);
   if (bytes > RECORD_BYTES_MAX) throw bad(`record: ${bytes} bytes; at most ${RECORD_BYTES_MAX}`);
   const validate = compile(def);
+  patternWork = 0;
   if (!validate(record)) {
     const errors = (validate.errors ?? []).slice(0, SCHEMA_ERRORS_MAX).map((e) => ({ path: e.instancePath, keyword: e.keyword, message: e.message ?? e.keyword }));
     throw new CollectionError('schema_violation', `the record does not match the schema of its collection (${errors.length} error${errors.length === 1 ? '' : 's'} shown)`, errors);

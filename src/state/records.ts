@@ -663,9 +663,12 @@ export function reclaim(t: StateTables, onLease: (lease: number, delta: number) 
         if (table === 'records') {
           const v = t.get('records', r);
           const lease = v === undefined ? undefined : decodeRecord(0, v).lease;
-          if (lease !== undefined) {
-            t.remove('leaseRecords', leaseRow(lease, readU64(r), r.subarray(8)));
-            onLease(lease, -1);
+          // Counted off only if still on it: its lease's end may have taken the row (and
+          // counted it) already (helper-50).
+          const row = lease === undefined ? undefined : leaseRow(lease, readU64(r), r.subarray(8));
+          if (row !== undefined && t.get('leaseRecords', row) !== undefined) {
+            t.remove('leaseRecords', row);
+            onLease(lease!, -1);
           }
         }
         t.remove(table, r);
