@@ -390,6 +390,17 @@ test('collections: an index added to records builds to ready; a diary appends; a
   const reds = ((await ok('GET', '/v1/collections/later/records?index=by_color&eq=red&limit=100')).items as Json[]).map((x) => x.pk);
   assert.deepEqual(reds, Array.from({ length: 25 }, (_, i) => 2 * i - 10));
   assert.deepEqual(((await ok('GET', '/v1/collections/later/records?after=-2&limit=2')).items as Json[]).map((x) => x.pk), [-1, 0]);
+  // A unique index over two records that share a value fails, naming them; reads on it: 409.
+  await ok('PUT', '/v1/collections/later/records/100', { n: 100, color: 'red' });
+  await ok('PUT', '/v1/collections/later', { primaryKey: { field: 'n', type: 'integer' }, indexes: [{ name: 'by_color', field: 'color', type: 'string' }, { name: 'one_color', field: 'color', type: 'string', unique: true }] });
+  let failed: Json | undefined;
+  for (let i = 0; i < 100 && failed === undefined; i++) {
+    failed = ((await ok('GET', '/v1/collections/later')).indexes as Json[]).find((x) => x.name === 'one_color' && x.state === 'failed');
+    if (failed === undefined) await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.equal(failed?.why, 'two records hold the same value');
+  const notReady = await call('GET', '/v1/collections/later/records?index=one_color&eq=red');
+  assert.deepEqual([notReady.status, (notReady.json.error as Json).code, notReady.json.state], [409, 'index_not_ready', 'failed']);
   // A diary: appends numbered by their index.
   await ok('PUT', '/v1/collections/log', { kind: 'diary', primaryKey: { field: 'seq', type: 'integer' } });
   const a = await ok('POST', '/v1/collections/log/records', { what: 'start' });
