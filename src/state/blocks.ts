@@ -95,6 +95,14 @@ export function checkActionId(id: unknown): string {
  * input can overflow the call stack; a path is spelled out only for an error.
  */
 export function checkJson(v: unknown, where: string, depth = 1): Json {
+  checkJsonNodes(v, where, depth);
+  return v as Json;
+}
+
+/** checkJson, answering how many values `v` holds (itself, and every element and field
+ *  value at any depth): what judging it by a schema walks (collections.ts). */
+export function checkJsonNodes(v: unknown, where: string, depth = 1): number {
+  let nodes = 0;
   type Step = { readonly value: unknown; readonly depth: number; readonly up: Step | null; readonly seg: string | number };
   const pathOf = (st: Step): string => {
     const segs: string[] = [];
@@ -104,6 +112,7 @@ export function checkJson(v: unknown, where: string, depth = 1): Json {
   const stack: Step[] = [{ value: v, depth, up: null, seg: where }];
   while (stack.length > 0) {
     const st = stack.pop()!;
+    nodes++;
     const { value, depth: d } = st;
     if (value === null || typeof value === 'boolean') continue;
     if (typeof value === 'string') {
@@ -127,7 +136,7 @@ export function checkJson(v: unknown, where: string, depth = 1): Json {
       stack.push({ value: (value as Record<string, unknown>)[field], depth: d + 1, up: st, seg: field });
     }
   }
-  return v as Json;
+  return nodes;
 }
 
 export function checkBody(v: unknown, where: string): Body {

@@ -15,7 +15,7 @@ import { Ajv2020, type ValidateFunction } from 'ajv/dist/2020.js';
 import formatsModule from 'ajv-formats/dist/formats.js';
 import { RE2JS } from 're2js';
 import canonicalize from 'canonicalize';
-import { BlockError, checkJson, type Json } from './blocks.js';
+import { BlockError, checkJson, checkJsonNodes, type Json } from './blocks.js';
 
 /** A collection's name: `[a-z0-9_-]{1,64}`; names starting with `_` are the cluster's. */
 export const COLLECTION_NAME = /^[a-z0-9_-]{1,64}$/;
@@ -68,14 +68,30 @@ const bad = (message: string): CollectionError => new CollectionError('bad_reque
 const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 const FORBIDDEN_FIELDS = new Set(['__proto__', 'constructor', 'prototype']);
 
-/** RE2 in the shape Ajv's `code.regExp` takes: `test` searches, as RegExp's does. A pattern
- *  RE2 cannot run (backreferences, lookaround) fails to compile: the schema is refused. */
+/** A pattern's RE2 program has at most this many instructions, and one schema's patterns
+ *  this many in all: counted repeats nest (`(?:[a-c]{64}){15}` is 1,000 instructions), and a
+ *  schema of 240 such patterns held 237 MB of programs (helper-52). */
+export const PATTERN_INSTS_MAX = 4_096;
+export const SCHEMA_INSTS_MAX = 32_768;
+/** What a pattern's call costs beyond its characters, in meter steps. */
+const PATTERN_CALL_STEPS = 32;
+/** The instructions of the schema being compiled so far (compileSchema resets it). */
+let compileInsts = 0;
+
+/** RE2 in the shape Ajv's `code.regExp` takes (called as Ajv compiles a schema): `test`
+ *  searches, as RegExp's does. A pattern RE2 cannot run (backreferences, lookaround) fails to
+ *  compile, as does one past the instruction bounds: the schema is refused. */
 function re2(pattern: string, flags: string): { test(s: string): boolean; toString(): string } {
   const re = RE2JS.compile(pattern, flags.includes('i') ? RE2JS.CASE_INSENSITIVE : 0);
   const size = (re as unknown as { re2Input: { prog: { inst: unknown[] } } }).re2Input.prog.inst.length;
+  if (size > PATTERN_INSTS_MAX) throw bad(`the pattern ${JSON.stringify(pattern.slice(0, 60))} compiles to ${size} RE2 instructions; at most ${PATTERN_INSTS_MAX}`);
+  compileInsts += size;
+  if (compileInsts > SCHEMA_INSTS_MAX) throw bad(`the schema's patterns compile to more than ${SCHEMA_INSTS_MAX} RE2 instructions in all`);
   return {
     test: (s: string) => {
-      meter(s.length * size);
+      // Each call costs its setup, about 0.6 us, even over "" (helper-52: 340,000 empty
+      // strings, 63 patterns each, took 6.8 s uncharged).
+      meter((s.length + 1) * size + PATTERN_CALL_STEPS);
       return re.matcher(s).find();
     },
     toString: () => `/${pattern}/${flags}`,
@@ -84,27 +100,35 @@ function re2(pattern: string, flags: string): { test(s: string): boolean; toStri
 re2.code = 're2';
 
 /**
- * What a record's patterns may cost to judge: the characters each pattern runs over times
- * the size of its program (RE2's time), summed over the record. Past it the record is
- * refused, alike on every replica (the count is of the record and the schema, never of
- * time): a pattern over a megabyte, or 63 of them over the same string, took minutes
- * (helper-50). Reset before each record (judgeRecord).
+ * What a record's patterns, formats and uniqueItems may cost to judge, in steps of about
+ * 20 ns: the characters each pattern runs over (plus one: a call's setup) times the size of
+ * its program (RE2's time); FORMAT_STEPS_PER_CHAR for each character a format judges; the
+ * canonical JSON of each array uniqueItems judges. Summed over the record; past it the
+ * record is refused, alike on every replica (the count is of the record and the schema,
+ * never of time): a pattern over a megabyte, or 63 of them over the same string, took
+ * minutes (helper-50); 62 `uri` formats over 255 strings of 4 KB, or uniqueItems over 1,000
+ * objects of 100 fields, seconds (helper-52). Reset before each record (judgeRecord).
  */
-export const PATTERN_WORK_MAX = 32 * 1024 * 1024;
-let patternWork = 0;
+export const JUDGE_WORK_MAX = 32 * 1024 * 1024;
+let judgeWork = 0;
 
 function meter(n: number): void {
-  patternWork += n;
-  if (patternWork > PATTERN_WORK_MAX) throw new CollectionError('schema_violation', `judging the record by its schema's patterns would take over ${PATTERN_WORK_MAX} steps: shorter strings, or fewer or smaller patterns`, [{ path: '', keyword: 'pattern', message: 'too costly to judge' }]);
+  judgeWork += n;
+  if (judgeWork > JUDGE_WORK_MAX) throw new CollectionError('schema_violation', `judging the record by its schema's patterns, formats and uniqueItems would take over ${JUDGE_WORK_MAX} steps: shorter strings, or fewer or smaller patterns and formats`, [{ path: '', keyword: 'pattern', message: 'too costly to judge' }]);
 }
 
 /** Formats judge strings of at most this many characters (longer ones fail them): some of
  *  ajv-formats' checks are V8 regexps, quadratic on crafted input (`url` over 200 KB took
  *  23 s: helper-50). */
 export const FORMAT_CHARS_MAX = 4096;
-/** The `regex` format compiles the string with RE2 (not `new RegExp`, which V8 versions
- *  judge apart): strings of at most this many characters. */
-const REGEX_FORMAT_CHARS_MAX = 256;
+/** What a format costs a character, in meter steps (`uri` judges about 4 characters a
+ *  microsecond here, the others faster). */
+const FORMAT_STEPS_PER_CHAR = 16;
+/** Formats a schema may not name: `regex` compiled each string (an RE2 program of up to
+ *  36,000 instructions a string: hours for a record, helper-52; V8's RegExp would judge apart
+ *  across Node versions); `url` (not a JSON Schema format: `uri` is) stays quadratic within
+ *  4,096 characters (20 ms a string, helper-52). */
+const FORMATS_REFUSED = new Set(['regex', 'url']);
 
 type FormatCheck = RegExp | ((s: string) => boolean) | boolean | { readonly type?: string; readonly validate: RegExp | ((x: never) => boolean) };
 
@@ -113,27 +137,38 @@ type FormatCheck = RegExp | ((s: string) => boolean) | boolean | { readonly type
  *  with no zone in the local timezone: helper-49). */
 function addBoundedFormats(ajv: Ajv2020): void {
   const { fullFormats, formatNames } = formatsModule as unknown as { fullFormats: Record<string, FormatCheck>; formatNames: string[] };
+  const bounded = (test: (s: string) => boolean) => (s: string): boolean => {
+    if (s.length > FORMAT_CHARS_MAX) return false;
+    meter((s.length + 1) * FORMAT_STEPS_PER_CHAR);
+    return test(s);
+  };
   for (const name of formatNames) {
     const f = fullFormats[name]!;
-    if (name === 'regex') continue;
+    if (FORMATS_REFUSED.has(name)) continue; // boundSchema refuses them by name
     if (typeof f === 'boolean') ajv.addFormat(name, f as never);
-    else if (f instanceof RegExp) ajv.addFormat(name, (s: string) => s.length <= FORMAT_CHARS_MAX && f.test(s));
-    else if (typeof f === 'function') ajv.addFormat(name, (s: string) => s.length <= FORMAT_CHARS_MAX && f(s));
+    else if (f instanceof RegExp) ajv.addFormat(name, bounded((s) => f.test(s)));
+    else if (typeof f === 'function') ajv.addFormat(name, bounded(f));
     else if (f.type === 'number') ajv.addFormat(name, { type: 'number', validate: f.validate as (n: number) => boolean });
     else {
       const v = f.validate;
-      ajv.addFormat(name, (s: string) => s.length <= FORMAT_CHARS_MAX && (v instanceof RegExp ? v.test(s) : (v as (s: string) => boolean)(s)));
+      ajv.addFormat(name, bounded((s) => (v instanceof RegExp ? v.test(s) : (v as (s: string) => boolean)(s))));
     }
   }
-  ajv.addFormat('regex', (s: string) => {
-    if (s.length > REGEX_FORMAT_CHARS_MAX) return false;
-    try {
-      RE2JS.compile(s);
-      return true;
-    } catch {
-      return false;
-    }
-  });
+}
+
+/** uniqueItems in linear time: each item's canonical JSON (RFC 8785: key order and number
+ *  spelling do not matter, as JSON Schema's equality says) into a set, metered. Ajv's own
+ *  compares every pair deeply: 2.7 s for 1,000 objects of 100 fields (helper-52). */
+function uniqueItems(schema: boolean, data: readonly unknown[]): boolean {
+  if (!schema) return true;
+  const seen = new Set<string>();
+  for (const item of data) {
+    const key = canonicalize(item) as string;
+    meter(key.length + 1);
+    if (seen.has(key)) return false;
+    seen.add(key);
+  }
+  return true;
 }
 
 /** Ajv as every replica configures it. One instance per compile: a schema's `$id` must not
@@ -147,8 +182,12 @@ function newAjv(): Ajv2020 {
   // error; with it on, it gathered every error without bound (a 1 MB record ran the heap
   // out), merged them quadratically through refs, and ran uniqueItems past a failed maxItems
   // (helper-50). A refusal names that one error.
-  const ajv = new Ajv2020({ strict: true, strictRequired: false, strictTypes: false, strictTuples: false, inlineRefs: false, allErrors: false, code: { regExp: re2 as never }, $data: false, unicodeRegExp: true, validateSchema: true, addUsedSchema: false });
+  // ownProperties: a field is present only as the record's own (`required: ["toString"]`
+  // held for every record: helper-52).
+  const ajv = new Ajv2020({ strict: true, strictRequired: false, strictTypes: false, strictTuples: false, inlineRefs: false, allErrors: false, ownProperties: true, code: { regExp: re2 as never }, $data: false, unicodeRegExp: true, validateSchema: true, addUsedSchema: false });
   addBoundedFormats(ajv);
+  ajv.removeKeyword('uniqueItems');
+  ajv.addKeyword({ keyword: 'uniqueItems', type: 'array', schemaType: 'boolean', errors: false, validate: uniqueItems as never });
   return ajv;
 }
 
@@ -210,6 +249,18 @@ const KEYWORDS = new Set([
 const WEIGHT_PER_PLACE_MAX = 4_096;
 /** $refs a record's judging may be inside at once, along any path (the stack at apply). */
 const REF_CALLS_MAX = 128;
+/** Keywords, and the entries of properties, patternProperties, dependentSchemas,
+ *  dependentRequired, allOf, anyOf, oneOf and prefixItems, in the whole schema: Ajv nests one
+ *  block of generated code in the next for each (it stops at the first error), and the stack
+ *  that compiling it and V8's parsing of it take grows with them: 1,700 properties overflowed
+ *  Node's default stack (984 KB), at define or at the first record depending on the JIT
+ *  (helper-52). Measured under `--stack-size=300`: about 450 properties, or dependentRequired
+ *  entries, overflowed it, whatever keywords each had; so this leaves ~3x of the default
+ *  stack (test/state/collections-stack.test.ts runs the worst shapes under 500 KB). */
+export const SCHEMA_CODE_UNITS_MAX = 512;
+/** What judging a record may weigh in all: its values times the heaviest place of its
+ *  schema (about 2 ns a unit: 500,000 values at a place weighing 4,096 took 3.8 s, helper-52). */
+export const RECORD_WEIGHT_MAX = 250_000_000;
 /** Patterns: their source, and a counted repeat's bound, at most (RE2's program grows with
  *  both: `[a-z]{1000}[0-9]` took 19 s over 1 MB). */
 export const PATTERN_CHARS_MAX = 256;
@@ -229,7 +280,7 @@ const PATTERN_REPEAT_MAX = 64;
  * of judging it; refs resolve only as JSON pointers into the schema (no `$id`, anchors or
  * dynamic refs).
  */
-function boundSchema(root: unknown): void {
+function boundSchema(root: unknown): number {
   const resolve = (ref: string): unknown => {
     if (ref === '#') return root;
     if (!ref.startsWith('#/')) throw bad(`schema: $ref ${JSON.stringify(ref.slice(0, 80))} must be a JSON pointer into the schema (#/...)`);
@@ -251,12 +302,16 @@ function boundSchema(root: unknown): void {
   // patterns, uniqueItems, its weight.
   const weights = new Map<unknown, number>();
   const walk: unknown[] = [root];
+  let units = 0;
   while (walk.length > 0) {
     const v = walk.pop();
     if (!isObj(v) || weights.has(v)) continue;
     let w = 1;
     for (const [k, x] of Object.entries(v)) {
       if (!KEYWORDS.has(k)) throw bad(`schema: the keyword ${JSON.stringify(k.slice(0, 40))} is not supported`);
+      units += 1 + (Array.isArray(x) && k !== 'enum' && k !== 'required' && k !== 'examples' ? x.length : 0);
+      if (isObj(x) && (k === 'properties' || k === 'patternProperties' || k === 'dependentSchemas' || k === 'dependentRequired')) units += Object.keys(x).length;
+      if (k === 'format' && typeof x === 'string' && FORMATS_REFUSED.has(x)) throw bad(`schema: the format ${JSON.stringify(x)} is not supported${x === 'url' ? ' (use "uri")' : ''}`);
       if (k === 'properties' || k === 'patternProperties' || k === '$defs' || k === 'dependentSchemas') {
         if (isObj(x)) walk.push(...Object.values(x));
         if (k !== '$defs') w += isObj(x) ? Object.keys(x).length : 0;
@@ -276,6 +331,8 @@ function boundSchema(root: unknown): void {
     }
     weights.set(v, w);
   }
+  if (units > SCHEMA_CODE_UNITS_MAX) throw bad(`schema: ${units} keywords and entries (of properties, allOf, ...) in all; at most ${SCHEMA_CODE_UNITS_MAX}`);
+  let heaviest = 1;
   const inPlace = (s: unknown): unknown[] => {
     if (!isObj(s)) return [];
     const out: unknown[] = [];
@@ -308,6 +365,7 @@ function boundSchema(root: unknown): void {
       out.push(s);
       if (out.length > APPLICATIONS_PER_NODE_MAX) throw bad(`schema: more than ${APPLICATIONS_PER_NODE_MAX} schemas would judge one place of a record (allOf, anyOf, oneOf, $ref, ... multiply)`);
       weight += weights.get(s) ?? 1;
+      heaviest = Math.max(heaviest, weight);
       if (weight > WEIGHT_PER_PLACE_MAX) throw bad(`schema: the schemas that would judge one place of a record weigh more than ${WEIGHT_PER_PLACE_MAX} (enum and const values, properties, required names, patterns: multiplied by allOf, $ref, ...)`);
       refs = Math.max(refs, refsHere);
       for (const c of inPlace(s)) visit(c, depth + 1, refsHere + (isObj(s) && typeof s.$ref === 'string' && c === resolve(s.$ref) ? 1 : 0));
@@ -356,6 +414,7 @@ function boundSchema(root: unknown): void {
     explore(child(null), depth + 1, calls);
   };
   explore([root], 0, 0);
+  return heaviest;
 }
 
 /** What a JSON value weighs in an enum or const (comparing a record's value to it). */
@@ -387,7 +446,6 @@ export function parseDefinition(v: unknown): CollectionDef {
   const bytes = Buffer.byteLength(canonicalize(schema) as string);
   if (bytes > SCHEMA_BYTES_MAX) throw bad(`schema: ${bytes} bytes; at most ${SCHEMA_BYTES_MAX}`);
   checkRefs(schema);
-  boundSchema(schema);
   if (!isObj(v.primaryKey)) throw bad('primaryKey: {"field", "type": "string" or "integer"}');
   for (const k of Object.keys(v.primaryKey)) if (!['field', 'type'].includes(k)) throw bad(`primaryKey: unknown field ${JSON.stringify(k.slice(0, 40))}`);
   const pkType = v.primaryKey.type;
@@ -421,42 +479,65 @@ function judgedJson<T>(f: () => T): T {
   }
 }
 
-/** Compiled schemas by their canonical form (replicas compile the same schema to the same
- *  judge; the cache only saves time). Bounded: a few collections' worth. */
-const compiled = new Map<string, ValidateFunction>();
-const COMPILED_MAX = 256;
-
-/** The judge of each definition object (definitions are cached by their users, records.ts):
- *  no canonical form of the schema to compute per record. */
-const judges = new WeakMap<CollectionDef, ValidateFunction>();
-
-function compile(def: CollectionDef): ValidateFunction {
-  const mine = judges.get(def);
-  if (mine !== undefined) return mine;
-  const validate = compileSchema(def);
-  judges.set(def, validate);
-  return validate;
+/** A schema compiled: its judge, the weight of its heaviest place (boundSchema), the RE2
+ *  instructions its patterns hold. */
+interface Compiled {
+  readonly validate: ValidateFunction;
+  readonly heaviest: number;
+  readonly insts: number;
 }
 
-function compileSchema(def: CollectionDef): ValidateFunction {
-  const key = canonicalize(def.schema) as string;
+/** Compiled schemas by their canonical form (replicas compile the same schema to the same
+ *  judge; the cache only saves time), least recently used first. Bounded in count and in
+ *  the RE2 programs they hold; nothing else keeps a judge alive (definitions map to their
+ *  canonical form only), so these bounds are the judges' memory. */
+const compiled = new Map<string, Compiled>();
+const COMPILED_MAX = 64;
+const COMPILED_INSTS_MAX = 256 * 1024;
+let compiledInsts = 0;
+
+/** The canonical form of each definition's schema (definitions are cached by their users,
+ *  records.ts): none to compute per record. */
+const keys = new WeakMap<CollectionDef, string>();
+
+function compile(def: CollectionDef): Compiled {
+  let key = keys.get(def);
+  if (key === undefined) keys.set(def, (key = canonicalize(def.schema) as string));
   const known = compiled.get(key);
-  if (known !== undefined) return known;
+  if (known !== undefined) {
+    compiled.delete(key);
+    compiled.set(key, known);
+    return known;
+  }
+  const fresh = compileSchema(key);
+  compiled.set(key, fresh);
+  compiledInsts += fresh.insts;
+  for (const [k, c] of compiled) {
+    if (compiled.size <= COMPILED_MAX && compiledInsts <= COMPILED_INSTS_MAX) break;
+    if (c === fresh) break;
+    compiled.delete(k);
+    compiledInsts -= c.insts;
+  }
+  return fresh;
+}
+
+/** Bounds and compiles a schema from its canonical form, whatever order the caller's object
+ *  had: the judge (and the order of its errors) is then the same on a replica that compiled
+ *  it from the log and one that compiled it from its stored definition (helper-49). */
+function compileSchema(key: string): Compiled {
+  const schema = JSON.parse(key) as object;
+  const heaviest = boundSchema(schema);
+  compileInsts = 0;
   let validate: ValidateFunction;
   try {
-    // From the canonical form, whatever order the caller's object has: the judge (and the
-    // order of its errors) is then the same on a replica that compiled it from the log and
-    // one that compiled it from its stored definition (helper-49).
-    validate = newAjv().compile(JSON.parse(key) as object);
+    validate = newAjv().compile(schema);
   } catch (e) {
     // Only Ajv's refusals of the schema: anything else (the stack, the heap) is no judgment
     // of the schema, and must not become one that replicas could make apart (helper-49).
     if (e instanceof RangeError || !(e instanceof Error)) throw e;
-    throw bad(`schema: ${e.message.slice(0, 300)}`);
+    throw bad(e instanceof CollectionError ? `schema: ${e.message}` : `schema: ${e.message.slice(0, 300)}`);
   }
-  if (compiled.size >= COMPILED_MAX) compiled.delete(compiled.keys().next().value!);
-  compiled.set(key, validate);
-  return validate;
+  return { validate, heaviest, insts: compileInsts };
 }
 
 /** Checks `record` (untrusted JSON) against `def`: a JSON object within the bounds, valid by
@@ -469,12 +550,15 @@ export function checkRecord(def: CollectionDef, record: unknown): Record<string,
 /** checkRecord, with the record's canonical JSON (computed once). */
 export function judgeRecord(def: CollectionDef, record: unknown): { record: Record<string, Json>; json: string } {
   if (!isObj(record)) throw bad('a record is a JSON object');
-  judgedJson(() => checkJson(record, 'record'));
+  const nodes = judgedJson(() => checkJsonNodes(record, 'record'));
   const json = canonicalize(record) as string;
   const bytes = Buffer.byteLength(json);
   if (bytes > RECORD_BYTES_MAX) throw bad(`record: ${bytes} bytes; at most ${RECORD_BYTES_MAX}`);
-  const validate = compile(def);
-  patternWork = 0;
+  const { validate, heaviest } = compile(def);
+  if (nodes * heaviest > RECORD_WEIGHT_MAX) {
+    throw new CollectionError('schema_violation', `judging the record would weigh ${nodes} values times ${heaviest} (its schema's heaviest place), over ${RECORD_WEIGHT_MAX}: fewer values, or a lighter schema`, [{ path: '', keyword: 'schema', message: 'too costly to judge' }]);
+  }
+  judgeWork = 0;
   if (!validate(record)) {
     const errors = (validate.errors ?? []).slice(0, SCHEMA_ERRORS_MAX).map((e) => ({ path: e.instancePath, keyword: e.keyword, message: e.message ?? e.keyword }));
     throw new CollectionError('schema_violation', `the record does not match the schema of its collection (${errors.length} error${errors.length === 1 ? '' : 's'} shown)`, errors);
