@@ -156,6 +156,15 @@ export class StagedState implements StateTables {
     // records, so the limit applies to the merged stream.
     const lmdb = (this.db(t) as BytesDb).getRange({ ...bounds, ...(staged.length === 0 && Number.isFinite(limit) ? { limit } : {}) } as { start?: Uint8Array });
     let n = 0;
+    if (staged.length === 0) {
+      // Nothing staged in range (the common case: a unique index's check per record put
+      // spent a fifth of its apply in the layers below).
+      for (const { key, value } of lmdb as Iterable<{ key: Key; value: Uint8Array }>) {
+        yield { key: typeof key === 'string' ? key : copy(key), value: copy(value) };
+        if (++n >= limit) return;
+      }
+      return;
+    }
     for (const r of merge(staged, copies(lmdb), rev)) {
       yield r;
       if (++n >= limit) return;
