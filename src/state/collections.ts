@@ -73,8 +73,11 @@ const FORBIDDEN_FIELDS = new Set(['__proto__', 'constructor', 'prototype']);
  *  schema of 240 such patterns held 237 MB of programs (helper-52). */
 export const PATTERN_INSTS_MAX = 4_096;
 export const SCHEMA_INSTS_MAX = 32_768;
-/** What a pattern's call costs beyond its characters, in meter steps. */
+/** What a pattern's call costs beyond its characters, and each character beyond the
+ *  program's size, in meter steps (a 4-instruction case-insensitive class ran at 50 ns a
+ *  character: helper-53). */
 const PATTERN_CALL_STEPS = 32;
+const PATTERN_CHAR_STEPS = 8;
 /** The instructions of the schema being compiled so far (compileSchema resets it). */
 let compileInsts = 0;
 
@@ -91,7 +94,7 @@ function re2(pattern: string, flags: string): { test(s: string): boolean; toStri
     test: (s: string) => {
       // Each call costs its setup, about 0.6 us, even over "" (helper-52: 340,000 empty
       // strings, 63 patterns each, took 6.8 s uncharged).
-      meter((s.length + 1) * size + PATTERN_CALL_STEPS);
+      meter((s.length + 1) * (size + PATTERN_CHAR_STEPS) + PATTERN_CALL_STEPS);
       return re.matcher(s).find();
     },
     toString: () => `/${pattern}/${flags}`,
@@ -171,6 +174,15 @@ function uniqueItems(schema: boolean, data: readonly unknown[]): boolean {
   return true;
 }
 
+/** dependentRequired: when a field is present, so are the fields it names (own fields). */
+function dependentRequired(schema: Record<string, readonly string[]>, data: Record<string, unknown>): boolean {
+  for (const field of Object.keys(schema)) {
+    if (!Object.hasOwn(data, field)) continue;
+    for (const name of schema[field]!) if (!Object.hasOwn(data, name)) return false;
+  }
+  return true;
+}
+
 /** Ajv as every replica configures it. One instance per compile: a schema's `$id` must not
  *  leak into another's (and no schema is fetched: `loadSchema` is not set). */
 function newAjv(): Ajv2020 {
@@ -183,11 +195,18 @@ function newAjv(): Ajv2020 {
   // out), merged them quadratically through refs, and ran uniqueItems past a failed maxItems
   // (helper-50). A refusal names that one error.
   // ownProperties: a field is present only as the record's own (`required: ["toString"]`
-  // held for every record: helper-52).
-  const ajv = new Ajv2020({ strict: true, strictRequired: false, strictTypes: false, strictTuples: false, inlineRefs: false, allErrors: false, ownProperties: true, code: { regExp: re2 as never }, $data: false, unicodeRegExp: true, validateSchema: true, addUsedSchema: false });
+  // held for every record: helper-52). allowMatchingProperties: Ajv's lint of a pattern
+  // property matching a named one ran V8's RegExp over the names (`^(a|a)*$` doubled its time
+  // with each letter, and V8 versions parse patterns apart: helper-53).
+  const ajv = new Ajv2020({ strict: true, strictRequired: false, strictTypes: false, strictTuples: false, allowMatchingProperties: true, inlineRefs: false, allErrors: false, ownProperties: true, code: { regExp: re2 as never }, $data: false, unicodeRegExp: true, validateSchema: true, addUsedSchema: false });
   addBoundedFormats(ajv);
   ajv.removeKeyword('uniqueItems');
   ajv.addKeyword({ keyword: 'uniqueItems', type: 'array', schemaType: 'boolean', errors: false, validate: uniqueItems as never });
+  // Ajv writes each dependentRequired list as one expression nested once a name: compiling a
+  // list of 1,000 took 3.3 s, and 2,000 overflowed the stack (helper-53). Checked here, in a
+  // loop (the meta-schema still checks its shape).
+  ajv.removeKeyword('dependentRequired');
+  ajv.addKeyword({ keyword: 'dependentRequired', type: 'object', schemaType: 'object', errors: false, validate: dependentRequired as never });
   return ajv;
 }
 
@@ -247,6 +266,8 @@ const KEYWORDS = new Set([
  *  weights applied at one place of a record are bounded (WEIGHT_PER_PLACE_MAX) as their
  *  count is (helper-50: 31 refs to an enum of 12,000 values took 17 s on a 120 KB record). */
 const WEIGHT_PER_PLACE_MAX = 4_096;
+/** What minProperties or maxProperties weighs (in units of about 2 ns a value). */
+const PROPERTY_COUNT_WEIGHT = 128;
 /** $refs a record's judging may be inside at once, along any path (the stack at apply). */
 const REF_CALLS_MAX = 128;
 /** Keywords, and the entries of properties, patternProperties, dependentSchemas,
@@ -259,8 +280,9 @@ const REF_CALLS_MAX = 128;
  *  stack (test/state/collections-stack.test.ts runs the worst shapes under 500 KB). */
 export const SCHEMA_CODE_UNITS_MAX = 512;
 /** What judging a record may weigh in all: its values times the heaviest place of its
- *  schema (about 2 ns a unit: 500,000 values at a place weighing 4,096 took 3.8 s, helper-52). */
-export const RECORD_WEIGHT_MAX = 250_000_000;
+ *  schema (about 2 ns a unit: 500,000 values at a place weighing 4,096 took 3.8 s, helper-52;
+ *  an enum of long strings 4.3 ns, helper-53: about 0.5 s at most). */
+export const RECORD_WEIGHT_MAX = 120_000_000;
 /** Patterns: their source, and a counted repeat's bound, at most (RE2's program grows with
  *  both: `[a-z]{1000}[0-9]` took 19 s over 1 MB). */
 export const PATTERN_CHARS_MAX = 256;
@@ -322,6 +344,8 @@ function boundSchema(root: unknown): number {
       } else if (k === 'enum' && Array.isArray(x)) w += x.reduce((n: number, e) => n + jsonWeight(e), 0);
       else if (k === 'const') w += jsonWeight(x);
       else if (k === 'required' && Array.isArray(x)) w += x.length;
+      // Ajv counts an object's keys afresh for each (Object.keys: 200 ns a key, helper-53).
+      else if (k === 'minProperties' || k === 'maxProperties') w += PROPERTY_COUNT_WEIGHT;
       else if (k === 'dependentRequired' && isObj(x)) w += Object.values(x).reduce((n: number, e) => n + 1 + (Array.isArray(e) ? e.length : 0), 0);
       else if (k === 'pattern' && typeof x === 'string') w += checkPattern(x);
     }

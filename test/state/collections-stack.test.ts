@@ -24,6 +24,7 @@ test('the widest schemas the bound lets through define and judge within 500 KB o
       dependentRequired: { dependentRequired: Object.fromEntries(names(L - 2).map((k) => [k, ['id']])) },
       keywords: { properties: Object.fromEntries(names(Math.floor(L / 4) - 1).map((k) => [k, { type: 'string', maxLength: 5, minLength: 1 }])) },
       nested: (() => { let s = { const: 1 }; const per = Math.floor(L / 30) - 3; for (let d = 0; d < 30; d++) { const p = { a: s }; for (let i = 0; i < per / 2 - 1; i++) p['x' + i] = { const: i }; s = { properties: p }; } return s; })(),
+      longList: { properties: { c: { dependentRequired: { x: names(3000) } } } },
       allOf: { allOf: Array.from({ length: 60 }, (_, i) => ({ properties: Object.fromEntries(names(3).map((k) => [k + i, { const: 1 }])) })) },
     };
     const out = {};
@@ -44,5 +45,5 @@ test('the widest schemas the bound lets through define and judge within 500 KB o
   const run = spawnSync(process.execPath, ['--stack-size=500', '--input-type=module', '-e', child], { encoding: 'utf8', timeout: 120_000 });
   assert.equal(run.status, 0, run.stderr);
   const out = JSON.parse(run.stdout.trim().split('\n').at(-1)!) as Record<string, string>;
-  assert.deepEqual(out, { properties: 'ok', dependentRequired: 'ok', keywords: 'ok', nested: 'ok', allOf: 'ok' });
+  assert.deepEqual(out, { properties: 'ok', dependentRequired: 'ok', keywords: 'ok', nested: 'ok', longList: 'ok', allOf: 'ok' });
 });
