@@ -36,7 +36,6 @@ import {
   isVoter,
   knownNodes,
   latestConfig,
-  quorumSize,
   trimEpochs,
 } from './config.js';
 import { validateEnvelope } from './validate.js';
@@ -421,17 +420,20 @@ export class Replica {
 
   /**
    * Set, for good, once this replica may stop: it is left out of the newest configuration
-   * (governing from `fromSlot`), and enough of that configuration's voters have durably
-   * learned every slot before `fromSlot` as chosen (their commit is at least `fromSlot - 1`)
-   * that every quorum of them holds one.
+   * (governing from `fromSlot`), and every voter of that configuration has durably learned
+   * every slot before `fromSlot` as chosen (its commit is at least `fromSlot - 1`).
    *
    * Why it must wait: slots before `fromSlot` belong to the older configuration, whose
    * quorums may need this replica (old {a,b,c,d} removing d: 3 of 4, so a, b and c all). A
-   * candidate whose commit is behind `fromSlot - 1` needs such a quorum; a voter whose commit
-   * is at or past it needs only a quorum of the new voters, and the laggards catch up from
-   * it. Once every new quorum holds such a voter, any live quorum of the new configuration
-   * elects a leader that needs nothing from this replica. Liveness only: safety never
-   * depends on who is running.
+   * voter whose commit is behind `fromSlot - 1` must learn those slots from the older
+   * configuration: from the leader's memory while it has them, else by block sync, which
+   * trusts a range only on the word of a majority of the voters the laggard knows (or of the
+   * leader it follows, which it cannot follow before it knows it). Waiting for a quorum of
+   * new voters only, as this once did, let a new voter that was down at the time (its
+   * configuration still {a,b,c,d}, d gone) find only 2 of 4 to vouch, for ever, once the
+   * leader had compacted those slots (simulator seed 34223 --blocks, helper-54). A new voter
+   * that never comes back keeps this replica running, idle: it only delays its exit.
+   * Liveness only: safety never depends on who is running.
    */
   get departed(): { readonly fromSlot: number } | null {
     return this.departedFrom === null ? null : { fromSlot: this.departedFrom.fromSlot };
@@ -1375,9 +1377,9 @@ export class Replica {
     return !member && isVoter(leaving.config, from) && commit >= leaving.fromSlot - 1;
   }
 
-  /** Every quorum of the newest voters holds one that confirmed: n - q + 1 of them. */
+  /** Every voter of the newest configuration confirmed. */
   protected mayLeave(leaving: ConfigEpoch, confirmed: ReadonlySet<NodeId>): boolean {
-    return confirmed.size >= leaving.config.voters.length - quorumSize(leaving.config) + 1;
+    return leaving.config.voters.every((v) => confirmed.has(v));
   }
 
   /** The configurations after this replica's commit point, for the state machine's snapshot. */

@@ -30,7 +30,7 @@ export interface Defects {
   aheadPromiserSpeaks?: boolean;
   /** A promise counts for the promiser's own commit slot too (off by one). */
   promiserSpeaksAtItsCommit?: boolean;
-  /** A removed member leaves on the first voter that confirms, not on every quorum holding one. */
+  /** A removed member leaves on the first voter that confirms, not once every voter left has. */
   leaveOnOneReply?: boolean;
   /** A removed member leaves on replies that name it a member again (added back). */
   leaveWhenAddedBack?: boolean;

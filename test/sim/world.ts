@@ -1440,9 +1440,11 @@ export class World {
     const epoch = node.replica.configEpochs.find((e) => e.fromSlot === d.fromSlot) ?? node.replica.latestEpoch;
     const voters = epoch.config.voters;
     const ahead = voters.filter((v) => (this.nodes.get(v)?.logDisk.load().commit ?? 0) >= d.fromSlot - 1);
-    const needed = voters.length - (Math.floor(voters.length / 2) + 1) + 1;
+    // Every voter left (replica.ts `departed`): a quorum of them would do for electing, but a
+    // voter behind that comes back knowing the old voters needs this node to vouch.
+    const needed = voters.length;
     if (ahead.length < needed) {
-      throw new SimFailure(`${node.id} left while ${ahead.length} of the voters ${voters.join(',')} (from slot ${d.fromSlot}) had slot ${d.fromSlot - 1} durably chosen; ${needed} must, or a quorum of them may need ${node.id}`);
+      throw new SimFailure(`${node.id} left while ${ahead.length} of the voters ${voters.join(',')} (from slot ${d.fromSlot}) had slot ${d.fromSlot - 1} durably chosen; all ${needed} must, or one behind may need ${node.id}`);
     }
   }
 
