@@ -42,7 +42,6 @@ import type { PeerServices, Transport, WireEnvelope } from './transport.js';
 import { RequestNotSent } from '../sync/peer-services.js';
 import { deadlineSignal } from '../abort.js';
 import { FRAME_BYTES_MAX_DEFAULT, FrameDecoder, FrameError, encodeBody, encodeMessage, joinFrames } from '../codec/frames.js';
-import { installYamuxWindowRule } from './yamux-window.js';
 
 export const CONSENSUS_PROTOCOL = '/pangea/consensus/1.0.0';
 /** Our DHT is private: its own protocol id keeps it apart from the public IPFS DHT. */
@@ -228,7 +227,7 @@ export class Libp2pTransport implements Transport, PeerServices {
       addresses: { listen: [...this.opts.listen], announce: this.opts.announce ? [...this.opts.announce] : [] },
       transports: [quic(), tcp()],
       connectionEncrypters: [noise()],
-      streamMuxers: [(installYamuxWindowRule(), yamux())],
+      streamMuxers: [yamux()],
       services: {
         identify: identify(),
         ping: ping(),
