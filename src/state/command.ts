@@ -205,7 +205,7 @@ export type SettingsOp =
  */
 export const APPLY_LEVEL_DEFAULT = 1;
 export const APPLY_LEVEL_MIN = 1;
-export const APPLY_LEVEL_MAX = 3;
+export const APPLY_LEVEL_MAX = 4;
 
 const COLLECTION_OPS: ReadonlySet<string> = new Set(['collection_define', 'collection_drop', 'record_put', 'record_append', 'record_delete', 'index_backfill']);
 
@@ -215,7 +215,8 @@ export function isCollectionCmd(op: AppCommand['op']): op is CollectionCmd {
 
 /** The level an op came in at: no node proposes it below that level, and apply answers it
  *  `invalid` there, as a build that does not know it would. Level 2 added blocks and
- *  providers, level 3 collections. */
+ *  providers, level 3 collections; level 4 adds no op (it stores leases in 32 bytes, kv.ts
+ *  encodeLease, which a build at 3 cannot read). */
 export function opLevel(op: AppCommand['op']): number {
   if (isCollectionCmd(op)) return 3;
   if (op.t === 'txn' && (op.recordCompare !== undefined || op.success.some(isRecordTxnOp) || op.failure.some(isRecordTxnOp))) return 3;

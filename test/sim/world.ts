@@ -1695,11 +1695,13 @@ export class World {
     const node = r.chance(0.7) ? (this.leaderNode() ?? r.pick(live)) : r.pick(live);
     const state = node.state!;
     let op: AppCommand['op'];
-    if (state.applyLevel() < 3) {
+    // Level 3 first (collections), and 4 (leases in 32 bytes) a while later, so that leases
+    // written at 3 are renewed, reaped and revoked at 4.
+    if (state.applyLevel() < 3 || (state.applyLevel() < 4 && r.chance(0.05))) {
       if (this.now - this.levelAskedAt < 20 * TICK) return;
       this.levelAskedAt = this.now;
       const c = node.replica.latestConfig;
-      op = { t: 'cluster_level', level: 3, members: [...c.voters, ...c.learners].sort() };
+      op = { t: 'cluster_level', level: Math.max(3, state.applyLevel() + 1), members: [...c.voters, ...c.learners].sort() };
     } else if (r.chance(0.3)) {
       op = this.collectionOp(state);
     } else if (r.chance(0.2)) {

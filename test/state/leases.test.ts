@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { openStores } from '../../src/stores.js';
+import { u64Key } from '../../src/storage/env.js';
 import { LEASE_GRACE_MS, LEASE_KEYS_MAX, type KvOp, type LeaseOp, type TxnOp } from '../../src/state/command.js';
 import type { KeyChange } from '../../src/state/effects.js';
 import { Harness, b, tempDir } from './harness.js';
@@ -178,4 +179,35 @@ test('a txn that moves a key off an expired lease still being reaped cannot atta
     assert.equal(h.state.get(b('x0')), undefined);
     await h.stores.close();
   }
+});
+
+test('apply level 4 stores a lease in 32 bytes; one written below it reads, renews and expires alike after the raise', async () => {
+  const h = clockAtZero();
+  h.one(tick);
+  const raw = (id: number): Uint8Array => h.state.tables.get('leases', u64Key(id))!;
+  const old = (h.one(grant(5_000)) as { id: number }).id;
+  h.one(put('a', '1', old));
+  assert.notEqual(raw(old)[0], 0, 'below level 4: a msgpack map');
+  const before = h.state.lease(old);
+  assert.deepEqual(h.one({ t: 'cluster_level', level: 4, members: ['a'] }), { kind: 'level', index: 4, level: 4 });
+  assert.deepEqual(h.state.lease(old), before, 'read alike after the raise');
+  const fresh = (h.one(grant(3_000)) as { id: number }).id;
+  assert.equal(raw(fresh).byteLength, 32);
+  assert.deepEqual(h.state.lease(fresh), { id: fresh, ttlMs: 3_000, expiresAt: 3_000 + LEASE_GRACE_MS, keys: 0, row: 3_000 + LEASE_GRACE_MS });
+  h.one(put('b', '1', fresh));
+  assert.equal(h.state.lease(fresh)?.keys, 1);
+  advance(h, 2_000);
+  assert.deepEqual(h.one({ t: 'lease_keepalive', ids: [old, fresh] }), { kind: 'lease_kept', index: h.state.applied().point.index, ttls: [5_000, 3_000], at: 2_000 });
+  assert.equal(raw(old).byteLength, 32, 'renewed at level 4: rewritten in 32 bytes');
+  assert.deepEqual(h.state.lease(old), { id: old, ttlMs: 5_000, expiresAt: 7_000 + LEASE_GRACE_MS, keys: 1, row: 5_000 + LEASE_GRACE_MS });
+  // Both expire a TTL and its grace after their renewal, with their keys.
+  advance(h, 3_000 + LEASE_GRACE_MS);
+  assert.equal(h.state.lease(fresh), undefined);
+  assert.equal(h.state.get(b('b')), undefined);
+  assert.ok(h.state.get(b('a')));
+  advance(h, 2_000);
+  assert.equal(h.state.lease(old), undefined);
+  assert.equal(h.state.get(b('a')), undefined);
+  assert.equal(h.state.leaseCount(), 0);
+  await h.stores.close();
 });
