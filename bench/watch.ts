@@ -13,10 +13,10 @@
  *   its gRPC gateway's `POST /v3/watch` (JSON lines), the only way to watch etcd over HTTP.
  * - Lease cost: put@64 ops/s alone and while 10,000 leases are each renewed every 3 s
  *   (3,333 keep-alives a second, spread over the nodes), sent a request each (as 10,000
- *   clients would) or batched (as one client holding them all), each way in `--pairs` pairs
- *   of its own against put@64 alone, with a 2 s pause before each pair (single runs vary by
- *   up to 40% on this machine); the cost is 1 - median(with) / median(alone). `--renew`
- *   times one way only. `lease_keepalive_cost` is the batched one; `_request_each` the other,
+ *   clients would) or batched (as one client holding them all), each way in `--pairs` (4) pairs
+ *   of its own against put@64 alone, in turn alone first and renewing first, with a 2 s
+ *   pause before each run (single runs vary by up to 40% on this machine); the cost is 1
+ *   minus the geometric mean of with / alone over the pairs. `--renew` times one way only. `lease_keepalive_cost` is the batched one; `_request_each` the other,
  *   which is mostly the cost of 3,333 HTTP requests a second on these two cores (plain
  *   `GET /healthz` requests at that rate cost put@64 about 30%, measured in this session).
  *
@@ -65,7 +65,7 @@ interface Args {
 }
 
 function parseArgs(args: string[]): Args {
-  const out: Args = { seconds: 5, pairs: 3, leases: 10_000, only: null, part: null, cold: 100_000, renew: ['each', 'batched'], cpuProfDir: null };
+  const out: Args = { seconds: 5, pairs: 4, leases: 10_000, only: null, part: null, cold: 100_000, renew: ['each', 'batched'], cpuProfDir: null };
   for (let i = 0; i < args.length; i += 2) {
     const [a, v] = [args[i], args[i + 1]];
     if (a === '--seconds' && Number(v) > 0) out.seconds = Number(v);
@@ -271,12 +271,20 @@ async function leaseCost(cluster: Cluster, leases: number, seconds: number, pair
   // them lost 14% where batched alone against alone lost 5% (measured in session 15).
   for (const mode of [...modes].sort((a) => (a === 'batched' ? -1 : 1))) {
     await sleep(SETTLE_MS);
-    for (let p = 0; p < pairs; p++) {
-      alone[mode].push((await closedLoop(client, origins, put, CONCURRENCY, seconds)).ops);
+    // Alone then with, then with then alone (ABBA): put@64 alone drifts down by several
+    // percent a run as the cluster's files grow (4,202, 3,832, 3,673 ops/s in one run here),
+    // which a fixed order would count as the keep-alives' cost.
+    const timeAlone = async (): Promise<void> => void alone[mode].push((await closedLoop(client, origins, put, CONCURRENCY, seconds)).ops);
+    const timeWith = async (): Promise<void> => {
       const stop = renew(mode, origins, ids, counts, errorStatuses);
       runs[mode].push((await closedLoop(client, origins, put, CONCURRENCY, seconds)).ops);
       await stop();
-      await sleep(SETTLE_MS);
+    };
+    for (let p = 0; p < pairs; p++) {
+      for (const time of p % 2 === 0 ? [timeAlone, timeWith] : [timeWith, timeAlone]) {
+        await time();
+        await sleep(SETTLE_MS);
+      }
     }
   }
   client.close();
@@ -289,7 +297,14 @@ async function leaseCost(cluster: Cluster, leases: number, seconds: number, pair
     console.log(`  put@${CONCURRENCY} alone: ${alone.each.join(', ')} ops/s`);
     console.log(`  with ${leases} leases renewed every ${RENEW_EVERY_MS / 1000} s, a request each: ${runs.each.join(', ')} ops/s`);
   }
-  const cost = (mode: RenewMode): number => round(1 - median(runs[mode]) / median(alone[mode]), 3);
+  // Each pair's ratio, then their geometric mean: put@64 alone falls by a quarter over the
+  // runs (4,314 to 3,102 ops/s in one), so medians of the two sets compare runs minutes
+  // apart; within a pair the runs are adjacent, and alternating which goes first cancels
+  // the drift across pairs.
+  const cost = (mode: RenewMode): number => {
+    const logs = runs[mode].map((w, i) => Math.log(w / alone[mode][i]!));
+    return round(1 - Math.exp(logs.reduce((a, b) => a + b, 0) / logs.length), 3);
+  };
   return {
     ...(modes.includes('batched') ? { put_alone_ops: median(alone.batched), put_with_leases_batched_ops: median(runs.batched), lease_keepalive_cost: cost('batched') } : {}),
     ...(modes.includes('each') ? { put_with_leases_each_ops: median(runs.each), lease_keepalive_cost_request_each: cost('each') } : {}),
