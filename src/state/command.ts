@@ -146,6 +146,10 @@ export const LEASE_KEYS_MAX = 10_000;
 export const LEASES_MAX_DEFAULT = 100_000;
 /** Keys deleted by lease expiry in one command at most; the rest go with the next ones. */
 export const LEASE_EXPIRY_DELETES_MAX = 10_000;
+/** From apply level 4, how far past log time the expiry rows are read (kv.ts expireLeases):
+ *  a renewed lease's row coming due within it is moved at once, so that while many leases
+ *  renew, rows are read about once a second of log time instead of once a command. */
+export const LEASE_ROW_LOOKAHEAD_MS = 1_000;
 /** Keep-alives one `lease_keepalive` command carries at most. */
 export const LEASE_KEEPALIVE_IDS_MAX = 10_000;
 
@@ -216,7 +220,8 @@ export function isCollectionCmd(op: AppCommand['op']): op is CollectionCmd {
 /** The level an op came in at: no node proposes it below that level, and apply answers it
  *  `invalid` there, as a build that does not know it would. Level 2 added blocks and
  *  providers, level 3 collections; level 4 adds no op (it stores leases in 32 bytes, kv.ts
- *  encodeLease, which a build at 3 cannot read). */
+ *  encodeLease, which a build at 3 cannot read, and moves their expiry rows ahead of time,
+ *  LEASE_ROW_LOOKAHEAD_MS). */
 export function opLevel(op: AppCommand['op']): number {
   if (isCollectionCmd(op)) return 3;
   if (op.t === 'txn' && (op.recordCompare !== undefined || op.success.some(isRecordTxnOp) || op.failure.some(isRecordTxnOp))) return 3;

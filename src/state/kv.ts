@@ -27,7 +27,7 @@
  */
 import { applyChange, latestConfig, type Command, type Config, type ConfigChange, type ConfigEpoch, type Entry, type LogPoint } from '../consensus/index.js';
 import { pack, plain, prefixEnd, readU64, u64Key, u64s, unpack, type StoreEnv } from '../storage/env.js';
-import { APPLY_LEVEL_DEFAULT, APPLY_LEVEL_MAX, APPLY_LEVEL_MIN, KEY_BYTES_MAX, LEASES_MAX_DEFAULT, LEASE_EXPIRY_DELETES_MAX, LEASE_GRACE_MS, LEASE_KEYS_MAX, LEASE_TTL_MS_MAX, LEASE_TTL_MS_MIN, LOG_TIME_STEP_MS, chainBytesLength, decodeAppCommand, nextChain, opLevel,
+import { APPLY_LEVEL_DEFAULT, APPLY_LEVEL_MAX, APPLY_LEVEL_MIN, KEY_BYTES_MAX, LEASES_MAX_DEFAULT, LEASE_EXPIRY_DELETES_MAX, LEASE_GRACE_MS, LEASE_ROW_LOOKAHEAD_MS, LEASE_KEYS_MAX, LEASE_TTL_MS_MAX, LEASE_TTL_MS_MIN, LOG_TIME_STEP_MS, chainBytesLength, decodeAppCommand, nextChain, opLevel,
   type AppCommand, type ApplyResult, type ArchiveSettings, type Compare, type KvOp, type LeaseOp, type TxnOp, type TxnResult, type RequestId } from './command.js';
 import { chainRow, readChainRow, recordConfig, type AppliedRecord } from './applied.js';
 import { decodeChanges, encodeChanges, type Change, type DeleteCause, type Effects, type EffectsRow } from './effects.js';
@@ -1022,41 +1022,45 @@ class ApplyBatch {
    * most `leaseExpiryDeletesMax` keys (LEASE_EXPIRY_DELETES_MAX) in this command. A lease's
    * row in `sm.lease_expiry` is at its expiry or before it (renewals leave it, see
    * `lease_keepalive`): a row whose time has come for a lease renewed since is moved to the
-   * lease's expiry, which costs one unit of the budget.
+   * lease's expiry, which costs one unit of the budget. From apply level 4 the rows up to
+   * LEASE_ROW_LOOKAHEAD_MS past log time are read, and those of leases renewed past that
+   * are moved now (a row may move any time before its lease's expiry): with 10,000 leases
+   * renewed every 3 s a row came due every few commands, and each read of the rows cost more
+   * than the moves. A lease that expires within the lookahead keeps its row, and the next
+   * scan waits for its expiry, so nothing is reaped before or after its time.
    */
   private expireLeases(): void {
     if (this.nextLeaseExpiry > this.maxTime) return;
     const max = this.rules.leaseExpiryDeletesMax;
+    const horizon = this.maxTime + (this.level >= 4 ? LEASE_ROW_LOOKAHEAD_MS : 0);
     let budget = max;
-    // The rows due, read in one pass (not the first row again after each change: the staged
-    // view skips the rows removed so far one by one, which made reaping 10,000 leases in one
-    // command quadratic: a stall of seconds, measured by bench watch). Moved rows land past
-    // log time, so this pass never meets them again; at most `max` rows a command. The row
-    // after them is the next expiry, unless a moved row comes first: one range read, not a
-    // second for the next row (with leases renewed every 3 s a row comes due every few
-    // commands, and the two reads were a third of what the renewals cost).
-    const due: Uint8Array[] = [];
+    // The rows up to the horizon, read in one pass (not the first row again after each
+    // change: the staged view skips the rows removed so far one by one, which made reaping
+    // 10,000 leases in one command quadratic: a stall of seconds, measured by bench watch),
+    // and the row after them, the next expiry unless a lease read here comes first. Moved
+    // rows land past the horizon, so this pass never meets them again; at most `max` rows.
+    const rows: Uint8Array[] = [];
     let next = Number.MAX_SAFE_INTEGER;
     for (const k of this.t.keys('leaseExpiry', { limit: max + 1 })) {
       const at = readU64(k as Uint8Array);
-      if (at > this.maxTime) {
+      if (at > horizon) {
         next = at;
         break;
       }
-      if (due.length === max) {
-        next = this.maxTime; // more than `max` due: the next command looks
+      if (rows.length === max) {
+        next = this.maxTime; // more than `max` rows: the next command looks
         break;
       }
-      due.push(copy(k as Uint8Array));
+      rows.push(copy(k as Uint8Array));
     }
-    for (const row of due) {
+    for (const row of rows) {
       if (budget === 0) {
-        this.nextLeaseExpiry = readU64(row);
+        this.nextLeaseExpiry = Math.min(next, readU64(row)); // the rest with the next command
         return;
       }
       const id = readU64(row, 8);
       const lease = decodeLease(id, this.t.get('leases', u64Key(id))!);
-      if (lease.expiresAt > this.maxTime) {
+      if (lease.expiresAt > horizon) {
         this.t.remove('leaseExpiry', row);
         this.t.put('leaseExpiry', u64Key(lease.expiresAt, u64Key(id)), EMPTY);
         this.putLease({ ...lease, row: lease.expiresAt });
@@ -1064,9 +1068,13 @@ class ApplyBatch {
         budget--;
         continue;
       }
+      if (lease.expiresAt > this.maxTime) {
+        next = Math.min(next, lease.expiresAt); // expires within the lookahead: not yet
+        continue;
+      }
       budget -= this.dropLease(lease, budget);
       if (budget === 0) {
-        this.nextLeaseExpiry = readU64(row); // perhaps keys left: the next command goes on
+        this.nextLeaseExpiry = Math.min(next, readU64(row)); // perhaps keys left: the next command goes on
         return;
       }
     }

@@ -2,9 +2,10 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { openStores } from '../../src/stores.js';
 import { u64Key } from '../../src/storage/env.js';
-import { LEASE_GRACE_MS, LEASE_KEYS_MAX, type KvOp, type LeaseOp, type TxnOp } from '../../src/state/command.js';
+import { LEASE_GRACE_MS, LEASE_KEYS_MAX, type AppCommand, type ApplyResult, type KvOp, type LeaseOp, type TxnOp } from '../../src/state/command.js';
 import type { KeyChange } from '../../src/state/effects.js';
 import { Harness, b, tempDir } from './harness.js';
+import { Rng } from '../sim/rng.js';
 
 const grant = (ttlMs: number): LeaseOp => ({ t: 'lease_grant', ttlMs });
 const tick: LeaseOp = { t: 'lease_tick' };
@@ -210,4 +211,40 @@ test('apply level 4 stores a lease in 32 bytes; one written below it reads, rene
   assert.equal(h.state.get(b('a')), undefined);
   assert.equal(h.state.leaseCount(), 0);
   await h.stores.close();
+});
+
+test('level 4 reaps every lease at the index level 3 does, with its rows moved ahead of time (a log of grants, renewals, revokes and puts applied at both)', async () => {
+  for (const seed of [1, 2, 3, 4, 5]) {
+    const r = new Rng(seed);
+    const at3 = clockAtZero();
+    const at4 = clockAtZero();
+    for (const [h, level] of [[at3, 3], [at4, 4]] as const) assert.equal(h.one({ t: 'cluster_level', level, members: ['a'] }).kind, 'level');
+    const ids: number[] = [];
+    let moved = 0;
+    for (let step = 0; step < 1_500; step++) {
+      const time = at3.time + r.int(0, 3) * r.int(0, 300);
+      const op: AppCommand['op'] =
+        ids.length === 0 || r.chance(0.08) ? grant(r.int(2, 5) * 1000)
+        : r.chance(0.5) ? { t: 'lease_keepalive', ids: Array.from({ length: r.int(1, 4) }, () => ids[r.int(0, ids.length - 1)]!) }
+        : r.chance(0.5) ? put(`k${r.int(0, 30)}`, 'v', r.chance(0.8) ? ids[r.int(0, ids.length - 1)] : undefined)
+        : r.chance(0.05) ? { t: 'lease_revoke', id: ids[r.int(0, ids.length - 1)]! }
+        : tick;
+      const results = [at3, at4].map((h): ApplyResult => {
+        h.time = time;
+        return h.one(op);
+      });
+      assert.deepEqual(results[1], results[0], `seed ${seed} step ${step}: ${op.t}`);
+      if (results[0]!.kind === 'lease_granted') ids.push((results[0] as { id: number }).id);
+      const rows = (h: Harness): string[] => [...h.state.tables.keys('leaseExpiry', {})].map((k) => Buffer.from(k as Uint8Array).toString('hex'));
+      if (rows(at3).join() !== rows(at4).join()) moved++;
+    }
+    const last = at3.state.applied().point.index;
+    const effects = at3.state.effects(0, last, 10_000);
+    assert.deepEqual(at4.state.effects(0, last, 10_000), effects, `seed ${seed}: the same changes at the same indexes`);
+    assert.ok(effects.some((e) => e.changes.some((c) => c.type === 'delete' && c.cause === 'lease')), `seed ${seed}: some lease expired with keys`);
+    assert.deepEqual(at4.state.leases(0, 10_000), at3.state.leases(0, 10_000));
+    assert.ok(moved > 0, `seed ${seed}: level 4 moved some row ahead of level 3`);
+    await at3.stores.close();
+    await at4.stores.close();
+  }
 });
