@@ -213,12 +213,15 @@ test('apply level 4 stores a lease in 32 bytes; one written below it reads, rene
   await h.stores.close();
 });
 
-test('level 4 reaps every lease at the index level 3 does, with its rows moved ahead of time (a log of grants, renewals, revokes and puts applied at both)', async () => {
+test('level 4 reaps every lease at the index level 3 does, with its rows moved ahead of time, and a replica restarted often writes the same bytes (a log of grants, renewals, revokes and puts)', async () => {
   for (const seed of [1, 2, 3, 4, 5]) {
     const r = new Rng(seed);
     const at3 = clockAtZero();
     const at4 = clockAtZero();
-    for (const [h, level] of [[at3, 3], [at4, 4]] as const) assert.equal(h.one({ t: 'cluster_level', level, members: ['a'] }).kind, 'level');
+    // Reopened every few commands: its cache of the next expiry starts at 0 each time.
+    let restarted = clockAtZero();
+    for (const [h, level] of [[at3, 3], [at4, 4], [restarted, 4]] as const) assert.equal(h.one({ t: 'cluster_level', level, members: ['a'] }).kind, 'level');
+    const table = (h: Harness, t: 'leaseExpiry' | 'leases'): string => [...h.state.tables.range(t, {})].map((e) => `${Buffer.from(e.key as Uint8Array).toString('hex')}=${Buffer.from(e.value).toString('hex')}`).join();
     const ids: number[] = [];
     let moved = 0;
     for (let step = 0; step < 1_500; step++) {
@@ -229,11 +232,19 @@ test('level 4 reaps every lease at the index level 3 does, with its rows moved a
         : r.chance(0.5) ? put(`k${r.int(0, 30)}`, 'v', r.chance(0.8) ? ids[r.int(0, ids.length - 1)] : undefined)
         : r.chance(0.05) ? { t: 'lease_revoke', id: ids[r.int(0, ids.length - 1)]! }
         : tick;
-      const results = [at3, at4].map((h): ApplyResult => {
+      if (step % 7 === 0) {
+        await restarted.stores.close();
+        const reopened = new Harness(restarted.dir);
+        reopened.time = restarted.time;
+        restarted = reopened;
+      }
+      const results = [at3, at4, restarted].map((h): ApplyResult => {
         h.time = time;
         return h.one(op);
       });
       assert.deepEqual(results[1], results[0], `seed ${seed} step ${step}: ${op.t}`);
+      assert.deepEqual(results[2], results[1], `seed ${seed} step ${step}: ${op.t}, restarted`);
+      for (const t of ['leaseExpiry', 'leases'] as const) assert.equal(table(restarted, t), table(at4, t), `seed ${seed} step ${step}: ${t} of the restarted replica`);
       if (results[0]!.kind === 'lease_granted') ids.push((results[0] as { id: number }).id);
       const rows = (h: Harness): string[] => [...h.state.tables.keys('leaseExpiry', {})].map((k) => Buffer.from(k as Uint8Array).toString('hex'));
       if (rows(at3).join() !== rows(at4).join()) moved++;
@@ -246,5 +257,6 @@ test('level 4 reaps every lease at the index level 3 does, with its rows moved a
     assert.ok(moved > 0, `seed ${seed}: level 4 moved some row ahead of level 3`);
     await at3.stores.close();
     await at4.stores.close();
+    await restarted.stores.close();
   }
 });
