@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { openStores } from '../../src/stores.js';
+import { ApplyRules } from '../../src/state/kv.js';
 import { u64Key } from '../../src/storage/env.js';
 import { LEASE_GRACE_MS, LEASE_KEYS_MAX, type AppCommand, type ApplyResult, type KvOp, type LeaseOp, type TxnOp } from '../../src/state/command.js';
 import type { KeyChange } from '../../src/state/effects.js';
@@ -214,12 +215,15 @@ test('apply level 4 stores a lease in 32 bytes; one written below it reads, rene
 });
 
 test('level 4 reaps every lease at the index level 3 does, with its rows moved ahead of time, and a replica restarted often writes the same bytes (a log of grants, renewals, revokes and puts)', async () => {
-  for (const seed of [1, 2, 3, 4, 5]) {
+  // A budget of 2 keys a command as well (as in the simulator), so that expiry spreads.
+  for (const [seed, budget] of [[1, 10_000], [2, 10_000], [3, 10_000], [4, 2], [5, 2], [6, 2]] as const) {
     const r = new Rng(seed);
-    const at3 = clockAtZero();
-    const at4 = clockAtZero();
+    const rules = new ApplyRules(budget);
+    const start = (dir?: string): Harness => Object.assign(new Harness(dir, { rules }), { time: 0 });
+    const at3 = start();
+    const at4 = start();
     // Reopened every few commands: its cache of the next expiry starts at 0 each time.
-    let restarted = clockAtZero();
+    let restarted = start();
     for (const [h, level] of [[at3, 3], [at4, 4], [restarted, 4]] as const) assert.equal(h.one({ t: 'cluster_level', level, members: ['a'] }).kind, 'level');
     const table = (h: Harness, t: 'leaseExpiry' | 'leases'): string => [...h.state.tables.range(t, {})].map((e) => `${Buffer.from(e.key as Uint8Array).toString('hex')}=${Buffer.from(e.value).toString('hex')}`).join();
     const ids: number[] = [];
@@ -234,9 +238,7 @@ test('level 4 reaps every lease at the index level 3 does, with its rows moved a
         : tick;
       if (step % 7 === 0) {
         await restarted.stores.close();
-        const reopened = new Harness(restarted.dir);
-        reopened.time = restarted.time;
-        restarted = reopened;
+        restarted = Object.assign(start(restarted.dir), { time: restarted.time });
       }
       const results = [at3, at4, restarted].map((h): ApplyResult => {
         h.time = time;
@@ -249,14 +251,57 @@ test('level 4 reaps every lease at the index level 3 does, with its rows moved a
       const rows = (h: Harness): string[] => [...h.state.tables.keys('leaseExpiry', {})].map((k) => Buffer.from(k as Uint8Array).toString('hex'));
       if (rows(at3).join() !== rows(at4).join()) moved++;
     }
+    // Past every lease's expiry: the same keys and leases left.
+    for (const h of [at3, at4]) advance(h, 10_000);
     const last = at3.state.applied().point.index;
-    const effects = at3.state.effects(0, last, 10_000);
-    assert.deepEqual(at4.state.effects(0, last, 10_000), effects, `seed ${seed}: the same changes at the same indexes`);
+    const effects = at3.state.effects(0, last, 100_000);
+    const effects4 = at4.state.effects(0, last, 100_000);
     assert.ok(effects.some((e) => e.changes.some((c) => c.type === 'delete' && c.cause === 'lease')), `seed ${seed}: some lease expired with keys`);
-    assert.deepEqual(at4.state.leases(0, 10_000), at3.state.leases(0, 10_000));
+    if (budget === 10_000) assert.deepEqual(effects4, effects, `seed ${seed}: the same changes at the same indexes`);
+    else {
+      // Spread over commands, a key is reaped at level 4 no later than at level 3: a row moved
+      // early is out of the way of the rows due after it, and moves ahead of time spend only
+      // the budget the rows due left.
+      const hex = (k: Uint8Array): string => Buffer.from(k).toString('hex');
+      const reaped4 = new Map<string, number[]>();
+      for (const e of effects4) for (const c of e.changes) if (c.type === 'delete' && c.cause === 'lease') reaped4.set(hex(c.key), [...(reaped4.get(hex(c.key)) ?? []), e.index]);
+      const putAt = new Map<string, number>();
+      for (const e of effects) {
+        for (const c of e.changes) {
+          if (c.type === 'put') putAt.set(hex(c.key), e.index);
+          if (c.type !== 'delete' || c.cause !== 'lease') continue;
+          const k = hex(c.key);
+          assert.ok(reaped4.get(k)?.some((i) => i > (putAt.get(k) ?? 0) && i <= e.index), `seed ${seed}: ${k} reaped at ${e.index} at level 3, not by then at level 4`);
+        }
+      }
+    }
+    const view = (h: Harness) => ({ kv: h.state.range(new Uint8Array(0), null, Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER).items, leases: h.state.leases(0, 10_000).items.map(({ id, ttlMs, expiresAt, keys }) => ({ id, ttlMs, expiresAt, keys })) });
+    assert.deepEqual(view(at4), view(at3), `seed ${seed}: the same keys and leases`);
     assert.ok(moved > 0, `seed ${seed}: level 4 moved some row ahead of level 3`);
     await at3.stores.close();
     await at4.stores.close();
     await restarted.stores.close();
   }
+});
+
+test('level 4 reaps a due lease on time when leases that expire within the lookahead have older rows (review: with a budget of 2 they hid it)', async () => {
+  const rules = new ApplyRules(2);
+  const [at3, at4] = [3, 4].map((level) => {
+    const h = Object.assign(new Harness(undefined, { rules }), { time: 0 });
+    assert.equal(h.one({ t: 'cluster_level', level, members: ['a'] }).kind, 'level');
+    return h;
+  });
+  const both = (op: AppCommand['op'], time: number): ApplyResult[] => [at3!, at4!].map((h) => Object.assign(h, { time }).one(op));
+  const s1 = (both(grant(2_000), 0)[0] as { id: number }).id;
+  const s2 = (both(grant(2_000), 0)[0] as { id: number }).id;
+  const d = (both(grant(2_500), 0)[0] as { id: number }).id;
+  both(put('d', 'v', d), 0);
+  both({ t: 'lease_keepalive', ids: [s1, s2] }, 1_000); // their rows stay before d's
+  for (const time of [2_000, 3_000, 3_000 + LEASE_GRACE_MS / 2]) both(tick, time);
+  assert.equal(at4!.state.get(b('d')), undefined, 'reaped at its expiry, as at level 3');
+  assert.equal(at3!.state.get(b('d')), undefined);
+  const last = at3!.state.applied().point.index;
+  assert.deepEqual(at4!.state.effects(0, last, 100), at3!.state.effects(0, last, 100));
+  await at3!.stores.close();
+  await at4!.stores.close();
 });
