@@ -214,7 +214,7 @@ test('apply level 4 stores a lease in 32 bytes; one written below it reads, rene
   await h.stores.close();
 });
 
-test('level 4 reaps every lease at the index level 3 does, with its rows moved ahead of time, and a replica restarted often writes the same bytes (a log of grants, renewals, revokes and puts)', async () => {
+test('level 4 reaps every lease when level 3 does (no later, when reaping spreads over commands), with rows moved ahead of time, and a replica restarted often writes the same bytes (a log of grants, renewals, revokes and puts)', async () => {
   // A budget of 2 keys a command as well (as in the simulator), so that expiry spreads.
   for (const [seed, budget] of [[1, 10_000], [2, 10_000], [3, 10_000], [4, 2], [5, 2], [6, 2]] as const) {
     const r = new Rng(seed);
